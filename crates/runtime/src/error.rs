@@ -41,6 +41,10 @@ pub enum Error {
     },
     #[error("invalid container id {0:?}: use letters, digits, '_', '-' and '.'")]
     InvalidId(String),
+    /// The container's command cannot be run; `code` is Docker's exit code
+    /// for it (127 not found, 126 not executable).
+    #[error("{text}")]
+    CannotExec { code: u8, text: String },
     /// Raised inside the container's setup and passed to the parent over the
     /// sync channel, so the caller sees the child's reason.
     #[error("{0}")]

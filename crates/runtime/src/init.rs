@@ -1,1 +1,67 @@
-//! init
+//! An optional PID 1 for the container (like `docker run --init`): it forks
+//! the real command, forwards every catchable signal to it, reaps orphans so
+//! no zombie accumulates, and exits with the command's status. Without it a
+//! shell as PID 1 ignores SIGTERM/SIGINT (PID 1 has no default signal
+//! actions) and never reaps the orphans it inherits.
+
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+/// Forks; the child returns `Ok(())` and goes on to exec the command. The
+/// parent never returns: it serves as init and exits with the child's status
+/// (128+N when the child was killed by signal N).
+pub fn become_init() -> crate::Result<()> {
+    let all = SigSet::all();
+    let mut old = SigSet::empty();
+    // Block first so no signal is lost between fork and the wait loop.
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&all), Some(&mut old))
+        .map_err(|e| crate::Error::sys("block signals for init", e))?;
+    // SAFETY: the container's setup process is single-threaded.
+    match unsafe { fork() }.map_err(|e| crate::Error::sys("fork the container command", e))? {
+        ForkResult::Child => {
+            nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)
+                .map_err(|e| crate::Error::sys("restore signal mask", e))?;
+            Ok(())
+        }
+        ForkResult::Parent { child } => {
+            detach_stdio();
+            serve(child, &all)
+        }
+    }
+}
+
+/// init keeps no terminal or pipe open: when the command exits, readers of
+/// its output must see EOF even while init finishes reaping.
+fn detach_stdio() {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors, which we own.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+fn serve(child: Pid, set: &SigSet) -> ! {
+    loop {
+        let sig = match set.wait() {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        if sig != Signal::SIGCHLD {
+            let _ = kill(child, sig);
+            continue;
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => std::process::exit(code),
+                Ok(WaitStatus::Signaled(pid, s, _)) if pid == child => {
+                    std::process::exit(128 + s as i32)
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}

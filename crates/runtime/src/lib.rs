@@ -9,6 +9,7 @@
 //! - [`process`]: the last steps before exec inside the container.
 //! - [`init`]: an optional tiny PID 1 that reaps zombies and forwards signals.
 //! - [`console`], [`tty`]: the pty inside the container and the relay on the caller's side.
+//! - [`signals`]: signal names and forwarding from the caller to the container.
 //! - [`cloned_exe`]: re-exec from a sealed memfd (CVE-2019-5736).
 //! - [`state`]: crash-safe container state on disk.
 //! - [`container`]: the lifecycle (create, start, state, kill, delete, exec) tying it together.
@@ -24,6 +25,7 @@ pub mod namespaces;
 pub mod process;
 pub mod rootfs;
 pub mod seccomp;
+pub mod signals;
 pub mod spec;
 pub mod state;
 pub mod sync;
