@@ -8,6 +8,7 @@ use cubby_runtime::state::{StateRoot, Status};
 use cubby_runtime::{cgroups, cloned_exe, signals as signal, spec, tty, Error};
 use oci_spec::runtime::{Process, ProcessBuilder, UserBuilder};
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -322,7 +323,8 @@ fn run_container(root: &StateRoot, args: &CreateArgs, detach: bool, keep: bool) 
         return Ok(0);
     }
     if let Some(master) = &created.pty_master {
-        tty::attach(master)?;
+        let stop = tty::pidfd(pid)?;
+        tty::attach(master, Some(stop.as_fd()))?;
     }
     let code = container::wait_exit_code(pid)?;
     drop(forwarder);
@@ -356,7 +358,8 @@ fn exec(root: &StateRoot, args: ExecArgs) -> Result<i32> {
     }
     let forwarder = signal::Forwarder::install(execed.pid)?;
     if let Some(master) = &execed.pty_master {
-        tty::attach(master)?;
+        let stop = tty::pidfd(execed.pid)?;
+        tty::attach(master, Some(stop.as_fd()))?;
     }
     let code = container::wait_exit_code(execed.pid)?;
     drop(forwarder);

@@ -330,3 +330,36 @@ impl Drop for NonBlocking<'_> {
         }
     }
 }
+
+/// `-t` on the caller's side: raw mode and window size when stdin is a
+/// terminal, then relay until the container's side of the pty closes or
+/// `stop` (e.g. a pidfd of the container's process) becomes readable.
+pub fn attach(master: &OwnedFd, stop: Option<BorrowedFd<'_>>) -> Result<()> {
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let is_tty = nix::unistd::isatty(stdin.as_fd()).unwrap_or(false);
+    let mut winch = nix::sys::signal::SigSet::empty();
+    winch.add(nix::sys::signal::Signal::SIGWINCH);
+    winch
+        .thread_block()
+        .map_err(|e| crate::Error::sys("block SIGWINCH", e))?;
+    let _raw = if is_tty {
+        copy_winsize(stdin.as_fd(), master.as_fd())?;
+        Some(RawMode::enter(stdin.as_fd())?)
+    } else {
+        None
+    };
+    relay_until(master, stdin.as_fd(), stdout.as_fd(), stop)
+}
+
+/// A pidfd: readable once the process has exited, so a relay can stop with
+/// the container's main process even if daemons it left hold the pty.
+pub fn pidfd(pid: nix::unistd::Pid) -> Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(Error::io(format!("pidfd_open {pid}"), std::io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel returned a fresh fd that nothing else owns.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
+}
