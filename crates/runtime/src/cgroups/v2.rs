@@ -402,3 +402,343 @@ pub(crate) fn destroy(root: &Path, path: &Path) -> Result<(), CgroupError> {
     fs::kill_and_wait(&d, KILL_TIMEOUT)?;
     fs::rmdir_tree(&d)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Cgroup, Hierarchy};
+    use super::*;
+    use oci_spec::runtime::*;
+
+    const ALL: &str = "cpuset cpu io memory pids";
+
+    /// Mimics what the kernel does on mkdir in a cgroup2 mount: the interface
+    /// files of the controllers enabled in the parent appear in the child.
+    /// Our mkdir on an existing directory is a no-op, so pre-creating the
+    /// tree lets `create` run against it.
+    fn fake_cgroup(dir: &Path, controllers: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut files = vec![
+            ("cgroup.controllers", controllers.to_string()),
+            ("cgroup.subtree_control", String::new()),
+            ("cgroup.procs", String::new()),
+            ("cgroup.freeze", "0".into()),
+            ("cgroup.events", "populated 0\nfrozen 0\n".into()),
+            ("cpu.stat", "usage_usec 1500\nuser_usec 1000\n".into()),
+        ];
+        for c in controllers.split_whitespace() {
+            let extra: &[(&str, &str)] = match c {
+                "memory" => &[
+                    ("memory.max", "max"),
+                    ("memory.swap.max", "max"),
+                    ("memory.low", "0"),
+                    ("memory.current", "8192"),
+                    ("memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n"),
+                ],
+                "cpu" => &[("cpu.max", "max 100000"), ("cpu.weight", "100")],
+                "pids" => &[("pids.max", "max"), ("pids.current", "0")],
+                "cpuset" => &[("cpuset.cpus", ""), ("cpuset.mems", "")],
+                "io" => &[("io.weight", "default 100"), ("io.max", "")],
+                _ => &[],
+            };
+            files.extend(extra.iter().map(|(f, v)| (*f, v.to_string())));
+        }
+        for (f, v) in files {
+            std::fs::write(dir.join(f), v).unwrap();
+        }
+    }
+
+    fn read(p: PathBuf) -> String {
+        std::fs::read_to_string(p).unwrap()
+    }
+
+    fn cgroup(root: &Path, path: &str) -> Cgroup {
+        Cgroup::new(
+            Hierarchy::V2 {
+                root: root.to_path_buf(),
+            },
+            path,
+        )
+        .unwrap()
+    }
+
+    fn resources() -> LinuxResources {
+        LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(64i64 << 20)
+                    .swap(96i64 << 20)
+                    .reservation(16i64 << 20)
+                    .build()
+                    .unwrap(),
+            )
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .shares(1024u64)
+                    .quota(50_000i64)
+                    .period(200_000u64)
+                    .cpus("0-1")
+                    .mems("0")
+                    .build()
+                    .unwrap(),
+            )
+            .pids(LinuxPidsBuilder::default().limit(32i64).build().unwrap())
+            .block_io(
+                LinuxBlockIoBuilder::default()
+                    .weight(500u16)
+                    .build()
+                    .unwrap(),
+            )
+            .devices(vec![LinuxDeviceCgroupBuilder::default()
+                .allow(false)
+                .build()
+                .unwrap()])
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn conversions() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(1), 1);
+        assert_eq!(shares_to_weight(u64::MAX), 10_000);
+        assert_eq!(blkio_weight_to_io(10), 1);
+        assert_eq!(blkio_weight_to_io(1000), 10_000);
+        assert_eq!(swap_to_v2(Some(100), Some(300)).unwrap(), Some(200));
+        assert_eq!(swap_to_v2(Some(100), Some(100)).unwrap(), Some(0));
+        assert_eq!(swap_to_v2(Some(100), Some(-1)).unwrap(), Some(-1));
+        assert_eq!(swap_to_v2(Some(-1), None).unwrap(), Some(-1));
+        assert_eq!(swap_to_v2(Some(100), None).unwrap(), None);
+        assert_eq!(swap_to_v2(None, Some(0)).unwrap(), None);
+        assert!(swap_to_v2(Some(200), Some(100)).is_err());
+        assert!(swap_to_v2(None, Some(100)).is_err());
+        assert!(swap_to_v2(Some(-1), Some(100)).is_err());
+        assert!(swap_to_v2(Some(1), Some(-7)).is_err());
+    }
+
+    #[test]
+    fn create_writes_limits_and_delegates_controllers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fake_cgroup(root, ALL);
+        fake_cgroup(&root.join("cubby"), ALL);
+        fake_cgroup(&root.join("cubby/c1"), ALL);
+        // Already delegated at this level: must not be rewritten.
+        std::fs::write(
+            root.join("cubby/cgroup.subtree_control"),
+            "cpuset cpu io memory pids",
+        )
+        .unwrap();
+        let cg = cgroup(root, "cubby/c1");
+        cg.create(Some(&resources())).unwrap();
+
+        assert_eq!(
+            read(root.join("cgroup.subtree_control")),
+            "+cpuset +cpu +io +memory +pids"
+        );
+        assert_eq!(
+            read(root.join("cubby/cgroup.subtree_control")),
+            "cpuset cpu io memory pids"
+        );
+        // The leaf's own subtree_control is left alone (it holds processes).
+        assert_eq!(read(root.join("cubby/c1/cgroup.subtree_control")), "");
+        let leaf = root.join("cubby/c1");
+        assert_eq!(read(leaf.join("memory.max")), (64u64 << 20).to_string());
+        assert_eq!(
+            read(leaf.join("memory.swap.max")),
+            (32u64 << 20).to_string()
+        );
+        assert_eq!(read(leaf.join("memory.low")), (16u64 << 20).to_string());
+        assert_eq!(read(leaf.join("cpu.max")), "50000 200000");
+        assert_eq!(read(leaf.join("cpu.weight")), "39");
+        assert_eq!(read(leaf.join("cpuset.cpus")), "0-1");
+        assert_eq!(read(leaf.join("cpuset.mems")), "0");
+        assert_eq!(read(leaf.join("pids.max")), "32");
+        assert_eq!(
+            read(leaf.join("io.weight")),
+            blkio_weight_to_io(500).to_string()
+        );
+
+        cg.add_process(4242).unwrap();
+        assert_eq!(read(leaf.join("cgroup.procs")), "4242");
+        std::fs::write(leaf.join("cgroup.procs"), "4242\n4243\n").unwrap();
+        assert_eq!(cg.pids().unwrap(), vec![4242, 4243]);
+
+        let st = cg.stats().unwrap();
+        assert_eq!(st.memory_bytes, 8192);
+        assert_eq!(st.memory_limit_bytes, Some(64 << 20));
+        assert_eq!(st.cpu_usage_ns, 1_500_000);
+    }
+
+    #[test]
+    fn update_keeps_the_other_half_of_cpu_max() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fake_cgroup(root, ALL);
+        fake_cgroup(&root.join("c"), ALL);
+        let cg = cgroup(root, "/c");
+        std::fs::write(root.join("c/cpu.max"), "30000 100000").unwrap();
+        let period_only = LinuxResourcesBuilder::default()
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .period(50_000u64)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        cg.apply(&period_only).unwrap();
+        assert_eq!(read(root.join("c/cpu.max")), "30000 50000");
+        let unlimited = LinuxResourcesBuilder::default()
+            .cpu(LinuxCpuBuilder::default().quota(-1i64).build().unwrap())
+            .memory(LinuxMemoryBuilder::default().limit(-1i64).build().unwrap())
+            .pids(LinuxPidsBuilder::default().limit(-1i64).build().unwrap())
+            .build()
+            .unwrap();
+        cg.apply(&unlimited).unwrap();
+        assert_eq!(read(root.join("c/cpu.max")), "max 50000");
+        assert_eq!(read(root.join("c/memory.max")), "max");
+        assert_eq!(read(root.join("c/memory.swap.max")), "max");
+        assert_eq!(read(root.join("c/pids.max")), "max");
+    }
+
+    #[test]
+    fn only_offered_controllers_are_enabled_and_missing_ones_are_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fake_cgroup(root, "cpu pids");
+        fake_cgroup(&root.join("c"), "cpu pids");
+        let cg = cgroup(root, "/c");
+        cg.create(None).unwrap();
+        assert_eq!(read(root.join("cgroup.subtree_control")), "+cpu +pids");
+
+        let mem = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(1i64 << 20)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        match cg.apply(&mem) {
+            Err(CgroupError::Invalid(msg)) => {
+                assert!(msg.contains("memory controller"), "{msg}");
+                assert!(msg.contains("memory.max"), "{msg}");
+                assert!(msg.contains(&root.join("c").display().to_string()), "{msg}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Unset limits never touch files, so a missing controller is fine.
+        let unset = LinuxResourcesBuilder::default()
+            .memory(LinuxMemoryBuilder::default().build().unwrap())
+            .pids(LinuxPidsBuilder::default().limit(0i64).build().unwrap())
+            .build()
+            .unwrap();
+        cg.apply(&unset).unwrap();
+        assert_eq!(read(root.join("c/pids.max")), "max");
+        // No memory controller: nothing to report, not an error.
+        assert!(!cg.oom_killed().unwrap());
+    }
+
+    #[test]
+    fn oom_from_memory_events() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fake_cgroup(root, ALL);
+        fake_cgroup(&root.join("c"), ALL);
+        let cg = cgroup(root, "/c");
+        assert!(!cg.oom_killed().unwrap());
+        std::fs::write(
+            root.join("c/memory.events"),
+            "low 0\nhigh 0\nmax 12\noom 1\noom_kill 3\noom_group_kill 0\n",
+        )
+        .unwrap();
+        assert!(cg.oom_killed().unwrap());
+        assert_eq!(cg.stats().unwrap().oom_kills, 3);
+        // A cgroup that does not exist is an error naming it.
+        match cgroup(root, "/gone").oom_killed() {
+            Err(CgroupError::Io { path, .. }) => assert!(path.ends_with("gone/memory.events")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn freeze_and_thaw_wait_for_events() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fake_cgroup(root, ALL);
+        fake_cgroup(&root.join("c"), ALL);
+        let cg = cgroup(root, "/c");
+        // The fake kernel has already "completed" the freeze.
+        std::fs::write(root.join("c/cgroup.events"), "populated 1\nfrozen 1\n").unwrap();
+        cg.freeze().unwrap();
+        assert_eq!(read(root.join("c/cgroup.freeze")), "1");
+        std::fs::write(root.join("c/cgroup.events"), "populated 1\nfrozen 0\n").unwrap();
+        cg.thaw().unwrap();
+        assert_eq!(read(root.join("c/cgroup.freeze")), "0");
+    }
+
+    #[test]
+    fn destroy_uses_cgroup_kill_then_rmdir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fake_cgroup(root, ALL);
+        fake_cgroup(&root.join("cubby/c"), ALL);
+        std::fs::write(root.join("cubby/c/cgroup.kill"), "").unwrap();
+        let cg = cgroup(root, "/cubby/c");
+        // On a real cgroupfs the interface files vanish with rmdir; on this
+        // tmpfs fake they make the directory non-empty, so rmdir is attempted
+        // and its failure reported with the path.
+        match cg.destroy() {
+            Err(CgroupError::Io { path, source }) => {
+                assert_eq!(path, root.join("cubby/c"));
+                assert_eq!(source.raw_os_error(), Some(libc::ENOTEMPTY));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(read(root.join("cubby/c/cgroup.kill")), "1");
+
+        // Interface files gone (as the kernel would have them): the leaf and
+        // its sub-cgroups are removed, the parent stays, and it is idempotent.
+        let leaf = root.join("cubby/c");
+        for e in std::fs::read_dir(&leaf).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        std::fs::create_dir(leaf.join("nested")).unwrap();
+        cg.destroy().unwrap();
+        assert!(!leaf.exists());
+        assert!(root.join("cubby").is_dir());
+        cg.destroy().unwrap();
+    }
+
+    #[test]
+    fn destroy_without_cgroup_kill_signals_listed_pids() {
+        use std::os::unix::process::ExitStatusExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fake_cgroup(root, ALL);
+        fake_cgroup(&root.join("c"), ALL);
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let me = std::process::id();
+        std::fs::write(
+            root.join("c/cgroup.procs"),
+            format!("{}\n{me}\n", child.id()),
+        )
+        .unwrap();
+        // No "frozen" key: the fake cannot change state, so freeze/thaw
+        // must not wait on it.
+        std::fs::write(root.join("c/cgroup.events"), "populated 1\n").unwrap();
+        let cg = cgroup(root, "/c");
+        // The fake list never empties, so destroy times out naming the
+        // leftovers; the point is that the child got SIGKILL and we did not.
+        let err = cg.destroy().unwrap_err().to_string();
+        assert!(err.contains("still present"), "{err}");
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+}
