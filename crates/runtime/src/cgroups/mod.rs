@@ -254,7 +254,7 @@ fn systemd_path(s: &str) -> Result<PathBuf, String> {
     let mut path = expand_slice(slice)?;
     let unit = if name.ends_with(".slice") {
         // A slice is nested like any other slice, so expand it in full.
-        return Ok(expand_slice(name)?);
+        return expand_slice(name);
     } else if prefix.is_empty() {
         format!("{name}.scope")
     } else {
