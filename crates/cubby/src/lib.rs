@@ -1,0 +1,3 @@
+//! cubby command-line library: the pieces of `cubby` that can be unit tested.
+
+pub mod run_args;
