@@ -1,0 +1,377 @@
+//! Tests of the security modules: seccomp, capabilities and the sealed
+//! executable copy. Checks that change process state run in a forked child;
+//! the child only makes syscalls and `_exit`s (the test harness is
+//! multithreaded), and reports through its exit status.
+
+use cubby_runtime::seccomp::{self, Program};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+use oci_spec::runtime::LinuxSeccomp;
+
+/// Runs `f` in a forked child and returns how it ended.
+fn in_child(f: impl FnOnce() -> i32) -> WaitStatus {
+    // SAFETY: the child runs only `f`, which makes raw syscalls, then _exits.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            let code = f();
+            // SAFETY: _exit is async-signal-safe and never returns.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => waitpid(child, None).expect("waitpid"),
+    }
+}
+
+/// Exit code for "syscall succeeded".
+const OK: i32 = 0;
+/// Exit code for "loading the filter failed".
+const LOAD_FAILED: i32 = 200;
+
+fn errno() -> i32 {
+    nix::errno::Errno::last_raw()
+}
+
+/// In a child: loads `prog`, runs `call` and exits with 0 if it returned
+/// >= 0, or with the errno it failed with.
+fn filtered(prog: &Program, call: impl FnOnce() -> libc::c_long) -> i32 {
+    match in_child(|| {
+        if prog.load().is_err() {
+            return LOAD_FAILED;
+        }
+        if call() >= 0 {
+            OK
+        } else {
+            errno()
+        }
+    }) {
+        WaitStatus::Exited(_, code) => code,
+        other => panic!("child did not exit normally: {other:?}"),
+    }
+}
+
+fn default_program() -> Program {
+    Program::compile(&seccomp::default_profile()).expect("compile default profile")
+}
+
+#[test]
+fn default_profile_compiles_within_kernel_limits() {
+    let prog = default_program();
+    assert!(prog.instructions() > 10);
+    assert!(prog.instructions() <= 4096, "{prog:?}");
+    eprintln!("default profile: {prog:?}");
+}
+
+#[test]
+fn default_profile_blocks_keyctl() {
+    let prog = default_program();
+    // KEYCTL_GET_KEYRING_ID of the session keyring.
+    let rc = filtered(&prog, || unsafe {
+        libc::syscall(libc::SYS_keyctl, 0, -3i64, 0, 0, 0)
+    });
+    assert_eq!(rc, libc::EPERM);
+}
+
+#[test]
+fn default_profile_blocks_unshare_and_setns() {
+    let prog = default_program();
+    let rc = filtered(&prog, || unsafe { libc::unshare(libc::CLONE_NEWUSER) as _ });
+    assert_eq!(rc, libc::EPERM);
+    let rc = filtered(&prog, || unsafe { libc::unshare(libc::CLONE_NEWNS) as _ });
+    assert_eq!(rc, libc::EPERM);
+    let rc = filtered(&prog, || unsafe { libc::setns(0, 0) as _ });
+    assert_eq!(rc, libc::EPERM);
+}
+
+#[test]
+fn default_profile_blocks_mount() {
+    let prog = default_program();
+    let rc = filtered(&prog, || unsafe {
+        libc::mount(
+            c"none".as_ptr(),
+            c"/nonexistent-cubby".as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            std::ptr::null(),
+        ) as _
+    });
+    assert_eq!(rc, libc::EPERM);
+}
+
+/// Raw clone(flags) that behaves like fork; the grandchild exits at once.
+fn raw_clone(flags: libc::c_long) -> libc::c_long {
+    // SAFETY: with a null stack, clone behaves like fork; the new process
+    // only calls _exit.
+    let rc = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) };
+    if rc == 0 {
+        // SAFETY: _exit never returns.
+        unsafe { libc::_exit(0) }
+    }
+    if rc > 0 {
+        let mut status = 0;
+        // SAFETY: waits for the process just created.
+        unsafe { libc::waitpid(rc as libc::pid_t, &mut status, 0) };
+    }
+    rc
+}
+
+#[test]
+fn default_profile_blocks_clone_with_namespace_flags() {
+    let prog = default_program();
+    let sigchld = libc::SIGCHLD as libc::c_long;
+    for ns in [
+        libc::CLONE_NEWNS,
+        libc::CLONE_NEWUSER,
+        libc::CLONE_NEWPID,
+        libc::CLONE_NEWNET,
+        libc::CLONE_NEWUTS,
+        libc::CLONE_NEWIPC,
+        libc::CLONE_NEWCGROUP,
+    ] {
+        let rc = filtered(&prog, || raw_clone(sigchld | ns as libc::c_long));
+        assert_eq!(rc, libc::EPERM, "clone flag {ns:#x}");
+    }
+    // A plain fork-like clone, and a thread-like flag set, still work.
+    assert_eq!(filtered(&prog, || raw_clone(sigchld)), OK);
+    assert_eq!(
+        filtered(&prog, || raw_clone(
+            sigchld | (libc::CLONE_FILES | libc::CLONE_FS) as libc::c_long
+        )),
+        OK
+    );
+}
+
+#[test]
+fn default_profile_makes_clone3_enosys() {
+    let prog = default_program();
+    let rc = filtered(&prog, || unsafe {
+        libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0)
+    });
+    assert_eq!(rc, libc::ENOSYS);
+}
+
+#[test]
+fn default_profile_filters_personality() {
+    let prog = default_program();
+    for bad in [
+        0x1234u64,
+        0x1,
+        0x9,
+        0x0040_0000,
+        0x20009,
+        0xffff_fffe,
+        0x1_0000_0008,
+    ] {
+        let rc = filtered(&prog, || unsafe {
+            libc::syscall(libc::SYS_personality, bad)
+        });
+        assert_eq!(rc, libc::EPERM, "personality({bad:#x})");
+    }
+    for good in seccomp::SAFE_PERSONALITIES {
+        let rc = filtered(&prog, || unsafe {
+            libc::syscall(libc::SYS_personality, good)
+        });
+        assert_eq!(rc, OK, "personality({good:#x})");
+    }
+}
+
+#[test]
+fn default_profile_allows_ordinary_syscalls() {
+    let prog = default_program();
+    assert_eq!(
+        filtered(&prog, || unsafe { libc::syscall(libc::SYS_getpid) }),
+        OK
+    );
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let rc = filtered(&prog, || unsafe {
+        libc::write(fds[1], b"x".as_ptr().cast(), 1) as _
+    });
+    assert_eq!(rc, OK);
+    let mut buf = [0u8; 1];
+    // SAFETY: reads one byte into buf.
+    assert_eq!(unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), 1) }, 1);
+    assert_eq!(&buf, b"x");
+    // SAFETY: closing our own pipe.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+}
+
+#[test]
+fn default_profile_loads_with_no_new_privs() {
+    let prog = default_program();
+    let rc = filtered(&prog, || 0);
+    assert_eq!(rc, OK);
+    // And the unprivileged path: no_new_privs set, then load.
+    let status = in_child(|| {
+        // SAFETY: plain prctl.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return 1;
+        }
+        if prog.load().is_err() {
+            return LOAD_FAILED;
+        }
+        0
+    });
+    assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+}
+
+fn podman_like(extra: &str) -> LinuxSeccomp {
+    let json = format!(
+        r#"{{
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 38,
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "flags": ["SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+        "syscalls": [
+            {{"names": ["exit", "exit_group", "getpid", "write", "read", "rt_sigreturn",
+                        "no_such_syscall_in_libseccomp", "brk", "mmap", "munmap"],
+              "action": "SCMP_ACT_ALLOW"}},
+            {{"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}},
+            {{"names": ["getuid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}},
+            {{"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+              "args": [{{"index": 0, "value": 4294967295, "op": "SCMP_CMP_EQ"}}]}},
+            {{"names": ["socket"], "action": "SCMP_ACT_ALLOW",
+              "args": [{{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}},
+                       {{"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}}]}},
+            {{"names": ["dup3"], "action": "SCMP_ACT_ALLOW",
+              "args": [{{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}},
+                       {{"index": 2, "value": 524288, "valueTwo": 524288,
+                         "op": "SCMP_CMP_MASKED_EQ"}}]}},
+            {{"names": ["getgid"], "action": "SCMP_ACT_KILL_PROCESS"}}
+            {extra}
+        ]
+    }}"#
+    );
+    serde_json::from_str(&json).expect("profile JSON")
+}
+
+#[test]
+fn podman_like_allowlist_profile() {
+    let prog = Program::compile(&podman_like("")).expect("compile");
+    // Allowed.
+    assert_eq!(
+        filtered(&prog, || unsafe { libc::syscall(libc::SYS_getpid) }),
+        OK
+    );
+    // Default action: ENOSYS.
+    assert_eq!(
+        filtered(&prog, || unsafe { libc::syscall(libc::SYS_gettid) }),
+        libc::ENOSYS
+    );
+    // Explicit errno.
+    assert_eq!(
+        filtered(&prog, || unsafe { libc::syscall(libc::SYS_getppid) }),
+        libc::EPERM
+    );
+    // Rule equal to the default action is skipped, still ENOSYS.
+    assert_eq!(
+        filtered(&prog, || unsafe { libc::syscall(libc::SYS_getuid) }),
+        libc::ENOSYS
+    );
+    // Argument filters.
+    assert_eq!(
+        filtered(&prog, || unsafe {
+            libc::syscall(libc::SYS_personality, 0xffff_ffffu64)
+        }),
+        OK
+    );
+    assert_eq!(
+        filtered(&prog, || unsafe { libc::syscall(libc::SYS_personality, 8) }),
+        libc::ENOSYS
+    );
+    // Two conditions on the same index are ORed.
+    assert_eq!(
+        filtered(&prog, || unsafe {
+            libc::syscall(libc::SYS_socket, libc::AF_UNIX, libc::SOCK_STREAM, 0)
+        }),
+        OK
+    );
+    assert_eq!(
+        filtered(&prog, || unsafe {
+            libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0)
+        }),
+        OK
+    );
+    assert_eq!(
+        filtered(&prog, || unsafe {
+            libc::syscall(libc::SYS_socket, libc::AF_NETLINK, libc::SOCK_RAW, 0)
+        }),
+        libc::ENOSYS
+    );
+    // Conditions on different indexes are ANDed (dup3(0, 100, flags)).
+    assert_eq!(
+        filtered(&prog, || unsafe {
+            libc::syscall(libc::SYS_dup3, 0, 100, libc::O_CLOEXEC)
+        }),
+        OK
+    );
+    assert_eq!(
+        filtered(&prog, || unsafe {
+            libc::syscall(libc::SYS_dup3, 0, 100, 0)
+        }),
+        libc::ENOSYS
+    );
+    assert_eq!(
+        filtered(&prog, || unsafe {
+            libc::syscall(libc::SYS_dup3, 1, 100, libc::O_CLOEXEC)
+        }),
+        libc::ENOSYS
+    );
+    // KILL_PROCESS ends the child with SIGSYS.
+    let status = in_child(|| {
+        if prog.load().is_err() {
+            return LOAD_FAILED;
+        }
+        // SAFETY: plain syscall.
+        unsafe { libc::syscall(libc::SYS_getgid) };
+        0
+    });
+    assert!(
+        matches!(
+            status,
+            WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGSYS, _)
+        ),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn notify_is_rejected_with_a_clear_error() {
+    let profile = podman_like(r#", {"names": ["getcwd"], "action": "SCMP_ACT_NOTIFY"}"#);
+    let err = Program::compile(&profile).unwrap_err().to_string();
+    assert!(err.contains("NOTIFY"), "{err}");
+}
+
+#[test]
+fn bad_argument_index_is_an_error_not_a_panic() {
+    let profile = podman_like(
+        r#", {"names": ["getcwd"], "action": "SCMP_ACT_ERRNO",
+              "args": [{"index": 9, "value": 0, "op": "SCMP_CMP_EQ"}]}"#,
+    );
+    let err = Program::compile(&profile).unwrap_err().to_string();
+    assert!(err.contains("index 9"), "{err}");
+}
+
+/// Optional: compile a real podman/Docker profile converted to OCI form, if
+/// one is given in CUBBY_TEST_SECCOMP_JSON.
+#[test]
+fn external_profile_compiles() {
+    let Ok(path) = std::env::var("CUBBY_TEST_SECCOMP_JSON") else {
+        return;
+    };
+    let text = std::fs::read_to_string(&path).expect("read profile");
+    let profile: LinuxSeccomp = serde_json::from_str(&text).expect("parse profile");
+    let prog = Program::compile(&profile).expect("compile");
+    eprintln!("{path}: {} instructions", prog.instructions());
+    assert_eq!(
+        filtered(&prog, || unsafe { libc::syscall(libc::SYS_getpid) }),
+        OK
+    );
+    // Not in the allowlist: the default action (an errno) applies.
+    let rc = filtered(&prog, || unsafe {
+        libc::syscall(libc::SYS_kexec_load, 0, 0, 0, 0)
+    });
+    assert!(rc == libc::ENOSYS || rc == libc::EPERM, "kexec_load: {rc}");
+}
