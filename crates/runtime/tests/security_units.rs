@@ -375,3 +375,183 @@ fn external_profile_compiles() {
     });
     assert!(rc == libc::ENOSYS || rc == libc::EPERM, "kexec_load: {rc}");
 }
+
+// ---------------------------------------------------------------- capabilities
+
+use cubby_runtime::capabilities;
+use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities, LinuxCapabilitiesBuilder};
+use std::os::fd::{AsRawFd, RawFd};
+
+/// Like `in_child`, but the child gets the write end of a pipe; returns what
+/// it wrote along with how it ended.
+fn in_child_with_output(f: impl FnOnce(RawFd) -> i32) -> (WaitStatus, Vec<u8>) {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    let status = in_child(|| f(w.as_raw_fd()));
+    drop(w);
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut out).expect("read pipe");
+    (status, out)
+}
+
+/// Copies /proc/self/status to `fd` without allocating.
+fn send_status(fd: RawFd) -> bool {
+    let mut buf = [0u8; 8192];
+    // SAFETY: open/read/write/close on a stack buffer.
+    unsafe {
+        let src = libc::open(c"/proc/self/status".as_ptr(), libc::O_RDONLY);
+        if src < 0 {
+            return false;
+        }
+        loop {
+            let n = libc::read(src, buf.as_mut_ptr().cast(), buf.len());
+            if n <= 0 {
+                break;
+            }
+            libc::write(fd, buf.as_ptr().cast(), n as usize);
+        }
+        libc::close(src);
+    }
+    true
+}
+
+fn status_field(status: &str, key: &str) -> u64 {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .unwrap_or_else(|| panic!("{key} missing in {status}"));
+    u64::from_str_radix(line[key.len()..].trim(), 16).expect("hex")
+}
+
+fn set_of(caps: &[Capability]) -> Capabilities {
+    caps.iter().copied().collect()
+}
+
+fn bits(caps: &[Capability]) -> u64 {
+    caps.iter()
+        .fold(0, |m, c| m | 1u64 << capabilities::number(*c))
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+#[test]
+fn drop_bounding_and_apply_leave_exactly_the_set() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let small = [
+        Capability::Chown,
+        Capability::Kill,
+        Capability::NetBindService,
+    ];
+    let caps: LinuxCapabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(set_of(&small))
+        .effective(set_of(&small))
+        .permitted(set_of(&small))
+        .inheritable(set_of(&small[1..]))
+        .ambient(set_of(&[Capability::NetBindService]))
+        .build()
+        .unwrap();
+    let (status, out) = in_child_with_output(|fd| {
+        // A private UTS namespace first, so the host hostname can never change.
+        // SAFETY: plain syscall in the single-threaded child.
+        if unsafe { libc::unshare(libc::CLONE_NEWUTS) } != 0 {
+            return 10;
+        }
+        if capabilities::drop_bounding(&caps).is_err() {
+            return 11;
+        }
+        if capabilities::apply(&caps).is_err() {
+            return 12;
+        }
+        if !send_status(fd) {
+            return 13;
+        }
+        // SAFETY: sets the hostname of the child's private UTS namespace.
+        let rc = unsafe { libc::sethostname(c"cubby-test".as_ptr(), 10) };
+        if rc == 0 {
+            return 14; // should have failed without CAP_SYS_ADMIN
+        }
+        errno()
+    });
+    assert!(
+        matches!(status, WaitStatus::Exited(_, libc::EPERM)),
+        "{status:?}"
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(status_field(&text, "CapBnd:"), bits(&small), "{text}");
+    assert_eq!(status_field(&text, "CapEff:"), bits(&small), "{text}");
+    assert_eq!(status_field(&text, "CapPrm:"), bits(&small), "{text}");
+    assert_eq!(status_field(&text, "CapInh:"), bits(&small[1..]), "{text}");
+    assert_eq!(
+        status_field(&text, "CapAmb:"),
+        bits(&[Capability::NetBindService]),
+        "{text}"
+    );
+}
+
+#[test]
+fn apply_names_the_capability_it_cannot_grant() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let small = set_of(&[Capability::Chown]);
+    let first: LinuxCapabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(small.clone())
+        .effective(small.clone())
+        .permitted(small.clone())
+        .inheritable(Capabilities::new())
+        .ambient(Capabilities::new())
+        .build()
+        .unwrap();
+    let wants_admin: LinuxCapabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(small.clone())
+        .effective(small.clone())
+        .permitted(set_of(&[Capability::Chown, Capability::SysAdmin]))
+        .inheritable(Capabilities::new())
+        .ambient(set_of(&[Capability::SysAdmin]))
+        .build()
+        .unwrap();
+    let (status, out) = in_child_with_output(|fd| {
+        if capabilities::drop_bounding(&first).is_err() || capabilities::apply(&first).is_err() {
+            return 10;
+        }
+        match capabilities::apply(&wants_admin) {
+            Ok(()) => 11,
+            Err(e) => {
+                // The child is single-threaded; formatting is fine here.
+                let msg = e.to_string();
+                // SAFETY: writes the message to the pipe.
+                unsafe { libc::write(fd, msg.as_ptr().cast(), msg.len()) };
+                0
+            }
+        }
+    });
+    assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+    let msg = String::from_utf8_lossy(&out);
+    eprintln!("{msg}");
+    assert!(msg.contains("CAP_SYS_ADMIN"), "{msg}");
+}
+
+#[test]
+fn unknown_capabilities_are_skipped() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    // Every capability oci-spec knows, some possibly beyond cap_last_cap on
+    // older kernels: must not fail.
+    let all = set_of(&capabilities::ALL);
+    let caps: LinuxCapabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(all.clone())
+        .build()
+        .unwrap();
+    let status = in_child(|| match capabilities::drop_bounding(&caps) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    });
+    assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+}
