@@ -555,3 +555,175 @@ fn unknown_capabilities_are_skipped() {
     });
     assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
 }
+
+// ------------------------------------------------------------------ cloned_exe
+
+use cubby_runtime::cloned_exe;
+use std::time::Instant;
+
+fn two_mib_file() -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    let data: Vec<u8> = (0..2 * 1024 * 1024u32)
+        .map(|i| (i * 7 + i / 3) as u8)
+        .collect();
+    std::io::Write::write_all(&mut f, &data).unwrap();
+    f
+}
+
+#[test]
+fn seal_copy_is_sealed_and_read_only() {
+    let src = two_mib_file();
+    let fd = cloned_exe::seal_copy_of(src.path()).expect("seal copy");
+    let seals = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GET_SEALS).expect("seals");
+    for s in [
+        libc::F_SEAL_SEAL,
+        libc::F_SEAL_SHRINK,
+        libc::F_SEAL_GROW,
+        libc::F_SEAL_WRITE,
+    ] {
+        assert_ne!(seals & s, 0, "seal {s:#x} missing from {seals:#x}");
+    }
+    // Same content.
+    let copy = std::fs::read(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+    assert_eq!(copy, std::fs::read(src.path()).unwrap());
+
+    // write() on the memfd itself fails.
+    assert_eq!(nix::unistd::write(&fd, b"x"), Err(nix::errno::Errno::EPERM));
+    // Reopening it for writing through /proc either fails, or gives an fd
+    // whose writes fail.
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    match std::fs::OpenOptions::new().write(true).open(&path) {
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}"),
+        Ok(mut f) => {
+            let e = std::io::Write::write(&mut f, b"x").unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+        }
+    }
+    // Nor can it be truncated or resized, or its seals removed.
+    assert_eq!(
+        nix::unistd::ftruncate(&fd, 0),
+        Err(nix::errno::Errno::EPERM)
+    );
+    assert_eq!(
+        nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::F_SEAL_FUTURE_WRITE)
+        ),
+        Err(nix::errno::Errno::EPERM)
+    );
+}
+
+#[test]
+fn seal_copy_of_missing_file_is_an_error() {
+    let err = cloned_exe::seal_copy_of(std::path::Path::new("/nonexistent/cubby")).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/cubby"), "{err}");
+}
+
+#[test]
+fn seal_copy_timing() {
+    let src = two_mib_file();
+    let _warm = cloned_exe::seal_copy_of(src.path()).unwrap();
+    let runs = 20;
+    let start = Instant::now();
+    for _ in 0..runs {
+        drop(cloned_exe::seal_copy_of(src.path()).unwrap());
+    }
+    let per = start.elapsed() / runs;
+    let exe = std::fs::metadata("/proc/self/exe").unwrap().len();
+    let start = Instant::now();
+    drop(cloned_exe::seal_copy_of(std::path::Path::new("/proc/self/exe")).unwrap());
+    let exe_time = start.elapsed();
+    eprintln!(
+        "seal_copy_of: 2 MiB in {per:?} (mean of {runs}); this test binary ({} MiB) in {exe_time:?}",
+        exe / (1024 * 1024)
+    );
+}
+
+#[test]
+fn not_sealed_when_run_from_a_file() {
+    if std::env::var_os(cloned_exe::SEALED_ENV).is_none() {
+        assert!(!cloned_exe::is_sealed());
+    }
+}
+
+const REEXEC_HELPER: &str = "CUBBY_TEST_REEXEC_HELPER";
+
+/// Not a test by itself: runs only when `ensure_sealed_reexecutes` starts
+/// this binary with REEXEC_HELPER set.
+#[test]
+fn reexec_helper() {
+    if std::env::var_os(REEXEC_HELPER).is_none() {
+        return;
+    }
+    let was_marked = std::env::var_os(cloned_exe::SEALED_ENV).is_some();
+    cloned_exe::ensure_sealed().expect("ensure_sealed");
+    // Only reached from the sealed copy.
+    let exe = std::fs::read_link("/proc/self/exe").unwrap();
+    let write_open = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/exe")
+        .map(|mut f| std::io::Write::write(&mut f, b"x"));
+    println!(
+        "HELPER sealed={} marked={} env_after={} exe={} write={:?}",
+        cloned_exe::is_sealed(),
+        was_marked,
+        std::env::var_os(cloned_exe::SEALED_ENV).is_some(),
+        exe.display(),
+        write_open
+            .map_err(|e| e.raw_os_error())
+            .map(|r| r.map_err(|e| e.raw_os_error())),
+    );
+}
+
+#[test]
+fn ensure_sealed_reexecutes_from_a_memfd() {
+    let out = std::process::Command::new("/proc/self/exe")
+        .args([
+            "--exact",
+            "reexec_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(REEXEC_HELPER, "1")
+        .env_remove(cloned_exe::SEALED_ENV)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("HELPER ").map(|i| &l[i..]))
+        .unwrap_or_else(|| panic!("no helper output: {stdout}"));
+    eprintln!("{line}");
+    assert!(line.contains("sealed=true"), "{line}");
+    assert!(line.contains("marked=true"), "{line}");
+    assert!(line.contains("env_after=false"), "{line}");
+    assert!(line.contains("exe=/memfd:cubby"), "{line}");
+    assert!(!line.contains("write=Ok(Ok"), "{line}");
+}
+
+#[test]
+fn marked_but_not_sealed_is_an_error_not_a_loop() {
+    let out = std::process::Command::new("/proc/self/exe")
+        .args([
+            "--exact",
+            "reexec_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(REEXEC_HELPER, "1")
+        .env(cloned_exe::SEALED_ENV, "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("refusing to re-execute"), "{all}");
+}
