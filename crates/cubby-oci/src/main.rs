@@ -12,7 +12,11 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(name = "cubby-oci", version, about = "OCI container runtime (runc-compatible command line)")]
+#[command(
+    name = "cubby-oci",
+    version,
+    about = "OCI container runtime (runc-compatible command line)"
+)]
 struct Cli {
     /// Directory for container state.
     #[arg(long, global = true, default_value = "/run/cubby-oci")]
@@ -177,7 +181,11 @@ fn main() {
 /// podman reads the runtime's last error from --log (one JSON object per line).
 fn write_log(path: &Option<PathBuf>, format: &str, msg: &str) {
     let Some(path) = path else { return };
-    let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) else {
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
         return;
     };
     let time = cubby_runtime::state::rfc3339_now();
@@ -219,7 +227,11 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Run { create: args, detach, keep } => {
+        Cmd::Run {
+            create: args,
+            detach,
+            keep,
+        } => {
             cloned_exe::ensure_sealed()?;
             run_container(&root, &args, detach, keep)
         }
@@ -237,9 +249,16 @@ fn run(cli: Cli) -> Result<i32> {
                 let v: Vec<_> = all.iter().map(|s| s.to_oci_json()).collect();
                 println!("{}", serde_json::to_string(&v)?);
             } else {
-                println!("{:<24} {:<8} {:<10} {:<40} CREATED", "ID", "PID", "STATUS", "BUNDLE");
+                println!(
+                    "{:<24} {:<8} {:<10} {:<40} CREATED",
+                    "ID", "PID", "STATUS", "BUNDLE"
+                );
                 for st in &all {
-                    let pid = if st.status == Status::Stopped { 0 } else { st.pid };
+                    let pid = if st.status == Status::Stopped {
+                        0
+                    } else {
+                        st.pid
+                    };
                     println!(
                         "{:<24} {:<8} {:<10} {:<40} {}",
                         st.id,
@@ -337,7 +356,8 @@ fn run_container(root: &StateRoot, args: &CreateArgs, detach: bool, keep: bool) 
 fn exec(root: &StateRoot, args: ExecArgs) -> Result<i32> {
     let process = match &args.process {
         Some(path) => {
-            let data = std::fs::read(path).with_context(|| format!("read process file {}", path.display()))?;
+            let data = std::fs::read(path)
+                .with_context(|| format!("read process file {}", path.display()))?;
             serde_json::from_slice::<Process>(&data)
                 .with_context(|| format!("parse process file {}", path.display()))?
         }
@@ -381,7 +401,11 @@ fn process_from_flags(root: &StateRoot, args: &ExecArgs) -> Result<Process> {
     if let Some(u) = &args.user {
         let (uid, gid) = match u.split_once(':') {
             Some((a, b)) => (a.parse::<u32>()?, b.parse::<u32>()?),
-            None => (u.parse::<u32>().with_context(|| format!("--user {u:?}: use UID[:GID]"))?, 0),
+            None => (
+                u.parse::<u32>()
+                    .with_context(|| format!("--user {u:?}: use UID[:GID]"))?,
+                0,
+            ),
         };
         user = UserBuilder::default()
             .uid(uid)
@@ -404,7 +428,11 @@ fn process_from_flags(root: &StateRoot, args: &ExecArgs) -> Result<Process> {
 
 fn pause(root: &StateRoot, id: &str, freeze: bool) -> Result<()> {
     let mut st = container::state(root, id)?;
-    let wanted = if freeze { Status::Running } else { Status::Paused };
+    let wanted = if freeze {
+        Status::Running
+    } else {
+        Status::Paused
+    };
     if st.status != wanted {
         bail!("container {id:?} is {}, not {wanted}", st.status);
     }

@@ -15,10 +15,19 @@ use std::path::PathBuf;
 const EXIT_CUBBY_ERROR: i32 = 125;
 
 #[derive(Parser)]
-#[command(name = "cubby", version, about = "Containers for classrooms: run, isolate, limit")]
+#[command(
+    name = "cubby",
+    version,
+    about = "Containers for classrooms: run, isolate, limit"
+)]
 struct Cli {
     /// Where the state of running containers lives.
-    #[arg(long, global = true, env = "CUBBY_STATE_DIR", default_value = "/run/cubby/containers")]
+    #[arg(
+        long,
+        global = true,
+        env = "CUBBY_STATE_DIR",
+        default_value = "/run/cubby/containers"
+    )]
     state_dir: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
@@ -72,14 +81,28 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Ps { all, quiet } => {
             let list = root.list()?;
             if !quiet {
-                println!("{:<24} {:<8} {:<10} {:<32} CREATED", "CONTAINER ID", "PID", "STATUS", "ROOTFS");
+                println!(
+                    "{:<24} {:<8} {:<10} {:<32} CREATED",
+                    "CONTAINER ID", "PID", "STATUS", "ROOTFS"
+                );
             }
             for st in list.iter().filter(|s| all || s.status != Status::Stopped) {
                 if quiet {
                     println!("{}", st.id);
                 } else {
-                    let pid = if st.status == Status::Stopped { 0 } else { st.pid };
-                    println!("{:<24} {:<8} {:<10} {:<32} {}", st.id, pid, st.status, st.rootfs.display(), st.created);
+                    let pid = if st.status == Status::Stopped {
+                        0
+                    } else {
+                        st.pid
+                    };
+                    println!(
+                        "{:<24} {:<8} {:<10} {:<32} {}",
+                        st.id,
+                        pid,
+                        st.status,
+                        st.rootfs.display(),
+                        st.created
+                    );
                 }
             }
             Ok(0)
@@ -110,14 +133,18 @@ fn run(root: &StateRoot, args: &RunArgs) -> Result<i32> {
     }
     // Before anything else: the container must never see our on-disk binary.
     cloned_exe::ensure_sealed()?;
-    let id = args.container_id();
+    let id = args.container_id()?;
     let spec = build_spec(args, &id)?;
     if !args.interactive && !args.tty {
         // Like docker: without -i the container's stdin is empty.
         let null = std::fs::File::open("/dev/null").context("open /dev/null")?;
         nix::unistd::dup2_stdin(null.as_fd()).context("redirect stdin")?;
     }
-    let bundle = args.rootfs.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+    let bundle = args
+        .rootfs
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"));
     let created = container::create(CreateOptions {
         id: &id,
         bundle: &bundle,

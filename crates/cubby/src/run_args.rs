@@ -2407,7 +2407,7 @@ mod tests {
 
     /// Uses the real default spec: needs the capabilities and seccomp helpers.
     #[test]
-    #[ignore = "needs capabilities::default_set and seccomp::default_profile (merge)"]
+
     fn build_spec_real_defaults() {
         let dir = rootfs();
         let args = parse(&["--rootfs", dir.path().to_str().unwrap(), "true"]);

@@ -502,3 +502,13 @@ mod tests {
         assert!(!set.contains(&Capability::SysAdmin));
     }
 }
+
+/// Names of every capability this kernel knows, as `features` reports them.
+pub fn known_names() -> Vec<&'static str> {
+    let last = last_cap();
+    ALL.iter()
+        .copied()
+        .filter(|c| number(*c) <= last)
+        .map(name)
+        .collect()
+}

@@ -103,8 +103,13 @@ fn rootfs_of(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         bundle.join(root.path())
     };
     match std::fs::metadata(&path) {
-        Ok(m) if m.is_dir() => path.canonicalize().ctx(|| format!("resolve rootfs {}", path.display())),
-        Ok(_) => Err(Error::InvalidSpec(format!("rootfs {} is not a directory", path.display()))),
+        Ok(m) if m.is_dir() => path
+            .canonicalize()
+            .ctx(|| format!("resolve rootfs {}", path.display())),
+        Ok(_) => Err(Error::InvalidSpec(format!(
+            "rootfs {} is not a directory",
+            path.display()
+        ))),
         Err(e) => Err(Error::io(format!("rootfs {}", path.display()), e)),
     }
 }
@@ -135,7 +140,9 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
         .ctx(|| format!("bundle {}", opts.bundle.display()))?;
     let plan = Plan::from_spec(spec)?;
     if !plan.has(CloneFlags::CLONE_NEWNS) {
-        return Err(Error::InvalidSpec("the spec must have a mount namespace".into()));
+        return Err(Error::InvalidSpec(
+            "the spec must have a mount namespace".into(),
+        ));
     }
     let filter = spec
         .linux()
@@ -163,6 +170,12 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
     let fifo_path = dir.join(EXEC_FIFO);
     nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
         .ctx(|| format!("mkfifo {}", fifo_path.display()))?;
+    // Past the umask: the init may write it as a non-root user (user namespace).
+    std::fs::set_permissions(
+        &fifo_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o622),
+    )
+    .ctx(|| format!("chmod {}", fifo_path.display()))?;
     let fifo = open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
         .ctx(|| format!("open {}", fifo_path.display()))?;
 
@@ -266,7 +279,8 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
 }
 
 fn send_to_console_socket(path: &Path, master: &OwnedFd) -> Result<()> {
-    let sock = UnixStream::connect(path).ctx(|| format!("connect console socket {}", path.display()))?;
+    let sock =
+        UnixStream::connect(path).ctx(|| format!("connect console socket {}", path.display()))?;
     console::send_fd(sock.as_fd(), master.as_fd())
 }
 
@@ -322,14 +336,19 @@ fn setup_and_exec(ctx: &ChildContext) -> Result<std::convert::Infallible> {
         // Become root of the new user namespace (the ids are mapped now).
         let root_uid = nix::unistd::Uid::from_raw(0);
         let root_gid = nix::unistd::Gid::from_raw(0);
-        nix::unistd::setresgid(root_gid, root_gid, root_gid).ctx(|| "setgid 0 in user namespace")?;
-        nix::unistd::setresuid(root_uid, root_uid, root_uid).ctx(|| "setuid 0 in user namespace")?;
+        nix::unistd::setresgid(root_gid, root_gid, root_gid)
+            .ctx(|| "setgid 0 in user namespace")?;
+        nix::unistd::setresuid(root_uid, root_uid, root_uid)
+            .ctx(|| "setuid 0 in user namespace")?;
     }
     ctx.plan.join_all()?;
     if ctx.plan.creates(CloneFlags::CLONE_NEWCGROUP) {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).ctx(|| "unshare cgroup namespace")?;
     }
     nix::unistd::chdir(ctx.bundle).ctx(|| format!("chdir {}", ctx.bundle.display()))?;
+    if ctx.plan.creates(CloneFlags::CLONE_NEWNET) {
+        namespaces::loopback_up()?;
+    }
     if ctx.plan.creates(CloneFlags::CLONE_NEWUTS) {
         if let Some(h) = ctx.spec.hostname() {
             nix::unistd::sethostname(h).ctx(|| format!("set hostname {h:?}"))?;
@@ -380,6 +399,8 @@ fn setup_and_exec(ctx: &ChildContext) -> Result<std::convert::Infallible> {
     }
     process::close_fds_on_exec(ctx.preserve_fds)?;
     ctx.channel.send(&Msg::Created)?;
+    // The runtime stops listening after Created: later failures go to stderr.
+    let _ = nix::unistd::close(ctx.channel.raw());
 
     wait_for_start(ctx.fifo)?;
     if ctx.init {
@@ -388,14 +409,20 @@ fn setup_and_exec(ctx: &ChildContext) -> Result<std::convert::Infallible> {
     if let Some(slave) = &slave {
         console::make_controlling(slave.as_fd())?;
     }
-    Err(process::exec(&prepared, if nnp { ctx.filter } else { None }))
+    Err(process::exec(
+        &prepared,
+        if nnp { ctx.filter } else { None },
+    ))
 }
 
 fn set_domainname(name: &str) -> Result<()> {
     // SAFETY: setdomainname reads `len` bytes from a valid buffer.
     let r = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
     if r != 0 {
-        return Err(Error::io(format!("set domainname {name:?}"), std::io::Error::last_os_error()));
+        return Err(Error::io(
+            format!("set domainname {name:?}"),
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
@@ -403,8 +430,12 @@ fn set_domainname(name: &str) -> Result<()> {
 /// Blocks until `start` opens the fifo for reading, then hands it one byte.
 fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
     let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
-    let w = open(path.as_str(), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .ctx(|| "open exec fifo")?;
+    let w = open(
+        path.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| "open exec fifo")?;
     nix::unistd::write(&w, b"0").ctx(|| "write exec fifo")?;
     Ok(())
 }
@@ -420,8 +451,12 @@ pub fn start(root: &StateRoot, id: &str) -> Result<()> {
         });
     }
     let fifo_path = root.dir(id).join(EXEC_FIFO);
-    let fifo = open(&fifo_path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
-        .ctx(|| format!("open {}", fifo_path.display()))?;
+    let fifo = open(
+        &fifo_path,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open {}", fifo_path.display()))?;
     let mut buf = [0u8; 1];
     loop {
         match nix::unistd::read(&fifo, &mut buf) {
@@ -434,7 +469,10 @@ pub fn start(root: &StateRoot, id: &str) -> Result<()> {
                         wanted: "its init died before start".into(),
                     });
                 }
-                let mut fds = [nix::poll::PollFd::new(fifo.as_fd(), nix::poll::PollFlags::POLLIN)];
+                let mut fds = [nix::poll::PollFd::new(
+                    fifo.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
                 let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16));
             }
             Err(nix::Error::EINTR) => {}
@@ -555,7 +593,14 @@ pub fn exec(root: &StateRoot, id: &str, process: &Process, opts: ExecOptions) ->
     match unsafe { nix::unistd::fork() }.ctx(|| "fork exec helper")? {
         nix::unistd::ForkResult::Child => {
             drop(parent_ch);
-            let r = exec_intermediate(&child_ch, &cgroup, &ns, process, filter.as_ref(), opts.preserve_fds);
+            let r = exec_intermediate(
+                &child_ch,
+                &cgroup,
+                &ns,
+                process,
+                filter.as_ref(),
+                opts.preserve_fds,
+            );
             if let Err(e) = r {
                 let code = match &e {
                     Error::CannotExec { code, .. } => *code,
@@ -615,7 +660,8 @@ fn exec_intermediate(
 ) -> Result<()> {
     cgroup.add_process(std::process::id() as i32)?;
     for (flag, fd) in ns {
-        nix::sched::setns(fd.as_fd(), *flag).ctx(|| format!("join container namespace {flag:?}"))?;
+        nix::sched::setns(fd.as_fd(), *flag)
+            .ctx(|| format!("join container namespace {flag:?}"))?;
     }
     // SAFETY: this helper process is single-threaded.
     match unsafe { nix::unistd::fork() }.ctx(|| "fork into the pid namespace")? {

@@ -34,7 +34,11 @@ pub fn become_init() -> crate::Result<()> {
 /// init keeps no terminal or pipe open: when the command exits, readers of
 /// its output must see EOF even while init finishes reaping.
 fn detach_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         use std::os::fd::AsRawFd;
         for fd in 0..3 {
             // SAFETY: dup2 onto the standard descriptors, which we own.

@@ -35,9 +35,8 @@ impl Plan {
             let f = flag(ns.typ());
             match ns.path() {
                 Some(path) => {
-                    let file = File::open(path).ctx(|| {
-                        format!("open {} namespace {}", ns.typ(), path.display())
-                    })?;
+                    let file = File::open(path)
+                        .ctx(|| format!("open {} namespace {}", ns.typ(), path.display()))?;
                     plan.join.push((f, OwnedFd::from(file)));
                 }
                 None => plan.create |= f,
@@ -104,6 +103,39 @@ pub fn of_process(pid: i32) -> Result<Vec<(CloneFlags, OwnedFd)>> {
         out.push((f, OwnedFd::from(file)));
     }
     Ok(out)
+}
+
+/// Brings `lo` up in a new network namespace, so `--network none` still has
+/// a working loopback (as Docker's does).
+pub fn loopback_up() -> Result<()> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ctx(|| "socket for lo")?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
+            return Err(Error::io(
+                "get flags of lo",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
+            return Err(Error::io("bring lo up", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 /// Writes uid_map and gid_map of a child in a new user namespace. The runtime

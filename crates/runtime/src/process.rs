@@ -46,9 +46,8 @@ pub fn prepare(process: &Process) -> Result<Prepared> {
         },
         text: e.to_string(),
     })?;
-    let cstr = |s: &str| {
-        CString::new(s).map_err(|_| Error::InvalidSpec(format!("NUL byte in {s:?}")))
-    };
+    let cstr =
+        |s: &str| CString::new(s).map_err(|_| Error::InvalidSpec(format!("NUL byte in {s:?}")));
     Ok(Prepared {
         exe: CString::new(exe.as_os_str().as_bytes())
             .map_err(|_| Error::InvalidSpec("NUL byte in executable path".into()))?,
@@ -61,7 +60,9 @@ pub fn prepare(process: &Process) -> Result<Prepared> {
 pub fn resolve(cmd: &str, env: &[String], cwd: &Path) -> Result<PathBuf, ExecError> {
     let check = |p: &Path| -> Result<Option<PathBuf>, ExecError> {
         match std::fs::metadata(p) {
-            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(Some(p.to_path_buf())),
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
+                Ok(Some(p.to_path_buf()))
+            }
             Ok(_) => Err(ExecError::NotExecutable(p.display().to_string())),
             Err(_) => Ok(None),
         }
@@ -139,7 +140,10 @@ pub fn set_identity(process: &Process) -> Result<()> {
     let user = process.user();
     // SAFETY: prctl(PR_SET_KEEPCAPS) takes plain integers.
     if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
-        return Err(Error::io("prctl(PR_SET_KEEPCAPS)", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "prctl(PR_SET_KEEPCAPS)",
+            std::io::Error::last_os_error(),
+        ));
     }
     let groups: Vec<Gid> = user
         .additional_gids()
@@ -170,7 +174,10 @@ pub fn set_identity(process: &Process) -> Result<()> {
 pub fn set_no_new_privs() -> Result<()> {
     // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) takes plain integers.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(Error::io("prctl(PR_SET_NO_NEW_PRIVS)", std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "prctl(PR_SET_NO_NEW_PRIVS)",
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }

@@ -101,7 +101,11 @@ pub fn finish(spec: &Spec) -> Result<()> {
     for p in linux.masked_paths().clone().unwrap_or_default() {
         mask_path(Path::new(&p))?;
     }
-    if spec.root().as_ref().is_some_and(|r| r.readonly() == Some(true)) {
+    if spec
+        .root()
+        .as_ref()
+        .is_some_and(|r| r.readonly() == Some(true))
+    {
         remount(Path::new("/"), MsFlags::MS_RDONLY)?;
     }
     if let Some(prop) = linux.rootfs_propagation() {
@@ -201,10 +205,12 @@ fn mount_one(m: &Mount, opts: &Options) -> Result<()> {
     let prop = flags & propagation_flags();
     let flags = flags - prop;
     if is_bind {
-        let src = m
-            .source()
-            .clone()
-            .ok_or_else(|| Error::InvalidSpec(format!("bind mount {} has no source", m.destination().display())))?;
+        let src = m.source().clone().ok_or_else(|| {
+            Error::InvalidSpec(format!(
+                "bind mount {} has no source",
+                m.destination().display()
+            ))
+        })?;
         let meta = fs::metadata(&src).ctx(|| format!("bind source {}", src.display()))?;
         make_target(&dest, meta.is_dir())?;
         let bind = flags & (MsFlags::MS_BIND | MsFlags::MS_REC) | MsFlags::MS_BIND;
@@ -231,7 +237,13 @@ fn mount_one(m: &Mount, opts: &Options) -> Result<()> {
                     None::<&str>,
                 )
                 .ctx(|| "bind /sys")?;
-                remount(&dest, MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)?;
+                remount(
+                    &dest,
+                    MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC,
+                )?;
             }
             // mqueue belongs to the IPC namespace's owner; skip it where denied.
             Err(nix::Error::EPERM) if typ == "mqueue" && opts.in_userns => {}
@@ -282,33 +294,55 @@ pub fn remount(path: &Path, flags: MsFlags) -> Result<()> {
 /// hierarchy the host has (the cgroup namespace makes our cgroup their root).
 fn mount_cgroup(dest: &Path, flags: MsFlags) -> Result<()> {
     make_target(dest, true)?;
-    let base = flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME);
+    let base = flags
+        & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME);
     let ro = flags & MsFlags::MS_RDONLY;
-    if matches!(crate::cgroups::Hierarchy::detect(), Ok(crate::cgroups::Hierarchy::V2 { .. })) {
-        return mount(Some("cgroup2"), dest, Some("cgroup2"), base | ro, None::<&str>)
-            .ctx(|| format!("mount cgroup2 on {}", dest.display()));
+    if matches!(
+        crate::cgroups::Hierarchy::detect(),
+        Ok(crate::cgroups::Hierarchy::V2 { .. })
+    ) {
+        return mount(
+            Some("cgroup2"),
+            dest,
+            Some("cgroup2"),
+            base | ro,
+            None::<&str>,
+        )
+        .ctx(|| format!("mount cgroup2 on {}", dest.display()));
     }
     mount(Some("tmpfs"), dest, Some("tmpfs"), base, Some("mode=755"))
         .ctx(|| format!("mount tmpfs on {}", dest.display()))?;
     let info = fs::read_to_string("/proc/self/mountinfo").ctx(|| "read /proc/self/mountinfo")?;
     for line in info.lines() {
         // "... mountpoint opts - fstype source superopts"
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let mut r = right.split(' ');
         if r.next() != Some("cgroup") {
             continue;
         }
         let superopts = r.nth(1).unwrap_or("");
-        let Some(mountpoint) = left.split(' ').nth(4) else { continue };
-        let Some(name) = Path::new(mountpoint).file_name() else { continue };
+        let Some(mountpoint) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let Some(name) = Path::new(mountpoint).file_name() else {
+            continue;
+        };
         let data: Vec<&str> = superopts
             .split(',')
             .filter(|o| *o != "rw" && *o != "ro")
             .collect();
         let target = dest.join(name);
         make_target(&target, true)?;
-        mount(Some("cgroup"), &target, Some("cgroup"), base | ro, Some(data.join(",").as_str()))
-            .ctx(|| format!("mount cgroup {} on {}", data.join(","), target.display()))?;
+        mount(
+            Some("cgroup"),
+            &target,
+            Some("cgroup"),
+            base | ro,
+            Some(data.join(",").as_str()),
+        )
+        .ctx(|| format!("mount cgroup {} on {}", data.join(","), target.display()))?;
     }
     if !ro.is_empty() {
         remount(dest, ro)?;
@@ -440,8 +474,14 @@ fn device_node(
     if opts.in_userns {
         // mknod is not allowed in a user namespace: bind the host's node.
         make_target(&dest, false)?;
-        return mount(Some(path), &dest, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .ctx(|| format!("bind device {}", path.display()));
+        return mount(
+            Some(path),
+            &dest,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .ctx(|| format!("bind device {}", path.display()));
     }
     mknod(
         &dest,
@@ -529,12 +569,16 @@ mod tests {
 
     #[test]
     fn options_to_flags() {
-        let opts: Vec<String> = ["nosuid", "noexec", "rbind", "ro", "mode=755", "size=64k", "rprivate"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let opts: Vec<String> = [
+            "nosuid", "noexec", "rbind", "ro", "mode=755", "size=64k", "rprivate",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let (f, data) = parse_options(&opts);
-        assert!(f.contains(MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_BIND | MsFlags::MS_REC));
+        assert!(f.contains(
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_BIND | MsFlags::MS_REC
+        ));
         assert!(f.contains(MsFlags::MS_RDONLY | MsFlags::MS_PRIVATE));
         assert_eq!(data, "mode=755,size=64k");
         let (f, _) = parse_options(&["ro".into(), "rw".into()]);
@@ -549,10 +593,22 @@ mod tests {
         symlink("/etc", root.join("a/abs")).unwrap();
         symlink("../../../../..", root.join("a/b/up")).unwrap();
         symlink("b", root.join("a/rel")).unwrap();
-        assert_eq!(secure_join(root, Path::new("/a/abs/passwd")).unwrap(), root.join("etc/passwd"));
-        assert_eq!(secure_join(root, Path::new("/a/b/up/etc")).unwrap(), root.join("etc"));
-        assert_eq!(secure_join(root, Path::new("../../x")).unwrap(), root.join("x"));
-        assert_eq!(secure_join(root, Path::new("/a/rel/c")).unwrap(), root.join("a/b/c"));
+        assert_eq!(
+            secure_join(root, Path::new("/a/abs/passwd")).unwrap(),
+            root.join("etc/passwd")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/a/b/up/etc")).unwrap(),
+            root.join("etc")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("../../x")).unwrap(),
+            root.join("x")
+        );
+        assert_eq!(
+            secure_join(root, Path::new("/a/rel/c")).unwrap(),
+            root.join("a/b/c")
+        );
         symlink("loop", root.join("loop")).unwrap();
         assert!(secure_join(root, Path::new("/loop/x")).is_err());
     }

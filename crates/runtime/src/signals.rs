@@ -10,12 +10,20 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 /// "TERM", "SIGTERM", "sigterm" or "15".
 pub fn parse(s: &str) -> Result<Signal> {
-    let bad = || Error::InvalidSpec(format!("unknown signal {s:?}: use a name like SIGTERM or a number"));
+    let bad = || {
+        Error::InvalidSpec(format!(
+            "unknown signal {s:?}: use a name like SIGTERM or a number"
+        ))
+    };
     if let Ok(n) = s.parse::<i32>() {
         return Signal::try_from(n).map_err(|_| bad());
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     Signal::from_str(&name).map_err(|_| bad())
 }
 
@@ -50,11 +58,16 @@ pub struct Forwarder {
 impl Forwarder {
     pub fn install(pid: Pid) -> Result<Forwarder> {
         TARGET.store(pid.as_raw(), Ordering::Relaxed);
-        let action = SigAction::new(SigHandler::Handler(forward), SaFlags::SA_RESTART, SigSet::empty());
+        let action = SigAction::new(
+            SigHandler::Handler(forward),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
         let mut old = Vec::new();
         for sig in FORWARDED {
             // SAFETY: the handler only calls kill(2) and reads an atomic.
-            let prev = unsafe { sigaction(sig, &action) }.map_err(|e| Error::sys(format!("install {sig} handler"), e))?;
+            let prev = unsafe { sigaction(sig, &action) }
+                .map_err(|e| Error::sys(format!("install {sig} handler"), e))?;
             old.push((sig, prev));
         }
         Ok(Forwarder { old })

@@ -621,7 +621,7 @@ mod tests {
 
     /// Needs the capabilities and seccomp helpers (todo!() before the merge).
     #[test]
-    #[ignore = "needs capabilities::default_set and seccomp::default_profile (merge)"]
+
     fn default_spec_uses_helpers() {
         let s = default_spec(Path::new("/r"), vec!["true".into()]);
         let c = s

@@ -300,7 +300,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = StateRoot::new(dir.path());
         root.create_dir("c1").unwrap();
-        assert!(matches!(root.create_dir("c1"), Err(Error::AlreadyExists(_))));
+        assert!(matches!(
+            root.create_dir("c1"),
+            Err(Error::AlreadyExists(_))
+        ));
         let st = State {
             oci_version: "1.0.2".into(),
             id: "c1".into(),

@@ -358,7 +358,10 @@ pub fn pidfd(pid: nix::unistd::Pid) -> Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     if fd < 0 {
-        return Err(Error::io(format!("pidfd_open {pid}"), std::io::Error::last_os_error()));
+        return Err(Error::io(
+            format!("pidfd_open {pid}"),
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: the kernel returned a fresh fd that nothing else owns.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })

@@ -17,7 +17,14 @@ impl World {
             nix::unistd::geteuid().is_root(),
             "these tests create namespaces and cgroups: run them as root"
         );
-        let dir = tempfile::Builder::new().prefix("cubby-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("cubby-test-")
+            .tempdir()
+            .unwrap();
+        // The root of a user namespace (an unprivileged host uid) must be able
+        // to reach the rootfs, as with any image store.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         make_busybox_rootfs(&dir.path().join("rootfs"));
         World { dir }
     }
@@ -93,7 +100,18 @@ pub fn make_busybox_rootfs(root: &Path) {
         busybox.exists(),
         "/bin/busybox missing: apt-get install busybox-static"
     );
-    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "home/student", "usr/bin", "sbin"] {
+    for d in [
+        "bin",
+        "etc",
+        "tmp",
+        "proc",
+        "sys",
+        "dev",
+        "root",
+        "home/student",
+        "usr/bin",
+        "sbin",
+    ] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
@@ -110,7 +128,11 @@ pub fn make_busybox_rootfs(root: &Path) {
         "root:x:0:0:root:/root:/bin/sh\nstudent:x:1000:1000:student:/home/student:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
     )
     .unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\nstudent:x:1000:\nnogroup:x:65534:\n").unwrap();
+    std::fs::write(
+        root.join("etc/group"),
+        "root:x:0:\nstudent:x:1000:\nnogroup:x:65534:\n",
+    )
+    .unwrap();
 }
 
 pub fn stdout(o: &Output) -> String {
