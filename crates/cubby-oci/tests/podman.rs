@@ -30,7 +30,12 @@ use std::time::{Duration, Instant};
 use common::{require_tool, run_timeout, unique_name, wait_timeout};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-const ULIMITS: [&str; 4] = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"];
+const ULIMITS: [&str; 4] = [
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=4096:4096",
+];
 
 /// A private podman storage with one imported busybox image. Dropping it
 /// removes all containers and the image, then the storage directory.
@@ -45,17 +50,35 @@ impl Podman {
     fn new() -> Podman {
         let podman = require_tool("podman", "podman");
         let runtime = common::runtime_under_test();
-        assert!(runtime.exists(), "runtime {} does not exist", runtime.display());
+        assert!(
+            runtime.exists(),
+            "runtime {} does not exist",
+            runtime.display()
+        );
         assert!(
             nix::unistd::geteuid().is_root(),
             "the podman tests need root (rootful podman with a custom --root)"
         );
-        let dir = tempfile::Builder::new().prefix("cubby-pm").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("cubby-pm")
+            .tempdir()
+            .expect("tempdir");
         let image = format!("localhost/{}:latest", unique_name("cubby-busybox"));
-        let p = Podman { podman, runtime, image, dir };
+        let p = Podman {
+            podman,
+            runtime,
+            image,
+            dir,
+        };
         // From here on, Drop cleans up even if the import fails.
         let tarball = common::busybox_rootfs_tarball(&p.dir.path().join("img"));
-        let out = p.run(p.cmd().arg("import").arg("--quiet").arg(&tarball).arg(&p.image));
+        let out = p.run(
+            p.cmd()
+                .arg("import")
+                .arg("--quiet")
+                .arg(&tarball)
+                .arg(&p.image),
+        );
         assert!(out.status.success(), "podman import failed: {}", show(&out));
         p
     }
@@ -99,7 +122,11 @@ impl Podman {
 impl Drop for Podman {
     fn drop(&mut self) {
         let quiet = |mut c: Command| {
-            let _ = c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = c
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         };
         let mut c = self.cmd();
         c.args(["rm", "--all", "--force", "--time", "0"]);
@@ -127,19 +154,46 @@ fn show(out: &Output) -> String {
 fn podman_run_echo() {
     let p = Podman::new();
     let out = p.run(&mut p.run_cmd(&[], &["echo", "hi"]));
-    assert!(out.status.success(), "podman run echo hi failed: {}", show(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n", "unexpected output: {}", show(&out));
+    assert!(
+        out.status.success(),
+        "podman run echo hi failed: {}",
+        show(&out)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hi\n",
+        "unexpected output: {}",
+        show(&out)
+    );
 }
 
 #[test]
 fn podman_run_exit_code_propagates() {
     let p = Podman::new();
     let out = p.run(&mut p.run_cmd(&[], &["sh", "-c", "exit 3"]));
-    assert_eq!(out.status.code(), Some(3), "podman run sh -c 'exit 3': {}", show(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "podman run sh -c 'exit 3': {}",
+        show(&out)
+    );
     let out = p.run(&mut p.run_cmd(&[], &["sh", "-c", "echo out; echo err >&2; exit 0"]));
-    assert!(out.status.success(), "podman run sh -c 'exit 0': {}", show(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n", "{}", show(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("err"), "{}", show(&out));
+    assert!(
+        out.status.success(),
+        "podman run sh -c 'exit 0': {}",
+        show(&out)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "out\n",
+        "{}",
+        show(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("err"),
+        "{}",
+        show(&out)
+    );
 }
 
 /// `podman run -it IMAGE sh` under a real pty: type a command, see its
@@ -148,7 +202,12 @@ fn podman_run_exit_code_propagates() {
 fn podman_run_interactive_tty() {
     let p = Podman::new();
     let pty = nix::pty::openpty(
-        &nix::pty::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 },
+        &nix::pty::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
         None,
     )
     .expect("openpty");
@@ -204,7 +263,10 @@ fn podman_run_interactive_tty() {
             let _ = child.wait();
             panic!("podman run -it: timed out at stage {stage}; terminal output so far:\n{text:?}");
         }
-        let mut fds = [nix::poll::PollFd::new(master.as_fd(), nix::poll::PollFlags::POLLIN)];
+        let mut fds = [nix::poll::PollFd::new(
+            master.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
         match nix::poll::poll(&mut fds, 200u16) {
             Ok(0) => {
                 if stage == 2 && child.try_wait().unwrap().is_some() {
@@ -232,6 +294,12 @@ fn podman_run_interactive_tty() {
         let _ = child.wait();
         panic!("podman run -it did not exit after `exit`; terminal output:\n{text:?}")
     });
-    assert!(stage == 2, "podman run -it exited ({status}) before the shell answered; terminal output:\n{text:?}");
-    assert!(status.success(), "podman run -it sh exited with {status}; terminal output:\n{text:?}");
+    assert!(
+        stage == 2,
+        "podman run -it exited ({status}) before the shell answered; terminal output:\n{text:?}"
+    );
+    assert!(
+        status.success(),
+        "podman run -it sh exited with {status}; terminal output:\n{text:?}"
+    );
 }

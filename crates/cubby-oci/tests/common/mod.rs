@@ -60,7 +60,11 @@ pub fn runtime_under_test() -> PathBuf {
             } else {
                 p
             };
-            assert!(is_executable(&p), "CUBBY_TEST_RUNTIME={} is not an executable", p.display());
+            assert!(
+                is_executable(&p),
+                "CUBBY_TEST_RUNTIME={} is not an executable",
+                p.display()
+            );
             p
         }
         _ => PathBuf::from(env!("CARGO_BIN_EXE_cubby-oci")),
@@ -102,7 +106,11 @@ pub fn busybox_rootfs_tarball(work: &Path) -> PathBuf {
             .arg("."),
         Duration::from_secs(60),
     );
-    assert!(out.status.success(), "tar failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tar failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     tarball
 }
 
@@ -133,7 +141,11 @@ pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> Output {
         let _ = child.wait();
         panic!("timed out after {timeout:?}: {desc}")
     });
-    Output { status, stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
 }
 
 /// Wait for `child` up to `timeout`; `None` if it is still running.
@@ -158,5 +170,10 @@ pub fn unique_name(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{prefix}-{}-{}-{:x}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), t & 0xffff_ffff)
+    format!(
+        "{prefix}-{}-{}-{:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        t & 0xffff_ffff
+    )
 }
