@@ -444,6 +444,10 @@ pub fn apply(caps: &LinuxCapabilities) -> Result<()> {
             )))
         }
     }
+    // The kernel only allows ambient capabilities that are also permitted and
+    // inheritable. Specs from `runc spec` list ambient ones without
+    // inheritable; like runc, those are skipped rather than failing the start.
+    let amb = amb & prm & inh;
     for n in 0..=last {
         if amb & (1u64 << n) == 0 {
             continue;
