@@ -202,6 +202,7 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
     // so that its cgroup becomes the namespace's root.
     let flags = plan.create - CloneFlags::CLONE_NEWCGROUP;
     let mut stack = vec![0u8; 1 << 20];
+    let entered = cgroup.enter()?;
     // SAFETY: we are single-threaded (checked above); the child gets its own
     // copy of memory and runs container_init on the 1 MiB stack, then exits.
     let pid = unsafe {
@@ -212,7 +213,11 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
             Some(libc::SIGCHLD),
         )
     }
-    .ctx(|| format!("clone container init with {flags:?}"))?;
+    .ctx(|| format!("clone container init with {flags:?}"));
+    if let Some(previous) = &entered {
+        Cgroup::leave(previous)?;
+    }
+    let pid = pid?;
     drop(stack);
     undo.child = Some(pid);
     drop(child_ch);
@@ -225,7 +230,9 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
             linux.gid_mappings().as_deref().unwrap_or_default(),
         )?;
     }
-    cgroup.add_process(pid.as_raw())?;
+    if entered.is_none() {
+        cgroup.add_process(pid.as_raw())?;
+    }
     parent_ch.send(&Msg::Go)?;
 
     let mut pty_master = None;

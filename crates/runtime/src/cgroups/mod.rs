@@ -143,6 +143,21 @@ impl Cgroup {
     }
 
     /// Moves `pid` into this cgroup (every controller).
+    /// v1: moves the calling single-threaded process into this cgroup the
+    /// cheap way and returns how to go back ([`Cgroup::leave`]); children
+    /// cloned meanwhile start inside. v2: `None` (use [`Cgroup::add_process`]).
+    pub fn enter(&self) -> Result<Option<Vec<PathBuf>>, CgroupError> {
+        match &self.hierarchy {
+            Hierarchy::V1 { root } => v1::enter_self(root, &self.path).map(Some),
+            Hierarchy::V2 { .. } => Ok(None),
+        }
+    }
+
+    /// Returns to the cgroups [`Cgroup::enter`] left.
+    pub fn leave(previous: &[PathBuf]) -> Result<(), CgroupError> {
+        v1::return_self(previous)
+    }
+
     pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
         if pid <= 0 {
             return Err(CgroupError::Invalid(format!(
