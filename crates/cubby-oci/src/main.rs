@@ -91,7 +91,7 @@ enum Cmd {
         keep: bool,
     },
     /// Run a process in a running container.
-    Exec(ExecArgs),
+    Exec(Box<ExecArgs>),
     /// List containers.
     #[command(alias = "ls")]
     List {
@@ -237,7 +237,7 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Exec(args) => {
             cloned_exe::ensure_sealed()?;
-            exec(&root, args)
+            exec(&root, *args)
         }
         Cmd::List { format, quiet } => {
             let all = root.list()?;

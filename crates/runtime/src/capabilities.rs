@@ -464,6 +464,16 @@ pub fn apply(caps: &LinuxCapabilities) -> Result<()> {
     Ok(())
 }
 
+/// Names of every capability this kernel knows, as `features` reports them.
+pub fn known_names() -> Vec<&'static str> {
+    let last = last_cap();
+    ALL.iter()
+        .copied()
+        .filter(|c| number(*c) <= last)
+        .map(name)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,12 +517,3 @@ mod tests {
     }
 }
 
-/// Names of every capability this kernel knows, as `features` reports them.
-pub fn known_names() -> Vec<&'static str> {
-    let last = last_cap();
-    ALL.iter()
-        .copied()
-        .filter(|c| number(*c) <= last)
-        .map(name)
-        .collect()
-}
