@@ -516,4 +516,3 @@ mod tests {
         assert!(!set.contains(&Capability::SysAdmin));
     }
 }
-
