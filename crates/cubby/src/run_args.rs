@@ -1454,26 +1454,6 @@ mod tests {
         }
     }
 
-    fn docker_caps() -> Vec<Capability> {
-        use Capability::*;
-        vec![
-            Chown,
-            DacOverride,
-            Fsetid,
-            Fowner,
-            Mknod,
-            NetRaw,
-            Setgid,
-            Setuid,
-            Setfcap,
-            Setpcap,
-            NetBindService,
-            SysChroot,
-            Kill,
-            AuditWrite,
-        ]
-    }
-
     /// A rootfs with /etc/passwd and /etc/group.
     fn rootfs() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -1504,7 +1484,9 @@ mod tests {
 
     fn build(argv: &[&str]) -> Result<Spec> {
         let args = parse(argv);
-        let base = |root: &Path, cmd: Vec<String>| rspec::spec_with(root, cmd, docker_caps(), None);
+        let base = |root: &Path, cmd: Vec<String>| {
+            rspec::spec_with(root, cmd, cubby_runtime::capabilities::default_set(), None)
+        };
         build_spec_with(&args, "0123456789abcdef", base, &lookup, 4)
     }
 
@@ -1991,7 +1973,9 @@ mod tests {
 
     #[test]
     fn capability_rules() {
-        let defaults: Capabilities = docker_caps().into_iter().collect();
+        let defaults: Capabilities = cubby_runtime::capabilities::default_set()
+            .into_iter()
+            .collect();
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let got =
             apply_capabilities(&defaults, &s(&["NET_ADMIN"]), &s(&["chown", "CAP_KILL"])).unwrap();
@@ -2401,7 +2385,9 @@ mod tests {
     fn build_rejects_bad_id() {
         let dir = rootfs();
         let args = parse(&["--rootfs", dir.path().to_str().unwrap(), "x"]);
-        let base = |root: &Path, cmd: Vec<String>| rspec::spec_with(root, cmd, docker_caps(), None);
+        let base = |root: &Path, cmd: Vec<String>| {
+            rspec::spec_with(root, cmd, cubby_runtime::capabilities::default_set(), None)
+        };
         assert!(build_spec_with(&args, "../evil", base, &lookup, 4).is_err());
     }
 
@@ -2419,7 +2405,9 @@ mod tests {
             .capabilities()
             .clone()
             .unwrap();
-        let want: Capabilities = docker_caps().into_iter().collect();
+        let want: Capabilities = cubby_runtime::capabilities::default_set()
+            .into_iter()
+            .collect();
         assert_eq!(caps.bounding().as_ref(), Some(&want));
         assert!(s.linux().as_ref().unwrap().seccomp().is_some());
     }

@@ -361,31 +361,11 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    fn docker_caps() -> Vec<Capability> {
-        use Capability::*;
-        vec![
-            Chown,
-            DacOverride,
-            Fsetid,
-            Fowner,
-            Mknod,
-            NetRaw,
-            Setgid,
-            Setuid,
-            Setfcap,
-            Setpcap,
-            NetBindService,
-            SysChroot,
-            Kill,
-            AuditWrite,
-        ]
-    }
-
     fn base() -> Spec {
         spec_with(
             Path::new("/r"),
             vec!["sh".into(), "-c".into(), "true".into()],
-            docker_caps(),
+            crate::capabilities::default_set(),
             None,
         )
     }
@@ -423,7 +403,7 @@ mod tests {
             .capabilities()
             .clone()
             .unwrap();
-        let want: HashSet<_> = docker_caps().into_iter().collect();
+        let want: HashSet<_> = crate::capabilities::default_set().into_iter().collect();
         assert_eq!(c.bounding().as_ref(), Some(&want));
         assert_eq!(c.effective().as_ref(), Some(&want));
         assert_eq!(c.permitted().as_ref(), Some(&want));
@@ -619,9 +599,7 @@ mod tests {
         assert_eq!(s.root().as_ref().unwrap().path(), Path::new("rootfs"));
     }
 
-    /// Needs the capabilities and seccomp helpers (todo!() before the merge).
     #[test]
-
     fn default_spec_uses_helpers() {
         let s = default_spec(Path::new("/r"), vec!["true".into()]);
         let c = s
@@ -631,7 +609,7 @@ mod tests {
             .capabilities()
             .clone()
             .unwrap();
-        let want: HashSet<_> = docker_caps().into_iter().collect();
+        let want: HashSet<_> = crate::capabilities::default_set().into_iter().collect();
         assert_eq!(c.bounding().as_ref(), Some(&want));
         assert!(s.linux().as_ref().unwrap().seccomp().is_some());
     }
