@@ -243,13 +243,7 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
                 Some(sock) => send_to_console_socket(sock, &master)?,
                 None => pty_master = Some(master),
             },
-            Some(Msg::Failed { code, text }) => {
-                return Err(if code != 0 {
-                    Error::CannotExec { code, text }
-                } else {
-                    Error::Child(text)
-                })
-            }
+            Some(Msg::Failed { code, text }) => return Err(Error::from_child(code, text)),
             Some(other) => return Err(Error::Child(format!("unexpected message {other:?}"))),
             None => {
                 return Err(Error::Child(
@@ -314,21 +308,10 @@ fn container_init(ctx: &ChildContext) -> isize {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    let code = match &err {
-        Error::CannotExec { code, .. } => *code,
-        _ => 0,
-    };
-    let text = err.to_string();
-    if ctx
-        .channel
-        .send(&Msg::Failed {
-            code,
-            text: text.clone(),
-        })
-        .is_err()
-    {
+    let code = err.exec_code();
+    if ctx.channel.send(&Msg::failed(&err)).is_err() {
         // The runtime is gone (after `create` returned): stderr is all we have.
-        eprintln!("cubby: container init: {text}");
+        eprintln!("cubby: container init: {err}");
     }
     // SAFETY: _exit skips atexit handlers that belong to the parent's copy.
     unsafe { libc::_exit(if code != 0 { code as i32 } else { 1 }) }
@@ -387,24 +370,7 @@ fn setup_and_exec(ctx: &ChildContext) -> Result<std::convert::Infallible> {
     };
 
     rootfs::finish(ctx.spec)?;
-    process::set_oom_score_adj(ctx.process)?;
-    process::set_rlimits(ctx.process)?;
-    let prepared = process::prepare(ctx.process)?;
-    let cwd = ctx.process.cwd();
-    nix::unistd::chdir(cwd).ctx(|| format!("chdir to working directory {}", cwd.display()))?;
-    let nnp = ctx.process.no_new_privileges().unwrap_or(false);
-    if !nnp {
-        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
-        // while we still have it.
-        if let Some(f) = ctx.filter {
-            f.load()?;
-        }
-    }
-    process::set_identity(ctx.process)?;
-    if nnp {
-        process::set_no_new_privs()?;
-    }
-    process::close_fds_on_exec(ctx.preserve_fds)?;
+    let ready = process::finalize(ctx.process, ctx.filter, ctx.preserve_fds)?;
     ctx.channel.send(&Msg::Created)?;
     // The runtime stops listening after Created: later failures go to stderr.
     let _ = nix::unistd::close(ctx.channel.raw());
@@ -416,10 +382,7 @@ fn setup_and_exec(ctx: &ChildContext) -> Result<std::convert::Infallible> {
     if let Some(slave) = &slave {
         console::make_controlling(slave.as_fd())?;
     }
-    Err(process::exec(
-        &prepared,
-        if nnp { ctx.filter } else { None },
-    ))
+    Err(ready.exec())
 }
 
 fn set_domainname(name: &str) -> Result<()> {
@@ -609,14 +572,7 @@ pub fn exec(root: &StateRoot, id: &str, process: &Process, opts: ExecOptions) ->
                 opts.preserve_fds,
             );
             if let Err(e) = r {
-                let code = match &e {
-                    Error::CannotExec { code, .. } => *code,
-                    _ => 0,
-                };
-                let _ = child_ch.send(&Msg::Failed {
-                    code,
-                    text: e.to_string(),
-                });
+                let _ = child_ch.send(&Msg::failed(&e));
             }
             // SAFETY: leave without running the parent's atexit handlers.
             unsafe { libc::_exit(0) }
@@ -639,11 +595,7 @@ pub fn exec(root: &StateRoot, id: &str, process: &Process, opts: ExecOptions) ->
                         if let Some(p) = pid {
                             let _ = nix::sys::wait::waitpid(p, None);
                         }
-                        return Err(if code != 0 {
-                            Error::CannotExec { code, text }
-                        } else {
-                            Error::Child(text)
-                        });
+                        return Err(Error::from_child(code, text));
                     }
                     other => return Err(Error::Child(format!("unexpected message {other:?}"))),
                 }
@@ -678,14 +630,8 @@ fn exec_intermediate(
                 Ok(never) => match never {},
                 Err(e) => e,
             };
-            let code = match &err {
-                Error::CannotExec { code, .. } => *code,
-                _ => 0,
-            };
-            let _ = ch.send(&Msg::Failed {
-                code,
-                text: err.to_string(),
-            });
+            let code = err.exec_code();
+            let _ = ch.send(&Msg::failed(&err));
             // SAFETY: as above.
             unsafe { libc::_exit(if code != 0 { code as i32 } else { 1 }) }
         }
@@ -705,26 +651,11 @@ fn exec_process(
     } else {
         None
     };
-    process::set_oom_score_adj(process)?;
-    process::set_rlimits(process)?;
-    let prepared = process::prepare(process)?;
-    let cwd = process.cwd();
-    nix::unistd::chdir(cwd).ctx(|| format!("chdir to working directory {}", cwd.display()))?;
-    let nnp = process.no_new_privileges().unwrap_or(false);
-    if !nnp {
-        if let Some(f) = filter {
-            f.load()?;
-        }
-    }
-    process::set_identity(process)?;
-    if nnp {
-        process::set_no_new_privs()?;
-    }
-    process::close_fds_on_exec(preserve_fds)?;
+    let ready = process::finalize(process, filter, preserve_fds)?;
     if let Some(slave) = &slave {
         console::make_controlling(slave.as_fd())?;
     }
-    Err(process::exec(&prepared, if nnp { filter } else { None }))
+    Err(ready.exec())
 }
 
 /// Waits for a child process and returns its exit code the way a shell

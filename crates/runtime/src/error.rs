@@ -66,6 +66,25 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Docker's exit code for a command that cannot be run, 0 otherwise.
+    pub fn exec_code(&self) -> u8 {
+        match self {
+            Error::CannotExec { code, .. } => *code,
+            _ => 0,
+        }
+    }
+
+    /// Rebuilds an error reported by a container's setup process.
+    pub fn from_child(code: u8, text: String) -> Error {
+        if code != 0 {
+            Error::CannotExec { code, text }
+        } else {
+            Error::Child(text)
+        }
+    }
+}
+
 /// Adds context to a raw syscall result: `mount(...).ctx(|| format!("mount {dst}"))`.
 pub trait Context<T> {
     fn ctx<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T>;

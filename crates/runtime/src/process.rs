@@ -209,15 +209,58 @@ pub fn close_fds_on_exec(preserve: u32) -> Result<()> {
     Ok(())
 }
 
-/// Loads seccomp (when given) and execs. Returns only on failure.
-pub fn exec(prepared: &Prepared, filter: Option<&seccomp::Program>) -> Error {
-    if let Some(f) = filter {
-        if let Err(e) = f.load() {
-            return e;
+/// A process that has dropped its privileges and only has to exec.
+pub struct Ready<'a> {
+    prepared: Prepared,
+    /// The filter still to load: with no_new_privs it goes last, so it
+    /// constrains nothing of our own setup.
+    late_filter: Option<&'a seccomp::Program>,
+}
+
+/// The steps shared by a container's init and an exec'd process, inside the
+/// container: oom score, rlimits, executable lookup, working directory,
+/// seccomp, identity and capabilities, no_new_privs, fds closed on exec.
+pub fn finalize<'a>(
+    process: &Process,
+    filter: Option<&'a seccomp::Program>,
+    preserve_fds: u32,
+) -> Result<Ready<'a>> {
+    set_oom_score_adj(process)?;
+    set_rlimits(process)?;
+    let prepared = prepare(process)?;
+    let cwd = process.cwd();
+    nix::unistd::chdir(cwd).ctx(|| format!("chdir to working directory {}", cwd.display()))?;
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    if !nnp {
+        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
+        // while we still have it.
+        if let Some(f) = filter {
+            f.load()?;
         }
     }
-    let err = nix::unistd::execve(&prepared.exe, &prepared.argv, &prepared.envp).unwrap_err();
-    Error::sys(format!("exec {:?}", prepared.exe), err)
+    set_identity(process)?;
+    if nnp {
+        set_no_new_privs()?;
+    }
+    close_fds_on_exec(preserve_fds)?;
+    Ok(Ready {
+        prepared,
+        late_filter: if nnp { filter } else { None },
+    })
+}
+
+impl Ready<'_> {
+    /// Loads the remaining seccomp filter and execs. Returns only on failure.
+    pub fn exec(self) -> Error {
+        if let Some(f) = self.late_filter {
+            if let Err(e) = f.load() {
+                return e;
+            }
+        }
+        let p = &self.prepared;
+        let err = nix::unistd::execve(&p.exe, &p.argv, &p.envp).unwrap_err();
+        Error::sys(format!("exec {:?}", p.exe), err)
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,15 @@ pub enum Msg {
     Pid(i32),
 }
 
+impl Msg {
+    pub fn failed(err: &crate::Error) -> Msg {
+        Msg::Failed {
+            code: err.exec_code(),
+            text: err.to_string(),
+        }
+    }
+}
+
 pub struct Channel {
     fd: OwnedFd,
 }
