@@ -238,3 +238,32 @@ fn features_document() {
         .unwrap()
         .contains(&serde_json::json!("CAP_SYS_ADMIN")));
 }
+
+#[test]
+fn a_killed_create_is_repaired_by_delete() {
+    // What `cubby-oci create` leaves if killed right after its first state
+    // write: a "creating" record, a cgroup, no process.
+    let b = Bundle::new(&["true"]);
+    let id = common::unique_name("killed");
+    let dir = b.state_root().join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cgroup = Path::new("/sys/fs/cgroup/pids/cubby").join(&id);
+    std::fs::create_dir_all(&cgroup).unwrap();
+    let record = serde_json::json!({
+        "ociVersion": "1.0.2", "id": id, "status": "creating", "pid": 0,
+        "bundle": b.path(), "rootfs": b.path().join("rootfs"), "created": "2026-01-01T00:00:00Z",
+        "owner": "", "pidStartTime": 0, "cgroupPath": format!("/cubby/{id}"),
+    });
+    std::fs::write(dir.join("state.json"), record.to_string()).unwrap();
+    assert_eq!(b.status(&id), "stopped");
+    b.ok(&["delete", &id]);
+    assert!(
+        !dir.exists() && !cgroup.exists(),
+        "delete left the half-made container"
+    );
+
+    // Killed even earlier: a directory without a record.
+    std::fs::create_dir_all(&dir).unwrap();
+    b.ok(&["delete", &id]);
+    assert!(!dir.exists());
+}

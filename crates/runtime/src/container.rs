@@ -163,6 +163,22 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
     state::write_atomic(&dir.join(SPEC_COPY), &spec_json)?;
 
     let cgroup = cgroup_of(spec, opts.id)?;
+    // Recorded before anything is made, so that if the runtime is killed
+    // half-way, `delete` still knows which cgroup to remove.
+    let mut st = State {
+        oci_version: spec.version().clone(),
+        id: opts.id.to_string(),
+        status: Status::Creating,
+        pid: 0,
+        bundle,
+        annotations: spec.annotations().clone().unwrap_or_default(),
+        rootfs: rootfs.clone(),
+        created: state::rfc3339_now(),
+        owner: String::new(),
+        pid_start_time: 0,
+        cgroup_path: cgroup.path.to_string_lossy().into_owned(),
+    };
+    opts.root.save(&st)?;
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
     undo.cgroup = Some(cgroup.clone());
     cgroup.create(resources)?;
@@ -188,7 +204,7 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
         spec,
         process: &process,
         rootfs: &rootfs,
-        bundle: &bundle,
+        bundle: &st.bundle,
         plan: &plan,
         channel: &child_ch,
         parent_end: parent_ch.raw(),
@@ -255,19 +271,9 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
 
     let (_, start_time) = state::proc_stat(pid.as_raw())
         .ok_or_else(|| Error::Child("container init vanished after setup".into()))?;
-    let st = State {
-        oci_version: spec.version().clone(),
-        id: opts.id.to_string(),
-        status: Status::Created,
-        pid: pid.as_raw(),
-        bundle,
-        annotations: spec.annotations().clone().unwrap_or_default(),
-        rootfs,
-        created: state::rfc3339_now(),
-        owner: String::new(),
-        pid_start_time: start_time,
-        cgroup_path: cgroup.path.to_string_lossy().into_owned(),
-    };
+    st.status = Status::Created;
+    st.pid = pid.as_raw();
+    st.pid_start_time = start_time;
     opts.root.save(&st)?;
     if let Some(pf) = opts.pid_file {
         state::write_atomic(pf, pid.as_raw().to_string().as_bytes())?;
@@ -484,7 +490,10 @@ pub fn kill_container(root: &StateRoot, id: &str, signal: Signal, all: bool) -> 
 pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
     let st = match root.load(id) {
         Ok(st) => st,
+        // A corrupt record, or a directory whose runtime died before its
+        // first state write: nothing else was made yet.
         Err(Error::Config { .. }) if force => return root.remove(id),
+        Err(Error::NotFound(_)) if root.dir(id).is_dir() => return root.remove(id),
         Err(e) => return Err(e),
     };
     if st.status != Status::Stopped {
