@@ -1,0 +1,3 @@
+//! Registry credentials in Docker's `config.json`.
+//!
+//! INTERFACE (owned by the registry helper).

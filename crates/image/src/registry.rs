@@ -1,0 +1,3 @@
+//! Docker Registry HTTP API v2 / OCI distribution client.
+//!
+//! INTERFACE (owned by the registry helper).

@@ -1,0 +1,3 @@
+//! The content-addressed store.
+//!
+//! INTERFACE (owned by the store helper).

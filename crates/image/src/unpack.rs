@@ -1,0 +1,3 @@
+//! Layer unpacking.
+//!
+//! INTERFACE (owned by the store helper).
