@@ -12,10 +12,12 @@
 //! - [`config`]: image config (Entrypoint, Cmd, Env, WorkingDir, User) applied to an OCI spec.
 
 pub mod auth;
+pub mod config;
 pub mod digest;
 pub mod error;
 pub mod reference;
 pub mod registry;
+pub mod snapshot;
 pub mod store;
 pub mod unpack;
 
