@@ -1,3 +1,4 @@
 //! cubby command-line library: the pieces of `cubby` that can be unit tested.
 
+pub mod images;
 pub mod run_args;

@@ -3,13 +3,15 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use cubby::images::Images;
 use cubby::run_args::{build_spec, RunArgs};
+use cubby_image::snapshot::Snapshot;
 use cubby_runtime::cgroups::{Cgroup, Hierarchy};
 use cubby_runtime::container::{self, CreateOptions};
 use cubby_runtime::state::{StateRoot, Status};
 use cubby_runtime::{cloned_exe, signals, tty, Error};
 use std::os::fd::AsFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Docker's exit code for an error of the runtime itself (not the command's).
 const EXIT_CUBBY_ERROR: i32 = 125;
@@ -21,6 +23,9 @@ const EXIT_CUBBY_ERROR: i32 = 125;
     about = "Containers for classrooms: run, isolate, limit"
 )]
 struct Cli {
+    /// Where images, layers and container filesystems live.
+    #[arg(long, global = true, env = "CUBBY_ROOT", default_value = "/var/lib/cubby")]
+    root: PathBuf,
     /// Where the state of running containers lives.
     #[arg(
         long,
@@ -57,6 +62,67 @@ enum Cmd {
         signal: String,
         id: String,
     },
+    /// Pull an image from a registry.
+    Pull {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, value_name = "OS/ARCH")]
+        platform: Option<String>,
+        image: String,
+    },
+    /// Push an image to a registry.
+    Push { image: String },
+    /// List images.
+    Images {
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Give an image another name.
+    Tag { source: String, target: String },
+    /// Remove images (refuses while a container uses one, unless -f).
+    Rmi {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Import a root filesystem tarball (.tar, .tar.gz, .tar.zst) as an image.
+    Import { file: PathBuf, image: String },
+    /// Store credentials for a registry (checked against it first).
+    Login {
+        #[arg(short, long)]
+        username: Option<String>,
+        #[arg(short, long)]
+        password: Option<String>,
+        #[arg(long = "password-stdin")]
+        password_stdin: bool,
+        registry: String,
+    },
+    /// Forget the credentials of a registry.
+    Logout { registry: String },
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Show an image's config, manifest and layers as JSON.
+    Inspect { image: String },
+    /// List images.
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Remove images.
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Delete blobs and layers no image or container uses.
+    Prune,
 }
 
 fn main() {
@@ -76,8 +142,53 @@ fn main() {
 
 fn dispatch(cli: Cli) -> Result<i32> {
     let root = StateRoot::new(&cli.state_dir);
+    let images = || Images::open(&cli.root);
     match cli.cmd {
-        Cmd::Run(args) => run(&root, &args),
+        Cmd::Run(args) => run(&root, &cli.root, *args),
+        Cmd::Pull { quiet, platform, image } => {
+            images()?.pull(&image, platform.as_deref(), quiet)?;
+            Ok(0)
+        }
+        Cmd::Push { image } => {
+            images()?.push(&image)?;
+            Ok(0)
+        }
+        Cmd::Images { quiet } | Cmd::Image(ImageCmd::Ls { quiet }) => {
+            images()?.list(quiet)?;
+            Ok(0)
+        }
+        Cmd::Image(ImageCmd::Inspect { image }) => {
+            images()?.inspect(&image)?;
+            Ok(0)
+        }
+        Cmd::Rmi { force, images: names } | Cmd::Image(ImageCmd::Rm { force, images: names }) => {
+            Ok(if images()?.remove(&names, force)? { 0 } else { 1 })
+        }
+        Cmd::Image(ImageCmd::Prune) => {
+            images()?.prune()?;
+            Ok(0)
+        }
+        Cmd::Tag { source, target } => {
+            images()?.tag(&source, &target)?;
+            Ok(0)
+        }
+        Cmd::Import { file, image } => {
+            images()?.import(&file, &image)?;
+            Ok(0)
+        }
+        Cmd::Login {
+            username,
+            password,
+            password_stdin,
+            registry,
+        } => {
+            cubby::images::login(&registry, username, password_stdin, password)?;
+            Ok(0)
+        }
+        Cmd::Logout { registry } => {
+            cubby::images::logout(&registry)?;
+            Ok(0)
+        }
         Cmd::Ps { all, quiet } => {
             let list = root.list()?;
             if !quiet {
@@ -109,8 +220,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Rm { force, ids } => {
             let mut failed = false;
+            let snapshots = cli.root.join("containers");
             for id in ids {
-                match container::delete(&root, &id, force) {
+                let removed = container::delete(&root, &id, force).and_then(|()| {
+                    Snapshot::at(snapshots.join(&id))
+                        .remove()
+                        .map_err(|e| cubby_runtime::Error::Child(e.to_string()))
+                });
+                match removed {
                     Ok(()) => println!("{id}"),
                     Err(e) => {
                         eprintln!("cubby: rm {id}: {e}");
@@ -127,21 +244,88 @@ fn dispatch(cli: Cli) -> Result<i32> {
     }
 }
 
-fn run(root: &StateRoot, args: &RunArgs) -> Result<i32> {
+/// Removes a container's overlay snapshot when `run` fails or ends with --rm.
+struct SnapshotGuard {
+    snapshot: Option<Snapshot>,
+}
+
+impl SnapshotGuard {
+    fn keep(&mut self) {
+        if let Some(s) = self.snapshot.take() {
+            // The container's changes stay for `cubby rm`; the mount does not.
+            let _ = s.unmount();
+        }
+    }
+}
+
+impl Drop for SnapshotGuard {
+    fn drop(&mut self) {
+        if let Some(s) = &self.snapshot {
+            let _ = s.remove();
+        }
+    }
+}
+
+/// `cubby run IMAGE [CMD...]`: pulls per --pull, mounts an overlay over the
+/// image's layers for this container, and applies the image's config.
+fn resolve_image(store_root: &Path, args: &mut RunArgs, id: &str, guard: &mut SnapshotGuard) -> Result<()> {
+    let Some((image, user_args)) = args.command.split_first() else {
+        bail!("give an image (or --rootfs DIR) and optionally a command: `cubby run IMAGE [CMD...]`");
+    };
+    let (image, user_args) = (image.clone(), user_args.to_vec());
+    let images = Images::open(store_root)?;
+    let rec = images.for_run(&image, args.pull, args.platform.as_deref())?;
+    let config: oci_spec::image::ImageConfiguration =
+        serde_json::from_slice(&images.store.read_blob(&rec.config_digest)?)
+            .with_context(|| format!("image config of {image}"))?;
+    let entrypoint = args.entrypoint.clone().map(|e| vec![e]);
+    let defaults = cubby_image::config::run_defaults(&image, &config, entrypoint.as_deref(), &user_args)?;
+
+    let dir = images.containers_dir().join(id);
+    if dir.exists() {
+        bail!("a container named {id} already exists: remove it with `cubby rm {id}`");
+    }
+    let snapshot = Snapshot::at(&dir);
+    guard.snapshot = Some(snapshot.clone());
+    let layers: Vec<PathBuf> = rec.layers.iter().map(|l| images.store.layer_dir(l)).collect();
+    let rootfs = snapshot.mount(&layers)?;
+    std::fs::write(dir.join("image"), rec.config_digest.to_string()).context("record image")?;
+    std::fs::write(dir.join("image-name"), &rec.name).context("record image")?;
+    let layer_list: String = rec.layers.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.join("layers"), layer_list).context("record layers")?;
+
+    args.rootfs = Some(rootfs);
+    args.command = defaults.command;
+    args.image_env = defaults.env;
+    if args.workdir.is_none() {
+        args.workdir = defaults.workdir;
+    }
+    if args.user.is_none() {
+        args.user = defaults.user;
+    }
+    Ok(())
+}
+
+fn run(root: &StateRoot, store_root: &Path, mut args: RunArgs) -> Result<i32> {
     if !nix::unistd::geteuid().is_root() {
         bail!("cubby run needs root to create namespaces and cgroups: run it with sudo");
     }
     // Before anything else: the container must never see our on-disk binary.
     cloned_exe::ensure_sealed()?;
     let id = args.container_id()?;
+    let mut guard = SnapshotGuard { snapshot: None };
+    if args.rootfs.is_none() {
+        resolve_image(store_root, &mut args, &id, &mut guard)?;
+    }
+    let args = &args;
     let spec = build_spec(args, &id)?;
     if !args.interactive && !args.tty {
         // Like docker: without -i the container's stdin is empty.
         let null = std::fs::File::open("/dev/null").context("open /dev/null")?;
         nix::unistd::dup2_stdin(null.as_fd()).context("redirect stdin")?;
     }
-    let bundle = args
-        .rootfs
+    let rootfs = args.rootfs.clone().unwrap_or_default();
+    let bundle = rootfs
         .parent()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/"));
@@ -178,6 +362,7 @@ fn run(root: &StateRoot, args: &RunArgs) -> Result<i32> {
     } else {
         // Keep the record for `cubby ps -a` / `cubby rm`; free the cgroup now.
         cgroup.destroy()?;
+        guard.keep();
     }
     Ok(code)
 }

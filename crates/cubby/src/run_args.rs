@@ -124,9 +124,25 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     pub ulimit: Vec<String>,
 
-    /// Root filesystem directory
+    /// Root filesystem directory (instead of an image)
     #[arg(long, value_name = "DIR")]
-    pub rootfs: PathBuf,
+    pub rootfs: Option<PathBuf>,
+
+    /// When to pull the image: missing, always or never
+    #[arg(long, value_enum, default_value = "missing")]
+    pub pull: crate::images::PullPolicy,
+
+    /// Image platform, e.g. linux/arm64 (default: this host's)
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+
+    /// Override the image's Entrypoint
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+
+    /// The image's Env, set below --env-file and -e (filled in from the image).
+    #[arg(skip)]
+    pub image_env: Vec<String>,
 
     /// The command and its arguments
     #[arg(
@@ -169,7 +185,11 @@ fn build_spec_with(
     if args.command.is_empty() {
         bail!("no command given: put it after the options, e.g. `cubby run --rootfs DIR -- sh -c 'echo hi'`");
     }
-    let rootfs = check_rootfs(&args.rootfs)?;
+    let rootfs = check_rootfs(
+        args.rootfs
+            .as_deref()
+            .context("give an image or --rootfs DIR")?,
+    )?;
 
     // Everything that can fail on user input is parsed before the base spec is built.
     let env_files = args
@@ -275,6 +295,13 @@ fn build_spec_with(
         .ok_or_else(|| anyhow!("internal: base spec has no process"))?;
     process.set_terminal(Some(args.tty));
     let mut env = process.env().clone().unwrap_or_default();
+    let image_env = args
+        .image_env
+        .iter()
+        .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())));
+    for (k, v) in image_env {
+        set_env(&mut env, &k, &v);
+    }
     for (k, v) in env_files
         .into_iter()
         .flatten()

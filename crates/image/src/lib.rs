@@ -11,10 +11,13 @@
 //! - [`snapshot`]: a container's overlay rootfs over the shared layers.
 //! - [`config`]: image config (Entrypoint, Cmd, Env, WorkingDir, User) applied to an OCI spec.
 
+pub mod archive;
 pub mod auth;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod snapshot;

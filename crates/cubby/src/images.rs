@@ -1,0 +1,317 @@
+//! The image commands of the CLI: pull, push, images, inspect, tag, rmi,
+//! prune, import, login, logout, and resolving `cubby run IMAGE`.
+
+use anyhow::{bail, Context, Result};
+use cubby_image::auth::{AuthFile, Credentials};
+use cubby_image::pull::{PullOptions, Platform};
+use cubby_image::reference::Reference;
+use cubby_image::registry::{Client, ClientOptions};
+use cubby_image::store::{ImageRecord, Store};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Where images and container snapshots live (`--root`).
+pub struct Images {
+    pub root: PathBuf,
+    pub store: Store,
+}
+
+/// When `run` pulls (docker's `--pull`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    Missing,
+    Always,
+    Never,
+}
+
+pub fn client() -> Result<Client> {
+    let insecure = std::env::var("CUBBY_INSECURE_REGISTRIES")
+        .map(|v| v.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
+        .unwrap_or_default();
+    Ok(Client::new(ClientOptions {
+        auth: auth_file(),
+        insecure_registries: insecure,
+        user_agent: format!("cubby/{}", env!("CARGO_PKG_VERSION")),
+    })?)
+}
+
+fn auth_file() -> AuthFile {
+    match std::env::var_os("CUBBY_AUTH_FILE") {
+        Some(p) => AuthFile::at(PathBuf::from(p)),
+        None => AuthFile::default_location(),
+    }
+}
+
+impl Images {
+    pub fn open(root: &Path) -> Result<Images> {
+        let store = Store::open(root).with_context(|| format!("open image store {}", root.display()))?;
+        Ok(Images {
+            root: root.to_path_buf(),
+            store,
+        })
+    }
+
+    pub fn containers_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
+    /// An image by reference (`alpine`, `alpine:3.18`, `host/x@sha256:..`)
+    /// or by id prefix (as `cubby images` shows it).
+    pub fn find(&self, name: &str) -> Result<Option<ImageRecord>> {
+        if let Ok(r) = Reference::parse(name) {
+            if let Some(rec) = self.store.get_image(&r.to_string())? {
+                return Ok(Some(rec));
+            }
+        }
+        let id = name.strip_prefix("sha256:").unwrap_or(name);
+        if id.len() >= 4 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hits: Vec<ImageRecord> = self
+                .store
+                .images()?
+                .into_iter()
+                .filter(|r| r.config_digest.hex().starts_with(id))
+                .collect();
+            if let Some(first) = hits.first() {
+                return Ok(Some(first.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn pull(&self, name: &str, platform: Option<&str>, quiet: bool) -> Result<ImageRecord> {
+        let r = Reference::parse(name)?;
+        let platform = match platform {
+            Some(p) => Platform::parse(p)?,
+            None => Platform::host(),
+        };
+        let client = client()?;
+        // Already here and unchanged upstream: one manifest request.
+        if let Some(rec) = self.store.get_image(&r.to_string())? {
+            if r.digest.is_some() {
+                return Ok(rec);
+            }
+            if let Ok(Some(remote)) = client.head_manifest(&r, &r.reference()) {
+                if remote == rec.manifest_digest || self.store.has_blob(&remote) && rec.blobs.contains(&remote) {
+                    if !quiet {
+                        eprintln!("{}: image is up to date", r.familiar());
+                    }
+                    return Ok(rec);
+                }
+            }
+        }
+        let progress = !quiet && std::io::stderr().is_terminal();
+        let rec = cubby_image::pull::pull(&client, &self.store, &r, &PullOptions { platform, progress })
+            .with_context(|| format!("pull {}", r.familiar()))?;
+        if !quiet {
+            eprintln!("{}: pulled {}", r.familiar(), rec.manifest_digest);
+        }
+        Ok(rec)
+    }
+
+    /// The image `run` should use, pulled per `policy`.
+    pub fn for_run(&self, name: &str, policy: PullPolicy, platform: Option<&str>) -> Result<ImageRecord> {
+        match (policy, self.find(name)?) {
+            (PullPolicy::Always, _) => self.pull(name, platform, false),
+            (_, Some(rec)) => Ok(rec),
+            (PullPolicy::Missing, None) => self.pull(name, platform, false),
+            (PullPolicy::Never, None) => bail!("image {name} is not present and --pull=never"),
+        }
+    }
+
+    /// Containers (by id) whose snapshot uses `image`.
+    pub fn users_of(&self, image: &ImageRecord) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.containers_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("image"))
+                    .map(|s| s.trim() == image.config_digest.to_string())
+                    .unwrap_or(false)
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Layers used by any container (kept by prune even if untagged).
+    fn layers_in_use(&self) -> Vec<cubby_image::digest::Digest> {
+        let Ok(entries) = std::fs::read_dir(self.containers_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("layers")).ok())
+            .flat_map(|s| s.lines().filter_map(|l| l.parse().ok()).collect::<Vec<_>>())
+            .collect()
+    }
+
+    pub fn list(&self, quiet: bool) -> Result<()> {
+        let mut images = self.store.images()?;
+        images.sort_by(|a, b| a.name.cmp(&b.name));
+        if !quiet {
+            println!("{:<40} {:<16} {:<14} {:<22} SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED");
+        }
+        for rec in images {
+            if quiet {
+                println!("{}", rec.config_digest.short());
+                continue;
+            }
+            let r = Reference::parse(&rec.name).ok();
+            // The familiar name without tag or digest: `alpine`, `localhost:5000/x`.
+            let (repo, tag) = match &r {
+                Some(r) => {
+                    let bare = Reference {
+                        tag: None,
+                        digest: None,
+                        ..r.clone()
+                    };
+                    (bare.familiar(), r.tag.clone().unwrap_or_else(|| "<none>".into()))
+                }
+                None => (rec.name.clone(), "<none>".into()),
+            };
+            println!(
+                "{:<40} {:<16} {:<14} {:<22} {}",
+                repo,
+                tag,
+                rec.config_digest.short(),
+                rec.created.get(..19).unwrap_or(&rec.created),
+                human(rec.size)
+            );
+        }
+        Ok(())
+    }
+
+    pub fn inspect(&self, name: &str) -> Result<()> {
+        let rec = self.find(name)?.with_context(|| format!("no such image: {name}"))?;
+        let config: serde_json::Value = serde_json::from_slice(&self.store.read_blob(&rec.config_digest)?)
+            .context("parse image config")?;
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&self.store.read_blob(&rec.manifest_digest)?).context("parse manifest")?;
+        let out = serde_json::json!([{
+            "Id": rec.config_digest.to_string(),
+            "RepoTags": [rec.name],
+            "RepoDigests": Reference::parse(&rec.name)
+                .map(|r| vec![format!("{}/{}@{}", r.registry, r.repository, rec.manifest_digest)])
+                .unwrap_or_default(),
+            "Created": config.get("created"),
+            "Architecture": config.get("architecture"),
+            "Os": config.get("os"),
+            "Config": config.get("config"),
+            "RootFS": config.get("rootfs"),
+            "Size": rec.size,
+            "Manifest": manifest,
+            "Layers": rec.layers.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+        }]);
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        Ok(())
+    }
+
+    pub fn tag(&self, source: &str, target: &str) -> Result<()> {
+        let rec = self.find(source)?.with_context(|| format!("no such image: {source}"))?;
+        let t = Reference::parse(target)?;
+        if t.digest.is_some() {
+            bail!("cannot tag with a digest: {target}");
+        }
+        let mut new = rec;
+        new.name = t.to_string();
+        self.store.put_image(new)?;
+        Ok(())
+    }
+
+    pub fn remove(&self, names: &[String], force: bool) -> Result<bool> {
+        let mut ok = true;
+        for name in names {
+            let result = (|| -> Result<()> {
+                let rec = self.find(name)?.with_context(|| format!("no such image: {name}"))?;
+                let users = self.users_of(&rec);
+                if let (false, Some(c)) = (force, users.first()) {
+                    bail!("image {name} is used by container {c}: remove the container first or use -f");
+                }
+                self.store.remove_image(&rec.name)?;
+                println!("Untagged: {}", rec.name);
+                Ok(())
+            })();
+            if let Err(e) = result {
+                eprintln!("cubby: rmi {name}: {e:#}");
+                ok = false;
+            }
+        }
+        Ok(ok)
+    }
+
+    pub fn prune(&self) -> Result<()> {
+        let report = self.store.gc(&self.layers_in_use())?;
+        println!(
+            "Deleted {} blobs and {} layers; reclaimed {}",
+            report.blobs_removed,
+            report.layers_removed,
+            human(report.bytes_freed)
+        );
+        Ok(())
+    }
+
+    pub fn import(&self, tarball: &Path, name: &str) -> Result<()> {
+        let r = Reference::parse(name)?;
+        let rec = cubby_image::archive::import(&self.store, tarball, &r.to_string())
+            .with_context(|| format!("import {}", tarball.display()))?;
+        println!("{}", rec.config_digest);
+        Ok(())
+    }
+
+    pub fn push(&self, name: &str) -> Result<()> {
+        let rec = self.find(name)?.with_context(|| format!("no such image: {name}"))?;
+        let target = Reference::parse(name)?;
+        let digest = cubby_image::push::push(&client()?, &self.store, &rec, &target)
+            .with_context(|| format!("push {}", target.familiar()))?;
+        println!("{}: pushed {digest}", target.familiar());
+        Ok(())
+    }
+}
+
+pub fn login(registry: &str, username: Option<String>, password_stdin: bool, password: Option<String>) -> Result<()> {
+    let username = match username {
+        Some(u) => u,
+        None => bail!("give a user name with -u/--username"),
+    };
+    let password = match (password, password_stdin) {
+        (Some(p), _) => p,
+        (None, true) => {
+            let mut s = String::new();
+            std::io::stdin().read_line(&mut s).context("read password from stdin")?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => bail!("give the password with --password-stdin (or -p)"),
+    };
+    let creds = Credentials { username, password };
+    client()?
+        .check_credentials(registry, &creds)
+        .with_context(|| format!("login to {registry}"))?;
+    auth_file().store(registry, &creds)?;
+    println!("Login Succeeded");
+    Ok(())
+}
+
+pub fn logout(registry: &str) -> Result<()> {
+    if auth_file().erase(registry)? {
+        println!("Removing login credentials for {registry}");
+    } else {
+        println!("Not logged in to {registry}");
+    }
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
