@@ -121,6 +121,8 @@ pub struct Store {
     /// Held for the Store's lifetime: tells other processes `tmp` is live.
     tmp_lock: Option<LockGuard>,
     counter: AtomicU64,
+    /// syncfs before committing a layer (see [`Store::set_sync_layers`]).
+    sync_layers: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -173,6 +175,7 @@ impl Store {
             root,
             tmp_lock: None,
             counter: AtomicU64::new(0),
+            sync_layers: std::sync::atomic::AtomicBool::new(true),
         };
         store.clean_tmp()?;
         // Lock first, then create the directory: another process that sees
@@ -185,6 +188,14 @@ impl Store {
     /// Opens the store at [`DEFAULT_ROOT`].
     pub fn open_default() -> Result<Store> {
         Store::open(DEFAULT_ROOT)
+    }
+
+    /// Whether [`Store::unpack_layer`] flushes the filesystem (syncfs) before
+    /// writing a layer's `committed` marker (default: true). Without it a
+    /// power loss shortly after a pull can leave a "committed" layer with
+    /// empty files; turn it off only for throwaway stores (CI, benchmarks).
+    pub fn set_sync_layers(&self, sync: bool) {
+        self.sync_layers.store(sync, Ordering::Relaxed);
     }
 
     pub fn root(&self) -> &Path {
@@ -503,8 +514,10 @@ impl Store {
         };
         let finalize = || -> Result<()> {
             // Flush the unpacked files before anything points at them.
-            let d = File::open(&diff).map_err(io_err(&diff))?;
-            nix::unistd::syncfs(&d).map_err(|e| ImageError::io(&diff, e.into()))?;
+            if self.sync_layers.load(Ordering::Relaxed) {
+                let d = File::open(&diff).map_err(io_err(&diff))?;
+                nix::unistd::syncfs(&d).map_err(|e| ImageError::io(&diff, e.into()))?;
+            }
             let dest = self.layer_root(chain);
             // An uncommitted leftover of a killed unpack: garbage.
             if fs::symlink_metadata(&dest).is_ok() {
@@ -545,10 +558,60 @@ impl Store {
         } else {
             Box::new(input)
         };
-        let mut hashing = HashingReader::new(decoder);
-        let stats = unpack::unpack(&mut hashing, diff, &diff_id.to_string())?;
-        hashing.finish(&what, diff_id, None)?;
-        Ok(stats)
+        // Two stages on two threads: decompression here, hashing + writing
+        // files on a worker, joined by a small queue of 1 MiB chunks.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+        std::thread::scope(|s| {
+            let worker = s.spawn(move || -> Result<unpack::UnpackStats> {
+                let mut hashing = HashingReader::new(ChunkReader {
+                    rx,
+                    chunk: Vec::new(),
+                    pos: 0,
+                });
+                let stats = unpack::unpack(&mut hashing, diff, &diff_id.to_string())?;
+                hashing.finish(&what, diff_id, None)?;
+                Ok(stats)
+            });
+            let mut decoder = decoder;
+            loop {
+                let mut chunk = vec![0u8; CHUNK];
+                let mut filled = 0;
+                let res = loop {
+                    match decoder.read(&mut chunk[filled..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => {
+                            filled += n;
+                            if filled == CHUNK {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                chunk.truncate(filled);
+                let last = filled < CHUNK || res.is_err();
+                let sent = match res {
+                    Ok(()) if filled == 0 => true,
+                    Ok(()) => tx.send(Ok(chunk)).is_ok(),
+                    Err(e) => {
+                        let _ = tx.send(Ok(chunk));
+                        tx.send(Err(e)).is_ok()
+                    }
+                };
+                // A closed queue means the worker stopped (it has the error).
+                if last || !sent {
+                    break;
+                }
+            }
+            drop(tx);
+            worker.join().unwrap_or_else(|_| {
+                Err(ImageError::Invalid {
+                    what: format!("layer {diff_id}"),
+                    reason: "unpack worker panicked".into(),
+                })
+            })
+        })
     }
 
     // --------------------------------------------------------------- images
@@ -693,6 +756,35 @@ impl Store {
             blobs: tree_size(&self.root.join("blobs")),
             layers: tree_size(&self.root.join("layers")),
         })
+    }
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// Reads the chunks a decompressing thread sends; an `Err` chunk is the
+/// decompressor's error, a closed queue the end of the stream.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(c)) => {
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 

@@ -231,9 +231,25 @@ impl Unpacker {
         let h = entry.header();
         let bad = |what: &str, e: io::Error| self.invalid(shown, format!("bad {what}: {e}"));
         let mode = h.mode().map_err(|e| bad("mode", e))? & 0o7777;
-        let mut uid = h.uid().map_err(|e| bad("uid", e))?;
-        let mut gid = h.gid().map_err(|e| bad("gid", e))?;
-        let mut mtime = TimeSpec::new(h.mtime().map_err(|e| bad("mtime", e))? as i64, 0);
+        // Some writers leave numeric fields blank: read that as 0.
+        let old = h.as_old();
+        let blank = |f: &[u8]| f.iter().all(|&b| b == 0 || b == b' ');
+        let mut uid = if blank(&old.uid) {
+            0
+        } else {
+            h.uid().map_err(|e| bad("uid", e))?
+        };
+        let mut gid = if blank(&old.gid) {
+            0
+        } else {
+            h.gid().map_err(|e| bad("gid", e))?
+        };
+        let mtime = if blank(&old.mtime) {
+            0
+        } else {
+            h.mtime().map_err(|e| bad("mtime", e))?
+        };
+        let mut mtime = TimeSpec::new(mtime as i64, 0);
         let mut xattrs = Vec::new();
         if let Some(pax) = entry.pax_extensions().map_err(|e| bad("PAX header", e))? {
             for ext in pax {
