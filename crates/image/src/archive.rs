@@ -26,6 +26,7 @@ fn decompressed(path: &Path) -> Result<Box<dyn Read>> {
 
 /// Imports `tarball` as image `name` (canonical reference string).
 pub fn import(store: &Store, tarball: &Path, name: &str) -> Result<ImageRecord> {
+    let _pin = store.pin()?;
     // Pass 1: hash the tar (diff_id) while writing the gzip blob to a temp file.
     let tmp = tempfile_in(store)?;
     let mut uncompressed = HashingReader::new(decompressed(tarball)?);
@@ -64,6 +65,7 @@ pub fn import(store: &Store, tarball: &Path, name: &str) -> Result<ImageRecord> 
         reason: e.to_string(),
     })?;
     let config_digest = store.put_blob(&config_bytes)?;
+    let record_config = config_digest.clone();
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -81,7 +83,7 @@ pub fn import(store: &Store, tarball: &Path, name: &str) -> Result<ImageRecord> 
         manifest_digest: manifest_digest.clone(),
         config_digest,
         layers: vec![chain],
-        blobs: vec![manifest_digest, Digest::of(&config_bytes), blob],
+        blobs: vec![manifest_digest, record_config, blob],
         size: blob_size,
         created,
     };
@@ -100,7 +102,6 @@ impl Drop for TempPath {
 
 fn tempfile_in(store: &Store) -> Result<TempPath> {
     let dir = store.tmp_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| ImageError::io(&dir, e))?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

@@ -99,6 +99,8 @@ fn is_index(media_type: &str, bytes: &[u8]) -> bool {
 /// Pulls `r` into `store` and records it under its canonical name.
 pub fn pull(client: &Client, store: &Store, r: &Reference, opts: &PullOptions) -> Result<ImageRecord> {
     let name = r.to_string();
+    // Keeps `image prune` from collecting what we store before it is recorded.
+    let _pin = store.pin()?;
     let top = client.get_manifest(r, &r.reference())?;
     let mut blobs = vec![top.digest.clone()];
     store.ingest(&top.digest, Some(top.bytes.len() as u64), &top.bytes[..])?;

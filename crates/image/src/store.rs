@@ -202,6 +202,12 @@ impl Store {
         &self.root
     }
 
+    /// This Store's scratch directory (removed when the Store closes, or by
+    /// the next open after a crash): for temp files of callers like import.
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
     /// Removes `tmp/` entries whose owning Store is gone, and stale tmp locks.
     fn clean_tmp(&self) -> Result<()> {
         let tmp = self.root.join("tmp");

@@ -1,0 +1,276 @@
+//! End-to-end tests of images: a real docker-registry on 127.0.0.1, images
+//! pushed by skopeo (scripts/mk-test-images.sh) and by `cubby push`, pulled
+//! and run by the real `cubby` binary.
+
+mod common;
+
+use common::{stderr, stdout};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn scripts() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
+}
+
+/// A registry of our own, stopped on drop (even when the test fails).
+struct Registry {
+    dir: tempfile::TempDir,
+    addr: String,
+}
+
+impl Registry {
+    fn start(htpasswd: Option<&str>) -> Registry {
+        assert!(
+            Path::new("/usr/bin/docker-registry").exists(),
+            "docker-registry missing: apt-get install -y docker-registry skopeo umoci"
+        );
+        let dir = tempfile::Builder::new().prefix("cubby-reg-").tempdir().unwrap();
+        let mut cmd = Command::new(scripts().join("registry.sh"));
+        cmd.arg("start").arg(dir.path());
+        if let Some(creds) = htpasswd {
+            cmd.args(["--htpasswd", creds]);
+        }
+        let out = cmd.stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "registry.sh: {}", stderr(&out));
+        let addr = stdout(&out).trim().lines().last().unwrap().to_string();
+        Registry { dir, addr }
+    }
+
+    fn push_test_images(&self, only: &str, creds: Option<&str>) {
+        let mut cmd = Command::new(scripts().join("mk-test-images.sh"));
+        cmd.args(["--only", only, &self.addr]).stdin(Stdio::null());
+        if let Some(c) = creds {
+            cmd.env("REGISTRY_CREDS", c);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "mk-test-images.sh: {}", stderr(&out));
+    }
+
+    fn image(&self, name: &str) -> String {
+        format!("{}/{name}", self.addr)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new(scripts().join("registry.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// cubby with a private image store, state dir and auth file.
+struct Cubby {
+    world: common::World,
+}
+
+impl Cubby {
+    fn new() -> Cubby {
+        Cubby {
+            world: common::World::new(),
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.world.dir.path().join("store")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.world.cubby();
+        c.env("CUBBY_ROOT", self.root())
+            .env("CUBBY_AUTH_FILE", self.world.dir.path().join("auth.json"))
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "cubby {args:?}: {:?}\nstdout: {}\nstderr: {}",
+            out.status,
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    fn no_mounts_left(&self) {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = self.root().to_string_lossy().into_owned();
+        assert!(!info.contains(&root), "mounts left under {root}");
+    }
+}
+
+#[test]
+fn pull_run_and_image_config() {
+    let reg = Registry::start(None);
+    reg.push_test_images("busybox", None);
+    let c = Cubby::new();
+    let img = reg.image("test/busybox:latest");
+    c.ok(&["pull", "-q", &img]);
+    let list = c.ok(&["images"]);
+    assert!(list.contains(&reg.image("test/busybox")) && list.contains("latest"), "{list}");
+    // Env and WorkingDir come from the image config; -e overrides.
+    let out = c.ok(&["run", "--rm", &img, "sh", "-c", "echo $FOO $PATH; pwd"]);
+    assert_eq!(out, "bar /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n/home\n");
+    let out = c.ok(&["run", "--rm", "-e", "FOO=mine", &img, "sh", "-c", "echo $FOO"]);
+    assert_eq!(out, "mine\n");
+    // The seed example: the current directory mounted and used as workdir.
+    let here = c.world.dir.path().join("project");
+    std::fs::create_dir_all(&here).unwrap();
+    std::fs::write(here.join("main.py"), "print(1)").unwrap();
+    let v = format!("{}:/app", here.display());
+    assert_eq!(c.ok(&["run", "--rm", "-v", &v, "--workdir=/app", &img, "ls", "/app"]), "main.py\n");
+    // A container's writes stay in its own upper dir.
+    c.ok(&["run", "--rm", &img, "sh", "-c", "echo x > /etc/changed"]);
+    assert_eq!(c.ok(&["run", "--rm", &img, "sh", "-c", "ls /etc/changed 2>/dev/null || echo clean"]), "clean\n");
+    // Pull again: already up to date.
+    let out = c.run(&["pull", &img]);
+    assert!(out.status.success() && stderr(&out).contains("up to date"), "{}", stderr(&out));
+    c.no_mounts_left();
+    assert!(std::fs::read_dir(c.root().join("containers")).map(|d| d.count()).unwrap_or(0) == 0);
+}
+
+#[test]
+fn layers_whiteouts_formats_and_platforms() {
+    let reg = Registry::start(None);
+    reg.push_test_images("busybox,layers,multiarch,zstd", None);
+    let c = Cubby::new();
+    let tree = "cd /data && find . | sort && [ $(stat -c %i b.txt) = $(stat -c %i hard) ] && echo hardlinked && readlink sym";
+    let want = ".\n./b.txt\n./dir\n./dir/y\n./hard\n./sym\nhardlinked\nb.txt\n";
+    for tag in ["test/layers:latest", "test/layers:umoci"] {
+        assert_eq!(c.ok(&["run", "--rm", &reg.image(tag), "sh", "-c", tree]), want, "{tag}");
+    }
+    // Docker schema2 and zstd layers.
+    for tag in ["test/busybox:docker", "test/zstd:latest"] {
+        assert_eq!(c.ok(&["run", "--rm", &reg.image(tag), "echo", "ok"]), "ok\n", "{tag}");
+    }
+    // An index: the host's platform by default, another with --platform.
+    let multi = reg.image("test/multiarch:latest");
+    assert_eq!(c.ok(&["run", "--rm", &multi, "cat", "/arch"]), "amd64\n");
+    let other = format!("{}/test/multiarch:arm", reg.addr);
+    c.ok(&["pull", "-q", "--platform", "linux/arm64", &multi]);
+    c.ok(&["tag", &multi, &other]);
+    assert_eq!(c.ok(&["run", "--rm", "--pull", "never", &other, "cat", "/arch"]), "arm64\n");
+    let out = c.run(&["pull", "--platform", "linux/s390x", &multi]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("linux/s390x"), "{}", stderr(&out));
+    c.no_mounts_left();
+}
+
+#[test]
+fn registry_errors_are_one_clear_line() {
+    let reg = Registry::start(None);
+    reg.push_test_images("busybox", None);
+    let c = Cubby::new();
+    for (image, expect) in [
+        (reg.image("test/busybox:nope"), "not found"),
+        (reg.image("test/nothing:latest"), "not found"),
+        ("127.0.0.1:1/x/y:z".to_string(), "127.0.0.1:1"),
+        ("Bad_Reference".to_string(), "invalid reference"),
+    ] {
+        let out = c.run(&["pull", &image]);
+        assert!(!out.status.success(), "{image}");
+        let err = stderr(&out);
+        assert!(err.to_lowercase().contains(expect), "{image}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{image}: {err}");
+        assert!(!err.contains("panicked"));
+    }
+    // `run` of a missing image with --pull=never, and the store still works.
+    let out = c.run(&["run", "--rm", "--pull", "never", &reg.image("test/busybox:latest"), "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    c.ok(&["images"]);
+}
+
+#[test]
+fn auth_login_logout() {
+    let reg = Registry::start(Some("student:s3cret"));
+    reg.push_test_images("busybox", Some("student:s3cret"));
+    let c = Cubby::new();
+    let img = reg.image("test/busybox:latest");
+    let out = c.run(&["pull", &img]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cubby login"), "{}", stderr(&out));
+    let out = c.run(&["login", "-u", "student", "-p", "wrong", &reg.addr]);
+    assert!(!out.status.success(), "wrong password accepted");
+    assert!(!c.world.dir.path().join("auth.json").exists() || !std::fs::read_to_string(c.world.dir.path().join("auth.json")).unwrap().contains(&reg.addr));
+    let mut login = c.cmd(&["login", "-u", "student", "--password-stdin", &reg.addr]);
+    login.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = login.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "login: {}", stderr(&out));
+    c.ok(&["pull", "-q", &img]);
+    c.ok(&["logout", &reg.addr]);
+    c.ok(&["rmi", &img]);
+    assert!(!c.run(&["pull", &img]).status.success(), "pull worked after logout");
+}
+
+#[test]
+fn import_push_tag_rmi_prune() {
+    let reg = Registry::start(None);
+    let c = Cubby::new();
+    // A rootfs tarball, gzip-compressed, imported as an image.
+    let tarball = c.world.dir.path().join("rootfs.tar.gz");
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(c.world.rootfs())
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mine = reg.image("class/python:1");
+    c.ok(&["import", &tarball.to_string_lossy(), &mine]);
+    assert_eq!(c.ok(&["run", "--rm", &mine, "echo", "imported"]), "imported\n");
+    c.ok(&["push", &mine]);
+    // Pushing again skips every blob and still succeeds.
+    c.ok(&["push", &mine]);
+    let alias = reg.image("class/python:latest");
+    c.ok(&["tag", &mine, &alias]);
+    c.ok(&["push", &alias]);
+    // rmi refuses while a container uses the image, unless -f.
+    c.ok(&["run", "--name", "keeper", &mine, "true"]);
+    let out = c.run(&["rmi", &mine]);
+    assert!(!out.status.success() && stderr(&out).contains("keeper"), "{}", stderr(&out));
+    c.ok(&["rm", "keeper"]);
+    c.ok(&["rmi", &mine, &alias]);
+    assert!(!c.ok(&["images"]).contains("class/python"));
+    let pruned = c.ok(&["image", "prune"]);
+    assert!(pruned.contains("Deleted"), "{pruned}");
+    let blobs = std::fs::read_dir(c.root().join("blobs/sha256")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(blobs, 0, "prune left blobs of removed images");
+    // Pull back what we pushed, from a cold store.
+    c.ok(&["pull", "-q", &alias]);
+    assert_eq!(c.ok(&["run", "--rm", &alias, "cat", "/etc/group"]).lines().next(), Some("root:x:0:"));
+    // inspect shows the config.
+    let inspect: serde_json::Value = serde_json::from_str(&c.ok(&["image", "inspect", &alias])).unwrap();
+    assert_eq!(inspect[0]["Os"], "linux");
+    c.no_mounts_left();
+}
+
+#[test]
+fn concurrent_pulls_share_the_work() {
+    let reg = Registry::start(None);
+    reg.push_test_images("layers", None);
+    let c = Cubby::new();
+    let img = reg.image("test/layers:latest");
+    let children: Vec<_> = (0..3)
+        .map(|_| c.cmd(&["pull", "-q", &img]).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let layers = std::fs::read_dir(c.root().join("layers")).unwrap().count();
+    assert_eq!(layers, 3, "each layer unpacked once");
+    assert_eq!(c.ok(&["run", "--rm", &img, "cat", "/data/b.txt"]).is_empty(), false);
+}
