@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use cubby_image::auth::{AuthFile, Credentials};
-use cubby_image::pull::{PullOptions, Platform};
+use cubby_image::pull::{Platform, PullOptions};
 use cubby_image::reference::Reference;
 use cubby_image::registry::{Client, ClientOptions};
 use cubby_image::store::{ImageRecord, Store};
@@ -26,25 +26,29 @@ pub enum PullPolicy {
 
 pub fn client() -> Result<Client> {
     let insecure = std::env::var("CUBBY_INSECURE_REGISTRIES")
-        .map(|v| v.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default();
     Ok(Client::new(ClientOptions {
         auth: auth_file(),
         insecure_registries: insecure,
         user_agent: format!("cubby/{}", env!("CARGO_PKG_VERSION")),
-    })?)
+    }))
 }
 
 fn auth_file() -> AuthFile {
-    match std::env::var_os("CUBBY_AUTH_FILE") {
-        Some(p) => AuthFile::at(PathBuf::from(p)),
-        None => AuthFile::default_location(),
-    }
+    // Honours CUBBY_AUTH_FILE, then Docker's own locations.
+    AuthFile::default_location()
 }
 
 impl Images {
     pub fn open(root: &Path) -> Result<Images> {
-        let store = Store::open(root).with_context(|| format!("open image store {}", root.display()))?;
+        let store =
+            Store::open(root).with_context(|| format!("open image store {}", root.display()))?;
         Ok(Images {
             root: root.to_path_buf(),
             store,
@@ -85,23 +89,33 @@ impl Images {
             None => Platform::host(),
         };
         let client = client()?;
-        // Already here and unchanged upstream: one manifest request.
+        // Already here for this platform and unchanged upstream: one
+        // manifest request.
         if let Some(rec) = self.store.get_image(&r.to_string())? {
-            if r.digest.is_some() {
-                return Ok(rec);
-            }
-            if let Ok(Some(remote)) = client.head_manifest(&r, &r.reference()) {
-                if remote == rec.manifest_digest || self.store.has_blob(&remote) && rec.blobs.contains(&remote) {
-                    if !quiet {
-                        eprintln!("{}: image is up to date", r.familiar());
-                    }
+            if self.platform_of(&rec).as_ref()
+                == Some(&(platform.os.clone(), platform.architecture.clone()))
+            {
+                if r.digest.is_some() {
                     return Ok(rec);
+                }
+                if let Ok(Some(remote)) = client.head_manifest(&r, r.reference()) {
+                    if rec.blobs.contains(&remote) {
+                        if !quiet {
+                            eprintln!("{}: image is up to date", r.familiar());
+                        }
+                        return Ok(rec);
+                    }
                 }
             }
         }
         let progress = !quiet && std::io::stderr().is_terminal();
-        let rec = cubby_image::pull::pull(&client, &self.store, &r, &PullOptions { platform, progress })
-            .with_context(|| format!("pull {}", r.familiar()))?;
+        let rec = cubby_image::pull::pull(
+            &client,
+            &self.store,
+            &r,
+            &PullOptions { platform, progress },
+        )
+        .with_context(|| format!("pull {}", r.familiar()))?;
         if !quiet {
             eprintln!("{}: pulled {}", r.familiar(), rec.manifest_digest);
         }
@@ -109,13 +123,28 @@ impl Images {
     }
 
     /// The image `run` should use, pulled per `policy`.
-    pub fn for_run(&self, name: &str, policy: PullPolicy, platform: Option<&str>) -> Result<ImageRecord> {
+    pub fn for_run(
+        &self,
+        name: &str,
+        policy: PullPolicy,
+        platform: Option<&str>,
+    ) -> Result<ImageRecord> {
         match (policy, self.find(name)?) {
             (PullPolicy::Always, _) => self.pull(name, platform, false),
             (_, Some(rec)) => Ok(rec),
             (PullPolicy::Missing, None) => self.pull(name, platform, false),
             (PullPolicy::Never, None) => bail!("image {name} is not present and --pull=never"),
         }
+    }
+
+    /// (os, architecture) from an image's config.
+    fn platform_of(&self, rec: &ImageRecord) -> Option<(String, String)> {
+        let config: serde_json::Value =
+            serde_json::from_slice(&self.store.read_blob(&rec.config_digest).ok()?).ok()?;
+        Some((
+            config.get("os")?.as_str()?.to_string(),
+            config.get("architecture")?.as_str()?.to_string(),
+        ))
     }
 
     /// Containers (by id) whose snapshot uses `image`.
@@ -150,7 +179,10 @@ impl Images {
         let mut images = self.store.images()?;
         images.sort_by(|a, b| a.name.cmp(&b.name));
         if !quiet {
-            println!("{:<40} {:<16} {:<14} {:<22} SIZE", "REPOSITORY", "TAG", "IMAGE ID", "CREATED");
+            println!(
+                "{:<40} {:<16} {:<14} {:<22} SIZE",
+                "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
+            );
         }
         for rec in images {
             if quiet {
@@ -160,14 +192,10 @@ impl Images {
             let r = Reference::parse(&rec.name).ok();
             // The familiar name without tag or digest: `alpine`, `localhost:5000/x`.
             let (repo, tag) = match &r {
-                Some(r) => {
-                    let bare = Reference {
-                        tag: None,
-                        digest: None,
-                        ..r.clone()
-                    };
-                    (bare.familiar(), r.tag.clone().unwrap_or_else(|| "<none>".into()))
-                }
+                Some(r) => (
+                    r.familiar_name(),
+                    r.tag.clone().unwrap_or_else(|| "<none>".into()),
+                ),
                 None => (rec.name.clone(), "<none>".into()),
             };
             println!(
@@ -183,11 +211,15 @@ impl Images {
     }
 
     pub fn inspect(&self, name: &str) -> Result<()> {
-        let rec = self.find(name)?.with_context(|| format!("no such image: {name}"))?;
-        let config: serde_json::Value = serde_json::from_slice(&self.store.read_blob(&rec.config_digest)?)
-            .context("parse image config")?;
+        let rec = self
+            .find(name)?
+            .with_context(|| format!("no such image: {name}"))?;
+        let config: serde_json::Value =
+            serde_json::from_slice(&self.store.read_blob(&rec.config_digest)?)
+                .context("parse image config")?;
         let manifest: serde_json::Value =
-            serde_json::from_slice(&self.store.read_blob(&rec.manifest_digest)?).context("parse manifest")?;
+            serde_json::from_slice(&self.store.read_blob(&rec.manifest_digest)?)
+                .context("parse manifest")?;
         let out = serde_json::json!([{
             "Id": rec.config_digest.to_string(),
             "RepoTags": [rec.name],
@@ -208,7 +240,9 @@ impl Images {
     }
 
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
-        let rec = self.find(source)?.with_context(|| format!("no such image: {source}"))?;
+        let rec = self
+            .find(source)?
+            .with_context(|| format!("no such image: {source}"))?;
         let t = Reference::parse(target)?;
         if t.digest.is_some() {
             bail!("cannot tag with a digest: {target}");
@@ -223,7 +257,9 @@ impl Images {
         let mut ok = true;
         for name in names {
             let result = (|| -> Result<()> {
-                let rec = self.find(name)?.with_context(|| format!("no such image: {name}"))?;
+                let rec = self
+                    .find(name)?
+                    .with_context(|| format!("no such image: {name}"))?;
                 let users = self.users_of(&rec);
                 if let (false, Some(c)) = (force, users.first()) {
                     bail!("image {name} is used by container {c}: remove the container first or use -f");
@@ -260,7 +296,9 @@ impl Images {
     }
 
     pub fn push(&self, name: &str) -> Result<()> {
-        let rec = self.find(name)?.with_context(|| format!("no such image: {name}"))?;
+        let rec = self
+            .find(name)?
+            .with_context(|| format!("no such image: {name}"))?;
         let target = Reference::parse(name)?;
         let digest = cubby_image::push::push(&client()?, &self.store, &rec, &target)
             .with_context(|| format!("push {}", target.familiar()))?;
@@ -269,7 +307,12 @@ impl Images {
     }
 }
 
-pub fn login(registry: &str, username: Option<String>, password_stdin: bool, password: Option<String>) -> Result<()> {
+pub fn login(
+    registry: &str,
+    username: Option<String>,
+    password_stdin: bool,
+    password: Option<String>,
+) -> Result<()> {
     let username = match username {
         Some(u) => u,
         None => bail!("give a user name with -u/--username"),
@@ -278,7 +321,9 @@ pub fn login(registry: &str, username: Option<String>, password_stdin: bool, pas
         (Some(p), _) => p,
         (None, true) => {
             let mut s = String::new();
-            std::io::stdin().read_line(&mut s).context("read password from stdin")?;
+            std::io::stdin()
+                .read_line(&mut s)
+                .context("read password from stdin")?;
             s.trim_end_matches(['\n', '\r']).to_string()
         }
         (None, false) => bail!("give the password with --password-stdin (or -p)"),

@@ -24,7 +24,12 @@ const EXIT_CUBBY_ERROR: i32 = 125;
 )]
 struct Cli {
     /// Where images, layers and container filesystems live.
-    #[arg(long, global = true, env = "CUBBY_ROOT", default_value = "/var/lib/cubby")]
+    #[arg(
+        long,
+        global = true,
+        env = "CUBBY_ROOT",
+        default_value = "/var/lib/cubby"
+    )]
     root: PathBuf,
     /// Where the state of running containers lives.
     #[arg(
@@ -145,7 +150,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
     let images = || Images::open(&cli.root);
     match cli.cmd {
         Cmd::Run(args) => run(&root, &cli.root, *args),
-        Cmd::Pull { quiet, platform, image } => {
+        Cmd::Pull {
+            quiet,
+            platform,
+            image,
+        } => {
             images()?.pull(&image, platform.as_deref(), quiet)?;
             Ok(0)
         }
@@ -161,9 +170,18 @@ fn dispatch(cli: Cli) -> Result<i32> {
             images()?.inspect(&image)?;
             Ok(0)
         }
-        Cmd::Rmi { force, images: names } | Cmd::Image(ImageCmd::Rm { force, images: names }) => {
-            Ok(if images()?.remove(&names, force)? { 0 } else { 1 })
+        Cmd::Rmi {
+            force,
+            images: names,
         }
+        | Cmd::Image(ImageCmd::Rm {
+            force,
+            images: names,
+        }) => Ok(if images()?.remove(&names, force)? {
+            0
+        } else {
+            1
+        }),
         Cmd::Image(ImageCmd::Prune) => {
             images()?.prune()?;
             Ok(0)
@@ -268,9 +286,16 @@ impl Drop for SnapshotGuard {
 
 /// `cubby run IMAGE [CMD...]`: pulls per --pull, mounts an overlay over the
 /// image's layers for this container, and applies the image's config.
-fn resolve_image(store_root: &Path, args: &mut RunArgs, id: &str, guard: &mut SnapshotGuard) -> Result<()> {
+fn resolve_image(
+    store_root: &Path,
+    args: &mut RunArgs,
+    id: &str,
+    guard: &mut SnapshotGuard,
+) -> Result<()> {
     let Some((image, user_args)) = args.command.split_first() else {
-        bail!("give an image (or --rootfs DIR) and optionally a command: `cubby run IMAGE [CMD...]`");
+        bail!(
+            "give an image (or --rootfs DIR) and optionally a command: `cubby run IMAGE [CMD...]`"
+        );
     };
     let (image, user_args) = (image.clone(), user_args.to_vec());
     let images = Images::open(store_root)?;
@@ -279,7 +304,8 @@ fn resolve_image(store_root: &Path, args: &mut RunArgs, id: &str, guard: &mut Sn
         serde_json::from_slice(&images.store.read_blob(&rec.config_digest)?)
             .with_context(|| format!("image config of {image}"))?;
     let entrypoint = args.entrypoint.clone().map(|e| vec![e]);
-    let defaults = cubby_image::config::run_defaults(&image, &config, entrypoint.as_deref(), &user_args)?;
+    let defaults =
+        cubby_image::config::run_defaults(&image, &config, entrypoint.as_deref(), &user_args)?;
 
     let dir = images.containers_dir().join(id);
     if dir.exists() {
@@ -287,7 +313,11 @@ fn resolve_image(store_root: &Path, args: &mut RunArgs, id: &str, guard: &mut Sn
     }
     let snapshot = Snapshot::at(&dir);
     guard.snapshot = Some(snapshot.clone());
-    let layers: Vec<PathBuf> = rec.layers.iter().map(|l| images.store.layer_dir(l)).collect();
+    let layers: Vec<PathBuf> = rec
+        .layers
+        .iter()
+        .map(|l| images.store.layer_dir(l))
+        .collect();
     let rootfs = snapshot.mount(&layers)?;
     std::fs::write(dir.join("image"), rec.config_digest.to_string()).context("record image")?;
     std::fs::write(dir.join("image-name"), &rec.name).context("record image")?;

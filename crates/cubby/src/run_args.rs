@@ -295,10 +295,10 @@ fn build_spec_with(
         .ok_or_else(|| anyhow!("internal: base spec has no process"))?;
     process.set_terminal(Some(args.tty));
     let mut env = process.env().clone().unwrap_or_default();
-    let image_env = args
-        .image_env
-        .iter()
-        .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())));
+    let image_env = args.image_env.iter().filter_map(|e| {
+        e.split_once('=')
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+    });
     for (k, v) in image_env {
         set_env(&mut env, &k, &v);
     }

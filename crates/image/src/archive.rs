@@ -1,7 +1,7 @@
 //! `import`: a plain root filesystem tarball (optionally gzip/zstd) becomes a
 //! one-layer image, with the layer stored gzip-compressed like a pulled one.
 
-use crate::digest::{Digest, HashingReader};
+use crate::digest::HashingReader;
 use crate::error::{ImageError, Result};
 use crate::store::{ImageRecord, Store};
 use flate2::write::GzEncoder;
@@ -31,7 +31,10 @@ pub fn import(store: &Store, tarball: &Path, name: &str) -> Result<ImageRecord> 
     let tmp = tempfile_in(store)?;
     let mut uncompressed = HashingReader::new(decompressed(tarball)?);
     let blob_file = std::fs::File::create(&tmp.0).map_err(|e| ImageError::io(&tmp.0, e))?;
-    let mut gz = GzEncoder::new(std::io::BufWriter::new(blob_file), flate2::Compression::fast());
+    let mut gz = GzEncoder::new(
+        std::io::BufWriter::new(blob_file),
+        flate2::Compression::fast(),
+    );
     std::io::copy(&mut uncompressed, &mut gz).map_err(|e| ImageError::io(tarball, e))?;
     gz.finish()
         .and_then(|mut w| w.flush())
@@ -106,5 +109,7 @@ fn tempfile_in(store: &Store) -> Result<TempPath> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    Ok(TempPath(dir.join(format!("import-{}-{nanos}", std::process::id()))))
+    Ok(TempPath(
+        dir.join(format!("import-{}-{nanos}", std::process::id())),
+    ))
 }

@@ -39,7 +39,8 @@ pub fn run_defaults(
     if command.is_empty() {
         return Err(ImageError::Invalid {
             what: format!("command for {image}"),
-            reason: "the image has no Entrypoint or Cmd: give a command after the image name".into(),
+            reason: "the image has no Entrypoint or Cmd: give a command after the image name"
+                .into(),
         });
     }
     let nonempty = |s: &Option<String>| s.clone().filter(|v| !v.is_empty());
@@ -74,10 +75,19 @@ mod tests {
     #[test]
     fn entrypoint_and_cmd_rules() {
         let c = config(Some(&["/init"]), Some(&["serve"]));
-        assert_eq!(run_defaults("i", &c, None, &[]).unwrap().command, s(&["/init", "serve"]));
-        assert_eq!(run_defaults("i", &c, None, &s(&["sh"])).unwrap().command, s(&["/init", "sh"]));
+        assert_eq!(
+            run_defaults("i", &c, None, &[]).unwrap().command,
+            s(&["/init", "serve"])
+        );
+        assert_eq!(
+            run_defaults("i", &c, None, &s(&["sh"])).unwrap().command,
+            s(&["/init", "sh"])
+        );
         let e = s(&["/bin/other"]);
-        assert_eq!(run_defaults("i", &c, Some(&e), &[]).unwrap().command, s(&["/bin/other"]));
+        assert_eq!(
+            run_defaults("i", &c, Some(&e), &[]).unwrap().command,
+            s(&["/bin/other"])
+        );
         let c = config(None, Some(&["sh"]));
         let d = run_defaults("i", &c, None, &[]).unwrap();
         assert_eq!(d.command, s(&["sh"]));
@@ -85,7 +95,12 @@ mod tests {
         assert_eq!(d.workdir.as_deref(), Some("/app"));
         assert_eq!(d.user.as_deref(), Some("1000:1000"));
         assert_eq!(d.exposed_ports, s(&["8080/tcp"]));
-        assert_eq!(run_defaults("i", &c, None, &s(&["ls", "-l"])).unwrap().command, s(&["ls", "-l"]));
+        assert_eq!(
+            run_defaults("i", &c, None, &s(&["ls", "-l"]))
+                .unwrap()
+                .command,
+            s(&["ls", "-l"])
+        );
         let c = config(None, None);
         assert!(run_defaults("i", &c, None, &[]).is_err());
     }

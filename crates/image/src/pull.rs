@@ -97,11 +97,16 @@ fn is_index(media_type: &str, bytes: &[u8]) -> bool {
 }
 
 /// Pulls `r` into `store` and records it under its canonical name.
-pub fn pull(client: &Client, store: &Store, r: &Reference, opts: &PullOptions) -> Result<ImageRecord> {
+pub fn pull(
+    client: &Client,
+    store: &Store,
+    r: &Reference,
+    opts: &PullOptions,
+) -> Result<ImageRecord> {
     let name = r.to_string();
     // Keeps `image prune` from collecting what we store before it is recorded.
     let _pin = store.pin()?;
-    let top = client.get_manifest(r, &r.reference())?;
+    let top = client.get_manifest(r, r.reference())?;
     let mut blobs = vec![top.digest.clone()];
     store.ingest(&top.digest, Some(top.bytes.len() as u64), &top.bytes[..])?;
 
@@ -120,7 +125,10 @@ pub fn pull(client: &Client, store: &Store, r: &Reference, opts: &PullOptions) -
                     .collect();
                 ImageError::NotFound {
                     what: format!("{name} for platform {}", opts.platform),
-                    hint: format!(" (the image has: {}); choose one with --platform", have.join(", ")),
+                    hint: format!(
+                        " (the image has: {}); choose one with --platform",
+                        have.join(", ")
+                    ),
                 }
             })?;
         let digest: Digest = chosen.digest().to_string().parse()?;
@@ -136,7 +144,11 @@ pub fn pull(client: &Client, store: &Store, r: &Reference, opts: &PullOptions) -
     let config_digest: Digest = parsed.config().digest().to_string().parse()?;
     if !store.has_blob(&config_digest) {
         let (reader, size) = client.get_blob(r, &config_digest)?;
-        store.ingest(&config_digest, size.or(Some(parsed.config().size())), reader)?;
+        store.ingest(
+            &config_digest,
+            size.or(Some(parsed.config().size())),
+            reader,
+        )?;
     }
     blobs.push(config_digest.clone());
     let config_bytes = store.read_blob(&config_digest)?;
@@ -150,7 +162,7 @@ pub fn pull(client: &Client, store: &Store, r: &Reference, opts: &PullOptions) -
         .collect::<Result<_>>()?;
     if diff_ids.len() != parsed.layers().len() {
         return Err(ImageError::Invalid {
-            what: format!("{name}"),
+            what: name.to_string(),
             reason: format!(
                 "the manifest lists {} layers but the config {} diff_ids",
                 parsed.layers().len(),
@@ -265,14 +277,17 @@ fn fetch_layer(client: &Client, store: &Store, r: &Reference, job: &LayerJob) ->
         let unpacked = store.unpack_layer(&job.chain, &job.diff_id, &mut tee, &job.media_type);
         // The compressed stream may go on past the end of the tar: send the
         // rest to the store so its digest covers the whole blob.
-        let drained = unpacked
-            .as_ref()
-            .ok()
-            .map(|_| std::io::copy(&mut tee, &mut std::io::sink()).map_err(|e| ImageError::io(job.blob.to_string(), e)));
+        let drained = unpacked.as_ref().ok().map(|_| {
+            std::io::copy(&mut tee, &mut std::io::sink())
+                .map_err(|e| ImageError::io(job.blob.to_string(), e))
+        });
         drop(tee);
-        let stored = ingest
-            .join()
-            .unwrap_or_else(|_| Err(ImageError::io("blob ingest", std::io::Error::other("thread panicked"))));
+        let stored = ingest.join().unwrap_or_else(|_| {
+            Err(ImageError::io(
+                "blob ingest",
+                std::io::Error::other("thread panicked"),
+            ))
+        });
         unpacked?;
         if let Some(d) = drained {
             d?;

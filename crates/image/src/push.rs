@@ -10,14 +10,28 @@ use crate::store::{ImageRecord, Store};
 use oci_spec::image::ImageManifest;
 
 /// Pushes `image` as `target`; returns the manifest digest.
-pub fn push(client: &Client, store: &Store, image: &ImageRecord, target: &Reference) -> Result<Digest> {
+pub fn push(
+    client: &Client,
+    store: &Store,
+    image: &ImageRecord,
+    target: &Reference,
+) -> Result<Digest> {
     let manifest_bytes = store.read_blob(&image.manifest_digest)?;
-    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|e| ImageError::Invalid {
-        what: format!("manifest of {}", image.name),
-        reason: e.to_string(),
-    })?;
-    let mut blobs = vec![(manifest.config().digest().to_string(), manifest.config().size())];
-    blobs.extend(manifest.layers().iter().map(|l| (l.digest().to_string(), l.size())));
+    let manifest: ImageManifest =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| ImageError::Invalid {
+            what: format!("manifest of {}", image.name),
+            reason: e.to_string(),
+        })?;
+    let mut blobs = vec![(
+        manifest.config().digest().to_string(),
+        manifest.config().size(),
+    )];
+    blobs.extend(
+        manifest
+            .layers()
+            .iter()
+            .map(|l| (l.digest().to_string(), l.size())),
+    );
     for (digest, size) in blobs {
         let digest: Digest = digest.parse()?;
         if client.blob_exists(target, &digest)? {
@@ -32,5 +46,5 @@ pub fn push(client: &Client, store: &Store, image: &ImageRecord, target: &Refere
         .as_ref()
         .map(|m| m.to_string())
         .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into());
-    client.put_manifest(target, &target.reference(), &manifest_bytes, &media_type)
+    client.put_manifest(target, target.reference(), &manifest_bytes, &media_type)
 }

@@ -35,7 +35,11 @@ impl Snapshot {
             std::fs::create_dir_all(d).map_err(|e| ImageError::io(d, e))?;
         }
         // overlayfs wants the topmost lower dir first.
-        let lower: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
+        let lower: Vec<String> = layers
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect();
         let data = format!(
             "lowerdir={},upperdir={},workdir={}",
             lower.join(":"),
@@ -48,8 +52,14 @@ impl Snapshot {
                 value: format!("{} layers do not fit in one overlay mount", layers.len()),
             });
         }
-        mount(Some("overlay"), &rootfs, Some("overlay"), MsFlags::empty(), Some(data.as_str()))
-            .map_err(|e| ImageError::io(&rootfs, std::io::Error::from(e)))?;
+        mount(
+            Some("overlay"),
+            &rootfs,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .map_err(|e| ImageError::io(&rootfs, std::io::Error::from(e)))?;
         Ok(rootfs)
     }
 
@@ -85,7 +95,9 @@ impl Snapshot {
     /// Bytes the container wrote (its upper dir).
     pub fn disk_usage(&self) -> u64 {
         fn walk(p: &Path) -> u64 {
-            let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+            let Ok(rd) = std::fs::read_dir(p) else {
+                return 0;
+            };
             rd.flatten()
                 .map(|e| match e.metadata() {
                     Ok(m) if m.is_dir() => walk(&e.path()),
@@ -118,7 +130,11 @@ mod tests {
         assert_eq!(std::fs::read_to_string(root.join("a")).unwrap(), "two");
         assert_eq!(std::fs::read_to_string(root.join("b")).unwrap(), "base");
         std::fs::write(root.join("b"), "changed").unwrap();
-        assert_eq!(std::fs::read_to_string(l1.join("b")).unwrap(), "base", "layers stay read-only");
+        assert_eq!(
+            std::fs::read_to_string(l1.join("b")).unwrap(),
+            "base",
+            "layers stay read-only"
+        );
         assert!(snap.disk_usage() >= 7);
         drop(guard);
         assert!(!snap.is_mounted());
