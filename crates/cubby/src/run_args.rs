@@ -1606,7 +1606,8 @@ mod tests {
             &["--network", "bridge", "--rootfs", "/r", "x"][..],
             &["--cpu-shares", "1", "--rootfs", "/r", "x"],
             &["--pids-limit", "lots", "--rootfs", "/r", "x"],
-            &["true"],
+            // Without --rootfs the first word is an image; --pull takes a policy.
+            &["--pull", "sometimes", "alpine"],
         ] {
             let mut full = vec!["cubby-run"];
             full.extend_from_slice(argv);
