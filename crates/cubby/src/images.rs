@@ -190,8 +190,10 @@ impl Images {
                 continue;
             }
             let r = Reference::parse(&rec.name).ok();
+            let dangling = cubby_image::archive::is_dangling(&rec.name);
             // The familiar name without tag or digest: `alpine`, `localhost:5000/x`.
             let (repo, tag) = match &r {
+                _ if dangling => ("<none>".into(), "<none>".into()),
                 Some(r) => (
                     r.familiar_name(),
                     r.tag.clone().unwrap_or_else(|| "<none>".into()),
@@ -222,7 +224,11 @@ impl Images {
                 .context("parse manifest")?;
         let out = serde_json::json!([{
             "Id": rec.config_digest.to_string(),
-            "RepoTags": [rec.name],
+            "RepoTags": if cubby_image::archive::is_dangling(&rec.name) {
+                Vec::new()
+            } else {
+                vec![rec.name.clone()]
+            },
             "RepoDigests": Reference::parse(&rec.name)
                 .map(|r| vec![format!("{}/{}@{}", r.registry, r.repository, rec.manifest_digest)])
                 .unwrap_or_default(),
@@ -292,6 +298,96 @@ impl Images {
         let rec = cubby_image::archive::import(&self.store, tarball, &r.to_string())
             .with_context(|| format!("import {}", tarball.display()))?;
         println!("{}", rec.config_digest);
+        Ok(())
+    }
+
+    /// `cubby save`: the images as one tar (OCI layout + docker-save
+    /// manifest.json) to `output`, or to stdout when it is not a terminal.
+    /// An image named by id is saved without a name, as Docker does. The
+    /// file appears only once complete (written beside it, then renamed).
+    pub fn save(&self, names: &[String], output: Option<&Path>) -> Result<()> {
+        let mut items = Vec::new();
+        for name in names {
+            let rec = self
+                .find(name)?
+                .with_context(|| format!("no such image: {name}"))?;
+            let named = Reference::parse(name)
+                .ok()
+                .filter(|r| r.to_string() == rec.name);
+            items.push(cubby_image::archive::SaveItem {
+                name: named,
+                record: rec,
+            });
+        }
+        match output {
+            None => {
+                let stdout = std::io::stdout();
+                if stdout.is_terminal() {
+                    bail!("refusing to write an image archive to a terminal: use -o FILE or redirect stdout");
+                }
+                let out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+                cubby_image::archive::save(&self.store, &items, out).context("save")?;
+            }
+            Some(path) => {
+                let file_name = path
+                    .file_name()
+                    .with_context(|| format!("save: {} is not a file name", path.display()))?;
+                let mut tmp_name = std::ffi::OsString::from(".");
+                tmp_name.push(file_name);
+                tmp_name.push(format!(".tmp-{}", std::process::id()));
+                let tmp = path.with_file_name(tmp_name);
+                let result = (|| -> Result<()> {
+                    let file = std::fs::File::create(&tmp)
+                        .with_context(|| format!("create {}", tmp.display()))?;
+                    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+                    cubby_image::archive::save(&self.store, &items, &mut out)?;
+                    let file = out
+                        .into_inner()
+                        .map_err(|e| e.into_error())
+                        .with_context(|| format!("write {}", tmp.display()))?;
+                    file.sync_all()
+                        .with_context(|| format!("write {}", tmp.display()))?;
+                    std::fs::rename(&tmp, path)
+                        .with_context(|| format!("rename to {}", path.display()))?;
+                    Ok(())
+                })();
+                if result.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                result.with_context(|| format!("save to {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `cubby load`: images from a docker-save or OCI layout tar (plain,
+    /// gzip or zstd) in `input`, or on stdin. Prints `Loaded image: NAME`
+    /// per name (`Loaded image ID: sha256:...` for an image without one,
+    /// kept as a dangling record, see [`cubby_image::archive::dangling_name`]).
+    pub fn load(&self, input: Option<&Path>, quiet: bool) -> Result<()> {
+        let loaded = match input {
+            Some(path) => {
+                let file = std::fs::File::open(path)
+                    .with_context(|| format!("load: open {}", path.display()))?;
+                cubby_image::archive::load(&self.store, file)
+                    .with_context(|| format!("load {}", path.display()))?
+            }
+            None => {
+                let stdin = std::io::stdin();
+                if stdin.is_terminal() {
+                    bail!("load: give an archive with -i FILE or on stdin (`cubby load < FILE`)");
+                }
+                cubby_image::archive::load(&self.store, stdin).context("load from stdin")?
+            }
+        };
+        if !quiet {
+            for l in &loaded {
+                match &l.name {
+                    Some(r) => println!("Loaded image: {}", r.familiar()),
+                    None => println!("Loaded image ID: {}", l.record.config_digest),
+                }
+            }
+        }
         Ok(())
     }
 

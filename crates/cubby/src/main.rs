@@ -96,6 +96,22 @@ enum Cmd {
     },
     /// Import a root filesystem tarball (.tar, .tar.gz, .tar.zst) as an image.
     Import { file: PathBuf, image: String },
+    /// Save images to a tar archive (OCI image layout and docker-save
+    /// manifest.json in one), to -o FILE or stdout.
+    Save {
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Load images from a tar archive (docker save or OCI layout; .tar.gz
+    /// too), from -i FILE or stdin.
+    Load {
+        #[arg(short, long, value_name = "FILE")]
+        input: Option<PathBuf>,
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Store credentials for a registry (checked against it first).
     Login {
         #[arg(short, long)]
@@ -192,6 +208,17 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Import { file, image } => {
             images()?.import(&file, &image)?;
+            Ok(0)
+        }
+        Cmd::Save {
+            output,
+            images: names,
+        } => {
+            images()?.save(&names, output.as_deref())?;
+            Ok(0)
+        }
+        Cmd::Load { input, quiet } => {
+            images()?.load(input.as_deref(), quiet)?;
             Ok(0)
         }
         Cmd::Login {
