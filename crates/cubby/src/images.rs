@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 pub struct Images {
     pub root: PathBuf,
     pub store: Store,
+    /// Registries spoken to over plain HTTP besides localhost (`--insecure-registry`).
+    pub insecure: Vec<String>,
 }
 
 /// When `run` pulls (docker's `--pull`).
@@ -24,20 +26,12 @@ pub enum PullPolicy {
     Never,
 }
 
-pub fn client() -> Result<Client> {
-    let insecure = std::env::var("CUBBY_INSECURE_REGISTRIES")
-        .map(|v| {
-            v.split(',')
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Client::new(ClientOptions {
+pub fn client(insecure: &[String]) -> Client {
+    Client::new(ClientOptions {
         auth: auth_file(),
-        insecure_registries: insecure,
+        insecure_registries: insecure.to_vec(),
         user_agent: format!("cubby/{}", env!("CARGO_PKG_VERSION")),
-    }))
+    })
 }
 
 fn auth_file() -> AuthFile {
@@ -52,6 +46,7 @@ impl Images {
         Ok(Images {
             root: root.to_path_buf(),
             store,
+            insecure: Vec::new(),
         })
     }
 
@@ -88,7 +83,7 @@ impl Images {
             Some(p) => Platform::parse(p)?,
             None => Platform::host(),
         };
-        let client = client()?;
+        let client = client(&self.insecure);
         // Already here for this platform and unchanged upstream: one
         // manifest request.
         if let Some(rec) = self.store.get_image(&r.to_string())? {
@@ -396,7 +391,7 @@ impl Images {
             .find(name)?
             .with_context(|| format!("no such image: {name}"))?;
         let target = Reference::parse(name)?;
-        let digest = cubby_image::push::push(&client()?, &self.store, &rec, &target)
+        let digest = cubby_image::push::push(&client(&self.insecure), &self.store, &rec, &target)
             .with_context(|| format!("push {}", target.familiar()))?;
         println!("{}: pushed {digest}", target.familiar());
         Ok(())
@@ -404,6 +399,7 @@ impl Images {
 }
 
 pub fn login(
+    insecure: &[String],
     registry: &str,
     username: Option<String>,
     password_stdin: bool,
@@ -425,7 +421,7 @@ pub fn login(
         (None, false) => bail!("give the password with --password-stdin (or -p)"),
     };
     let creds = Credentials { username, password };
-    client()?
+    client(insecure)
         .check_credentials(registry, &creds)
         .with_context(|| format!("login to {registry}"))?;
     auth_file().store(registry, &creds)?;

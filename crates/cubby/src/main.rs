@@ -11,7 +11,7 @@ use cubby_runtime::container::{self, CreateOptions};
 use cubby_runtime::state::{StateRoot, Status};
 use cubby_runtime::{cloned_exe, signals, tty, Error};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Docker's exit code for an error of the runtime itself (not the command's).
 const EXIT_CUBBY_ERROR: i32 = 125;
@@ -31,6 +31,14 @@ struct Cli {
         default_value = "/var/lib/cubby"
     )]
     root: PathBuf,
+    /// Registries to reach over plain HTTP (localhost and 127.0.0.1 always are).
+    #[arg(
+        long = "insecure-registry",
+        global = true,
+        env = "CUBBY_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    insecure_registry: Vec<String>,
     /// Where the state of running containers lives.
     #[arg(
         long,
@@ -163,9 +171,14 @@ fn main() {
 
 fn dispatch(cli: Cli) -> Result<i32> {
     let root = StateRoot::new(&cli.state_dir);
-    let images = || Images::open(&cli.root);
+    let images = || {
+        Images::open(&cli.root).map(|mut i| {
+            i.insecure = cli.insecure_registry.clone();
+            i
+        })
+    };
     match cli.cmd {
-        Cmd::Run(args) => run(&root, &cli.root, *args),
+        Cmd::Run(args) => run(&root, images()?, *args),
         Cmd::Pull {
             quiet,
             platform,
@@ -227,7 +240,13 @@ fn dispatch(cli: Cli) -> Result<i32> {
             password_stdin,
             registry,
         } => {
-            cubby::images::login(&registry, username, password_stdin, password)?;
+            cubby::images::login(
+                &cli.insecure_registry,
+                &registry,
+                username,
+                password_stdin,
+                password,
+            )?;
             Ok(0)
         }
         Cmd::Logout { registry } => {
@@ -314,7 +333,7 @@ impl Drop for SnapshotGuard {
 /// `cubby run IMAGE [CMD...]`: pulls per --pull, mounts an overlay over the
 /// image's layers for this container, and applies the image's config.
 fn resolve_image(
-    store_root: &Path,
+    images: &Images,
     args: &mut RunArgs,
     id: &str,
     guard: &mut SnapshotGuard,
@@ -325,7 +344,6 @@ fn resolve_image(
         );
     };
     let (image, user_args) = (image.clone(), user_args.to_vec());
-    let images = Images::open(store_root)?;
     let rec = images.for_run(&image, args.pull, args.platform.as_deref())?;
     let config: oci_spec::image::ImageConfiguration =
         serde_json::from_slice(&images.store.read_blob(&rec.config_digest)?)
@@ -350,6 +368,13 @@ fn resolve_image(
     std::fs::write(dir.join("image-name"), &rec.name).context("record image")?;
     let layer_list: String = rec.layers.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(dir.join("layers"), layer_list).context("record layers")?;
+    // For the engine's port publishing: what the image declares (EXPOSE).
+    let ports: String = defaults
+        .exposed_ports
+        .iter()
+        .map(|p| format!("{p}\n"))
+        .collect();
+    std::fs::write(dir.join("exposed-ports"), ports).context("record exposed ports")?;
 
     args.rootfs = Some(rootfs);
     args.command = defaults.command;
@@ -363,7 +388,7 @@ fn resolve_image(
     Ok(())
 }
 
-fn run(root: &StateRoot, store_root: &Path, mut args: RunArgs) -> Result<i32> {
+fn run(root: &StateRoot, images: Images, mut args: RunArgs) -> Result<i32> {
     if !nix::unistd::geteuid().is_root() {
         bail!("cubby run needs root to create namespaces and cgroups: run it with sudo");
     }
@@ -372,7 +397,7 @@ fn run(root: &StateRoot, store_root: &Path, mut args: RunArgs) -> Result<i32> {
     let id = args.container_id()?;
     let mut guard = SnapshotGuard { snapshot: None };
     if args.rootfs.is_none() {
-        resolve_image(store_root, &mut args, &id, &mut guard)?;
+        resolve_image(&images, &mut args, &id, &mut guard)?;
     }
     let args = &args;
     let spec = build_spec(args, &id)?;

@@ -271,3 +271,43 @@ fn concurrent_pulls_share_the_work() {
     assert_eq!(layers, 3, "each layer unpacked once");
     c.ok(&["run", "--rm", &img, "cat", "/data/b.txt"]);
 }
+
+#[test]
+fn a_killed_pull_restarts_cleanly() {
+    let reg = Registry::start(None);
+    reg.push_test_images("big", None);
+    let c = Cubby::new();
+    let img = reg.image("test/big:latest");
+    let mut child = c
+        .cmd(&["pull", "-q", &img])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Let it get into the layers, then kill it hard.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(c.root().join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+        == 0
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let _ = child.kill();
+    let _ = child.wait();
+    // Nothing recorded by the killed pull; the next one completes.
+    assert!(!c.ok(&["images"]).contains("test/big"));
+    c.ok(&["pull", "-q", &img]);
+    assert_eq!(
+        c.ok(&["run", "--rm", &img, "sh", "-c", "ls /big | wc -l"])
+            .trim(),
+        "4"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(c.root().join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "tmp/ not cleaned: {leftovers:?}");
+}
