@@ -13,6 +13,7 @@
 use oci_spec::runtime::LinuxResources;
 use std::path::{Component, Path, PathBuf};
 
+pub mod devices_bpf;
 mod fs;
 pub mod v1;
 pub mod v2;
@@ -122,7 +123,8 @@ impl Cgroup {
     /// On v1, when `resources.devices` is given, every device is denied, the
     /// spec's rules are applied in order and then the OCI default devices
     /// (null, zero, full, random, urandom, tty, ptmx, pts) are allowed, as
-    /// runc does. On v2 device rules are not enforced (see [`v2`]).
+    /// runc does. On v2 the same list is enforced by an eBPF device program
+    /// (see [`devices_bpf`]).
     pub fn create(&self, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
         match &self.hierarchy {
             Hierarchy::V1 { root } => v1::create(root, &self.path)?,

@@ -1,16 +1,20 @@
 //! cgroup v2 (unified hierarchy).
 //!
-//! Device rules (`linux.resources.devices`) are NOT enforced on v2: the
-//! kernel only offers an eBPF device filter there, which cubby does not
-//! install. They are accepted and ignored, so a v2 container can open any
-//! device node that exists in its /dev.
+//! Device rules (`linux.resources.devices`): v2 has no devices controller,
+//! so the same rule list v1 writes (deny all, the spec's rules, the default
+//! devices) is compiled into an eBPF `BPF_PROG_TYPE_CGROUP_DEVICE` program and
+//! attached to the container's cgroup; see [`super::devices_bpf`] for the exact
+//! semantics. A spec without `devices` leaves the cgroup's filter as it is
+//! (as v1 leaves its lists). Directories not on a cgroup2 file system (the
+//! fake trees of the unit tests) get their rules validated but no program.
 //!
 //! Also ignored, having no v2 interface: memory swappiness, disableOOMKiller,
 //! kernel/kernelTCP memory and blkio leaf weights.
 
+use super::devices_bpf;
 use super::fs::{self, check_limit, io_err, require};
 use super::{CgroupError, Stats};
-use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
+use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxResources};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -124,6 +128,10 @@ fn limit_str(v: i64) -> String {
 
 pub(crate) fn apply(root: &Path, path: &Path, r: &LinuxResources) -> Result<(), CgroupError> {
     let d = dir(root, path);
+    // First: if a later limit fails, the device filter is already in place.
+    if let Some(devices) = r.devices() {
+        set_devices(&d, devices)?;
+    }
     if let Some(m) = r.memory() {
         set_memory(&d, m)?;
     }
@@ -182,6 +190,17 @@ pub(crate) fn apply(root: &Path, path: &Path, r: &LinuxResources) -> Result<(), 
         fs::write(&file, value)?;
     }
     Ok(())
+}
+
+/// Attaches the device filter built from the same list v1 applies. The
+/// rules are validated before anything is attached; on a directory that is
+/// not cgroup2 (a fake tree) nothing is attached.
+fn set_devices(d: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(), CgroupError> {
+    let rules = devices_bpf::rules_for_spec(rules)?;
+    if !devices_bpf::on_cgroup2(d)? {
+        return Ok(());
+    }
+    devices_bpf::apply(d, &rules)
 }
 
 fn set_memory(d: &Path, m: &LinuxMemory) -> Result<(), CgroupError> {
@@ -569,6 +588,42 @@ mod tests {
         assert_eq!(st.memory_bytes, 8192);
         assert_eq!(st.memory_limit_bytes, Some(64 << 20));
         assert_eq!(st.cpu_usage_ns, 1_500_000);
+    }
+
+    #[test]
+    fn device_rules_are_validated_but_not_attached_in_a_fake_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fake_cgroup(root, ALL);
+        fake_cgroup(&root.join("c"), ALL);
+        let cg = cgroup(root, "/c");
+        // Not cgroup2: no program can be attached, the other limits still are.
+        cg.create(Some(&resources())).unwrap();
+        assert_eq!(read(root.join("c/pids.max")), "32");
+        let bad = |d: LinuxDeviceCgroupBuilder| {
+            let r = LinuxResourcesBuilder::default()
+                .devices(vec![d.build().unwrap()])
+                .pids(LinuxPidsBuilder::default().limit(7i64).build().unwrap())
+                .build()
+                .unwrap();
+            cg.apply(&r).unwrap_err().to_string()
+        };
+        let err = bad(LinuxDeviceCgroupBuilder::default().access("rwx"));
+        assert!(err.contains("\"rwx\""), "{err}");
+        let err = bad(LinuxDeviceCgroupBuilder::default().major(1i64 << 32));
+        assert!(err.contains("4294967296"), "{err}");
+        // Refused before any limit was written.
+        assert_eq!(read(root.join("c/pids.max")), "32");
+        // A directory that does not exist is named.
+        let gone = cgroup(root, "/gone");
+        let r = LinuxResourcesBuilder::default()
+            .devices(vec![])
+            .build()
+            .unwrap();
+        match gone.apply(&r) {
+            Err(CgroupError::Io { path, .. }) => assert_eq!(path, root.join("gone")),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]
