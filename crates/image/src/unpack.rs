@@ -515,24 +515,28 @@ impl Unpacker {
             written += n as u64;
         }
         self.stats.bytes += written;
-        // Order matters: chown clears setuid/setgid and file capabilities,
-        // so ownership first, then xattrs, then the mode.
+        self.set_owner_xattrs_mode(&file, abs, meta)?;
+        nix::sys::stat::futimens(file.as_fd(), &meta.mtime, &meta.mtime)
+            .map_err(|e| ImageError::io(abs, e.into()))?;
+        Ok(())
+    }
+
+    /// Order matters: chown clears setuid/setgid and file capabilities, so
+    /// ownership first, then xattrs, then the mode.
+    fn set_owner_xattrs_mode(&mut self, f: &File, abs: &Path, meta: &Meta) -> Result<()> {
         nix::unistd::fchown(
-            file.as_fd(),
+            f.as_fd(),
             Some(nix::unistd::Uid::from_raw(meta.uid)),
             Some(nix::unistd::Gid::from_raw(meta.gid)),
         )
         .map_err(|e| ImageError::io(abs, e.into()))?;
         for (name, value) in &meta.xattrs {
-            if let Err(e) = fset_xattr(&file, name, value) {
+            if let Err(e) = fset_xattr(f, name, value) {
                 self.skipped_xattr(abs, name, e);
             }
         }
-        nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_retain(meta.mode))
-            .map_err(|e| ImageError::io(abs, e.into()))?;
-        nix::sys::stat::futimens(file.as_fd(), &meta.mtime, &meta.mtime)
-            .map_err(|e| ImageError::io(abs, e.into()))?;
-        Ok(())
+        nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_retain(meta.mode))
+            .map_err(|e| ImageError::io(abs, e.into()))
     }
 
     fn skipped_xattr(&mut self, path: &Path, name: &CString, e: io::Error) {
@@ -553,19 +557,7 @@ impl Unpacker {
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(abs)
             .map_err(|e| ImageError::io(abs, e))?;
-        nix::unistd::fchown(
-            dir.as_fd(),
-            Some(nix::unistd::Uid::from_raw(meta.uid)),
-            Some(nix::unistd::Gid::from_raw(meta.gid)),
-        )
-        .map_err(|e| ImageError::io(abs, e.into()))?;
-        for (name, value) in &meta.xattrs {
-            if let Err(e) = fset_xattr(&dir, name, value) {
-                self.skipped_xattr(abs, name, e);
-            }
-        }
-        nix::sys::stat::fchmod(dir.as_fd(), Mode::from_bits_retain(meta.mode))
-            .map_err(|e| ImageError::io(abs, e.into()))?;
+        self.set_owner_xattrs_mode(&dir, abs, meta)?;
         self.dir_times.push((rel.to_path_buf(), meta.mtime));
         Ok(())
     }
