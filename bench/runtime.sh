@@ -43,6 +43,10 @@ die() { echo "bench: $*" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 missing (apt-get install -y python3)"
 
 work=$(mktemp -d /tmp/cubby-bench.XXXXXX)
+# State roots on tmpfs, like every runtime's default (/run/runc, /run/crun,
+# /run/cubby-oci): the bundle stays on disk, the state does not.
+states=$(mktemp -d /run/cubby-bench-state.XXXXXX)
+ln -s "$states" "$work/roots"
 cleanup() {
     local rc=$?
     if [ "${KEEP:-0}" = 1 ]; then
@@ -57,7 +61,7 @@ cleanup() {
                 "${RUNC:-runc}" --root "$r" delete -f "$id" >/dev/null 2>&1 || true
             done
         done
-        rm -rf "$work"
+        rm -rf "$work" "$states"
     fi
     exit $rc
 }
