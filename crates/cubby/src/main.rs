@@ -257,8 +257,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let list = root.list()?;
             if !quiet {
                 println!(
-                    "{:<24} {:<8} {:<10} {:<32} CREATED",
-                    "CONTAINER ID", "PID", "STATUS", "ROOTFS"
+                    "{:<24} {:<8} {:<10} {:<40} CREATED",
+                    "CONTAINER ID", "PID", "STATUS", "IMAGE"
                 );
             }
             for st in list.iter().filter(|s| all || s.status != Status::Stopped) {
@@ -270,13 +270,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     } else {
                         st.pid
                     };
+                    // The image name for containers made from one, else the rootfs.
+                    let image = std::fs::read_to_string(
+                        cli.root.join("containers").join(&st.id).join("image-name"),
+                    )
+                    .unwrap_or_else(|_| st.rootfs.display().to_string());
                     println!(
-                        "{:<24} {:<8} {:<10} {:<32} {}",
-                        st.id,
-                        pid,
-                        st.status,
-                        st.rootfs.display(),
-                        st.created
+                        "{:<24} {:<8} {:<10} {:<40} {}",
+                        st.id, pid, st.status, image, st.created
                     );
                 }
             }
