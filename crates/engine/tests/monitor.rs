@@ -62,16 +62,27 @@ fn scenario() -> Scenario {
 }
 
 fn run(s: &Scenario, name: &str) -> Value {
-    let cg = format!("/cubby-test/engine-{}", std::process::id());
+    let cg = format!("cubby-test/engine-{}-{name}", std::process::id());
     let out = Command::new(probe_exe())
         .args([
             name,
             s.root.to_str().unwrap(),
             s.rootfs.to_str().unwrap(),
-            &cg,
+            &format!("/{cg}"),
         ])
         .output()
         .unwrap();
+    // The monitor removes each container's cgroup; the parent made for
+    // this scenario is ours to remove (on every v1 controller, or v2's root).
+    let mut dirs = vec![Path::new("/sys/fs/cgroup").join(&cg)];
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+        dirs.extend(entries.filter_map(|e| e.ok()).map(|e| e.path().join(&cg)));
+    }
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        let leaf = dir.join(format!("c-{name}"));
+        assert!(!leaf.exists(), "{} left behind", leaf.display());
+        let _ = std::fs::remove_dir(dir);
+    }
     assert!(
         out.status.success(),
         "probe {name} failed: {}\n{}",
