@@ -1,0 +1,13 @@
+//! cubby-engine: what sits above the runtime and below the Docker API.
+//!
+//! - [`records`]: one crash-safe JSON record per container.
+//! - [`logs`]: Docker's json-file log driver (writer with rotation, reader).
+//! - [`monitor`]: the single-threaded subreaper that parents every
+//!   container, holds its stdio and records its exit.
+
+pub mod error;
+pub mod logs;
+pub mod monitor;
+pub mod records;
+
+pub use error::{Error, Result};
