@@ -169,6 +169,21 @@ fn bind_mounts_read_only_root_env_workdir_user() {
 }
 
 #[test]
+fn the_command_starts_with_default_signals() {
+    // Nothing ignored or blocked is inherited from cubby (Rust ignores
+    // SIGPIPE): `yes | head` ends because yes dies of SIGPIPE.
+    let w = World::new();
+    let out = w.sh(
+        &[],
+        "grep -E 'SigBlk|SigIgn' /proc/self/status; yes | head -1",
+    );
+    assert_eq!(
+        out,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\ny\n"
+    );
+}
+
+#[test]
 fn stdin_pipe_without_tty() {
     let w = World::new();
     let mut child = w

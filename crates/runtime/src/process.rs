@@ -209,6 +209,52 @@ pub fn close_fds_on_exec(preserve: u32) -> Result<()> {
     Ok(())
 }
 
+/// The container starts with default signal dispositions and nothing
+/// blocked, whatever its caller had: Rust ignores SIGPIPE, a monitor blocks
+/// SIGCHLD, a terminal relay blocks SIGWINCH, and ignored dispositions and
+/// the mask both survive exec.
+pub fn reset_signals() -> Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+        unsafe { sigaction(sig, &default) }.ctx(|| format!("reset {sig}"))?;
+    }
+    // Real-time signals, including the two glibc keeps for itself (its
+    // wrapper refuses them, the kernel does not): the raw syscall.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 32..=libc::SIGRTMAX() {
+        // SAFETY: rt_sigaction reads a valid struct of the kernel's layout
+        // (sigsetsize 8) and installs SIG_DFL; no old action is written.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .ctx(|| "unblock signals")
+}
+
 /// A process that has dropped its privileges and only has to exec.
 pub struct Ready<'a> {
     prepared: Prepared,
@@ -225,6 +271,7 @@ pub fn finalize<'a>(
     filter: Option<&'a seccomp::Program>,
     preserve_fds: u32,
 ) -> Result<Ready<'a>> {
+    reset_signals()?;
     set_oom_score_adj(process)?;
     set_rlimits(process)?;
     let prepared = prepare(process)?;
