@@ -2,12 +2,15 @@
 //!
 //! - [`records`]: one crash-safe JSON record per container.
 //! - [`logs`]: Docker's json-file log driver (writer with rotation, reader).
+//! - [`protocol`], [`client`]: the daemon↔monitor JSON-lines protocol.
 //! - [`monitor`]: the single-threaded subreaper that parents every
 //!   container, holds its stdio and records its exit.
 
+pub mod client;
 pub mod error;
 pub mod logs;
 pub mod monitor;
+pub mod protocol;
 pub mod records;
 
 pub use error::{Error, Result};

@@ -22,34 +22,79 @@
 
 use crate::error::{Error, Result};
 use crate::logs::{LogOptions, LogWriter, Stream};
+use crate::protocol::{self, ErrorKind, Request, Response, MAX_REQUEST_LINE};
 use crate::records::{ContainerRecord, Records, Status, EXIT_CODE_UNKNOWN};
 use cubby_runtime::cgroups::{Cgroup, Hierarchy};
 use cubby_runtime::container::{self, CreateOptions};
 use cubby_runtime::state::{self, StateRoot};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::{Flock, FlockArg};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{send, MsgFlags};
+use nix::sys::stat::{umask, Mode};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub const LOG_FILE: &str = "log.json";
 
 /// What [`Monitor::create`] needs to run a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CreateRequest {
     pub id: String,
     pub name: String,
     pub spec: Spec,
     pub bundle: PathBuf,
+    #[serde(default)]
     pub image: Option<String>,
+    #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    #[serde(default, with = "log_options")]
     pub log: LogOptions,
+}
+
+/// [`LogOptions`] on the wire: `{"max_size": 1000, "max_file": 2}`.
+mod log_options {
+    use crate::logs::LogOptions;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wire {
+        #[serde(default)]
+        max_size: Option<u64>,
+        #[serde(default = "one")]
+        max_file: u32,
+    }
+
+    fn one() -> u32 {
+        1
+    }
+
+    pub fn serialize<S: Serializer>(o: &LogOptions, s: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            max_size: o.max_size,
+            max_file: o.max_file,
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LogOptions, D::Error> {
+        let w = Wire::deserialize(d)?;
+        Ok(LogOptions {
+            max_size: w.max_size,
+            max_file: w.max_file,
+        })
+    }
 }
 
 /// A container the monitor follows.
@@ -69,6 +114,8 @@ pub struct Monitor {
     sigfd: SignalFd,
     live: BTreeMap<String, Live>,
     recovery_errors: Vec<Error>,
+    /// SIGTERM or SIGINT arrived while serving.
+    stop: bool,
 }
 
 impl Monitor {
@@ -90,6 +137,7 @@ impl Monitor {
             sigfd,
             live: BTreeMap::new(),
             recovery_errors: Vec::new(),
+            stop: false,
         };
         monitor.recover()?;
         Ok(monitor)
@@ -244,8 +292,15 @@ impl Monitor {
 
     /// Waits up to `timeout` for output or exits and handles what came.
     pub fn run_once(&mut self, timeout: Duration) -> Result<()> {
+        self.cycle(timeout, None).map(|_| ())
+    }
+
+    /// One turn of the loop: polls the signalfd, the containers' pipes and
+    /// the server's sockets (whose events are returned, listener first, for
+    /// the caller to handle), copies output, reaps.
+    fn cycle(&mut self, timeout: Duration, server: Option<&Server>) -> Result<Vec<PollFlags>> {
         let mut slots: Vec<(String, Stream)> = Vec::new();
-        let ready: Vec<bool> = {
+        let (ready, server_events): (Vec<bool>, Vec<PollFlags>) = {
             let mut fds = vec![PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN)];
             for (id, live) in &self.live {
                 for (stream, fd) in [
@@ -258,15 +313,24 @@ impl Monitor {
                     }
                 }
             }
+            let own = fds.len();
+            if let Some(server) = server {
+                server.poll_fds(&mut fds);
+            }
             let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
             let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::Error::EINTR) => {}
                 Err(e) => return Err(Error::sys("poll", e)),
             }
-            fds.iter()
-                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                .collect()
+            let events: Vec<PollFlags> = fds
+                .iter()
+                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                .collect();
+            (
+                events[..own].iter().map(|r| !r.is_empty()).collect(),
+                events[own..].to_vec(),
+            )
         };
         for (i, (id, stream)) in slots.iter().enumerate() {
             if ready[i + 1] {
@@ -276,7 +340,12 @@ impl Monitor {
             }
         }
         // Empty the signalfd; the reaping below does not depend on it.
-        while let Ok(Some(_)) = self.sigfd.read_signal() {}
+        while let Ok(Some(info)) = self.sigfd.read_signal() {
+            let signo = info.ssi_signo as i32;
+            if signo == Signal::SIGTERM as i32 || signo == Signal::SIGINT as i32 {
+                self.stop = true;
+            }
+        }
         self.reap()?;
         let gone: Vec<String> = self
             .live
@@ -287,7 +356,7 @@ impl Monitor {
         for id in gone {
             self.finish(&id, None)?;
         }
-        Ok(())
+        Ok(server_events)
     }
 
     fn reap(&mut self) -> Result<()> {
@@ -416,6 +485,86 @@ impl Monitor {
         self.records.remove(id)
     }
 
+    /// Serves the protocol of [`crate::protocol`] on a Unix socket at
+    /// `socket` until SIGTERM or SIGINT, alongside the containers.
+    ///
+    /// The socket is made with mode 0600. An existing socket file is
+    /// removed only if nothing answers on it; if a monitor answers (or
+    /// holds `<socket>.lock`), this refuses to start. Clients are served
+    /// independently with non-blocking I/O, one request at a time each.
+    /// On SIGTERM/SIGINT the monitor stops accepting, flushes the
+    /// containers' logs, removes its socket and returns Ok; the containers
+    /// keep running, for the next monitor to adopt.
+    pub fn serve(&mut self, socket: &Path) -> Result<()> {
+        let mut server = Server::bind(socket)?;
+        let mut mask = SigSet::empty();
+        for sig in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
+            mask.add(sig);
+        }
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+            .map_err(|e| Error::sys("block SIGTERM and SIGINT", e))?;
+        self.sigfd
+            .set_mask(&mask)
+            .map_err(|e| Error::sys("signalfd mask", e))?;
+        while !self.stop {
+            let timeout = if server.busy() {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(500)
+            };
+            let events = match self.cycle(timeout, Some(&server)) {
+                Ok(events) => events,
+                Err(e) => {
+                    log_error(Err(e));
+                    // Do not spin on a persistent failure.
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            if self.stop {
+                break;
+            }
+            server.accept(&events);
+            server.exchange(&events, |req| self.handle(req));
+        }
+        for live in self.live.values_mut() {
+            drain(live);
+            if let Some(log) = &mut live.log {
+                for stream in [Stream::Stdout, Stream::Stderr] {
+                    log_error(log.finish(stream));
+                }
+            }
+        }
+        server.close();
+        Ok(())
+    }
+
+    /// Answers one request.
+    fn handle(&mut self, req: Request) -> Response {
+        let result = match req {
+            Request::Ping => Ok(Response::Ok),
+            Request::Create(req) => {
+                let id = req.id.clone();
+                self.create(*req)
+                    .and_then(|()| self.records.get(&id))
+                    .map(|r| Response::Record(Box::new(r)))
+            }
+            Request::Kill { id, signal } => Signal::try_from(signal)
+                .map_err(|_| Error::Invalid(format!("no such signal: {signal}")))
+                .and_then(|sig| self.kill(&id, sig))
+                .map(|()| Response::Ok),
+            Request::Remove { id, force } => self.remove(&id, force).map(|()| Response::Ok),
+            Request::List => self.records.list().map(|l| {
+                for e in l.errors {
+                    log_error(Err(e));
+                }
+                Response::Records(l.records)
+            }),
+            Request::Get { id } => self.records.get(&id).map(|r| Response::Record(Box::new(r))),
+        };
+        result.unwrap_or_else(|e| Response::from(&e))
+    }
+
     /// Runs the loop until no container is followed or `timeout` passes;
     /// true if all exited.
     pub fn wait_all_exited(&mut self, timeout: Duration) -> Result<bool> {
@@ -428,6 +577,322 @@ impl Monitor {
             self.run_once((deadline - now).min(Duration::from_millis(100)))?;
         }
         Ok(true)
+    }
+}
+
+/// Most client connections served at once; more wait in the backlog.
+const MAX_CONNS: usize = 256;
+/// Requests answered per connection per turn of the loop, for fairness.
+const MAX_REQUESTS_PER_TURN: usize = 64;
+
+/// The listening socket and the clients of [`Monitor::serve`].
+struct Server {
+    listener: Option<UnixListener>,
+    path: PathBuf,
+    /// (dev, ino) of the socket file we made, to remove only ours.
+    ident: (u64, u64),
+    conns: Vec<Conn>,
+    _lock: Flock<std::fs::File>,
+}
+
+impl Server {
+    fn bind(path: &Path) -> Result<Server> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
+        let busy = || Error::Invalid(format!("another monitor serves {}", path.display()));
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(format!("open {}", lock_path.display()), e))?;
+        let lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, nix::Error::EWOULDBLOCK)) => return Err(busy()),
+            Err((_, e)) => return Err(Error::sys(format!("lock {}", lock_path.display()), e)),
+        };
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if !m.file_type().is_socket() => {
+                return Err(Error::Invalid(format!(
+                    "{} exists and is not a socket",
+                    path.display()
+                )))
+            }
+            Ok(_) => match UnixStream::connect(path) {
+                Ok(_) => return Err(busy()),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path).map_err(|e| {
+                        Error::io(format!("remove stale socket {}", path.display()), e)
+                    })?;
+                }
+                Err(e) => return Err(Error::io(format!("connect {}", path.display()), e)),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("stat {}", path.display()), e)),
+        }
+        // Made 0600 from the start: nobody else can connect in between.
+        let old = umask(Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(path);
+        umask(old);
+        let listener = bound.map_err(|e| Error::io(format!("bind {}", path.display()), e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("set listener non-blocking", e))?;
+        let m = std::fs::symlink_metadata(path)
+            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+        Ok(Server {
+            listener: Some(listener),
+            path: path.to_path_buf(),
+            ident: (m.dev(), m.ino()),
+            conns: Vec::new(),
+            _lock: lock,
+        })
+    }
+
+    /// The listener, then every connection, in the order [`Server::accept`]
+    /// and [`Server::exchange`] read their events.
+    fn poll_fds<'a>(&'a self, fds: &mut Vec<PollFd<'a>>) {
+        if let Some(l) = &self.listener {
+            let flags = if self.conns.len() < MAX_CONNS {
+                PollFlags::POLLIN
+            } else {
+                PollFlags::empty()
+            };
+            fds.push(PollFd::new(l.as_fd(), flags));
+        }
+        for c in &self.conns {
+            fds.push(PollFd::new(c.stream.as_fd(), c.interest()));
+        }
+    }
+
+    /// True if a connection has a request ready to answer.
+    fn busy(&self) -> bool {
+        self.conns
+            .iter()
+            .any(|c| c.wbuf.is_empty() && c.has_request())
+    }
+
+    fn accept(&mut self, events: &[PollFlags]) {
+        let Some(l) = &self.listener else { return };
+        if events.first().is_none_or(|e| e.is_empty()) {
+            return;
+        }
+        while self.conns.len() < MAX_CONNS {
+            match l.accept() {
+                Ok((stream, _)) => {
+                    if stream.set_nonblocking(true).is_ok() {
+                        self.conns.push(Conn::new(stream));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // WouldBlock, or a connection that failed before we took it.
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Reads, answers and writes on every connection; closes finished ones.
+    fn exchange(&mut self, events: &[PollFlags], mut handle: impl FnMut(Request) -> Response) {
+        let skip = usize::from(self.listener.is_some());
+        let conns = std::mem::take(&mut self.conns);
+        let mut open = Vec::with_capacity(conns.len());
+        // Connections accepted this turn have no events yet.
+        for (i, mut c) in conns.into_iter().enumerate() {
+            let ev = events.get(skip + i).copied().unwrap_or(PollFlags::empty());
+            if ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                && c.wbuf.is_empty()
+            {
+                c.fill();
+            }
+            for _ in 0..MAX_REQUESTS_PER_TURN {
+                c.flush();
+                if c.dead || !c.wbuf.is_empty() {
+                    break;
+                }
+                let Some(line) = c.take_line() else { break };
+                let resp = match line {
+                    Ok(line) => match protocol::decode_request(&line) {
+                        Ok(req) => handle(req),
+                        Err(resp) => resp,
+                    },
+                    Err(TooLong) => Response::error(
+                        ErrorKind::BadRequest,
+                        format!("request line longer than {MAX_REQUEST_LINE} bytes"),
+                    ),
+                };
+                c.wbuf = protocol::encode(&resp);
+                c.wpos = 0;
+            }
+            c.flush();
+            let finished = c.eof && c.wbuf.is_empty() && !c.has_request();
+            if !c.dead && !finished {
+                open.push(c);
+            }
+        }
+        self.conns = open;
+    }
+
+    /// Stops accepting and removes the socket file if it is still ours.
+    fn close(&mut self) {
+        self.listener = None;
+        self.conns.clear();
+        if let Ok(m) = std::fs::symlink_metadata(&self.path) {
+            if (m.dev(), m.ino()) == self.ident {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// A request line over [`MAX_REQUEST_LINE`].
+struct TooLong;
+
+/// One client: its partial request and its unsent response.
+struct Conn {
+    stream: UnixStream,
+    rbuf: Vec<u8>,
+    /// Bytes at the start of `rbuf` known to hold no newline.
+    scanned: usize,
+    /// Skipping the rest of an over-long line up to its newline.
+    discarding: bool,
+    /// An over-long line ended: its error response is due.
+    too_long: bool,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    /// The client will send nothing more.
+    eof: bool,
+    dead: bool,
+}
+
+impl Conn {
+    fn new(stream: UnixStream) -> Conn {
+        Conn {
+            stream,
+            rbuf: Vec::new(),
+            scanned: 0,
+            discarding: false,
+            too_long: false,
+            wbuf: Vec::new(),
+            wpos: 0,
+            eof: false,
+            dead: false,
+        }
+    }
+
+    /// Read while nothing is to be sent and no request waits: one request
+    /// at a time, so a client that does not read its responses cannot make
+    /// us buffer without bound.
+    fn interest(&self) -> PollFlags {
+        if !self.wbuf.is_empty() {
+            PollFlags::POLLOUT
+        } else if !self.eof && !self.has_request() {
+            PollFlags::POLLIN
+        } else {
+            PollFlags::empty()
+        }
+    }
+
+    fn has_request(&self) -> bool {
+        self.too_long || self.rbuf[self.scanned..].contains(&b'\n')
+    }
+
+    /// Reads what is available, stopping at the first complete request.
+    fn fill(&mut self) {
+        let mut buf = [0u8; 64 * 1024];
+        for _ in 0..16 {
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    return;
+                }
+                Ok(n) => {
+                    self.absorb(&buf[..n]);
+                    if self.has_request() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.dead = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn absorb(&mut self, mut data: &[u8]) {
+        if self.discarding {
+            let Some(nl) = data.iter().position(|&b| b == b'\n') else {
+                return;
+            };
+            self.discarding = false;
+            self.too_long = true;
+            data = &data[nl + 1..];
+        }
+        self.rbuf.extend_from_slice(data);
+        if !self.too_long
+            && self.rbuf.len() > MAX_REQUEST_LINE
+            && !self.rbuf[self.scanned..].contains(&b'\n')
+        {
+            self.rbuf = Vec::new();
+            self.scanned = 0;
+            self.discarding = true;
+        }
+    }
+
+    /// The next request line (without its newline), if one is complete.
+    fn take_line(&mut self) -> Option<Result<Vec<u8>, TooLong>> {
+        if self.too_long {
+            self.too_long = false;
+            return Some(Err(TooLong));
+        }
+        match self.rbuf[self.scanned..].iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let end = self.scanned + i;
+                let mut line: Vec<u8> = self.rbuf.drain(..=end).collect();
+                line.pop();
+                self.scanned = 0;
+                if line.len() > MAX_REQUEST_LINE {
+                    return Some(Err(TooLong));
+                }
+                // A later over-long line in the same read was not checked.
+                if self.rbuf.len() > MAX_REQUEST_LINE && !self.rbuf.contains(&b'\n') {
+                    self.rbuf = Vec::new();
+                    self.discarding = true;
+                }
+                Some(Ok(line))
+            }
+            None => {
+                self.scanned = self.rbuf.len();
+                None
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        while self.wpos < self.wbuf.len() {
+            match send(
+                self.stream.as_raw_fd(),
+                &self.wbuf[self.wpos..],
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(n) => self.wpos += n,
+                Err(nix::Error::EINTR) => {}
+                Err(nix::Error::EAGAIN) => return,
+                Err(_) => {
+                    self.dead = true;
+                    return;
+                }
+            }
+        }
+        self.wbuf = Vec::new();
+        self.wpos = 0;
     }
 }
 
