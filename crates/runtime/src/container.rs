@@ -114,6 +114,15 @@ fn rootfs_of(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     }
 }
 
+/// The spec's seccomp profile compiled to BPF, in the parent (the child only loads it).
+fn seccomp_of(spec: &Spec) -> Result<Option<seccomp::Program>> {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(seccomp::Program::compile)
+        .transpose()
+}
+
 fn cgroup_of(spec: &Spec, id: &str) -> Result<Cgroup> {
     let path = spec
         .linux()
@@ -144,12 +153,7 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
             "the spec must have a mount namespace".into(),
         ));
     }
-    let filter = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.seccomp().as_ref())
-        .map(seccomp::Program::compile)
-        .transpose()?;
+    let filter = seccomp_of(spec)?;
 
     let dir = opts.root.create_dir(opts.id)?;
     let mut undo = Undo {
@@ -556,12 +560,7 @@ pub fn exec(root: &StateRoot, id: &str, process: &Process, opts: ExecOptions) ->
         });
     }
     let spec = spec_of(root, id)?;
-    let filter = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.seccomp().as_ref())
-        .map(seccomp::Program::compile)
-        .transpose()?;
+    let filter = seccomp_of(&spec)?;
     let ns = namespaces::of_process(st.pid)?;
     let cgroup = Cgroup::new(Hierarchy::detect()?, &st.cgroup_path)?;
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers.
