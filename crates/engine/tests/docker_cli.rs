@@ -39,8 +39,9 @@ fn busybox_rootfs(dir: &Path) -> PathBuf {
     rootfs
 }
 
-/// The monitor, the daemon, their directories and the test's cgroup; Drop
-/// kills both processes and whatever is left in the cgroup.
+/// The monitor, the daemon, their directories and the test's cgroups; Drop
+/// kills both processes and whatever is left in the cgroups, and unmounts
+/// the snapshots of containers not removed.
 struct Harness {
     tmp: tempfile::TempDir,
     monitor_socket: PathBuf,
@@ -103,7 +104,9 @@ impl Harness {
             .arg("--monitor-socket")
             .arg(&h.monitor_socket)
             .arg("--root")
-            .arg(h.tmp.path().join("data"))
+            .arg(h.data_root())
+            .arg("--cgroup-parent")
+            .arg(&h.cg)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -184,8 +187,42 @@ impl Harness {
         )
     }
 
-    fn cgroup_dir(&self) -> PathBuf {
-        Path::new("/sys/fs/cgroup").join(&self.cg)
+    fn data_root(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    /// Imports a busybox root filesystem as `busybox:latest` into the
+    /// daemon's image store.
+    fn import_busybox(&self) {
+        let dir = self.tmp.path().join("image");
+        let rootfs = busybox_rootfs(&dir);
+        let tarball = dir.join("busybox.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tarball)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let store = cubby_image::store::Store::open(self.data_root()).unwrap();
+        store.set_sync_layers(false);
+        cubby_image::archive::import(&store, &tarball, "docker.io/library/busybox:latest").unwrap();
+    }
+
+    /// This test's cgroup directories, one per hierarchy.
+    fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![Path::new("/sys/fs/cgroup").join(&self.cg)];
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+            dirs.extend(
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path().join(&self.cg)),
+            );
+        }
+        dirs.retain(|d| d.is_dir());
+        dirs
     }
 }
 
@@ -196,10 +233,11 @@ impl Drop for Harness {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let dir = self.cgroup_dir();
-        let leaves: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
+        // Kill what is left in the test's cgroups (one per hierarchy on v1).
+        let dirs = self.cgroup_dirs();
+        let leaves: Vec<PathBuf> = dirs
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten())
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .filter(|p| p.is_dir())
@@ -211,11 +249,16 @@ impl Drop for Harness {
                 }
             }
         }
-        for d in leaves.iter().chain(std::iter::once(&dir)) {
+        for d in leaves.iter().chain(dirs.iter()) {
             let deadline = Instant::now() + Duration::from_secs(2);
             while std::fs::remove_dir(d).is_err() && d.exists() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
+        }
+        // Snapshots the daemon mounted for containers not removed.
+        let snapshots = self.data_root().join("containers");
+        for e in std::fs::read_dir(snapshots).into_iter().flatten().flatten() {
+            let _ = cubby_image::snapshot::Snapshot::at(e.path()).remove();
         }
     }
 }
@@ -314,4 +357,72 @@ fn docker_cli_drives_the_daemon() {
     assert_eq!(body["message"], "No such container: nope");
     let (status, _) = h.http("POST", "/v1.43/containers/nope/kill?signal=NOPE");
     assert!(status.contains("400"), "{status}");
+}
+
+#[test]
+fn docker_run_detached_from_a_stored_image() {
+    let h = Harness::start("run");
+    h.import_busybox();
+    let images = h.ok(&["images"]);
+    assert!(
+        images.contains("busybox") && images.contains("latest"),
+        "{images}"
+    );
+
+    let id = h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r1",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/tmp",
+        "busybox",
+        "sh",
+        "-c",
+        "echo $FOO in $(pwd) as $(id -u); sleep 30",
+    ]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    let snapshot = h.data_root().join("containers").join(id);
+    assert!(snapshot.join("rootfs/bin/busybox").exists());
+    eventually("docker logs shows the output", || {
+        let out = h.docker(&["logs", "r1"]);
+        (String::from_utf8_lossy(&out.stdout) == "bar in /tmp as 0\n").then_some(())
+    });
+    let inspect: Value = serde_json::from_str(&h.ok(&["inspect", "r1"])).unwrap();
+    assert_eq!(inspect[0]["State"]["Running"], true);
+    assert_eq!(inspect[0]["Config"]["Image"], "busybox");
+    // Started at create: start is a no-op.
+    assert_eq!(h.ok(&["start", "r1"]).trim(), "r1");
+
+    // The name is taken.
+    let out = h.docker(&["run", "-d", "--name", "r1", "busybox", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is already in use"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No such image (and no pull).
+    let out = h.docker(&["create", "--pull", "never", "nope:1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such image"));
+
+    // sh as pid 1 ignores SIGTERM without a handler.
+    h.ok(&["kill", "--signal", "SIGKILL", "r1"]);
+    assert_eq!(h.ok(&["wait", "r1"]).trim(), "137");
+    // A short-lived one: wait returns its exit code.
+    h.ok(&["run", "-d", "--name", "r2", "busybox", "sh", "-c", "exit 3"]);
+    assert_eq!(h.ok(&["wait", "r2"]).trim(), "3");
+    let ps = h.ok(&["ps", "-a"]);
+    assert!(
+        ps.contains("Exited (3)") && ps.contains("Exited (137)"),
+        "{ps}"
+    );
+
+    assert_eq!(h.ok(&["rm", "r1", "r2"]).trim(), "r1\nr2");
+    assert!(!snapshot.exists());
+    assert!(h.ok(&["ps", "-aq"]).trim().is_empty());
 }

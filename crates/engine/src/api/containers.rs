@@ -40,7 +40,7 @@ pub fn resolve(records: Vec<ContainerRecord>, what: &str) -> ApiResult<Container
     }
 }
 
-async fn find(d: &Shared, what: String) -> ApiResult<ContainerRecord> {
+pub(crate) async fn find(d: &Shared, what: String) -> ApiResult<ContainerRecord> {
     let records = d.monitor(|c| c.list()).await?;
     resolve(records, &what)
 }
@@ -249,7 +249,22 @@ pub async fn remove(
             ),
         ));
     }
-    d.monitor(move |c| c.remove(&r.id, force)).await?;
+    let id = r.id.clone();
+    d.monitor(move |c| c.remove(&id, force)).await?;
+    if let Ok(mut set) = d.unstarted.lock() {
+        set.remove(&r.id);
+    }
+    // The overlay snapshot of a container made by `create`.
+    let snapshot = cubby_image::snapshot::Snapshot::at(d.root.join("containers").join(&r.id));
+    blocking(move || {
+        if snapshot.dir.exists() {
+            snapshot
+                .remove()
+                .map_err(|e| ApiError::internal(format!("remove the snapshot: {e}")))?;
+        }
+        Ok(())
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -9,9 +9,13 @@
 //! (the monitor serves many). Logs are read from the json-file log the
 //! monitor writes. Errors are `{"message": ...}` with Docker's statuses.
 //!
-//! Not yet: create/start/stop/wait, attach, exec, events, follow logs.
+//! `create` (images already in the store), `start` (a no-op: the monitor
+//! starts at create) and `wait` are in [`create`]'s limits.
+//!
+//! Not yet: stop/restart, attach, exec, events, follow logs, pull.
 
 mod containers;
+mod create;
 pub mod error;
 mod system;
 pub mod util;
@@ -37,7 +41,13 @@ pub const MIN_API_VERSION: &str = "1.24";
 pub struct Daemon {
     pub monitor_socket: PathBuf,
     pub images: Store,
+    /// cubby's data root: the image store, and `containers/<id>` snapshots.
     pub root: PathBuf,
+    /// Containers made by `create` go in cgroup `/<cgroup_parent>/<id>`.
+    pub cgroup_parent: String,
+    /// Containers made by `create` and not yet `start`ed (in memory: a
+    /// restarted daemon treats them as started).
+    pub unstarted: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 pub type Shared = Arc<Daemon>;
@@ -81,6 +91,9 @@ pub fn router(daemon: Shared) -> Router {
         .route("/containers/{id}/logs", get(containers::logs))
         .route("/containers/{id}/kill", post(containers::kill))
         .route("/containers/{id}", delete(containers::remove))
+        .route("/containers/create", post(create::create))
+        .route("/containers/{id}/start", post(create::start))
+        .route("/containers/{id}/wait", post(create::wait))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "page not found") })
         .with_state(daemon)
 }

@@ -1,9 +1,11 @@
 //! cubby-daemon: the Docker Engine API over a Unix socket (see
 //! cubby_engine::api and docs/engine.md).
 //!
-//!   cubby-daemon --socket PATH --monitor-socket PATH --root DIR
+//!   cubby-daemon --socket PATH --monitor-socket PATH --root DIR [--cgroup-parent NAME]
 //!
-//! `--root` is cubby's data root (its image store). The monitor must
+//! `--root` is cubby's data root (its image store and the snapshots of
+//! containers it creates); containers go in cgroup `/<cgroup-parent>/<id>`
+//! (default `cubby`). The monitor must
 //! already serve `--monitor-socket` (starting it is not done yet). Runs
 //! until SIGTERM or SIGINT, then removes its socket and exits 0.
 
@@ -14,22 +16,25 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-const USAGE: &str = "usage: cubby-daemon --socket PATH --monitor-socket PATH --root DIR";
+const USAGE: &str =
+    "usage: cubby-daemon --socket PATH --monitor-socket PATH --root DIR [--cgroup-parent NAME]";
 
 struct Args {
     socket: PathBuf,
     monitor_socket: PathBuf,
     root: PathBuf,
+    cgroup_parent: String,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let (mut socket, mut monitor_socket, mut root) = (None, None, None);
+    let (mut socket, mut monitor_socket, mut root, mut cgroup) = (None, None, None, None);
     let mut args = std::env::args_os().skip(1);
     while let Some(flag) = args.next() {
         let slot = match flag.to_str() {
             Some("--socket") => &mut socket,
             Some("--monitor-socket") => &mut monitor_socket,
             Some("--root") => &mut root,
+            Some("--cgroup-parent") => &mut cgroup,
             Some("-h" | "--help") => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -46,6 +51,9 @@ fn parse_args() -> anyhow::Result<Args> {
             socket,
             monitor_socket,
             root,
+            cgroup_parent: cgroup
+                .map(|c| c.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "cubby".into()),
         }),
         _ => bail!("{USAGE}"),
     }
@@ -90,6 +98,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         monitor_socket: args.monitor_socket,
         images,
         root: args.root,
+        cgroup_parent: args.cgroup_parent,
+        unstarted: Default::default(),
     });
     let served = api::serve(listener, daemon, shutdown_signal()).await;
     let _ = std::fs::remove_file(&args.socket);
