@@ -1,0 +1,331 @@
+//! `/containers/...`: list, inspect, logs, kill, remove.
+
+use super::error::ApiError;
+use super::util::{flag, human_duration, now_secs, parse_signal, push_frame, unix_secs, Query};
+use super::{blocking, ApiResult, Shared};
+use crate::logs::{read_logs, LogFilter};
+use crate::records::{ContainerRecord, Status};
+use axum::extract::{Path, Query as Q, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+
+/// Docker's zero time, for times that have not happened.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// Finds a container as Docker does: full id, name (with or without its
+/// leading `/`), then a unique id prefix.
+pub fn resolve(records: Vec<ContainerRecord>, what: &str) -> ApiResult<ContainerRecord> {
+    let name = what.strip_prefix('/').unwrap_or(what);
+    if what.is_empty() {
+        return Err(ApiError::no_such_container(what));
+    }
+    let mut prefixed = Vec::new();
+    for r in records {
+        if r.id == what || r.name == name {
+            return Ok(r);
+        }
+        if r.id.starts_with(what) {
+            prefixed.push(r);
+        }
+    }
+    match prefixed.len() {
+        1 => Ok(prefixed.remove(0)),
+        0 => Err(ApiError::no_such_container(what)),
+        _ => Err(ApiError::bad_request(format!(
+            "multiple IDs found with provided prefix: {what}"
+        ))),
+    }
+}
+
+pub(crate) async fn find(d: &Shared, what: String) -> ApiResult<ContainerRecord> {
+    let records = d.monitor(|c| c.list()).await?;
+    resolve(records, &what)
+}
+
+/// `docker ps`'s STATUS column.
+pub fn status_text(r: &ContainerRecord, now: i64) -> String {
+    match r.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", human_duration(now - unix_secs(&r.started_at))),
+        Status::Exited => {
+            let code = r.exit_code.unwrap_or(0);
+            match r.finished_at.as_deref() {
+                Some(t) if !t.is_empty() => {
+                    format!("Exited ({code}) {} ago", human_duration(now - unix_secs(t)))
+                }
+                _ => format!("Exited ({code})"),
+            }
+        }
+    }
+}
+
+fn summary(r: &ContainerRecord, now: i64) -> Value {
+    json!({
+        "Id": r.id,
+        "Names": [format!("/{}", r.name)],
+        "Image": r.image.clone().unwrap_or_default(),
+        "ImageID": "",
+        "Command": "",
+        "Created": unix_secs(&r.created),
+        "Ports": [],
+        "Labels": r.labels,
+        "State": r.status.to_string(),
+        "Status": status_text(r, now),
+        "HostConfig": { "NetworkMode": "default" },
+        "NetworkSettings": { "Networks": {} },
+        "Mounts": [],
+    })
+}
+
+pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Value>> {
+    let all = flag(&q, "all");
+    let mut records = d.monitor(|c| c.list()).await?;
+    if !all {
+        records.retain(|r| r.status == Status::Running);
+    }
+    // Newest first, as Docker lists them.
+    records.reverse();
+    if let Some(limit) = q.get("limit").and_then(|l| l.parse::<usize>().ok()) {
+        if limit > 0 {
+            records.truncate(limit);
+        }
+    }
+    let now = now_secs();
+    Ok(Json(Value::Array(
+        records.iter().map(|r| summary(r, now)).collect(),
+    )))
+}
+
+/// Docker's container inspect document (the parts cubby knows).
+pub fn inspect_doc(r: &ContainerRecord) -> Value {
+    let running = r.status == Status::Running;
+    let or_zero = |t: &str| {
+        if t.is_empty() {
+            ZERO_TIME.to_string()
+        } else {
+            t.to_string()
+        }
+    };
+    json!({
+        "Id": r.id,
+        "Created": r.created,
+        "Path": "",
+        "Args": [],
+        "State": {
+            "Status": r.status.to_string(),
+            "Running": running,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": r.oom_killed,
+            "Dead": false,
+            "Pid": if running { r.pid.unwrap_or(0) } else { 0 },
+            "ExitCode": r.exit_code.unwrap_or(0),
+            "Error": r.error.clone().unwrap_or_default(),
+            "StartedAt": or_zero(&r.started_at),
+            "FinishedAt": or_zero(r.finished_at.as_deref().unwrap_or("")),
+        },
+        "Image": "",
+        "LogPath": r.log_path,
+        "Name": format!("/{}", r.name),
+        "RestartCount": r.restart_count,
+        "Driver": "overlay",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "HostConfig": { "LogConfig": { "Type": "json-file", "Config": {} }, "NetworkMode": "default" },
+        "Mounts": [],
+        "Config": {
+            "Hostname": "",
+            "Image": r.image.clone().unwrap_or_default(),
+            "Cmd": null,
+            "Env": null,
+            "Labels": r.labels,
+            "Tty": false,
+            "OpenStdin": false,
+            "AttachStdin": false,
+            "AttachStdout": false,
+            "AttachStderr": false,
+        },
+        "NetworkSettings": { "Networks": {} },
+    })
+}
+
+pub async fn inspect(State(d): State<Shared>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let r = find(&d, id).await?;
+    Ok(Json(inspect_doc(&r)))
+}
+
+pub async fn logs(
+    State(d): State<Shared>,
+    Path(id): Path<String>,
+    Q(q): Q<Query>,
+) -> ApiResult<impl IntoResponse> {
+    let (stdout, stderr) = (flag(&q, "stdout"), flag(&q, "stderr"));
+    if !stdout && !stderr {
+        return Err(ApiError::bad_request(
+            "Bad parameters: you must choose at least one stream",
+        ));
+    }
+    if flag(&q, "follow") {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "following logs is not supported by cubby yet",
+        ));
+    }
+    if q.get("since").is_some_and(|s| !s.is_empty() && s != "0")
+        || q.get("until").is_some_and(|s| !s.is_empty() && s != "0")
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "since and until are not supported by cubby yet",
+        ));
+    }
+    let tail = match q.get("tail").map(String::as_str) {
+        None | Some("" | "all") => None,
+        Some(n) => match n.parse::<i64>() {
+            Ok(n) if n < 0 => None,
+            Ok(n) => Some(n as usize),
+            Err(_) => return Err(ApiError::bad_request(format!("invalid tail {n:?}"))),
+        },
+    };
+    let filter = LogFilter {
+        tail,
+        since: None,
+        timestamps: flag(&q, "timestamps"),
+        stdout,
+        stderr,
+    };
+    let r = find(&d, id).await?;
+    let body = blocking(move || {
+        let lines =
+            read_logs(&r.log_path, &filter).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut out = Vec::new();
+        for l in &lines {
+            push_frame(&mut out, l.stream, l.text.as_bytes());
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok((
+        [(CONTENT_TYPE, "application/vnd.docker.multiplexed-stream")],
+        body,
+    ))
+}
+
+pub async fn kill(
+    State(d): State<Shared>,
+    Path(id): Path<String>,
+    Q(q): Q<Query>,
+) -> ApiResult<StatusCode> {
+    let signal = parse_signal(q.get("signal").map_or("", String::as_str))?;
+    let r = find(&d, id).await?;
+    if r.status != Status::Running {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Cannot kill container: {}: container is not running", r.id),
+        ));
+    }
+    d.monitor(move |c| c.kill(&r.id, signal as i32)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn remove(
+    State(d): State<Shared>,
+    Path(id): Path<String>,
+    Q(q): Q<Query>,
+) -> ApiResult<StatusCode> {
+    let force = flag(&q, "force");
+    let r = find(&d, id).await?;
+    if r.status == Status::Running && !force {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                r.name
+            ),
+        ));
+    }
+    let id = r.id.clone();
+    d.monitor(move |c| c.remove(&id, force)).await?;
+    if let Ok(mut set) = d.unstarted.lock() {
+        set.remove(&r.id);
+    }
+    // The overlay snapshot of a container made by `create`.
+    let snapshot = cubby_image::snapshot::Snapshot::at(d.root.join("containers").join(&r.id));
+    blocking(move || {
+        if snapshot.dir.exists() {
+            snapshot
+                .remove()
+                .map_err(|e| ApiError::internal(format!("remove the snapshot: {e}")))?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn rec(id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            name: name.into(),
+            image: Some("busybox".into()),
+            created: "2024-01-01T00:00:00Z".into(),
+            status: Status::Exited,
+            pid: None,
+            exit_code: Some(137),
+            oom_killed: false,
+            started_at: "2024-01-01T00:00:01Z".into(),
+            finished_at: Some("2024-01-01T00:00:02Z".into()),
+            log_path: PathBuf::from("/x"),
+            restart_count: 0,
+            labels: Default::default(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn resolves_like_docker() {
+        let all = || vec![rec("abc123", "web"), rec("abd456", "db")];
+        assert_eq!(resolve(all(), "web").unwrap().id, "abc123");
+        assert_eq!(resolve(all(), "/db").unwrap().id, "abd456");
+        assert_eq!(resolve(all(), "abc").unwrap().id, "abc123");
+        assert_eq!(
+            resolve(all(), "ab").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        let e = resolve(all(), "nope").unwrap_err();
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert_eq!(e.message, "No such container: nope");
+        assert_eq!(
+            resolve(all(), "").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn status_and_inspect() {
+        let r = rec("abc", "web");
+        let now = unix_secs("2024-01-01T00:00:12Z");
+        assert_eq!(status_text(&r, now), "Exited (137) 10 seconds ago");
+        let doc = inspect_doc(&r);
+        assert_eq!(doc["State"]["Running"], false);
+        assert_eq!(doc["State"]["ExitCode"], 137);
+        assert_eq!(doc["Name"], "/web");
+        assert_eq!(doc["Config"]["Tty"], false);
+        let mut r = rec("abc", "web");
+        r.status = Status::Created;
+        r.started_at.clear();
+        r.finished_at = None;
+        assert_eq!(inspect_doc(&r)["State"]["StartedAt"], ZERO_TIME);
+        assert_eq!(status_text(&r, now), "Created");
+    }
+}

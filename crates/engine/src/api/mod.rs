@@ -1,0 +1,160 @@
+//! A first slice of the Docker Engine API (served by `cubby-daemon` over a
+//! Unix socket): `_ping`, `version`, `info`, containers (list, inspect,
+//! logs, kill, remove) and images (list).
+//!
+//! Paths are routed with and without a version prefix (`/v1.43/...`); any
+//! `/vX.Y` prefix is accepted and stripped before routing. Containers live
+//! in the monitor: every container request is one blocking
+//! [`MonitorClient`] call on tokio's blocking pool, over a fresh connection
+//! (the monitor serves many). Logs are read from the json-file log the
+//! monitor writes. Errors are `{"message": ...}` with Docker's statuses.
+//!
+//! `create` (images already in the store), `start` (a no-op: the monitor
+//! starts at create) and `wait` are in [`create`]'s limits.
+//!
+//! Not yet: stop/restart, attach, exec, events, follow logs, pull.
+
+mod containers;
+mod create;
+pub mod error;
+mod system;
+pub mod util;
+
+pub use error::{ApiError, ApiResult};
+
+use crate::client::MonitorClient;
+use axum::extract::Request;
+use axum::http::{StatusCode, Uri};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use cubby_image::store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tower::Layer;
+
+/// The API version this daemon speaks (Docker 24).
+pub const API_VERSION: &str = "1.43";
+/// The oldest version clients may ask for.
+pub const MIN_API_VERSION: &str = "1.24";
+
+/// What the handlers share.
+pub struct Daemon {
+    pub monitor_socket: PathBuf,
+    pub images: Store,
+    /// cubby's data root: the image store, and `containers/<id>` snapshots.
+    pub root: PathBuf,
+    /// Containers made by `create` go in cgroup `/<cgroup_parent>/<id>`.
+    pub cgroup_parent: String,
+    /// Containers made by `create` and not yet `start`ed (in memory: a
+    /// restarted daemon treats them as started).
+    pub unstarted: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+pub type Shared = Arc<Daemon>;
+
+impl Daemon {
+    /// Runs `f` with a fresh monitor connection on the blocking pool.
+    pub(crate) async fn monitor<T, F>(self: &Arc<Self>, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut MonitorClient) -> crate::client::Result<T> + Send + 'static,
+    {
+        let socket = self.monitor_socket.clone();
+        blocking(move || {
+            let mut c = MonitorClient::connect(&socket)?;
+            Ok(f(&mut c)?)
+        })
+        .await
+    }
+}
+
+/// Runs blocking work on tokio's blocking pool.
+pub(crate) async fn blocking<T, F>(f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> ApiResult<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+/// The routes, without version prefixes.
+pub fn router(daemon: Shared) -> Router {
+    Router::new()
+        .route("/_ping", get(system::ping).head(system::ping))
+        .route("/version", get(system::version))
+        .route("/info", get(system::info))
+        .route("/images/json", get(system::images))
+        .route("/containers/json", get(containers::list))
+        .route("/containers/{id}/json", get(containers::inspect))
+        .route("/containers/{id}/logs", get(containers::logs))
+        .route("/containers/{id}/kill", post(containers::kill))
+        .route("/containers/{id}", delete(containers::remove))
+        .route("/containers/create", post(create::create))
+        .route("/containers/{id}/start", post(create::start))
+        .route("/containers/{id}/wait", post(create::wait))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "page not found") })
+        .with_state(daemon)
+}
+
+/// `/v1.43/containers/json?all=1` → `/containers/json?all=1`; other paths
+/// are returned as they are.
+pub fn strip_version(uri: &Uri) -> Option<Uri> {
+    let path = uri.path();
+    let rest = path.strip_prefix("/v")?;
+    let end = rest.find('/')?;
+    let (major, minor) = rest[..end].split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(major) || !digits(minor) {
+        return None;
+    }
+    let mut new = rest[end..].to_string();
+    if let Some(q) = uri.query() {
+        new.push('?');
+        new.push_str(q);
+    }
+    new.parse().ok()
+}
+
+async fn rewrite(mut req: Request) -> Request {
+    if let Some(uri) = strip_version(req.uri()) {
+        *req.uri_mut() = uri;
+    }
+    req
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::UnixListener,
+    daemon: Shared,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = axum::middleware::map_request(rewrite).layer(router(daemon));
+    axum::serve(
+        listener,
+        axum::ServiceExt::<Request>::into_make_service(app),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_prefixes() {
+        let s = |p: &str| strip_version(&p.parse().unwrap()).map(|u| u.to_string());
+        assert_eq!(
+            s("/v1.43/containers/json?all=1").as_deref(),
+            Some("/containers/json?all=1")
+        );
+        assert_eq!(s("/v1.24/_ping").as_deref(), Some("/_ping"));
+        assert_eq!(s("/containers/json"), None);
+        assert_eq!(s("/v1.43"), None);
+        assert_eq!(s("/vx.y/_ping"), None);
+        assert_eq!(s("/v1/_ping"), None);
+        assert_eq!(s("/version"), None);
+    }
+}
