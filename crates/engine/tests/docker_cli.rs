@@ -3,6 +3,9 @@
 //! the real `docker` CLI (client only) over the daemon's socket. Needs
 //! root, cgroups, a static busybox and /usr/local/bin/docker.
 
+mod common;
+
+use common::busybox_rootfs;
 use cubby_engine::client::MonitorClient;
 use cubby_engine::logs::LogOptions;
 use cubby_engine::monitor::CreateRequest;
@@ -18,26 +21,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const DOCKER: &str = "/usr/local/bin/docker";
-
-fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let bb = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("these tests need a static busybox (apt-get install -y busybox-static)");
-    let rootfs = dir.join("rootfs");
-    for d in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
-        std::fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    std::fs::copy(&bb, rootfs.join("bin/busybox")).unwrap();
-    let list = Command::new(&bb).arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" && !applet.is_empty() {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-    }
-    rootfs
-}
 
 /// The monitor, the daemon, their directories and the test's cgroups; Drop
 /// kills both processes and whatever is left in the cgroups, and unmounts

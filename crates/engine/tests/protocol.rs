@@ -2,6 +2,9 @@
 //! socket by MonitorClient and by raw (misbehaving) clients. Containers
 //! need root, cgroups and a static busybox.
 
+mod common;
+
+use common::busybox_rootfs;
 use cubby_engine::client::{ClientError, MonitorClient};
 use cubby_engine::logs::{read_logs, LogFilter, LogOptions};
 use cubby_engine::monitor::CreateRequest;
@@ -17,26 +20,6 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let bb = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("these tests need a static busybox (apt-get install -y busybox-static)");
-    let rootfs = dir.join("rootfs");
-    for d in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
-        std::fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    std::fs::copy(&bb, rootfs.join("bin/busybox")).unwrap();
-    let list = Command::new(&bb).arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" && !applet.is_empty() {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-    }
-    rootfs
-}
 
 /// One test's monitor, directories and cgroups; Drop kills the monitor and
 /// whatever is left in the test's cgroups, and removes them.
