@@ -1,4 +1,5 @@
 //! cubby command-line library: the pieces of `cubby` that can be unit tested.
 
+pub mod daemon;
 pub mod images;
 pub mod run_args;

@@ -132,6 +132,11 @@ enum Cmd {
     },
     /// Forget the credentials of a registry.
     Logout { registry: String },
+    /// Serve the Docker Engine API (starts the container monitor if needed).
+    Daemon(cubby::daemon::DaemonArgs),
+    /// The process that parents every container (started by the daemon).
+    #[command(hide = true)]
+    Monitor(cubby::daemon::MonitorArgs),
 }
 
 #[derive(Subcommand)]
@@ -251,6 +256,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Logout { registry } => {
             cubby::images::logout(&registry)?;
+            Ok(0)
+        }
+        Cmd::Daemon(args) => {
+            cubby::daemon::run_daemon(args, &cli.root, &cli.state_dir)?;
+            Ok(0)
+        }
+        Cmd::Monitor(args) => {
+            cubby::daemon::run_monitor(args, &cli.root, &cli.state_dir)?;
             Ok(0)
         }
         Cmd::Ps { all, quiet } => {

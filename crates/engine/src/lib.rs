@@ -3,7 +3,7 @@
 //! - [`records`]: one crash-safe JSON record per container.
 //! - [`logs`]: Docker's json-file log driver (writer with rotation, reader).
 //! - [`protocol`], [`client`]: the daemon↔monitor JSON-lines protocol.
-//! - [`api`]: the Docker Engine API served by `cubby-daemon`.
+//! - [`api`]: the Docker Engine API served by `cubby daemon`.
 //! - [`monitor`]: the single-threaded subreaper that parents every
 //!   container, holds its stdio and records its exit.
 

@@ -614,6 +614,12 @@ impl Server {
             Err((_, nix::Error::EWOULDBLOCK)) => return Err(busy()),
             Err((_, e)) => return Err(Error::sys(format!("lock {}", lock_path.display()), e)),
         };
+        // Who holds the lock, for people and tests that must stop us.
+        {
+            let mut f: &std::fs::File = &lock;
+            let _ = f.set_len(0);
+            let _ = writeln!(f, "{}", std::process::id());
+        }
         match std::fs::symlink_metadata(path) {
             Ok(m) if !m.file_type().is_socket() => {
                 return Err(Error::Invalid(format!(

@@ -162,6 +162,10 @@ impl Records {
     pub fn remove(&self, id: &str) -> Result<()> {
         cubby_runtime::state::validate_id(id)?;
         let dir = self.dir(id);
+        // The container's overlay snapshot shares the directory.
+        cubby_image::snapshot::Snapshot::at(&dir)
+            .unmount()
+            .map_err(|e| Error::Invalid(format!("unmount the rootfs of {id}: {e}")))?;
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -1,4 +1,4 @@
-//! A first slice of the Docker Engine API (served by `cubby-daemon` over a
+//! A first slice of the Docker Engine API (served by `cubby daemon` over a
 //! Unix socket): `_ping`, `version`, `info`, containers (list, inspect,
 //! logs, kill, remove) and images (list).
 //!

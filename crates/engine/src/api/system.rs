@@ -120,7 +120,7 @@ pub async fn info(State(d): State<Shared>) -> ApiResult<Json<Value>> {
         "Labels": [],
         "ExperimentalBuild": false,
         "ServerVersion": VERSION,
-        "Runtimes": { "cubby": { "path": "cubby-monitor" } },
+        "Runtimes": { "cubby": { "path": "cubby monitor" } },
         "DefaultRuntime": "cubby",
         "Swarm": { "LocalNodeState": "inactive" },
         "LiveRestoreEnabled": true,

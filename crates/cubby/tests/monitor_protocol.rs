@@ -1,10 +1,9 @@
-//! The monitor protocol for real: the cubby-monitor binary, driven over its
+//! The monitor protocol for real: `cubby monitor`, driven over its
 //! socket by MonitorClient and by raw (misbehaving) clients. Containers
 //! need root, cgroups and a static busybox.
 
 mod common;
 
-use common::busybox_rootfs;
 use cubby_engine::client::{ClientError, MonitorClient};
 use cubby_engine::logs::{read_logs, LogFilter, LogOptions};
 use cubby_engine::monitor::CreateRequest;
@@ -47,11 +46,12 @@ impl Harness {
     }
 
     fn spawn_monitor(&self) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_cubby-monitor"))
+        Command::new(env!("CARGO_BIN_EXE_cubby"))
             .arg("--root")
             .arg(&self.root)
             .arg("--state-dir")
             .arg(self.root.join("state"))
+            .arg("monitor")
             .arg("--socket")
             .arg(&self.socket)
             .stdin(Stdio::null())
@@ -96,7 +96,9 @@ impl Harness {
 
     fn request(&mut self, id: &str, args: &[&str]) -> CreateRequest {
         if self.rootfs.is_none() {
-            self.rootfs = Some(busybox_rootfs(self.tmp.path()));
+            let rootfs = self.tmp.path().join("rootfs");
+            common::make_busybox_rootfs(&rootfs);
+            self.rootfs = Some(rootfs);
         }
         let rootfs = self.rootfs.clone().unwrap();
         let mut spec = cubby_runtime::spec::default_spec(

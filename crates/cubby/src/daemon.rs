@@ -1,0 +1,253 @@
+//! `cubby daemon` (the Docker Engine API) and `cubby monitor` (the process
+//! that parents every container); see docs/engine.md for the process model.
+//!
+//! The daemon starts a monitor when none answers on the monitor socket: the
+//! same executable, `cubby monitor`, in its own process group so a Ctrl-C
+//! meant for the daemon leaves the containers alone, with its output
+//! appended to `<root>/monitor.log`. The monitor outlives the daemon.
+
+use anyhow::{bail, Context, Result};
+use cubby_engine::api::{self, Daemon};
+use cubby_engine::client::MonitorClient;
+use cubby_engine::monitor::Monitor;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The API socket when no `--listen` is given.
+pub const DEFAULT_SOCKET: &str = "/run/cubby/cubby.sock";
+/// The group that may use the API socket besides root, if it exists.
+pub const SOCKET_GROUP: &str = "cubby";
+
+#[derive(clap::Args, Debug)]
+pub struct DaemonArgs {
+    /// Where to serve the API: unix:///PATH (repeatable).
+    #[arg(
+        long = "listen",
+        value_name = "ADDR",
+        default_value = "unix:///run/cubby/cubby.sock"
+    )]
+    pub listen: Vec<String>,
+    /// The monitor's socket (default: monitor.sock next to the API socket).
+    #[arg(long, value_name = "PATH")]
+    pub monitor_socket: Option<PathBuf>,
+    /// Containers go in cgroup /<NAME>/<id>.
+    #[arg(long, value_name = "NAME", default_value = "cubby")]
+    pub cgroup_parent: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MonitorArgs {
+    /// The socket to serve the daemon on.
+    #[arg(long, value_name = "PATH", default_value = "/run/cubby/monitor.sock")]
+    pub socket: PathBuf,
+}
+
+/// `unix:///run/x.sock` or a bare path → the path.
+fn unix_path(addr: &str) -> Result<PathBuf> {
+    let path = addr.strip_prefix("unix://").unwrap_or(addr);
+    if addr.contains("://") && !addr.starts_with("unix://") {
+        bail!("--listen {addr}: only unix:///PATH addresses are served");
+    }
+    if !path.starts_with('/') {
+        bail!("--listen {addr}: the socket path must be absolute (unix:///run/cubby/cubby.sock)");
+    }
+    Ok(PathBuf::from(path))
+}
+
+pub fn run_daemon(args: DaemonArgs, root: &Path, state_dir: &Path) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("cubby daemon needs root to create containers: run it with sudo");
+    }
+    let sockets = args
+        .listen
+        .iter()
+        .map(|a| unix_path(a))
+        .collect::<Result<Vec<_>>>()?;
+    let Some(first) = sockets.first() else {
+        bail!("give at least one --listen address");
+    };
+    let monitor_socket = args.monitor_socket.clone().unwrap_or_else(|| {
+        first
+            .parent()
+            .unwrap_or(Path::new("/run/cubby"))
+            .join("monitor.sock")
+    });
+    ensure_monitor(&monitor_socket, root, state_dir)?;
+    let images = cubby_image::store::Store::open(root)
+        .with_context(|| format!("open the image store at {}", root.display()))?;
+    let daemon = Arc::new(Daemon {
+        monitor_socket,
+        images,
+        root: root.to_path_buf(),
+        cgroup_parent: args.cgroup_parent,
+        unstarted: Default::default(),
+    });
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?
+        .block_on(serve(sockets, daemon))
+}
+
+async fn serve(sockets: Vec<PathBuf>, daemon: api::Shared) -> Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for path in &sockets {
+        let listener = bind(path)?;
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        servers.push(tokio::spawn(api::serve(listener, daemon.clone(), shutdown)));
+    }
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let mut result = Ok(());
+    for (server, path) in servers.into_iter().zip(&sockets) {
+        let served = server.await.context("API server task")?;
+        let _ = std::fs::remove_file(path);
+        if let Err(e) = served {
+            result = Err(e).with_context(|| format!("serve {}", path.display()));
+        }
+    }
+    result
+}
+
+/// Listens on `path` with mode 0660 and group [`SOCKET_GROUP`] if it exists.
+fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    // A socket left by a killed daemon; refuse to steal a live one.
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!(
+            "{} is served by another process (another cubby daemon?)",
+            path.display()
+        );
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("remove {}", path.display())),
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
+    let bound = tokio::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound.with_context(|| format!("listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    if let Ok(Some(group)) = nix::unistd::Group::from_name(SOCKET_GROUP) {
+        nix::unistd::chown(path, None, Some(group.gid))
+            .with_context(|| format!("give {} to group {SOCKET_GROUP}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+fn monitor_answers(socket: &Path) -> bool {
+    MonitorClient::connect_timeout(socket, Duration::from_secs(5))
+        .is_ok_and(|mut c| c.ping().is_ok())
+}
+
+/// Starts `cubby monitor` unless one answers on `socket`, and waits until
+/// it does.
+fn ensure_monitor(socket: &Path, root: &Path, state_dir: &Path) -> Result<()> {
+    if monitor_answers(socket) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
+    let log_path = root.join("monitor.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("open {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("find the cubby executable")?;
+    let mut child = Command::new(exe)
+        .arg("--root")
+        .arg(root)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("monitor")
+        .arg("--socket")
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("dup the monitor log")?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("start cubby monitor")?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !monitor_answers(socket) {
+        if let Some(status) = child.try_wait().context("wait for cubby monitor")? {
+            bail!(
+                "cubby monitor exited {status} before serving {}; see {}",
+                socket.display(),
+                log_path.display()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "cubby monitor did not answer on {} within 15 s; see {}",
+                socket.display(),
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Reap it if it ever exits while we run.
+    std::thread::spawn(move || child.wait());
+    Ok(())
+}
+
+pub fn run_monitor(args: MonitorArgs, root: &Path, state_dir: &Path) -> Result<()> {
+    // The runtime clones containers from this process: no threads, ever.
+    cubby_runtime::container::ensure_single_threaded()?;
+    let mut monitor = Monitor::new(root, state_dir)
+        .with_context(|| format!("start the monitor on {}", root.display()))?;
+    for e in monitor.recovery_errors() {
+        eprintln!("cubby monitor: recovery: {e}");
+    }
+    monitor
+        .serve(&args.socket)
+        .with_context(|| format!("serve {}", args.socket.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            unix_path("unix:///run/cubby/cubby.sock").unwrap(),
+            PathBuf::from("/run/cubby/cubby.sock")
+        );
+        assert_eq!(
+            unix_path("/tmp/x.sock").unwrap(),
+            PathBuf::from("/tmp/x.sock")
+        );
+        assert!(unix_path("tcp://127.0.0.1:2375").is_err());
+        assert!(unix_path("unix://rel.sock").is_err());
+    }
+}
