@@ -116,6 +116,7 @@ impl Harness {
             image: Some("busybox".into()),
             labels: BTreeMap::from([("test".to_string(), "protocol".to_string())]),
             log: LogOptions::default(),
+            config: Default::default(),
         }
     }
 

@@ -31,6 +31,7 @@ fn request(id: &str, rootfs: &Path, cg: &str, args: &[&str], log: LogOptions) ->
         image: Some("busybox".into()),
         labels: BTreeMap::new(),
         log,
+        config: Default::default(),
     })
 }
 

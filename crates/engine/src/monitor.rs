@@ -61,6 +61,10 @@ pub struct CreateRequest {
     pub labels: BTreeMap<String, String>,
     #[serde(default, with = "log_options")]
     pub log: LogOptions,
+    /// The daemon's own view of the container, kept in the record as given
+    /// (Docker's `{"Config":…,"HostConfig":…,"Mounts":[…]}`).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub config: serde_json::Value,
 }
 
 /// [`LogOptions`] on the wire: `{"max_size": 1000, "max_file": 2}`.
@@ -231,6 +235,7 @@ impl Monitor {
             restart_count: 0,
             labels: req.labels.clone(),
             error: None,
+            config: req.config.clone(),
         };
         self.records.put(&rec)?;
         let live = match self.spawn(&req, &rec.log_path) {

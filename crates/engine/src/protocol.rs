@@ -168,6 +168,7 @@ mod tests {
                 max_size: Some(1000),
                 max_file: 3,
             },
+            config: serde_json::json!({"Config": {"Tty": false}}),
         };
         let line = encode(&Request::Create(Box::new(req.clone())));
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);

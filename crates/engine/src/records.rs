@@ -64,6 +64,9 @@ pub struct ContainerRecord {
     /// Why the monitor could not run or follow the container (Docker's State.Error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The daemon's view (see `CreateRequest::config`), opaque to the monitor.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub config: serde_json::Value,
 }
 
 /// The records under one engine root.
@@ -194,6 +197,7 @@ mod tests {
             restart_count: 0,
             labels: BTreeMap::from([("a".to_string(), "b".to_string())]),
             error: None,
+            config: Default::default(),
         }
     }
 

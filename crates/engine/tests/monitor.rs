@@ -207,6 +207,7 @@ fn recovery_marks_dead_containers_exited() {
         restart_count: 0,
         labels: BTreeMap::new(),
         error: None,
+        config: Default::default(),
     };
     records.put(&base).unwrap();
     let done = ContainerRecord {

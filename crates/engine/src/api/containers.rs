@@ -289,6 +289,7 @@ mod tests {
             restart_count: 0,
             labels: Default::default(),
             error: None,
+            config: Default::default(),
         }
     }
 

@@ -27,26 +27,13 @@ use axum::Json;
 use cubby_image::reference::Reference;
 use cubby_image::snapshot::Snapshot;
 use cubby_image::store::ImageRecord;
-use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The parts of Docker's create body cubby honours; the rest is ignored.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct CreateBody {
-    pub image: String,
-    pub cmd: Option<Vec<String>>,
-    pub entrypoint: Option<Vec<String>>,
-    pub env: Option<Vec<String>>,
-    pub working_dir: Option<String>,
-    pub user: Option<String>,
-    pub hostname: Option<String>,
-    pub labels: Option<BTreeMap<String, String>>,
-    pub tty: bool,
-}
+/// Docker's create body (Config plus HostConfig); see [`prepare`] for the
+/// parts cubby honours.
+pub type CreateBody = bollard_stubs::models::ContainerCreateBody;
 
 /// Docker's container name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
 pub fn valid_name(name: &str) -> bool {
@@ -123,12 +110,12 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let body: CreateBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid create body: {e}")))?;
-    if body.image.is_empty() {
+    if body.image.as_deref().unwrap_or("").is_empty() {
         return Err(ApiError::bad_request(
             "config cannot be empty: Image is required",
         ));
     }
-    if body.tty {
+    if body.tty.unwrap_or(false) {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "containers with a TTY are not supported by cubby's API yet",
@@ -189,10 +176,11 @@ fn prepare(
     body: CreateBody,
     user: Option<(u32, u32)>,
 ) -> ApiResult<CreateRequest> {
-    let image = find_image(d, &body.image)?.ok_or_else(|| {
+    let image_name = body.image.clone().unwrap_or_default();
+    let image = find_image(d, &image_name)?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("No such image: {}", body.image),
+            format!("No such image: {image_name}"),
         )
     })?;
     let config: oci_spec::image::ImageConfiguration = d
@@ -204,7 +192,7 @@ fn prepare(
                 .map_err(|e| ApiError::internal(format!("image config of {}: {e}", image.name)))
         })?;
     let defaults = cubby_image::config::run_defaults(
-        &body.image,
+        &image_name,
         &config,
         body.entrypoint.as_deref().filter(|e| !e.is_empty()),
         body.cmd.as_deref().unwrap_or(&[]),
@@ -251,6 +239,7 @@ fn prepare(
     ])));
     let cwd = body
         .working_dir
+        .clone()
         .filter(|w| !w.is_empty())
         .or(defaults.workdir)
         .unwrap_or_else(|| "/".into());
@@ -270,6 +259,7 @@ fn prepare(
     spec.set_process(Some(process));
     let hostname = body
         .hostname
+        .clone()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| id[..12].to_string());
     spec.set_hostname(Some(hostname));
@@ -279,14 +269,28 @@ fn prepare(
         d.cgroup_parent.trim_matches('/')
     ))));
     spec.set_linux(Some(linux));
+    let mut body = body;
+    let host_config = body.host_config.take().unwrap_or_default();
+    let labels = body
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let config = json!({
+        "Config": body,
+        "HostConfig": host_config,
+        "Mounts": [],
+    });
     Ok(CreateRequest {
         id: id.into(),
         name: name.into(),
         spec,
         bundle: dir,
-        image: Some(body.image),
-        labels: body.labels.unwrap_or_default(),
+        image: Some(image_name),
+        labels,
         log: LogOptions::default(),
+        config,
     })
 }
 
@@ -383,7 +387,7 @@ mod tests {
         let b: CreateBody =
             serde_json::from_str(r#"{"Image":"busybox","Cmd":["sh"],"Env":null,"Junk":1}"#)
                 .unwrap();
-        assert_eq!(b.image, "busybox");
+        assert_eq!(b.image.as_deref(), Some("busybox"));
         assert_eq!(b.cmd, Some(vec!["sh".to_string()]));
     }
 }
