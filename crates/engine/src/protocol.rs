@@ -28,7 +28,9 @@ pub enum Request {
     Create(Box<CreateRequest>),
     /// Start a created or exited container; [`Response::Record`].
     /// [`ErrorKind::NotModified`] if it runs already.
-    Start { id: String },
+    Start {
+        id: String,
+    },
     /// Signal, wait `timeout` seconds (None: 10, negative: for ever), then
     /// SIGKILL; answered with [`Response::Ok`] once it exited.
     Stop {
@@ -45,10 +47,20 @@ pub enum Request {
         timeout: Option<i64>,
     },
     /// Signal a running container's init; answered with [`Response::Ok`].
-    Kill { id: String, signal: i32 },
-    Pause { id: String },
-    Unpause { id: String },
-    Rename { id: String, name: String },
+    Kill {
+        id: String,
+        signal: i32,
+    },
+    Pause {
+        id: String,
+    },
+    Unpause {
+        id: String,
+    },
+    Rename {
+        id: String,
+        name: String,
+    },
     /// Remove a container (a running one only with `force`, answered once
     /// it is dead and gone); [`Response::Ok`].
     Remove {
@@ -82,7 +94,9 @@ pub enum Request {
     /// `detach`) the connection is attached to it as for [`Request::Attach`].
     Exec(Box<ExecRequest>),
     /// [`Response::Exec`].
-    ExecInspect { exec_id: String },
+    ExecInspect {
+        exec_id: String,
+    },
     /// [`Response::Ok`], then one JSON [`Event`] per line: the kept ones
     /// from `since` (nanoseconds), then new ones until `until`.
     Events {
@@ -96,7 +110,9 @@ pub enum Request {
     /// Every record; [`Response::Records`].
     List,
     /// One record; [`Response::Record`].
-    Get { id: String },
+    Get {
+        id: String,
+    },
     /// [`Response::Ok`] if the monitor serves.
     Ping,
 }

@@ -20,17 +20,15 @@ pub fn resolve(rootfs: &Path, spec: &str) -> Result<(u32, u32)> {
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            Some((*f.first()?, f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+            Some((
+                *f.first()?,
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse().ok()?,
+            ))
         })
         .collect();
     let (uid, primary) = match user.parse::<u32>() {
-        Ok(uid) => (
-            uid,
-            entries
-                .iter()
-                .find(|e| e.1 == uid)
-                .map_or(0, |e| e.2),
-        ),
+        Ok(uid) => (uid, entries.iter().find(|e| e.1 == uid).map_or(0, |e| e.2)),
         Err(_) => entries
             .iter()
             .find(|e| e.0 == user)

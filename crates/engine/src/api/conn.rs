@@ -38,7 +38,10 @@ async fn exchange(socket: &Path, req: &Request) -> ApiResult<(MonitorStream, Res
         .await
         .map_err(|e| monitor_error("receive", e))?;
     if line.last() != Some(&b'\n') {
-        return Err(monitor_error("receive", "the monitor closed the connection"));
+        return Err(monitor_error(
+            "receive",
+            "the monitor closed the connection",
+        ));
     }
     let resp: Response =
         serde_json::from_slice(&line).map_err(|e| monitor_error("bad response", e))?;

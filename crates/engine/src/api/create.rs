@@ -130,12 +130,10 @@ pub async fn create(
     req.auto_remove = host.auto_remove.unwrap_or(false);
     let snapshot = Snapshot::at(req.bundle.clone());
     match d.monitor(move |c| c.create(req)).await {
-        Ok(_) => {
-            Ok((
-                StatusCode::CREATED,
-                Json(json!({ "Id": id, "Warnings": [] })),
-            ))
-        }
+        Ok(_) => Ok((
+            StatusCode::CREATED,
+            Json(json!({ "Id": id, "Warnings": [] })),
+        )),
         Err(mut e) => {
             let _ = blocking(move || {
                 let _ = snapshot.remove();
@@ -209,7 +207,11 @@ fn prepare(d: &Shared, id: &str, name: &str, body: CreateBody) -> ApiResult<Crea
     let base = process.env().clone().unwrap_or_default();
     let tty = body.tty.unwrap_or(false);
     // Docker sets TERM for a terminal; the image or the body may override it.
-    let term: Vec<String> = if tty { vec!["TERM=xterm".into()] } else { vec![] };
+    let term: Vec<String> = if tty {
+        vec!["TERM=xterm".into()]
+    } else {
+        vec![]
+    };
     process.set_env(Some(merge_env(&[
         &base,
         &term,

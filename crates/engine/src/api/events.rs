@@ -48,7 +48,11 @@ pub fn parse_filters(q: &Query) -> ApiResult<BTreeMap<String, Vec<String>>> {
     };
     for (k, v) in map {
         let values = match v {
-            Value::Object(m) => m.into_iter().filter(|(_, b)| b != &Value::Bool(false)).map(|(k, _)| k).collect(),
+            Value::Object(m) => m
+                .into_iter()
+                .filter(|(_, b)| b != &Value::Bool(false))
+                .map(|(k, _)| k)
+                .collect(),
             Value::Array(a) => a
                 .into_iter()
                 .filter_map(|x| x.as_str().map(str::to_string))
@@ -84,7 +88,8 @@ fn matches(e: &Event, filters: &BTreeMap<String, Vec<String>>) -> bool {
                     })
             }
             "image" => any(&|v| {
-                e.attributes.get("image").is_some_and(|i| i == v) || (e.kind == "image" && e.id == v)
+                e.attributes.get("image").is_some_and(|i| i == v)
+                    || (e.kind == "image" && e.id == v)
             }),
             "volume" => e.kind == "volume" && any(&|v| e.id == v),
             "label" => labels_match(values, &e.attributes),

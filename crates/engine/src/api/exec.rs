@@ -51,7 +51,10 @@ pub async fn create(
         Status::Paused => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                format!("Container {} is paused, unpause the container before exec", r.id),
+                format!(
+                    "Container {} is paused, unpause the container before exec",
+                    r.id
+                ),
             ))
         }
         _ => {
@@ -170,7 +173,11 @@ pub async fn start(
         stderr: c.attach_stderr.unwrap_or(true),
         tty,
     };
-    Ok(hijack(HttpRequest::from_parts(parts, axum::body::Body::empty()), monitor, streams))
+    Ok(hijack(
+        HttpRequest::from_parts(parts, axum::body::Body::empty()),
+        monitor,
+        streams,
+    ))
 }
 
 pub async fn inspect(

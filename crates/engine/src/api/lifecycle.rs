@@ -98,7 +98,10 @@ pub async fn rename(
     Path(id): Path<String>,
     Q(q): Q<Query>,
 ) -> ApiResult<StatusCode> {
-    let name = q.get("name").map(|n| n.trim_start_matches('/')).unwrap_or("");
+    let name = q
+        .get("name")
+        .map(|n| n.trim_start_matches('/'))
+        .unwrap_or("");
     if !super::create::valid_name(name) {
         return Err(ApiError::bad_request(format!(
             "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"

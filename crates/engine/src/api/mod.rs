@@ -55,7 +55,12 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn new(monitor_socket: PathBuf, images: Store, root: PathBuf, cgroup_parent: String) -> Daemon {
+    pub fn new(
+        monitor_socket: PathBuf,
+        images: Store,
+        root: PathBuf,
+        cgroup_parent: String,
+    ) -> Daemon {
         Daemon {
             monitor_socket,
             images,
@@ -87,13 +92,18 @@ impl Daemon {
 impl Daemon {
     /// One monitor request over an async connection, without a timeout
     /// (stop, restart and wait last as long as the container).
-    pub(crate) async fn call(&self, req: crate::protocol::Request) -> ApiResult<crate::protocol::Response> {
+    pub(crate) async fn call(
+        &self,
+        req: crate::protocol::Request,
+    ) -> ApiResult<crate::protocol::Response> {
         conn::call(&self.monitor_socket, &req).await
     }
 
     /// Adds an event to the monitor's log; a failure only loses the event.
     pub(crate) async fn publish(&self, e: crate::monitor::events::Event) {
-        let _ = self.call(crate::protocol::Request::Publish(Box::new(e))).await;
+        let _ = self
+            .call(crate::protocol::Request::Publish(Box::new(e)))
+            .await;
     }
 }
 

@@ -34,9 +34,7 @@ pub mod stdio;
 use crate::error::{Error, Result};
 use crate::logs::{LogOptions, LogWriter, Stream};
 use crate::protocol::{self, ExecRequest, ExecState, Request, Response, WaitCondition};
-use crate::records::{
-    ContainerRecord, Records, RestartPolicy, Status, EXIT_CODE_UNKNOWN,
-};
+use crate::records::{ContainerRecord, Records, RestartPolicy, Status, EXIT_CODE_UNKNOWN};
 use cubby_runtime::cgroups::{Cgroup, Hierarchy};
 use cubby_runtime::container::{self, CreateOptions, ExecOptions};
 use cubby_runtime::state::{self, StateRoot};
@@ -401,8 +399,7 @@ impl Monitor {
     /// Records a container in state Created; [`Monitor::start`] runs it.
     pub fn create(&mut self, req: CreateRequest) -> Result<ContainerRecord> {
         state::validate_id(&req.id)?;
-        if self.recs.contains_key(&req.id) || self.records.dir(&req.id).join(CREATE_FILE).exists()
-        {
+        if self.recs.contains_key(&req.id) || self.records.dir(&req.id).join(CREATE_FILE).exists() {
             return Err(Error::AlreadyExists(req.id.clone()));
         }
         if let Some(other) = self.recs.values().find(|r| r.name == req.name) {
@@ -451,7 +448,9 @@ impl Monitor {
     pub fn start(&mut self, id: &str) -> Result<()> {
         let rec = self.get(id)?;
         if rec.status.is_live() {
-            return Err(Error::NotModified(format!("container {id} is already running")));
+            return Err(Error::NotModified(format!(
+                "container {id} is already running"
+            )));
         }
         let req = self.load_request(id)?;
         self.restart_at.remove(id);
@@ -531,12 +530,8 @@ impl Monitor {
             let created = {
                 // The runtime's child inherits the caller's fds 0-2.
                 let stdin_fd = in_r.as_ref().map_or(devnull.as_fd(), |r| r.as_fd());
-                let _swap = StdioSwap::install(
-                    stdin_fd,
-                    out_w.as_fd(),
-                    err_w.as_fd(),
-                    devnull.as_fd(),
-                )?;
+                let _swap =
+                    StdioSwap::install(stdin_fd, out_w.as_fd(), err_w.as_fd(), devnull.as_fd())?;
                 let _sigchld = stdio::SigchldUnblocked::new()?;
                 self.runtime_create(req)?
             };
@@ -922,11 +917,27 @@ impl Monitor {
             self.emit(e);
         }
         // Answer who waited for this exit.
-        let waiters: Vec<Waiter> = self.waiters.iter().filter(|w| w.id() == id).cloned().collect();
-        self.waiters.retain(|w| w.id() != id || matches!(w, Waiter::Wait { condition: WaitCondition::Removed, .. } | Waiter::Remove { .. }));
+        let waiters: Vec<Waiter> = self
+            .waiters
+            .iter()
+            .filter(|w| w.id() == id)
+            .cloned()
+            .collect();
+        self.waiters.retain(|w| {
+            w.id() != id
+                || matches!(
+                    w,
+                    Waiter::Wait {
+                        condition: WaitCondition::Removed,
+                        ..
+                    } | Waiter::Remove { .. }
+                )
+        });
         for w in waiters {
             match w {
-                Waiter::Wait { token, condition, .. } if condition != WaitCondition::Removed => {
+                Waiter::Wait {
+                    token, condition, ..
+                } if condition != WaitCondition::Removed => {
                     self.respond(token, Response::Exit { code: exit_code });
                 }
                 Waiter::Stop { token, .. } => {
@@ -972,7 +983,8 @@ impl Monitor {
                 (None, _) => BACKOFF_START,
             };
             self.backoff.insert(id.to_string(), delay);
-            self.restart_at.insert(id.to_string(), Instant::now() + delay);
+            self.restart_at
+                .insert(id.to_string(), Instant::now() + delay);
         }
         Ok(())
     }
@@ -1005,7 +1017,9 @@ impl Monitor {
                 log_error(Err(e));
                 // Could not start: try again later, unless it is gone.
                 if let Ok(r) = self.get(&id) {
-                    if r.restart_policy.restarts(1, r.restart_count, r.manually_stopped) {
+                    if r.restart_policy
+                        .restarts(1, r.restart_count, r.manually_stopped)
+                    {
                         let d = self
                             .backoff
                             .get(&id)
@@ -1128,7 +1142,9 @@ impl Monitor {
         }
         self.rec_mut(id)?.name = name.into();
         self.save(id)?;
-        let e = self.container_event("rename", id).attr("oldName", format!("/{old}"));
+        let e = self
+            .container_event("rename", id)
+            .attr("oldName", format!("/{old}"));
         self.emit(e);
         Ok(())
     }
@@ -1162,8 +1178,9 @@ impl Monitor {
             return Err(Error::NotModified(format!("container {id} is not running")));
         }
         let signal = match signal {
-            Some(s) => Signal::try_from(s)
-                .map_err(|_| Error::Invalid(format!("no such signal: {s}")))?,
+            Some(s) => {
+                Signal::try_from(s).map_err(|_| Error::Invalid(format!("no such signal: {s}")))?
+            }
             None => Signal::SIGTERM,
         };
         let r = self.rec_mut(id)?;
@@ -1246,7 +1263,9 @@ impl Monitor {
             .waiters
             .iter()
             .filter_map(|w| match w {
-                Waiter::Wait { token, id: w_id, .. } if w_id == id => Some(*token),
+                Waiter::Wait {
+                    token, id: w_id, ..
+                } if w_id == id => Some(*token),
                 _ => None,
             })
             .collect();
@@ -1399,12 +1418,8 @@ impl Monitor {
             };
             let execed = {
                 let stdin_fd = in_r.as_ref().map_or(devnull.as_fd(), |r| r.as_fd());
-                let _swap = StdioSwap::install(
-                    stdin_fd,
-                    out_w.as_fd(),
-                    err_w.as_fd(),
-                    devnull.as_fd(),
-                )?;
+                let _swap =
+                    StdioSwap::install(stdin_fd, out_w.as_fd(), err_w.as_fd(), devnull.as_fd())?;
                 let _sigchld = stdio::SigchldUnblocked::new()?;
                 self.runtime_exec(&req.id, &process)?
             };
@@ -1545,28 +1560,24 @@ impl Monitor {
                     }
                     self.answer_requests(i);
                 }
-                Mode::Attach { target, stdin } if readable => {
-                    match c.read_raw(64 * 1024) {
-                        Some(data) if !data.is_empty() => {
-                            if stdin {
-                                if let Some(io) = self.stdio_mut(&target) {
-                                    if io.stdin.is_some()
-                                        && io.stdin_buf.len() < stdio::MAX_STDIN_BUF
-                                    {
-                                        io.stdin_buf.extend_from_slice(&data);
-                                        io.write_stdin();
-                                    }
+                Mode::Attach { target, stdin } if readable => match c.read_raw(64 * 1024) {
+                    Some(data) if !data.is_empty() => {
+                        if stdin {
+                            if let Some(io) = self.stdio_mut(&target) {
+                                if io.stdin.is_some() && io.stdin_buf.len() < stdio::MAX_STDIN_BUF {
+                                    io.stdin_buf.extend_from_slice(&data);
+                                    io.write_stdin();
                                 }
                             }
                         }
-                        Some(_) => {}
-                        None => {
-                            if stdin {
-                                self.stdin_closed(&target);
-                            }
+                    }
+                    Some(_) => {}
+                    None => {
+                        if stdin {
+                            self.stdin_closed(&target);
                         }
                     }
-                }
+                },
                 Mode::Events { .. } if readable => {
                     let _ = c.read_raw(4096);
                 }

@@ -38,9 +38,14 @@ pub enum Target {
 pub enum Mode {
     Requests,
     /// Output of `target` flows out; with `stdin`, input flows in.
-    Attach { target: Target, stdin: bool },
+    Attach {
+        target: Target,
+        stdin: bool,
+    },
     /// Events flow out until `until` (nanoseconds) if given.
-    Events { until: Option<i64> },
+    Events {
+        until: Option<i64>,
+    },
 }
 
 /// The listening socket and the clients of the monitor.
