@@ -462,16 +462,7 @@ impl Monitor {
             Ok(live) => live,
             Err(e) => {
                 let _ = container::delete(&self.state, id, true);
-                let r = self.rec_mut(id)?;
-                r.error = Some(e.to_string());
-                if r.status == Status::Restarting {
-                    r.status = Status::Exited;
-                }
-                r.exit_code = Some(match &e {
-                    Error::Runtime(re) => re.exec_code().max(1) as i32,
-                    _ => 1,
-                });
-                let _ = self.save(id);
+                self.start_failed(id, &e);
                 return Err(e);
             }
         };
@@ -495,6 +486,49 @@ impl Monitor {
         }
         self.emit(self.container_event("start", id));
         Ok(())
+    }
+
+    /// A start that failed ends like an exit (Docker's 126/127 for a
+    /// command that cannot run): attached clients and waiters are told,
+    /// and `--rm` removes the container.
+    fn start_failed(&mut self, id: &str, e: &Error) {
+        let code = match e {
+            Error::Runtime(re) if re.exec_code() != 0 => re.exec_code() as i32,
+            _ => 128,
+        };
+        let Ok(r) = self.rec_mut(id) else { return };
+        r.error = Some(e.to_string());
+        r.status = Status::Exited;
+        r.exit_code = Some(code);
+        r.finished_at = Some(state::rfc3339_now());
+        let auto_remove = r.auto_remove;
+        log_error(self.save(id));
+        let target = Target::Container(id.to_string());
+        if let Some(server) = &mut self.server {
+            server.broadcast(&target, FRAME_EXIT, &code.to_be_bytes());
+            server.end_streams(&target);
+        }
+        let tokens: Vec<u64> = self
+            .waiters
+            .iter()
+            .filter_map(|w| match w {
+                Waiter::Wait {
+                    token,
+                    id: w_id,
+                    condition,
+                } if w_id == id && *condition != WaitCondition::Removed => Some(*token),
+                _ => None,
+            })
+            .collect();
+        self.waiters.retain(|w| {
+            !matches!(w, Waiter::Wait { id: w_id, condition, .. } if w_id == id && *condition != WaitCondition::Removed)
+        });
+        for t in tokens {
+            self.respond(t, Response::Exit { code });
+        }
+        if auto_remove {
+            log_error(self.remove_now(id));
+        }
     }
 
     fn spawn(&mut self, req: &CreateRequest, log_path: &Path) -> Result<Live> {
