@@ -50,7 +50,14 @@ fn foreground_runs_stdin_and_exit_codes() {
     assert_eq!(code_of(&out), 7);
     assert_eq!(inspect(&d, "fg2")["State"]["ExitCode"], 7);
     // A command that does not exist: Docker's 127.
-    let out = d.docker(&["run", "--rm", "--name", "nocmd", "busybox", "no-such-command"]);
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--name",
+        "nocmd",
+        "busybox",
+        "no-such-command",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(code_of(&out), 127, "{err}");
     assert!(err.contains("no-such-command"), "{err}");

@@ -242,6 +242,9 @@ pub struct Monitor {
     server: Option<Server>,
     /// `since` of the events subscription being set up.
     pending_since: Option<i64>,
+    /// Input from attachers that came before the container started (docker
+    /// attaches, then starts), and whether their stdin already ended.
+    early_stdin: BTreeMap<String, (Vec<u8>, bool)>,
     recovery_errors: Vec<Error>,
     /// SIGTERM or SIGINT arrived while serving.
     stop: bool,
@@ -287,6 +290,7 @@ impl Monitor {
             events: EventLog::default(),
             server: None,
             pending_since: None,
+            early_stdin: BTreeMap::new(),
             recovery_errors: listing.errors,
             stop: false,
         };
@@ -468,6 +472,15 @@ impl Monitor {
         };
         let pid = live.pid;
         self.live.insert(id.to_string(), live);
+        if let Some((data, ended)) = self.early_stdin.remove(id) {
+            if let Some(io) = self.stdio_mut(&Target::Container(id.to_string())) {
+                io.stdin_buf = data;
+                io.write_stdin();
+                if ended {
+                    io.close_stdin();
+                }
+            }
+        }
         let r = self.rec_mut(id)?;
         if r.status == Status::Restarting {
             r.restart_count += 1;
@@ -1280,6 +1293,7 @@ impl Monitor {
 
     fn remove_now(&mut self, id: &str) -> Result<()> {
         self.restart_at.remove(id);
+        self.early_stdin.remove(id);
         self.backoff.remove(id);
         if self.state.dir(id).exists() {
             container::delete(&self.state, id, true)?;
@@ -1597,12 +1611,7 @@ impl Monitor {
                 Mode::Attach { target, stdin } if readable => match c.read_raw(64 * 1024) {
                     Some(data) if !data.is_empty() => {
                         if stdin {
-                            if let Some(io) = self.stdio_mut(&target) {
-                                if io.stdin.is_some() && io.stdin_buf.len() < stdio::MAX_STDIN_BUF {
-                                    io.stdin_buf.extend_from_slice(&data);
-                                    io.write_stdin();
-                                }
-                            }
+                            self.stdin_data(&target, &data);
                         }
                     }
                     Some(_) => {}
@@ -1620,6 +1629,30 @@ impl Monitor {
         }
     }
 
+    /// Input from an attacher: to the process, or kept until the
+    /// container starts.
+    fn stdin_data(&mut self, target: &Target, data: &[u8]) {
+        if let Some(io) = self.stdio_mut(target) {
+            if io.stdin.is_some() && io.stdin_buf.len() < stdio::MAX_STDIN_BUF {
+                io.stdin_buf.extend_from_slice(data);
+                io.write_stdin();
+            }
+            return;
+        }
+        if let Target::Container(id) = target {
+            if self
+                .recs
+                .get(id)
+                .is_some_and(|r| r.status == Status::Created)
+            {
+                let early = self.early_stdin.entry(id.clone()).or_default();
+                if early.0.len() < stdio::MAX_STDIN_BUF {
+                    early.0.extend_from_slice(data);
+                }
+            }
+        }
+    }
+
     /// An attacher with stdin left: execs see end of file; containers too
     /// if they asked for it (`StdinOnce`).
     fn stdin_closed(&mut self, target: &Target) {
@@ -1627,9 +1660,18 @@ impl Monitor {
             Target::Exec(_) => true,
             Target::Container(id) => self.recs.get(id).is_some_and(|r| r.stdin_once),
         };
-        if close {
-            if let Some(io) = self.stdio_mut(target) {
-                io.close_stdin();
+        if !close {
+            return;
+        }
+        if let Some(io) = self.stdio_mut(target) {
+            io.close_stdin();
+        } else if let Target::Container(id) = target {
+            if self
+                .recs
+                .get(id)
+                .is_some_and(|r| r.status == Status::Created)
+            {
+                self.early_stdin.entry(id.clone()).or_default().1 = true;
             }
         }
     }
