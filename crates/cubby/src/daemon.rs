@@ -58,7 +58,12 @@ fn unix_path(addr: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-pub fn run_daemon(args: DaemonArgs, root: &Path, state_dir: &Path) -> Result<()> {
+pub fn run_daemon(
+    args: DaemonArgs,
+    root: &Path,
+    state_dir: &Path,
+    insecure_registries: &[String],
+) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("cubby daemon needs root to create containers: run it with sudo");
     }
@@ -85,6 +90,7 @@ pub fn run_daemon(args: DaemonArgs, root: &Path, state_dir: &Path) -> Result<()>
         root: root.to_path_buf(),
         cgroup_parent: args.cgroup_parent,
         unstarted: Default::default(),
+        insecure_registries: insecure_registries.to_vec(),
     });
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -17,6 +17,7 @@
 mod containers;
 mod create;
 pub mod error;
+pub mod images;
 mod system;
 pub mod util;
 
@@ -48,6 +49,8 @@ pub struct Daemon {
     /// Containers made by `create` and not yet `start`ed (in memory: a
     /// restarted daemon treats them as started).
     pub unstarted: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Registries pulled from over plain HTTP besides loopback ones.
+    pub insecure_registries: Vec<String>,
 }
 
 pub type Shared = Arc<Daemon>;
@@ -85,7 +88,13 @@ pub fn router(daemon: Shared) -> Router {
         .route("/_ping", get(system::ping).head(system::ping))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
-        .route("/images/json", get(system::images))
+        .route("/images/json", get(images::list))
+        .route("/images/create", post(images::create))
+        .route("/images/prune", post(images::prune))
+        .route(
+            "/images/{*name}",
+            get(images::get).post(images::post).delete(images::delete),
+        )
         .route("/containers/json", get(containers::list))
         .route("/containers/{id}/json", get(containers::inspect))
         .route("/containers/{id}/logs", get(containers::logs))
