@@ -242,7 +242,8 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Vec
                         )))
                     }
                 };
-                if tags.is_empty() != want {
+                // Docker's dangling: neither a tag nor a digest reference.
+                if (tags.is_empty() && img.digests().is_empty()) != want {
                     continue;
                 }
             }
@@ -369,26 +370,41 @@ async fn history(d: Shared, name: String) -> ApiResult<Json<Vec<HistoryResponseI
         let (img, _) = resolve(&d, &name)?.ok_or_else(|| no_such_image(&name))?;
         let config = read_config(&d, &img.id)?;
         let entries = config["history"].as_array().cloned().unwrap_or_default();
-        let n = entries.len();
-        // Newest first; the image's id and tags on the top entry, as Docker.
-        let out = entries
+        let chains = img
+            .records
+            .first()
+            .map(|r| r.layers.clone())
+            .unwrap_or_default();
+        // Entries that made a layer take the layers' unpacked sizes in order.
+        let mut layer = 0;
+        let mut out: Vec<HistoryResponseItem> = entries
             .iter()
-            .rev()
-            .enumerate()
-            .map(|(i, h)| HistoryResponseItem {
-                id: if i == 0 {
-                    img.id.to_string()
+            .map(|h| {
+                let size = if h["empty_layer"].as_bool() == Some(true) {
+                    0
                 } else {
-                    "<missing>".into()
-                },
-                created: h["created"].as_str().map(unix_secs).unwrap_or(0),
-                created_by: h["created_by"].as_str().unwrap_or("").into(),
-                tags: if i == 0 { img.tags() } else { Vec::new() },
-                size: 0,
-                comment: h["comment"].as_str().unwrap_or("").into(),
+                    layer += 1;
+                    chains
+                        .get(layer - 1)
+                        .and_then(|c| d.images.layer_size(c).ok())
+                        .unwrap_or(0)
+                };
+                HistoryResponseItem {
+                    id: "<missing>".into(),
+                    created: h["created"].as_str().map(unix_secs).unwrap_or(0),
+                    created_by: h["created_by"].as_str().unwrap_or("").into(),
+                    tags: Vec::new(),
+                    size: size as i64,
+                    comment: h["comment"].as_str().unwrap_or("").into(),
+                }
             })
-            .take(n)
             .collect();
+        // Newest first; the image's id and tags on the top entry, as Docker.
+        out.reverse();
+        if let Some(top) = out.first_mut() {
+            top.id = img.id.to_string();
+            top.tags = img.tags();
+        }
         Ok(Json(out))
     })
     .await
@@ -561,7 +577,8 @@ pub async fn prune(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Va
     blocking(move || {
         let mut deleted = Vec::new();
         for img in group(d.images.images().map_err(store_err)?) {
-            if (!all && !img.tags().is_empty()) || !users_of(&d, &img.id).is_empty() {
+            let dangling = img.tags().is_empty() && img.digests().is_empty();
+            if (!all && !dangling) || !users_of(&d, &img.id).is_empty() {
                 continue;
             }
             for rec in &img.records {
