@@ -337,3 +337,60 @@ fn pull_stream_is_json_lines_and_honours_x_registry_auth() {
         "{status}: {body}"
     );
 }
+
+/// A layer the registry lost after the manifest was resolved: the error
+/// comes in the stream (`errorDetail`), the docker CLI prints it and fails,
+/// and nothing is recorded.
+#[test]
+fn an_error_mid_pull_is_an_error_line() {
+    let reg = Registry::start(None);
+    reg.push_test_images("busybox", None);
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--fail"])
+            .args(args)
+            .output()
+            .expect("curl is needed to delete a blob from the test registry");
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let manifest: Value = serde_json::from_str(&curl(&[
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &format!("http://{}/v2/test/busybox/manifests/latest", reg.addr),
+    ]))
+    .unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    curl(&[
+        "-X",
+        "DELETE",
+        &format!("http://{}/v2/test/busybox/blobs/{layer}", reg.addr),
+    ]);
+
+    let h = Harness::start("images-broken");
+    let img = reg.image("test/busybox:latest");
+    let (status, body) = request(&h, "POST", &format!("/images/create?fromImage={img}"), &[]);
+    assert!(status.contains(" 200 "), "{status}: {body}");
+    let lines = json_lines(&body);
+    assert_eq!(lines[0]["status"], "Pulling from test/busybox", "{body}");
+    let last = lines.last().unwrap();
+    let msg = last["errorDetail"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&layer[7..19]) || msg.contains(&layer),
+        "{body}"
+    );
+    assert_eq!(last["error"].as_str(), Some(msg));
+
+    let out = h.docker(&["pull", &img]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not found"), "{err}");
+    assert!(h.ok(&["images", "-q"]).trim().is_empty());
+}
