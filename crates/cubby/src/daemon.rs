@@ -84,14 +84,14 @@ pub fn run_daemon(
     ensure_monitor(&monitor_socket, root, state_dir)?;
     let images = cubby_image::store::Store::open(root)
         .with_context(|| format!("open the image store at {}", root.display()))?;
-    let daemon = Arc::new(Daemon {
+    let mut daemon = Daemon::new(
         monitor_socket,
         images,
-        root: root.to_path_buf(),
-        cgroup_parent: args.cgroup_parent,
-        unstarted: Default::default(),
-        insecure_registries: insecure_registries.to_vec(),
-    });
+        root.to_path_buf(),
+        args.cgroup_parent,
+    );
+    daemon.insecure_registries = insecure_registries.to_vec();
+    let daemon = Arc::new(daemon);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
