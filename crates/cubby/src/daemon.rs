@@ -58,7 +58,12 @@ fn unix_path(addr: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-pub fn run_daemon(args: DaemonArgs, root: &Path, state_dir: &Path) -> Result<()> {
+pub fn run_daemon(
+    args: DaemonArgs,
+    root: &Path,
+    state_dir: &Path,
+    insecure_registries: &[String],
+) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("cubby daemon needs root to create containers: run it with sudo");
     }
@@ -79,12 +84,14 @@ pub fn run_daemon(args: DaemonArgs, root: &Path, state_dir: &Path) -> Result<()>
     ensure_monitor(&monitor_socket, root, state_dir)?;
     let images = cubby_image::store::Store::open(root)
         .with_context(|| format!("open the image store at {}", root.display()))?;
-    let daemon = Arc::new(Daemon::new(
+    let mut daemon = Daemon::new(
         monitor_socket,
         images,
         root.to_path_buf(),
         args.cgroup_parent,
-    ));
+    );
+    daemon.insecure_registries = insecure_registries.to_vec();
+    let daemon = Arc::new(daemon);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

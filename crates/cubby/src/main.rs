@@ -259,7 +259,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Daemon(args) => {
-            cubby::daemon::run_daemon(args, &cli.root, &cli.state_dir)?;
+            cubby::daemon::run_daemon(args, &cli.root, &cli.state_dir, &cli.insecure_registry)?;
             Ok(0)
         }
         Cmd::Monitor(args) => {

@@ -6,7 +6,8 @@
 //! - [`digest`]: sha256 digests, verified while streaming.
 //! - [`store`]: the content-addressed store (blobs, unpacked layers, image records).
 //! - [`unpack`]: layer tar to directory, whiteouts to overlayfs form, hostile archives rejected.
-//! - [`pull`], [`push`]: moving images between a registry and the store.
+//! - [`pull`], [`push`]: moving images between a registry and the store;
+//!   [`progress`]: pull progress events (terminal bars, Docker JSON).
 //! - [`archive`]: `import` of rootfs tarballs, `save`/`load` (docker-save and OCI layout).
 //! - [`snapshot`]: a container's overlay rootfs over the shared layers.
 //! - [`config`]: image config (Entrypoint, Cmd, Env, WorkingDir, User) applied to an OCI spec.
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod reference;

@@ -5,14 +5,15 @@
 
 use crate::digest::Digest;
 use crate::error::{ImageError, Result};
+use crate::progress::{Bars, Event, LayerStatus, Progress, Silent, THROTTLE};
 use crate::reference::Reference;
 use crate::registry::Client;
 use crate::store::{ImageRecord, Store};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::Mutex;
+use std::time::Instant;
 
 /// Layers fetched at once: enough to fill a link, few enough for 2 cores.
 const PARALLEL_LAYERS: usize = 3;
@@ -96,12 +97,29 @@ fn is_index(media_type: &str, bytes: &[u8]) -> bool {
     }
 }
 
-/// Pulls `r` into `store` and records it under its canonical name.
+/// Pulls `r` into `store` and records it under its canonical name, with
+/// indicatif bars on stderr when `opts.progress`.
 pub fn pull(
     client: &Client,
     store: &Store,
     r: &Reference,
     opts: &PullOptions,
+) -> Result<ImageRecord> {
+    if opts.progress {
+        pull_with(client, store, r, opts, &Bars::stderr())
+    } else {
+        pull_with(client, store, r, opts, &Silent)
+    }
+}
+
+/// [`pull`] reporting to `progress` (`opts.progress` is ignored). Errors
+/// before [`Event::Resolved`] mean nothing was fetched but manifests.
+pub fn pull_with(
+    client: &Client,
+    store: &Store,
+    r: &Reference,
+    opts: &PullOptions,
+    progress: &dyn Progress,
 ) -> Result<ImageRecord> {
     let name = r.to_string();
     // Keeps `image prune` from collecting what we store before it is recorded.
@@ -140,6 +158,10 @@ pub fn pull(
         top
     };
     let parsed: ImageManifest = parse_json(&name, "manifest", &manifest.bytes)?;
+    progress.event(Event::Resolved {
+        digest: &blobs[0],
+        layers: parsed.layers().len(),
+    });
 
     let config_digest: Digest = parsed.config().digest().to_string().parse()?;
     if !store.has_blob(&config_digest) {
@@ -176,11 +198,6 @@ pub fn pull(
         chains.push(chain);
     }
 
-    let bars = MultiProgress::with_draw_target(if opts.progress {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    });
     let mut work = VecDeque::new();
     let mut size = 0;
     for (i, layer) in parsed.layers().iter().enumerate() {
@@ -188,21 +205,24 @@ pub fn pull(
         size += layer.size();
         blobs.push(blob.clone());
         if store.has_layer(&chains[i]) && store.has_blob(&blob) {
+            progress.event(Event::Layer {
+                digest: &blob,
+                status: LayerStatus::AlreadyExists,
+            });
             continue;
         }
-        let bar = bars.add(ProgressBar::new(layer.size()));
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} {bar:30} {bytes}/{total_bytes} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_prefix(blob.short().to_string());
+        progress.event(Event::Layer {
+            digest: &blob,
+            status: LayerStatus::PullingFsLayer {
+                total: layer.size(),
+            },
+        });
         work.push_back(LayerJob {
             blob,
             size: layer.size(),
             media_type: layer.media_type().to_string(),
             diff_id: diff_ids[i].clone(),
             chain: chains[i].clone(),
-            bar,
         });
     }
     let queue = Mutex::new(work);
@@ -218,10 +238,29 @@ pub fn pull(
                 if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
                     break;
                 }
-                let result = fetch_layer(client, store, r, &job);
+                let result = fetch_layer(client, store, r, &job, progress);
+                let layer = |status| Event::Layer {
+                    digest: &job.blob,
+                    status,
+                };
                 match &result {
-                    Ok(()) => job.bar.finish_with_message("done"),
-                    Err(_) => job.bar.abandon_with_message("failed"),
+                    Ok(()) => {
+                        // One pass: the blob was verified and unpacked as it
+                        // streamed; report Docker's steps in Docker's order.
+                        let total = job.size;
+                        for status in [
+                            LayerStatus::VerifyingChecksum,
+                            LayerStatus::DownloadComplete,
+                            LayerStatus::Extracting {
+                                current: total,
+                                total,
+                            },
+                            LayerStatus::PullComplete,
+                        ] {
+                            progress.event(layer(status));
+                        }
+                    }
+                    Err(_) => progress.event(layer(LayerStatus::Failed)),
                 }
                 if let Err(e) = result {
                     if let Ok(mut slot) = first_error.lock() {
@@ -254,14 +293,57 @@ struct LayerJob {
     media_type: String,
     diff_id: Digest,
     chain: Digest,
-    bar: ProgressBar,
+}
+
+/// Counts the bytes read and reports them as `Downloading`, at most once
+/// per [`THROTTLE`] (and always when the announced size is reached).
+struct Counting<'a, R> {
+    inner: R,
+    job: &'a LayerJob,
+    progress: &'a dyn Progress,
+    current: u64,
+    last: Option<Instant>,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.current += n as u64;
+        let done = self.current >= self.job.size;
+        if done || self.last.is_none_or(|t| t.elapsed() >= THROTTLE) {
+            self.last = Some(Instant::now());
+            self.progress.event(Event::Layer {
+                digest: &self.job.blob,
+                status: LayerStatus::Downloading {
+                    current: self.current,
+                    total: self.job.size,
+                },
+            });
+        }
+        Ok(n)
+    }
 }
 
 /// One pass over the network stream: a tee feeds the blob store (in a
 /// second thread, through a pipe) while this thread decompresses and unpacks.
-fn fetch_layer(client: &Client, store: &Store, r: &Reference, job: &LayerJob) -> Result<()> {
+fn fetch_layer(
+    client: &Client,
+    store: &Store,
+    r: &Reference,
+    job: &LayerJob,
+    progress: &dyn Progress,
+) -> Result<()> {
     let (net, size) = client.get_blob(r, &job.blob)?;
-    let progress = job.bar.wrap_read(net);
+    let progress = Counting {
+        inner: net,
+        job,
+        progress,
+        current: 0,
+        last: None,
+    };
     if store.has_layer(&job.chain) {
         // Only the blob is missing (e.g. deleted by hand): store it.
         store.ingest(&job.blob, size.or(Some(job.size)), progress)?;

@@ -101,6 +101,9 @@ pub struct Client {
     opts: ClientOptions,
     /// (registry, scope) -> `Authorization` header value.
     authz: Mutex<HashMap<(String, String), String>>,
+    /// Credentials given with a request (the API's `X-Registry-Auth`),
+    /// used for their registry instead of the auth file's.
+    given: Option<(String, Credentials)>,
 }
 
 impl std::fmt::Debug for Client {
@@ -126,7 +129,14 @@ impl Client {
             agent,
             opts,
             authz: Mutex::new(HashMap::new()),
+            given: None,
         }
+    }
+
+    /// Uses `creds` for `registry` rather than the auth file's.
+    pub fn with_credentials(mut self, registry: &str, creds: Credentials) -> Client {
+        self.given = Some((crate::auth::normalize_key(registry), creds));
+        self
     }
 
     pub fn options(&self) -> &ClientOptions {
@@ -504,6 +514,11 @@ impl Client {
     /// Credentials for `registry`, and the helper error to report should
     /// anonymous access be refused.
     fn credentials(&self, registry: &str) -> Result<(Option<Credentials>, Option<ImageError>)> {
+        if let Some((r, c)) = &self.given {
+            if *r == crate::auth::normalize_key(registry) {
+                return Ok((Some(c.clone()), None));
+            }
+        }
         match self.opts.auth.get(registry) {
             Ok(c) => Ok((c, None)),
             Err(e @ ImageError::Unsupported { .. }) => Ok((None, Some(e))),

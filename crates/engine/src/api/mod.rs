@@ -21,6 +21,7 @@ pub mod error;
 mod events;
 mod exec;
 mod hijack;
+pub mod images;
 mod lifecycle;
 mod system;
 pub mod util;
@@ -52,6 +53,9 @@ pub struct Daemon {
     pub cgroup_parent: String,
     /// Execs created and not yet started, and started ones (for inspect).
     pub execs: std::sync::Mutex<std::collections::HashMap<String, exec::ExecEntry>>,
+    /// Registries pulled from over plain HTTP besides loopback ones
+    /// (`--insecure-registry`; none after [`Daemon::new`]).
+    pub insecure_registries: Vec<String>,
 }
 
 impl Daemon {
@@ -67,6 +71,7 @@ impl Daemon {
             root,
             cgroup_parent,
             execs: Default::default(),
+            insecure_registries: Vec::new(),
         }
     }
 }
@@ -133,7 +138,13 @@ pub fn router(daemon: Shared) -> Router {
         .route("/_ping", get(system::ping).head(system::ping))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
-        .route("/images/json", get(system::images))
+        .route("/images/json", get(images::list))
+        .route("/images/create", post(images::create))
+        .route("/images/prune", post(images::prune))
+        .route(
+            "/images/{*name}",
+            get(images::get).post(images::post).delete(images::delete),
+        )
         .route("/containers/json", get(containers::list))
         .route("/containers/{id}/json", get(containers::inspect))
         .route("/containers/{id}/logs", get(containers::logs))

@@ -1,7 +1,6 @@
-//! `_ping`, `version`, `info` and `images/json`.
+//! `_ping`, `version` and `info`.
 
 use super::error::ApiError;
-use super::util::{short_name, unix_secs};
 use super::{blocking, ApiResult, Shared, API_VERSION, MIN_API_VERSION};
 use crate::records::Status;
 use axum::extract::State;
@@ -132,42 +131,4 @@ pub async fn info(State(d): State<Shared>) -> ApiResult<Json<Value>> {
         doc.extend(more);
     }
     Ok(Json(doc))
-}
-
-pub async fn images(State(d): State<Shared>) -> ApiResult<Json<Value>> {
-    let images = blocking(move || {
-        d.images
-            .images()
-            .map_err(|e| ApiError::internal(e.to_string()))
-    })
-    .await?;
-    let out: Vec<Value> = images
-        .iter()
-        .map(|img| {
-            let (tags, digests) = if img.name.contains('@') {
-                (vec![], vec![short_name(&img.name).to_string()])
-            } else {
-                let repo = short_name(&img.name)
-                    .rsplit_once(':')
-                    .map_or(short_name(&img.name), |(r, _)| r);
-                (
-                    vec![short_name(&img.name).to_string()],
-                    vec![format!("{repo}@{}", img.manifest_digest)],
-                )
-            };
-            json!({
-                "Id": img.config_digest.to_string(),
-                "ParentId": "",
-                "RepoTags": tags,
-                "RepoDigests": digests,
-                "Created": unix_secs(&img.created),
-                "Size": img.size,
-                "SharedSize": -1,
-                "VirtualSize": img.size,
-                "Labels": {},
-                "Containers": -1,
-            })
-        })
-        .collect();
-    Ok(Json(Value::Array(out)))
 }

@@ -1,0 +1,971 @@
+//! Images: list, inspect, history, tag, remove, prune, and pull
+//! (`POST /images/create`) with Docker's JSON progress stream.
+//!
+//! Image names contain slashes (`127.0.0.1:5000/test/busybox:latest`), so
+//! `/images/{name}/json|history|tag` and `DELETE /images/{name}` are served
+//! from one catch-all route ([`get`], [`post`], [`delete`]) that splits the
+//! action off the end, as Docker's `{name:.*}` routes do.
+//!
+//! Records sharing a config digest are one image (one Id, several
+//! RepoTags). An image is "used" when a container's snapshot says so
+//! (`<root>/containers/<id>/image`, written at create), the check `cubby
+//! rmi` makes too.
+
+use super::error::ApiError;
+use super::util::{flag, unix_secs, Query};
+use super::{blocking, ApiResult, Shared};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query as Q, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use bollard_stubs::models::{
+    CreateImageInfo, ErrorDetail, HistoryResponseItem, ImageConfig, ImageDeleteResponseItem,
+    ImageInspect, ImageInspectRootFs, ImageSummary, ProgressDetail,
+};
+use cubby_image::archive::is_dangling;
+use cubby_image::auth::{AuthFile, Credentials};
+use cubby_image::digest::Digest;
+use cubby_image::progress::{progress_bar, Event, LayerStatus, Progress};
+use cubby_image::pull::{Platform, PullOptions};
+use cubby_image::reference::Reference;
+use cubby_image::registry::{Client, ClientOptions};
+use cubby_image::store::ImageRecord;
+use cubby_image::ImageError;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::mpsc::UnboundedSender;
+
+fn store_err(e: ImageError) -> ApiError {
+    let status = match &e {
+        ImageError::NotFound { .. } => StatusCode::NOT_FOUND,
+        ImageError::InvalidReference { .. } | ImageError::Invalid { .. } => StatusCode::BAD_REQUEST,
+        ImageError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+        ImageError::InUse { .. } => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+fn no_such_image(name: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("No such image: {name}"))
+}
+
+/// All records of one image (same config digest), sorted by name.
+struct Image {
+    id: Digest,
+    records: Vec<ImageRecord>,
+}
+
+impl Image {
+    fn tags(&self) -> Vec<String> {
+        self.records
+            .iter()
+            .filter(|r| !is_dangling(&r.name))
+            .filter_map(|r| Reference::parse(&r.name).ok())
+            .filter(|r| r.digest.is_none())
+            .map(|r| r.familiar())
+            .collect()
+    }
+
+    fn digests(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .records
+            .iter()
+            .filter(|r| !is_dangling(&r.name))
+            .filter_map(|rec| {
+                let r = Reference::parse(&rec.name).ok()?;
+                let digest = r.digest.clone().unwrap_or(rec.manifest_digest.to_string());
+                Some(format!("{}@{digest}", r.familiar_name()))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    fn size(&self) -> u64 {
+        self.records.iter().map(|r| r.size).max().unwrap_or(0)
+    }
+}
+
+fn group(records: Vec<ImageRecord>) -> Vec<Image> {
+    let mut by_id: BTreeMap<Digest, Vec<ImageRecord>> = BTreeMap::new();
+    for r in records {
+        by_id.entry(r.config_digest.clone()).or_default().push(r);
+    }
+    by_id
+        .into_iter()
+        .map(|(id, records)| Image { id, records })
+        .collect()
+}
+
+/// The image `name` names (a reference, `sha256:<id>`, or an id prefix of
+/// at least 4 digits), and the record the reference named, if it did.
+fn resolve(d: &Shared, name: &str) -> ApiResult<Option<(Image, Option<ImageRecord>)>> {
+    let records = d.images.images().map_err(store_err)?;
+    let by_ref = Reference::parse(name).ok().and_then(|r| {
+        records
+            .iter()
+            .find(|rec| rec.name == r.to_string())
+            .cloned()
+    });
+    let id = match &by_ref {
+        Some(rec) => Some(rec.config_digest.clone()),
+        None => {
+            let hex = name.strip_prefix("sha256:").unwrap_or(name);
+            let ok = hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+            let mut ids: Vec<&Digest> = records
+                .iter()
+                .map(|r| &r.config_digest)
+                .filter(|d| ok && d.hex().starts_with(hex))
+                .collect();
+            ids.dedup();
+            match ids.as_slice() {
+                [] => None,
+                [one] => Some((*one).clone()),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "{name} is ambiguous: it is the start of several image ids"
+                    )))
+                }
+            }
+        }
+    };
+    let Some(id) = id else { return Ok(None) };
+    let mut mine: Vec<ImageRecord> = records
+        .into_iter()
+        .filter(|r| r.config_digest == id)
+        .collect();
+    mine.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Some((Image { id, records: mine }, by_ref)))
+}
+
+fn read_config(d: &Shared, id: &Digest) -> ApiResult<Value> {
+    let bytes = d.images.read_blob(id).map_err(store_err)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::internal(format!("image config {id} is not valid JSON: {e}")))
+}
+
+fn labels(config: &Value) -> HashMap<String, String> {
+    config["config"]["Labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+// ------------------------------------------------------------------ list
+
+/// `filters` as Docker sends it: `{"name": {"value": true}}` (or the old
+/// `{"name": ["value"]}`).
+pub fn parse_filters(q: &Query) -> ApiResult<HashMap<String, Vec<String>>> {
+    let Some(raw) = q.get("filters").filter(|f| !f.is_empty()) else {
+        return Ok(HashMap::new());
+    };
+    let v: Value = serde_json::from_str(raw)
+        .map_err(|e| ApiError::bad_request(format!("invalid filters {raw:?}: {e}")))?;
+    let mut out = HashMap::new();
+    for (k, vals) in v.as_object().into_iter().flatten() {
+        let list: Vec<String> = match vals {
+            Value::Object(m) => m
+                .iter()
+                .filter(|(_, on)| on.as_bool() != Some(false))
+                .map(|(v, _)| v.clone())
+                .collect(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => return Err(ApiError::bad_request(format!("invalid filter {k:?}"))),
+        };
+        out.insert(k.clone(), list);
+    }
+    Ok(out)
+}
+
+/// Go's `path.Match` for image names: `*` and `?` stop at `/`.
+pub fn glob(pattern: &str, s: &str) -> bool {
+    fn go(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) => (0..=s.len())
+                .take_while(|&i| i == 0 || s[i - 1] != b'/')
+                .any(|i| go(rest, &s[i..])),
+            Some((b'?', rest)) => {
+                matches!(s.split_first(), Some((c, t)) if *c != b'/' && go(rest, t))
+            }
+            Some((c, rest)) => matches!(s.split_first(), Some((d, t)) if d == c && go(rest, t)),
+        }
+    }
+    go(pattern.as_bytes(), s.as_bytes())
+}
+
+/// Docker's `reference` filter: the pattern against `name:tag`, or against
+/// `name` when the pattern has no tag.
+fn reference_matches(pattern: &str, tag: &str) -> bool {
+    if glob(pattern, tag) {
+        return true;
+    }
+    let pattern_has_tag = pattern.rsplit('/').next().is_some_and(|l| l.contains(':'));
+    let name = tag
+        .rsplit_once(':')
+        .map_or(tag, |(n, t)| if t.contains('/') { tag } else { n });
+    !pattern_has_tag && glob(pattern, name)
+}
+
+pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Vec<ImageSummary>>> {
+    let filters = parse_filters(&q)?;
+    for k in filters.keys() {
+        if !matches!(k.as_str(), "reference" | "dangling" | "label") {
+            return Err(ApiError::bad_request(format!("invalid filter '{k}'")));
+        }
+    }
+    blocking(move || {
+        let images = group(d.images.images().map_err(store_err)?);
+        let mut out = Vec::new();
+        for img in images {
+            let tags = img.tags();
+            if let Some(want) = filters.get("dangling").and_then(|v| v.first()) {
+                let want = match want.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "invalid filter 'dangling={other}'"
+                        )))
+                    }
+                };
+                // Docker's dangling: neither a tag nor a digest reference.
+                if (tags.is_empty() && img.digests().is_empty()) != want {
+                    continue;
+                }
+            }
+            if let Some(pats) = filters.get("reference") {
+                if !tags
+                    .iter()
+                    .any(|t| pats.iter().any(|p| reference_matches(p, t)))
+                {
+                    continue;
+                }
+            }
+            // A broken config must not hide the whole list.
+            let config = read_config(&d, &img.id).unwrap_or(Value::Null);
+            let labels = labels(&config);
+            if let Some(want) = filters.get("label") {
+                let ok = want.iter().all(|l| match l.split_once('=') {
+                    Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
+                    None => labels.contains_key(l),
+                });
+                if !ok {
+                    continue;
+                }
+            }
+            let created = config["created"]
+                .as_str()
+                .map(unix_secs)
+                .unwrap_or_else(|| img.records.first().map_or(0, |r| unix_secs(&r.created)));
+            out.push(ImageSummary {
+                id: img.id.to_string(),
+                parent_id: String::new(),
+                repo_tags: tags,
+                repo_digests: img.digests(),
+                created,
+                size: img.size() as i64,
+                shared_size: -1,
+                virtual_size: Some(img.size() as i64),
+                labels,
+                containers: -1,
+                manifests: None,
+                descriptor: None,
+            });
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+        Ok(Json(out))
+    })
+    .await
+}
+
+// ----------------------------------------------------- {name}/action routes
+
+/// `name/json` → (`name`, `json`).
+fn split_action(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or((path, ""))
+}
+
+pub async fn get(State(d): State<Shared>, Path(path): Path<String>) -> ApiResult<Response> {
+    match split_action(&path) {
+        (name, "json") => inspect(d, name.to_string())
+            .await
+            .map(IntoResponse::into_response),
+        (name, "history") => history(d, name.to_string())
+            .await
+            .map(IntoResponse::into_response),
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "page not found")),
+    }
+}
+
+pub async fn post(
+    State(d): State<Shared>,
+    Path(path): Path<String>,
+    Q(q): Q<Query>,
+) -> ApiResult<Response> {
+    match split_action(&path) {
+        (name, "tag") => tag(d, name.to_string(), q)
+            .await
+            .map(IntoResponse::into_response),
+        (_, "push") => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "push through the API is not supported by cubby yet: use `cubby push`",
+        )),
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "page not found")),
+    }
+}
+
+async fn inspect(d: Shared, name: String) -> ApiResult<Json<ImageInspect>> {
+    blocking(move || {
+        let (img, _) = resolve(&d, &name)?.ok_or_else(|| no_such_image(&name))?;
+        let config = read_config(&d, &img.id)?;
+        let str_of = |k: &str| config[k].as_str().map(str::to_string);
+        let image_config: Option<ImageConfig> =
+            serde_json::from_value(config["config"].clone()).ok();
+        let diff_ids = config["rootfs"]["diff_ids"].as_array().map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        });
+        Ok(Json(ImageInspect {
+            id: Some(img.id.to_string()),
+            repo_tags: Some(img.tags()),
+            repo_digests: Some(img.digests()),
+            parent: Some(String::new()),
+            comment: Some(str_of("comment").unwrap_or_default()),
+            created: str_of("created"),
+            docker_version: Some(str_of("docker_version").unwrap_or_default()),
+            author: Some(str_of("author").unwrap_or_default()),
+            config: image_config,
+            architecture: str_of("architecture"),
+            variant: str_of("variant"),
+            os: str_of("os"),
+            size: Some(img.size() as i64),
+            virtual_size: Some(img.size() as i64),
+            root_fs: Some(ImageInspectRootFs {
+                typ: "layers".into(),
+                layers: diff_ids,
+            }),
+            ..Default::default()
+        }))
+    })
+    .await
+}
+
+async fn history(d: Shared, name: String) -> ApiResult<Json<Vec<HistoryResponseItem>>> {
+    blocking(move || {
+        let (img, _) = resolve(&d, &name)?.ok_or_else(|| no_such_image(&name))?;
+        let config = read_config(&d, &img.id)?;
+        let entries = config["history"].as_array().cloned().unwrap_or_default();
+        let chains = img
+            .records
+            .first()
+            .map(|r| r.layers.clone())
+            .unwrap_or_default();
+        // Entries that made a layer take the layers' unpacked sizes in order.
+        let mut layer = 0;
+        let mut out: Vec<HistoryResponseItem> = entries
+            .iter()
+            .map(|h| {
+                let size = if h["empty_layer"].as_bool() == Some(true) {
+                    0
+                } else {
+                    layer += 1;
+                    chains
+                        .get(layer - 1)
+                        .and_then(|c| d.images.layer_size(c).ok())
+                        .unwrap_or(0)
+                };
+                HistoryResponseItem {
+                    id: "<missing>".into(),
+                    created: h["created"].as_str().map(unix_secs).unwrap_or(0),
+                    created_by: h["created_by"].as_str().unwrap_or("").into(),
+                    tags: Vec::new(),
+                    size: size as i64,
+                    comment: h["comment"].as_str().unwrap_or("").into(),
+                }
+            })
+            .collect();
+        // Newest first; the image's id and tags on the top entry, as Docker.
+        out.reverse();
+        if let Some(top) = out.first_mut() {
+            top.id = img.id.to_string();
+            top.tags = img.tags();
+        }
+        Ok(Json(out))
+    })
+    .await
+}
+
+async fn tag(d: Shared, name: String, q: Query) -> ApiResult<StatusCode> {
+    let repo = q.get("repo").cloned().unwrap_or_default();
+    if repo.is_empty() {
+        return Err(ApiError::bad_request("repository name (repo) is required"));
+    }
+    let target = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) => format!("{repo}:{t}"),
+        None => repo,
+    };
+    let t = Reference::parse(&target).map_err(store_err)?;
+    if t.digest.is_some() {
+        return Err(ApiError::bad_request(format!(
+            "refusing to create a tag with a digest reference: {target}"
+        )));
+    }
+    blocking(move || {
+        let (img, by_ref) = resolve(&d, &name)?.ok_or_else(|| no_such_image(&name))?;
+        let Some(mut rec) = by_ref.or_else(|| img.records.first().cloned()) else {
+            return Err(no_such_image(&name));
+        };
+        rec.name = t.to_string();
+        d.images.put_image(rec).map_err(store_err)?;
+        Ok(StatusCode::CREATED)
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- remove
+
+/// Containers (ids) whose snapshot uses image `id`.
+fn users_of(d: &Shared, id: &Digest) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(d.root.join("containers")) else {
+        return Vec::new();
+    };
+    let want = id.to_string();
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter(|e| std::fs::read_to_string(e.path().join("image")).is_ok_and(|s| s.trim() == want))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Layers of every container snapshot (kept by gc even when untagged).
+fn layers_in_use(d: &Shared) -> Vec<Digest> {
+    let Ok(entries) = std::fs::read_dir(d.root.join("containers")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("layers")).ok())
+        .flat_map(|s| s.lines().filter_map(|l| l.parse().ok()).collect::<Vec<_>>())
+        .collect()
+}
+
+fn short(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.get(..12).unwrap_or(hex)
+}
+
+fn familiar(name: &str) -> String {
+    Reference::parse(name).map_or(name.to_string(), |r| r.familiar())
+}
+
+pub async fn delete(
+    State(d): State<Shared>,
+    Path(name): Path<String>,
+    Q(q): Q<Query>,
+) -> ApiResult<Json<Vec<ImageDeleteResponseItem>>> {
+    let force = flag(&q, "force");
+    let prune = !flag(&q, "noprune");
+    let running: Vec<String> = d
+        .monitor(|c| c.list())
+        .await?
+        .into_iter()
+        .filter(|r| r.status == crate::records::Status::Running)
+        .map(|r| r.id)
+        .collect();
+    blocking(move || {
+        let (img, by_ref) = resolve(&d, &name)?.ok_or_else(|| no_such_image(&name))?;
+        let users = users_of(&d, &img.id);
+        let untag: Vec<ImageRecord> = match by_ref {
+            // One name of several: only that name goes.
+            Some(rec) if img.records.len() > 1 => vec![rec],
+            Some(_) => {
+                if let (Some(c), false) = (users.first(), force) {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
+                            short(c),
+                            short(img.id.hex())
+                        ),
+                    ));
+                }
+                img.records.clone()
+            }
+            None => {
+                let id = short(img.id.hex());
+                if img.records.len() > 1 && !force {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        format!("conflict: unable to delete {id} (must be forced) - image is referenced in multiple repositories"),
+                    ));
+                }
+                if let Some(c) = users.iter().find(|c| running.contains(c)) {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        format!("conflict: unable to delete {id} (cannot be forced) - image is being used by running container {}", short(c)),
+                    ));
+                }
+                if let (Some(c), false) = (users.first(), force) {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        format!("conflict: unable to delete {id} (must be forced) - image is being used by stopped container {}", short(c)),
+                    ));
+                }
+                img.records.clone()
+            }
+        };
+        let mut out = Vec::new();
+        for rec in &untag {
+            d.images.remove_image(&rec.name).map_err(store_err)?;
+            if !is_dangling(&rec.name) {
+                out.push(ImageDeleteResponseItem {
+                    untagged: Some(familiar(&rec.name)),
+                    deleted: None,
+                });
+            }
+        }
+        let gone = untag.len() == img.records.len();
+        if gone && users.is_empty() {
+            out.push(ImageDeleteResponseItem {
+                untagged: None,
+                deleted: Some(img.id.to_string()),
+            });
+            if prune {
+                d.images.gc(&layers_in_use(&d)).map_err(|e| {
+                    ApiError::internal(format!(
+                        "{name} was removed but freeing its layers failed: {e}; run `cubby image prune`"
+                    ))
+                })?;
+            }
+        }
+        Ok(Json(out))
+    })
+    .await
+}
+
+/// `POST /images/prune`: removes unused dangling images, then unreferenced
+/// blobs and layers (`filters` other than `dangling` are not supported).
+pub async fn prune(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Value>> {
+    let filters = parse_filters(&q)?;
+    let all = filters
+        .get("dangling")
+        .and_then(|v| v.first())
+        .is_some_and(|v| v == "false" || v == "0");
+    if let Some(k) = filters.keys().find(|k| k.as_str() != "dangling") {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("prune filter '{k}' is not supported by cubby yet"),
+        ));
+    }
+    blocking(move || {
+        let mut deleted = Vec::new();
+        for img in group(d.images.images().map_err(store_err)?) {
+            let dangling = img.tags().is_empty() && img.digests().is_empty();
+            if (!all && !dangling) || !users_of(&d, &img.id).is_empty() {
+                continue;
+            }
+            for rec in &img.records {
+                d.images.remove_image(&rec.name).map_err(store_err)?;
+                if !is_dangling(&rec.name) {
+                    deleted.push(serde_json::json!({ "Untagged": familiar(&rec.name) }));
+                }
+            }
+            deleted.push(serde_json::json!({ "Deleted": img.id.to_string() }));
+        }
+        let report = d.images.gc(&layers_in_use(&d)).map_err(store_err)?;
+        Ok(Json(serde_json::json!({
+            "ImagesDeleted": if deleted.is_empty() { Value::Null } else { Value::Array(deleted) },
+            "SpaceReclaimed": report.bytes_freed,
+        })))
+    })
+    .await
+}
+
+// ------------------------------------------------------------------ pull
+
+/// One line of Docker's JSON progress stream.
+pub fn status_line(status: impl Into<String>, id: Option<&str>) -> CreateImageInfo {
+    CreateImageInfo {
+        id: id.map(str::to_string),
+        status: Some(status.into()),
+        ..Default::default()
+    }
+}
+
+/// The JSON line Docker sends for a layer event.
+pub fn layer_line(digest: &Digest, status: LayerStatus) -> CreateImageInfo {
+    let mut line = status_line(status.text(), Some(digest.short()));
+    line.progress_detail = Some(match status.bytes() {
+        Some((current, total)) => {
+            line.progress = Some(progress_bar(current, total));
+            ProgressDetail {
+                current: Some(current as i64),
+                total: Some(total as i64),
+            }
+        }
+        None => ProgressDetail::default(),
+    });
+    line
+}
+
+pub fn error_line(message: &str) -> CreateImageInfo {
+    CreateImageInfo {
+        error: Some(message.to_string()),
+        error_detail: Some(ErrorDetail {
+            code: None,
+            message: Some(message.to_string()),
+        }),
+        ..Default::default()
+    }
+}
+
+fn to_bytes(line: &CreateImageInfo) -> Bytes {
+    let mut v = serde_json::to_vec(line).unwrap_or_else(|_| b"{}".to_vec());
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+enum Msg {
+    Line(Bytes),
+    /// Failed before anything was sent: answered as an HTTP error.
+    Fail(ApiError),
+}
+
+/// Sends pull events down the HTTP stream as Docker's lines.
+struct Sink {
+    tx: UnboundedSender<Msg>,
+    /// Whether a line went out (errors after that go in the stream).
+    started: AtomicBool,
+    /// `Pulling from <repo>` with the tag (or digest) as its id.
+    repo: String,
+    tag: String,
+    /// The digest the registry resolved the reference to.
+    resolved: std::sync::Mutex<Option<Digest>>,
+}
+
+impl Sink {
+    fn send(&self, line: &CreateImageInfo) {
+        self.started.store(true, Ordering::SeqCst);
+        // A client that went away does not stop the pull: it completes
+        // and is stored, as Docker does for `docker pull` interrupted.
+        let _ = self.tx.send(Msg::Line(to_bytes(line)));
+    }
+
+    fn fail(&self, e: ApiError) {
+        if self.started.load(Ordering::SeqCst) {
+            self.send(&error_line(&e.message));
+        } else {
+            let _ = self.tx.send(Msg::Fail(e));
+        }
+    }
+
+    fn pulling_from(&self) {
+        self.send(&status_line(
+            format!("Pulling from {}", self.repo),
+            Some(&self.tag),
+        ));
+    }
+}
+
+impl Progress for Sink {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Resolved { digest, .. } => {
+                if let Ok(mut r) = self.resolved.lock() {
+                    *r = Some(digest.clone());
+                }
+                self.pulling_from();
+            }
+            Event::Layer {
+                status: LayerStatus::Failed,
+                ..
+            } => {}
+            Event::Layer { digest, status } => self.send(&layer_line(digest, status)),
+        }
+    }
+}
+
+/// `X-Registry-Auth`: base64url JSON `{"username", "password",
+/// "serveraddress"}`; `None` when absent, empty or without a user name.
+pub fn registry_auth(headers: &HeaderMap) -> ApiResult<Option<Credentials>> {
+    let Some(raw) = headers.get("x-registry-auth") else {
+        return Ok(None);
+    };
+    let raw = raw.to_str().unwrap_or("").trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let b64 = base64::engine::general_purpose::URL_SAFE;
+    let b64_nopad = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let b64_std = base64::engine::general_purpose::STANDARD;
+    let bytes = b64
+        .decode(raw)
+        .or_else(|_| b64_nopad.decode(raw))
+        .or_else(|_| b64_std.decode(raw))
+        .map_err(|_| ApiError::bad_request("X-Registry-Auth is not base64url-encoded JSON"))?;
+    #[derive(serde::Deserialize)]
+    struct Auth {
+        #[serde(default)]
+        username: String,
+        #[serde(default)]
+        password: String,
+    }
+    let auth: Auth = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("X-Registry-Auth: invalid JSON: {e}")))?;
+    Ok((!auth.username.is_empty()).then_some(Credentials {
+        username: auth.username,
+        password: auth.password,
+    }))
+}
+
+/// `fromImage` plus the separate `tag`, which may be a digest.
+pub fn pull_reference(from: &str, tag: Option<&str>) -> ApiResult<Reference> {
+    let name = match tag.filter(|t| !t.is_empty()) {
+        Some(t) if t.starts_with("sha256:") => format!("{from}@{t}"),
+        Some(t) => format!("{from}:{t}"),
+        None => from.to_string(),
+    };
+    Reference::parse(&name)
+        .map_err(|e| ApiError::bad_request(format!("invalid reference format: {e}")))
+}
+
+pub async fn create(
+    State(d): State<Shared>,
+    Q(q): Q<Query>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    if q.get("fromSrc").is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "importing through the API (fromSrc) is not supported by cubby yet: use `cubby import`",
+        ));
+    }
+    let from = q.get("fromImage").cloned().unwrap_or_default();
+    if from.is_empty() {
+        return Err(ApiError::bad_request("fromImage is required"));
+    }
+    let r = pull_reference(&from, q.get("tag").map(String::as_str))?;
+    let platform = match q.get("platform").filter(|p| !p.is_empty()) {
+        Some(p) => Platform::parse(p).map_err(store_err)?,
+        None => Platform::host(),
+    };
+    let creds = registry_auth(&headers)?;
+    let mut client = Client::new(ClientOptions {
+        auth: AuthFile::default_location(),
+        insecure_registries: d.insecure_registries.clone(),
+        user_agent: format!("cubby/{}", env!("CARGO_PKG_VERSION")),
+    });
+    if let Some(c) = creds {
+        client = client.with_credentials(&r.registry, c);
+    }
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let sink = Sink {
+        tx,
+        started: AtomicBool::new(false),
+        repo: r.repository.clone(),
+        tag: r.reference().to_string(),
+        resolved: std::sync::Mutex::new(None),
+    };
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = pull_blocking(&d, &client, &r, platform, &sink) {
+            sink.fail(e);
+        }
+    });
+    // Wait for the first line: an error before it is an HTTP error (the
+    // docker CLI prints "Error response from daemon: ...").
+    let first = match rx.recv().await {
+        Some(Msg::Line(b)) => b,
+        Some(Msg::Fail(e)) => return Err(e),
+        None => return Err(ApiError::internal("the pull stopped without a result")),
+    };
+    let rest = futures_util::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Some(Msg::Line(b)) => Some((Ok::<_, std::convert::Infallible>(b), rx)),
+            Some(Msg::Fail(e)) => Some((Ok(to_bytes(&error_line(&e.message))), rx)),
+            None => None,
+        }
+    });
+    let body =
+        futures_util::StreamExt::chain(futures_util::stream::once(async move { Ok(first) }), rest);
+    Ok((
+        [(CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// (os, architecture) of a stored image.
+fn platform_of(d: &Shared, rec: &ImageRecord) -> Option<(String, String)> {
+    let config = read_config(d, &rec.config_digest).ok()?;
+    Some((
+        config["os"].as_str()?.to_string(),
+        config["architecture"].as_str()?.to_string(),
+    ))
+}
+
+fn pull_blocking(
+    d: &Shared,
+    client: &Client,
+    r: &Reference,
+    platform: Platform,
+    sink: &Sink,
+) -> ApiResult<()> {
+    let name = r.familiar();
+    // Already here for this platform and unchanged upstream: one request.
+    if let Some(rec) = d.images.get_image(&r.to_string()).map_err(store_err)? {
+        let same_platform =
+            platform_of(d, &rec) == Some((platform.os.clone(), platform.architecture.clone()));
+        if same_platform {
+            let current = match &r.digest {
+                Some(digest) => digest.parse().ok(),
+                None => client
+                    .head_manifest(r, r.reference())
+                    .ok()
+                    .flatten()
+                    .filter(|remote| rec.blobs.contains(remote)),
+            };
+            if let Some(digest) = current {
+                sink.pulling_from();
+                sink.send(&status_line(format!("Digest: {digest}"), None));
+                sink.send(&status_line(
+                    format!("Status: Image is up to date for {name}"),
+                    None,
+                ));
+                return Ok(());
+            }
+        }
+    }
+    let opts = PullOptions {
+        platform,
+        progress: false,
+    };
+    let rec = cubby_image::pull::pull_with(client, &d.images, r, &opts, sink).map_err(|e| {
+        let mut err = store_err(e);
+        if err.status == StatusCode::NOT_FOUND {
+            // Docker's wording starts with what was asked for.
+            err.message = format!("pull {name}: {}", err.message);
+        }
+        err
+    })?;
+    let digest = sink
+        .resolved
+        .lock()
+        .ok()
+        .and_then(|r| r.clone())
+        .unwrap_or(rec.manifest_digest);
+    sink.send(&status_line(format!("Digest: {digest}"), None));
+    sink.send(&status_line(
+        format!("Status: Downloaded newer image for {name}"),
+        None,
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(line: &CreateImageInfo) -> String {
+        String::from_utf8(to_bytes(line).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn progress_lines_as_docker_sends_them() {
+        let d: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        assert_eq!(
+            json(&status_line("Pulling from test/busybox", Some("latest"))),
+            "{\"id\":\"latest\",\"status\":\"Pulling from test/busybox\"}\n"
+        );
+        assert_eq!(
+            json(&layer_line(&d, LayerStatus::PullingFsLayer { total: 9 })),
+            "{\"id\":\"abababababab\",\"status\":\"Pulling fs layer\",\"progressDetail\":{}}\n"
+        );
+        let v: Value = serde_json::from_slice(&to_bytes(&layer_line(
+            &d,
+            LayerStatus::Downloading {
+                current: 500,
+                total: 1000,
+            },
+        )))
+        .unwrap();
+        assert_eq!(v["status"], "Downloading");
+        assert_eq!(v["progressDetail"]["current"], 500);
+        assert_eq!(v["progressDetail"]["total"], 1000);
+        assert!(v["progress"]
+            .as_str()
+            .unwrap()
+            .starts_with("[=========================>"));
+        let e: Value = serde_json::from_slice(&to_bytes(&error_line("boom"))).unwrap();
+        assert_eq!(e["error"], "boom");
+        assert_eq!(e["errorDetail"]["message"], "boom");
+    }
+
+    #[test]
+    fn references_filters_auth() {
+        let r = pull_reference("127.0.0.1:5000/test/busybox", Some("latest")).unwrap();
+        assert_eq!(r.to_string(), "127.0.0.1:5000/test/busybox:latest");
+        let dg = format!("sha256:{}", "0".repeat(64));
+        let r = pull_reference("busybox", Some(&dg)).unwrap();
+        assert_eq!(r.digest.as_deref(), Some(dg.as_str()));
+        assert_eq!(
+            pull_reference("busybox", None).unwrap().tag.as_deref(),
+            Some("latest")
+        );
+        assert_eq!(
+            pull_reference("Bad Name", None).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+
+        assert!(glob("busy*", "busybox"));
+        assert!(!glob("*", "a/b"));
+        assert!(glob("*/*", "a/b"));
+        assert!(glob("b?sybox:*", "busybox:latest"));
+        assert!(reference_matches("busybox", "busybox:latest"));
+        assert!(reference_matches(
+            "127.0.0.1:5000/test/*",
+            "127.0.0.1:5000/test/busybox:1"
+        ));
+        assert!(!reference_matches("busybox:1", "busybox:latest"));
+        assert!(!reference_matches("alpine", "busybox:latest"));
+
+        let q: Query = [(
+            "filters".to_string(),
+            r#"{"reference":{"busybox":true},"dangling":["true"]}"#.to_string(),
+        )]
+        .into_iter()
+        .collect();
+        let f = parse_filters(&q).unwrap();
+        assert_eq!(f["reference"], vec!["busybox".to_string()]);
+        assert_eq!(f["dangling"], vec!["true".to_string()]);
+
+        let mut h = HeaderMap::new();
+        assert_eq!(registry_auth(&h).unwrap(), None);
+        let enc = base64::engine::general_purpose::URL_SAFE
+            .encode(r#"{"username":"u","password":"p?>","serveraddress":"x"}"#);
+        h.insert("x-registry-auth", enc.parse().unwrap());
+        let c = registry_auth(&h).unwrap().unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p?>"));
+        h.insert("x-registry-auth", "e30=".parse().unwrap());
+        assert_eq!(registry_auth(&h).unwrap(), None);
+        h.insert("x-registry-auth", "!!!".parse().unwrap());
+        assert!(registry_auth(&h).is_err());
+    }
+}
