@@ -562,10 +562,30 @@ pub(crate) fn stats(root: &Path, path: &Path) -> Result<Stats, CgroupError> {
         let limit = fs::read_u64(&mem.join("memory.limit_in_bytes"))?;
         s.memory_limit_bytes = (limit < UNLIMITED_THRESHOLD).then_some(limit);
         s.oom_kills = oom_kills(root, path)?;
+        let stat = mem.join("memory.stat");
+        if stat.exists() {
+            s.memory_stat = fs::keyed_values(&fs::read(&stat)?);
+        }
     }
     let acct = dir(root, path, "cpuacct").join("cpuacct.usage");
     if acct.exists() {
         s.cpu_usage_ns = fs::read_u64(&acct)?;
+    }
+    let acct_stat = dir(root, path, "cpuacct").join("cpuacct.stat");
+    if acct_stat.exists() {
+        // In USER_HZ ticks, which Linux fixes at 100 for user space.
+        let text = fs::read(&acct_stat)?;
+        let ns = |key| {
+            fs::keyed_value(&text, key)
+                .unwrap_or(0)
+                .saturating_mul(10_000_000)
+        };
+        s.cpu_user_ns = ns("user");
+        s.cpu_system_ns = ns("system");
+    }
+    let max = dir(root, path, "pids").join("pids.max");
+    if max.exists() {
+        s.pids_limit = fs::read_limit(&max)?;
     }
     let current = dir(root, path, "pids").join("pids.current");
     s.pids = if current.exists() {
