@@ -177,6 +177,8 @@ pub struct LogFilter {
     pub tail: Option<usize>,
     /// Only lines logged at or after this RFC 3339 time.
     pub since: Option<String>,
+    /// Only lines logged at or before this RFC 3339 time.
+    pub until: Option<String>,
     /// Prefix each line with its time and a space.
     pub timestamps: bool,
     pub stdout: bool,
@@ -188,6 +190,7 @@ impl Default for LogFilter {
         LogFilter {
             tail: None,
             since: None,
+            until: None,
             timestamps: false,
             stdout: true,
             stderr: true,
@@ -204,17 +207,62 @@ pub struct LogLine {
     pub text: String,
 }
 
-/// Reads the log at `path` and its rotated files, oldest first. Lines that
-/// do not parse (a torn last write) are skipped.
-pub fn read_logs(path: &Path, filter: &LogFilter) -> Result<Vec<LogLine>> {
-    let since = filter
-        .since
-        .as_deref()
-        .map(|s| {
-            parse_rfc3339(s)
-                .ok_or_else(|| Error::Invalid(format!("since {s:?} is not an RFC 3339 time")))
+/// A [`LogFilter`] with its times parsed.
+struct Matcher<'a> {
+    filter: &'a LogFilter,
+    since: Option<(i64, u32)>,
+    until: Option<(i64, u32)>,
+}
+
+impl<'a> Matcher<'a> {
+    fn new(filter: &'a LogFilter) -> Result<Matcher<'a>> {
+        let parse = |what: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| {
+                    parse_rfc3339(s).ok_or_else(|| {
+                        Error::Invalid(format!("{what} {s:?} is not an RFC 3339 time"))
+                    })
+                })
+                .transpose()
+        };
+        Ok(Matcher {
+            filter,
+            since: parse("since", &filter.since)?,
+            until: parse("until", &filter.until)?,
         })
-        .transpose()?;
+    }
+
+    /// The line if it parses and passes the filter (a torn write does not parse).
+    fn line(&self, raw: &[u8]) -> Option<LogLine> {
+        let entry = serde_json::from_slice::<Entry>(raw).ok()?;
+        let wanted = match entry.stream {
+            Stream::Stdout => self.filter.stdout,
+            Stream::Stderr => self.filter.stderr,
+        };
+        if !wanted {
+            return None;
+        }
+        if self.since.is_some() || self.until.is_some() {
+            let t = parse_rfc3339(&entry.time)?;
+            if self.since.is_some_and(|s| t < s) || self.until.is_some_and(|u| t > u) {
+                return None;
+            }
+        }
+        let text = if self.filter.timestamps {
+            format!("{} {}", entry.time, entry.log)
+        } else {
+            entry.log
+        };
+        Some(LogLine {
+            stream: entry.stream,
+            time: entry.time,
+            text,
+        })
+    }
+}
+
+/// The rotated files of `path` that exist, oldest first.
+fn rotated_files(path: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut n = 1;
     loop {
@@ -226,50 +274,140 @@ pub fn read_logs(path: &Path, filter: &LogFilter) -> Result<Vec<LogLine>> {
         n += 1;
     }
     files.reverse();
-    files.push(path.to_path_buf());
-    let mut out = Vec::new();
-    for file in files {
-        let f = match File::open(&file) {
-            Ok(f) => f,
-            // Rotated away between listing and opening.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(format!("open {}", file.display()), e)),
-        };
-        for line in BufReader::new(f).split(b'\n') {
-            let line = line.map_err(|e| Error::io(format!("read {}", file.display()), e))?;
-            let Ok(entry) = serde_json::from_slice::<Entry>(&line) else {
-                continue;
-            };
-            let wanted = match entry.stream {
-                Stream::Stdout => filter.stdout,
-                Stream::Stderr => filter.stderr,
-            };
-            if !wanted {
-                continue;
-            }
-            if let Some(since) = since {
-                match parse_rfc3339(&entry.time) {
-                    Some(t) if t >= since => {}
-                    _ => continue,
-                }
-            }
-            let text = if filter.timestamps {
-                format!("{} {}", entry.time, entry.log)
-            } else {
-                entry.log
-            };
-            out.push(LogLine {
-                stream: entry.stream,
-                time: entry.time,
-                text,
-            });
-        }
+    files
+}
+
+fn read_whole(file: &Path, m: &Matcher, out: &mut Vec<LogLine>) -> Result<()> {
+    let f = match File::open(file) {
+        Ok(f) => f,
+        // Rotated away between listing and opening.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("open {}", file.display()), e)),
+    };
+    for line in BufReader::new(f).split(b'\n') {
+        let line = line.map_err(|e| Error::io(format!("read {}", file.display()), e))?;
+        out.extend(m.line(&line));
     }
-    if let Some(tail) = filter.tail {
+    Ok(())
+}
+
+fn apply_tail(out: &mut Vec<LogLine>, tail: Option<usize>) {
+    if let Some(tail) = tail {
         let skip = out.len().saturating_sub(tail);
         out.drain(..skip);
     }
+}
+
+/// Reads the log at `path` and its rotated files, oldest first. Lines that
+/// do not parse (a torn last write) are skipped.
+pub fn read_logs(path: &Path, filter: &LogFilter) -> Result<Vec<LogLine>> {
+    let m = Matcher::new(filter)?;
+    let mut out = Vec::new();
+    for file in rotated_files(path).iter().chain([&path.to_path_buf()]) {
+        read_whole(file, &m, &mut out)?;
+    }
+    apply_tail(&mut out, filter.tail);
     Ok(out)
+}
+
+/// Follows a log as its writer appends and rotates it: keeps the file it
+/// reads open (a rotated or, with `max-file=1`, deleted file stays
+/// readable through its descriptor), drains it, then moves to the file
+/// now at `path`.
+pub struct LogFollower {
+    path: PathBuf,
+    filter: LogFilter,
+    /// The file being read and its inode; `None` until `path` exists.
+    file: Option<(File, u64)>,
+    partial: Vec<u8>,
+}
+
+fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| m.ino())
+}
+
+impl LogFollower {
+    /// Reads what the log holds now (`filter.tail` applies to it) and
+    /// returns it with a follower that continues after it.
+    pub fn start(path: &Path, filter: &LogFilter) -> Result<(Vec<LogLine>, LogFollower)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = Matcher::new(filter)?;
+        // The current file first: if it is rotated while the older files
+        // are read, it is skipped among them and read through this handle.
+        let file = match File::open(path) {
+            Ok(f) => {
+                let ino = f
+                    .metadata()
+                    .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
+                    .ino();
+                Some((f, ino))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+        };
+        let current = file.as_ref().map(|(_, ino)| *ino);
+        let mut out = Vec::new();
+        for old in rotated_files(path) {
+            if current.is_some() && inode(&old) == current {
+                continue;
+            }
+            read_whole(&old, &m, &mut out)?;
+        }
+        let mut follower = LogFollower {
+            path: path.to_path_buf(),
+            filter: LogFilter {
+                tail: None,
+                ..filter.clone()
+            },
+            file,
+            partial: Vec::new(),
+        };
+        out.extend(follower.poll()?);
+        apply_tail(&mut out, filter.tail);
+        Ok((out, follower))
+    }
+
+    /// The complete lines written since the last call.
+    pub fn poll(&mut self) -> Result<Vec<LogLine>> {
+        use std::io::Read;
+        let m = Matcher::new(&self.filter)?;
+        let mut out = Vec::new();
+        loop {
+            if let Some((f, _)) = self.file.as_mut() {
+                let mut buf = Vec::new();
+                f.read_to_end(&mut buf)
+                    .map_err(|e| Error::io(format!("read {}", self.path.display()), e))?;
+                self.partial.extend_from_slice(&buf);
+                let mut start = 0;
+                while let Some(nl) = self.partial[start..].iter().position(|&b| b == b'\n') {
+                    out.extend(m.line(&self.partial[start..start + nl]));
+                    start += nl + 1;
+                }
+                self.partial.drain(..start);
+            }
+            // Rotated (or first created) since: the old file is drained, go on
+            // with the new one.
+            let now = inode(&self.path);
+            if now.is_none() || now == self.file.as_ref().map(|(_, ino)| *ino) {
+                return Ok(out);
+            }
+            match File::open(&self.path) {
+                Ok(f) => {
+                    use std::os::unix::fs::MetadataExt;
+                    let ino = f
+                        .metadata()
+                        .map_err(|e| Error::io(format!("stat {}", self.path.display()), e))?
+                        .ino();
+                    self.file = Some((f, ino));
+                    // A torn write of the old file never completes.
+                    self.partial.clear();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(Error::io(format!("open {}", self.path.display()), e)),
+            }
+        }
+    }
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)` into seconds
@@ -467,6 +605,7 @@ mod tests {
         let f = |tail, stdout, stderr, timestamps| LogFilter {
             tail,
             since: None,
+            until: None,
             timestamps,
             stdout,
             stderr,
@@ -532,6 +671,88 @@ mod tests {
             read_logs(&path, &since("yesterday")),
             Err(Error::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn until_bounds_lines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("log.json");
+        let mut text = String::new();
+        for (t, l) in [
+            ("2024-01-01T00:00:00Z", "a"),
+            ("2024-01-01T00:00:01Z", "b"),
+            ("2024-01-01T00:00:02Z", "c"),
+        ] {
+            text.push_str(&format!(
+                "{{\"log\":\"{l}\\n\",\"stream\":\"stdout\",\"time\":\"{t}\"}}\n"
+            ));
+        }
+        fs::write(&path, text).unwrap();
+        let f = LogFilter {
+            since: Some("2024-01-01T00:00:01Z".into()),
+            until: Some("2024-01-01T00:00:01Z".into()),
+            ..LogFilter::default()
+        };
+        assert_eq!(texts(&read_logs(&path, &f).unwrap()), ["b\n"]);
+        let f = LogFilter {
+            until: Some("2024-01-01T00:00:01.5Z".into()),
+            ..LogFilter::default()
+        };
+        assert_eq!(texts(&read_logs(&path, &f).unwrap()), ["a\n", "b\n"]);
+    }
+
+    #[test]
+    fn follower_reads_across_rotations_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("log.json");
+        let opts = LogOptions {
+            max_size: Some(300),
+            max_file: 3,
+        };
+        let mut w = LogWriter::open(&path, opts).unwrap();
+        for i in 0..3 {
+            w.write(Stream::Stdout, format!("line {i}\n").as_bytes())
+                .unwrap();
+        }
+        let f = LogFilter {
+            tail: Some(2),
+            ..LogFilter::default()
+        };
+        let (first, mut follower) = LogFollower::start(&path, &f).unwrap();
+        assert_eq!(texts(&first), ["line 1\n", "line 2\n"]);
+        assert!(follower.poll().unwrap().is_empty());
+        // About one rotation between two polls; the follower drains the
+        // rotated file through its handle before moving on.
+        let mut got = Vec::new();
+        for i in 3..40 {
+            w.write(Stream::Stdout, format!("line {i}\n").as_bytes())
+                .unwrap();
+            if i % 2 == 0 {
+                got.extend(follower.poll().unwrap());
+            }
+        }
+        got.extend(follower.poll().unwrap());
+        let want: Vec<String> = (3..40).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(texts(&got), want);
+        // max-file=1 deletes the file being read: its rest is still read.
+        let path1 = tmp.path().join("one.json");
+        let mut w = LogWriter::open(
+            &path1,
+            LogOptions {
+                max_size: Some(120),
+                max_file: 1,
+            },
+        )
+        .unwrap();
+        let (_, mut follower) = LogFollower::start(&path1, &LogFilter::default()).unwrap();
+        let mut got = Vec::new();
+        for i in 0..10 {
+            w.write(Stream::Stderr, format!("e{i}\n").as_bytes())
+                .unwrap();
+            got.extend(follower.poll().unwrap());
+        }
+        assert_eq!(got.len(), 10);
+        assert!(got.iter().all(|l| l.stream == Stream::Stderr));
     }
 
     #[test]

@@ -15,7 +15,6 @@ use super::containers::find;
 use super::error::ApiError;
 use super::util::Query;
 use super::{blocking, ApiResult, Shared};
-use crate::logs::LogOptions;
 use crate::monitor::CreateRequest;
 use crate::records::Status;
 use axum::body::{Body, Bytes};
@@ -176,6 +175,8 @@ fn prepare(
     body: CreateBody,
     user: Option<(u32, u32)>,
 ) -> ApiResult<CreateRequest> {
+    let log = super::logs::log_options(body.host_config.as_ref())?;
+    let limits = super::stats::Limits::from_host_config(body.host_config.as_ref())?;
     let image_name = body.image.clone().unwrap_or_default();
     let image = find_image(d, &image_name)?.ok_or_else(|| {
         ApiError::new(
@@ -268,6 +269,7 @@ fn prepare(
         "/{}/{id}",
         d.cgroup_parent.trim_matches('/')
     ))));
+    limits.apply(&mut linux);
     spec.set_linux(Some(linux));
     let mut body = body;
     let host_config = body.host_config.take().unwrap_or_default();
@@ -289,7 +291,7 @@ fn prepare(
         bundle: dir,
         image: Some(image_name),
         labels,
-        log: LogOptions::default(),
+        log,
         config,
     })
 }

@@ -17,6 +17,8 @@
 mod containers;
 mod create;
 pub mod error;
+pub mod logs;
+pub mod stats;
 mod system;
 pub mod util;
 
@@ -88,7 +90,9 @@ pub fn router(daemon: Shared) -> Router {
         .route("/images/json", get(system::images))
         .route("/containers/json", get(containers::list))
         .route("/containers/{id}/json", get(containers::inspect))
-        .route("/containers/{id}/logs", get(containers::logs))
+        .route("/containers/{id}/logs", get(logs::logs))
+        .route("/containers/{id}/stats", get(stats::stats))
+        .route("/containers/{id}/top", get(stats::top))
         .route("/containers/{id}/kill", post(containers::kill))
         .route("/containers/{id}", delete(containers::remove))
         .route("/containers/create", post(create::create))
