@@ -316,10 +316,61 @@ fn logs_follow_since_until_tail_and_rotation() {
     assert_eq!(nums.last(), Some(&99), "{logs}");
     assert!(nums.len() > 10 && nums.len() < 100, "{logs}");
     assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{logs}");
+    // Following while the log rotates under the reader: the container
+    // prints "ready", waits until the follower has shown it, then writes
+    // 60 lines through several rotations; all arrive, in order.
+    let id = h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "rf",
+        "--log-opt",
+        "max-size=1k",
+        "--log-opt",
+        "max-file=3",
+        "busybox",
+        "sh",
+        "-c",
+        "echo ready; while [ ! -e /go ]; do sleep 0.05; done; \
+         i=0; while [ $i -lt 60 ]; do echo line-$i; i=$((i+1)); sleep 0.01; done",
+    ]);
+    let mut child = h
+        .docker_cmd(&["logs", "-f", "rf"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.starts_with(b"ready\n") {
+        let n = stdout.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "logs -f ended early: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // The container's rootfs is the overlay mounted in the host's namespace.
+    let go = h
+        .root()
+        .join("containers")
+        .join(id.trim())
+        .join("rootfs/go");
+    std::fs::write(&go, "").unwrap();
+    stdout.read_to_end(&mut seen).unwrap();
+    assert!(child.wait().unwrap().success());
+    let want: String = std::iter::once("ready\n".to_string())
+        .chain((0..60).map(|i| format!("line-{i}\n")))
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&seen), want);
+    let log_path = h.ok(&["inspect", "-f", "{{.LogPath}}", "rf"]);
+    assert!(std::path::Path::new(&format!("{}.2", log_path.trim())).exists());
+
     // Other drivers are refused.
     let err = h.fails(&["run", "-d", "--log-driver", "syslog", "busybox", "true"]);
     assert!(err.contains("json-file"), "{err}");
-    for c in ["fl", "tm", "rot"] {
+    for c in ["fl", "tm", "rot", "rf"] {
         h.ok(&["rm", "-f", c]);
     }
 }

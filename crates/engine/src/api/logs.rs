@@ -2,8 +2,9 @@
 //! `timestamps`, stream selection) and the json-file options of
 //! `HostConfig.LogConfig` (`--log-opt max-size/max-file`).
 //!
-//! Following polls the log file (every 100 ms) through a [`LogFollower`],
-//! which survives rotation, and the container's record (every 500 ms); it
+//! Following polls the log file (every 100 ms, on the blocking pool only
+//! for the read) through a [`LogFollower`], which survives rotation, and
+//! the container's record (every 500 ms); it
 //! stops when the container is no longer running and the file is drained,
 //! when `until` has passed, or when the client goes away (the channel to
 //! the response body closes). Rejected: inotify, which would need a watch
@@ -14,7 +15,6 @@ use super::containers::find;
 use super::error::ApiError;
 use super::util::{flag, push_frame, Query};
 use super::{blocking, ApiResult, Shared};
-use crate::client::MonitorClient;
 use crate::logs::{read_logs, LogFilter, LogFollower, LogLine, LogOptions};
 use crate::records::Status;
 use axum::body::{Body, Bytes};
@@ -116,11 +116,7 @@ pub async fn logs(
         .and_then(crate::logs::parse_rfc3339)
         .map(|(s, _)| s);
     let running = r.status == Status::Running;
-    let socket = d.monitor_socket.clone();
-    let id = r.id.clone();
-    tokio::task::spawn_blocking(move || {
-        follow(first, follower, running, until, &socket, &id, &tx);
-    });
+    tokio::spawn(follow(d, r.id, first, follower, running, until, tx));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         let b = rx.recv().await?;
         Some((Ok::<_, std::convert::Infallible>(b), rx))
@@ -128,19 +124,20 @@ pub async fn logs(
     Ok((content, Body::from_stream(body)).into_response())
 }
 
-/// The follow loop (on a blocking thread). A failed send means the client
-/// went away; errors after the first byte can only end the stream.
-fn follow(
+/// The follow loop: a task that holds no thread between polls (a class of
+/// students each following a log costs timers, not pool threads). A failed
+/// send means the client went away; errors after the first byte can only
+/// end the stream.
+async fn follow(
+    d: Shared,
+    id: String,
     first: Vec<LogLine>,
     mut follower: LogFollower,
     mut running: bool,
     until: Option<i64>,
-    socket: &std::path::Path,
-    id: &str,
-    tx: &tokio::sync::mpsc::Sender<Bytes>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
 ) {
-    let send = |lines: &[LogLine]| lines.is_empty() || tx.blocking_send(frames(lines)).is_ok();
-    if !send(&first) {
+    if !first.is_empty() && tx.send(frames(&first)).await.is_err() {
         return;
     }
     let mut checked = Instant::now();
@@ -148,18 +145,29 @@ fn follow(
         if until.is_some_and(|u| super::util::now_secs() > u) || tx.is_closed() {
             return;
         }
-        std::thread::sleep(POLL);
+        tokio::time::sleep(POLL).await;
         if checked.elapsed() >= RECORD_POLL {
             checked = Instant::now();
-            running = MonitorClient::connect(socket)
-                .and_then(|mut c| c.get(id))
+            let id = id.clone();
+            running = d
+                .monitor(move |c| c.get(&id))
+                .await
                 .is_ok_and(|rec| rec.status == Status::Running);
         }
         // After the exit is seen, one last read drains the file: the
         // monitor writes the last output before it records the exit.
-        match follower.poll() {
-            Ok(lines) if send(&lines) => {}
-            _ => return,
+        let polled = blocking(move || {
+            let lines = follower.poll().map_err(internal)?;
+            Ok((follower, lines))
+        })
+        .await;
+        let lines;
+        (follower, lines) = match polled {
+            Ok(v) => v,
+            Err(_) => return,
+        };
+        if !lines.is_empty() && tx.send(frames(&lines)).await.is_err() {
+            return;
         }
     }
 }

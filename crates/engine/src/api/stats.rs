@@ -340,7 +340,7 @@ fn ps_ef(pids: &[i32]) -> ApiResult<Vec<Vec<String>>> {
         let Some(p) = read_proc(pid) else { continue };
         let started = boot + p.start_ticks / TICKS_PER_SEC;
         let elapsed = now.saturating_sub(started).max(1);
-        let c = p.cpu_ticks / TICKS_PER_SEC * 100 / elapsed;
+        let c = p.cpu_ticks * 100 / (TICKS_PER_SEC * elapsed);
         let stime = if now - started < 86400 {
             let t = cubby_runtime::state::rfc3339(started as i64, 0);
             t.get(11..16).unwrap_or("?").to_string()
