@@ -705,6 +705,7 @@ mod tests {
                         "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
                     ),
                     ("memory.usage_in_bytes", "4096"),
+                    ("memory.stat", "cache 1024\ntotal_inactive_file 512\n"),
                 ],
             ),
             (
@@ -713,6 +714,13 @@ mod tests {
                     ("cpu.shares", ""),
                     ("cpu.cfs_quota_us", ""),
                     ("cpu.cfs_period_us", ""),
+                ],
+            ),
+            (
+                "cpuacct",
+                &[
+                    ("cpuacct.usage", "300000000"),
+                    ("cpuacct.stat", "user 20\nsystem 10\n"),
                 ],
             ),
             ("cpuset", &[("cpuset.cpus", ""), ("cpuset.mems", "")]),
@@ -825,6 +833,14 @@ mod tests {
         let st = cg.stats().unwrap();
         assert_eq!(st.memory_bytes, 4096);
         assert_eq!(st.memory_limit_bytes, Some(64 << 20));
+        assert_eq!(st.cpu_usage_ns, 300_000_000);
+        // USER_HZ ticks (100 a second) as ns.
+        assert_eq!(
+            (st.cpu_user_ns, st.cpu_system_ns),
+            (200_000_000, 100_000_000)
+        );
+        assert_eq!(st.memory_stat.get("total_inactive_file"), Some(&512));
+        assert_eq!(st.pids_limit, Some(32));
         assert!(!cg.oom_killed().unwrap());
         std::fs::write(
             root.join("memory/c1/memory.oom_control"),
