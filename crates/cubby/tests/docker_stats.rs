@@ -205,6 +205,14 @@ fn stats_top_and_sizes() {
     let plain: Value = serde_json::from_str(&h.ok(&["inspect", "st"])).unwrap();
     assert!(plain[0].get("SizeRw").is_none());
 
+    // Paused still has processes and stats, as in Docker.
+    h.ok(&["pause", "st"]);
+    assert!(h.ok(&["top", "st"]).contains("sleep 60"));
+    let (status, body) = h.http("GET", "/containers/st/stats?stream=0&one-shot=1");
+    assert!(status.contains("200"), "{status}");
+    assert!(body.contains("\"pids_stats\":{\"current\":2"), "{body}");
+    h.ok(&["unpause", "st"]);
+
     // Not running: top is a conflict, stats an empty document.
     h.ok(&["kill", "st"]);
     h.ok(&["wait", "st"]);
@@ -367,10 +375,26 @@ fn logs_follow_since_until_tail_and_rotation() {
     let log_path = h.ok(&["inspect", "-f", "{{.LogPath}}", "rf"]);
     assert!(std::path::Path::new(&format!("{}.2", log_path.trim())).exists());
 
+    // A container with a TTY has one raw stream, also in its logs.
+    h.ok(&[
+        "run",
+        "-d",
+        "-t",
+        "--name",
+        "tt",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi; echo there",
+    ]);
+    assert_eq!(h.ok(&["wait", "tt"]).trim(), "0");
+    assert_eq!(h.ok(&["logs", "tt"]), "hi\r\nthere\r\n");
+    assert_eq!(h.ok(&["logs", "-f", "--tail", "1", "tt"]), "there\r\n");
+
     // Other drivers are refused.
     let err = h.fails(&["run", "-d", "--log-driver", "syslog", "busybox", "true"]);
     assert!(err.contains("json-file"), "{err}");
-    for c in ["fl", "tm", "rot", "rf"] {
+    for c in ["fl", "tm", "rot", "rf", "tt"] {
         h.ok(&["rm", "-f", c]);
     }
 }

@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::util::{flag, push_frame, Query};
 use super::{blocking, ApiResult, Shared};
 use crate::logs::{read_logs, LogFilter, LogFollower, LogLine, LogOptions};
-use crate::records::Status;
+use crate::records::{ContainerRecord, Status};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as Q, State};
 use axum::http::header::CONTENT_TYPE;
@@ -78,12 +78,23 @@ pub fn filter_of(q: &Query) -> ApiResult<LogFilter> {
     })
 }
 
-fn frames(lines: &[LogLine]) -> Bytes {
+/// Multiplexed frames, or for a container with a TTY (one stream) the
+/// raw text, as Docker sends them.
+fn frames(lines: &[LogLine], tty: bool) -> Bytes {
     let mut out = Vec::new();
     for l in lines {
-        push_frame(&mut out, l.stream, l.text.as_bytes());
+        if tty {
+            out.extend_from_slice(l.text.as_bytes());
+        } else {
+            push_frame(&mut out, l.stream, l.text.as_bytes());
+        }
     }
     Bytes::from(out)
+}
+
+/// Whether more output can still come: live, or about to be restarted.
+fn may_log(status: Status) -> bool {
+    status.is_live() || status == Status::Restarting
 }
 
 fn internal(e: crate::error::Error) -> ApiError {
@@ -97,11 +108,20 @@ pub async fn logs(
 ) -> ApiResult<Response> {
     let filter = filter_of(&q)?;
     let r = find(&d, id).await?;
-    let content = [(CONTENT_TYPE, "application/vnd.docker.multiplexed-stream")];
+    let tty = r.tty;
+    let kind = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    let content = [(CONTENT_TYPE, kind)];
     if !flag(&q, "follow") {
         let path = r.log_path.clone();
-        let body =
-            blocking(move || Ok(frames(&read_logs(&path, &filter).map_err(internal)?))).await?;
+        let body = blocking(move || {
+            let lines = read_logs(&path, &filter).map_err(internal)?;
+            Ok(frames(&lines, tty))
+        })
+        .await?;
         return Ok((content, body).into_response());
     }
     // Errors found before the first byte are still HTTP errors.
@@ -115,8 +135,7 @@ pub async fn logs(
         .as_deref()
         .and_then(crate::logs::parse_rfc3339)
         .map(|(s, _)| s);
-    let running = r.status == Status::Running;
-    tokio::spawn(follow(d, r.id, first, follower, running, until, tx));
+    tokio::spawn(follow(d, r, first, follower, until, tx));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         let b = rx.recv().await?;
         Some((Ok::<_, std::convert::Infallible>(b), rx))
@@ -130,14 +149,14 @@ pub async fn logs(
 /// end the stream.
 async fn follow(
     d: Shared,
-    id: String,
+    r: ContainerRecord,
     first: Vec<LogLine>,
     mut follower: LogFollower,
-    mut running: bool,
     until: Option<i64>,
     tx: tokio::sync::mpsc::Sender<Bytes>,
 ) {
-    if !first.is_empty() && tx.send(frames(&first)).await.is_err() {
+    let (id, tty, mut running) = (r.id, r.tty, may_log(r.status));
+    if !first.is_empty() && tx.send(frames(&first, tty)).await.is_err() {
         return;
     }
     let mut checked = Instant::now();
@@ -152,7 +171,7 @@ async fn follow(
             running = d
                 .monitor(move |c| c.get(&id))
                 .await
-                .is_ok_and(|rec| rec.status == Status::Running);
+                .is_ok_and(|rec| may_log(rec.status));
         }
         // After the exit is seen, one last read drains the file: the
         // monitor writes the last output before it records the exit.
@@ -166,7 +185,7 @@ async fn follow(
             Ok(v) => v,
             Err(_) => return,
         };
-        if !lines.is_empty() && tx.send(frames(&lines)).await.is_err() {
+        if !lines.is_empty() && tx.send(frames(&lines, tty)).await.is_err() {
             return;
         }
     }

@@ -11,7 +11,7 @@ use super::containers::find;
 use super::error::ApiError;
 use super::util::{flag, Query};
 use super::{blocking, ApiResult, Daemon, Shared};
-use crate::records::{ContainerRecord, Status};
+use crate::records::ContainerRecord;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as Q, State};
 use axum::http::header::CONTENT_TYPE;
@@ -189,7 +189,7 @@ pub async fn stats(
     }
     let r = find(&d, id).await?;
     let json = [(CONTENT_TYPE, "application/json")];
-    if r.status != Status::Running {
+    if !r.status.is_live() {
         return Ok((json, line(&empty_doc(&r))).into_response());
     }
     let cg = container_cgroup(&d, &r.id)?;
@@ -212,7 +212,7 @@ pub async fn stats(
             tokio::time::sleep(Duration::from_secs(1)).await;
             let id = r.id.clone();
             match d.monitor(move |c| c.get(&id)).await {
-                Ok(now) if now.status == Status::Running => {}
+                Ok(now) if now.status.is_live() => {}
                 _ => return None,
             }
         }
@@ -424,7 +424,8 @@ pub async fn top(
     Q(q): Q<Query>,
 ) -> ApiResult<Json<ContainerTopResponse>> {
     let r = find(&d, id).await?;
-    if r.status != Status::Running {
+    // Paused counts as running, as in Docker.
+    if !r.status.is_live() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("Container {} is not running", r.id),
