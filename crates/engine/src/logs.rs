@@ -302,12 +302,105 @@ fn apply_tail(out: &mut Vec<LogLine>, tail: Option<usize>) {
 /// do not parse (a torn last write) are skipped.
 pub fn read_logs(path: &Path, filter: &LogFilter) -> Result<Vec<LogLine>> {
     let m = Matcher::new(filter)?;
+    if let Some(n) = tail_only(filter) {
+        let mut sources = Vec::new();
+        for file in rotated_files(path).into_iter().chain([path.to_path_buf()]) {
+            if let Some(f) = open_existing(&file)? {
+                let len = file_len(&f, &file)?;
+                sources.push((f, len, file));
+            }
+        }
+        return tail_of(&sources, &m, n);
+    }
     let mut out = Vec::new();
     for file in rotated_files(path).iter().chain([&path.to_path_buf()]) {
         read_whole(file, &m, &mut out)?;
     }
     apply_tail(&mut out, filter.tail);
     Ok(out)
+}
+
+/// `tail` without time bounds: the lines can be read from the end.
+fn tail_only(filter: &LogFilter) -> Option<usize> {
+    filter
+        .tail
+        .filter(|_| filter.since.is_none() && filter.until.is_none())
+}
+
+fn open_existing(path: &Path) -> Result<Option<File>> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        // Rotated away since it was listed.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("open {}", path.display()), e)),
+    }
+}
+
+fn file_len(f: &File, path: &Path) -> Result<u64> {
+    Ok(f.metadata()
+        .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
+        .len())
+}
+
+/// Bytes read backwards at a time by [`tail_of`].
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// The last `n` lines passing `m` in `sources` (oldest first; each read up
+/// to its length), read backwards so `--tail 10` of a large log costs a
+/// chunk, not the whole file. A torn last line does not parse and is skipped.
+fn tail_of(sources: &[(File, u64, PathBuf)], m: &Matcher, n: usize) -> Result<Vec<LogLine>> {
+    use std::os::unix::fs::FileExt;
+    let mut rev = Vec::new();
+    for (f, len, path) in sources.iter().rev() {
+        let mut pos = *len;
+        let mut carry: Vec<u8> = Vec::new();
+        while rev.len() < n {
+            if pos == 0 {
+                rev.extend(m.line(&carry));
+                break;
+            }
+            let size = TAIL_CHUNK.min(pos);
+            pos -= size;
+            let mut buf = vec![0u8; size as usize];
+            f.read_exact_at(&mut buf, pos)
+                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+            buf.extend_from_slice(&carry);
+            let mut end = buf.len();
+            while let Some(nl) = buf[..end].iter().rposition(|&b| b == b'\n') {
+                rev.extend(m.line(&buf[nl + 1..end]));
+                end = nl;
+                if rev.len() >= n {
+                    break;
+                }
+            }
+            buf.truncate(end);
+            carry = buf;
+        }
+        if rev.len() >= n {
+            break;
+        }
+    }
+    rev.truncate(n);
+    rev.reverse();
+    Ok(rev)
+}
+
+/// The offset just after the last newline before `end` (0 if none): where
+/// complete lines end.
+fn after_last_newline(f: &File, end: u64, path: &Path) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut pos = end;
+    while pos > 0 {
+        let size = TAIL_CHUNK.min(pos);
+        pos -= size;
+        let mut buf = vec![0u8; size as usize];
+        f.read_exact_at(&mut buf, pos)
+            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        if let Some(nl) = buf.iter().rposition(|&b| b == b'\n') {
+            return Ok(pos + nl as u64 + 1);
+        }
+    }
+    Ok(0)
 }
 
 /// Follows a log as its writer appends and rotates it: keeps the file it
@@ -347,6 +440,42 @@ impl LogFollower {
             Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
         };
         let current = file.as_ref().map(|(_, ino)| *ino);
+        if let Some(n) = tail_only(filter) {
+            use std::io::{Seek, SeekFrom};
+            let mut sources = Vec::new();
+            for old in rotated_files(path) {
+                if current.is_some() && inode(&old) == current {
+                    continue;
+                }
+                if let Some(f) = open_existing(&old)? {
+                    let len = file_len(&f, &old)?;
+                    sources.push((f, len, old));
+                }
+            }
+            let mut file = file;
+            if let Some((f, _)) = file.as_mut() {
+                // Complete lines now in the file are the tail's; the
+                // follower goes on from there.
+                let cut = after_last_newline(f, file_len(f, path)?, path)?;
+                f.seek(SeekFrom::Start(cut))
+                    .map_err(|e| Error::io(format!("seek {}", path.display()), e))?;
+                let dup = f
+                    .try_clone()
+                    .map_err(|e| Error::io(format!("dup {}", path.display()), e))?;
+                sources.push((dup, cut, path.to_path_buf()));
+            }
+            let out = tail_of(&sources, &m, n)?;
+            let follower = LogFollower {
+                path: path.to_path_buf(),
+                filter: LogFilter {
+                    tail: None,
+                    ..filter.clone()
+                },
+                file,
+                partial: Vec::new(),
+            };
+            return Ok((out, follower));
+        }
         let mut out = Vec::new();
         for old in rotated_files(path) {
             if current.is_some() && inode(&old) == current {
@@ -671,6 +800,70 @@ mod tests {
             read_logs(&path, &since("yesterday")),
             Err(Error::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn tail_from_the_end_matches_a_full_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("log.json");
+        let opts = LogOptions {
+            max_size: Some(200 * 1024),
+            max_file: 3,
+        };
+        let mut w = LogWriter::open(&path, opts).unwrap();
+        for i in 0..6000 {
+            let (s, text) = if i % 3 == 0 {
+                (Stream::Stderr, format!("err {i}\n"))
+            } else {
+                (Stream::Stdout, format!("out {i} {}\n", "x".repeat(i % 50)))
+            };
+            w.write(s, text.as_bytes()).unwrap();
+        }
+        // A long (cut) line and a torn last write.
+        w.write(Stream::Stdout, &vec![b'y'; MAX_LINE + 10]).unwrap();
+        w.finish(Stream::Stdout).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"log\":\"torn").unwrap();
+        assert!(rotated(&path, 1).exists());
+        for (stdout, stderr) in [(true, true), (true, false), (false, true)] {
+            let all = read_logs(
+                &path,
+                &LogFilter {
+                    stdout,
+                    stderr,
+                    ..LogFilter::default()
+                },
+            )
+            .unwrap();
+            for n in [0, 1, 2, 10, 1000, 3000, 100_000] {
+                let f = LogFilter {
+                    tail: Some(n),
+                    stdout,
+                    stderr,
+                    ..LogFilter::default()
+                };
+                let want = &all[all.len().saturating_sub(n)..];
+                assert_eq!(read_logs(&path, &f).unwrap(), want, "{n} {stdout} {stderr}");
+                let (got, mut follower) = LogFollower::start(&path, &f).unwrap();
+                assert_eq!(got, want, "follow {n}");
+                assert!(follower.poll().unwrap().is_empty());
+            }
+        }
+        // The follower started with a tail goes on after it.
+        let f = LogFilter {
+            tail: Some(1),
+            ..LogFilter::default()
+        };
+        let (_, mut follower) = LogFollower::start(&path, &f).unwrap();
+        let mut w = LogWriter::open(&path, opts).unwrap();
+        w.write(Stream::Stdout, b"\nnext\n").unwrap();
+        let texts_now: Vec<String> = follower
+            .poll()
+            .unwrap()
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        assert_eq!(texts_now, ["next\n"]);
     }
 
     #[test]
