@@ -177,6 +177,8 @@ pub struct LogFilter {
     pub tail: Option<usize>,
     /// Only lines logged at or after this RFC 3339 time.
     pub since: Option<String>,
+    /// Only lines logged at or before this RFC 3339 time.
+    pub until: Option<String>,
     /// Prefix each line with its time and a space.
     pub timestamps: bool,
     pub stdout: bool,
@@ -188,6 +190,7 @@ impl Default for LogFilter {
         LogFilter {
             tail: None,
             since: None,
+            until: None,
             timestamps: false,
             stdout: true,
             stderr: true,
@@ -204,17 +207,62 @@ pub struct LogLine {
     pub text: String,
 }
 
-/// Reads the log at `path` and its rotated files, oldest first. Lines that
-/// do not parse (a torn last write) are skipped.
-pub fn read_logs(path: &Path, filter: &LogFilter) -> Result<Vec<LogLine>> {
-    let since = filter
-        .since
-        .as_deref()
-        .map(|s| {
-            parse_rfc3339(s)
-                .ok_or_else(|| Error::Invalid(format!("since {s:?} is not an RFC 3339 time")))
+/// A [`LogFilter`] with its times parsed.
+struct Matcher<'a> {
+    filter: &'a LogFilter,
+    since: Option<(i64, u32)>,
+    until: Option<(i64, u32)>,
+}
+
+impl<'a> Matcher<'a> {
+    fn new(filter: &'a LogFilter) -> Result<Matcher<'a>> {
+        let parse = |what: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| {
+                    parse_rfc3339(s).ok_or_else(|| {
+                        Error::Invalid(format!("{what} {s:?} is not an RFC 3339 time"))
+                    })
+                })
+                .transpose()
+        };
+        Ok(Matcher {
+            filter,
+            since: parse("since", &filter.since)?,
+            until: parse("until", &filter.until)?,
         })
-        .transpose()?;
+    }
+
+    /// The line if it parses and passes the filter (a torn write does not parse).
+    fn line(&self, raw: &[u8]) -> Option<LogLine> {
+        let entry = serde_json::from_slice::<Entry>(raw).ok()?;
+        let wanted = match entry.stream {
+            Stream::Stdout => self.filter.stdout,
+            Stream::Stderr => self.filter.stderr,
+        };
+        if !wanted {
+            return None;
+        }
+        if self.since.is_some() || self.until.is_some() {
+            let t = parse_rfc3339(&entry.time)?;
+            if self.since.is_some_and(|s| t < s) || self.until.is_some_and(|u| t > u) {
+                return None;
+            }
+        }
+        let text = if self.filter.timestamps {
+            format!("{} {}", entry.time, entry.log)
+        } else {
+            entry.log
+        };
+        Some(LogLine {
+            stream: entry.stream,
+            time: entry.time,
+            text,
+        })
+    }
+}
+
+/// The rotated files of `path` that exist, oldest first.
+fn rotated_files(path: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut n = 1;
     loop {
@@ -226,50 +274,269 @@ pub fn read_logs(path: &Path, filter: &LogFilter) -> Result<Vec<LogLine>> {
         n += 1;
     }
     files.reverse();
-    files.push(path.to_path_buf());
-    let mut out = Vec::new();
-    for file in files {
-        let f = match File::open(&file) {
-            Ok(f) => f,
-            // Rotated away between listing and opening.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(format!("open {}", file.display()), e)),
-        };
-        for line in BufReader::new(f).split(b'\n') {
-            let line = line.map_err(|e| Error::io(format!("read {}", file.display()), e))?;
-            let Ok(entry) = serde_json::from_slice::<Entry>(&line) else {
-                continue;
-            };
-            let wanted = match entry.stream {
-                Stream::Stdout => filter.stdout,
-                Stream::Stderr => filter.stderr,
-            };
-            if !wanted {
-                continue;
-            }
-            if let Some(since) = since {
-                match parse_rfc3339(&entry.time) {
-                    Some(t) if t >= since => {}
-                    _ => continue,
-                }
-            }
-            let text = if filter.timestamps {
-                format!("{} {}", entry.time, entry.log)
-            } else {
-                entry.log
-            };
-            out.push(LogLine {
-                stream: entry.stream,
-                time: entry.time,
-                text,
-            });
-        }
+    files
+}
+
+fn read_whole(file: &Path, m: &Matcher, out: &mut Vec<LogLine>) -> Result<()> {
+    let f = match File::open(file) {
+        Ok(f) => f,
+        // Rotated away between listing and opening.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("open {}", file.display()), e)),
+    };
+    for line in BufReader::new(f).split(b'\n') {
+        let line = line.map_err(|e| Error::io(format!("read {}", file.display()), e))?;
+        out.extend(m.line(&line));
     }
-    if let Some(tail) = filter.tail {
+    Ok(())
+}
+
+fn apply_tail(out: &mut Vec<LogLine>, tail: Option<usize>) {
+    if let Some(tail) = tail {
         let skip = out.len().saturating_sub(tail);
         out.drain(..skip);
     }
+}
+
+/// Reads the log at `path` and its rotated files, oldest first. Lines that
+/// do not parse (a torn last write) are skipped.
+pub fn read_logs(path: &Path, filter: &LogFilter) -> Result<Vec<LogLine>> {
+    let m = Matcher::new(filter)?;
+    if let Some(n) = tail_only(filter) {
+        let mut sources = Vec::new();
+        for file in rotated_files(path).into_iter().chain([path.to_path_buf()]) {
+            if let Some(f) = open_existing(&file)? {
+                let len = file_len(&f, &file)?;
+                sources.push((f, len, file));
+            }
+        }
+        return tail_of(&sources, &m, n);
+    }
+    let mut out = Vec::new();
+    for file in rotated_files(path).iter().chain([&path.to_path_buf()]) {
+        read_whole(file, &m, &mut out)?;
+    }
+    apply_tail(&mut out, filter.tail);
     Ok(out)
+}
+
+/// `tail` without time bounds: the lines can be read from the end.
+fn tail_only(filter: &LogFilter) -> Option<usize> {
+    filter
+        .tail
+        .filter(|_| filter.since.is_none() && filter.until.is_none())
+}
+
+fn open_existing(path: &Path) -> Result<Option<File>> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        // Rotated away since it was listed.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("open {}", path.display()), e)),
+    }
+}
+
+fn file_len(f: &File, path: &Path) -> Result<u64> {
+    Ok(f.metadata()
+        .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
+        .len())
+}
+
+/// Bytes read backwards at a time by [`tail_of`].
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// The last `n` lines passing `m` in `sources` (oldest first; each read up
+/// to its length), read backwards so `--tail 10` of a large log costs a
+/// chunk, not the whole file. A torn last line does not parse and is skipped.
+fn tail_of(sources: &[(File, u64, PathBuf)], m: &Matcher, n: usize) -> Result<Vec<LogLine>> {
+    use std::os::unix::fs::FileExt;
+    let mut rev = Vec::new();
+    for (f, len, path) in sources.iter().rev() {
+        let mut pos = *len;
+        let mut carry: Vec<u8> = Vec::new();
+        while rev.len() < n {
+            if pos == 0 {
+                rev.extend(m.line(&carry));
+                break;
+            }
+            let size = TAIL_CHUNK.min(pos);
+            pos -= size;
+            let mut buf = vec![0u8; size as usize];
+            f.read_exact_at(&mut buf, pos)
+                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+            buf.extend_from_slice(&carry);
+            let mut end = buf.len();
+            while let Some(nl) = buf[..end].iter().rposition(|&b| b == b'\n') {
+                rev.extend(m.line(&buf[nl + 1..end]));
+                end = nl;
+                if rev.len() >= n {
+                    break;
+                }
+            }
+            buf.truncate(end);
+            carry = buf;
+        }
+        if rev.len() >= n {
+            break;
+        }
+    }
+    rev.truncate(n);
+    rev.reverse();
+    Ok(rev)
+}
+
+/// The offset just after the last newline before `end` (0 if none): where
+/// complete lines end.
+fn after_last_newline(f: &File, end: u64, path: &Path) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut pos = end;
+    while pos > 0 {
+        let size = TAIL_CHUNK.min(pos);
+        pos -= size;
+        let mut buf = vec![0u8; size as usize];
+        f.read_exact_at(&mut buf, pos)
+            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        if let Some(nl) = buf.iter().rposition(|&b| b == b'\n') {
+            return Ok(pos + nl as u64 + 1);
+        }
+    }
+    Ok(0)
+}
+
+/// Follows a log as its writer appends and rotates it: keeps the file it
+/// reads open (a rotated or, with `max-file=1`, deleted file stays
+/// readable through its descriptor), drains it, then moves to the file
+/// now at `path`.
+pub struct LogFollower {
+    path: PathBuf,
+    filter: LogFilter,
+    /// The file being read and its inode; `None` until `path` exists.
+    file: Option<(File, u64)>,
+    partial: Vec<u8>,
+}
+
+fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| m.ino())
+}
+
+impl LogFollower {
+    /// Reads what the log holds now (`filter.tail` applies to it) and
+    /// returns it with a follower that continues after it.
+    pub fn start(path: &Path, filter: &LogFilter) -> Result<(Vec<LogLine>, LogFollower)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = Matcher::new(filter)?;
+        // The current file first: if it is rotated while the older files
+        // are read, it is skipped among them and read through this handle.
+        let file = match File::open(path) {
+            Ok(f) => {
+                let ino = f
+                    .metadata()
+                    .map_err(|e| Error::io(format!("stat {}", path.display()), e))?
+                    .ino();
+                Some((f, ino))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+        };
+        let current = file.as_ref().map(|(_, ino)| *ino);
+        if let Some(n) = tail_only(filter) {
+            use std::io::{Seek, SeekFrom};
+            let mut sources = Vec::new();
+            for old in rotated_files(path) {
+                if current.is_some() && inode(&old) == current {
+                    continue;
+                }
+                if let Some(f) = open_existing(&old)? {
+                    let len = file_len(&f, &old)?;
+                    sources.push((f, len, old));
+                }
+            }
+            let mut file = file;
+            if let Some((f, _)) = file.as_mut() {
+                // Complete lines now in the file are the tail's; the
+                // follower goes on from there.
+                let cut = after_last_newline(f, file_len(f, path)?, path)?;
+                f.seek(SeekFrom::Start(cut))
+                    .map_err(|e| Error::io(format!("seek {}", path.display()), e))?;
+                let dup = f
+                    .try_clone()
+                    .map_err(|e| Error::io(format!("dup {}", path.display()), e))?;
+                sources.push((dup, cut, path.to_path_buf()));
+            }
+            let out = tail_of(&sources, &m, n)?;
+            let follower = LogFollower {
+                path: path.to_path_buf(),
+                filter: LogFilter {
+                    tail: None,
+                    ..filter.clone()
+                },
+                file,
+                partial: Vec::new(),
+            };
+            return Ok((out, follower));
+        }
+        let mut out = Vec::new();
+        for old in rotated_files(path) {
+            if current.is_some() && inode(&old) == current {
+                continue;
+            }
+            read_whole(&old, &m, &mut out)?;
+        }
+        let mut follower = LogFollower {
+            path: path.to_path_buf(),
+            filter: LogFilter {
+                tail: None,
+                ..filter.clone()
+            },
+            file,
+            partial: Vec::new(),
+        };
+        out.extend(follower.poll()?);
+        apply_tail(&mut out, filter.tail);
+        Ok((out, follower))
+    }
+
+    /// The complete lines written since the last call.
+    pub fn poll(&mut self) -> Result<Vec<LogLine>> {
+        use std::io::Read;
+        let m = Matcher::new(&self.filter)?;
+        let mut out = Vec::new();
+        loop {
+            if let Some((f, _)) = self.file.as_mut() {
+                let mut buf = Vec::new();
+                f.read_to_end(&mut buf)
+                    .map_err(|e| Error::io(format!("read {}", self.path.display()), e))?;
+                self.partial.extend_from_slice(&buf);
+                let mut start = 0;
+                while let Some(nl) = self.partial[start..].iter().position(|&b| b == b'\n') {
+                    out.extend(m.line(&self.partial[start..start + nl]));
+                    start += nl + 1;
+                }
+                self.partial.drain(..start);
+            }
+            // Rotated (or first created) since: the old file is drained, go on
+            // with the new one.
+            let now = inode(&self.path);
+            if now.is_none() || now == self.file.as_ref().map(|(_, ino)| *ino) {
+                return Ok(out);
+            }
+            match File::open(&self.path) {
+                Ok(f) => {
+                    use std::os::unix::fs::MetadataExt;
+                    let ino = f
+                        .metadata()
+                        .map_err(|e| Error::io(format!("stat {}", self.path.display()), e))?
+                        .ino();
+                    self.file = Some((f, ino));
+                    // A torn write of the old file never completes.
+                    self.partial.clear();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(Error::io(format!("open {}", self.path.display()), e)),
+            }
+        }
+    }
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)` into seconds
@@ -467,6 +734,7 @@ mod tests {
         let f = |tail, stdout, stderr, timestamps| LogFilter {
             tail,
             since: None,
+            until: None,
             timestamps,
             stdout,
             stderr,
@@ -532,6 +800,152 @@ mod tests {
             read_logs(&path, &since("yesterday")),
             Err(Error::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn tail_from_the_end_matches_a_full_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("log.json");
+        let opts = LogOptions {
+            max_size: Some(200 * 1024),
+            max_file: 3,
+        };
+        let mut w = LogWriter::open(&path, opts).unwrap();
+        for i in 0..6000 {
+            let (s, text) = if i % 3 == 0 {
+                (Stream::Stderr, format!("err {i}\n"))
+            } else {
+                (Stream::Stdout, format!("out {i} {}\n", "x".repeat(i % 50)))
+            };
+            w.write(s, text.as_bytes()).unwrap();
+        }
+        // A long (cut) line and a torn last write.
+        w.write(Stream::Stdout, &vec![b'y'; MAX_LINE + 10]).unwrap();
+        w.finish(Stream::Stdout).unwrap();
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"log\":\"torn").unwrap();
+        assert!(rotated(&path, 1).exists());
+        for (stdout, stderr) in [(true, true), (true, false), (false, true)] {
+            let all = read_logs(
+                &path,
+                &LogFilter {
+                    stdout,
+                    stderr,
+                    ..LogFilter::default()
+                },
+            )
+            .unwrap();
+            for n in [0, 1, 2, 10, 1000, 3000, 100_000] {
+                let f = LogFilter {
+                    tail: Some(n),
+                    stdout,
+                    stderr,
+                    ..LogFilter::default()
+                };
+                let want = &all[all.len().saturating_sub(n)..];
+                assert_eq!(read_logs(&path, &f).unwrap(), want, "{n} {stdout} {stderr}");
+                let (got, mut follower) = LogFollower::start(&path, &f).unwrap();
+                assert_eq!(got, want, "follow {n}");
+                assert!(follower.poll().unwrap().is_empty());
+            }
+        }
+        // The follower started with a tail goes on after it.
+        let f = LogFilter {
+            tail: Some(1),
+            ..LogFilter::default()
+        };
+        let (_, mut follower) = LogFollower::start(&path, &f).unwrap();
+        let mut w = LogWriter::open(&path, opts).unwrap();
+        w.write(Stream::Stdout, b"\nnext\n").unwrap();
+        let texts_now: Vec<String> = follower
+            .poll()
+            .unwrap()
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        assert_eq!(texts_now, ["next\n"]);
+    }
+
+    #[test]
+    fn until_bounds_lines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("log.json");
+        let mut text = String::new();
+        for (t, l) in [
+            ("2024-01-01T00:00:00Z", "a"),
+            ("2024-01-01T00:00:01Z", "b"),
+            ("2024-01-01T00:00:02Z", "c"),
+        ] {
+            text.push_str(&format!(
+                "{{\"log\":\"{l}\\n\",\"stream\":\"stdout\",\"time\":\"{t}\"}}\n"
+            ));
+        }
+        fs::write(&path, text).unwrap();
+        let f = LogFilter {
+            since: Some("2024-01-01T00:00:01Z".into()),
+            until: Some("2024-01-01T00:00:01Z".into()),
+            ..LogFilter::default()
+        };
+        assert_eq!(texts(&read_logs(&path, &f).unwrap()), ["b\n"]);
+        let f = LogFilter {
+            until: Some("2024-01-01T00:00:01.5Z".into()),
+            ..LogFilter::default()
+        };
+        assert_eq!(texts(&read_logs(&path, &f).unwrap()), ["a\n", "b\n"]);
+    }
+
+    #[test]
+    fn follower_reads_across_rotations_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("log.json");
+        let opts = LogOptions {
+            max_size: Some(300),
+            max_file: 3,
+        };
+        let mut w = LogWriter::open(&path, opts).unwrap();
+        for i in 0..3 {
+            w.write(Stream::Stdout, format!("line {i}\n").as_bytes())
+                .unwrap();
+        }
+        let f = LogFilter {
+            tail: Some(2),
+            ..LogFilter::default()
+        };
+        let (first, mut follower) = LogFollower::start(&path, &f).unwrap();
+        assert_eq!(texts(&first), ["line 1\n", "line 2\n"]);
+        assert!(follower.poll().unwrap().is_empty());
+        // About one rotation between two polls; the follower drains the
+        // rotated file through its handle before moving on.
+        let mut got = Vec::new();
+        for i in 3..40 {
+            w.write(Stream::Stdout, format!("line {i}\n").as_bytes())
+                .unwrap();
+            if i % 2 == 0 {
+                got.extend(follower.poll().unwrap());
+            }
+        }
+        got.extend(follower.poll().unwrap());
+        let want: Vec<String> = (3..40).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(texts(&got), want);
+        // max-file=1 deletes the file being read: its rest is still read.
+        let path1 = tmp.path().join("one.json");
+        let mut w = LogWriter::open(
+            &path1,
+            LogOptions {
+                max_size: Some(120),
+                max_file: 1,
+            },
+        )
+        .unwrap();
+        let (_, mut follower) = LogFollower::start(&path1, &LogFilter::default()).unwrap();
+        let mut got = Vec::new();
+        for i in 0..10 {
+            w.write(Stream::Stderr, format!("e{i}\n").as_bytes())
+                .unwrap();
+            got.extend(follower.poll().unwrap());
+        }
+        assert_eq!(got.len(), 10);
+        assert!(got.iter().all(|l| l.stream == Stream::Stderr));
     }
 
     #[test]

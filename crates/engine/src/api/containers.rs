@@ -1,14 +1,11 @@
-//! `/containers/...`: list, inspect, logs, kill, remove.
+//! `/containers/...`: list, inspect, kill, remove (logs: [`super::logs`]).
 
 use super::error::ApiError;
-use super::util::{flag, human_duration, now_secs, parse_signal, push_frame, unix_secs, Query};
+use super::util::{flag, human_duration, now_secs, parse_signal, unix_secs, Query};
 use super::{blocking, ApiResult, Shared};
-use crate::logs::{read_logs, LogFilter};
 use crate::records::{ContainerRecord, Status};
 use axum::extract::{Path, Query as Q, State};
-use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -124,9 +121,11 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Val
         }
     }
     let now = now_secs();
-    Ok(Json(Value::Array(
-        records.iter().map(|r| summary(r, now)).collect(),
-    )))
+    let mut docs: Vec<Value> = records.iter().map(|r| summary(r, now)).collect();
+    if flag(&q, "size") {
+        super::stats::add_sizes(&d, &mut docs).await?;
+    }
+    Ok(Json(Value::Array(docs)))
 }
 
 /// Docker's container inspect document: the state from the record, the
@@ -194,66 +193,17 @@ pub fn inspect_doc(r: &ContainerRecord) -> Value {
     })
 }
 
-pub async fn inspect(State(d): State<Shared>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let r = find(&d, id).await?;
-    Ok(Json(inspect_doc(&r)))
-}
-
-pub async fn logs(
+pub async fn inspect(
     State(d): State<Shared>,
     Path(id): Path<String>,
     Q(q): Q<Query>,
-) -> ApiResult<impl IntoResponse> {
-    let (stdout, stderr) = (flag(&q, "stdout"), flag(&q, "stderr"));
-    if !stdout && !stderr {
-        return Err(ApiError::bad_request(
-            "Bad parameters: you must choose at least one stream",
-        ));
-    }
-    if flag(&q, "follow") {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "following logs is not supported by cubby yet",
-        ));
-    }
-    if q.get("since").is_some_and(|s| !s.is_empty() && s != "0")
-        || q.get("until").is_some_and(|s| !s.is_empty() && s != "0")
-    {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "since and until are not supported by cubby yet",
-        ));
-    }
-    let tail = match q.get("tail").map(String::as_str) {
-        None | Some("" | "all") => None,
-        Some(n) => match n.parse::<i64>() {
-            Ok(n) if n < 0 => None,
-            Ok(n) => Some(n as usize),
-            Err(_) => return Err(ApiError::bad_request(format!("invalid tail {n:?}"))),
-        },
-    };
-    let filter = LogFilter {
-        tail,
-        since: None,
-        timestamps: flag(&q, "timestamps"),
-        stdout,
-        stderr,
-    };
+) -> ApiResult<Json<Value>> {
     let r = find(&d, id).await?;
-    let body = blocking(move || {
-        let lines =
-            read_logs(&r.log_path, &filter).map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut out = Vec::new();
-        for l in &lines {
-            push_frame(&mut out, l.stream, l.text.as_bytes());
-        }
-        Ok(out)
-    })
-    .await?;
-    Ok((
-        [(CONTENT_TYPE, "application/vnd.docker.multiplexed-stream")],
-        body,
-    ))
+    let mut doc = inspect_doc(&r);
+    if flag(&q, "size") {
+        super::stats::add_sizes(&d, std::slice::from_mut(&mut doc)).await?;
+    }
+    Ok(Json(doc))
 }
 
 pub async fn kill(

@@ -153,6 +153,8 @@ pub async fn create(
 
 /// Mounts the snapshot and builds the monitor's request (blocking).
 fn prepare(d: &Shared, id: &str, name: &str, body: CreateBody) -> ApiResult<CreateRequest> {
+    let log = super::logs::log_options(body.host_config.as_ref())?;
+    let limits = super::stats::Limits::from_host_config(body.host_config.as_ref())?;
     let image_name = body.image.clone().unwrap_or_default();
     let image = find_image(d, &image_name)?.ok_or_else(|| {
         ApiError::new(
@@ -265,6 +267,7 @@ fn prepare(d: &Shared, id: &str, name: &str, body: CreateBody) -> ApiResult<Crea
         "/{}/{id}",
         d.cgroup_parent.trim_matches('/')
     ))));
+    limits.apply(&mut linux);
     spec.set_linux(Some(linux));
     let mut body = body;
     let host_config = body.host_config.take().unwrap_or_default();
@@ -289,6 +292,7 @@ fn prepare(d: &Shared, id: &str, name: &str, body: CreateBody) -> ApiResult<Crea
     Ok(CreateRequest {
         image: Some(image_name),
         labels,
+        log,
         config,
         open_stdin,
         stdin_once,

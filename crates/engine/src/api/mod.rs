@@ -23,6 +23,8 @@ mod exec;
 mod hijack;
 pub mod images;
 mod lifecycle;
+pub mod logs;
+pub mod stats;
 mod system;
 pub mod util;
 
@@ -147,7 +149,9 @@ pub fn router(daemon: Shared) -> Router {
         )
         .route("/containers/json", get(containers::list))
         .route("/containers/{id}/json", get(containers::inspect))
-        .route("/containers/{id}/logs", get(containers::logs))
+        .route("/containers/{id}/logs", get(logs::logs))
+        .route("/containers/{id}/stats", get(stats::stats))
+        .route("/containers/{id}/top", get(stats::top))
         .route("/containers/{id}/kill", post(containers::kill))
         .route("/containers/{id}", delete(containers::remove))
         .route("/containers/create", post(create::create))

@@ -58,6 +58,23 @@ pub(crate) fn keyed_value(text: &str, key: &str) -> Option<u64> {
     })
 }
 
+/// Every `key number` line of a flat keyed file (memory.stat, cpu.stat).
+pub(crate) fn keyed_values(text: &str) -> std::collections::BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|line| {
+            let mut it = line.split_whitespace();
+            let key = it.next()?;
+            Some((key.to_string(), it.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A limit file holding a number or `max`; `max` (and huge v1 values) are `None`.
+pub(crate) fn read_limit(path: &Path) -> Result<Option<u64>, CgroupError> {
+    let text = read(path)?;
+    Ok(text.trim().parse::<u64>().ok().filter(|&n| n < 1 << 62))
+}
+
 /// Pids listed in a cgroup.procs file; a missing file counts as empty, since
 /// a cgroup that is not there holds no processes.
 pub(crate) fn procs(path: &Path) -> Result<Vec<i32>, CgroupError> {

@@ -90,8 +90,16 @@ pub struct Stats {
     pub memory_bytes: u64,
     pub memory_limit_bytes: Option<u64>,
     pub cpu_usage_ns: u64,
+    /// CPU time in user and kernel mode (v1: cpuacct.stat ticks as ns).
+    pub cpu_user_ns: u64,
+    pub cpu_system_ns: u64,
     pub pids: u64,
+    /// pids.max; `None` when unlimited or without a pids controller.
+    pub pids_limit: Option<u64>,
     pub oom_kills: u64,
+    /// memory.stat as the kernel lists it (v1: `cache`, `total_inactive_file`...;
+    /// v2: `anon`, `file`, `inactive_file`...), for Docker's `memory_stats.stats`.
+    pub memory_stat: std::collections::BTreeMap<String, u64>,
 }
 
 /// One container's cgroup (a directory per controller on v1, one on v2).

@@ -562,10 +562,30 @@ pub(crate) fn stats(root: &Path, path: &Path) -> Result<Stats, CgroupError> {
         let limit = fs::read_u64(&mem.join("memory.limit_in_bytes"))?;
         s.memory_limit_bytes = (limit < UNLIMITED_THRESHOLD).then_some(limit);
         s.oom_kills = oom_kills(root, path)?;
+        let stat = mem.join("memory.stat");
+        if stat.exists() {
+            s.memory_stat = fs::keyed_values(&fs::read(&stat)?);
+        }
     }
     let acct = dir(root, path, "cpuacct").join("cpuacct.usage");
     if acct.exists() {
         s.cpu_usage_ns = fs::read_u64(&acct)?;
+    }
+    let acct_stat = dir(root, path, "cpuacct").join("cpuacct.stat");
+    if acct_stat.exists() {
+        // In USER_HZ ticks, which Linux fixes at 100 for user space.
+        let text = fs::read(&acct_stat)?;
+        let ns = |key| {
+            fs::keyed_value(&text, key)
+                .unwrap_or(0)
+                .saturating_mul(10_000_000)
+        };
+        s.cpu_user_ns = ns("user");
+        s.cpu_system_ns = ns("system");
+    }
+    let max = dir(root, path, "pids").join("pids.max");
+    if max.exists() {
+        s.pids_limit = fs::read_limit(&max)?;
     }
     let current = dir(root, path, "pids").join("pids.current");
     s.pids = if current.exists() {
@@ -685,6 +705,7 @@ mod tests {
                         "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
                     ),
                     ("memory.usage_in_bytes", "4096"),
+                    ("memory.stat", "cache 1024\ntotal_inactive_file 512\n"),
                 ],
             ),
             (
@@ -693,6 +714,13 @@ mod tests {
                     ("cpu.shares", ""),
                     ("cpu.cfs_quota_us", ""),
                     ("cpu.cfs_period_us", ""),
+                ],
+            ),
+            (
+                "cpuacct",
+                &[
+                    ("cpuacct.usage", "300000000"),
+                    ("cpuacct.stat", "user 20\nsystem 10\n"),
                 ],
             ),
             ("cpuset", &[("cpuset.cpus", ""), ("cpuset.mems", "")]),
@@ -805,6 +833,14 @@ mod tests {
         let st = cg.stats().unwrap();
         assert_eq!(st.memory_bytes, 4096);
         assert_eq!(st.memory_limit_bytes, Some(64 << 20));
+        assert_eq!(st.cpu_usage_ns, 300_000_000);
+        // USER_HZ ticks (100 a second) as ns.
+        assert_eq!(
+            (st.cpu_user_ns, st.cpu_system_ns),
+            (200_000_000, 100_000_000)
+        );
+        assert_eq!(st.memory_stat.get("total_inactive_file"), Some(&512));
+        assert_eq!(st.pids_limit, Some(32));
         assert!(!cg.oom_killed().unwrap());
         std::fs::write(
             root.join("memory/c1/memory.oom_control"),

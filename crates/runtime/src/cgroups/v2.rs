@@ -364,15 +364,26 @@ pub(crate) fn stats(root: &Path, path: &Path) -> Result<Stats, CgroupError> {
     if d.join("memory.current").exists() {
         s.memory_bytes = fs::read_u64(&d.join("memory.current"))?;
         s.memory_limit_bytes = fs::read(&d.join("memory.max"))?.trim().parse().ok();
+        if d.join("memory.stat").exists() {
+            s.memory_stat = fs::keyed_values(&fs::read(&d.join("memory.stat"))?);
+        }
     }
     if d.join("cpu.stat").exists() {
         let text = fs::read(&d.join("cpu.stat"))?;
-        s.cpu_usage_ns = fs::keyed_value(&text, "usage_usec")
-            .unwrap_or(0)
-            .saturating_mul(1000);
+        let ns = |key| {
+            fs::keyed_value(&text, key)
+                .unwrap_or(0)
+                .saturating_mul(1000)
+        };
+        s.cpu_usage_ns = ns("usage_usec");
+        s.cpu_user_ns = ns("user_usec");
+        s.cpu_system_ns = ns("system_usec");
     }
     if d.join("pids.current").exists() {
         s.pids = fs::read_u64(&d.join("pids.current"))?;
+    }
+    if d.join("pids.max").exists() {
+        s.pids_limit = fs::read_limit(&d.join("pids.max"))?;
     }
     Ok(s)
 }
@@ -442,7 +453,10 @@ mod tests {
             ("cgroup.procs", String::new()),
             ("cgroup.freeze", "0".into()),
             ("cgroup.events", "populated 0\nfrozen 0\n".into()),
-            ("cpu.stat", "usage_usec 1500\nuser_usec 1000\n".into()),
+            (
+                "cpu.stat",
+                "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n".into(),
+            ),
         ];
         for c in controllers.split_whitespace() {
             let extra: &[(&str, &str)] = match c {
@@ -451,6 +465,7 @@ mod tests {
                     ("memory.swap.max", "max"),
                     ("memory.low", "0"),
                     ("memory.current", "8192"),
+                    ("memory.stat", "anon 4096\nfile 4096\ninactive_file 1024\n"),
                     ("memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n"),
                 ],
                 "cpu" => &[("cpu.max", "max 100000"), ("cpu.weight", "100")],
@@ -588,6 +603,9 @@ mod tests {
         assert_eq!(st.memory_bytes, 8192);
         assert_eq!(st.memory_limit_bytes, Some(64 << 20));
         assert_eq!(st.cpu_usage_ns, 1_500_000);
+        assert_eq!((st.cpu_user_ns, st.cpu_system_ns), (1_000_000, 500_000));
+        assert_eq!(st.memory_stat.get("inactive_file"), Some(&1024));
+        assert_eq!(st.pids_limit, Some(32));
     }
 
     #[test]

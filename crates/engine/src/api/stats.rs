@@ -1,0 +1,654 @@
+//! `GET /containers/{id}/stats` and `/top`, container sizes (`size=1` on
+//! list and inspect) and the resource limits of `HostConfig` (`-m`,
+//! `--cpus`, `--pids-limit`...) turned into the spec's `linux.resources`.
+//!
+//! Stats are read from the container's cgroup (`/<cgroup_parent>/<id>`)
+//! on demand, not by a background collector: a daemon with no `docker
+//! stats` client open does no work, and a streamed reply keeps its own
+//! previous sample for `precpu_stats`.
+
+use super::containers::find;
+use super::error::ApiError;
+use super::util::{flag, Query};
+use super::{blocking, ApiResult, Daemon, Shared};
+use crate::records::ContainerRecord;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query as Q, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bollard_stubs::models::{
+    ContainerCpuStats, ContainerCpuUsage, ContainerMemoryStats, ContainerPidsStats,
+    ContainerStatsResponse, ContainerTopResponse, HostConfig,
+};
+use cubby_runtime::cgroups::{Cgroup, Hierarchy, Stats};
+use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+/// Docker's zero time: `preread` of a first sample.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+/// USER_HZ, fixed at 100 for user space on Linux.
+const TICKS_PER_SEC: u64 = 100;
+
+/// The cgroup `create` put the container in.
+pub fn container_cgroup(d: &Daemon, id: &str) -> ApiResult<Cgroup> {
+    let hierarchy =
+        Hierarchy::detect().map_err(|e| ApiError::internal(format!("cgroup hierarchy: {e}")))?;
+    Cgroup::new(
+        hierarchy,
+        &format!("/{}/{id}", d.cgroup_parent.trim_matches('/')),
+    )
+    .map_err(|e| ApiError::internal(format!("cgroup of {id}: {e}")))
+}
+
+/// One reading of a cgroup and of the host's CPU time.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub read: String,
+    pub stats: Stats,
+    /// Host CPU time (all CPUs, idle included) in ns, from /proc/stat.
+    pub system_ns: u64,
+    pub online_cpus: u32,
+}
+
+/// The host's total CPU time in ns and its number of CPUs, from
+/// /proc/stat (the same source and units Docker uses).
+pub fn host_cpu() -> ApiResult<(u64, u32)> {
+    let text = std::fs::read_to_string("/proc/stat")
+        .map_err(|e| ApiError::internal(format!("read /proc/stat: {e}")))?;
+    parse_proc_stat(&text).ok_or_else(|| ApiError::internal("/proc/stat has no aggregate cpu line"))
+}
+
+fn parse_proc_stat(text: &str) -> Option<(u64, u32)> {
+    let mut total = None;
+    let mut cpus = 0;
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        match f.next() {
+            Some("cpu") => {
+                // user nice system idle iowait irq softirq steal (guest is in user).
+                let ticks: u64 = f.take(8).filter_map(|v| v.parse::<u64>().ok()).sum();
+                total = Some(ticks.saturating_mul(1_000_000_000 / TICKS_PER_SEC));
+            }
+            Some(c) if c.starts_with("cpu") => cpus += 1,
+            _ => {}
+        }
+    }
+    Some((total?, cpus.max(1)))
+}
+
+/// MemTotal in bytes: Docker's memory "limit" of a container without one.
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Reads the container's cgroup (blocking).
+pub fn sample(cg: &Cgroup) -> ApiResult<Sample> {
+    let stats = cg
+        .stats()
+        .map_err(|e| ApiError::internal(format!("stats of {}: {e}", cg.path.display())))?;
+    let (system_ns, online_cpus) = host_cpu()?;
+    Ok(Sample {
+        read: cubby_runtime::state::rfc3339_now(),
+        stats,
+        system_ns,
+        online_cpus,
+    })
+}
+
+fn cpu_stats(s: &Sample) -> ContainerCpuStats {
+    ContainerCpuStats {
+        cpu_usage: Some(ContainerCpuUsage {
+            total_usage: Some(s.stats.cpu_usage_ns),
+            percpu_usage: None,
+            usage_in_kernelmode: Some(s.stats.cpu_system_ns),
+            usage_in_usermode: Some(s.stats.cpu_user_ns),
+        }),
+        system_cpu_usage: Some(s.system_ns),
+        online_cpus: Some(s.online_cpus),
+        throttling_data: None,
+    }
+}
+
+/// Docker's stats document for `cur`, with `prev` as `precpu_stats`.
+pub fn stats_doc(
+    r: &ContainerRecord,
+    cur: &Sample,
+    prev: Option<&Sample>,
+    host_mem: u64,
+) -> ContainerStatsResponse {
+    let st = &cur.stats;
+    ContainerStatsResponse {
+        name: Some(format!("/{}", r.name)),
+        id: Some(r.id.clone()),
+        read: Some(cur.read.clone()),
+        preread: Some(prev.map_or(ZERO_TIME.to_string(), |p| p.read.clone())),
+        pids_stats: Some(ContainerPidsStats {
+            current: Some(st.pids),
+            limit: st.pids_limit,
+        }),
+        cpu_stats: Some(cpu_stats(cur)),
+        precpu_stats: Some(prev.map(cpu_stats).unwrap_or_default()),
+        memory_stats: Some(ContainerMemoryStats {
+            usage: Some(st.memory_bytes),
+            stats: Some(
+                st.memory_stat
+                    .clone()
+                    .into_iter()
+                    .collect::<HashMap<_, _>>(),
+            ),
+            limit: Some(st.memory_limit_bytes.unwrap_or(host_mem)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// What Docker sends for a container that is not running.
+fn empty_doc(r: &ContainerRecord) -> ContainerStatsResponse {
+    ContainerStatsResponse {
+        name: Some(format!("/{}", r.name)),
+        id: Some(r.id.clone()),
+        read: Some(ZERO_TIME.into()),
+        preread: Some(ZERO_TIME.into()),
+        ..Default::default()
+    }
+}
+
+fn line(doc: &ContainerStatsResponse) -> Bytes {
+    let mut v = serde_json::to_vec(doc).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+/// `GET /containers/{id}/stats?stream=&one-shot=`: one document per
+/// second while `stream` (the default) and the container runs; with
+/// `stream=0` one document, sampled twice a second apart so the client can
+/// compute CPU % (`one-shot=1` skips the second sample, as Docker).
+pub async fn stats(
+    State(d): State<Shared>,
+    Path(id): Path<String>,
+    Q(q): Q<Query>,
+) -> ApiResult<Response> {
+    let stream = q.get("stream").is_none_or(|_| flag(&q, "stream"));
+    let one_shot = flag(&q, "one-shot");
+    if one_shot && stream {
+        return Err(ApiError::bad_request(
+            "cannot have stream=true and one-shot=true",
+        ));
+    }
+    let r = find(&d, id).await?;
+    let json = [(CONTENT_TYPE, "application/json")];
+    if !r.status.is_live() {
+        return Ok((json, line(&empty_doc(&r))).into_response());
+    }
+    let cg = container_cgroup(&d, &r.id)?;
+    let host_mem = blocking(|| Ok(host_memory())).await?;
+    if !stream {
+        let cg2 = cg.clone();
+        let mut prev = None;
+        if !one_shot {
+            prev = Some(blocking(move || sample(&cg2)).await?);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let cur = blocking(move || sample(&cg)).await?;
+        return Ok((json, line(&stats_doc(&r, &cur, prev.as_ref(), host_mem))).into_response());
+    }
+    // Streamed: ends when the container stops or its cgroup goes; hyper
+    // drops the stream (and so this loop) when the client goes away.
+    let state = (d, r, cg, None::<Sample>);
+    let body = futures_util::stream::unfold(state, move |(d, r, cg, prev)| async move {
+        if prev.is_some() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let id = r.id.clone();
+            match d.monitor(move |c| c.get(&id)).await {
+                Ok(now) if now.status.is_live() => {}
+                _ => return None,
+            }
+        }
+        let cg2 = cg.clone();
+        let cur = blocking(move || sample(&cg2)).await.ok()?;
+        let bytes = line(&stats_doc(&r, &cur, prev.as_ref(), host_mem));
+        Some((
+            Ok::<_, std::convert::Infallible>(bytes),
+            (d, r, cg, Some(cur)),
+        ))
+    });
+    Ok((json, Body::from_stream(body)).into_response())
+}
+
+/// One process of `top`, read from /proc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: i32,
+    pub ppid: i32,
+    pub uid: u32,
+    pub tty_nr: u32,
+    /// utime + stime, in ticks.
+    pub cpu_ticks: u64,
+    /// Start time in ticks after boot.
+    pub start_ticks: u64,
+    pub comm: String,
+    pub cmdline: String,
+}
+
+/// Parses `/proc/PID/stat` (the command may hold spaces and parentheses,
+/// so fields are counted from the last `)`).
+pub fn parse_stat(text: &str) -> Option<(String, i32, u32, u64, u64)> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    let f: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    // f[0] is field 3 (state).
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    let ppid = f.get(1)?.parse().ok()?;
+    let tty = f.get(4)?.parse::<i64>().ok()? as u32;
+    let cpu = num(11)? + num(12)?;
+    let start = num(19)?;
+    Some((comm, ppid, tty, cpu, start))
+}
+
+fn read_proc(pid: i32) -> Option<Proc> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (comm, ppid, tty_nr, cpu_ticks, start_ticks) = parse_stat(&stat)?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())?;
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline = raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(Proc {
+        pid,
+        ppid,
+        uid,
+        tty_nr,
+        cpu_ticks,
+        start_ticks,
+        comm,
+        cmdline,
+    })
+}
+
+/// `ps`'s TTY column for a `tty_nr`.
+pub fn tty_name(tty_nr: u32) -> String {
+    let (major, minor) = (
+        (tty_nr >> 8) & 0xfff,
+        (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00),
+    );
+    match major {
+        0 => "?".into(),
+        136..=143 => format!("pts/{}", (major - 136) * 256 + minor),
+        4 if minor < 64 => format!("tty{minor}"),
+        4 => format!("ttyS{}", minor - 64),
+        _ => format!("{major}:{minor}"),
+    }
+}
+
+/// `[DD-]HH:MM:SS`, as ps's TIME column.
+pub fn cpu_time(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}-{h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}")
+    }
+}
+
+fn user_names() -> HashMap<u32, String> {
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let uid = f.nth(1)?.parse().ok()?;
+            Some((uid, name.to_string()))
+        })
+        .collect()
+}
+
+/// Rows of `ps -ef` (UID PID PPID C STIME TTY TIME CMD) for `pids`.
+fn ps_ef(pids: &[i32]) -> ApiResult<Vec<Vec<String>>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| ApiError::internal("read /proc/uptime"))?;
+    let boot = now.saturating_sub(uptime as u64);
+    let users = user_names();
+    let mut rows = Vec::new();
+    for &pid in pids {
+        // Gone since the cgroup was listed.
+        let Some(p) = read_proc(pid) else { continue };
+        let started = boot + p.start_ticks / TICKS_PER_SEC;
+        let elapsed = now.saturating_sub(started).max(1);
+        let c = p.cpu_ticks * 100 / (TICKS_PER_SEC * elapsed);
+        let stime = if now - started < 86400 {
+            let t = cubby_runtime::state::rfc3339(started as i64, 0);
+            t.get(11..16).unwrap_or("?").to_string()
+        } else {
+            let t = cubby_runtime::state::rfc3339(started as i64, 0);
+            t.get(5..10).unwrap_or("?").to_string()
+        };
+        let cmd = if p.cmdline.is_empty() {
+            format!("[{}]", p.comm)
+        } else {
+            p.cmdline
+        };
+        rows.push(vec![
+            users.get(&p.uid).cloned().unwrap_or(p.uid.to_string()),
+            p.pid.to_string(),
+            p.ppid.to_string(),
+            c.to_string(),
+            stime,
+            tty_name(p.tty_nr),
+            cpu_time(p.cpu_ticks / TICKS_PER_SEC),
+            cmd,
+        ]);
+    }
+    Ok(rows)
+}
+
+/// Docker's way for other `ps_args`: run the host's `ps`, keep the rows
+/// whose PID column is one of the container's.
+fn host_ps(args: &str, pids: &[i32]) -> ApiResult<ContainerTopResponse> {
+    let out = std::process::Command::new("ps")
+        .args(args.split_whitespace())
+        .output()
+        .map_err(|e| ApiError::internal(format!("Error running ps: {e}")))?;
+    if !out.status.success() {
+        return Err(ApiError::internal(format!(
+            "Error running ps: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let titles: Vec<String> = lines
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let pid_col = titles
+        .iter()
+        .position(|t| t == "PID")
+        .ok_or_else(|| ApiError::internal("Couldn't find PID field in ps output"))?;
+    let wanted: HashSet<i32> = pids.iter().copied().collect();
+    let mut processes = Vec::new();
+    for l in lines {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        if fields.len() < titles.len() {
+            continue;
+        }
+        match fields[pid_col].parse::<i32>() {
+            Ok(p) if wanted.contains(&p) => {}
+            _ => continue,
+        }
+        let mut row: Vec<String> = fields[..titles.len() - 1]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        row.push(fields[titles.len() - 1..].join(" "));
+        processes.push(row);
+    }
+    Ok(ContainerTopResponse {
+        titles: Some(titles),
+        processes: Some(processes),
+    })
+}
+
+/// `GET /containers/{id}/top?ps_args=`: the container's processes, as
+/// `ps -ef` lists them (read from /proc), or as the host's `ps ARGS`.
+pub async fn top(
+    State(d): State<Shared>,
+    Path(id): Path<String>,
+    Q(q): Q<Query>,
+) -> ApiResult<Json<ContainerTopResponse>> {
+    let r = find(&d, id).await?;
+    // Paused counts as running, as in Docker.
+    if !r.status.is_live() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Container {} is not running", r.id),
+        ));
+    }
+    let cg = container_cgroup(&d, &r.id)?;
+    let args = q.get("ps_args").map_or("", |s| s.trim()).to_string();
+    let top = blocking(move || {
+        let mut pids = cg
+            .pids()
+            .map_err(|e| ApiError::internal(format!("processes of {}: {e}", r.id)))?;
+        pids.sort_unstable();
+        if !args.is_empty() && args != "-ef" {
+            return host_ps(&args, &pids);
+        }
+        let titles = ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"];
+        Ok(ContainerTopResponse {
+            titles: Some(titles.iter().map(|t| t.to_string()).collect()),
+            processes: Some(ps_ef(&pids)?),
+        })
+    })
+    .await?;
+    Ok(Json(top))
+}
+
+/// Bytes the container wrote to its own layer (its snapshot's upper dir).
+pub fn size_rw(d: &Daemon, id: &str) -> u64 {
+    cubby_image::snapshot::Snapshot::at(d.root.join("containers").join(id)).disk_usage()
+}
+
+/// The size of the image a container was made from (its snapshot's
+/// `image` file names the config digest); 0 if it is gone.
+fn image_size(d: &Daemon, id: &str, images: &[cubby_image::store::ImageRecord]) -> u64 {
+    let file = d.root.join("containers").join(id).join("image");
+    let Ok(digest) = std::fs::read_to_string(file) else {
+        return 0;
+    };
+    images
+        .iter()
+        .find(|i| i.config_digest.to_string() == digest.trim())
+        .map_or(0, |i| i.size)
+}
+
+/// Adds Docker's `SizeRw` and `SizeRootFs` to list or inspect documents
+/// (each has its `Id`), for `size=1`.
+pub async fn add_sizes(d: &Shared, docs: &mut [Value]) -> ApiResult<()> {
+    let ids: Vec<String> = docs
+        .iter()
+        .map(|doc| doc["Id"].as_str().unwrap_or("").to_string())
+        .collect();
+    let d = d.clone();
+    let sizes = blocking(move || {
+        let images = d
+            .images
+            .images()
+            .map_err(|e| ApiError::internal(format!("image list: {e}")))?;
+        Ok(ids
+            .iter()
+            .map(|id| {
+                let rw = size_rw(&d, id);
+                (rw, rw + image_size(&d, id, &images))
+            })
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    for (doc, (rw, rootfs)) in docs.iter_mut().zip(sizes) {
+        if let Some(o) = doc.as_object_mut() {
+            o.insert("SizeRw".into(), rw.into());
+            o.insert("SizeRootFs".into(), rootfs.into());
+        }
+    }
+    Ok(())
+}
+
+/// The limits of a create body's HostConfig that cubby applies: memory
+/// (`-m`, `--memory-swap`, `--memory-reservation`), CPU (`--cpus`,
+/// `--cpu-quota/period`, `--cpu-shares`) and `--pids-limit`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    memory: Option<LinuxMemory>,
+    cpu: Option<LinuxCpu>,
+    pids: Option<LinuxPids>,
+}
+
+/// Docker's smallest memory limit.
+const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+
+impl Limits {
+    /// Validates as Docker does (400 with Docker's wording).
+    pub fn from_host_config(hc: Option<&HostConfig>) -> ApiResult<Limits> {
+        let Some(hc) = hc else {
+            return Ok(Limits::default());
+        };
+        let pos = |v: Option<i64>| v.filter(|&n| n > 0);
+        let mut limits = Limits::default();
+        let memory = pos(hc.memory);
+        if let Some(m) = memory {
+            if m < MIN_MEMORY {
+                return Err(ApiError::bad_request("Minimum memory limit allowed is 6MB"));
+            }
+        }
+        let swap = hc.memory_swap.filter(|&s| s != 0);
+        if let (Some(s), Some(m)) = (swap, memory) {
+            if s > 0 && s < m {
+                return Err(ApiError::bad_request(
+                    "Minimum memoryswap limit should be larger than memory limit, see usage",
+                ));
+            }
+        }
+        if swap.is_some() && memory.is_none() {
+            return Err(ApiError::bad_request(
+                "You should always set the Memory limit when using Memoryswap limit, see usage",
+            ));
+        }
+        let reservation = pos(hc.memory_reservation);
+        if memory.is_some() || reservation.is_some() {
+            let mut mem = LinuxMemory::default();
+            mem.set_limit(memory);
+            mem.set_swap(swap);
+            mem.set_reservation(reservation);
+            limits.memory = Some(mem);
+        }
+        let nano = pos(hc.nano_cpus);
+        if nano.is_some() && (pos(hc.cpu_quota).is_some() || pos(hc.cpu_period).is_some()) {
+            return Err(ApiError::bad_request(
+                "Conflicting options: Nano CPUs and CPU Period cannot both be set",
+            ));
+        }
+        let (quota, period) = match nano {
+            // --cpus=N is a quota of N periods of 100 ms.
+            Some(n) => (Some(n * 100_000 / 1_000_000_000), Some(100_000u64)),
+            None => (pos(hc.cpu_quota), pos(hc.cpu_period).map(|p| p as u64)),
+        };
+        let shares = pos(hc.cpu_shares).map(|s| s as u64);
+        if quota.is_some() || period.is_some() || shares.is_some() {
+            let mut cpu = LinuxCpu::default();
+            cpu.set_quota(quota);
+            cpu.set_period(period);
+            cpu.set_shares(shares);
+            limits.cpu = Some(cpu);
+        }
+        // Docker: 0 is unset, -1 unlimited.
+        if let Some(p) = hc.pids_limit.filter(|&p| p != 0) {
+            let mut pids = LinuxPids::default();
+            pids.set_limit(p.max(-1));
+            limits.pids = Some(pids);
+        }
+        Ok(limits)
+    }
+
+    /// Sets the limits in the spec's resources (keeping its device rules).
+    pub fn apply(&self, linux: &mut oci_spec::runtime::Linux) {
+        if *self == Limits::default() {
+            return;
+        }
+        let mut res: LinuxResources = linux.resources().clone().unwrap_or_default();
+        if self.memory.is_some() {
+            res.set_memory(self.memory);
+        }
+        if self.cpu.is_some() {
+            res.set_cpu(self.cpu.clone());
+        }
+        if self.pids.is_some() {
+            res.set_pids(self.pids);
+        }
+        linux.set_resources(Some(res));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_and_ps_columns() {
+        let text = "cpu  100 5 50 1000 10 1 2 3 0 0\ncpu0 50 0 25 500 5 0 1 1 0 0\ncpu1 50 5 25 500 5 1 1 2 0 0\nintr 1\n";
+        assert_eq!(parse_proc_stat(text), Some((1171 * 10_000_000, 2)));
+        assert_eq!(parse_proc_stat("intr 1\n"), None);
+        let stat = "42 (a (b) c) S 7 42 42 34816 42 4194560 1 2 3 4 150 50 0 0 20 0 1 0 12345 0 0";
+        assert_eq!(
+            parse_stat(stat),
+            Some(("a (b) c".into(), 7, 34816, 200, 12345))
+        );
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(tty_name(0), "?");
+        assert_eq!(tty_name(34816), "pts/0");
+        assert_eq!(tty_name((136 << 8) | 3), "pts/3");
+        assert_eq!(cpu_time(0), "00:00:00");
+        assert_eq!(cpu_time(3723), "01:02:03");
+        assert_eq!(cpu_time(90000), "1-01:00:00");
+    }
+
+    #[test]
+    fn limits_from_host_config() {
+        let hc = |j: &str| serde_json::from_str::<HostConfig>(j).unwrap();
+        let l = Limits::from_host_config(Some(&hc(
+            r#"{"Memory":67108864,"NanoCpus":1500000000,"PidsLimit":20}"#,
+        )))
+        .unwrap();
+        assert_eq!(l.memory.as_ref().unwrap().limit(), Some(64 << 20));
+        assert_eq!(l.cpu.as_ref().unwrap().quota(), Some(150_000));
+        assert_eq!(l.cpu.as_ref().unwrap().period(), Some(100_000));
+        assert_eq!(l.pids.as_ref().unwrap().limit(), 20);
+        assert_eq!(
+            Limits::from_host_config(Some(&hc("{}"))).unwrap(),
+            Limits::default()
+        );
+        assert_eq!(Limits::from_host_config(None).unwrap(), Limits::default());
+        for bad in [
+            r#"{"Memory":1024}"#,
+            r#"{"MemorySwap":67108864}"#,
+            r#"{"Memory":67108864,"MemorySwap":8388608}"#,
+            r#"{"NanoCpus":1,"CpuQuota":1000}"#,
+        ] {
+            let e = Limits::from_host_config(Some(&hc(bad))).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        // Applying keeps the default spec's device rules.
+        let mut linux = oci_spec::runtime::Linux::default();
+        let before = linux.resources().clone().and_then(|r| r.devices().clone());
+        l.apply(&mut linux);
+        let res = linux.resources().clone().unwrap();
+        assert_eq!(res.devices().clone(), before);
+        assert_eq!(res.memory().as_ref().unwrap().limit(), Some(64 << 20));
+    }
+}
