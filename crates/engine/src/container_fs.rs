@@ -275,6 +275,29 @@ impl ContainerRoot {
         Ok(ContainerRoot { fd })
     }
 
+    /// A small regular file of the container (`/etc/passwd`), followed
+    /// inside the root; at most 1 MiB is read.
+    pub fn read_small(&self, path: &str) -> Result<String> {
+        let p = ContainerPath::parse(path);
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
+        let fd = openat2(
+            &self.fd,
+            p.components.join("/").as_str(),
+            open_how(flags, in_root()),
+        )
+        .map_err(|_| FsError::NotFound(p.display()))?;
+        let st = fstat(&fd).map_err(sys(format!("stat {}", p.display())))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(FsError::NotFound(p.display()));
+        }
+        let mut text = String::new();
+        std::fs::File::from(fd)
+            .take(1 << 20)
+            .read_to_string(&mut text)
+            .map_err(io_err(format!("read {}", p.display())))?;
+        Ok(text)
+    }
+
     /// Docker's stat of `path`: the last element is not followed unless
     /// the path ends in `/` or `/.`.
     pub fn stat(&self, path: &str) -> Result<PathStat> {
@@ -355,10 +378,7 @@ impl ContainerRoot {
                 ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
             );
             let target = match openat2(&self.fd, parent.as_str(), how) {
-                Ok(dir) => match readlinkat(&dir, c.as_str()) {
-                    Ok(t) => Some(t),
-                    Err(_) => None,
-                },
+                Ok(dir) => readlinkat(&dir, c.as_str()).ok(),
                 Err(_) => None,
             };
             match target {
@@ -492,12 +512,11 @@ impl<W: Write> TarWriter<W> {
     }
 
     fn add_os(&mut self, dir: BorrowedFd<'_>, base: &OsStr, name: &str) -> Result<()> {
-        let what = || format!("{name}");
         let st = match fstatat(dir, base, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             // Gone since the directory was read.
             Err(Errno::ENOENT) => return Ok(()),
-            Err(e) => return Err(sys(format!("stat {}", what()))(e)),
+            Err(e) => return Err(sys(format!("stat {name}"))(e)),
         };
         match st.st_mode & libc::S_IFMT {
             libc::S_IFLNK => {
@@ -575,6 +594,8 @@ impl<W: Write> TarWriter<W> {
             .append_data(&mut h, &dir_name, io::empty())
             .map_err(io_err(format!("archive {name}")))?;
         if let Ok(fs) = nix::sys::statfs::fstatfs(&fd) {
+            // The field's type differs between architectures.
+            #[allow(clippy::unnecessary_cast)]
             if PSEUDO_FS.contains(&(fs.filesystem_type().0 as i64)) {
                 return Ok(());
             }

@@ -14,6 +14,7 @@
 //!
 //! Not yet: stop/restart, attach, exec, events, follow logs, pull.
 
+mod archive;
 mod containers;
 mod create;
 pub mod error;
@@ -94,6 +95,10 @@ pub fn router(daemon: Shared) -> Router {
         .route("/containers/create", post(create::create))
         .route("/containers/{id}/start", post(create::start))
         .route("/containers/{id}/wait", post(create::wait))
+        .route(
+            "/containers/{id}/archive",
+            get(archive::get).head(archive::head).put(archive::put),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "page not found") })
         .with_state(daemon)
 }
