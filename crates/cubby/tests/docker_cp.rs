@@ -135,6 +135,12 @@ fn cp_in_and_out_of_a_running_container() {
         Path::new("a")
     );
 
+    // `dir/.`: the contents, into a directory that exists.
+    let dot_out = host.join("dot-out");
+    std::fs::create_dir_all(&dot_out).unwrap();
+    h.ok(&["cp", "c1:/work/tree/.", dot_out.to_str().unwrap()]);
+    assert_eq!(std::fs::read(dot_out.join("sub/b")).unwrap(), b"inner\n");
+
     // ... and back into the container, then out again to compare.
     h.ok(&["cp", out_dir.to_str().unwrap(), "c1:/work/copy"]);
     let tar = docker_bytes(&h, &["cp", "c1:/work/copy", "-"]);
