@@ -27,7 +27,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
@@ -962,40 +962,11 @@ fn remove_all(dir: &OwnedFd, name: &OsStr) -> nix::Result<()> {
     }
 }
 
-/// The mounted rootfs of a container's snapshot at `dir`
-/// (`<root>/containers/<id>`), mounting it again over its layers (listed
-/// in `dir/layers`) when it is not mounted.
-pub fn snapshot_root(dir: &Path, images: &cubby_image::store::Store) -> Result<PathBuf> {
-    use std::sync::Mutex;
-    // Two copies at once must not both mount it.
-    static MOUNTING: Mutex<()> = Mutex::new(());
-    let _guard = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
-    let snap = cubby_image::snapshot::Snapshot::at(dir);
-    if snap.is_mounted() {
-        return Ok(snap.rootfs());
-    }
-    let list_path = dir.join("layers");
-    let list = std::fs::read_to_string(&list_path).map_err(io_err(format!(
-        "read {} (the container's image layers)",
-        list_path.display()
-    )))?;
-    let mut layers = Vec::new();
-    for line in list.lines().filter(|l| !l.trim().is_empty()) {
-        let digest: cubby_image::digest::Digest = line.trim().parse().map_err(|e| {
-            FsError::BadArchive(format!("{}: bad layer {line:?}: {e}", list_path.display()))
-        })?;
-        layers.push(images.layer_dir(&digest));
-    }
-    snap.mount(&layers).map_err(|e| FsError::Io {
-        what: format!("mount the snapshot {}", dir.display()),
-        source: io::Error::other(e.to_string()),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    use std::path::PathBuf;
 
     #[test]
     fn paths_parse_like_docker() {

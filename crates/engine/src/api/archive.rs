@@ -6,11 +6,12 @@
 //! inside that root.
 
 use super::containers::find;
+use super::create::ensure_rootfs;
 use super::error::ApiError;
 use super::util::{flag, Query};
 use super::{blocking, ApiResult, Shared};
-use crate::container_fs::{self, ContainerRoot, ExtractOptions, FsError, PathStat};
-use crate::records::{ContainerRecord, Status};
+use crate::container_fs::{ContainerRoot, ExtractOptions, FsError, PathStat};
+use crate::records::ContainerRecord;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as Q, State};
 use axum::http::header::CONTENT_TYPE;
@@ -56,19 +57,35 @@ fn api_error(e: FsError, path: &str, who: &str) -> ApiError {
     }
 }
 
-/// The container's root as it is now (blocking).
-fn open_root(d: &Shared, r: &ContainerRecord) -> Result<ContainerRoot, FsError> {
-    if let (Status::Running, Some(pid)) = (r.status, r.pid) {
-        match ContainerRoot::of_process(pid, &r.id) {
-            Ok(root) => return Ok(root),
+/// The container's root as it is now: its process's root while it has
+/// one, else its overlay snapshot (mounted again if needed).
+async fn open_root(
+    d: &Shared,
+    r: ContainerRecord,
+    path: &str,
+    who: &str,
+) -> ApiResult<ContainerRoot> {
+    if let (true, Some(pid)) = (r.status.is_live(), r.pid) {
+        let id = r.id.clone();
+        let (p, w) = (path.to_string(), who.to_string());
+        let live = blocking(move || match ContainerRoot::of_process(pid, &id) {
+            Ok(root) => Ok(Some(root)),
             // It exited meanwhile: its snapshot holds the same files.
-            Err(_) if !proc_alive(pid) => {}
-            Err(e) => return Err(e),
+            Err(_) if !proc_alive(pid) => Ok(None),
+            Err(e) => Err(api_error(e, &p, &w)),
+        })
+        .await?;
+        if let Some(root) = live {
+            return Ok(root);
         }
     }
-    let dir = d.root.join(crate::records::CONTAINERS_DIR).join(&r.id);
-    let rootfs = container_fs::snapshot_root(&dir, &d.images)?;
-    ContainerRoot::at(&rootfs)
+    ensure_rootfs(d, &r.id).await?;
+    let rootfs = cubby_image::snapshot::Snapshot::at(
+        d.root.join(crate::records::CONTAINERS_DIR).join(&r.id),
+    )
+    .rootfs();
+    let (p, w) = (path.to_string(), who.to_string());
+    blocking(move || ContainerRoot::at(&rootfs).map_err(|e| api_error(e, &p, &w))).await
 }
 
 fn proc_alive(pid: i32) -> bool {
@@ -78,9 +95,8 @@ fn proc_alive(pid: i32) -> bool {
 /// Finds the container, opens its root and stats `path` (404 first).
 async fn stat_of(d: &Shared, id: String, path: String) -> ApiResult<(ContainerRoot, PathStat)> {
     let r = find(d, id.clone()).await?;
-    let d2 = d.clone();
+    let root = open_root(d, r, &path, &id).await?;
     blocking(move || {
-        let root = open_root(&d2, &r).map_err(|e| api_error(e, &path, &id))?;
         let stat = root.stat(&path).map_err(|e| api_error(e, &path, &id))?;
         Ok((root, stat))
     })
@@ -257,8 +273,7 @@ pub async fn put(
         .and_then(|u| u.as_str())
         .unwrap_or("")
         .to_string();
-    let (d2, p2, id2) = (d.clone(), path.clone(), id.clone());
-    let root = blocking(move || open_root(&d2, &r).map_err(|e| api_error(e, &p2, &id2))).await?;
+    let root = open_root(&d, r, &path, &id).await?;
 
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
     let (p2, id2) = (path.clone(), id.clone());
