@@ -194,6 +194,22 @@ fn cp_in_and_out_of_a_running_container() {
     );
     assert_eq!(owners["work/owned-a"], (0, 0), "-a: the container's user");
 
+    // The whole root of a running container: files, but not the kernel's
+    // views mounted in it (/proc, /sys), and it ends.
+    let tar = docker_bytes(&h, &["cp", "c1:/", "-"]);
+    let all: Vec<String> = entries(&tar).into_iter().map(|(n, _, _)| n).collect();
+    assert!(
+        all.iter().any(|n| n == "bin/busybox"),
+        "{:?}",
+        &all[..all.len().min(20)]
+    );
+    assert!(all.iter().any(|n| n == "work/tree/sub/b"));
+    assert!(all.iter().any(|n| n == "proc/"));
+    assert!(
+        !all.iter().any(|n| n.starts_with("proc/1/")),
+        "/proc was walked"
+    );
+
     // Missing paths: Docker's messages.
     let err = h.fails(&["cp", "c1:/nope", "-"]);
     assert!(

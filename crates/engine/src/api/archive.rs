@@ -47,6 +47,12 @@ fn api_error(e: FsError, path: &str, who: &str) -> ApiError {
         FsError::Escape { .. } | FsError::BadArchive(_) => ApiError::bad_request(e.to_string()),
         FsError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
         FsError::Sys {
+            source: Errno::ELOOP | Errno::EXDEV,
+            ..
+        } => ApiError::bad_request(format!(
+            "container {who}: {path}: too many levels of symbolic links, or a magic link"
+        )),
+        FsError::Sys {
             source: Errno::EROFS,
             ..
         } => ApiError::new(
