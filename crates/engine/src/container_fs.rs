@@ -404,15 +404,11 @@ impl ContainerRoot {
 
     /// Writes `path` as a tar stream to `out`, Docker's layout: one entry
     /// named [`ContainerPath::name`], and for a directory everything below
-    /// it. Returns the stat sent in the header (call [`stat`] first to
-    /// answer 404 before any byte is sent).
+    /// it (the root itself is named `.`). Call [`ContainerRoot::stat`]
+    /// first to answer 404 before any byte is sent.
     pub fn archive(&self, path: &str, out: impl Write) -> Result<()> {
         let p = ContainerPath::parse(path);
-        let name = if p.name == "/" {
-            ".".into()
-        } else {
-            p.name.clone()
-        };
+        let name = Path::new(if p.name == "/" { "." } else { &p.name });
         let mut w = TarWriter {
             b: tar::Builder::new(out),
             links: HashMap::new(),
@@ -420,7 +416,7 @@ impl ContainerRoot {
         match self.lookup(&p)? {
             (Some(parent), _) => {
                 let base = p.components.last().map(String::as_str).unwrap_or(".");
-                w.add(parent.as_fd(), base, &name)?;
+                w.add(parent.as_fd(), base, name)?;
             }
             (None, _) => {
                 // A followed path: open it the same way the lookup did.
@@ -432,7 +428,7 @@ impl ContainerRoot {
                 let fd = openat2(&self.fd, whole.as_str(), open_how(OFlag::O_PATH, in_root()))
                     .map_err(|_| FsError::NotFound(p.display()))?;
                 // Reopen through our own fd: the very inode resolved above.
-                w.add_opened(fd, &name)?;
+                w.add_opened(fd, name)?;
             }
         }
         w.b.into_inner().map_err(io_err("write the archive"))?;
@@ -491,7 +487,7 @@ fn reopen(fd: &OwnedFd, flags: OFlag) -> Result<OwnedFd> {
 struct TarWriter<W: Write> {
     b: tar::Builder<W>,
     /// (dev, ino) of files with several links → the first entry's name.
-    links: HashMap<(u64, u64), String>,
+    links: HashMap<(u64, u64), std::path::PathBuf>,
 }
 
 impl<W: Write> TarWriter<W> {
@@ -507,24 +503,25 @@ impl<W: Write> TarWriter<W> {
     }
 
     /// Adds entry `name` for `base` in the directory `dir` (not followed).
-    fn add(&mut self, dir: BorrowedFd<'_>, base: &str, name: &str) -> Result<()> {
+    fn add(&mut self, dir: BorrowedFd<'_>, base: &str, name: &Path) -> Result<()> {
         self.add_os(dir, OsStr::new(base), name)
     }
 
-    fn add_os(&mut self, dir: BorrowedFd<'_>, base: &OsStr, name: &str) -> Result<()> {
+    fn add_os(&mut self, dir: BorrowedFd<'_>, base: &OsStr, name: &Path) -> Result<()> {
         let st = match fstatat(dir, base, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             // Gone since the directory was read.
             Err(Errno::ENOENT) => return Ok(()),
-            Err(e) => return Err(sys(format!("stat {name}"))(e)),
+            Err(e) => return Err(sys(format!("stat {}", name.display()))(e)),
         };
         match st.st_mode & libc::S_IFMT {
             libc::S_IFLNK => {
-                let target = readlinkat(dir, base).map_err(sys(format!("readlink {name}")))?;
+                let target =
+                    readlinkat(dir, base).map_err(sys(format!("readlink {}", name.display())))?;
                 let mut h = self.header(&st, tar::EntryType::Symlink);
                 self.b
                     .append_link(&mut h, name, Path::new(&target))
-                    .map_err(io_err(format!("archive {name}")))
+                    .map_err(io_err(format!("archive {}", name.display())))
             }
             libc::S_IFREG | libc::S_IFDIR => {
                 let flags =
@@ -532,7 +529,7 @@ impl<W: Write> TarWriter<W> {
                 let fd = match openat(dir, base, flags, Mode::empty()) {
                     Ok(fd) => fd,
                     Err(Errno::ENOENT) => return Ok(()),
-                    Err(e) => return Err(sys(format!("open {name}"))(e)),
+                    Err(e) => return Err(sys(format!("open {}", name.display()))(e)),
                 };
                 self.add_fd(fd, name)
             }
@@ -541,8 +538,8 @@ impl<W: Write> TarWriter<W> {
     }
 
     /// A followed path's fd (`O_PATH`): the file itself, whatever it is.
-    fn add_opened(&mut self, fd: OwnedFd, name: &str) -> Result<()> {
-        let st = fstat(&fd).map_err(sys(format!("stat {name}")))?;
+    fn add_opened(&mut self, fd: OwnedFd, name: &Path) -> Result<()> {
+        let st = fstat(&fd).map_err(sys(format!("stat {}", name.display())))?;
         match st.st_mode & libc::S_IFMT {
             libc::S_IFREG | libc::S_IFDIR => {
                 let fd = reopen(&fd, OFlag::O_RDONLY | OFlag::O_NONBLOCK)?;
@@ -553,8 +550,8 @@ impl<W: Write> TarWriter<W> {
     }
 
     /// A regular file or directory, opened for reading.
-    fn add_fd(&mut self, fd: OwnedFd, name: &str) -> Result<()> {
-        let st = fstat(&fd).map_err(sys(format!("stat {name}")))?;
+    fn add_fd(&mut self, fd: OwnedFd, name: &Path) -> Result<()> {
+        let st = fstat(&fd).map_err(sys(format!("stat {}", name.display())))?;
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => self.add_dir(fd, &st, name),
             libc::S_IFREG => {
@@ -566,9 +563,9 @@ impl<W: Write> TarWriter<W> {
                         return self
                             .b
                             .append_link(&mut h, name, &first)
-                            .map_err(io_err(format!("archive {name}")));
+                            .map_err(io_err(format!("archive {}", name.display())));
                     }
-                    self.links.insert(key, name.to_string());
+                    self.links.insert(key, name.to_path_buf());
                 }
                 let size = st.st_size.max(0) as u64;
                 let mut h = self.header(&st, tar::EntryType::Regular);
@@ -581,18 +578,19 @@ impl<W: Write> TarWriter<W> {
                     .take(size);
                 self.b
                     .append_data(&mut h, name, data)
-                    .map_err(io_err(format!("archive {name}")))
+                    .map_err(io_err(format!("archive {}", name.display())))
             }
             _ => self.add_special(&st, name),
         }
     }
 
-    fn add_dir(&mut self, fd: OwnedFd, st: &FileStat, name: &str) -> Result<()> {
+    fn add_dir(&mut self, fd: OwnedFd, st: &FileStat, name: &Path) -> Result<()> {
         let mut h = self.header(st, tar::EntryType::Directory);
-        let dir_name = format!("{}/", name.trim_end_matches('/'));
+        let mut dir_name = name.as_os_str().to_os_string();
+        dir_name.push("/");
         self.b
             .append_data(&mut h, &dir_name, io::empty())
-            .map_err(io_err(format!("archive {name}")))?;
+            .map_err(io_err(format!("archive {}", name.display())))?;
         if let Ok(fs) = nix::sys::statfs::fstatfs(&fd) {
             // The field's type differs between architectures.
             #[allow(clippy::unnecessary_cast)]
@@ -600,10 +598,11 @@ impl<W: Write> TarWriter<W> {
                 return Ok(());
             }
         }
-        let mut dir = Dir::from_fd(fd).map_err(sys(format!("read directory {name}")))?;
+        let mut dir =
+            Dir::from_fd(fd).map_err(sys(format!("read directory {}", name.display())))?;
         let mut names: Vec<OsString> = Vec::new();
         for e in dir.iter() {
-            let e = e.map_err(sys(format!("read directory {name}")))?;
+            let e = e.map_err(sys(format!("read directory {}", name.display())))?;
             let n = e.file_name().to_bytes();
             if n != b"." && n != b".." {
                 names.push(OsStr::from_bytes(n).to_os_string());
@@ -611,14 +610,14 @@ impl<W: Write> TarWriter<W> {
         }
         names.sort();
         for n in names {
-            let child = format!("{}/{}", name.trim_end_matches('/'), n.to_string_lossy());
+            let child = name.join(&n);
             self.add_os(dir.as_fd(), &n, &child)?;
         }
         Ok(())
     }
 
     /// Devices and fifos (headers only); sockets are skipped, as Docker does.
-    fn add_special(&mut self, st: &FileStat, name: &str) -> Result<()> {
+    fn add_special(&mut self, st: &FileStat, name: &Path) -> Result<()> {
         let kind = match st.st_mode & libc::S_IFMT {
             libc::S_IFCHR => tar::EntryType::Char,
             libc::S_IFBLK => tar::EntryType::Block,
@@ -629,10 +628,10 @@ impl<W: Write> TarWriter<W> {
         let rdev = st.st_rdev;
         h.set_device_major(major(rdev) as u32)
             .and_then(|_| h.set_device_minor(minor(rdev) as u32))
-            .map_err(io_err(format!("archive {name}")))?;
+            .map_err(io_err(format!("archive {}", name.display())))?;
         self.b
             .append_data(&mut h, name, io::empty())
-            .map_err(io_err(format!("archive {name}")))
+            .map_err(io_err(format!("archive {}", name.display())))
     }
 }
 
@@ -1114,6 +1113,9 @@ mod tests {
         )
         .unwrap();
         std::fs::hard_link(root.join("work/a.txt"), root.join("work/sub/hard")).unwrap();
+        // Names are bytes, not necessarily UTF-8.
+        let latin1 = OsStr::from_bytes(b"caf\xe9");
+        std::fs::write(root.join("work/sub").join(latin1), "bytes").unwrap();
         let mut out = Vec::new();
         r.archive("/work", &mut out).unwrap();
         let n: Vec<String> = names(&out).into_iter().map(|(n, _)| n).collect();
@@ -1124,6 +1126,7 @@ mod tests {
                 "work/a.txt",
                 "work/host-link",
                 "work/sub/",
+                "work/sub/caf\u{fffd}",
                 "work/sub/hard",
                 "work/to-root",
                 "work/up"
@@ -1142,6 +1145,10 @@ mod tests {
         let m = std::fs::metadata(root.join("copy/work/a.txt")).unwrap();
         assert_eq!(m.permissions().mode() & 0o7777, 0o751);
         assert_eq!(m.nlink(), 2, "the hard link is kept");
+        assert_eq!(
+            std::fs::read(root.join("copy/work/sub").join(latin1)).unwrap(),
+            b"bytes"
+        );
         assert_eq!(
             std::fs::read_link(root.join("copy/work/to-root")).unwrap(),
             Path::new("/")
