@@ -278,6 +278,28 @@ fn cp_in_and_out_of_a_running_container() {
         "{stat}"
     );
 
+    // Bytes after the archive's end (Go's tar writer pads; clients stream
+    // in big writes) are read, so the client gets the answer, not EPIPE.
+    let mut t = Vec::new();
+    raw_entry(&mut t, "padded.txt", tar::EntryType::Regular, "", b"pad\n");
+    let mut t = end(t);
+    t.resize(t.len() + (8 << 20), 0);
+    let (status, _, body) = http_raw(&h, "PUT", "/v1.43/containers/c1/archive?path=/work", &t);
+    assert!(
+        status.contains("200"),
+        "{status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+
+    // A paused container: its frozen process still shows its root.
+    h.ok(&["pause", "c1"]);
+    let tar = docker_bytes(&h, &["cp", "c1:/work/tree/a", "-"]);
+    assert_eq!(entries(&tar)[0].2, b"hello\n");
+    h.ok(&["cp", note.to_str().unwrap(), "c1:/work/"]);
+    let tar = docker_bytes(&h, &["cp", "c1:/work/note.txt", "-"]);
+    assert_eq!(entries(&tar)[0].2, b"from the host\n");
+    h.ok(&["unpause", "c1"]);
+
     h.ok(&["rm", "-f", "c1"]);
 }
 

@@ -295,13 +295,22 @@ pub async fn put(
             .map_err(|e| api_error(e, &p2, &id2))
     });
     let mut stream = body.into_data_stream();
+    let mut tx = Some(tx);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| io::Error::other(format!("read the request body: {e}")));
         let failed = chunk.is_err();
-        // A closed channel: the extraction stopped (its error follows).
-        if tx.send(chunk).await.is_err() || failed {
+        if let Some(sender) = &tx {
+            // A closed channel: the extraction stopped (its result follows).
+            if sender.send(chunk).await.is_err() {
+                tx = None;
+            }
+        }
+        if failed {
             break;
         }
+        // The rest (the archive's trailing blocks, or all of it after an
+        // error) is read and dropped: a client cut off while it still
+        // writes sees a broken pipe instead of our answer.
     }
     drop(tx);
     task.await
