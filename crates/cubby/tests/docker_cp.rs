@@ -339,6 +339,33 @@ fn cp_out_of_and_into_a_stopped_container() {
     h.ok(&["cp", fix.to_str().unwrap(), "exam:/home/student/"]);
     let tar = docker_bytes(&h, &["cp", "exam:/home/student/feedback.txt", "-"]);
     assert_eq!(entries(&tar)[0].2, b"well done\n");
+    // docker-py's get_archive/put_archive on the stopped container.
+    let py = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import docker, io, sys, tarfile\n\
+             c = docker.DockerClient(base_url='unix://' + sys.argv[1]).containers.get('exam')\n\
+             stream, stat = c.get_archive('/home/student/answer.txt')\n\
+             t = tarfile.open(fileobj=io.BytesIO(b''.join(stream)))\n\
+             assert t.getnames() == ['answer.txt'], t.getnames()\n\
+             assert t.extractfile('answer.txt').read() == b'essay\\n'\n\
+             assert stat['name'] == 'answer.txt' and stat['size'] == 6, stat\n\
+             buf = io.BytesIO(); tw = tarfile.open(fileobj=buf, mode='w')\n\
+             info = tarfile.TarInfo('grade.txt'); info.size = 3\n\
+             tw.addfile(info, io.BytesIO(b'A+\\n')); tw.close()\n\
+             assert c.put_archive('/home/student', buf.getvalue())\n\
+             print('docker-py ok')\n",
+        )
+        .arg(&h.socket)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success() && String::from_utf8_lossy(&py.stdout).contains("docker-py ok"),
+        "docker-py (pip install docker): {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let tar = docker_bytes(&h, &["cp", "exam:/home/student/grade.txt", "-"]);
+    assert_eq!(entries(&tar)[0].2, b"A+\n");
     h.ok(&["rm", "exam"]);
 }
 
