@@ -339,6 +339,22 @@ fn cp_out_of_and_into_a_stopped_container() {
     h.ok(&["cp", fix.to_str().unwrap(), "exam:/home/student/"]);
     let tar = docker_bytes(&h, &["cp", "exam:/home/student/feedback.txt", "-"]);
     assert_eq!(entries(&tar)[0].2, b"well done\n");
+    // Starter files into a created, never started container (how a
+    // sandbox is seeded), which then sees them.
+    h.ok(&[
+        "create",
+        "--name",
+        "seeded",
+        "busybox",
+        "cat",
+        "/home/student/feedback.txt",
+    ]);
+    h.ok(&["cp", fix.to_str().unwrap(), "seeded:/home/student/"]);
+    h.ok(&["start", "seeded"]);
+    assert_eq!(h.ok(&["wait", "seeded"]).trim(), "0");
+    assert_eq!(h.ok(&["logs", "seeded"]), "well done\n");
+    h.ok(&["rm", "seeded"]);
+
     // docker-py's get_archive/put_archive on the stopped container.
     let py = std::process::Command::new("python3")
         .arg("-c")
