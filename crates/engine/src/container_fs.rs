@@ -279,17 +279,18 @@ impl ContainerRoot {
     /// inside the root; at most 1 MiB is read.
     pub fn read_small(&self, path: &str) -> Result<String> {
         let p = ContainerPath::parse(path);
-        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
         let fd = openat2(
             &self.fd,
             p.components.join("/").as_str(),
-            open_how(flags, in_root()),
+            open_how(OFlag::O_PATH, in_root()),
         )
         .map_err(|_| FsError::NotFound(p.display()))?;
         let st = fstat(&fd).map_err(sys(format!("stat {}", p.display())))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(FsError::NotFound(p.display()));
         }
+        // Only now opened for reading: never a device or fifo.
+        let fd = reopen(&fd, OFlag::O_RDONLY)?;
         let mut text = String::new();
         std::fs::File::from(fd)
             .take(1 << 20)
@@ -524,14 +525,16 @@ impl<W: Write> TarWriter<W> {
                     .map_err(io_err(format!("archive {}", name.display())))
             }
             libc::S_IFREG | libc::S_IFDIR => {
-                let flags =
-                    OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+                // O_PATH first and the type checked on that very inode: a
+                // device node or fifo swapped in meanwhile by the container
+                // is archived as such, never opened for reading.
+                let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
                 let fd = match openat(dir, base, flags, Mode::empty()) {
                     Ok(fd) => fd,
                     Err(Errno::ENOENT) => return Ok(()),
                     Err(e) => return Err(sys(format!("open {}", name.display()))(e)),
                 };
-                self.add_fd(fd, name)
+                self.add_opened(fd, name)
             }
             _ => self.add_special(&st, name),
         }
@@ -1116,6 +1119,8 @@ mod tests {
         // Names are bytes, not necessarily UTF-8.
         let latin1 = OsStr::from_bytes(b"caf\xe9");
         std::fs::write(root.join("work/sub").join(latin1), "bytes").unwrap();
+        // A fifo is archived as one, never opened (that would block).
+        nix::unistd::mkfifo(&root.join("work/pipe"), Mode::from_bits_truncate(0o600)).unwrap();
         let mut out = Vec::new();
         r.archive("/work", &mut out).unwrap();
         let n: Vec<String> = names(&out).into_iter().map(|(n, _)| n).collect();
@@ -1125,6 +1130,7 @@ mod tests {
                 "work/",
                 "work/a.txt",
                 "work/host-link",
+                "work/pipe",
                 "work/sub/",
                 "work/sub/caf\u{fffd}",
                 "work/sub/hard",
@@ -1145,6 +1151,8 @@ mod tests {
         let m = std::fs::metadata(root.join("copy/work/a.txt")).unwrap();
         assert_eq!(m.permissions().mode() & 0o7777, 0o751);
         assert_eq!(m.nlink(), 2, "the hard link is kept");
+        let pipe = std::fs::symlink_metadata(root.join("copy/work/pipe")).unwrap();
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&pipe.file_type()));
         assert_eq!(
             std::fs::read(root.join("copy/work/sub").join(latin1)).unwrap(),
             b"bytes"
