@@ -9,8 +9,9 @@
 #
 # Starts a daemon on a temp root (its own cgroup parent), imports a busybox
 # rootfs, runs a container that writes SIZE_MB of zeros to /big, then
-# times ITER x `docker cp c:/big - >/dev/null` and ITER x `docker cp
-# HOSTFILE c:/in/`, printing each and the daemon's VmHWM before/after.
+# times ITER x `docker cp c:/big - >/dev/null`, ITER x `docker cp
+# HOSTFILE c:/in/` and ITER x copying out a tree of FILES (5000) small
+# files, printing each and the daemon's VmHWM before/after.
 # Everything is removed on exit. Needs root and /usr/local/bin/docker.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 ITER=${ITER:-3}
 SIZE_MB=${SIZE_MB:-512}
+FILES=${FILES:-5000}
 CUBBY=${CUBBY:-$repo/target/debug/cubby}
 DOCKER=${DOCKER:-/usr/local/bin/docker}
 
@@ -61,7 +63,7 @@ for _ in $(seq 200); do [ -S "$work/run/cubby.sock" ] && break; sleep 0.05; done
 hwm() { awk '/VmHWM/ {print $2 " kB"}' "/proc/$dpid/status"; }
 grep -q daemon "/proc/$dpid/cmdline" || die "pid $dpid is not the daemon"
 
-dk run -d --name big busybox sh -c "mkdir /in && dd if=/dev/zero of=/big bs=1M count=$SIZE_MB 2>/dev/null && touch /done && sleep 100000" >/dev/null
+dk run -d --name big busybox sh -c "mkdir /in /tree && dd if=/dev/zero of=/big bs=1M count=$SIZE_MB 2>/dev/null && i=0 && while [ \$i -lt $FILES ]; do echo \$i > /tree/f\$i; i=\$((i+1)); done && touch /done && sleep 100000" >/dev/null
 for _ in $(seq 600); do dk cp big:/done - >/dev/null 2>&1 && break; sleep 0.1; done
 dd if=/dev/zero of="$work/hostbig" bs=1M count="$SIZE_MB" 2>/dev/null
 
@@ -77,4 +79,10 @@ for i in $(seq "$ITER"); do
     dk cp "$work/hostbig" big:/in/
     e=$(date +%s.%N)
     echo "in  $i: $(echo "$e - $s" | bc) s   daemon VmHWM $(hwm)"
+done
+for i in $(seq "$ITER"); do
+    s=$(date +%s.%N)
+    dk cp big:/tree - >/dev/null
+    e=$(date +%s.%N)
+    echo "tree $i ($FILES files): $(echo "$e - $s" | bc) s   daemon VmHWM $(hwm)"
 done
