@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod client;
+pub mod container_fs;
 pub mod error;
 pub mod logs;
 pub mod monitor;

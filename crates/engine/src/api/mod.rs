@@ -14,6 +14,7 @@
 //!
 //! Not yet: stop/restart, attach, exec, events, follow logs, pull.
 
+mod archive;
 mod conn;
 mod containers;
 mod create;
@@ -169,6 +170,10 @@ pub fn router(daemon: Shared) -> Router {
         .route("/exec/{id}/json", get(exec::inspect))
         .route("/exec/{id}/resize", post(exec::resize))
         .route("/events", get(events::events))
+        .route(
+            "/containers/{id}/archive",
+            get(archive::get).head(archive::head).put(archive::put),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "page not found") })
         .with_state(daemon)
 }

@@ -1,0 +1,355 @@
+//! `/containers/{id}/archive` (`docker cp`): `HEAD` stats a path (the
+//! `X-Docker-Container-Path-Stat` header), `GET` streams it out as a tar,
+//! `PUT` extracts a tar into a directory. Running containers are reached
+//! through `/proc/<pid>/root`, stopped ones through their overlay snapshot
+//! (mounted again if needed); [`crate::container_fs`] keeps every path
+//! inside that root.
+
+use super::containers::find;
+use super::create::ensure_rootfs;
+use super::error::ApiError;
+use super::util::{flag, Query};
+use super::{blocking, ApiResult, Shared};
+use crate::container_fs::{ContainerRoot, ExtractOptions, FsError, PathStat};
+use crate::records::ContainerRecord;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query as Q, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use nix::errno::Errno;
+use std::io::{self, Read, Write};
+use tokio::sync::mpsc;
+
+pub const STAT_HEADER: &str = "X-Docker-Container-Path-Stat";
+
+/// Chunks of copy-out in flight (64 KiB each): the walk waits for the client.
+const CHANNEL_CHUNKS: usize = 8;
+const CHUNK: usize = 64 * 1024;
+
+/// A request's container path: `?path=` (required).
+fn path_of(q: &Query) -> ApiResult<String> {
+    match q.get("path") {
+        Some(p) if !p.is_empty() => Ok(p.clone()),
+        _ => Err(ApiError::bad_request("bad parameter: path cannot be empty")),
+    }
+}
+
+/// A [`FsError`] as Docker answers it; `path` and `who` as the client gave them.
+fn api_error(e: FsError, path: &str, who: &str) -> ApiError {
+    match e {
+        FsError::NotFound(_) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Could not find the file {path} in container {who}"),
+        ),
+        FsError::NotADirectory(_) => ApiError::bad_request("extraction point is not a directory"),
+        FsError::Escape { .. } | FsError::BadArchive(_) => ApiError::bad_request(e.to_string()),
+        FsError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+        FsError::Sys {
+            source: Errno::ELOOP | Errno::EXDEV,
+            ..
+        } => ApiError::bad_request(format!(
+            "container {who}: {path}: too many levels of symbolic links, or a magic link"
+        )),
+        FsError::Sys {
+            source: Errno::EROFS,
+            ..
+        } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("container {who}: {path} is on a read-only file system"),
+        ),
+        e => ApiError::internal(format!("container {who}: {e}")),
+    }
+}
+
+/// The container's root as it is now: its process's root while it has
+/// one, else its overlay snapshot (mounted again if needed).
+async fn open_root(
+    d: &Shared,
+    r: ContainerRecord,
+    path: &str,
+    who: &str,
+) -> ApiResult<ContainerRoot> {
+    if let (true, Some(pid)) = (r.status.is_live(), r.pid) {
+        let id = r.id.clone();
+        let (p, w) = (path.to_string(), who.to_string());
+        let live = blocking(move || match ContainerRoot::of_process(pid, &id) {
+            Ok(root) => Ok(Some(root)),
+            // It exited meanwhile: its snapshot holds the same files.
+            Err(_) if !proc_alive(pid) => Ok(None),
+            Err(e) => Err(api_error(e, &p, &w)),
+        })
+        .await?;
+        if let Some(root) = live {
+            return Ok(root);
+        }
+    }
+    ensure_rootfs(d, &r.id).await?;
+    let rootfs = cubby_image::snapshot::Snapshot::at(
+        d.root.join(crate::records::CONTAINERS_DIR).join(&r.id),
+    )
+    .rootfs();
+    let (p, w) = (path.to_string(), who.to_string());
+    blocking(move || ContainerRoot::at(&rootfs).map_err(|e| api_error(e, &p, &w))).await
+}
+
+fn proc_alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}/root")).exists()
+}
+
+/// Finds the container, opens its root and stats `path` (404 first).
+async fn stat_of(d: &Shared, id: String, path: String) -> ApiResult<(ContainerRoot, PathStat)> {
+    let r = find(d, id.clone()).await?;
+    let root = open_root(d, r, &path, &id).await?;
+    blocking(move || {
+        let stat = root.stat(&path).map_err(|e| api_error(e, &path, &id))?;
+        Ok((root, stat))
+    })
+    .await
+}
+
+pub async fn head(
+    State(d): State<Shared>,
+    Path(id): Path<String>,
+    Q(q): Q<Query>,
+) -> ApiResult<Response> {
+    let path = path_of(&q)?;
+    let (_, stat) = stat_of(&d, id, path).await?;
+    Ok(([(STAT_HEADER, stat.header_value())], ()).into_response())
+}
+
+/// Feeds the HTTP body from a blocking writer through a bounded channel.
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+pub async fn get(
+    State(d): State<Shared>,
+    Path(id): Path<String>,
+    Q(q): Q<Query>,
+) -> ApiResult<Response> {
+    let path = path_of(&q)?;
+    let (root, stat) = stat_of(&d, id, path.clone()).await?;
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let done = root
+            .archive(&path, &mut w)
+            .map_err(|e| io::Error::other(e.to_string()))
+            .and_then(|()| w.flush());
+        if let Err(e) = done {
+            // Ends the body with an error: the client sees a cut archive,
+            // never a short one that looks complete.
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((
+        [
+            (CONTENT_TYPE.as_str(), "application/x-tar".to_string()),
+            (STAT_HEADER, stat.header_value()),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// The blocking side of copy-in: reads the request body as it arrives.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len());
+        out[..n].copy_from_slice(&self.cur.split_to(n));
+        Ok(n)
+    }
+}
+
+/// `uid[:gid]` or names from the container's own passwd/group (`docker cp
+/// -a` chowns to the container's user); empty is root.
+fn container_user(root: &ContainerRoot, user: &str) -> Result<(u32, u32), String> {
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = root.read_small("/etc/passwd").unwrap_or_default();
+    let group = root.read_small("/etc/group").unwrap_or_default();
+    // name:x:uid:gid:... lines.
+    let lookup = |db: &str, name: &str, field: usize| {
+        db.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&name))
+                .then(|| f.get(field).and_then(|v| v.parse::<u32>().ok()))
+                .flatten()
+        })
+    };
+    let (uid, primary) = match u.parse::<u32>() {
+        Ok(uid) => {
+            let gid = passwd.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.get(2).and_then(|v| v.parse::<u32>().ok()) == Some(uid))
+                    .then(|| f.get(3).and_then(|v| v.parse().ok()))
+                    .flatten()
+            });
+            (uid, gid.unwrap_or(0))
+        }
+        Err(_) => match (lookup(&passwd, u, 2), lookup(&passwd, u, 3)) {
+            (Some(uid), gid) => (uid, gid.unwrap_or(0)),
+            _ => {
+                return Err(format!(
+                    "unable to find user {u}: no matching entries in passwd file"
+                ))
+            }
+        },
+    };
+    let gid = match g {
+        None | Some("") => primary,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => lookup(&group, g, 2).ok_or_else(|| {
+                format!("unable to find group {g}: no matching entries in group file")
+            })?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+pub async fn put(
+    State(d): State<Shared>,
+    Path(id): Path<String>,
+    Q(q): Q<Query>,
+    body: Body,
+) -> ApiResult<StatusCode> {
+    let path = path_of(&q)?;
+    let mut opts = ExtractOptions {
+        no_overwrite_dir_non_dir: flag(&q, "noOverwriteDirNonDir"),
+        chown: None,
+    };
+    let copy_uid_gid = flag(&q, "copyUIDGID");
+    let r = find(&d, id.clone()).await?;
+    let user = r
+        .config
+        .pointer("/Config/User")
+        .and_then(|u| u.as_str())
+        .unwrap_or("")
+        .to_string();
+    let root = open_root(&d, r, &path, &id).await?;
+
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
+    let (p2, id2) = (path.clone(), id.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        if copy_uid_gid {
+            opts.chown = Some(container_user(&root, &user).map_err(ApiError::bad_request)?);
+        }
+        let reader = ChannelReader {
+            rx,
+            cur: Bytes::new(),
+        };
+        root.extract(&p2, reader, &opts)
+            .map_err(|e| api_error(e, &p2, &id2))
+    });
+    let mut stream = body.into_data_stream();
+    let mut tx = Some(tx);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| io::Error::other(format!("read the request body: {e}")));
+        let failed = chunk.is_err();
+        if let Some(sender) = &tx {
+            // A closed channel: the extraction stopped (its result follows).
+            if sender.send(chunk).await.is_err() {
+                tx = None;
+            }
+        }
+        if failed {
+            break;
+        }
+        // The rest (the archive's trailing blocks, or all of it after an
+        // error) is read and dropped: a client cut off while it still
+        // writes sees a broken pipe instead of our answer.
+    }
+    drop(tx);
+    task.await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))??;
+    Ok(StatusCode::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_messages() {
+        let e = api_error(FsError::NotFound("/x".into()), "/x", "web");
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert_eq!(e.message, "Could not find the file /x in container web");
+        let e = api_error(FsError::NotADirectory("/x".into()), "/x", "web");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let e = api_error(FsError::Conflict("cannot overwrite".into()), "/x", "web");
+        assert_eq!(e.status, StatusCode::CONFLICT);
+    }
+
+    #[test]
+    fn users_from_the_container() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("etc")).unwrap();
+        std::fs::write(
+            t.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nstudent:x:1000:1001::/home/s:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(t.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        let root = ContainerRoot::at(t.path()).unwrap();
+        assert_eq!(container_user(&root, "").unwrap(), (0, 0));
+        assert_eq!(container_user(&root, "student").unwrap(), (1000, 1001));
+        assert_eq!(container_user(&root, "1000").unwrap(), (1000, 1001));
+        assert_eq!(container_user(&root, "student:staff").unwrap(), (1000, 50));
+        assert_eq!(container_user(&root, "7:8").unwrap(), (7, 8));
+        assert!(container_user(&root, "nobody").is_err());
+        assert!(container_user(&root, "student:nogroup").is_err());
+    }
+}
