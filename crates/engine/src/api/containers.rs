@@ -62,6 +62,11 @@ pub fn status_text(r: &ContainerRecord, now: i64) -> String {
     }
 }
 
+/// The MountPoints `create` stored in the record.
+fn mounts_of(r: &ContainerRecord) -> Value {
+    r.config.get("Mounts").cloned().unwrap_or_else(|| json!([]))
+}
+
 fn summary(r: &ContainerRecord, now: i64) -> Value {
     json!({
         "Id": r.id,
@@ -76,7 +81,7 @@ fn summary(r: &ContainerRecord, now: i64) -> Value {
         "Status": status_text(r, now),
         "HostConfig": { "NetworkMode": "default" },
         "NetworkSettings": { "Networks": {} },
-        "Mounts": [],
+        "Mounts": mounts_of(r),
     })
 }
 
@@ -137,7 +142,7 @@ pub fn inspect_doc(r: &ContainerRecord) -> Value {
         "ProcessLabel": "",
         "AppArmorProfile": "",
         "HostConfig": { "LogConfig": { "Type": "json-file", "Config": {} }, "NetworkMode": "default" },
-        "Mounts": [],
+        "Mounts": mounts_of(r),
         "Config": {
             "Hostname": "",
             "Image": r.image.clone().unwrap_or_default(),
@@ -265,6 +270,9 @@ pub async fn remove(
         Ok(())
     })
     .await?;
+    if flag(&q, "v") {
+        super::volumes::remove_anonymous(&d, &r).await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -269,6 +269,9 @@ fn prepare(
         d.cgroup_parent.trim_matches('/')
     ))));
     spec.set_linux(Some(linux));
+    let mounts = super::mounts::apply(d, &mut spec, &rootfs, &body, &config).inspect_err(|_| {
+        let _ = snapshot.remove();
+    })?;
     let mut body = body;
     let host_config = body.host_config.take().unwrap_or_default();
     let labels = body
@@ -280,7 +283,7 @@ fn prepare(
     let config = json!({
         "Config": body,
         "HostConfig": host_config,
-        "Mounts": [],
+        "Mounts": mounts,
     });
     Ok(CreateRequest {
         id: id.into(),

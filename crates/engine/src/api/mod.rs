@@ -17,8 +17,10 @@
 mod containers;
 mod create;
 pub mod error;
+mod mounts;
 mod system;
 pub mod util;
+mod volumes;
 
 pub use error::{ApiError, ApiResult};
 
@@ -94,6 +96,13 @@ pub fn router(daemon: Shared) -> Router {
         .route("/containers/create", post(create::create))
         .route("/containers/{id}/start", post(create::start))
         .route("/containers/{id}/wait", post(create::wait))
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route(
+            "/volumes/{name}",
+            get(volumes::inspect).delete(volumes::remove),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "page not found") })
         .with_state(daemon)
 }
