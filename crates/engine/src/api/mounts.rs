@@ -484,7 +484,16 @@ pub fn plan(
     for (dest, data) in tmpfs {
         push(parse_tmpfs(dest, data)?, &mut out)?;
     }
-    for v in config_volumes.iter().chain(image_volumes) {
+    // The docker CLI leaves some `-v SRC:DST` in Config.Volumes (seen when
+    // two -v share a destination): those are read as -v.
+    for raw in config_volumes.iter().filter(|v| v.contains(':')) {
+        push(parse_bind(raw)?, &mut out)?;
+    }
+    for v in config_volumes
+        .iter()
+        .filter(|v| !v.contains(':'))
+        .chain(image_volumes)
+    {
         let dest = destination("volume", v)?;
         if !out.iter().any(|o| o.dest == dest) {
             let mut p = Planned::new(Kind::Volume, dest);
@@ -784,6 +793,21 @@ mod tests {
         // Image and config volumes already covered by a mount are skipped.
         assert_eq!(dests, ["/data", "/v", "/t", "/img"]);
         assert_eq!(planned[3].source, "");
+
+        // `-v SRC:DST` strings the CLI left in Config.Volumes are -v.
+        let dup = HostConfig {
+            binds: Some(vec!["/h:/d".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&dup, &["v:/d".into()], &[]).unwrap_err().message,
+            "Duplicate mount point: /d"
+        );
+        let planned = plan(&HostConfig::default(), &["v:/d".into()], &[]).unwrap();
+        assert_eq!(
+            (planned[0].source.as_str(), planned[0].dest.as_str()),
+            ("v", "/d")
+        );
 
         let dup = HostConfig {
             binds: Some(vec!["/h:/data".into()]),

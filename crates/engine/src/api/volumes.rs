@@ -108,7 +108,7 @@ pub fn list_matches(
         }
     }
     if let Some(drivers) = filters.get("driver") {
-        if !drivers.iter().any(|d| *d == v.driver) {
+        if !drivers.contains(&v.driver) {
             return Ok(false);
         }
     }
