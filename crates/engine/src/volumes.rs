@@ -142,6 +142,35 @@ pub fn users(records: &[ContainerRecord], name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Volumes that containers being created will mount, before the monitor
+/// has their records: container id → (its directory, volume names). An
+/// entry counts while the container's directory exists (a failed create
+/// removes it), so `rm` and `prune` never take a volume from under a
+/// `create` in flight. In memory: a create in flight dies with its daemon.
+static CLAIMS: std::sync::Mutex<BTreeMap<String, (PathBuf, Vec<String>)>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// Records that container `id` (directory `dir`) is about to mount `names`.
+/// Call before creating or looking up the volumes.
+pub fn claim(id: &str, dir: &Path, names: &[String]) {
+    if let Ok(mut c) = CLAIMS.lock() {
+        c.retain(|_, (d, _)| d.exists());
+        c.insert(id.to_string(), (dir.to_path_buf(), names.to_vec()));
+    }
+}
+
+/// The ids of containers in flight (see [`claim`]) that mount `name`.
+fn claimed_by(name: &str) -> Vec<String> {
+    let Ok(mut c) = CLAIMS.lock() else {
+        return Vec::new();
+    };
+    c.retain(|_, (d, _)| d.exists());
+    c.iter()
+        .filter(|(_, (_, names))| names.iter().any(|n| n == name))
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
 /// Options for [`VolumeStore::create`].
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -326,7 +355,12 @@ impl VolumeStore {
             Err(VolumeError::Corrupt { .. }) if force => {}
             Err(e) => return Err(e),
         }
-        let users = users(records, name);
+        let mut users = users(records, name);
+        for id in claimed_by(name) {
+            if !users.contains(&id) {
+                users.push(id);
+            }
+        }
         if !users.is_empty() {
             return Err(VolumeError::InUse {
                 name: name.into(),
@@ -548,6 +582,17 @@ mod tests {
         let e = s.remove("data", &[], false).unwrap_err();
         assert_eq!(e.to_string(), "get data: no such volume");
         assert!(!s.remove("data", &[], true).unwrap());
+
+        // A container in flight (no record yet) holds its volumes while
+        // its directory exists.
+        s.create(&named("busy")).unwrap();
+        let cdir = tmp.path().join("containers/c9");
+        fs::create_dir_all(&cdir).unwrap();
+        claim("c9", &cdir, &["busy".to_string()]);
+        let e = s.remove("busy", &[], false).unwrap_err();
+        assert_eq!(e.to_string(), "remove busy: volume is in use - [c9]");
+        fs::remove_dir(&cdir).unwrap();
+        assert!(s.remove("busy", &[], false).unwrap());
     }
 
     #[test]

@@ -269,9 +269,10 @@ fn prepare(
         d.cgroup_parent.trim_matches('/')
     ))));
     spec.set_linux(Some(linux));
-    let mounts = super::mounts::apply(d, &mut spec, &rootfs, &body, &config).inspect_err(|_| {
-        let _ = snapshot.remove();
-    })?;
+    let mounts =
+        super::mounts::apply(d, id, &mut spec, &rootfs, &body, &config).inspect_err(|_| {
+            let _ = snapshot.remove();
+        })?;
     let mut body = body;
     let host_config = body.host_config.take().unwrap_or_default();
     let labels = body

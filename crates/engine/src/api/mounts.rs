@@ -565,6 +565,7 @@ fn realise(
 /// MountPoints for `config["Mounts"]`.
 pub fn apply(
     d: &Shared,
+    id: &str,
     spec: &mut Spec,
     rootfs: &Path,
     body: &CreateBody,
@@ -583,7 +584,7 @@ pub fn apply(
         .as_ref()
         .and_then(|c| c.volumes().clone())
         .unwrap_or_default();
-    let planned = plan(&host, &config_volumes, &image_volumes)?;
+    let mut planned = plan(&host, &config_volumes, &image_volumes)?;
     if planned.is_empty() {
         return Ok(Value::Array(Vec::new()));
     }
@@ -606,6 +607,21 @@ pub fn apply(
     } else {
         None
     };
+    // Anonymous volumes are named now, and every volume is claimed for
+    // this container before it is created, so a concurrent rm or prune
+    // cannot take it before the monitor has the container's record.
+    let mut names = Vec::new();
+    for p in planned.iter_mut().filter(|p| p.kind == Kind::Volume) {
+        if p.source.is_empty() {
+            p.source = crate::volumes::anonymous_name()?;
+            p.labels
+                .insert(crate::volumes::ANONYMOUS_LABEL.into(), String::new());
+        }
+        names.push(p.source.clone());
+    }
+    if !names.is_empty() {
+        crate::volumes::claim(id, &d.root.join("containers").join(id), &names);
+    }
     let mut mounts = Vec::new();
     let mut points = Vec::new();
     for p in &planned {
@@ -635,7 +651,7 @@ pub fn apply(
 /// and returns the host path to mount and the volume's name.
 fn volume_source(store: &VolumeStore, p: &Planned, rootfs: &Path) -> ApiResult<(PathBuf, String)> {
     let (v, _) = store.create(&CreateOptions {
-        name: Some(p.source.clone()).filter(|s| !s.is_empty()),
+        name: Some(p.source.clone()),
         labels: p.labels.clone(),
         ..Default::default()
     })?;
