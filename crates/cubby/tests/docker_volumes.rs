@@ -417,3 +417,107 @@ fn bind_and_tmpfs_mounts() {
     assert!(!Path::new("/h").exists());
     assert!(h.ok(&["volume", "ls", "-q"]).trim().is_empty());
 }
+
+/// Loads `volimg:1`: busybox plus `/data/seed` (owned 1000:1000), with
+/// `Volumes: {"/data": {}}` in its config, as a `docker save` archive.
+fn load_image_with_a_volume(h: &Harness) {
+    use std::process::Command;
+    let dir = h.tmp.path().join("volimg");
+    let rootfs = dir.join("rootfs");
+    common::make_busybox_rootfs(&rootfs);
+    std::fs::create_dir_all(rootfs.join("data")).unwrap();
+    std::fs::write(rootfs.join("data/seed"), "from the image\n").unwrap();
+    std::os::unix::fs::chown(rootfs.join("data/seed"), Some(1000), Some(1000)).unwrap();
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    sh("tar -C rootfs -cf layer.tar .");
+    let diff_id = sh("sha256sum layer.tar | cut -d' ' -f1");
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": { "Cmd": ["sh"], "Volumes": { "/data": {} } },
+        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{}", diff_id.trim())] },
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let manifest = serde_json::json!([{
+        "Config": "config.json",
+        "RepoTags": ["volimg:1"],
+        "Layers": ["layer.tar"],
+    }]);
+    std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    sh("tar -cf image.tar manifest.json config.json layer.tar");
+    let out = h
+        .cubby()
+        .arg("load")
+        .arg("-i")
+        .arg(dir.join("image.tar"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cubby load: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn image_volumes_become_anonymous_volumes() {
+    let h = Harness::start("vol-image");
+    load_image_with_a_volume(&h);
+    let (code, logs) = run(
+        &h,
+        "iv",
+        &[
+            "volimg:1",
+            "sh",
+            "-c",
+            "cat /data/seed; stat -c %u:%g /data/seed",
+        ],
+    );
+    assert_eq!((code, logs.as_str()), (0, "from the image\n1000:1000\n"));
+    let doc = inspect(&h, &["inspect", "iv"]);
+    let mounts = doc[0]["Mounts"].as_array().unwrap();
+    assert_eq!(mounts.len(), 1, "{doc}");
+    assert_eq!(mounts[0]["Type"], "volume");
+    assert_eq!(mounts[0]["Destination"], "/data");
+    let anon = mounts[0]["Name"].as_str().unwrap().to_string();
+    assert_eq!(anon.len(), 64);
+    let vol = inspect(&h, &["volume", "inspect", &anon]);
+    assert_eq!(vol[0]["Labels"]["com.docker.volume.anonymous"], "");
+
+    // A mount at the image's volume replaces it: no anonymous volume.
+    let (code, logs) = run(
+        &h,
+        "named",
+        &["-v", "mine:/data", "volimg:1", "cat", "/data/seed"],
+    );
+    assert_eq!((code, logs.as_str()), (0, "from the image\n"));
+    let doc = inspect(&h, &["inspect", "named"]);
+    assert_eq!(doc[0]["Mounts"].as_array().unwrap().len(), 1, "{doc}");
+    assert_eq!(doc[0]["Mounts"][0]["Name"], "mine");
+    let (code, logs) = run(
+        &h,
+        "tmp",
+        &["--tmpfs", "/data", "volimg:1", "ls", "-A", "/data"],
+    );
+    assert_eq!((code, logs.as_str()), (0, ""));
+    assert_eq!(lines(&h.ok(&["volume", "ls", "-q"])).len(), 2);
+
+    // The anonymous volume goes with `rm -v`; prune then finds nothing.
+    h.ok(&["rm", "-v", "iv", "named", "tmp"]);
+    assert_eq!(lines(&h.ok(&["volume", "ls", "-q"])), ["mine"]);
+    let out = h.ok(&["volume", "prune", "-f"]);
+    assert!(!out.contains("mine"), "{out}");
+}
