@@ -224,6 +224,55 @@ fn volumes_carry_data_and_image_content() {
     );
     assert_eq!(logs.trim(), "f");
 
+    // volume-subpath mounts a directory of the volume; a symlink in the
+    // volume resolves inside it, never to the host.
+    let (code, _) = run(
+        &h,
+        "sub",
+        &[
+            "-v",
+            "shared:/data",
+            "busybox",
+            "sh",
+            "-c",
+            "mkdir /data/sub && echo s > /data/sub/g && ln -s / /data/escape",
+        ],
+    );
+    assert_eq!(code, 0);
+    let (code, logs) = run(
+        &h,
+        "sp1",
+        &[
+            "--mount",
+            "type=volume,src=shared,dst=/s,volume-subpath=sub",
+            "busybox",
+            "cat",
+            "/s/g",
+        ],
+    );
+    assert_eq!((code, logs.as_str()), (0, "s\n"));
+    let (code, logs) = run(
+        &h,
+        "sp2",
+        &[
+            "--mount",
+            "type=volume,src=shared,dst=/s,volume-subpath=escape",
+            "busybox",
+            "ls",
+            "/s",
+        ],
+    );
+    assert_eq!((code, logs.as_str()), (0, "escape\nf\nsub\n"));
+    let err = h.fails(&[
+        "run",
+        "-d",
+        "--mount",
+        "type=volume,src=shared,dst=/s,volume-subpath=../x",
+        "busybox",
+        "true",
+    ]);
+    assert!(err.contains("stay inside the volume"), "{err}");
+
     // --mount type=volume, with labels for the volume it creates.
     let (code, logs) = run(
         &h,

@@ -14,10 +14,14 @@
 //! `{"Type": "volume", "Name": <name>}` entry (running or not, as Docker).
 
 use crate::records::ContainerRecord;
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::{openat, AtFlags, Flock, FlockArg, OFlag};
+use nix::sys::stat::{fchmod, futimens, mkdirat, mknodat, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{fchown, fchownat, symlinkat, Gid, Uid};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -409,8 +413,15 @@ impl VolumeStore {
         if !empty {
             return Ok(false);
         }
-        copy_tree(src, &data)?;
-        copy_attrs(&data, &src_meta)?;
+        let fd = open_dir(nix::fcntl::AT_FDCWD, data.as_os_str())
+            .map_err(|e| VolumeError::io(format!("open {}", data.display()), e.into()))?;
+        copy_into(src, &fd, &data)?;
+        set_attrs(&fd, &src_meta).map_err(|e| {
+            VolumeError::io(
+                format!("set owner, mode and times of {}", data.display()),
+                e.into(),
+            )
+        })?;
         Ok(true)
     }
 }
@@ -435,69 +446,112 @@ fn disk_usage(path: &Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> 
 
 /// Copies the contents of directory `src` into the existing directory
 /// `dst`: directories, regular files, symlinks, fifos and device nodes,
-/// each with its owner, mode and times (hard links become copies).
+/// each with its owner, mode and times (hard links become copies, xattrs
+/// are not copied). The destination side works on directory fds with
+/// `O_NOFOLLOW`/`O_EXCL`: a volume can be mounted in a running container
+/// while it is filled, and a symlink that container plants must not send
+/// a write to the host.
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let fd = open_dir(nix::fcntl::AT_FDCWD, dst.as_os_str())
+        .map_err(|e| VolumeError::io(format!("open {}", dst.display()), e.into()))?;
+    copy_into(src, &fd, dst)
+}
+
+fn open_dir<Fd: AsFd>(dir: Fd, name: &std::ffi::OsStr) -> nix::Result<OwnedFd> {
+    openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// `src`'s entries into the directory `dir` (shown as `shown` in errors).
+fn copy_into(src: &Path, dir: &OwnedFd, shown: &Path) -> Result<()> {
     let entries =
         fs::read_dir(src).map_err(|e| VolumeError::io(format!("read {}", src.display()), e))?;
     for e in entries {
         let e = e.map_err(|e| VolumeError::io(format!("read {}", src.display()), e))?;
+        let name = e.file_name();
         let from = e.path();
-        let to = dst.join(e.file_name());
+        let to = shown.join(&name);
         let meta = fs::symlink_metadata(&from)
             .map_err(|e| VolumeError::io(format!("stat {}", from.display()), e))?;
-        let ft = meta.file_type();
-        let io = |what: &str, p: &Path| {
-            let what = format!("{what} {}", p.display());
-            move |e: std::io::Error| VolumeError::io(what, e)
+        let sys = |what: &str| {
+            let what = format!("{what} {}", to.display());
+            move |e: nix::Error| VolumeError::io(what, e.into())
         };
+        let ft = meta.file_type();
         if ft.is_dir() {
-            fs::create_dir(&to).map_err(io("mkdir", &to))?;
-            copy_tree(&from, &to)?;
-        } else if ft.is_symlink() {
-            let target = fs::read_link(&from).map_err(io("readlink", &from))?;
-            std::os::unix::fs::symlink(&target, &to).map_err(io("symlink", &to))?;
+            mkdirat(dir, name.as_os_str(), Mode::from_bits_truncate(0o700))
+                .map_err(sys("mkdir"))?;
+            let child = open_dir(dir, &name).map_err(sys("open"))?;
+            copy_into(&from, &child, &to)?;
+            set_attrs(&child, &meta).map_err(sys("set owner, mode and times of"))?;
         } else if ft.is_file() {
-            fs::copy(&from, &to).map_err(io("copy to", &to))?;
-        } else {
-            use nix::sys::stat::{mknod, Mode, SFlag};
-            let kind = SFlag::from_bits_truncate(meta.mode() & SFlag::S_IFMT.bits());
-            mknod(
-                &to,
-                kind,
-                Mode::from_bits_truncate(meta.mode() & 0o7777),
-                meta.rdev(),
+            let mut input = fs::File::open(&from)
+                .map_err(|e| VolumeError::io(format!("open {}", from.display()), e))?;
+            let out = openat(
+                dir,
+                name.as_os_str(),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
             )
-            .map_err(|e| VolumeError::io(format!("mknod {}", to.display()), e.into()))?;
+            .map_err(sys("create"))?;
+            let mut out = fs::File::from(out);
+            std::io::copy(&mut input, &mut out)
+                .map_err(|e| VolumeError::io(format!("copy to {}", to.display()), e))?;
+            set_attrs(&out, &meta).map_err(sys("set owner, mode and times of"))?;
+        } else {
+            if ft.is_symlink() {
+                let target = fs::read_link(&from)
+                    .map_err(|e| VolumeError::io(format!("readlink {}", from.display()), e))?;
+                symlinkat(&target, dir, name.as_os_str()).map_err(sys("symlink"))?;
+            } else {
+                let kind = SFlag::from_bits_truncate(meta.mode() & SFlag::S_IFMT.bits());
+                let perm = Mode::from_bits_truncate(meta.mode() & 0o777);
+                mknodat(dir, name.as_os_str(), kind, perm, meta.rdev()).map_err(sys("mknod"))?;
+            }
+            // Neither follows a symlink; a node's mode came with mknod.
+            fchownat(
+                dir,
+                name.as_os_str(),
+                Some(Uid::from_raw(meta.uid())),
+                Some(Gid::from_raw(meta.gid())),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(sys("chown"))?;
+            utimensat(
+                dir,
+                name.as_os_str(),
+                &TimeSpec::new(meta.atime(), meta.atime_nsec()),
+                &TimeSpec::new(meta.mtime(), meta.mtime_nsec()),
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(sys("set times of"))?;
         }
-        copy_attrs(&to, &meta)?;
     }
     Ok(())
 }
 
-/// Owner, then mode (chown clears setuid bits), then times of `meta` onto `path`.
-fn copy_attrs(path: &Path, meta: &fs::Metadata) -> Result<()> {
-    let err = |what: &str| {
-        let what = format!("{what} {}", path.display());
-        move |e: std::io::Error| VolumeError::io(what, e)
-    };
-    std::os::unix::fs::lchown(path, Some(meta.uid()), Some(meta.gid())).map_err(err("chown"))?;
-    if !meta.file_type().is_symlink() {
-        fs::set_permissions(path, fs::Permissions::from_mode(meta.mode() & 0o7777))
-            .map_err(err("chmod"))?;
-    }
-    use nix::sys::stat::{utimensat, UtimensatFlags};
-    use nix::sys::time::TimeSpec;
-    let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
-    let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
-    utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &atime,
-        &mtime,
-        UtimensatFlags::NoFollowSymlink,
+/// Owner, then mode (chown clears setuid bits), then times of `meta` onto
+/// an open file or directory.
+fn set_attrs<Fd: AsFd>(fd: Fd, meta: &fs::Metadata) -> nix::Result<()> {
+    fchown(
+        &fd,
+        Some(Uid::from_raw(meta.uid())),
+        Some(Gid::from_raw(meta.gid())),
+    )?;
+    fchmod(&fd, Mode::from_bits_truncate(meta.mode() & 0o7777))?;
+    futimens(
+        &fd,
+        &TimeSpec::new(meta.atime(), meta.atime_nsec()),
+        &TimeSpec::new(meta.mtime(), meta.mtime_nsec()),
     )
-    .map_err(|e| VolumeError::io(format!("set times of {}", path.display()), e.into()))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -673,6 +727,14 @@ mod tests {
         fs::write(src.join("new"), "x").unwrap();
         assert!(!s.populate("v1", &src).unwrap());
         assert!(!data.join("new").exists());
+        // A symlink planted in the destination is never followed.
+        let planted = tmp.path().join("planted");
+        fs::create_dir_all(&planted).unwrap();
+        let outside = tmp.path().join("outside");
+        fs::write(&outside, "host file").unwrap();
+        std::os::unix::fs::symlink(&outside, planted.join("new")).unwrap();
+        assert!(copy_tree(&src, &planted).is_err());
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "host file");
         // A source that is not a directory: nothing to copy.
         s.create(&named("v2")).unwrap();
         assert!(!s.populate("v2", &src.join("nope")).unwrap());

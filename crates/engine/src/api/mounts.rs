@@ -657,7 +657,11 @@ fn volume_source(store: &VolumeStore, p: &Planned, rootfs: &Path) -> ApiResult<(
     })?;
     let data = store.data_dir(&v.name);
     if !p.subpath.is_empty() {
-        let dir = data.join(&p.subpath);
+        // Symlinks in the volume (a container may have made them) resolve
+        // inside it. A container that swaps a path component for a symlink
+        // between here and the mount could still redirect it.
+        let dir = cubby_runtime::rootfs::secure_join(&data, Path::new(&p.subpath))
+            .map_err(|e| config_err("volume", format!("subpath {}: {e}", p.subpath)))?;
         if !dir.exists() {
             return Err(config_err(
                 "volume",
