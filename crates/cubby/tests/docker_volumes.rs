@@ -162,7 +162,7 @@ print("ok")
 
 #[test]
 fn volumes_carry_data_and_image_content() {
-    let h = Harness::start("vol-data");
+    let mut h = Harness::start("vol-data");
     h.import_busybox();
     let (code, _) = run(
         &h,
@@ -309,9 +309,17 @@ fn volumes_carry_data_and_image_content() {
     h.ok(&["rm", "-v", "anon", "writer"]);
     assert!(!h.root().join("volumes").join(&name).exists());
     assert!(h.root().join("volumes/shared/_data/f").exists());
-    // Still used by "reader" and "again".
+    // Still used by "reader" and "again", also for a restarted daemon
+    // (in use is read from the records).
     let err = h.fails(&["volume", "rm", "shared"]);
     assert!(err.contains("volume is in use"), "{err}");
+    h.kill9_and_restart();
+    let err = h.fails(&["volume", "rm", "shared"]);
+    assert!(err.contains("volume is in use"), "{err}");
+    assert_eq!(
+        lines(&h.ok(&["volume", "ls", "-q", "--filter", "name=shared"])),
+        ["shared"]
+    );
 }
 
 #[test]
