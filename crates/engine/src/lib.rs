@@ -15,6 +15,7 @@ pub mod logs;
 pub mod monitor;
 pub mod protocol;
 pub mod records;
+pub mod users;
 pub mod volumes;
 
 pub use error::{Error, Result};
