@@ -578,3 +578,55 @@ fn image_volumes_become_anonymous_volumes() {
     let out = h.ok(&["volume", "prune", "-f"]);
     assert!(!out.contains("mine"), "{out}");
 }
+
+#[test]
+fn create_start_restart_keep_their_mounts() {
+    let h = Harness::start("vol-life");
+    h.import_busybox();
+    let host = h.tmp.path().join("life");
+    std::fs::create_dir_all(&host).unwrap();
+    let bind = format!("{}:/host", host.display());
+    h.ok(&[
+        "create",
+        "--name",
+        "c1",
+        "-v",
+        "count:/data",
+        "-v",
+        &bind,
+        "busybox",
+        "sh",
+        "-c",
+        "echo run >> /data/log; cat /data/log | wc -l > /host/runs",
+    ]);
+    // Created, not started: the volume exists and is in use already.
+    let err = h.fails(&["volume", "rm", "count"]);
+    assert!(err.contains("volume is in use"), "{err}");
+    h.ok(&["start", "c1"]);
+    assert_eq!(h.ok(&["wait", "c1"]).trim(), "0");
+    h.ok(&["start", "c1"]);
+    assert_eq!(h.ok(&["wait", "c1"]).trim(), "0");
+    assert_eq!(
+        std::fs::read_to_string(host.join("runs")).unwrap().trim(),
+        "2"
+    );
+    h.ok(&["restart", "c1"]);
+    assert_eq!(h.ok(&["wait", "c1"]).trim(), "0");
+    assert_eq!(
+        std::fs::read_to_string(host.join("runs")).unwrap().trim(),
+        "3"
+    );
+    // The foreground `docker run` sees the same data.
+    let out = h.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "count:/data",
+        "busybox",
+        "cat",
+        "/data/log",
+    ]);
+    assert_eq!(out, "run\nrun\nrun\n");
+    h.ok(&["rm", "c1"]);
+    assert_eq!(h.ok(&["volume", "rm", "count"]).trim(), "count");
+}

@@ -132,6 +132,17 @@ pub fn anonymous_name() -> Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The names of the volumes a container's record mounts.
+pub fn mounted_by(record: &ContainerRecord) -> Vec<String> {
+    record.config["Mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["Type"] == "volume")
+        .filter_map(|m| m["Name"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// The ids of the containers whose records mount volume `name`.
 pub fn users(records: &[ContainerRecord], name: &str) -> Vec<String> {
     records
@@ -560,23 +571,9 @@ mod tests {
     use serde_json::json;
 
     fn rec(id: &str, mounts: serde_json::Value) -> ContainerRecord {
-        ContainerRecord {
-            id: id.into(),
-            name: id.into(),
-            image: None,
-            created: String::new(),
-            status: crate::records::Status::Exited,
-            pid: None,
-            exit_code: None,
-            oom_killed: false,
-            started_at: String::new(),
-            finished_at: None,
-            log_path: PathBuf::new(),
-            restart_count: 0,
-            labels: Default::default(),
-            error: None,
-            config: json!({ "Mounts": mounts }),
-        }
+        let mut r = ContainerRecord::new(id, id, PathBuf::new());
+        r.config = json!({ "Mounts": mounts });
+        r
     }
 
     fn named(n: &str) -> CreateOptions {
@@ -629,6 +626,7 @@ mod tests {
         assert!(s.create(&named("half")).unwrap().1);
 
         let records = vec![rec("c1", json!([{"Type": "volume", "Name": "data"}]))];
+        assert_eq!(mounted_by(&records[0]), ["data"]);
         let e = s.remove("data", &records, true).unwrap_err();
         assert_eq!(e.to_string(), "remove data: volume is in use - [c1]");
         assert!(s.remove("data", &[], false).unwrap());

@@ -248,13 +248,7 @@ pub async fn prune(
 /// its anonymous volumes that no other container uses (named volumes are
 /// kept, as Docker). Failures are only logged, as Docker does.
 pub async fn remove_anonymous(d: &Shared, removed: &ContainerRecord) {
-    let names: Vec<String> = removed.config["Mounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["Type"] == "volume")
-        .filter_map(|m| m["Name"].as_str().map(str::to_string))
-        .collect();
+    let names = volumes::mounted_by(removed);
     if names.is_empty() {
         return;
     }
