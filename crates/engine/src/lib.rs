@@ -6,6 +6,7 @@
 //! - [`api`]: the Docker Engine API served by `cubby daemon`.
 //! - [`monitor`]: the single-threaded subreaper that parents every
 //!   container, holds its stdio and records its exit.
+//! - [`volumes`]: the local volume store (`<root>/volumes/<name>`).
 
 pub mod api;
 pub mod client;
@@ -16,5 +17,6 @@ pub mod monitor;
 pub mod protocol;
 pub mod records;
 pub mod users;
+pub mod volumes;
 
 pub use error::{Error, Result};

@@ -252,6 +252,9 @@ pub async fn remove(
         Ok(())
     })
     .await?;
+    if flag(&q, "v") {
+        super::volumes::remove_anonymous(&d, &r).await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -269,6 +269,10 @@ fn prepare(d: &Shared, id: &str, name: &str, body: CreateBody) -> ApiResult<Crea
     ))));
     limits.apply(&mut linux);
     spec.set_linux(Some(linux));
+    let mounts =
+        super::mounts::apply(d, id, &mut spec, &rootfs, &body, &config).inspect_err(|_| {
+            let _ = snapshot.remove();
+        })?;
     let mut body = body;
     let host_config = body.host_config.take().unwrap_or_default();
     let labels = body
@@ -284,7 +288,7 @@ fn prepare(d: &Shared, id: &str, name: &str, body: CreateBody) -> ApiResult<Crea
     let config = json!({
         "Config": body,
         "HostConfig": host_config,
-        "Mounts": [],
+        "Mounts": mounts,
         "Path": command.first().cloned().unwrap_or_default(),
         "Args": command.get(1..).unwrap_or(&[]),
         "ImageID": image.config_digest.to_string(),

@@ -25,9 +25,11 @@ mod hijack;
 pub mod images;
 mod lifecycle;
 pub mod logs;
+mod mounts;
 pub mod stats;
 mod system;
 pub mod util;
+mod volumes;
 
 pub use error::{ApiError, ApiResult};
 
@@ -173,6 +175,13 @@ pub fn router(daemon: Shared) -> Router {
         .route(
             "/containers/{id}/archive",
             get(archive::get).head(archive::head).put(archive::put),
+        )
+        .route("/volumes", get(volumes::list))
+        .route("/volumes/create", post(volumes::create))
+        .route("/volumes/prune", post(volumes::prune))
+        .route(
+            "/volumes/{name}",
+            get(volumes::inspect).delete(volumes::remove),
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "page not found") })
         .with_state(daemon)
