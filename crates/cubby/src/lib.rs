@@ -3,3 +3,4 @@
 pub mod daemon;
 pub mod images;
 pub mod run_args;
+pub mod tls;
