@@ -328,6 +328,39 @@ fn tls_with_client_certificates_only() {
     assert!(out.status.success(), "curl: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "OK");
 
+    // The cubby CLI as a client over the same mutual TLS.
+    let certs = d.certs();
+    let cubby_tls = |name: &str| {
+        TlsDaemon::cubby(d.tmp.path())
+            .arg("--host")
+            .arg(format!("tcp://127.0.0.1:{}", d.port))
+            .arg("--tls-cert")
+            .arg(certs.join(format!("{name}-cert.pem")))
+            .arg("--tls-key")
+            .arg(certs.join(format!("{name}-key.pem")))
+            .arg("--tls-ca")
+            .arg(certs.join("good-ca.pem"))
+            .args(["ps", "-a"])
+            .env_remove("CUBBY_HOST")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = cubby_tls("client");
+    assert!(
+        out.status.success(),
+        "cubby ps over TLS: {}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).starts_with("CONTAINER ID"));
+    let out = cubby_tls("stranger");
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("does not answer"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // Plain HTTP on the TLS port gets no API answer.
     let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();

@@ -1,0 +1,363 @@
+//! The `cubby` CLI as a client of `cubby daemon` (`--host unix://...`):
+//! containers made by `cubby` and by `docker` are the same containers.
+//! Needs root, cgroups, a static busybox and /usr/local/bin/docker.
+
+mod common;
+#[path = "common/daemon.rs"]
+mod daemon;
+
+use daemon::{eventually, Daemon as Harness};
+use serde_json::Value;
+use std::process::{Output, Stdio};
+
+/// `cubby --root R --state-dir S --host unix://SOCK ARGS`.
+fn cubby(h: &Harness, args: &[&str]) -> Output {
+    h.cubby()
+        .arg("--host")
+        .arg(format!("unix://{}", h.socket.display()))
+        .args(args)
+        .env_remove("CUBBY_HOST")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn cubby_ok(h: &Harness, args: &[&str]) -> String {
+    let out = cubby(h, args);
+    assert!(
+        out.status.success(),
+        "cubby {args:?}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn cubby_and_docker_share_containers() {
+    let h = Harness::start("remote");
+    h.import_busybox();
+
+    // Made by cubby through the daemon: docker sees it.
+    let id = cubby_ok(
+        &h,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "from-cubby",
+            "-l",
+            "course=os101",
+            "-e",
+            "GREETING=hi",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $GREETING-from-cubby; sleep 60",
+        ],
+    );
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "run -d prints the full id: {id:?}");
+    let ps = h.ok(&["ps"]);
+    assert!(ps.contains("from-cubby") && ps.contains(&id[..12]), "{ps}");
+
+    // Made by docker: cubby sees both.
+    h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "from-docker",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let ps = cubby_ok(&h, &["ps"]);
+    assert!(
+        ps.contains("from-cubby") && ps.contains("from-docker"),
+        "{ps}"
+    );
+    assert!(ps.starts_with("CONTAINER ID"), "{ps}");
+    let quiet = cubby_ok(&h, &["ps", "-q"]);
+    assert_eq!(quiet.lines().count(), 2, "{quiet}");
+    assert!(quiet.lines().any(|l| l == &id[..12]), "{quiet}");
+    let labelled = cubby_ok(&h, &["ps", "-q", "--filter", "label=course=os101"]);
+    assert_eq!(labelled.trim(), &id[..12], "{labelled}");
+
+    // Logs and inspect of the cubby-made one.
+    eventually("cubby logs shows the output", || {
+        let out = cubby(&h, &["logs", "from-cubby"]);
+        (out.status.success() && String::from_utf8_lossy(&out.stdout) == "hi-from-cubby\n")
+            .then_some(())
+    });
+    let inspect: Value = serde_json::from_str(&cubby_ok(&h, &["inspect", "from-cubby"])).unwrap();
+    assert_eq!(inspect[0]["Id"], id);
+    assert_eq!(inspect[0]["Name"], "/from-cubby");
+    assert_eq!(inspect[0]["Config"]["Labels"]["course"], "os101");
+    let docker_view: Value = serde_json::from_str(&h.ok(&["inspect", "from-cubby"])).unwrap();
+    assert_eq!(docker_view[0]["Id"], id);
+
+    // Kill the docker-made one with cubby: docker sees it exit.
+    assert_eq!(cubby_ok(&h, &["kill", "from-docker"]).trim(), "from-docker");
+    eventually("docker ps -a shows it killed", || {
+        h.ok(&["ps", "-a"]).contains("Exited (137)").then_some(())
+    });
+    assert!(!cubby_ok(&h, &["ps"]).contains("from-docker"));
+    assert!(cubby_ok(&h, &["ps", "-a"]).contains("from-docker"));
+
+    // rm without -f refuses a running one (exit 1, docker's message); -f removes.
+    let out = cubby(&h, &["rm", "from-cubby"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Error response from daemon") && err.contains("running"),
+        "{err}"
+    );
+    assert_eq!(
+        cubby_ok(&h, &["rm", "-f", "from-cubby"]).trim(),
+        "from-cubby"
+    );
+    assert_eq!(cubby_ok(&h, &["rm", "from-docker"]).trim(), "from-docker");
+    assert!(!h.ok(&["ps", "-a"]).contains("from-"), "both removed");
+
+    // Errors of the daemon are exit 125 with its message.
+    let out = cubby(&h, &["inspect", "nothing-here"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing-here"));
+    let out = cubby(&h, &["logs", "nothing-here"]);
+    assert_eq!(out.status.code(), Some(125));
+    let out = cubby(&h, &["run", "-d", "no-such-image:1"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such image"));
+    // A standalone-only flag is refused, not ignored.
+    let out = cubby(&h, &["run", "-d", "--rootfs", "/", "sh"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rootfs"));
+}
+
+#[test]
+fn dead_host_is_an_error_not_a_fallback() {
+    assert!(nix::unistd::geteuid().is_root(), "run these tests as root");
+    let tmp = tempfile::tempdir().unwrap();
+    let dead = tmp.path().join("dead.sock");
+    // A socket file nobody listens on (a killed daemon's leftover).
+    drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+    for args in [&["ps"][..], &["run", "--rootfs", "/", "true"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cubby"))
+            .arg("--state-dir")
+            .arg(tmp.path().join("state"))
+            .arg("--root")
+            .arg(tmp.path().join("data"))
+            .arg("--host")
+            .arg(format!("unix://{}", dead.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("does not answer") && err.contains(&*dead.to_string_lossy()),
+            "{err}"
+        );
+        // Nothing ran standalone.
+        assert!(!tmp.path().join("state").exists());
+    }
+    // CUBBY_HOST works the same way.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cubby"))
+        .arg("ps")
+        .env("CUBBY_HOST", format!("unix://{}", dead.display()))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CUBBY_HOST"));
+}
+
+/// A stand-in daemon on a Unix socket that speaks just enough of the
+/// Docker API (create, hijacked attach and exec start with multiplexed
+/// frames, wait, exec inspect) to check the client side of `cubby run` in
+/// the foreground and `cubby exec`, which cubby's own daemon does not
+/// serve yet. Records the requests it saw, in order.
+mod fake {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+
+    pub type Seen = Arc<Mutex<Vec<String>>>;
+
+    pub fn start(path: &Path) -> Seen {
+        let listener = UnixListener::bind(path).unwrap();
+        let seen: Seen = Arc::default();
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &log);
+                });
+            }
+        });
+        seen
+    }
+
+    fn frame(kind: u8, data: &[u8]) -> Vec<u8> {
+        let mut f = vec![kind, 0, 0, 0];
+        f.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        f.extend_from_slice(data);
+        f
+    }
+
+    fn serve(conn: UnixStream, log: &Mutex<Vec<String>>) -> std::io::Result<()> {
+        let mut w = conn.try_clone()?;
+        let mut r = BufReader::new(conn);
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let mut len = 0usize;
+        let mut upgrade = false;
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h)?;
+            let h = h.trim().to_ascii_lowercase();
+            if h.is_empty() {
+                break;
+            }
+            if let Some(v) = h.strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+            upgrade |= h == "upgrade: tcp";
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body)?;
+        let mut parts = line.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let path = path.strip_prefix("/v1.43").unwrap_or(path).to_string();
+        log.lock().unwrap().push(format!(
+            "{method} {path} {}",
+            String::from_utf8_lossy(&body)
+        ));
+        let json = |w: &mut UnixStream, status: &str, body: &str| {
+            write!(
+                w,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let hijacked = path.contains("/attach") || path.starts_with("/exec/e1/start");
+        if hijacked {
+            assert!(upgrade, "{path} without Upgrade: tcp");
+            write!(
+                w,
+                "HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+            )?;
+            w.write_all(&frame(1, b"out\n"))?;
+            w.write_all(&frame(2, b"err\n"))?;
+            if path.contains("stdin=1") || path.starts_with("/exec") {
+                // Echo what the client sends until it half-closes.
+                let mut input = Vec::new();
+                r.read_to_end(&mut input)?;
+                w.write_all(&frame(1, &[b"got:", &input[..]].concat()))?;
+            }
+            return w.shutdown(std::net::Shutdown::Both);
+        }
+        match (method, path.as_str()) {
+            ("GET", "/_ping") => write!(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK"),
+            ("POST", p) if p.starts_with("/containers/create") => json(
+                &mut w,
+                "201 Created",
+                &format!(r#"{{"Id":"{}","Warnings":[]}}"#, "c".repeat(64)),
+            ),
+            ("POST", p) if p.contains("/wait") => {
+                json(&mut w, "200 OK", r#"{"StatusCode":3,"Error":null}"#)
+            }
+            ("POST", p) if p.ends_with("/start") => {
+                write!(w, "HTTP/1.1 204 No Content\r\n\r\n")
+            }
+            ("POST", p) if p.ends_with("/exec") => json(&mut w, "201 Created", r#"{"Id":"e1"}"#),
+            ("GET", "/exec/e1/json") => json(&mut w, "200 OK", r#"{"ExitCode":5,"Running":false}"#),
+            _ => json(&mut w, "404 Not Found", r#"{"message":"page not found"}"#),
+        }
+    }
+}
+
+#[test]
+fn foreground_run_and_exec_over_a_hijacked_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("fake.sock");
+    let seen = fake::start(&sock);
+    let cubby = |args: &[&str], input: &[u8]| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cubby"))
+            .arg("--host")
+            .arg(format!("unix://{}", sock.display()))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+
+    // Foreground without -i: output split by stream, exit code from wait.
+    let out = cubby(&["run", "--name", "fg", "busybox", "sh"], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert_eq!(stderr, "err\n");
+    let log = seen.lock().unwrap().clone();
+    let order: Vec<&str> = log
+        .iter()
+        .filter(|l| !l.starts_with("GET /_ping"))
+        .map(|l| l.split(' ').nth(1).unwrap_or(""))
+        .collect();
+    let c = "c".repeat(64);
+    assert_eq!(
+        order,
+        vec![
+            "/containers/create?name=fg".to_string(),
+            format!("/containers/{c}/attach?stream=1&stdout=1&stderr=1&stdin=0"),
+            format!("/containers/{c}/wait?condition=next-exit"),
+            format!("/containers/{c}/start"),
+        ]
+    );
+    let create: Value = serde_json::from_str(log[1].splitn(3, ' ').nth(2).unwrap()).unwrap();
+    assert_eq!(create["Image"], "busybox");
+    assert_eq!(create["Cmd"][0], "sh");
+    assert_eq!(create["AttachStdout"], true);
+
+    // -i: our stdin reaches the container and its EOF too.
+    let out = cubby(&["run", "-i", "--rm", "busybox"], b"typed");
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\ngot:typed");
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("/wait?condition=removed")));
+
+    // exec -i: create, hijacked start, exit code from exec inspect.
+    let out = cubby(
+        &["exec", "-i", "-u", "1000", "-e", "A=1", "fg", "cat"],
+        b"in",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\ngot:in");
+    let log = seen.lock().unwrap().clone();
+    let exec = log
+        .iter()
+        .find(|l| l.starts_with("POST /containers/fg/exec"))
+        .unwrap();
+    let body: Value = serde_json::from_str(exec.splitn(3, ' ').nth(2).unwrap()).unwrap();
+    assert_eq!(body["Cmd"][0], "cat");
+    assert_eq!(body["User"], "1000");
+    assert_eq!(body["Env"][0], "A=1");
+    assert_eq!(body["AttachStdin"], true);
+}
