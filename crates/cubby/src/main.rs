@@ -430,7 +430,7 @@ fn remote(cli: &Cli) -> Result<Option<i32>> {
         cli.tls_ca.clone(),
         "cubby",
     )?;
-    let Some(r) = cubby::remote::Remote::find(cli.host.as_deref(), tls.as_ref())? else {
+    let Some(r) = cubby::remote::Remote::find(cli.host.as_deref(), tls.as_ref(), &cli.root)? else {
         return Ok(None);
     };
     let c = &r.client;

@@ -361,3 +361,24 @@ fn foreground_run_and_exec_over_a_hijacked_connection() {
     assert_eq!(body["Env"][0], "A=1");
     assert_eq!(body["AttachStdin"], true);
 }
+
+/// Without --host, a daemon on the default socket is used only when it
+/// answers and keeps its data in our --root.
+#[test]
+fn default_socket_is_used_only_for_its_own_root() {
+    use cubby::remote::Remote;
+    let h = Harness::start("default");
+    let sock = format!("unix://{}", h.socket.display());
+    let found = Remote::find_with(None, &sock, None, &h.root()).unwrap();
+    assert!(found.is_some(), "the daemon serving our root is used");
+    let other = h.tmp.path().join("other-root");
+    let found = Remote::find_with(None, &sock, None, &other).unwrap();
+    assert!(found.is_none(), "another --root stays standalone");
+    let dead = format!("unix://{}", h.tmp.path().join("none.sock").display());
+    assert!(Remote::find_with(None, &dead, None, &h.root())
+        .unwrap()
+        .is_none());
+    // An explicit host is used whatever its root.
+    let found = Remote::find_with(Some(&sock), &dead, None, &other).unwrap();
+    assert!(found.is_some());
+}
