@@ -253,6 +253,22 @@ mod fake {
             )?;
             w.write_all(&frame(1, b"out\n"))?;
             w.write_all(&frame(2, b"err\n"))?;
+            let held = |l: &Vec<String>| l.iter().any(|r| r.contains("create?name=hold"));
+            if path.contains("/attach") && held(&log.lock().unwrap()) {
+                // Runs until the client forwards a signal (20 s at most).
+                for _ in 0..1000 {
+                    let kill = log
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .find_map(|r| r.split("kill?signal=").nth(1).map(str::to_string));
+                    if let Some(sig) = kill {
+                        w.write_all(&frame(1, format!("killed:{}", sig.trim()).as_bytes()))?;
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
             if path.contains("stdin=1") || path.starts_with("/exec") {
                 // Echo what the client sends until it half-closes.
                 let mut input = Vec::new();
@@ -337,6 +353,38 @@ fn foreground_run_and_exec_over_a_hijacked_connection() {
         .unwrap()
         .iter()
         .any(|l| l.contains("/wait?condition=removed")));
+
+    // Without a TTY, our SIGTERM is forwarded to the container (sig-proxy).
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cubby"))
+        .arg("--host")
+        .arg(format!("unix://{}", sock.display()))
+        .args(["run", "--name", "hold", "busybox"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = format!("/containers/{c}/start");
+    eventually("the held container is started", || {
+        let log = seen.lock().unwrap();
+        let n = log.iter().filter(|l| l.contains(&started)).count();
+        // The first run above started the same id once already.
+        (n >= 3).then_some(())
+    });
+    // The client may not have installed its handlers yet: signal until the
+    // kill arrives (the fake ends the session on the first).
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    eventually("the signal is forwarded", || {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let log = seen.lock().unwrap();
+        log.iter()
+            .any(|l| l.contains("kill?signal=SIGTERM"))
+            .then_some(())
+    });
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\nkilled:SIGTERM");
+    assert_eq!(out.status.code(), Some(3));
 
     // exec -i: create, hijacked start, exit code from exec inspect.
     let out = cubby(

@@ -251,6 +251,9 @@ pub async fn run(c: &Client, args: &RunArgs) -> Result<i32> {
             None,
         )
         .await?;
+    // As docker's --sig-proxy: without a TTY (where ^C is a byte to the
+    // container) our signals go to the container, whose exit ends the run.
+    let proxy = (!args.tty).then(|| proxy_signals(c, &id));
     let condition = if args.rm { "removed" } else { "next-exit" };
     let wait_path = format!("/containers/{id}/wait?condition={condition}");
     // The daemon answers the headers at once and the status at the exit.
@@ -262,7 +265,11 @@ pub async fn run(c: &Client, args: &RunArgs) -> Result<i32> {
         stdin: args.interactive,
     };
     let resize = args.tty.then(|| format!("/containers/{id}/resize"));
-    stream::relay(c, attach, session, resize.as_deref()).await?;
+    let relayed = stream::relay(c, attach, session, resize.as_deref()).await;
+    if let Some(p) = proxy {
+        p.abort();
+    }
+    relayed?;
     let bytes = super::http::collect(wait, &c.host).await?;
     let status: ContainerWaitResponse =
         serde_json::from_slice(&bytes).context("the daemon's wait answer")?;
@@ -272,6 +279,43 @@ pub async fn run(c: &Client, args: &RunArgs) -> Result<i32> {
         }
     }
     Ok(status.status_code as i32)
+}
+
+/// Forwards SIGINT, SIGTERM, SIGHUP and SIGQUIT to container `id`.
+fn proxy_signals(c: &Client, id: &str) -> tokio::task::JoinHandle<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let client = Client {
+        host: c.host.clone(),
+    };
+    let id = id.to_string();
+    // Handlers are installed now, before the container starts, so no
+    // signal in between takes the default action (killing only us).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for (kind, name) in [
+        (SignalKind::interrupt(), "SIGINT"),
+        (SignalKind::terminate(), "SIGTERM"),
+        (SignalKind::hangup(), "SIGHUP"),
+        (SignalKind::quit(), "SIGQUIT"),
+    ] {
+        let Ok(mut sig) = signal(kind) else { continue };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while sig.recv().await.is_some() {
+                if tx.send(name).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    tokio::spawn(async move {
+        while let Some(name) = rx.recv().await {
+            let path = format!("/containers/{id}/kill?signal={name}");
+            if let Err(e) = client.call(Method::POST, &path, None).await {
+                eprintln!("cubby: forward {name} to {}: {e}", short(&id));
+            }
+        }
+    })
 }
 
 pub async fn ps(c: &Client, all: bool, quiet: bool, filters: &[String]) -> Result<i32> {
