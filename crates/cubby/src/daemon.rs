@@ -131,13 +131,12 @@ pub fn run_daemon(args: DaemonArgs, root: &Path, state_dir: &Path) -> Result<()>
     ensure_monitor(&monitor_socket, root, state_dir)?;
     let images = cubby_image::store::Store::open(root)
         .with_context(|| format!("open the image store at {}", root.display()))?;
-    let daemon = Arc::new(Daemon {
+    let daemon = Arc::new(Daemon::new(
         monitor_socket,
         images,
-        root: root.to_path_buf(),
-        cgroup_parent: args.cgroup_parent,
-        unstarted: Default::default(),
-    });
+        root.to_path_buf(),
+        args.cgroup_parent,
+    ));
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

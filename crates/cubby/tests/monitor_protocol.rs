@@ -5,7 +5,7 @@
 mod common;
 
 use cubby_engine::client::{ClientError, MonitorClient};
-use cubby_engine::logs::{read_logs, LogFilter, LogOptions};
+use cubby_engine::logs::{read_logs, LogFilter};
 use cubby_engine::monitor::CreateRequest;
 use cubby_engine::protocol::ErrorKind;
 use cubby_engine::records::{ContainerRecord, Records, Status};
@@ -109,14 +109,9 @@ impl Harness {
         linux.set_cgroups_path(Some(PathBuf::from(format!("/{}/{id}", self.cg))));
         spec.set_linux(Some(linux));
         CreateRequest {
-            id: id.into(),
-            name: format!("n-{id}"),
-            spec,
-            bundle: self.tmp.path().to_path_buf(),
             image: Some("busybox".into()),
             labels: BTreeMap::from([("test".to_string(), "protocol".to_string())]),
-            log: LogOptions::default(),
-            config: Default::default(),
+            ..CreateRequest::new(id, &format!("n-{id}"), spec, self.tmp.path().to_path_buf())
         }
     }
 
@@ -252,6 +247,8 @@ fn create_list_logs_kill_remove() {
     let rec = c
         .create(h.request(id, &["sh", "-c", "echo hello; sleep 30"]))
         .unwrap();
+    assert_eq!(rec.status, Status::Created);
+    let rec = c.start(id).unwrap();
     assert_eq!(rec.status, Status::Running);
     assert_eq!(rec.labels["test"], "protocol");
     let pid = rec.pid.unwrap();
@@ -312,13 +309,35 @@ fn bad_and_concurrent_clients_do_not_stop_the_monitor() {
         assert_eq!(v["type"], "error", "{garbage:?}: {v}");
         assert_eq!(v["data"]["kind"], "bad_request", "{v}");
     }
-    // A create whose spec the runtime refuses: an error, no panic.
+    // A container whose spec the runtime refuses: recorded, but starting
+    // it is an error (no panic), and the record says why.
     let v = raw_call(
         &mut s,
         &mut r,
         b"{\"type\":\"create\",\"data\":{\"id\":\"x\",\"name\":\"x\",\"spec\":{\"ociVersion\":\"1.0.2\"},\"bundle\":\"/nonexistent\"}}\n",
     );
+    assert_eq!(v["type"], "record", "{v}");
+    let v = raw_call(
+        &mut s,
+        &mut r,
+        b"{\"type\":\"start\",\"data\":{\"id\":\"x\"}}\n",
+    );
     assert_eq!(v["type"], "error", "{v}");
+    let v = raw_call(
+        &mut s,
+        &mut r,
+        b"{\"type\":\"get\",\"data\":{\"id\":\"x\"}}\n",
+    );
+    assert!(
+        v["data"]["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{v}"
+    );
+    let v = raw_call(
+        &mut s,
+        &mut r,
+        b"{\"type\":\"remove\",\"data\":{\"id\":\"x\"}}\n",
+    );
+    assert_eq!(v["type"], "ok", "{v}");
     let v = raw_call(&mut s, &mut r, b"{\"type\":\"ping\"}\n");
     assert_eq!(v["type"], "ok", "{v}");
 
@@ -398,9 +417,9 @@ fn sigterm_leaves_containers_for_the_next_monitor() {
     h.start();
     let id = "p-adopt";
     let mut c = h.client();
-    let rec = c
-        .create(h.request(id, &["sh", "-c", "echo hello; sleep 30"]))
+    c.create(h.request(id, &["sh", "-c", "echo hello; sleep 30"]))
         .unwrap();
+    let rec = c.start(id).unwrap();
     let pid = rec.pid.unwrap();
     drop(c);
     h.stop();

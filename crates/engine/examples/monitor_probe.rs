@@ -24,14 +24,14 @@ fn request(id: &str, rootfs: &Path, cg: &str, args: &[&str], log: LogOptions) ->
     linux.set_cgroups_path(Some(PathBuf::from(format!("{cg}/{id}"))));
     spec.set_linux(Some(linux));
     Ok(CreateRequest {
-        id: id.into(),
-        name: format!("n-{id}"),
-        spec,
-        bundle: rootfs.parent().ok_or("rootfs has no parent")?.to_path_buf(),
         image: Some("busybox".into()),
-        labels: BTreeMap::new(),
         log,
-        config: Default::default(),
+        ..CreateRequest::new(
+            id,
+            &format!("n-{id}"),
+            spec,
+            rootfs.parent().ok_or("rootfs has no parent")?.to_path_buf(),
+        )
     })
 }
 
@@ -54,10 +54,12 @@ fn main() -> R<()> {
                 &["sh", "-c", "echo out; echo err >&2; printf tail; exit 3"],
                 plain,
             )?)?;
+            m.start(&id)?;
             m.wait_all_exited(wait)?;
         }
         "kill" => {
             m.create(request(&id, rootfs, cg, &["sleep", "100"], plain)?)?;
+            m.start(&id)?;
             m.run_once(Duration::from_millis(100))?;
             m.kill(&id, Signal::SIGKILL)?;
             m.wait_all_exited(wait)?;
@@ -78,6 +80,7 @@ fn main() -> R<()> {
             linux.set_resources(Some(res));
             req.spec.set_linux(Some(linux));
             m.create(req)?;
+            m.start(&id)?;
             m.wait_all_exited(wait)?;
         }
         "rotate" => {
@@ -86,10 +89,12 @@ fn main() -> R<()> {
                 max_file: 2,
             };
             m.create(request(&id, rootfs, cg, &["seq", "1", "300"], log)?)?;
+            m.start(&id)?;
             m.wait_all_exited(wait)?;
         }
         "remove" => {
             m.create(request(&id, rootfs, cg, &["sleep", "100"], plain)?)?;
+            m.start(&id)?;
             m.run_once(Duration::from_millis(50))?;
             let refused = m.remove(&id, false).is_err();
             m.remove(&id, true)?;

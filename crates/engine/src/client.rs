@@ -2,7 +2,7 @@
 //! for the daemon and for tests.
 
 use crate::monitor::CreateRequest;
-use crate::protocol::{self, ErrorKind, Request, Response, MAX_RESPONSE_LINE};
+use crate::protocol::{self, ErrorKind, Request, Response, WaitCondition, MAX_RESPONSE_LINE};
 use crate::records::ContainerRecord;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -103,12 +103,25 @@ impl MonitorClient {
         expect_ok(r)
     }
 
-    /// Creates and starts a container; returns its record.
+    /// Records a container (state Created); returns its record.
     pub fn create(&mut self, req: CreateRequest) -> Result<ContainerRecord> {
-        match self.call(&Request::Create(Box::new(req)))? {
-            Response::Record(r) => Ok(*r),
-            other => Err(unexpected(other)),
-        }
+        self.record(&Request::Create(Box::new(req)))
+    }
+
+    /// Starts a created or exited container; returns its record.
+    pub fn start(&mut self, id: &str) -> Result<ContainerRecord> {
+        self.record(&Request::Start { id: id.into() })
+    }
+
+    /// Stops a container; returns once it exited. Mind the timeout given
+    /// at connect: it must exceed the grace period.
+    pub fn stop(&mut self, id: &str, timeout: Option<i64>) -> Result<()> {
+        let r = self.call(&Request::Stop {
+            id: id.into(),
+            timeout,
+            signal: None,
+        })?;
+        expect_ok(r)
     }
 
     pub fn kill(&mut self, id: &str, signal: i32) -> Result<()> {
@@ -127,6 +140,17 @@ impl MonitorClient {
         expect_ok(r)
     }
 
+    /// The exit code once `condition` holds.
+    pub fn wait(&mut self, id: &str, condition: WaitCondition) -> Result<i32> {
+        match self.call(&Request::Wait {
+            id: id.into(),
+            condition,
+        })? {
+            Response::Exit { code } => Ok(code),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub fn list(&mut self) -> Result<Vec<ContainerRecord>> {
         match self.call(&Request::List)? {
             Response::Records(r) => Ok(r),
@@ -135,7 +159,17 @@ impl MonitorClient {
     }
 
     pub fn get(&mut self, id: &str) -> Result<ContainerRecord> {
-        match self.call(&Request::Get { id: id.into() })? {
+        self.record(&Request::Get { id: id.into() })
+    }
+
+    /// Any request answered with [`Response::Ok`].
+    pub fn ok(&mut self, req: &Request) -> Result<()> {
+        let r = self.call(req)?;
+        expect_ok(r)
+    }
+
+    fn record(&mut self, req: &Request) -> Result<ContainerRecord> {
+        match self.call(req)? {
             Response::Record(r) => Ok(*r),
             other => Err(unexpected(other)),
         }
@@ -154,6 +188,8 @@ fn unexpected(r: Response) -> ClientError {
         Response::Ok => "ok",
         Response::Record(_) => "a record",
         Response::Records(_) => "records",
+        Response::Exit { .. } => "an exit code",
+        Response::Exec(_) => "an exec state",
         Response::Error { .. } => "an error",
     };
     ClientError::Protocol(format!("unexpected response: {what}"))

@@ -28,6 +28,8 @@ pub enum Error {
     NotFound(String),
     #[error("container {0:?} already exists")]
     AlreadyExists(String),
+    #[error("the container name \"/{name}\" is already in use by container \"{id}\"")]
+    NameInUse { name: String, id: String },
     #[error("container {id:?} is {status}: {wanted}")]
     WrongState {
         id: String,
@@ -36,6 +38,9 @@ pub enum Error {
     },
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// Already in the wanted state.
+    #[error("{0}")]
+    NotModified(String),
 }
 
 impl Error {

@@ -14,5 +14,6 @@ pub mod logs;
 pub mod monitor;
 pub mod protocol;
 pub mod records;
+pub mod users;
 
 pub use error::{Error, Result};

@@ -11,6 +11,7 @@
 //! monitor discards it up to its newline without keeping it.
 
 use crate::error::Error;
+use crate::monitor::events::Event;
 use crate::monitor::CreateRequest;
 use crate::records::ContainerRecord;
 use serde::{Deserialize, Serialize};
@@ -23,22 +24,144 @@ pub const MAX_RESPONSE_LINE: usize = 256 << 20;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum Request {
-    /// Create and start a container; answered with its [`Response::Record`].
+    /// Record a container (state Created); answered with its [`Response::Record`].
     Create(Box<CreateRequest>),
+    /// Start a created or exited container; [`Response::Record`].
+    /// [`ErrorKind::NotModified`] if it runs already.
+    Start {
+        id: String,
+    },
+    /// Signal, wait `timeout` seconds (None: 10, negative: for ever), then
+    /// SIGKILL; answered with [`Response::Ok`] once it exited.
+    Stop {
+        id: String,
+        #[serde(default)]
+        timeout: Option<i64>,
+        #[serde(default)]
+        signal: Option<i32>,
+    },
+    /// Stop (if running) then start; [`Response::Ok`] once started.
+    Restart {
+        id: String,
+        #[serde(default)]
+        timeout: Option<i64>,
+    },
     /// Signal a running container's init; answered with [`Response::Ok`].
-    Kill { id: String, signal: i32 },
-    /// Remove a container (a running one only with `force`); [`Response::Ok`].
+    Kill {
+        id: String,
+        signal: i32,
+    },
+    Pause {
+        id: String,
+    },
+    Unpause {
+        id: String,
+    },
+    Rename {
+        id: String,
+        name: String,
+    },
+    /// Remove a container (a running one only with `force`, answered once
+    /// it is dead and gone); [`Response::Ok`].
     Remove {
         id: String,
         #[serde(default)]
         force: bool,
     },
+    /// Answered with [`Response::Exit`] when the condition is met.
+    Wait {
+        id: String,
+        #[serde(default)]
+        condition: WaitCondition,
+    },
+    /// [`Response::Ok`], then the connection carries the container's
+    /// output as frames (see [`crate::monitor::frame`]) and, with `stdin`,
+    /// what the client writes goes to the container's stdin.
+    Attach {
+        id: String,
+        #[serde(default)]
+        stdin: bool,
+    },
+    /// The terminal size of a container (or of one of its execs).
+    Resize {
+        id: String,
+        #[serde(default)]
+        exec_id: Option<String>,
+        height: u16,
+        width: u16,
+    },
+    /// Run a process in a running container: [`Response::Ok`], then (unless
+    /// `detach`) the connection is attached to it as for [`Request::Attach`].
+    Exec(Box<ExecRequest>),
+    /// [`Response::Exec`].
+    ExecInspect {
+        exec_id: String,
+    },
+    /// [`Response::Ok`], then one JSON [`Event`] per line: the kept ones
+    /// from `since` (nanoseconds), then new ones until `until`.
+    Events {
+        #[serde(default)]
+        since: Option<i64>,
+        #[serde(default)]
+        until: Option<i64>,
+    },
+    /// Add an event (images, volumes) to the log; [`Response::Ok`].
+    Publish(Box<Event>),
     /// Every record; [`Response::Records`].
     List,
     /// One record; [`Response::Record`].
-    Get { id: String },
+    Get {
+        id: String,
+    },
     /// [`Response::Ok`] if the monitor serves.
     Ping,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WaitCondition {
+    /// Returns at once if the container is not running.
+    #[default]
+    NotRunning,
+    /// The next exit, whatever the state now.
+    NextExit,
+    /// Its removal.
+    Removed,
+}
+
+/// A process to run in a container (`docker exec`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub id: String,
+    pub exec_id: String,
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE`, over the container's environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// `uid[:gid]` or names from the container's /etc/passwd; empty: the container's user.
+    #[serde(default)]
+    pub user: String,
+    /// Empty: the container's working directory.
+    #[serde(default)]
+    pub workdir: String,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub detach: bool,
+}
+
+/// What the monitor knows of an exec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecState {
+    pub exec_id: String,
+    /// The container.
+    pub id: String,
+    pub running: bool,
+    pub pid: i32,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +170,11 @@ pub enum Response {
     Ok,
     Record(Box<ContainerRecord>),
     Records(Vec<ContainerRecord>),
+    /// A container's exit code (for [`Request::Wait`]).
+    Exit {
+        code: i32,
+    },
+    Exec(ExecState),
     Error {
         message: String,
         /// What went wrong, for the daemon to pick an HTTP status.
@@ -65,6 +193,8 @@ pub enum ErrorKind {
     AlreadyExists,
     /// The container is not in a state that allows the request.
     Conflict,
+    /// Nothing to do: it is already in the wanted state (HTTP 304).
+    NotModified,
     /// An argument was refused (bad id, bad signal, unsupported option).
     Invalid,
     /// Anything else: I/O, the runtime, cgroups.
@@ -86,7 +216,9 @@ impl From<&Error> for Response {
         let kind = match e {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            Error::NameInUse { .. } => ErrorKind::Conflict,
             Error::WrongState { .. } => ErrorKind::Conflict,
+            Error::NotModified(_) => ErrorKind::NotModified,
             Error::Runtime(cubby_runtime::Error::AlreadyExists(_)) => ErrorKind::AlreadyExists,
             Error::Runtime(cubby_runtime::Error::WrongState { .. }) => ErrorKind::Conflict,
             Error::Invalid(_) => ErrorKind::Invalid,
@@ -155,13 +287,6 @@ mod tests {
     #[test]
     fn create_round_trips() {
         let req = CreateRequest {
-            id: "c1".into(),
-            name: "web".into(),
-            spec: cubby_runtime::spec::default_spec(
-                std::path::Path::new("/r/rootfs"),
-                vec!["sh".into(), "-c".into(), "echo hi".into()],
-            ),
-            bundle: "/r".into(),
             image: Some("busybox".into()),
             labels: [("a".to_string(), "b".to_string())].into(),
             log: crate::logs::LogOptions {
@@ -169,6 +294,20 @@ mod tests {
                 max_file: 3,
             },
             config: serde_json::json!({"Config": {"Tty": false}}),
+            open_stdin: true,
+            restart: crate::records::RestartPolicy {
+                name: crate::records::RestartName::OnFailure,
+                max_retries: 2,
+            },
+            ..CreateRequest::new(
+                "c1",
+                "web",
+                cubby_runtime::spec::default_spec(
+                    std::path::Path::new("/r/rootfs"),
+                    vec!["sh".into(), "-c".into(), "echo hi".into()],
+                ),
+                "/r".into(),
+            )
         };
         let line = encode(&Request::Create(Box::new(req.clone())));
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);

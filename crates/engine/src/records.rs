@@ -17,7 +17,18 @@ pub const CONTAINERS_DIR: &str = "containers";
 pub enum Status {
     Created,
     Running,
+    /// Running but frozen (cgroup freezer).
+    Paused,
+    /// Exited; the restart policy will start it again after a back-off.
+    Restarting,
     Exited,
+}
+
+impl Status {
+    /// A process exists (running or frozen).
+    pub fn is_live(self) -> bool {
+        matches!(self, Status::Running | Status::Paused)
+    }
 }
 
 impl std::fmt::Display for Status {
@@ -25,8 +36,47 @@ impl std::fmt::Display for Status {
         f.write_str(match self {
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Restarting => "restarting",
             Status::Exited => "exited",
         })
+    }
+}
+
+/// When the monitor starts a container again after it exits (Docker's
+/// `--restart`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartName {
+    #[default]
+    No,
+    Always,
+    OnFailure,
+    UnlessStopped,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    pub name: RestartName,
+    /// For on-failure: most restarts; 0 is unlimited.
+    #[serde(default)]
+    pub max_retries: u32,
+}
+
+impl RestartPolicy {
+    /// Whether an exit with `code` leads to a restart. A container stopped
+    /// by the user (stop, or kill as Docker counts it) is never restarted.
+    pub fn restarts(&self, code: i32, restart_count: u32, manually_stopped: bool) -> bool {
+        if manually_stopped {
+            return false;
+        }
+        match self.name {
+            RestartName::No => false,
+            RestartName::Always | RestartName::UnlessStopped => true,
+            RestartName::OnFailure => {
+                code != 0 && (self.max_retries == 0 || restart_count < self.max_retries)
+            }
+        }
     }
 }
 
@@ -67,6 +117,52 @@ pub struct ContainerRecord {
     /// The daemon's view (see `CreateRequest::config`), opaque to the monitor.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub config: serde_json::Value,
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// Remove the container when it exits (`--rm`) and is not restarted.
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// Its process has a terminal: output is one raw stream.
+    #[serde(default)]
+    pub tty: bool,
+    /// Its stdin is a pipe the monitor holds for attachers (`-i`).
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// Close that stdin when the first attacher with stdin detaches.
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// Stopped by the user: restart policies leave it alone.
+    #[serde(default)]
+    pub manually_stopped: bool,
+}
+
+impl ContainerRecord {
+    /// A new record in state Created.
+    pub fn new(id: &str, name: &str, log_path: PathBuf) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            name: name.into(),
+            image: None,
+            created: cubby_runtime::state::rfc3339_now(),
+            status: Status::Created,
+            pid: None,
+            exit_code: None,
+            oom_killed: false,
+            started_at: String::new(),
+            finished_at: None,
+            log_path,
+            restart_count: 0,
+            labels: BTreeMap::new(),
+            error: None,
+            config: serde_json::Value::Null,
+            restart_policy: RestartPolicy::default(),
+            auto_remove: false,
+            tty: false,
+            open_stdin: false,
+            stdin_once: false,
+            manually_stopped: false,
+        }
+    }
 }
 
 /// The records under one engine root.
@@ -183,22 +279,27 @@ mod tests {
 
     fn rec(id: &str) -> ContainerRecord {
         ContainerRecord {
-            id: id.into(),
-            name: format!("name-{id}"),
             image: Some("busybox".into()),
-            created: cubby_runtime::state::rfc3339_now(),
-            status: Status::Created,
-            pid: None,
-            exit_code: None,
-            oom_killed: false,
-            started_at: String::new(),
-            finished_at: None,
-            log_path: PathBuf::from("/x/log.json"),
-            restart_count: 0,
             labels: BTreeMap::from([("a".to_string(), "b".to_string())]),
-            error: None,
-            config: Default::default(),
+            ..ContainerRecord::new(id, &format!("name-{id}"), PathBuf::from("/x/log.json"))
         }
+    }
+
+    #[test]
+    fn restart_policies() {
+        let p = |name, max_retries| RestartPolicy { name, max_retries };
+        assert!(!p(RestartName::No, 0).restarts(1, 0, false));
+        assert!(p(RestartName::Always, 0).restarts(0, 9, false));
+        assert!(!p(RestartName::Always, 0).restarts(0, 0, true));
+        assert!(p(RestartName::UnlessStopped, 0).restarts(0, 0, false));
+        assert!(!p(RestartName::OnFailure, 0).restarts(0, 0, false));
+        assert!(p(RestartName::OnFailure, 0).restarts(3, 100, false));
+        assert!(p(RestartName::OnFailure, 2).restarts(3, 1, false));
+        assert!(!p(RestartName::OnFailure, 2).restarts(3, 2, false));
+        assert_eq!(
+            serde_json::to_string(&p(RestartName::OnFailure, 3)).unwrap(),
+            r#"{"name":"on-failure","max_retries":3}"#
+        );
     }
 
     #[test]

@@ -8,7 +8,6 @@ mod common;
 use common::busybox_rootfs;
 use cubby_engine::records::{ContainerRecord, Records, Status};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -167,7 +166,10 @@ fn logs_rotate_by_size() {
         .map(|f| f.as_str().unwrap())
         .collect();
     files.sort();
-    assert_eq!(files, ["log.json", "log.json.1", "record.json"]);
+    assert_eq!(
+        files,
+        ["create.json", "log.json", "log.json.1", "record.json"]
+    );
     let lines = log_lines(&v, "c-rotate");
     assert!(lines.len() < 300, "old lines rotated away");
     let nums: Vec<u32> = lines
@@ -192,22 +194,11 @@ fn recovery_marks_dead_containers_exited() {
     let s = scenario();
     let records = Records::open(&s.root).unwrap();
     let base = ContainerRecord {
-        id: "c-dead".into(),
-        name: "dead".into(),
-        image: None,
-        created: cubby_runtime::state::rfc3339_now(),
         status: Status::Running,
         // Beyond pid_max on any default system: surely not alive.
         pid: Some(i32::MAX - 1),
-        exit_code: None,
-        oom_killed: false,
         started_at: cubby_runtime::state::rfc3339_now(),
-        finished_at: None,
-        log_path: records.dir("c-dead").join("log.json"),
-        restart_count: 0,
-        labels: BTreeMap::new(),
-        error: None,
-        config: Default::default(),
+        ..ContainerRecord::new("c-dead", "dead", records.dir("c-dead").join("log.json"))
     };
     records.put(&base).unwrap();
     let done = ContainerRecord {

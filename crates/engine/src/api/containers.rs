@@ -47,19 +47,32 @@ pub(crate) async fn find(d: &Shared, what: String) -> ApiResult<ContainerRecord>
 
 /// `docker ps`'s STATUS column.
 pub fn status_text(r: &ContainerRecord, now: i64) -> String {
+    let exited = || {
+        let code = r.exit_code.unwrap_or(0);
+        match r.finished_at.as_deref() {
+            Some(t) if !t.is_empty() => {
+                format!("({code}) {} ago", human_duration(now - unix_secs(t)))
+            }
+            _ => format!("({code})"),
+        }
+    };
+    let up = || format!("Up {}", human_duration(now - unix_secs(&r.started_at)));
     match r.status {
         Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", human_duration(now - unix_secs(&r.started_at))),
-        Status::Exited => {
-            let code = r.exit_code.unwrap_or(0);
-            match r.finished_at.as_deref() {
-                Some(t) if !t.is_empty() => {
-                    format!("Exited ({code}) {} ago", human_duration(now - unix_secs(t)))
-                }
-                _ => format!("Exited ({code})"),
-            }
-        }
+        Status::Running => up(),
+        Status::Paused => format!("{} (Paused)", up()),
+        Status::Restarting => format!("Restarting {}", exited()),
+        Status::Exited => format!("Exited {}", exited()),
     }
+}
+
+/// The command line as `docker ps` shows it.
+fn command_line(r: &ContainerRecord) -> String {
+    let mut parts = vec![r.config["Path"].as_str().unwrap_or("").to_string()];
+    if let Some(args) = r.config["Args"].as_array() {
+        parts.extend(args.iter().filter_map(|a| a.as_str().map(str::to_string)));
+    }
+    parts.join(" ").trim().to_string()
 }
 
 fn summary(r: &ContainerRecord, now: i64) -> Value {
@@ -67,8 +80,8 @@ fn summary(r: &ContainerRecord, now: i64) -> Value {
         "Id": r.id,
         "Names": [format!("/{}", r.name)],
         "Image": r.image.clone().unwrap_or_default(),
-        "ImageID": "",
-        "Command": "",
+        "ImageID": r.config["ImageID"].as_str().unwrap_or(""),
+        "Command": command_line(r),
         "Created": unix_secs(&r.created),
         "Ports": [],
         "Labels": r.labels,
@@ -76,18 +89,35 @@ fn summary(r: &ContainerRecord, now: i64) -> Value {
         "Status": status_text(r, now),
         "HostConfig": { "NetworkMode": "default" },
         "NetworkSettings": { "Networks": {} },
-        "Mounts": [],
+        "Mounts": r.config["Mounts"].as_array().cloned().unwrap_or_default(),
+    })
+}
+
+/// Docker's `ps` filters: id, name, label, status, ancestor (image name).
+fn keep(r: &ContainerRecord, filters: &std::collections::BTreeMap<String, Vec<String>>) -> bool {
+    filters.iter().all(|(key, values)| {
+        let any = |f: &dyn Fn(&str) -> bool| values.is_empty() || values.iter().any(|v| f(v));
+        match key.as_str() {
+            "id" => any(&|v| r.id.starts_with(v)),
+            "name" => any(&|v| r.name.contains(v.trim_start_matches('/'))),
+            "label" => super::events::labels_match(values, &r.labels),
+            "status" => any(&|v| v == r.status.to_string()),
+            "ancestor" => any(&|v| r.image.as_deref() == Some(v)),
+            _ => true,
+        }
     })
 }
 
 pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Value>> {
     let all = flag(&q, "all");
+    let filters = super::events::parse_filters(&q)?;
     let mut records = d.monitor(|c| c.list()).await?;
-    if !all {
-        records.retain(|r| r.status == Status::Running);
+    if !all && !filters.contains_key("status") {
+        records.retain(|r| r.status.is_live() || r.status == Status::Restarting);
     }
+    records.retain(|r| keep(r, &filters));
     // Newest first, as Docker lists them.
-    records.reverse();
+    records.sort_by(|a, b| (&b.created, &b.id).cmp(&(&a.created, &a.id)));
     if let Some(limit) = q.get("limit").and_then(|l| l.parse::<usize>().ok()) {
         if limit > 0 {
             records.truncate(limit);
@@ -99,9 +129,10 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Val
     )))
 }
 
-/// Docker's container inspect document (the parts cubby knows).
+/// Docker's container inspect document: the state from the record, the
+/// rest from the daemon's config kept in it.
 pub fn inspect_doc(r: &ContainerRecord) -> Value {
-    let running = r.status == Status::Running;
+    let live = r.status.is_live();
     let or_zero = |t: &str| {
         if t.is_empty() {
             ZERO_TIME.to_string()
@@ -109,25 +140,45 @@ pub fn inspect_doc(r: &ContainerRecord) -> Value {
             t.to_string()
         }
     };
+    let mut config = match &r.config["Config"] {
+        Value::Object(_) => r.config["Config"].clone(),
+        _ => json!({}),
+    };
+    config["Image"] = json!(r.image.clone().unwrap_or_default());
+    config["Labels"] = json!(r.labels);
+    config["Tty"] = json!(r.tty);
+    config["OpenStdin"] = json!(r.open_stdin);
+    config["StdinOnce"] = json!(r.stdin_once);
+    let mut host = match &r.config["HostConfig"] {
+        Value::Object(_) => r.config["HostConfig"].clone(),
+        _ => json!({}),
+    };
+    if host["LogConfig"].is_null() || host["LogConfig"]["Type"].as_str().unwrap_or("").is_empty() {
+        host["LogConfig"] = json!({ "Type": "json-file", "Config": {} });
+    }
+    if host["NetworkMode"].is_null() {
+        host["NetworkMode"] = json!("default");
+    }
+    host["AutoRemove"] = json!(r.auto_remove);
     json!({
         "Id": r.id,
         "Created": r.created,
-        "Path": "",
-        "Args": [],
+        "Path": r.config["Path"].as_str().unwrap_or(""),
+        "Args": r.config["Args"].as_array().cloned().unwrap_or_default(),
         "State": {
             "Status": r.status.to_string(),
-            "Running": running,
-            "Paused": false,
-            "Restarting": false,
+            "Running": live,
+            "Paused": r.status == Status::Paused,
+            "Restarting": r.status == Status::Restarting,
             "OOMKilled": r.oom_killed,
             "Dead": false,
-            "Pid": if running { r.pid.unwrap_or(0) } else { 0 },
+            "Pid": if live { r.pid.unwrap_or(0) } else { 0 },
             "ExitCode": r.exit_code.unwrap_or(0),
             "Error": r.error.clone().unwrap_or_default(),
             "StartedAt": or_zero(&r.started_at),
             "FinishedAt": or_zero(r.finished_at.as_deref().unwrap_or("")),
         },
-        "Image": "",
+        "Image": r.config["ImageID"].as_str().unwrap_or(""),
         "LogPath": r.log_path,
         "Name": format!("/{}", r.name),
         "RestartCount": r.restart_count,
@@ -136,20 +187,9 @@ pub fn inspect_doc(r: &ContainerRecord) -> Value {
         "MountLabel": "",
         "ProcessLabel": "",
         "AppArmorProfile": "",
-        "HostConfig": { "LogConfig": { "Type": "json-file", "Config": {} }, "NetworkMode": "default" },
-        "Mounts": [],
-        "Config": {
-            "Hostname": "",
-            "Image": r.image.clone().unwrap_or_default(),
-            "Cmd": null,
-            "Env": null,
-            "Labels": r.labels,
-            "Tty": false,
-            "OpenStdin": false,
-            "AttachStdin": false,
-            "AttachStdout": false,
-            "AttachStderr": false,
-        },
+        "HostConfig": host,
+        "Mounts": r.config["Mounts"].as_array().cloned().unwrap_or_default(),
+        "Config": config,
         "NetworkSettings": { "Networks": {} },
     })
 }
@@ -223,7 +263,7 @@ pub async fn kill(
 ) -> ApiResult<StatusCode> {
     let signal = parse_signal(q.get("signal").map_or("", String::as_str))?;
     let r = find(&d, id).await?;
-    if r.status != Status::Running {
+    if !r.status.is_live() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("Cannot kill container: {}: container is not running", r.id),
@@ -240,7 +280,7 @@ pub async fn remove(
 ) -> ApiResult<StatusCode> {
     let force = flag(&q, "force");
     let r = find(&d, id).await?;
-    if r.status == Status::Running && !force {
+    if r.status.is_live() && !force {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
@@ -251,9 +291,6 @@ pub async fn remove(
     }
     let id = r.id.clone();
     d.monitor(move |c| c.remove(&id, force)).await?;
-    if let Ok(mut set) = d.unstarted.lock() {
-        set.remove(&r.id);
-    }
     // The overlay snapshot of a container made by `create`.
     let snapshot = cubby_image::snapshot::Snapshot::at(d.root.join("containers").join(&r.id));
     blocking(move || {
@@ -275,21 +312,13 @@ mod tests {
 
     fn rec(id: &str, name: &str) -> ContainerRecord {
         ContainerRecord {
-            id: id.into(),
-            name: name.into(),
             image: Some("busybox".into()),
             created: "2024-01-01T00:00:00Z".into(),
             status: Status::Exited,
-            pid: None,
             exit_code: Some(137),
-            oom_killed: false,
             started_at: "2024-01-01T00:00:01Z".into(),
             finished_at: Some("2024-01-01T00:00:02Z".into()),
-            log_path: PathBuf::from("/x"),
-            restart_count: 0,
-            labels: Default::default(),
-            error: None,
-            config: Default::default(),
+            ..ContainerRecord::new(id, name, PathBuf::from("/x"))
         }
     }
 

@@ -1,35 +1,25 @@
-//! `POST /containers/create`, `/containers/{id}/start` and `/wait`.
+//! `POST /containers/create`.
 //!
 //! Create takes an image already in the store (no pull), mounts an overlay
 //! snapshot of it at `<root>/containers/<id>` (the layout `cubby run` uses,
 //! so `cubby image prune` sees the image in use), builds the spec from
-//! cubby's defaults, the image config and the body (Image, Cmd, Entrypoint,
-//! Env, WorkingDir, User as numbers, Labels, Hostname) and hands it to the
-//! monitor, which today creates AND starts the container. So the first
-//! `start` after `create` answers 204 whatever the container did meanwhile
-//! (the daemon remembers, in memory, which it has not started), a later
-//! one 304 while it runs (as Docker for a started container), and starting
-//! an exited container again is not supported yet (501).
+//! cubby's defaults, the image config and the body, and records the
+//! container in the monitor (state Created); `start` runs it.
 
-use super::containers::find;
 use super::error::ApiError;
 use super::util::Query;
 use super::{blocking, ApiResult, Shared};
-use crate::logs::LogOptions;
 use crate::monitor::CreateRequest;
-use crate::records::Status;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query as Q, State};
-use axum::http::header::CONTENT_TYPE;
+use crate::records::{RestartName, RestartPolicy};
+use axum::body::Bytes;
+use axum::extract::{Query as Q, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cubby_image::reference::Reference;
 use cubby_image::snapshot::Snapshot;
 use cubby_image::store::ImageRecord;
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Docker's create body (Config plus HostConfig); see [`prepare`] for the
 /// parts cubby honours.
@@ -42,15 +32,6 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() >= 2
         && name.len() <= 128
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-}
-
-/// A 64-hex-digit id, as Docker's.
-fn new_id() -> ApiResult<String> {
-    let mut buf = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
-        .map_err(|e| ApiError::internal(format!("read /dev/urandom: {e}")))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// `KEY=VALUE` lists merged by key, later ones winning, order kept.
@@ -71,19 +52,28 @@ pub fn merge_env(lists: &[&[String]]) -> Vec<String> {
     out
 }
 
-/// `uid[:gid]` as numbers; names need the image's passwd (not yet).
-fn numeric_user(user: &str) -> ApiResult<Option<(u32, u32)>> {
-    if user.is_empty() {
-        return Ok(None);
+/// HostConfig.RestartPolicy as the monitor takes it.
+fn restart_policy(host: &bollard_stubs::models::HostConfig) -> ApiResult<RestartPolicy> {
+    use bollard_stubs::models::RestartPolicyNameEnum as N;
+    let Some(p) = &host.restart_policy else {
+        return Ok(RestartPolicy::default());
+    };
+    let name = match p.name {
+        None | Some(N::EMPTY) | Some(N::NO) => RestartName::No,
+        Some(N::ALWAYS) => RestartName::Always,
+        Some(N::UNLESS_STOPPED) => RestartName::UnlessStopped,
+        Some(N::ON_FAILURE) => RestartName::OnFailure,
+    };
+    let max = p.maximum_retry_count.unwrap_or(0);
+    if max < 0 || (max > 0 && name != RestartName::OnFailure) {
+        return Err(ApiError::bad_request(format!(
+            "invalid restart policy: maximum retry count {max} is only valid with on-failure"
+        )));
     }
-    let (u, g) = user.split_once(':').unwrap_or((user, "0"));
-    match (u.parse(), g.parse()) {
-        (Ok(u), Ok(g)) => Ok(Some((u, g))),
-        _ => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("user {user:?}: only numeric uid[:gid] is supported by cubby yet"),
-        )),
-    }
+    Ok(RestartPolicy {
+        name,
+        max_retries: max as u32,
+    })
 }
 
 fn find_image(d: &Shared, name: &str) -> ApiResult<Option<ImageRecord>> {
@@ -115,14 +105,14 @@ pub async fn create(
             "config cannot be empty: Image is required",
         ));
     }
-    if body.tty.unwrap_or(false) {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "containers with a TTY are not supported by cubby's API yet",
+    let host = body.host_config.clone().unwrap_or_default();
+    let restart = restart_policy(&host)?;
+    if host.auto_remove.unwrap_or(false) && restart.name != RestartName::No {
+        return Err(ApiError::bad_request(
+            "can't create 'AutoRemove' container with restart policy",
         ));
     }
-    let user = numeric_user(body.user.as_deref().unwrap_or(""))?;
-    let id = new_id()?;
+    let id = super::new_id()?;
     let name = match q.get("name").map(|n| n.strip_prefix('/').unwrap_or(n)) {
         None | Some("") => format!("cubby-{}", &id[..12]),
         Some(n) if valid_name(n) => n.to_string(),
@@ -132,50 +122,37 @@ pub async fn create(
             )))
         }
     };
-    let records = d.monitor(|c| c.list()).await?;
-    if let Some(other) = records.iter().find(|r| r.name == name) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
-                other.id
-            ),
-        ));
-    }
     let d2 = d.clone();
     let id2 = id.clone();
     let name2 = name.clone();
-    let req = blocking(move || prepare(&d2, &id2, &name2, body, user)).await?;
+    let mut req = blocking(move || prepare(&d2, &id2, &name2, body)).await?;
+    req.restart = restart;
+    req.auto_remove = host.auto_remove.unwrap_or(false);
     let snapshot = Snapshot::at(req.bundle.clone());
     match d.monitor(move |c| c.create(req)).await {
-        Ok(_) => {
-            if let Ok(mut set) = d.unstarted.lock() {
-                set.insert(id.clone());
-            }
-            Ok((
-                StatusCode::CREATED,
-                Json(json!({ "Id": id, "Warnings": [] })),
-            ))
-        }
-        Err(e) => {
+        Ok(_) => Ok((
+            StatusCode::CREATED,
+            Json(json!({ "Id": id, "Warnings": [] })),
+        )),
+        Err(mut e) => {
             let _ = blocking(move || {
                 let _ = snapshot.remove();
                 Ok(())
             })
             .await;
+            if e.status == StatusCode::CONFLICT && e.message.contains("is already in use") {
+                e.message = format!(
+                    "Conflict. {}. You have to remove (or rename) that container to be able to reuse that name.",
+                    e.message.replacen("the container", "The container", 1)
+                );
+            }
             Err(e)
         }
     }
 }
 
 /// Mounts the snapshot and builds the monitor's request (blocking).
-fn prepare(
-    d: &Shared,
-    id: &str,
-    name: &str,
-    body: CreateBody,
-    user: Option<(u32, u32)>,
-) -> ApiResult<CreateRequest> {
+fn prepare(d: &Shared, id: &str, name: &str, body: CreateBody) -> ApiResult<CreateRequest> {
     let image_name = body.image.clone().unwrap_or_default();
     let image = find_image(d, &image_name)?.ok_or_else(|| {
         ApiError::new(
@@ -198,11 +175,6 @@ fn prepare(
         body.cmd.as_deref().unwrap_or(&[]),
     )
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let user = match user {
-        Some(u) => Some(u),
-        None => numeric_user(defaults.user.as_deref().unwrap_or(""))?,
-    };
-
     let dir = d.root.join("containers").join(id);
     let snapshot = Snapshot::at(&dir);
     let layers: Vec<PathBuf> = image.layers.iter().map(|l| d.images.layer_dir(l)).collect();
@@ -229,14 +201,24 @@ fn prepare(
         }
     };
 
+    let command = defaults.command.clone();
     let mut spec = cubby_runtime::spec::default_spec(&rootfs, defaults.command);
     let mut process = spec.process().clone().unwrap_or_default();
     let base = process.env().clone().unwrap_or_default();
+    let tty = body.tty.unwrap_or(false);
+    // Docker sets TERM for a terminal; the image or the body may override it.
+    let term: Vec<String> = if tty {
+        vec!["TERM=xterm".into()]
+    } else {
+        vec![]
+    };
     process.set_env(Some(merge_env(&[
         &base,
+        &term,
         &defaults.env,
         body.env.as_deref().unwrap_or(&[]),
     ])));
+    process.set_terminal(Some(tty));
     let cwd = body
         .working_dir
         .clone()
@@ -250,6 +232,21 @@ fn prepare(
         )));
     }
     process.set_cwd(PathBuf::from(cwd));
+    let user = body
+        .user
+        .clone()
+        .filter(|u| !u.is_empty())
+        .or(defaults.user.clone())
+        .filter(|u| !u.is_empty())
+        .map(|u| crate::users::resolve(&rootfs, &u))
+        .transpose();
+    let user = match user {
+        Ok(u) => u,
+        Err(e) => {
+            let _ = snapshot.remove();
+            return Err(ApiError::bad_request(e.to_string()));
+        }
+    };
     if let Some((uid, gid)) = user {
         let mut u = process.user().clone();
         u.set_uid(uid);
@@ -277,87 +274,57 @@ fn prepare(
         .unwrap_or_default()
         .into_iter()
         .collect();
+    let (open_stdin, stdin_once) = (
+        body.open_stdin.unwrap_or(false),
+        body.stdin_once.unwrap_or(false),
+    );
     let config = json!({
         "Config": body,
         "HostConfig": host_config,
         "Mounts": [],
+        "Path": command.first().cloned().unwrap_or_default(),
+        "Args": command.get(1..).unwrap_or(&[]),
+        "ImageID": image.config_digest.to_string(),
     });
     Ok(CreateRequest {
-        id: id.into(),
-        name: name.into(),
-        spec,
-        bundle: dir,
         image: Some(image_name),
         labels,
-        log: LogOptions::default(),
         config,
+        open_stdin,
+        stdin_once,
+        ..CreateRequest::new(id, name, spec, dir)
     })
 }
 
-pub async fn start(State(d): State<Shared>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let r = find(&d, id).await?;
-    // The monitor started it at create; it may have exited since.
-    let first = d.unstarted.lock().is_ok_and(|mut set| set.remove(&r.id));
-    if first {
-        return Ok(StatusCode::NO_CONTENT);
-    }
-    match r.status {
-        Status::Running => Ok(StatusCode::NOT_MODIFIED),
-        Status::Created | Status::Exited => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!(
-                "container {}: starting a stopped container is not supported by cubby yet",
-                r.name
-            ),
-        )),
-    }
-}
-
-/// Answers at once with 200 and its headers (the docker CLI waits for
-/// them before it starts a container), then sends
-/// `{"StatusCode": N, "Error": null}` when the container is not running
-/// (`not-running`, `next-exit`) or removed (`removed`).
-pub async fn wait(
-    State(d): State<Shared>,
-    Path(id): Path<String>,
-    Q(q): Q<Query>,
-) -> ApiResult<Response> {
-    let removed = match q.get("condition").map(String::as_str) {
-        None | Some("" | "not-running" | "next-exit") => false,
-        Some("removed") => true,
-        Some(c) => return Err(ApiError::bad_request(format!("invalid condition: {c:?}"))),
-    };
-    let r = find(&d, id).await?;
-    let body = futures_util::stream::once(async move {
-        let (code, error) = match wait_for(&d, &r.id, r.exit_code.unwrap_or(0), removed).await {
-            Ok(code) => (code, Value::Null),
-            Err(e) => (-1, json!({ "Message": e.message })),
+/// Mounts the container's overlay again if it is not (a daemon or host
+/// restart since it was created): `start` needs its rootfs.
+pub async fn ensure_rootfs(d: &Shared, id: &str) -> ApiResult<()> {
+    let dir = d.root.join("containers").join(id);
+    let snapshot = Snapshot::at(&dir);
+    let d = d.clone();
+    let id = id.to_string();
+    blocking(move || {
+        let Ok(list) = std::fs::read_to_string(dir.join("layers")) else {
+            return Ok(()); // not made from an image
         };
-        let doc = json!({ "StatusCode": code, "Error": error });
-        Ok::<_, std::convert::Infallible>(Bytes::from(format!("{doc}\n")))
-    });
-    Ok((
-        [(CONTENT_TYPE, "application/json")],
-        Body::from_stream(body),
-    )
-        .into_response())
-}
-
-async fn wait_for(d: &Shared, id: &str, mut code: i32, removed: bool) -> ApiResult<i32> {
-    loop {
-        let id = id.to_string();
-        match d.monitor(move |c| c.get(&id)).await {
-            Ok(now) => {
-                code = now.exit_code.unwrap_or(code);
-                if !removed && now.status != Status::Running {
-                    return Ok(code);
-                }
-            }
-            Err(e) if e.status == StatusCode::NOT_FOUND => return Ok(code),
-            Err(e) => return Err(e),
+        if snapshot.is_mounted() {
+            return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let layers = list
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                l.parse::<cubby_image::digest::Digest>()
+                    .map(|dg| d.images.layer_dir(&dg))
+                    .map_err(|e| ApiError::internal(format!("layer list of {id}: {e}")))
+            })
+            .collect::<ApiResult<Vec<_>>>()?;
+        snapshot
+            .mount(&layers)
+            .map_err(|e| ApiError::internal(format!("mount the rootfs of {id}: {e}")))?;
+        Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -376,13 +343,6 @@ mod tests {
                 &s(&["PATH=/x"])
             ]),
             s(&["PATH=/x", "A=2", "B"])
-        );
-        assert_eq!(numeric_user("").unwrap(), None);
-        assert_eq!(numeric_user("1000").unwrap(), Some((1000, 0)));
-        assert_eq!(numeric_user("1:2").unwrap(), Some((1, 2)));
-        assert_eq!(
-            numeric_user("nginx").unwrap_err().status,
-            StatusCode::NOT_IMPLEMENTED
         );
         let b: CreateBody =
             serde_json::from_str(r#"{"Image":"busybox","Cmd":["sh"],"Env":null,"Junk":1}"#)

@@ -40,6 +40,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::NotModified => StatusCode::NOT_MODIFIED,
         // A request the monitor could not parse is the daemon's fault.
         ErrorKind::BadRequest | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -56,6 +57,10 @@ impl From<ClientError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // A 304 carries no body.
+        if self.status == StatusCode::NOT_MODIFIED {
+            return self.status.into_response();
+        }
         (
             self.status,
             Json(serde_json::json!({ "message": self.message })),

@@ -14,9 +14,14 @@
 //!
 //! Not yet: stop/restart, attach, exec, events, follow logs, pull.
 
+mod conn;
 mod containers;
 mod create;
 pub mod error;
+mod events;
+mod exec;
+mod hijack;
+mod lifecycle;
 mod system;
 pub mod util;
 
@@ -45,9 +50,25 @@ pub struct Daemon {
     pub root: PathBuf,
     /// Containers made by `create` go in cgroup `/<cgroup_parent>/<id>`.
     pub cgroup_parent: String,
-    /// Containers made by `create` and not yet `start`ed (in memory: a
-    /// restarted daemon treats them as started).
-    pub unstarted: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Execs created and not yet started, and started ones (for inspect).
+    pub execs: std::sync::Mutex<std::collections::HashMap<String, exec::ExecEntry>>,
+}
+
+impl Daemon {
+    pub fn new(
+        monitor_socket: PathBuf,
+        images: Store,
+        root: PathBuf,
+        cgroup_parent: String,
+    ) -> Daemon {
+        Daemon {
+            monitor_socket,
+            images,
+            root,
+            cgroup_parent,
+            execs: Default::default(),
+        }
+    }
 }
 
 pub type Shared = Arc<Daemon>;
@@ -66,6 +87,33 @@ impl Daemon {
         })
         .await
     }
+}
+
+impl Daemon {
+    /// One monitor request over an async connection, without a timeout
+    /// (stop, restart and wait last as long as the container).
+    pub(crate) async fn call(
+        &self,
+        req: crate::protocol::Request,
+    ) -> ApiResult<crate::protocol::Response> {
+        conn::call(&self.monitor_socket, &req).await
+    }
+
+    /// Adds an event to the monitor's log; a failure only loses the event.
+    pub(crate) async fn publish(&self, e: crate::monitor::events::Event) {
+        let _ = self
+            .call(crate::protocol::Request::Publish(Box::new(e)))
+            .await;
+    }
+}
+
+/// A 64-hex-digit id, as Docker's.
+pub(crate) fn new_id() -> ApiResult<String> {
+    let mut buf = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
+        .map_err(|e| ApiError::internal(format!("read /dev/urandom: {e}")))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Runs blocking work on tokio's blocking pool.
@@ -92,8 +140,20 @@ pub fn router(daemon: Shared) -> Router {
         .route("/containers/{id}/kill", post(containers::kill))
         .route("/containers/{id}", delete(containers::remove))
         .route("/containers/create", post(create::create))
-        .route("/containers/{id}/start", post(create::start))
-        .route("/containers/{id}/wait", post(create::wait))
+        .route("/containers/{id}/start", post(lifecycle::start))
+        .route("/containers/{id}/stop", post(lifecycle::stop))
+        .route("/containers/{id}/restart", post(lifecycle::restart))
+        .route("/containers/{id}/pause", post(lifecycle::pause))
+        .route("/containers/{id}/unpause", post(lifecycle::unpause))
+        .route("/containers/{id}/rename", post(lifecycle::rename))
+        .route("/containers/{id}/wait", post(lifecycle::wait))
+        .route("/containers/{id}/resize", post(lifecycle::resize))
+        .route("/containers/{id}/attach", post(lifecycle::attach))
+        .route("/containers/{id}/exec", post(exec::create))
+        .route("/exec/{id}/start", post(exec::start))
+        .route("/exec/{id}/json", get(exec::inspect))
+        .route("/exec/{id}/resize", post(exec::resize))
+        .route("/events", get(events::events))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "page not found") })
         .with_state(daemon)
 }

@@ -1,0 +1,246 @@
+//! `docker exec`: `POST /containers/{id}/exec` records the exec in the
+//! daemon (Docker's two-step API), `POST /exec/{id}/start` asks the monitor
+//! to run it (hijacking the connection unless detached), `GET
+//! /exec/{id}/json` reports it, `POST /exec/{id}/resize` sizes its TTY.
+//!
+//! Exec configs that were never started live only in the daemon's memory
+//! (a restarted daemon forgets them, as Docker forgets them on restart);
+//! started ones are known to the monitor.
+
+use super::containers::find;
+use super::error::ApiError;
+use super::hijack::{hijack, Streams};
+use super::util::Query;
+use super::{conn, new_id, ApiResult, Shared};
+use crate::monitor::events::Event;
+use crate::protocol::{ExecRequest, Request, Response};
+use crate::records::Status;
+use axum::body::Bytes;
+use axum::extract::{Path, Query as Q, Request as HttpRequest, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response as HttpResponse};
+use axum::Json;
+use bollard_stubs::models::ExecConfig;
+use serde_json::{json, Value};
+
+/// What the daemon keeps of an exec between create and start.
+#[derive(Debug, Clone)]
+pub struct ExecEntry {
+    pub container: String,
+    pub config: ExecConfig,
+    pub started: bool,
+}
+
+/// Execs not yet started are forgotten past this many (clients that
+/// create and never start).
+const MAX_EXECS: usize = 4096;
+
+pub async fn create(
+    State(d): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let config: ExecConfig = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid exec body: {e}")))?;
+    if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {
+        return Err(ApiError::bad_request("No exec command specified"));
+    }
+    let r = find(&d, id).await?;
+    match r.status {
+        Status::Running => {}
+        Status::Paused => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "Container {} is paused, unpause the container before exec",
+                    r.id
+                ),
+            ))
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("Container {} is not running", r.id),
+            ))
+        }
+    }
+    let exec_id = new_id()?;
+    {
+        let mut execs = d
+            .execs
+            .lock()
+            .map_err(|_| ApiError::internal("exec table poisoned"))?;
+        if execs.len() >= MAX_EXECS {
+            let stale: Vec<String> = execs
+                .iter()
+                .filter(|(_, e)| !e.started)
+                .map(|(k, _)| k.clone())
+                .take(MAX_EXECS / 4)
+                .collect();
+            for k in stale {
+                execs.remove(&k);
+            }
+        }
+        execs.insert(
+            exec_id.clone(),
+            ExecEntry {
+                container: r.id.clone(),
+                config: config.clone(),
+                started: false,
+            },
+        );
+    }
+    let cmd = config.cmd.unwrap_or_default().join(" ");
+    d.publish(
+        Event::new("container", "exec_create", &r.id)
+            .attr("name", r.name.clone())
+            .attr("execID", exec_id.clone())
+            .attr("exec_command", cmd),
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(json!({ "Id": exec_id }))))
+}
+
+fn entry(d: &Shared, exec_id: &str) -> ApiResult<ExecEntry> {
+    d.execs
+        .lock()
+        .map_err(|_| ApiError::internal("exec table poisoned"))?
+        .get(exec_id)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("No such exec instance: {exec_id}"),
+            )
+        })
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct StartBody {
+    detach: bool,
+    tty: Option<bool>,
+}
+
+pub async fn start(
+    State(d): State<Shared>,
+    Path(exec_id): Path<String>,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("exec start body: {e}")))?;
+    let body: StartBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        StartBody::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid exec start body: {e}")))?
+    };
+    let e = entry(&d, &exec_id)?;
+    if e.started {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("Error: Exec command {exec_id} has already run"),
+        ));
+    }
+    if let Ok(mut execs) = d.execs.lock() {
+        if let Some(x) = execs.get_mut(&exec_id) {
+            x.started = true;
+        }
+    }
+    let c = &e.config;
+    let tty = body.tty.or(c.tty).unwrap_or(false);
+    let stdin = c.attach_stdin.unwrap_or(false) && !body.detach;
+    let req = ExecRequest {
+        id: e.container.clone(),
+        exec_id: exec_id.clone(),
+        cmd: c.cmd.clone().unwrap_or_default(),
+        env: c.env.clone().unwrap_or_default(),
+        user: c.user.clone().unwrap_or_default(),
+        workdir: c.working_dir.clone().unwrap_or_default(),
+        tty,
+        stdin,
+        detach: body.detach,
+    };
+    if body.detach {
+        d.call(Request::Exec(Box::new(req))).await?;
+        return Ok(StatusCode::OK.into_response());
+    }
+    let monitor = conn::open_stream(&d.monitor_socket, &Request::Exec(Box::new(req))).await?;
+    let streams = Streams {
+        stdout: c.attach_stdout.unwrap_or(true),
+        stderr: c.attach_stderr.unwrap_or(true),
+        tty,
+    };
+    Ok(hijack(
+        HttpRequest::from_parts(parts, axum::body::Body::empty()),
+        monitor,
+        streams,
+    ))
+}
+
+pub async fn inspect(
+    State(d): State<Shared>,
+    Path(exec_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let e = entry(&d, &exec_id)?;
+    let state = if e.started {
+        match d
+            .call(Request::ExecInspect {
+                exec_id: exec_id.clone(),
+            })
+            .await
+        {
+            Ok(Response::Exec(s)) => Some(s),
+            Ok(_) => None,
+            // The monitor forgot it (restarted): ended, code unknown.
+            Err(err) if err.status == StatusCode::NOT_FOUND => None,
+            Err(err) => return Err(err),
+        }
+    } else {
+        None
+    };
+    let c = &e.config;
+    let cmd = c.cmd.clone().unwrap_or_default();
+    Ok(Json(json!({
+        "ID": exec_id,
+        "ContainerID": e.container,
+        "Running": state.as_ref().is_some_and(|s| s.running),
+        "ExitCode": state.as_ref().and_then(|s| s.exit_code),
+        "Pid": state.as_ref().map_or(0, |s| s.pid),
+        "OpenStdin": c.attach_stdin.unwrap_or(false),
+        "OpenStdout": c.attach_stdout.unwrap_or(false),
+        "OpenStderr": c.attach_stderr.unwrap_or(false),
+        "CanRemove": false,
+        "DetachKeys": "",
+        "ProcessConfig": {
+            "tty": c.tty.unwrap_or(false),
+            "entrypoint": cmd.first().cloned().unwrap_or_default(),
+            "arguments": cmd.get(1..).unwrap_or(&[]),
+            "privileged": c.privileged.unwrap_or(false),
+            "user": c.user.clone().unwrap_or_default(),
+        },
+    })))
+}
+
+pub async fn resize(
+    State(d): State<Shared>,
+    Path(exec_id): Path<String>,
+    Q(q): Q<Query>,
+) -> ApiResult<StatusCode> {
+    let e = entry(&d, &exec_id)?;
+    let num = |k: &str| -> ApiResult<u16> {
+        let v = q.get(k).map(String::as_str).unwrap_or("");
+        v.parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid {k} {v:?}")))
+    };
+    d.call(Request::Resize {
+        id: e.container,
+        exec_id: Some(exec_id),
+        height: num("h")?,
+        width: num("w")?,
+    })
+    .await?;
+    Ok(StatusCode::OK)
+}
