@@ -430,3 +430,162 @@ fn default_socket_is_used_only_for_its_own_root() {
     let found = Remote::find_with(Some(&sock), &dead, None, &other).unwrap();
     assert!(found.is_some());
 }
+
+/// `cubby` with stdin bytes, through the harness daemon.
+fn cubby_input(h: &Harness, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = h
+        .cubby()
+        .arg("--host")
+        .arg(format!("unix://{}", h.socket.display()))
+        .args(args)
+        .env_remove("CUBBY_HOST")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn foreground_exec_and_lifecycle_through_the_daemon() {
+    let h = Harness::start("remote-fg");
+    h.import_busybox();
+
+    // Foreground: stdout and stderr apart, the container's exit code.
+    let out = cubby(
+        &h,
+        &[
+            "run",
+            "--name",
+            "fg",
+            "busybox",
+            "sh",
+            "-c",
+            "echo to-out; echo to-err >&2; exit 3",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "to-out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "to-err\n");
+    assert!(h.ok(&["ps", "-a"]).contains("Exited (3)"));
+
+    // -i --rm: our stdin reaches it (with EOF), and it is gone afterwards.
+    let out = cubby_input(
+        &h,
+        &["run", "-i", "--rm", "--name", "cat", "busybox", "cat"],
+        b"typed\n",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "typed\n");
+    eventually("--rm removed it", || {
+        (!h.ok(&["ps", "-a"]).contains(" cat")).then_some(())
+    });
+
+    // -t: one raw stream through the container's terminal.
+    let out = cubby(
+        &h,
+        &[
+            "run",
+            "-t",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "echo in-tty >&2",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "in-tty\r\n");
+
+    // A detached one with cubby, exec into it, the exit code of the exec.
+    cubby_ok(
+        &h,
+        &["run", "-d", "--name", "svc", "busybox", "sleep", "300"],
+    );
+    let out = cubby(
+        &h,
+        &[
+            "exec",
+            "-e",
+            "X=42",
+            "-w",
+            "/tmp",
+            "svc",
+            "sh",
+            "-c",
+            "echo $X $(pwd); exit 7",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "42 /tmp\n");
+    let out = cubby_input(&h, &["exec", "-i", "svc", "cat"], b"via-exec");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "via-exec");
+
+    let out = cubby(
+        &h,
+        &[
+            "exec",
+            "-t",
+            "svc",
+            "sh",
+            "-c",
+            "tty >/dev/null && echo exec-tty",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "exec-tty\r\n");
+
+    // stop / start / restart, seen by docker.
+    assert_eq!(cubby_ok(&h, &["stop", "-t", "1", "svc"]).trim(), "svc");
+    let state = |h: &Harness| -> Value {
+        serde_json::from_str::<Value>(&h.ok(&["inspect", "svc"])).unwrap()[0]["State"].clone()
+    };
+    assert_eq!(state(&h)["Running"], false);
+    assert_eq!(cubby_ok(&h, &["start", "svc"]).trim(), "svc");
+    assert_eq!(state(&h)["Running"], true);
+    let pid = state(&h)["Pid"].as_i64().unwrap();
+    assert_eq!(cubby_ok(&h, &["restart", "-t", "1", "svc"]).trim(), "svc");
+    let after = state(&h);
+    assert_eq!(after["Running"], true);
+    assert_ne!(
+        after["Pid"].as_i64().unwrap(),
+        pid,
+        "restart made a new process"
+    );
+
+    // Exec into a stopped container: the daemon's error, exit 125.
+    cubby_ok(&h, &["stop", "-t", "1", "svc"]);
+    let out = cubby(&h, &["exec", "svc", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Error response from daemon"));
+    cubby_ok(&h, &["rm", "-f", "svc", "fg"]);
+}

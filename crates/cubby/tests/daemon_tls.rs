@@ -3,6 +3,8 @@
 //! with the `openssl` CLI in a temp dir. Needs root and
 //! /usr/local/bin/docker; touches only 127.0.0.1.
 
+mod common;
+
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{Read, Write};
@@ -116,6 +118,34 @@ impl TlsDaemon {
         self.tmp.path().join("certs")
     }
 
+    /// Relative to each cgroup hierarchy.
+    fn cgroup() -> String {
+        format!("cubby-test/tls-{}", std::process::id())
+    }
+
+    /// Imports a busybox rootfs as busybox:latest into the daemon's store.
+    fn import_busybox(&self) {
+        let dir = self.tmp.path().join("image");
+        common::make_busybox_rootfs(&dir.join("rootfs"));
+        let tarball = dir.join("busybox.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(dir.join("rootfs"))
+            .arg("-cf")
+            .arg(&tarball)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = Self::cubby(self.tmp.path())
+            .arg("import")
+            .arg(&tarball)
+            .arg("busybox:latest")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cubby import: {}", text(&out.stderr));
+    }
+
     fn cubby(tmp: &Path) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_cubby"));
         c.arg("--root")
@@ -166,7 +196,7 @@ impl TlsDaemon {
             .arg("--tls-ca")
             .arg(certs.join("good-ca.pem"))
             .arg("--cgroup-parent")
-            .arg(format!("cubby-test/tls-{}", std::process::id()))
+            .arg(Self::cgroup())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(tmp.path().join("daemon.log")).unwrap())
@@ -255,6 +285,50 @@ impl Drop for TlsDaemon {
         {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+        // Containers left by a failed test: kill them, drop their cgroups
+        // (one per v1 hierarchy) and unmount their snapshots.
+        let cg = Self::cgroup();
+        let dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join(&cg))
+            .chain([Path::new("/sys/fs/cgroup").join(&cg)])
+            .filter(|d| d.is_dir())
+            .collect();
+        let leaves: Vec<PathBuf> = dirs
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).into_iter().flatten())
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        for leaf in &leaves {
+            let _ = std::fs::write(leaf.join("freezer.state"), "THAWED");
+            if let Ok(procs) = std::fs::read_to_string(leaf.join("cgroup.procs")) {
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+        for d in leaves.iter().chain(dirs.iter()) {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while std::fs::remove_dir(d).is_err() && d.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let tmp = self.tmp.path().to_string_lossy().into_owned();
+            let mut points: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|p| p.starts_with(&tmp))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
     }
 }
 
@@ -330,7 +404,7 @@ fn tls_with_client_certificates_only() {
 
     // The cubby CLI as a client over the same mutual TLS.
     let certs = d.certs();
-    let cubby_tls = |name: &str| {
+    let cubby_tls = |name: &str, args: &[&str]| {
         TlsDaemon::cubby(d.tmp.path())
             .arg("--host")
             .arg(format!("tcp://127.0.0.1:{}", d.port))
@@ -340,26 +414,58 @@ fn tls_with_client_certificates_only() {
             .arg(certs.join(format!("{name}-key.pem")))
             .arg("--tls-ca")
             .arg(certs.join("good-ca.pem"))
-            .args(["ps", "-a"])
+            .args(args)
             .env_remove("CUBBY_HOST")
             .stdin(Stdio::null())
             .output()
             .unwrap()
     };
-    let out = cubby_tls("client");
+    let out = cubby_tls("client", &["ps", "-a"]);
     assert!(
         out.status.success(),
         "cubby ps over TLS: {}",
         text(&out.stderr)
     );
     assert!(text(&out.stdout).starts_with("CONTAINER ID"));
-    let out = cubby_tls("stranger");
+    let out = cubby_tls("stranger", &["ps", "-a"]);
     assert_eq!(out.status.code(), Some(125), "{}", text(&out.stdout));
     assert!(
         text(&out.stderr).contains("does not answer"),
         "{}",
         text(&out.stderr)
     );
+
+    // Hijacked connections (attach, exec) over TLS: docker's and cubby's.
+    d.import_busybox();
+    let out = d.docker(
+        Some("client"),
+        &["run", "--rm", "busybox", "sh", "-c", "echo docker-over-tls"],
+    );
+    assert!(
+        out.status.success(),
+        "docker run over TLS: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout), "docker-over-tls\n");
+    let cubby_tls_run = |args: &[&str]| cubby_tls("client", args);
+    let out = cubby_tls_run(&[
+        "run",
+        "--name",
+        "t1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo cubby-over-tls; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "cubby-over-tls\n");
+    let out = cubby_tls_run(&["run", "-d", "--name", "t2", "busybox", "sleep", "60"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cubby_tls_run(&["exec", "t2", "sh", "-c", "echo exec-over-tls"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "exec-over-tls\n");
+    let out = cubby_tls_run(&["rm", "-f", "t1", "t2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 
     // Plain HTTP on the TLS port gets no API answer.
     let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
