@@ -589,3 +589,42 @@ fn foreground_exec_and_lifecycle_through_the_daemon() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Error response from daemon"));
     cubby_ok(&h, &["rm", "-f", "svc", "fg"]);
 }
+
+/// `cubby run -it` from a real terminal (util-linux `script` gives us a
+/// pty): the terminal's size reaches the container, typed input too.
+#[test]
+fn run_it_from_a_terminal_passes_the_window_size() {
+    let h = Harness::start("remote-it");
+    h.import_busybox();
+    let cmd = format!(
+        "stty rows 33 cols 101; {} --root {} --state-dir {} --host unix://{} run -it --rm busybox \
+         sh -c 'n=0; until stty -a | grep -q \"rows [1-9]\" || [ $n -ge 400 ]; do n=$((n+1)); sleep 0.05; done; \
+         stty -a | head -1; read l; echo got-$l; exit 6'",
+        env!("CARGO_BIN_EXE_cubby"),
+        h.root().display(),
+        h.state_dir().display(),
+        h.socket.display()
+    );
+    // stdin stays open (an EOF would end script's session at once).
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("CUBBY_HOST")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("this test needs util-linux's script");
+    let mut stdin = child.stdin.take().unwrap();
+    // Typed at the terminal: reaches the container's `read`.
+    std::io::Write::write_all(&mut stdin, b"typed-line\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("rows 33; columns 101"),
+        "{text:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("got-typed-line"), "{text:?}");
+    assert_eq!(out.status.code(), Some(6), "{text:?}");
+}
