@@ -10,16 +10,27 @@ use daemon::{eventually, Daemon as Harness};
 use serde_json::Value;
 use std::process::{Output, Stdio};
 
-/// `cubby --root R --state-dir S --host unix://SOCK ARGS`.
+/// `cubby --root R --state-dir S --host unix://SOCK ARGS` with no input.
 fn cubby(h: &Harness, args: &[&str]) -> Output {
-    h.cubby()
+    cubby_input(h, args, b"")
+}
+
+/// The same with `input` on stdin (then EOF).
+fn cubby_input(h: &Harness, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = h
+        .cubby()
         .arg("--host")
         .arg(format!("unix://{}", h.socket.display()))
         .args(args)
         .env_remove("CUBBY_HOST")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 fn cubby_ok(h: &Harness, args: &[&str]) -> String {
@@ -429,24 +440,6 @@ fn default_socket_is_used_only_for_its_own_root() {
     // An explicit host is used whatever its root.
     let found = Remote::find_with(Some(&sock), &dead, None, &other).unwrap();
     assert!(found.is_some());
-}
-
-/// `cubby` with stdin bytes, through the harness daemon.
-fn cubby_input(h: &Harness, args: &[&str], input: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = h
-        .cubby()
-        .arg("--host")
-        .arg(format!("unix://{}", h.socket.display()))
-        .args(args)
-        .env_remove("CUBBY_HOST")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
 }
 
 #[test]
