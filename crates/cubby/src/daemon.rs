@@ -6,6 +6,7 @@
 //! meant for the daemon leaves the containers alone, with its output
 //! appended to `<root>/monitor.log`. The monitor outlives the daemon.
 
+use crate::tls::{TlsFiles, TlsListener};
 use anyhow::{bail, Context, Result};
 use cubby_engine::api::{self, Daemon};
 use cubby_engine::client::MonitorClient;
@@ -24,7 +25,8 @@ pub const SOCKET_GROUP: &str = "cubby";
 
 #[derive(clap::Args, Debug)]
 pub struct DaemonArgs {
-    /// Where to serve the API: unix:///PATH (repeatable).
+    /// Where to serve the API: unix:///PATH, or tcp://IP:PORT with all
+    /// three TLS flags (plain TCP is refused) (repeatable).
     #[arg(
         long = "listen",
         value_name = "ADDR",
@@ -37,6 +39,15 @@ pub struct DaemonArgs {
     /// Containers go in cgroup /<NAME>/<id>.
     #[arg(long, value_name = "NAME", default_value = "cubby")]
     pub cgroup_parent: String,
+    /// The server certificate (PEM) for tcp:// addresses.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM).
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// Clients must present a certificate signed by this CA (PEM).
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -46,11 +57,37 @@ pub struct MonitorArgs {
     pub socket: PathBuf,
 }
 
+/// A `--listen` address.
+#[derive(Debug, PartialEq)]
+enum Addr {
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+/// `unix:///run/x.sock` or a bare path → a socket path; `tcp://IP:PORT`
+/// only with `tls` (the API runs containers as root: never in clear text,
+/// never to a client without a certificate).
+fn parse_addr(addr: &str, tls: bool) -> Result<Addr> {
+    if let Some(hostport) = addr.strip_prefix("tcp://") {
+        if !tls {
+            bail!(
+                "--listen {addr}: plain TCP is refused; serve TCP only with TLS and client \
+                 certificates: add --tls-cert, --tls-key and --tls-ca"
+            );
+        }
+        let sock = hostport.trim_end_matches('/').parse().with_context(|| {
+            format!("--listen {addr}: expected tcp://IP:PORT (e.g. tcp://127.0.0.1:2376)")
+        })?;
+        return Ok(Addr::Tcp(sock));
+    }
+    unix_path(addr).map(Addr::Unix)
+}
+
 /// `unix:///run/x.sock` or a bare path → the path.
 fn unix_path(addr: &str) -> Result<PathBuf> {
     let path = addr.strip_prefix("unix://").unwrap_or(addr);
     if addr.contains("://") && !addr.starts_with("unix://") {
-        bail!("--listen {addr}: only unix:///PATH addresses are served");
+        bail!("--listen {addr}: only unix:///PATH and tcp://IP:PORT addresses are served");
     }
     if !path.starts_with('/') {
         bail!("--listen {addr}: the socket path must be absolute (unix:///run/cubby/cubby.sock)");
@@ -67,17 +104,32 @@ pub fn run_daemon(
     if !nix::unistd::geteuid().is_root() {
         bail!("cubby daemon needs root to create containers: run it with sudo");
     }
-    let sockets = args
+    let tls = TlsFiles::from_parts(
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+        args.tls_ca.clone(),
+        "cubby daemon",
+    )?;
+    let addrs = args
         .listen
         .iter()
-        .map(|a| unix_path(a))
+        .map(|a| parse_addr(a, tls.is_some()))
         .collect::<Result<Vec<_>>>()?;
-    let Some(first) = sockets.first() else {
+    if addrs.is_empty() {
         bail!("give at least one --listen address");
-    };
+    }
+    if tls.is_some() && !addrs.iter().any(|a| matches!(a, Addr::Tcp(_))) {
+        bail!("--tls-cert/--tls-key/--tls-ca are for tcp:// addresses: add --listen tcp://IP:PORT");
+    }
+    // Checked before anything starts: a bad file is a start-up error.
+    let tls_config = tls.as_ref().map(crate::tls::server_config).transpose()?;
+    let first_unix = addrs.iter().find_map(|a| match a {
+        Addr::Unix(p) => Some(p.as_path()),
+        Addr::Tcp(_) => None,
+    });
     let monitor_socket = args.monitor_socket.clone().unwrap_or_else(|| {
-        first
-            .parent()
+        first_unix
+            .and_then(Path::parent)
             .unwrap_or(Path::new("/run/cubby"))
             .join("monitor.sock")
     });
@@ -96,28 +148,46 @@ pub fn run_daemon(
         .enable_all()
         .build()
         .context("start the async runtime")?
-        .block_on(serve(sockets, daemon))
+        .block_on(serve(addrs, tls_config, daemon))
 }
 
-async fn serve(sockets: Vec<PathBuf>, daemon: api::Shared) -> Result<()> {
+async fn serve(
+    addrs: Vec<Addr>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    daemon: api::Shared,
+) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
-    for path in &sockets {
-        let listener = bind(path)?;
+    for addr in &addrs {
         let mut stop = stop_rx.clone();
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        servers.push(tokio::spawn(api::serve(listener, daemon.clone(), shutdown)));
+        let server = match (addr, &tls) {
+            (Addr::Unix(path), _) => {
+                tokio::spawn(api::serve(bind(path)?, daemon.clone(), shutdown))
+            }
+            (Addr::Tcp(sock), Some(config)) => {
+                let tcp = tokio::net::TcpListener::bind(sock)
+                    .await
+                    .with_context(|| format!("listen on tcp://{sock}"))?;
+                let listener = TlsListener::new(tcp, config.clone())?;
+                tokio::spawn(api::serve(listener, daemon.clone(), shutdown))
+            }
+            (Addr::Tcp(sock), None) => bail!("tcp://{sock} needs TLS"),
+        };
+        servers.push(server);
     }
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     let mut result = Ok(());
-    for (server, path) in servers.into_iter().zip(&sockets) {
+    for (server, addr) in servers.into_iter().zip(&addrs) {
         let served = server.await.context("API server task")?;
-        let _ = std::fs::remove_file(path);
+        if let Addr::Unix(path) = addr {
+            let _ = std::fs::remove_file(path);
+        }
         if let Err(e) = served {
-            result = Err(e).with_context(|| format!("serve {}", path.display()));
+            result = Err(e).with_context(|| format!("serve {addr:?}"));
         }
     }
     result
@@ -125,6 +195,10 @@ async fn serve(sockets: Vec<PathBuf>, daemon: api::Shared) -> Result<()> {
 
 /// Listens on `path` with mode 0660 and group [`SOCKET_GROUP`] if it exists.
 fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+    bind_for_group(path, SOCKET_GROUP)
+}
+
+fn bind_for_group(path: &Path, group_name: &str) -> Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
@@ -146,9 +220,9 @@ fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
     let listener = bound.with_context(|| format!("listen on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod {}", path.display()))?;
-    if let Ok(Some(group)) = nix::unistd::Group::from_name(SOCKET_GROUP) {
+    if let Ok(Some(group)) = nix::unistd::Group::from_name(group_name) {
         nix::unistd::chown(path, None, Some(group.gid))
-            .with_context(|| format!("give {} to group {SOCKET_GROUP}", path.display()))?;
+            .with_context(|| format!("give {} to group {group_name}", path.display()))?;
     }
     Ok(listener)
 }
@@ -242,6 +316,60 @@ pub fn run_monitor(args: MonitorArgs, root: &Path, state_dir: &Path) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Deletes the temporary group even when the test fails.
+    struct TempGroup(String);
+
+    impl Drop for TempGroup {
+        fn drop(&mut self) {
+            let _ = Command::new("groupdel").arg(&self.0).status();
+        }
+    }
+
+    /// The socket is 0660 and root's; it goes to the group when that exists
+    /// (a uniquely named temporary group stands in for `cubby`).
+    #[test]
+    fn socket_mode_and_group() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test creates a group: run it as root"
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let tmp = tempfile::tempdir().unwrap();
+        let name = format!("cubbyt{}", std::process::id());
+
+        let path = tmp.path().join("run/a.sock");
+        let _a = bind_for_group(&path, &name).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        assert_eq!(meta.gid(), 0, "no such group yet: stays root's");
+
+        let st = Command::new("groupadd").arg(&name).status();
+        assert!(
+            st.is_ok_and(|s| s.success()),
+            "groupadd {name} failed (needs the passwd package)"
+        );
+        let _group = TempGroup(name.clone());
+        let gid = nix::unistd::Group::from_name(&name)
+            .unwrap()
+            .expect("the group just added")
+            .gid;
+        let path = tmp.path().join("run/b.sock");
+        let _b = bind_for_group(&path, &name).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+        assert_eq!(meta.gid(), gid.as_raw());
+        assert_eq!(meta.uid(), 0);
+
+        // A live socket is not stolen.
+        let err = bind_for_group(&path, &name).unwrap_err();
+        assert!(format!("{err}").contains("another process"), "{err}");
+    }
 
     #[test]
     fn listen_addresses() {
@@ -254,6 +382,17 @@ mod tests {
             PathBuf::from("/tmp/x.sock")
         );
         assert!(unix_path("tcp://127.0.0.1:2375").is_err());
+        assert_eq!(
+            parse_addr("tcp://127.0.0.1:2376", true).unwrap(),
+            Addr::Tcp("127.0.0.1:2376".parse().unwrap())
+        );
+        let plain = parse_addr("tcp://127.0.0.1:2375", false).unwrap_err();
+        assert!(
+            format!("{plain}").contains("plain TCP is refused"),
+            "{plain}"
+        );
+        assert!(parse_addr("tcp://localhost", true).is_err());
+        assert!(parse_addr("http://127.0.0.1:80", true).is_err());
         assert!(unix_path("unix://rel.sock").is_err());
     }
 }

@@ -2,4 +2,6 @@
 
 pub mod daemon;
 pub mod images;
+pub mod remote;
 pub mod run_args;
+pub mod tls;

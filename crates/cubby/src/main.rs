@@ -47,6 +47,19 @@ struct Cli {
         default_value = "/run/cubby/containers"
     )]
     state_dir: PathBuf,
+    /// The daemon for container commands: unix:///PATH or tcp://HOST:PORT
+    /// (default: /run/cubby/cubby.sock when a daemon answers there).
+    #[arg(short = 'H', long, env = "CUBBY_HOST", value_name = "ADDR")]
+    host: Option<String>,
+    /// Our client certificate for a tcp:// host (PEM).
+    #[arg(long, env = "CUBBY_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "CUBBY_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// The CA that signed the daemon's certificate (PEM).
+    #[arg(long, env = "CUBBY_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -61,6 +74,9 @@ enum Cmd {
         all: bool,
         #[arg(short, long)]
         quiet: bool,
+        /// KEY=VALUE, e.g. label=course=os101 (daemon only).
+        #[arg(short, long = "filter", value_name = "FILTER")]
+        filter: Vec<String>,
     },
     /// Remove containers (-f kills running ones first).
     Rm {
@@ -74,6 +90,58 @@ enum Cmd {
         #[arg(short, long, default_value = "SIGKILL")]
         signal: String,
         id: String,
+    },
+    /// Fetch a container's logs (daemon only).
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(short = 'n', long, value_name = "N")]
+        tail: Option<String>,
+        #[arg(short, long)]
+        timestamps: bool,
+        id: String,
+    },
+    /// Stop containers: SIGTERM, then SIGKILL after -t seconds (daemon only).
+    Stop {
+        #[arg(short = 't', long = "time", value_name = "SECONDS")]
+        time: Option<i64>,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Start stopped containers (daemon only).
+    Start {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Restart containers (daemon only).
+    Restart {
+        #[arg(short = 't', long = "time", value_name = "SECONDS")]
+        time: Option<i64>,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Run a command in a running container (daemon only).
+    Exec {
+        #[arg(short, long)]
+        interactive: bool,
+        #[arg(short, long)]
+        tty: bool,
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(short, long, value_name = "UID[:GID]")]
+        user: Option<String>,
+        #[arg(short, long, value_name = "DIR")]
+        workdir: Option<String>,
+        #[arg(short, long = "env", value_name = "KEY[=VALUE]")]
+        env: Vec<String>,
+        container: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Show containers as JSON (daemon only).
+    Inspect {
+        #[arg(required = true)]
+        ids: Vec<String>,
     },
     /// Pull an image from a registry.
     Pull {
@@ -175,6 +243,9 @@ fn main() {
 }
 
 fn dispatch(cli: Cli) -> Result<i32> {
+    if let Some(code) = remote(&cli)? {
+        return Ok(code);
+    }
     let root = StateRoot::new(&cli.state_dir);
     let images = || {
         Images::open(&cli.root).map(|mut i| {
@@ -266,7 +337,18 @@ fn dispatch(cli: Cli) -> Result<i32> {
             cubby::daemon::run_monitor(args, &cli.root, &cli.state_dir)?;
             Ok(0)
         }
-        Cmd::Ps { all, quiet } => {
+        Cmd::Logs { .. }
+        | Cmd::Stop { .. }
+        | Cmd::Start { .. }
+        | Cmd::Restart { .. }
+        | Cmd::Exec { .. }
+        | Cmd::Inspect { .. } => bail!(
+            "this command needs the cubby daemon: start `cubby daemon` (or point --host / CUBBY_HOST at one)"
+        ),
+        Cmd::Ps { filter, .. } if !filter.is_empty() => {
+            bail!("--filter needs the cubby daemon: start `cubby daemon` (or point --host / CUBBY_HOST at one)")
+        }
+        Cmd::Ps { all, quiet, .. } => {
             let list = root.list()?;
             if !quiet {
                 println!(
@@ -320,6 +402,78 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// Container commands go to the daemon when one answers (see
+/// [`cubby::remote`]); `None` means run them here, standalone.
+fn remote(cli: &Cli) -> Result<Option<i32>> {
+    use cubby::remote::commands as rc;
+    let container_cmd = matches!(
+        cli.cmd,
+        Cmd::Run(_)
+            | Cmd::Ps { .. }
+            | Cmd::Rm { .. }
+            | Cmd::Kill { .. }
+            | Cmd::Logs { .. }
+            | Cmd::Stop { .. }
+            | Cmd::Start { .. }
+            | Cmd::Restart { .. }
+            | Cmd::Exec { .. }
+            | Cmd::Inspect { .. }
+    );
+    if !container_cmd {
+        return Ok(None);
+    }
+    let tls = cubby::tls::TlsFiles::from_parts(
+        cli.tls_cert.clone(),
+        cli.tls_key.clone(),
+        cli.tls_ca.clone(),
+        "cubby",
+    )?;
+    let Some(r) = cubby::remote::Remote::find(cli.host.as_deref(), tls.as_ref(), &cli.root)? else {
+        return Ok(None);
+    };
+    let c = &r.client;
+    let code = match &cli.cmd {
+        Cmd::Run(args) => r.block_on(rc::run(c, args))?,
+        Cmd::Ps { all, quiet, filter } => r.block_on(rc::ps(c, *all, *quiet, filter))?,
+        Cmd::Rm { force, ids } => r.block_on(rc::rm(c, *force, ids))?,
+        Cmd::Kill { signal, id } => r.block_on(rc::kill(c, signal, std::slice::from_ref(id)))?,
+        Cmd::Logs {
+            follow,
+            tail,
+            timestamps,
+            id,
+        } => r.block_on(rc::logs(c, id, *follow, tail.as_deref(), *timestamps))?,
+        Cmd::Stop { time, ids } => r.block_on(rc::stop(c, *time, ids))?,
+        Cmd::Start { ids } => r.block_on(rc::start(c, ids))?,
+        Cmd::Restart { time, ids } => r.block_on(rc::restart(c, *time, ids))?,
+        Cmd::Inspect { ids } => r.block_on(rc::inspect(c, ids))?,
+        Cmd::Exec {
+            interactive,
+            tty,
+            detach,
+            user,
+            workdir,
+            env,
+            container,
+            command,
+        } => r.block_on(rc::exec(
+            c,
+            rc::ExecArgs {
+                interactive: *interactive,
+                tty: *tty,
+                detach: *detach,
+                user: user.as_deref(),
+                workdir: workdir.as_deref(),
+                env,
+                container,
+                command,
+            },
+        ))?,
+        _ => return Ok(None),
+    };
+    Ok(Some(code))
 }
 
 /// Removes a container's overlay snapshot when `run` fails or ends with --rm.
@@ -406,6 +560,7 @@ fn run(root: &StateRoot, images: Images, mut args: RunArgs) -> Result<i32> {
     if !nix::unistd::geteuid().is_root() {
         bail!("cubby run needs root to create namespaces and cgroups: run it with sudo");
     }
+    args.reject_daemon_only()?;
     // Before anything else: the container must never see our on-disk binary.
     cloned_exe::ensure_sealed()?;
     let id = args.container_id()?;

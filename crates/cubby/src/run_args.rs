@@ -22,6 +22,22 @@ pub struct RunArgs {
     #[arg(long)]
     pub rm: bool,
 
+    /// Run in the background and print the container's id (daemon only)
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+
+    /// Set a label KEY=VALUE on the container (daemon only)
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+
+    /// Mount: type=bind|tmpfs|volume,source=...,target=...[,readonly] (daemon only)
+    #[arg(long = "mount", value_name = "SPEC")]
+    pub mount: Vec<String>,
+
+    /// Restart policy: no, always, unless-stopped, on-failure[:N] (daemon only)
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
+
     /// Keep stdin open
     #[arg(short = 'i', long)]
     pub interactive: bool,
@@ -154,6 +170,25 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// Standalone `cubby run` (no daemon) has no background containers,
+    /// labels, --mount or restart policies: say so instead of ignoring them.
+    pub fn reject_daemon_only(&self) -> Result<()> {
+        let flag = if self.detach {
+            "-d"
+        } else if !self.label.is_empty() {
+            "--label"
+        } else if !self.mount.is_empty() {
+            "--mount"
+        } else if self.restart.is_some() {
+            "--restart"
+        } else {
+            return Ok(());
+        };
+        bail!(
+            "{flag} needs the cubby daemon: start `cubby daemon` (or point --host / CUBBY_HOST at one)"
+        )
+    }
+
     /// The container id: `--name` once validated, else a generated one.
     pub fn container_id(&self) -> Result<String> {
         match &self.name {

@@ -22,6 +22,8 @@ pub struct Daemon {
     /// Relative to each cgroup hierarchy: "cubby-test/docker-PID-NAME".
     pub cg: String,
     daemon: Option<Child>,
+    /// More `cubby daemon` arguments (e.g. a TLS `--listen tcp://...`).
+    extra: Vec<String>,
 }
 
 /// Runs `f` until it returns Some, for at most 20 s.
@@ -39,6 +41,11 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 impl Daemon {
     /// Starts a daemon on a fresh root; `name` makes its cgroup unique.
     pub fn start(name: &str) -> Daemon {
+        Daemon::start_with(name, &[])
+    }
+
+    /// [`Daemon::start`] with more `cubby daemon` arguments.
+    pub fn start_with(name: &str, extra: &[String]) -> Daemon {
         assert!(
             nix::unistd::geteuid().is_root(),
             "these tests create containers: run them as root"
@@ -56,6 +63,7 @@ impl Daemon {
             monitor_socket: tmp.path().join("run/monitor.sock"),
             cg: format!("cubby-test/docker-{}-{name}", std::process::id()),
             daemon: None,
+            extra: extra.to_vec(),
             tmp,
         };
         d.spawn_daemon();
@@ -88,6 +96,7 @@ impl Daemon {
             .arg(format!("unix://{}", self.socket.display()))
             .arg("--cgroup-parent")
             .arg(&self.cg)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

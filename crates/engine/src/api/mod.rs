@@ -213,12 +213,17 @@ async fn rewrite(mut req: Request) -> Request {
     req
 }
 
-/// Serves the API on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::UnixListener,
+/// Serves the API on `listener` (a Unix socket, or the daemon's TLS
+/// listener) until `shutdown` completes; upgrades (attach) work on both.
+pub async fn serve<L>(
+    listener: L,
     daemon: Shared,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let app = axum::middleware::map_request(rewrite).layer(router(daemon));
     axum::serve(
         listener,
