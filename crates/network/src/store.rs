@@ -1,0 +1,764 @@
+//! Networks on disk and the operations that tie netns, netlink, IPAM,
+//! firewall and hosts files together.
+//!
+//! Layout under `state_dir` (the engine uses `<root>/networks`):
+//! `<name>/network.json` (the network, written once), `<name>/ipam.json`
+//! (endpoints = address allocations, rewritten with temp + fsync + rename on
+//! every attach/detach) and `.containers/<id>/{hosts,resolv.conf,hostname}`.
+//! Kernel objects are named from a configurable prefix (bridges
+//! `<p>b<hex>`, host veths `<p>v<hex>`) so reconcile removes only its own
+//! strays, even with several cubby roots on one host (tests).
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::io::Read;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{NetError, Result};
+use crate::files::{self, HostEntry};
+use crate::firewall::{self, FwNetwork, FwPort};
+use crate::ipam::{self, Subnet};
+use crate::netlink::{self, VethSpec};
+use crate::netns;
+
+/// The name of the default network (Docker's).
+pub const DEFAULT_NETWORK: &str = "bridge";
+
+#[derive(Debug, Clone)]
+pub struct NetConfig {
+    /// Where network records live (`<root>/networks`).
+    pub state_dir: PathBuf,
+    /// Where named netns files are mounted (`/run/cubby/netns`).
+    pub netns_dir: PathBuf,
+    /// Prefix of every kernel object name, at most 3 characters.
+    pub ifprefix: String,
+    /// nftables table (family inet) owned by this store.
+    pub table: String,
+    /// Linux bridge of the default network.
+    pub default_bridge: String,
+    pub default_subnet: Subnet,
+    /// /24 subnets for networks created without --subnet come from here.
+    pub auto_pool: Subnet,
+}
+
+impl NetConfig {
+    /// Production defaults under `root`.
+    pub fn new(root: &Path) -> Self {
+        NetConfig {
+            state_dir: root.join("networks"),
+            netns_dir: PathBuf::from("/run/cubby/netns"),
+            ifprefix: "cb".into(),
+            table: "cubby".into(),
+            default_bridge: "cubby0".into(),
+            // Docker uses 172.17-31/16 and 192.168; 172.30/16 is its last
+            // automatic pool, rarely used on hosts.
+            default_subnet: Subnet::new(Ipv4Addr::new(172, 30, 0, 0), 16).expect("valid"),
+            auto_pool: Subnet::new(Ipv4Addr::new(10, 231, 0, 0), 16).expect("valid"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    pub bridge: String,
+    pub subnet: Subnet,
+    pub gateway: Ipv4Addr,
+    #[serde(default)]
+    pub internal: bool,
+    /// Containers may not reach the host's own addresses.
+    #[serde(default)]
+    pub isolate_host: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub created: String,
+}
+
+impl Network {
+    /// Containers find each other by name only on user-defined networks (as
+    /// in Docker).
+    pub fn user_defined(&self) -> bool {
+        self.name != DEFAULT_NETWORK
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortMap {
+    /// "tcp" or "udp".
+    pub proto: String,
+    /// None: all host addresses (0.0.0.0).
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Endpoint {
+    pub id: String,
+    pub container_id: String,
+    pub container_name: String,
+    pub hostname: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    pub host_if: String,
+    pub ifname: String,
+    #[serde(default)]
+    pub ports: Vec<PortMap>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct IpamFile {
+    last: Option<Ipv4Addr>,
+    /// Keyed by container id.
+    endpoints: BTreeMap<String, Endpoint>,
+}
+
+/// Options of `network create`.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOpts {
+    pub name: String,
+    pub subnet: Option<Subnet>,
+    pub gateway: Option<Ipv4Addr>,
+    pub internal: bool,
+    pub isolate_host: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One container joining one network.
+#[derive(Debug, Clone, Default)]
+pub struct AttachReq {
+    pub container_id: String,
+    pub container_name: String,
+    pub hostname: String,
+    pub aliases: Vec<String>,
+    pub ports: Vec<PortMap>,
+    /// A fixed address (`--ip`); None: the next free one.
+    pub ip: Option<Ipv4Addr>,
+}
+
+/// What reconcile removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub endpoints: Vec<String>,
+    pub links: Vec<String>,
+    pub netns: Vec<String>,
+}
+
+pub struct NetworkStore {
+    cfg: NetConfig,
+    lock: Mutex<()>,
+}
+
+fn random_hex(n: usize) -> Result<String> {
+    let mut buf = vec![0u8; n.div_ceil(2)];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| NetError::io("read /dev/urandom", e))?;
+    let mut s: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+    s.truncate(n);
+    Ok(s)
+}
+
+fn fnv_hex(parts: &[&str], n: usize) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for p in parts {
+        for b in p.bytes().chain([0u8]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    }
+    let mut s = format!("{h:016x}");
+    s.truncate(n);
+    s
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| NetError::Corrupt {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(NetError::io(format!("read {}", path.display()), e)),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let data = serde_json::to_vec_pretty(v).map_err(|e| NetError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(cubby_runtime::state::write_atomic(path, &data)?)
+}
+
+impl NetworkStore {
+    /// Opens the store, creating the default network's record if missing
+    /// (its bridge is created when the first container joins).
+    pub fn open(cfg: NetConfig) -> Result<Self> {
+        if cfg.ifprefix.is_empty() || cfg.ifprefix.len() > 3 {
+            return Err(NetError::Invalid(format!(
+                "interface prefix {:?}: use 1 to 3 characters",
+                cfg.ifprefix
+            )));
+        }
+        fs::create_dir_all(&cfg.state_dir)
+            .map_err(|e| NetError::io(format!("create {}", cfg.state_dir.display()), e))?;
+        let store = NetworkStore {
+            cfg,
+            lock: Mutex::new(()),
+        };
+        if store.find(DEFAULT_NETWORK)?.is_none() {
+            let net = Network {
+                id: random_hex(64)?,
+                name: DEFAULT_NETWORK.into(),
+                bridge: store.cfg.default_bridge.clone(),
+                subnet: store.cfg.default_subnet,
+                gateway: store.cfg.default_subnet.first_host(),
+                internal: false,
+                isolate_host: false,
+                labels: BTreeMap::new(),
+                created: cubby_runtime::state::rfc3339_now(),
+            };
+            store.write_network(&net)?;
+        }
+        Ok(store)
+    }
+
+    pub fn config(&self) -> &NetConfig {
+        &self.cfg
+    }
+
+    fn guard(&self) -> MutexGuard<'_, ()> {
+        // A panic while holding the lock leaves files consistent (every
+        // write is atomic), so a poisoned lock is still usable.
+        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn net_dir(&self, name: &str) -> PathBuf {
+        self.cfg.state_dir.join(name)
+    }
+
+    fn write_network(&self, net: &Network) -> Result<()> {
+        let dir = self.net_dir(&net.name);
+        fs::create_dir_all(&dir)
+            .map_err(|e| NetError::io(format!("create {}", dir.display()), e))?;
+        write_json(&dir.join("network.json"), net)
+    }
+
+    fn read_ipam(&self, net: &Network) -> Result<IpamFile> {
+        Ok(read_json(&self.net_dir(&net.name).join("ipam.json"))?.unwrap_or_default())
+    }
+
+    fn write_ipam(&self, net: &Network, f: &IpamFile) -> Result<()> {
+        write_json(&self.net_dir(&net.name).join("ipam.json"), f)
+    }
+
+    /// All networks, by name.
+    pub fn list(&self) -> Result<Vec<Network>> {
+        let mut out = Vec::new();
+        let rd = fs::read_dir(&self.cfg.state_dir)
+            .map_err(|e| NetError::io(format!("read {}", self.cfg.state_dir.display()), e))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| NetError::io("read network dir", e))?;
+            let name = ent.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if let Some(n) = read_json::<Network>(&ent.path().join("network.json"))? {
+                out.push(n);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// By exact name, exact id or unique id prefix (Docker's lookup order).
+    pub fn find(&self, key: &str) -> Result<Option<Network>> {
+        if key.is_empty() {
+            return Ok(None);
+        }
+        let all = self.list()?;
+        if let Some(n) = all.iter().find(|n| n.name == key || n.id == key) {
+            return Ok(Some(n.clone()));
+        }
+        let mut hits = all.into_iter().filter(|n| n.id.starts_with(key));
+        match (hits.next(), hits.next()) {
+            (Some(n), None) => Ok(Some(n)),
+            (Some(_), Some(_)) => Err(NetError::Invalid(format!(
+                "network id prefix {key} is ambiguous; give more characters"
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Result<Network> {
+        self.find(key)?
+            .ok_or_else(|| NetError::NotFound(key.to_string()))
+    }
+
+    pub fn endpoints(&self, net: &Network) -> Result<Vec<Endpoint>> {
+        Ok(self.read_ipam(net)?.endpoints.into_values().collect())
+    }
+
+    /// The networks a container is attached to, with its endpoint on each.
+    pub fn container_endpoints(&self, container_id: &str) -> Result<Vec<(Network, Endpoint)>> {
+        let mut out = Vec::new();
+        for n in self.list()? {
+            if let Some(ep) = self.read_ipam(&n)?.endpoints.remove(container_id) {
+                out.push((n, ep));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn create(&self, opts: CreateOpts) -> Result<Network> {
+        let _g = self.guard();
+        if !valid_name(&opts.name) {
+            return Err(NetError::Invalid(format!(
+                "network name {:?}: use letters, digits, '_', '.', '-' (up to 64)",
+                opts.name
+            )));
+        }
+        if self.find(&opts.name)?.is_some_and(|n| n.name == opts.name) {
+            return Err(NetError::Exists(opts.name));
+        }
+        let existing = self.list()?;
+        let subnet = match opts.subnet {
+            Some(s) => {
+                if let Some(o) = existing.iter().find(|n| n.subnet.overlaps(&s)) {
+                    return Err(NetError::Invalid(format!(
+                        "subnet {s} overlaps network {} ({}); pick another --subnet",
+                        o.name, o.subnet
+                    )));
+                }
+                s
+            }
+            None => self.auto_subnet(&existing)?,
+        };
+        let gateway = opts.gateway.unwrap_or_else(|| subnet.first_host());
+        let g = u32::from(gateway);
+        if !subnet.contains(gateway) || g == subnet.network() || g == subnet.broadcast() {
+            return Err(NetError::Invalid(format!(
+                "gateway {gateway} is not a host address of {subnet}"
+            )));
+        }
+        let id = random_hex(64)?;
+        let net = Network {
+            bridge: format!("{}b{}", self.cfg.ifprefix, &id[..10]),
+            id,
+            name: opts.name,
+            subnet,
+            gateway,
+            internal: opts.internal,
+            isolate_host: opts.isolate_host,
+            labels: opts.labels,
+            created: cubby_runtime::state::rfc3339_now(),
+        };
+        self.write_network(&net)?;
+        // Rules first, so the network is never up without its isolation.
+        if let Err(e) = self.apply_firewall_locked() {
+            let _ = fs::remove_dir_all(self.net_dir(&net.name));
+            return Err(e);
+        }
+        Ok(net)
+    }
+
+    fn auto_subnet(&self, existing: &[Network]) -> Result<Subnet> {
+        let host = netlink::host_subnets()?;
+        let pool = self.cfg.auto_pool;
+        let count = 1u32 << (24u8.saturating_sub(pool.prefix));
+        for i in 0..count.max(1) {
+            let s = Subnet::new(Ipv4Addr::from(pool.network() + (i << 8)), 24)?;
+            if existing.iter().all(|n| !n.subnet.overlaps(&s))
+                && host.iter().all(|h| !h.overlaps(&s))
+            {
+                return Ok(s);
+            }
+        }
+        Err(NetError::Invalid(format!(
+            "no free /24 left in {pool}; give --subnet"
+        )))
+    }
+
+    /// Removes a network without endpoints (and its bridge).
+    pub fn remove(&self, key: &str) -> Result<Network> {
+        let _g = self.guard();
+        let net = self.get(key)?;
+        if !net.user_defined() {
+            return Err(NetError::Invalid(format!(
+                "{} is a pre-defined network and cannot be removed",
+                net.name
+            )));
+        }
+        let eps = self.read_ipam(&net)?.endpoints;
+        if !eps.is_empty() {
+            let names: Vec<_> = eps.values().map(|e| e.container_name.clone()).collect();
+            return Err(NetError::InUse {
+                network: net.name.clone(),
+                containers: names.join(", "),
+            });
+        }
+        let dir = self.net_dir(&net.name);
+        fs::remove_dir_all(&dir)
+            .map_err(|e| NetError::io(format!("remove {}", dir.display()), e))?;
+        netlink::delete_link(&net.bridge)?;
+        self.apply_firewall_locked()?;
+        Ok(net)
+    }
+
+    /// Path of the container's named netns.
+    pub fn netns_path(&self, container_id: &str) -> PathBuf {
+        self.cfg.netns_dir.join(container_id)
+    }
+
+    /// Directory with the container's hosts, resolv.conf and hostname.
+    pub fn files_dir(&self, container_id: &str) -> PathBuf {
+        self.cfg.state_dir.join(".containers").join(container_id)
+    }
+
+    /// Creates the container's netns and files (before its first attach and
+    /// before it starts: the runtime joins the netns, the engine bind-mounts
+    /// the files). Idempotent.
+    pub fn prepare(&self, container_id: &str, hostname: &str) -> Result<PathBuf> {
+        let ns = netns::create(&self.cfg.netns_dir, container_id)?;
+        let dir = self.files_dir(container_id);
+        fs::create_dir_all(&dir)
+            .map_err(|e| NetError::io(format!("create {}", dir.display()), e))?;
+        let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        files::write_in_place(
+            &dir.join("resolv.conf"),
+            &files::render_resolv(&host_resolv),
+        )?;
+        files::write_in_place(&dir.join("hostname"), &format!("{hostname}\n"))?;
+        if !dir.join("hosts").exists() {
+            files::write_in_place(&dir.join("hosts"), &files::render_hosts(&[], &[]))?;
+        }
+        Ok(ns)
+    }
+
+    /// Connects a prepared container to `net`.
+    pub fn attach(&self, net_key: &str, req: AttachReq) -> Result<Endpoint> {
+        let _g = self.guard();
+        let net = self.get(net_key)?;
+        let mut ipam_file = self.read_ipam(&net)?;
+        if ipam_file.endpoints.contains_key(&req.container_id) {
+            return Err(NetError::Invalid(format!(
+                "container {} is already connected to network {}",
+                req.container_name, net.name
+            )));
+        }
+        let ns = self.netns_path(&req.container_id);
+        if !netns::is_mounted(&ns) {
+            return Err(NetError::Invalid(format!(
+                "container {} has no network namespace at {} (not prepared, or host networking)",
+                req.container_name,
+                ns.display()
+            )));
+        }
+        self.ensure_bridge(&net)?;
+        let used: BTreeSet<Ipv4Addr> = ipam_file.endpoints.values().map(|e| e.ip).collect();
+        let ip = match req.ip {
+            Some(ip) => {
+                let u = u32::from(ip);
+                if !net.subnet.contains(ip)
+                    || ip == net.gateway
+                    || u == net.subnet.network()
+                    || u == net.subnet.broadcast()
+                {
+                    return Err(NetError::Invalid(format!(
+                        "address {ip} is not usable in {}",
+                        net.subnet
+                    )));
+                }
+                if used.contains(&ip) {
+                    return Err(NetError::Invalid(format!(
+                        "address {ip} is already in use on {}",
+                        net.name
+                    )));
+                }
+                ip
+            }
+            None => ipam::next_free(&net.subnet, net.gateway, &used, ipam_file.last).ok_or_else(
+                || NetError::Exhausted {
+                    network: net.name.clone(),
+                    subnet: net.subnet.to_string(),
+                },
+            )?,
+        };
+        let o = ip.octets();
+        let mac = [0x02, 0x42, o[0], o[1], o[2], o[3]];
+        let in_ns = netlink::list_links(Some(&ns))?;
+        let ifname = (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !in_ns.contains(n))
+            .unwrap_or_else(|| "eth0".into());
+        let ep = Endpoint {
+            id: random_hex(64)?,
+            container_id: req.container_id.clone(),
+            container_name: req.container_name.clone(),
+            hostname: req.hostname.clone(),
+            aliases: req.aliases.clone(),
+            ip,
+            mac: mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":"),
+            host_if: format!(
+                "{}v{}",
+                self.cfg.ifprefix,
+                fnv_hex(&[&net.id, &req.container_id], 10)
+            ),
+            ifname: ifname.clone(),
+            ports: req.ports.clone(),
+        };
+        // Persist the allocation first: after a crash the address is still
+        // taken, and reconcile removes the endpoint if the container is gone.
+        ipam_file.last = Some(ip);
+        ipam_file
+            .endpoints
+            .insert(req.container_id.clone(), ep.clone());
+        self.write_ipam(&net, &ipam_file)?;
+        let spec = VethSpec {
+            bridge: net.bridge.clone(),
+            host_if: ep.host_if.clone(),
+            ifname,
+            netns: ns,
+            address: ip,
+            prefix: net.subnet.prefix,
+            mac,
+            gateway: (!net.internal).then_some(net.gateway),
+        };
+        let undo = |store: &Self| {
+            if let Ok(mut f) = store.read_ipam(&net) {
+                f.endpoints.remove(&req.container_id);
+                let _ = store.write_ipam(&net, &f);
+            }
+        };
+        if let Err(e) = netlink::add_endpoint(&spec) {
+            undo(self);
+            return Err(e);
+        }
+        if !ep.ports.is_empty() {
+            if let Err(e) = self.apply_firewall_locked() {
+                let _ = netlink::delete_link(&ep.host_if);
+                undo(self);
+                return Err(e);
+            }
+        }
+        self.refresh_hosts(&net)?;
+        Ok(ep)
+    }
+
+    fn ensure_bridge(&self, net: &Network) -> Result<()> {
+        netlink::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix)?;
+        // Published ports bound to 127.0.0.1 are DNATed to the container
+        // and leave through the bridge with a loopback source (masqueraded):
+        // the kernel drops that unless route_localnet is on for the bridge.
+        firewall::set_if_sysctl(&net.bridge, "route_localnet", "1")?;
+        if !net.internal {
+            firewall::enable_forwarding()?;
+        }
+        Ok(())
+    }
+
+    /// Disconnects a container from `net`; Ok(None) if it was not connected.
+    pub fn detach(&self, net_key: &str, container_id: &str) -> Result<Option<Endpoint>> {
+        let _g = self.guard();
+        let net = self.get(net_key)?;
+        self.detach_locked(&net, container_id)
+    }
+
+    fn detach_locked(&self, net: &Network, container_id: &str) -> Result<Option<Endpoint>> {
+        let mut f = self.read_ipam(net)?;
+        let Some(ep) = f.endpoints.remove(container_id) else {
+            return Ok(None);
+        };
+        // Deleting the host end deletes the pair.
+        netlink::delete_link(&ep.host_if)?;
+        self.write_ipam(net, &f)?;
+        if !ep.ports.is_empty() {
+            self.apply_firewall_locked()?;
+        }
+        self.refresh_hosts(net)?;
+        // Its own hosts file loses this network's peers.
+        self.write_hosts_of(container_id)?;
+        Ok(Some(ep))
+    }
+
+    /// Detaches the container from every network and removes its netns and
+    /// files (container removal). Idempotent.
+    pub fn release(&self, container_id: &str) -> Result<()> {
+        let _g = self.guard();
+        self.release_locked(container_id)
+    }
+
+    fn release_locked(&self, container_id: &str) -> Result<()> {
+        for net in self.list()? {
+            self.detach_locked(&net, container_id)?;
+        }
+        netns::remove(&self.cfg.netns_dir, container_id)?;
+        let dir = self.files_dir(container_id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(NetError::io(format!("remove {}", dir.display()), e)),
+        }
+    }
+
+    /// Brings kernel state in line with the records after a crash: releases
+    /// containers not in `live`, deletes this store's links that no record
+    /// names, removes stray netns files, recreates bridges of networks with
+    /// endpoints and rewrites the firewall table.
+    pub fn reconcile(&self, live: &HashSet<String>) -> Result<ReconcileReport> {
+        let _g = self.guard();
+        let mut report = ReconcileReport::default();
+        let nets = self.list()?;
+        let mut known_ifs: HashSet<String> = HashSet::new();
+        for net in &nets {
+            let eps = self.read_ipam(net)?.endpoints;
+            for (cid, ep) in &eps {
+                if !live.contains(cid) {
+                    self.detach_locked(net, cid)?;
+                    report
+                        .endpoints
+                        .push(format!("{}/{}", net.name, ep.container_name));
+                } else {
+                    known_ifs.insert(ep.host_if.clone());
+                }
+            }
+            known_ifs.insert(net.bridge.clone());
+        }
+        for ns in netns::list(&self.cfg.netns_dir)? {
+            if !live.contains(&ns) {
+                self.release_locked(&ns)?;
+                report.netns.push(ns);
+            }
+        }
+        let bridge_p = format!("{}b", self.cfg.ifprefix);
+        let veth_p = format!("{}v", self.cfg.ifprefix);
+        for link in netlink::list_links(None)? {
+            let ours = (link.starts_with(&bridge_p) || link.starts_with(&veth_p))
+                && link.len() == bridge_p.len() + 10
+                && link[bridge_p.len()..]
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit());
+            if ours && !known_ifs.contains(&link) && netlink::delete_link(&link)? {
+                report.links.push(link);
+            }
+        }
+        for dir in self.list_files_dirs()? {
+            if !live.contains(&dir) {
+                let _ = fs::remove_dir_all(self.files_dir(&dir));
+            }
+        }
+        self.apply_firewall_locked()?;
+        Ok(report)
+    }
+
+    fn list_files_dirs(&self) -> Result<Vec<String>> {
+        netns::list(&self.cfg.state_dir.join(".containers"))
+    }
+
+    /// Rewrites this store's nftables table from the records.
+    pub fn apply_firewall(&self) -> Result<()> {
+        let _g = self.guard();
+        self.apply_firewall_locked()
+    }
+
+    fn apply_firewall_locked(&self) -> Result<()> {
+        let mut nets = Vec::new();
+        let mut ports = Vec::new();
+        for n in self.list()? {
+            for ep in self.read_ipam(&n)?.endpoints.values() {
+                for p in &ep.ports {
+                    ports.push(FwPort {
+                        proto: p.proto.clone(),
+                        host_ip: p.host_ip.filter(|ip| !ip.is_unspecified()),
+                        host_port: p.host_port,
+                        ip: ep.ip,
+                        port: p.port,
+                    });
+                }
+            }
+            nets.push(FwNetwork {
+                bridge: n.bridge,
+                subnet: n.subnet,
+                internal: n.internal,
+                isolate_host: n.isolate_host,
+            });
+        }
+        firewall::apply(&firewall::render(&self.cfg.table, &nets, &ports))
+    }
+
+    /// Rewrites the hosts file of every container on `net`.
+    fn refresh_hosts(&self, net: &Network) -> Result<()> {
+        for cid in self.read_ipam(net)?.endpoints.keys() {
+            self.write_hosts_of(cid)?;
+        }
+        Ok(())
+    }
+
+    fn write_hosts_of(&self, container_id: &str) -> Result<()> {
+        let path = self.files_dir(container_id).join("hosts");
+        if !path.parent().is_some_and(Path::exists) {
+            return Ok(());
+        }
+        let mine = self.container_endpoints(container_id)?;
+        let mut own = Vec::new();
+        let mut peers = Vec::new();
+        for (net, ep) in &mine {
+            let mut names = vec![ep.hostname.clone()];
+            if ep.container_name != ep.hostname {
+                names.push(ep.container_name.clone());
+            }
+            own.push(HostEntry { ip: ep.ip, names });
+            if !net.user_defined() {
+                continue;
+            }
+            for other in self.read_ipam(net)?.endpoints.values() {
+                if other.container_id == container_id {
+                    continue;
+                }
+                let mut names = vec![other.container_name.clone()];
+                names.extend(
+                    other
+                        .aliases
+                        .iter()
+                        .filter(|a| **a != other.container_name)
+                        .cloned(),
+                );
+                let short = &other.container_id[..other.container_id.len().min(12)];
+                if !names.iter().any(|n| n == short) {
+                    names.push(short.to_string());
+                }
+                peers.push(HostEntry {
+                    ip: other.ip,
+                    names,
+                });
+            }
+        }
+        files::write_in_place(&path, &files::render_hosts(&own, &peers))
+    }
+}
