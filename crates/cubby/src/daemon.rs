@@ -48,6 +48,8 @@ pub struct DaemonArgs {
     /// Clients must present a certificate signed by this CA (PEM).
     #[arg(long, value_name = "PEM")]
     pub tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub net: crate::network_args::NetArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -143,6 +145,7 @@ pub fn run_daemon(
         args.cgroup_parent,
     );
     daemon.insecure_registries = insecure_registries.to_vec();
+    daemon.networks = Some(args.net.open(root, state_dir)?);
     let daemon = Arc::new(daemon);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -157,6 +160,7 @@ async fn serve(
     daemon: api::Shared,
 ) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(api::networks::watch(daemon.clone()));
     let mut servers = Vec::new();
     for addr in &addrs {
         let mut stop = stop_rx.clone();

@@ -2,6 +2,7 @@
 
 pub mod daemon;
 pub mod images;
+pub mod network_args;
 pub mod remote;
 pub mod run_args;
 pub mod tls;

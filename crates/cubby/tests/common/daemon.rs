@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "net.rs"]
+pub mod net;
+
 pub const DOCKER: &str = "/usr/local/bin/docker";
 
 pub struct Daemon {
@@ -24,6 +27,8 @@ pub struct Daemon {
     daemon: Option<Child>,
     /// More `cubby daemon` arguments (e.g. a TLS `--listen tcp://...`).
     extra: Vec<String>,
+    /// This daemon's own bridges, subnets and nft table (cleaned on drop).
+    pub net: net::NetTag,
 }
 
 /// Runs `f` until it returns Some, for at most 20 s.
@@ -58,12 +63,16 @@ impl Daemon {
             .prefix("cubby-daemon-test-")
             .tempdir()
             .unwrap();
+        let net = net::NetTag::claim();
+        let mut extra = extra.to_vec();
+        extra.extend(net.daemon_args());
         let mut d = Daemon {
             socket: tmp.path().join("run/cubby.sock"),
             monitor_socket: tmp.path().join("run/monitor.sock"),
             cg: format!("cubby-test/docker-{}-{name}", std::process::id()),
             daemon: None,
-            extra: extra.to_vec(),
+            extra,
+            net,
             tmp,
         };
         d.spawn_daemon();

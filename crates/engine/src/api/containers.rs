@@ -125,6 +125,7 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Val
     if flag(&q, "size") {
         super::stats::add_sizes(&d, &mut docs).await?;
     }
+    super::networks::decorate_list(&d, &mut docs).await;
     Ok(Json(Value::Array(docs)))
 }
 
@@ -200,6 +201,7 @@ pub async fn inspect(
 ) -> ApiResult<Json<Value>> {
     let r = find(&d, id).await?;
     let mut doc = inspect_doc(&r);
+    super::networks::decorate_inspect(&d, &r.id, &mut doc).await;
     if flag(&q, "size") {
         super::stats::add_sizes(&d, std::slice::from_mut(&mut doc)).await?;
     }
@@ -241,6 +243,7 @@ pub async fn remove(
     }
     let id = r.id.clone();
     d.monitor(move |c| c.remove(&id, force)).await?;
+    super::networks::release(&d, &r.id).await;
     // The overlay snapshot of a container made by `create`.
     let snapshot = cubby_image::snapshot::Snapshot::at(d.root.join("containers").join(&r.id));
     blocking(move || {

@@ -135,6 +135,7 @@ pub async fn create(
             Json(json!({ "Id": id, "Warnings": [] })),
         )),
         Err(mut e) => {
+            super::networks::release(&d, &id).await;
             let _ = blocking(move || {
                 let _ = snapshot.remove();
                 Ok(())
@@ -273,6 +274,9 @@ fn prepare(d: &Shared, id: &str, name: &str, body: CreateBody) -> ApiResult<Crea
         super::mounts::apply(d, id, &mut spec, &rootfs, &body, &config).inspect_err(|_| {
             let _ = snapshot.remove();
         })?;
+    super::networks::setup(d, id, name, &body, &mut spec).inspect_err(|_| {
+        let _ = snapshot.remove();
+    })?;
     let mut body = body;
     let host_config = body.host_config.take().unwrap_or_default();
     let labels = body

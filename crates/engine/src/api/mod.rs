@@ -26,6 +26,7 @@ pub mod images;
 mod lifecycle;
 pub mod logs;
 mod mounts;
+pub mod networks;
 pub mod stats;
 mod system;
 pub mod util;
@@ -61,6 +62,8 @@ pub struct Daemon {
     /// Registries pulled from over plain HTTP besides loopback ones
     /// (`--insecure-registry`; none after [`Daemon::new`]).
     pub insecure_registries: Vec<String>,
+    /// Container networks (None: containers get an isolated netns only).
+    pub networks: Option<cubby_network::NetworkStore>,
 }
 
 impl Daemon {
@@ -77,6 +80,7 @@ impl Daemon {
             cgroup_parent,
             execs: Default::default(),
             insecure_registries: Vec::new(),
+            networks: None,
         }
     }
 }
@@ -176,6 +180,15 @@ pub fn router(daemon: Shared) -> Router {
             "/containers/{id}/archive",
             get(archive::get).head(archive::head).put(archive::put),
         )
+        .route("/networks", get(networks::list))
+        .route("/networks/create", post(networks::create))
+        .route("/networks/prune", post(networks::prune))
+        .route(
+            "/networks/{id}",
+            get(networks::inspect).delete(networks::remove),
+        )
+        .route("/networks/{id}/connect", post(networks::connect))
+        .route("/networks/{id}/disconnect", post(networks::disconnect))
         .route("/volumes", get(volumes::list))
         .route("/volumes/create", post(volumes::create))
         .route("/volumes/prune", post(volumes::prune))
