@@ -151,9 +151,11 @@ pub async fn create(State(d): State<Shared>, body: Bytes) -> ApiResult<(StatusCo
         .map_err(|e| ApiError::bad_request(format!("invalid network create body: {e}")))?;
     match req.driver.as_deref() {
         None | Some("") | Some("bridge") => {}
-        Some(other) => return Err(ApiError::bad_request(format!(
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
             "network driver {other} is not supported: cubby networks are bridges (omit --driver)"
-        ))),
+        )))
+        }
     }
     let cfg = req
         .ipam
@@ -509,11 +511,14 @@ pub(crate) fn setup(
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     for f in ["hosts", "resolv.conf", "hostname"] {
         let dest = format!("/etc/{f}");
-        // A user's own bind of the same file wins.
-        if mounts
-            .iter()
-            .any(|m| m.destination().to_str() == Some(dest.as_str()))
-        {
+        // A user's own mount of the file, or of all of /etc, wins: writing
+        // mount targets into someone's volume would change its content.
+        let covered = mounts.iter().any(|m| {
+            let d = m.destination().to_string_lossy();
+            let d = d.trim_end_matches('/');
+            d == dest || d == "/etc"
+        });
+        if covered {
             continue;
         }
         let m = MountBuilder::default()
