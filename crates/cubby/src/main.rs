@@ -200,6 +200,15 @@ enum Cmd {
     },
     /// Forget the credentials of a registry.
     Logout { registry: String },
+    /// Manage networks (daemon only).
+    #[command(subcommand)]
+    Network(cubby::remote::network::NetworkCmd),
+    /// List a container's published ports (daemon only).
+    Port {
+        container: String,
+        /// PORT[/tcp|udp]: only this one.
+        port: Option<String>,
+    },
     /// Serve the Docker Engine API (starts the container monitor if needed).
     Daemon(cubby::daemon::DaemonArgs),
     /// The process that parents every container (started by the daemon).
@@ -342,6 +351,8 @@ fn dispatch(cli: Cli) -> Result<i32> {
         | Cmd::Start { .. }
         | Cmd::Restart { .. }
         | Cmd::Exec { .. }
+        | Cmd::Network(_)
+        | Cmd::Port { .. }
         | Cmd::Inspect { .. } => bail!(
             "this command needs the cubby daemon: start `cubby daemon` (or point --host / CUBBY_HOST at one)"
         ),
@@ -420,6 +431,8 @@ fn remote(cli: &Cli) -> Result<Option<i32>> {
             | Cmd::Restart { .. }
             | Cmd::Exec { .. }
             | Cmd::Inspect { .. }
+            | Cmd::Network(_)
+            | Cmd::Port { .. }
     );
     if !container_cmd {
         return Ok(None);
@@ -449,6 +462,10 @@ fn remote(cli: &Cli) -> Result<Option<i32>> {
         Cmd::Start { ids } => r.block_on(rc::start(c, ids))?,
         Cmd::Restart { time, ids } => r.block_on(rc::restart(c, *time, ids))?,
         Cmd::Inspect { ids } => r.block_on(rc::inspect(c, ids))?,
+        Cmd::Network(cmd) => r.block_on(cubby::remote::network::network(c, cmd))?,
+        Cmd::Port { container, port } => {
+            r.block_on(cubby::remote::network::port(c, container, port.as_deref()))?
+        }
         Cmd::Exec {
             interactive,
             tty,

@@ -107,10 +107,18 @@ pub struct RunArgs {
     #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
 
-    /// Network: none (a private network with only loopback) or host
-    #[arg(long, value_name = "MODE", default_value = "none",
-          value_parser = ["none", "host"])]
-    pub network: String,
+    /// Network: none (only loopback; the default without a daemon), host,
+    /// or with the daemon bridge (its default) or a network's name
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<String>,
+
+    /// Publish a container port on the host, [IP:]HOST:CTR[/tcp|udp] (daemon only)
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CTR")]
+    pub publish: Vec<String>,
+
+    /// Another name for the container on its network (daemon only)
+    #[arg(long = "network-alias", value_name = "NAME")]
+    pub network_alias: Vec<String>,
 
     /// Add a capability (CAP_ prefix optional; ALL for every capability)
     #[arg(long = "cap-add", value_name = "CAP")]
@@ -217,6 +225,13 @@ fn build_spec_with(
     ncpus: usize,
 ) -> Result<Spec> {
     validate_name(id)?;
+    let network = args.network.as_deref().unwrap_or("none");
+    if network != "none" && network != "host" {
+        bail!("--network {network} needs the cubby daemon (standalone `cubby run` has none and host): start `cubby daemon`");
+    }
+    if !args.publish.is_empty() || !args.network_alias.is_empty() {
+        bail!("-p/--publish and --network-alias need the cubby daemon: start `cubby daemon`, or drop them");
+    }
     if args.command.is_empty() {
         bail!("no command given: put it after the options, e.g. `cubby run --rootfs DIR -- sh -c 'echo hi'`");
     }
@@ -434,7 +449,7 @@ fn build_spec_with(
     linux.set_cgroups_path(Some(PathBuf::from(format!("/cubby/{id}"))));
 
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-    if args.network == "host" {
+    if network == "host" {
         namespaces.retain(|n| n.typ() != LinuxNamespaceType::Network);
     }
     if let Some((host_id, count)) = userns {
@@ -459,7 +474,7 @@ fn build_spec_with(
         linux
             .set_uid_mappings(Some(vec![mapping]))
             .set_gid_mappings(Some(vec![mapping]));
-        adapt_mounts_for_userns(&mut mounts, count, args.network == "host");
+        adapt_mounts_for_userns(&mut mounts, count, network == "host");
     }
     linux.set_namespaces(Some(namespaces));
 
@@ -1616,7 +1631,7 @@ mod tests {
         assert_eq!(a.volume.len(), 2);
         assert_eq!(a.memory_swap.as_deref(), Some("-1"));
         assert_eq!(a.pids_limit, Some(-1));
-        assert_eq!(a.network, "none");
+        assert_eq!(a.network, None);
     }
 
     #[test]
@@ -1638,8 +1653,7 @@ mod tests {
     #[test]
     fn clap_rejects() {
         for argv in [
-            &["--network", "bridge", "--rootfs", "/r", "x"][..],
-            &["--cpu-shares", "1", "--rootfs", "/r", "x"],
+            &["--cpu-shares", "1", "--rootfs", "/r", "x"][..],
             &["--pids-limit", "lots", "--rootfs", "/r", "x"],
             // Without --rootfs the first word is an image; --pull takes a policy.
             &["--pull", "sometimes", "alpine"],
@@ -2359,6 +2373,11 @@ mod tests {
         assert!(e.contains("not mapped"), "{e}");
         let s = build_ok(dir.path(), &["--userns", "host", "true"]);
         assert!(s.linux().as_ref().unwrap().uid_mappings().is_none());
+        // Bridges, names and published ports are the daemon's.
+        let e = build_err(dir.path(), &["--network", "bridge", "true"]);
+        assert!(e.contains("needs the cubby daemon"), "{e}");
+        let e = build_err(dir.path(), &["-p", "8080:80", "true"]);
+        assert!(e.contains("need the cubby daemon"), "{e}");
     }
 
     #[test]

@@ -435,3 +435,111 @@ fn removal_leaves_nothing_and_crash_reconciles() {
 fn nft_rules(d: &Daemon) -> usize {
     cubby_network::firewall::rule_count(&d.net.table()).unwrap()
 }
+
+#[test]
+fn cubby_cli_networks_and_ports() {
+    let d = start("net-cli");
+    let host = format!("unix://{}", d.socket.display());
+    let cubby = |args: &[&str]| -> String {
+        let out = d.cubby().arg("-H").arg(&host).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "cubby {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    cubby(&[
+        "network",
+        "create",
+        "--subnet",
+        &d.net.subnet(0),
+        "--internal",
+        "-l",
+        "k=v",
+        "lab",
+    ]);
+    let ls = cubby(&["network", "ls"]);
+    assert!(ls.contains("lab") && ls.contains(&d.net.subnet(0)), "{ls}");
+    let v: Value = serde_json::from_str(&cubby(&["network", "inspect", "lab"])).unwrap();
+    assert_eq!(v[0]["Internal"], true);
+    assert_eq!(v[0]["Labels"]["k"], "v");
+    cubby(&[
+        "run",
+        "-d",
+        "--name",
+        "s1",
+        "--network",
+        "lab",
+        "--network-alias",
+        "srv",
+        "busybox",
+        "sh",
+        "-c",
+        &httpd("s1"),
+    ]);
+    let out = eventually("s1 answers by alias", || {
+        let o = d
+            .cubby()
+            .arg("-H")
+            .arg(&host)
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "lab",
+                "busybox",
+                "sh",
+                "-c",
+                &get_by_name("srv"),
+            ])
+            .output()
+            .unwrap();
+        let s = String::from_utf8_lossy(&o.stdout).into_owned();
+        s.contains("hello s1").then_some(s)
+    });
+    assert!(out.contains("200 OK"), "{out}");
+    let p = free_port();
+    cubby(&[
+        "run",
+        "-d",
+        "--name",
+        "s2",
+        "-p",
+        &format!("127.0.0.1:{p}:80"),
+        "busybox",
+        "sh",
+        "-c",
+        &httpd("s2"),
+    ]);
+    assert_eq!(
+        cubby(&["port", "s2"]).trim(),
+        format!("80/tcp -> 127.0.0.1:{p}")
+    );
+    assert_eq!(
+        cubby(&["port", "s2", "80"]).trim(),
+        format!("127.0.0.1:{p}")
+    );
+    eventually("s2's published port answers", || {
+        http_get(p).filter(|r| r.contains("hello s2"))
+    });
+    cubby(&["network", "connect", "--alias", "two", "lab", "s2"]);
+    let hosts = d.ok(&["exec", "s1", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("s2 two"), "{hosts}");
+    cubby(&["network", "disconnect", "lab", "s2"]);
+    cubby(&["rm", "-f", "s1", "s2"]);
+    cubby(&["network", "rm", "lab"]);
+    assert!(
+        !cubby(&["network", "ls", "-q"]).is_empty(),
+        "the default network stays"
+    );
+    // Standalone (no daemon): bridges are refused with the way out.
+    let out = d
+        .cubby()
+        .args(["run", "--network", "lab", "busybox", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs the cubby daemon"));
+}

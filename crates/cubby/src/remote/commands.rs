@@ -98,6 +98,7 @@ fn create_body_with(
         .map(run_args::parse_cpuset)
         .transpose()?;
     let interactive = args.interactive;
+    let (port_bindings, exposed_ports) = super::network::port_bindings(&args.publish)?;
     let host_config = HostConfig {
         binds: (!args.volume.is_empty()).then(|| args.volume.clone()),
         mounts: (!args.mount.is_empty())
@@ -116,7 +117,8 @@ fn create_body_with(
         cap_add: (!args.cap_add.is_empty()).then(|| args.cap_add.clone()),
         cap_drop: (!args.cap_drop.is_empty()).then(|| args.cap_drop.clone()),
         security_opt: (!args.security_opt.is_empty()).then(|| args.security_opt.clone()),
-        network_mode: Some(args.network.clone()),
+        network_mode: args.network.clone(),
+        port_bindings,
         init: Some(args.init),
         ..Default::default()
     };
@@ -142,6 +144,11 @@ fn create_body_with(
         attach_stdout: Some(!args.detach),
         attach_stderr: Some(!args.detach),
         host_config: Some(host_config),
+        exposed_ports,
+        networking_config: super::network::networking_config(
+            args.network.as_deref(),
+            &args.network_alias,
+        ),
         ..Default::default()
     })
 }

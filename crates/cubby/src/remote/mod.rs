@@ -6,6 +6,7 @@
 
 pub mod commands;
 pub mod http;
+pub mod network;
 pub mod stream;
 
 use crate::tls::TlsFiles;
