@@ -353,3 +353,49 @@ fn reconcile_removes_strays() {
     assert_eq!(eps.len(), 1);
     assert_eq!(eps[0].container_id, "live1");
 }
+
+#[test]
+fn isolate_host_blocks_the_host_but_not_peers() {
+    let env = Env::new();
+    for (name, i, isolate) in [("open", 0, false), ("closed", 1, true)] {
+        env.store
+            .create(CreateOpts {
+                name: name.into(),
+                subnet: Some(env.subnet(i)),
+                isolate_host: isolate,
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let (open_ns, _) = env.container("o1", "open");
+    let (closed_ns, _) = env.container("h1", "closed");
+    let (_peer_ns, peer_ip) = env.container("h2", "closed");
+    // A host service on each gateway (addresses cubby assigned).
+    let gw_open = env.store.get("open").unwrap().gateway;
+    let gw_closed = env.store.get("closed").unwrap().gateway;
+    let l_open = TcpListener::bind((gw_open, 7100)).unwrap();
+    let l_closed = TcpListener::bind((gw_closed, 7100)).unwrap();
+    let accept = |l: TcpListener| {
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = l.accept() {
+                let mut b = [0u8; 5];
+                if s.read_exact(&mut b).is_ok() {
+                    let _ = s.write_all(&b);
+                }
+            }
+        })
+    };
+    let t_open = accept(l_open);
+    let _t_closed = accept(l_closed);
+    let ok = in_netns(&open_ns, move || tcp_roundtrip(gw_open, 7100).is_ok());
+    assert!(ok, "a normal network reaches the host");
+    t_open.join().unwrap();
+    let ok = in_netns(&closed_ns, move || tcp_roundtrip(gw_closed, 7100).is_ok());
+    assert!(!ok, "an isolate_host network reached the host");
+    assert!(
+        ping_from(&closed_ns, peer_ip),
+        "peers on the isolated network must still talk"
+    );
+    // End the closed listener's thread from the host itself.
+    let _ = tcp_roundtrip(gw_closed, 7100);
+}
