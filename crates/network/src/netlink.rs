@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use crate::error::{NetError, Result};
 
@@ -198,66 +200,37 @@ pub struct VethSpec {
     pub gateway: Option<Ipv4Addr>,
 }
 
-/// Creates the veth pair, plugs the host end into the bridge and configures
-/// the other end inside the netns. On failure nothing is left behind.
+/// Creates the veth pair with its container end born inside the netns
+/// (named `ifname`, with its MAC: moving a link between namespaces later
+/// would cost an unregister and an RCU grace period), plugs the host end
+/// into the bridge, then configures the container end. On failure nothing
+/// is left behind.
 pub fn add_endpoint(spec: &VethSpec) -> Result<()> {
     let s = spec.clone();
-    // The peer gets a unique temporary name so two attaches never clash
-    // before the rename to ethN inside the namespace.
-    let peer = format!("{}p", &s.host_if[..s.host_if.len().min(14)]);
     let host = {
-        let (s, peer) = (s.clone(), peer.clone());
+        let s = s.clone();
         run(None, move |h| async move {
             let bridge = index_of(&h, &s.bridge)
                 .await?
                 .ok_or_else(|| NetError::NotFound(format!("bridge {}", s.bridge)))?;
+            let ns = std::fs::File::open(&s.netns)
+                .map_err(|e| NetError::io(format!("open netns {}", s.netns.display()), e))?;
+            let peer = LinkMessageBuilder::<LinkUnspec>::new()
+                .name(s.ifname.clone())
+                .address(s.mac.to_vec())
+                .setns_by_fd(ns.as_raw_fd())
+                .build();
+            let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                .name(s.host_if.clone())
+                .controller(bridge)
+                .up()
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                .build();
             h.link()
-                .add(LinkVeth::new(&s.host_if, &peer).build())
+                .add(veth)
                 .execute()
                 .await
-                .map_err(nl(format!("create veth {}", s.host_if)))?;
-            let res = async {
-                let hi = index_of(&h, &s.host_if)
-                    .await?
-                    .ok_or_else(|| NetError::Netlink {
-                        what: format!("create veth {}", s.host_if),
-                        message: "link vanished".into(),
-                    })?;
-                let pi = index_of(&h, &peer)
-                    .await?
-                    .ok_or_else(|| NetError::Netlink {
-                        what: format!("create veth peer {peer}"),
-                        message: "link vanished".into(),
-                    })?;
-                h.link()
-                    .set(
-                        LinkUnspec::new_with_index(hi)
-                            .controller(bridge)
-                            .up()
-                            .build(),
-                    )
-                    .execute()
-                    .await
-                    .map_err(nl(format!("attach {} to {}", s.host_if, s.bridge)))?;
-                let ns = std::fs::File::open(&s.netns)
-                    .map_err(|e| NetError::io(format!("open netns {}", s.netns.display()), e))?;
-                h.link()
-                    .set(
-                        LinkUnspec::new_with_index(pi)
-                            .setns_by_fd(ns.as_raw_fd())
-                            .build(),
-                    )
-                    .execute()
-                    .await
-                    .map_err(nl(format!("move {peer} into {}", s.netns.display())))
-            }
-            .await;
-            if res.is_err() {
-                if let Ok(Some(i)) = index_of(&h, &s.host_if).await {
-                    let _ = h.link().del(i).execute().await;
-                }
-            }
-            res
+                .map_err(nl(format!("create veth {}", s.host_if)))
         })
     };
     host?;
@@ -271,19 +244,9 @@ pub fn add_endpoint(spec: &VethSpec) -> Result<()> {
                     .await
                     .map_err(nl("bring up lo"))?;
             }
-            let idx = index_of(&h, &peer)
+            let idx = index_of(&h, &s.ifname)
                 .await?
-                .ok_or_else(|| NetError::NotFound(format!("link {peer} in netns")))?;
-            h.link()
-                .set(
-                    LinkUnspec::new_with_index(idx)
-                        .name(s.ifname.clone())
-                        .address(s.mac.to_vec())
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(nl(format!("rename {peer} to {}", s.ifname)))?;
+                .ok_or_else(|| NetError::NotFound(format!("link {} in netns", s.ifname)))?;
             h.address()
                 .add(idx, IpAddr::V4(s.address), s.prefix)
                 .execute()
