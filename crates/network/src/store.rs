@@ -146,9 +146,17 @@ pub struct AttachReq {
 /// What reconcile removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReconcileReport {
+    /// Endpoints of containers that are gone (released).
     pub endpoints: Vec<String>,
+    /// Stray links deleted.
     pub links: Vec<String>,
+    /// Stray netns removed.
     pub netns: Vec<String>,
+    /// Endpoints of live containers rebuilt (netns or veth was missing,
+    /// e.g. after a host reboot emptied /run), with the same address.
+    pub repaired: Vec<String>,
+    /// Endpoints that could not be rebuilt, with the reason.
+    pub errors: Vec<String>,
 }
 
 pub struct NetworkStore {
@@ -668,6 +676,20 @@ impl NetworkStore {
                 report.links.push(link);
             }
         }
+        let host_links: HashSet<String> = netlink::list_links(None)?.into_iter().collect();
+        for net in &nets {
+            for (cid, ep) in self.read_ipam(net)?.endpoints {
+                let ns = self.netns_path(&cid);
+                if netns::is_mounted(&ns) && host_links.contains(&ep.host_if) {
+                    continue;
+                }
+                let what = format!("{}/{}", net.name, ep.container_name);
+                match self.rebuild(net, &ep) {
+                    Ok(()) => report.repaired.push(what),
+                    Err(e) => report.errors.push(format!("{what}: {e}")),
+                }
+            }
+        }
         for dir in self.list_files_dirs()? {
             if !live.contains(&dir) {
                 let _ = fs::remove_dir_all(self.files_dir(&dir));
@@ -675,6 +697,33 @@ impl NetworkStore {
         }
         self.apply_firewall_locked()?;
         Ok(report)
+    }
+
+    /// Recreates a live container's netns (if gone) and endpoint with the
+    /// recorded address, MAC and interface name.
+    fn rebuild(&self, net: &Network, ep: &Endpoint) -> Result<()> {
+        self.ensure_bridge(net)?;
+        let ns = netns::create(&self.cfg.netns_dir, &ep.container_id)?;
+        // Half of a pair cannot exist (deleting one end deletes both), but
+        // a host end whose netns vanished can.
+        netlink::delete_link(&ep.host_if)?;
+        let mut mac = [0u8; 6];
+        for (i, b) in ep.mac.split(':').enumerate().take(6) {
+            mac[i] = u8::from_str_radix(b, 16).map_err(|_| NetError::Corrupt {
+                path: self.net_dir(&net.name).join("ipam.json"),
+                message: format!("MAC {:?} of {}", ep.mac, ep.container_name),
+            })?;
+        }
+        netlink::add_endpoint(&VethSpec {
+            bridge: net.bridge.clone(),
+            host_if: ep.host_if.clone(),
+            ifname: ep.ifname.clone(),
+            netns: ns,
+            address: ep.ip,
+            prefix: net.subnet.prefix,
+            mac,
+            gateway: (!net.internal).then_some(net.gateway),
+        })
     }
 
     fn list_files_dirs(&self) -> Result<Vec<String>> {

@@ -399,3 +399,43 @@ fn isolate_host_blocks_the_host_but_not_peers() {
     // End the closed listener's thread from the host itself.
     let _ = tcp_roundtrip(gw_closed, 7100);
 }
+
+#[test]
+fn reconcile_rebuilds_live_endpoints_after_a_reboot() {
+    let env = Env::new();
+    env.net("boot", 0, false);
+    let (_, ip_a) = env.container("ra", "boot");
+    let (_, ip_b) = env.container("rb", "boot");
+    let net = env.store.get("boot").unwrap();
+    let host_if = env
+        .store
+        .endpoints(&net)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.container_id == "ra")
+        .unwrap()
+        .host_if;
+    // What a reboot leaves: no netns mounts, no links; records on disk.
+    netns::remove(&env.netns_dir, "ra").unwrap();
+    netns::remove(&env.netns_dir, "rb").unwrap();
+    netlink::delete_link(&net.bridge).unwrap();
+    let _ = netlink::delete_link(&host_if);
+    let live: HashSet<String> = ["ra".to_string(), "rb".to_string()].into();
+    let report = env.store.reconcile(&live).unwrap();
+    assert_eq!(report.repaired.len(), 2, "{report:?}");
+    assert!(report.errors.is_empty(), "{report:?}");
+    let a = env.store.netns_path("ra");
+    assert!(netns::is_mounted(&a));
+    assert_eq!(
+        netlink::addresses(Some(&a), "eth0").unwrap(),
+        vec![(ip_a, 24)],
+        "same address after the rebuild"
+    );
+    assert!(ping_from(&a, ip_b), "rebuilt containers reach each other");
+    // A second reconcile has nothing to do.
+    let again = env.store.reconcile(&live).unwrap();
+    assert!(
+        again.repaired.is_empty() && again.links.is_empty(),
+        "{again:?}"
+    );
+}
