@@ -191,6 +191,36 @@ fn user_network_names_aliases_and_isolation() {
         "default network reached web: {text}"
     );
 
+    // A fixed address (docker run --ip).
+    let fixed = format!("{}50", front.trim_end_matches("0/24"));
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fixed",
+        "--network",
+        "front",
+        "--ip",
+        &fixed,
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+    let got = inspect(&d, &["fixed"])["NetworkSettings"]["Networks"]["front"]["IPAddress"].clone();
+    assert_eq!(got, fixed.as_str());
+    let taken = d.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "front",
+        "--ip",
+        &fixed,
+        "busybox",
+        "true",
+    ]);
+    assert!(taken.contains("already in use"), "{taken}");
+    d.ok(&["rm", "-f", "fixed"]);
+
     // connect/disconnect: a container on `other` joins `front` too.
     d.ok(&[
         "run",
