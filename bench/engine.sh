@@ -44,7 +44,7 @@ cg="cubby-bench-engine-$$"
 daemon_pid=
 cleanup() {
     set +e
-    [ -n "$daemon_pid" ] && kill -9 "$daemon_pid" 2>/dev/null
+    [ -n "$daemon_pid" ] && kill -9 "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
     mon=$(cat "$work/run/monitor.sock.lock" 2>/dev/null)
     [ -n "$mon" ] && kill -9 "$mon" 2>/dev/null
     for d in /sys/fs/cgroup/*/"$cg"/*; do

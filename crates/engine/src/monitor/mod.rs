@@ -225,6 +225,8 @@ enum Reply {
 const NO_TOKEN: u64 = 0;
 
 pub struct Monitor {
+    /// cubby's data root (containers, volumes).
+    root: PathBuf,
     state: StateRoot,
     records: Records,
     /// Every record, as on disk (the monitor is the only writer).
@@ -273,6 +275,7 @@ impl Monitor {
         let records = Records::open(root)?;
         let listing = records.list()?;
         let mut monitor = Monitor {
+            root: root.to_path_buf(),
             state: StateRoot::new(state_dir),
             records,
             recs: listing
@@ -1006,10 +1009,19 @@ impl Monitor {
             }
         }
         if removing || auto_remove {
+            let volumes = self
+                .recs
+                .get(id)
+                .map(crate::volumes::mounted_by)
+                .unwrap_or_default();
             let resp = match self.remove_now(id) {
                 Ok(()) => Response::Ok,
                 Err(e) => Response::from(&e),
             };
+            // `--rm` takes the container's anonymous volumes with it, as Docker's does.
+            if auto_remove && !removing && resp == Response::Ok {
+                self.remove_anonymous_volumes(id, &volumes);
+            }
             let tokens: Vec<u64> = self
                 .waiters
                 .iter()
@@ -1034,6 +1046,26 @@ impl Monitor {
                 .insert(id.to_string(), Instant::now() + delay);
         }
         Ok(())
+    }
+
+    fn remove_anonymous_volumes(&self, id: &str, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
+        let store = match crate::volumes::VolumeStore::open(&self.root) {
+            Ok(s) => s,
+            Err(e) => return log_error(Err(Error::Invalid(format!("volumes of {id}: {e}")))),
+        };
+        let others: Vec<ContainerRecord> = self.recs.values().cloned().collect();
+        for name in names {
+            if store.get(name).is_ok_and(|v| v.anonymous()) {
+                if let Err(e) = store.remove(name, &others, true) {
+                    log_error(Err(Error::Invalid(format!(
+                        "remove volume {name} of {id}: {e}"
+                    ))));
+                }
+            }
+        }
     }
 
     /// SIGKILLs containers whose stop grace period ran out; starts those
