@@ -49,10 +49,10 @@ use serde::{Deserialize, Serialize};
 use server::{Conn, Mode, Server, Target};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use stdio::{ReadResult, Stdio, StdioSwap, FRAME_EXIT, FRAME_STDERR, FRAME_STDOUT};
+use stdio::{ReadResult, Stdio, FRAME_EXIT, FRAME_STDERR, FRAME_STDOUT};
 
 pub use stdio::frame;
 
@@ -549,62 +549,10 @@ impl Monitor {
 
     fn spawn(&mut self, req: &CreateRequest, log_path: &Path) -> Result<Live> {
         let log = LogWriter::open(log_path, req.log)?;
-        let devnull = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .map_err(|e| Error::io("open /dev/null", e))?;
-        let tty = req.tty();
-        let mut io = Stdio::none();
-        let created = if tty {
-            // The runtime makes the pty; its slave is the container's stdio.
-            let _sigchld = stdio::SigchldUnblocked::new()?;
-            let _swap = StdioSwap::install(
-                devnull.as_fd(),
-                devnull.as_fd(),
-                devnull.as_fd(),
-                devnull.as_fd(),
-            )?;
-            self.runtime_create(req)?
-        } else {
-            let (out_r, out_w) = stdio::pipe()?;
-            let (err_r, err_w) = stdio::pipe()?;
-            let (in_r, in_w) = if req.open_stdin {
-                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                    .map_err(|e| Error::sys("pipe2", e))?;
-                stdio::set_nonblocking(&w)?;
-                (Some(r), Some(w))
-            } else {
-                (None, None)
-            };
-            let created = {
-                // The runtime's child inherits the caller's fds 0-2.
-                let stdin_fd = in_r.as_ref().map_or(devnull.as_fd(), |r| r.as_fd());
-                let _swap =
-                    StdioSwap::install(stdin_fd, out_w.as_fd(), err_w.as_fd(), devnull.as_fd())?;
-                let _sigchld = stdio::SigchldUnblocked::new()?;
-                self.runtime_create(req)?
-            };
-            io.stdout = Some(out_r);
-            io.stderr = Some(err_r);
-            io.stdin = in_w;
-            created
-        };
+        let (created, mut io) =
+            stdio::with_process_stdio(req.tty(), req.open_stdin, || self.runtime_create(req))?;
         if let Some(master) = created.pty_master {
-            stdio::set_nonblocking(&master)?;
-            if req.open_stdin {
-                io.stdin = Some(
-                    master
-                        .try_clone()
-                        .map_err(|e| Error::io("dup the pty master", e))?,
-                );
-            }
-            io.pty = Some(
-                master
-                    .try_clone()
-                    .map_err(|e| Error::io("dup the pty master", e))?,
-            );
-            io.stdout = Some(master);
+            io.adopt_pty(master, req.open_stdin)?;
         }
         container::start(&self.state, &req.id)?;
         Ok(Live {
@@ -1470,59 +1418,10 @@ impl Monitor {
             u.set_additional_gids(None);
             process.set_user(u);
         }
-        let devnull = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .map_err(|e| Error::io("open /dev/null", e))?;
-        let mut io = Stdio::none();
-        let execed = if req.tty {
-            let _swap = StdioSwap::install(
-                devnull.as_fd(),
-                devnull.as_fd(),
-                devnull.as_fd(),
-                devnull.as_fd(),
-            )?;
-            let _sigchld = stdio::SigchldUnblocked::new()?;
-            self.runtime_exec(&req.id, &process)?
-        } else {
-            let (out_r, out_w) = stdio::pipe()?;
-            let (err_r, err_w) = stdio::pipe()?;
-            let (in_r, in_w): (Option<OwnedFd>, Option<OwnedFd>) = if req.stdin {
-                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                    .map_err(|e| Error::sys("pipe2", e))?;
-                stdio::set_nonblocking(&w)?;
-                (Some(r), Some(w))
-            } else {
-                (None, None)
-            };
-            let execed = {
-                let stdin_fd = in_r.as_ref().map_or(devnull.as_fd(), |r| r.as_fd());
-                let _swap =
-                    StdioSwap::install(stdin_fd, out_w.as_fd(), err_w.as_fd(), devnull.as_fd())?;
-                let _sigchld = stdio::SigchldUnblocked::new()?;
-                self.runtime_exec(&req.id, &process)?
-            };
-            io.stdout = Some(out_r);
-            io.stderr = Some(err_r);
-            io.stdin = in_w;
-            execed
-        };
+        let (execed, mut io) =
+            stdio::with_process_stdio(req.tty, req.stdin, || self.runtime_exec(&req.id, &process))?;
         if let Some(master) = execed.pty_master {
-            stdio::set_nonblocking(&master)?;
-            if req.stdin {
-                io.stdin = Some(
-                    master
-                        .try_clone()
-                        .map_err(|e| Error::io("dup the pty master", e))?,
-                );
-            }
-            io.pty = Some(
-                master
-                    .try_clone()
-                    .map_err(|e| Error::io("dup the pty master", e))?,
-            );
-            io.stdout = Some(master);
+            io.adopt_pty(master, req.stdin)?;
         }
         self.execs.insert(
             req.exec_id.clone(),
