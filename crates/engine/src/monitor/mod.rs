@@ -676,6 +676,14 @@ impl Monitor {
                 }
             }
             server.flush_and_prune();
+            // A wait whose client left answers nobody (stop, restart and
+            // forced removal still finish what they started).
+            let tokens: std::collections::BTreeSet<u64> =
+                server.conns.iter().map(|c| c.token).collect();
+            self.waiters.retain(|w| match w {
+                Waiter::Wait { token, .. } => *token == NO_TOKEN || tokens.contains(token),
+                _ => true,
+            });
         }
         Ok(())
     }
