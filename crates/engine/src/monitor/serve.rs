@@ -258,6 +258,15 @@ impl Monitor {
             }
             Request::List => Reply::Now(Response::Records(self.recs.values().cloned().collect())),
             Request::Get { id } => now(self.get(&id).map(|r| Response::Record(Box::new(r)))),
+            Request::Find { what } => {
+                now(match crate::records::resolve(self.recs.values(), &what) {
+                    Ok(r) => Ok(Response::Record(Box::new(r.clone()))),
+                    Err(crate::records::Unresolved::NotFound) => Err(Error::NotFound(what)),
+                    Err(crate::records::Unresolved::Ambiguous) => Err(Error::Invalid(format!(
+                        "multiple IDs found with provided prefix: {what}"
+                    ))),
+                })
+            }
         }
     }
 }
