@@ -46,6 +46,22 @@ fn foreground_runs_stdin_and_exit_codes() {
         (!d.ok(&["ps", "-a"]).contains("fg1")).then_some(())
     });
 
+    // docker attach to a running container: its output from now on, its exit code.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "att",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; echo late; exit 2",
+    ]);
+    let out = d.docker(&["attach", "att"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "late\n");
+    assert_eq!(code_of(&out), 2);
+    d.ok(&["rm", "att"]);
+
     let out = d.docker(&["run", "--name", "fg2", "busybox", "sh", "-c", "exit 7"]);
     assert_eq!(code_of(&out), 7);
     assert_eq!(inspect(&d, "fg2")["State"]["ExitCode"], 7);

@@ -308,6 +308,22 @@ fn volumes_carry_data_and_image_content() {
         .exists());
     h.ok(&["rm", "-v", "anon", "writer"]);
     assert!(!h.root().join("volumes").join(&name).exists());
+    // --rm takes its anonymous volumes along, never a named one.
+    let before = h.ok(&["volume", "ls", "-q"]);
+    let out = h.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "/scratch",
+        "-v",
+        "shared:/s",
+        "busybox",
+        "sh",
+        "-c",
+        "echo s > /scratch/f && cat /s/f",
+    ]);
+    assert_eq!(out, "x\n");
+    assert_eq!(lines(&h.ok(&["volume", "ls", "-q"])), lines(&before));
     assert!(h.root().join("volumes/shared/_data/f").exists());
     // Still used by "reader" and "again", also for a restarted daemon
     // (in use is read from the records).

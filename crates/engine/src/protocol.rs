@@ -113,6 +113,11 @@ pub enum Request {
     Get {
         id: String,
     },
+    /// The record of a container named as Docker clients name them (id,
+    /// name, unique id prefix); [`Response::Record`].
+    Find {
+        what: String,
+    },
     /// [`Response::Ok`] if the monitor serves.
     Ping,
 }

@@ -165,6 +165,42 @@ impl ContainerRecord {
     }
 }
 
+/// Why [`resolve`] found no single container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unresolved {
+    NotFound,
+    /// An id prefix that several containers share.
+    Ambiguous,
+}
+
+/// Finds a container as Docker does: full id, name (with or without its
+/// leading `/`), then a unique id prefix.
+pub fn resolve<'a>(
+    records: impl IntoIterator<Item = &'a ContainerRecord>,
+    what: &str,
+) -> Result<&'a ContainerRecord, Unresolved> {
+    if what.is_empty() {
+        return Err(Unresolved::NotFound);
+    }
+    let name = what.strip_prefix('/').unwrap_or(what);
+    let mut prefixed = None;
+    let mut ambiguous = false;
+    for r in records {
+        if r.id == what || r.name == name {
+            return Ok(r);
+        }
+        if r.id.starts_with(what) {
+            ambiguous |= prefixed.is_some();
+            prefixed = Some(r);
+        }
+    }
+    match prefixed {
+        Some(_) if ambiguous => Err(Unresolved::Ambiguous),
+        Some(r) => Ok(r),
+        None => Err(Unresolved::NotFound),
+    }
+}
+
 /// The records under one engine root.
 #[derive(Debug, Clone)]
 pub struct Records {

@@ -4,17 +4,27 @@
 use crate::error::{Error, Result};
 use std::path::Path;
 
-/// (uid, gid) for `spec` in the root filesystem at `rootfs`. A user
-/// without a group gets its primary group from passwd (0 if not listed).
+/// (uid, gid) for `spec` in the root filesystem at `rootfs`; its
+/// /etc/passwd and /etc/group are read inside that root (a symlink there
+/// cannot point at the host's).
 pub fn resolve(rootfs: &Path, spec: &str) -> Result<(u32, u32)> {
-    let (user, group) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
+    let root = crate::container_fs::ContainerRoot::at(rootfs)
+        .map_err(|e| Error::Invalid(format!("open {}: {e}", rootfs.display())))?;
+    let passwd = root.read_small("/etc/passwd").unwrap_or_default();
+    let group = root.read_small("/etc/group").unwrap_or_default();
+    lookup(&passwd, &group, spec).map_err(Error::Invalid)
+}
+
+/// (uid, gid) for `spec` given the text of passwd and group. A user
+/// without a group gets its primary group from passwd (0 if not listed).
+pub fn lookup(passwd: &str, group: &str, spec: &str) -> Result<(u32, u32), String> {
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g).filter(|g| !g.is_empty())),
         None => (spec, None),
     };
     if user.is_empty() {
-        return Err(Error::Invalid(format!("user {spec:?}: empty user name")));
+        return Err(format!("user {spec:?}: empty user name"));
     }
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
     // name:x:uid:gid:...
     let entries: Vec<(&str, u32, u32)> = passwd
         .lines()
@@ -34,31 +44,24 @@ pub fn resolve(rootfs: &Path, spec: &str) -> Result<(u32, u32)> {
             .find(|e| e.0 == user)
             .map(|e| (e.1, e.2))
             .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "unable to find user {user}: no matching entries in the container's /etc/passwd"
-                ))
+                format!("unable to find user {user}: no matching entries in passwd file")
             })?,
     };
-    let gid = match group {
+    let gid = match grp {
         None => primary,
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => {
-                let groups = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
-                groups
-                    .lines()
-                    .filter_map(|l| {
-                        let f: Vec<&str> = l.split(':').collect();
-                        Some((*f.first()?, f.get(2)?.parse::<u32>().ok()?))
-                    })
-                    .find(|e| e.0 == g)
-                    .map(|e| e.1)
-                    .ok_or_else(|| {
-                        Error::Invalid(format!(
-                            "unable to find group {g}: no matching entries in the container's /etc/group"
-                        ))
-                    })?
-            }
+            Err(_) => group
+                .lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    Some((*f.first()?, f.get(2)?.parse::<u32>().ok()?))
+                })
+                .find(|e| e.0 == g)
+                .map(|e| e.1)
+                .ok_or_else(|| {
+                    format!("unable to find group {g}: no matching entries in group file")
+                })?,
         },
     };
     Ok((uid, gid))

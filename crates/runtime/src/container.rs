@@ -443,6 +443,11 @@ pub fn start(root: &StateRoot, id: &str) -> Result<()> {
             Ok(1) => break,
             Ok(_) | Err(nix::Error::EAGAIN) => {
                 if !state::process_is(st.pid, st.pid_start_time) {
+                    // A short command may have been released, run and exited
+                    // (a zombie) since the read above: its byte is still there.
+                    if matches!(nix::unistd::read(&fifo, &mut buf), Ok(1)) {
+                        break;
+                    }
                     return Err(Error::WrongState {
                         id: id.into(),
                         status: "stopped".into(),

@@ -214,50 +214,9 @@ fn container_user(root: &ContainerRoot, user: &str) -> Result<(u32, u32), String
     if user.is_empty() {
         return Ok((0, 0));
     }
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
     let passwd = root.read_small("/etc/passwd").unwrap_or_default();
     let group = root.read_small("/etc/group").unwrap_or_default();
-    // name:x:uid:gid:... lines.
-    let lookup = |db: &str, name: &str, field: usize| {
-        db.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.first() == Some(&name))
-                .then(|| f.get(field).and_then(|v| v.parse::<u32>().ok()))
-                .flatten()
-        })
-    };
-    let (uid, primary) = match u.parse::<u32>() {
-        Ok(uid) => {
-            let gid = passwd.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.get(2).and_then(|v| v.parse::<u32>().ok()) == Some(uid))
-                    .then(|| f.get(3).and_then(|v| v.parse().ok()))
-                    .flatten()
-            });
-            (uid, gid.unwrap_or(0))
-        }
-        Err(_) => match (lookup(&passwd, u, 2), lookup(&passwd, u, 3)) {
-            (Some(uid), gid) => (uid, gid.unwrap_or(0)),
-            _ => {
-                return Err(format!(
-                    "unable to find user {u}: no matching entries in passwd file"
-                ))
-            }
-        },
-    };
-    let gid = match g {
-        None | Some("") => primary,
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => lookup(&group, g, 2).ok_or_else(|| {
-                format!("unable to find group {g}: no matching entries in group file")
-            })?,
-        },
-    };
-    Ok((uid, gid))
+    crate::users::lookup(&passwd, &group, user)
 }
 
 pub async fn put(

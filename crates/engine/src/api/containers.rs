@@ -3,7 +3,7 @@
 use super::error::ApiError;
 use super::util::{flag, human_duration, now_secs, parse_signal, unix_secs, Query};
 use super::{blocking, ApiResult, Shared};
-use crate::records::{ContainerRecord, Status};
+use crate::records::{self, ContainerRecord, Status};
 use axum::extract::{Path, Query as Q, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -12,34 +12,32 @@ use serde_json::{json, Value};
 /// Docker's zero time, for times that have not happened.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
-/// Finds a container as Docker does: full id, name (with or without its
-/// leading `/`), then a unique id prefix.
-pub fn resolve(records: Vec<ContainerRecord>, what: &str) -> ApiResult<ContainerRecord> {
-    let name = what.strip_prefix('/').unwrap_or(what);
-    if what.is_empty() {
-        return Err(ApiError::no_such_container(what));
-    }
-    let mut prefixed = Vec::new();
-    for r in records {
-        if r.id == what || r.name == name {
-            return Ok(r);
+fn unresolved(e: records::Unresolved, what: &str) -> ApiError {
+    match e {
+        records::Unresolved::NotFound => ApiError::no_such_container(what),
+        records::Unresolved::Ambiguous => {
+            ApiError::bad_request(format!("multiple IDs found with provided prefix: {what}"))
         }
-        if r.id.starts_with(what) {
-            prefixed.push(r);
-        }
-    }
-    match prefixed.len() {
-        1 => Ok(prefixed.remove(0)),
-        0 => Err(ApiError::no_such_container(what)),
-        _ => Err(ApiError::bad_request(format!(
-            "multiple IDs found with provided prefix: {what}"
-        ))),
     }
 }
 
+/// The record of the container a client named; the monitor resolves it
+/// (one record on the wire, not the whole list).
 pub(crate) async fn find(d: &Shared, what: String) -> ApiResult<ContainerRecord> {
-    let records = d.monitor(|c| c.list()).await?;
-    resolve(records, &what)
+    use crate::protocol::{Request, Response};
+    match d.call(Request::Find { what: what.clone() }).await {
+        Ok(Response::Record(r)) => Ok(*r),
+        Ok(_) => Err(ApiError::internal(
+            "container monitor: unexpected answer to find",
+        )),
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            Err(unresolved(records::Unresolved::NotFound, &what))
+        }
+        Err(e) if e.status == StatusCode::BAD_REQUEST => {
+            Err(unresolved(records::Unresolved::Ambiguous, &what))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `docker ps`'s STATUS column.
@@ -276,6 +274,12 @@ mod tests {
             finished_at: Some("2024-01-01T00:00:02Z".into()),
             ..ContainerRecord::new(id, name, PathBuf::from("/x"))
         }
+    }
+
+    fn resolve(records: Vec<ContainerRecord>, what: &str) -> ApiResult<ContainerRecord> {
+        records::resolve(&records, what)
+            .cloned()
+            .map_err(|e| unresolved(e, what))
     }
 
     #[test]

@@ -28,6 +28,9 @@
 //! containers found dead at start-up.
 
 pub mod events;
+mod exec;
+use exec::ExecProc;
+mod serve;
 pub mod server;
 pub mod stdio;
 
@@ -49,18 +52,16 @@ use serde::{Deserialize, Serialize};
 use server::{Conn, Mode, Server, Target};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use stdio::{ReadResult, Stdio, StdioSwap, FRAME_EXIT, FRAME_STDERR, FRAME_STDOUT};
+use stdio::{ReadResult, Stdio, FRAME_EXIT, FRAME_STDERR, FRAME_STDOUT};
 
 pub use stdio::frame;
 
 pub const LOG_FILE: &str = "log.json";
 /// The create request kept beside the record, to start the container again.
 pub const CREATE_FILE: &str = "create.json";
-/// Exec results kept for `exec inspect` after the process ended.
-const MAX_FINISHED_EXECS: usize = 1024;
 /// Restart back-off: first delay, cap, and the run time that resets it.
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -170,15 +171,6 @@ struct Live {
     started: Instant,
 }
 
-/// A process started by `exec`.
-struct ExecProc {
-    container: String,
-    pid: i32,
-    stdio: Stdio,
-    /// None while it runs.
-    exit_code: Option<i32>,
-}
-
 /// A request answered when its container exits (or is removed).
 #[derive(Debug, Clone, PartialEq)]
 enum Waiter {
@@ -225,6 +217,8 @@ enum Reply {
 const NO_TOKEN: u64 = 0;
 
 pub struct Monitor {
+    /// cubby's data root (containers, volumes).
+    root: PathBuf,
     state: StateRoot,
     records: Records,
     /// Every record, as on disk (the monitor is the only writer).
@@ -273,6 +267,7 @@ impl Monitor {
         let records = Records::open(root)?;
         let listing = records.list()?;
         let mut monitor = Monitor {
+            root: root.to_path_buf(),
             state: StateRoot::new(state_dir),
             records,
             recs: listing
@@ -546,62 +541,10 @@ impl Monitor {
 
     fn spawn(&mut self, req: &CreateRequest, log_path: &Path) -> Result<Live> {
         let log = LogWriter::open(log_path, req.log)?;
-        let devnull = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .map_err(|e| Error::io("open /dev/null", e))?;
-        let tty = req.tty();
-        let mut io = Stdio::none();
-        let created = if tty {
-            // The runtime makes the pty; its slave is the container's stdio.
-            let _sigchld = stdio::SigchldUnblocked::new()?;
-            let _swap = StdioSwap::install(
-                devnull.as_fd(),
-                devnull.as_fd(),
-                devnull.as_fd(),
-                devnull.as_fd(),
-            )?;
-            self.runtime_create(req)?
-        } else {
-            let (out_r, out_w) = stdio::pipe()?;
-            let (err_r, err_w) = stdio::pipe()?;
-            let (in_r, in_w) = if req.open_stdin {
-                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                    .map_err(|e| Error::sys("pipe2", e))?;
-                stdio::set_nonblocking(&w)?;
-                (Some(r), Some(w))
-            } else {
-                (None, None)
-            };
-            let created = {
-                // The runtime's child inherits the caller's fds 0-2.
-                let stdin_fd = in_r.as_ref().map_or(devnull.as_fd(), |r| r.as_fd());
-                let _swap =
-                    StdioSwap::install(stdin_fd, out_w.as_fd(), err_w.as_fd(), devnull.as_fd())?;
-                let _sigchld = stdio::SigchldUnblocked::new()?;
-                self.runtime_create(req)?
-            };
-            io.stdout = Some(out_r);
-            io.stderr = Some(err_r);
-            io.stdin = in_w;
-            created
-        };
+        let (created, mut io) =
+            stdio::with_process_stdio(req.tty(), req.open_stdin, || self.runtime_create(req))?;
         if let Some(master) = created.pty_master {
-            stdio::set_nonblocking(&master)?;
-            if req.open_stdin {
-                io.stdin = Some(
-                    master
-                        .try_clone()
-                        .map_err(|e| Error::io("dup the pty master", e))?,
-                );
-            }
-            io.pty = Some(
-                master
-                    .try_clone()
-                    .map_err(|e| Error::io("dup the pty master", e))?,
-            );
-            io.stdout = Some(master);
+            io.adopt_pty(master, req.open_stdin)?;
         }
         container::start(&self.state, &req.id)?;
         Ok(Live {
@@ -733,6 +676,14 @@ impl Monitor {
                 }
             }
             server.flush_and_prune();
+            // A wait whose client left answers nobody (stop, restart and
+            // forced removal still finish what they started).
+            let tokens: std::collections::BTreeSet<u64> =
+                server.conns.iter().map(|c| c.token).collect();
+            self.waiters.retain(|w| match w {
+                Waiter::Wait { token, .. } => *token == NO_TOKEN || tokens.contains(token),
+                _ => true,
+            });
         }
         Ok(())
     }
@@ -823,40 +774,6 @@ impl Monitor {
                 self.finish_exec(&exec_id, code);
             }
             // Other pids are orphans reparented to us: reaping them is all.
-        }
-    }
-
-    fn finish_exec(&mut self, exec_id: &str, code: i32) {
-        let target = Target::Exec(exec_id.to_string());
-        self.drain(&target);
-        let container = match self.execs.get_mut(exec_id) {
-            Some(e) => {
-                e.exit_code = Some(code);
-                e.stdio = Stdio::none();
-                e.container.clone()
-            }
-            None => return,
-        };
-        if let Some(server) = &mut self.server {
-            server.broadcast(&target, FRAME_EXIT, &code.to_be_bytes());
-            server.end_streams(&target);
-        }
-        let e = self
-            .container_event("exec_die", &container)
-            .attr("execID", exec_id)
-            .attr("exitCode", code.to_string());
-        self.emit(e);
-        // Forget the oldest finished execs.
-        let finished: Vec<String> = self
-            .execs
-            .iter()
-            .filter(|(_, e)| e.exit_code.is_some())
-            .map(|(id, _)| id.clone())
-            .collect();
-        if finished.len() > MAX_FINISHED_EXECS {
-            for id in &finished[..finished.len() - MAX_FINISHED_EXECS] {
-                self.execs.remove(id);
-            }
         }
     }
 
@@ -1006,10 +923,19 @@ impl Monitor {
             }
         }
         if removing || auto_remove {
+            let volumes = self
+                .recs
+                .get(id)
+                .map(crate::volumes::mounted_by)
+                .unwrap_or_default();
             let resp = match self.remove_now(id) {
                 Ok(()) => Response::Ok,
                 Err(e) => Response::from(&e),
             };
+            // `--rm` takes the container's anonymous volumes with it, as Docker's does.
+            if auto_remove && !removing && resp == Response::Ok {
+                self.remove_anonymous_volumes(id, &volumes);
+            }
             let tokens: Vec<u64> = self
                 .waiters
                 .iter()
@@ -1034,6 +960,26 @@ impl Monitor {
                 .insert(id.to_string(), Instant::now() + delay);
         }
         Ok(())
+    }
+
+    fn remove_anonymous_volumes(&self, id: &str, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
+        let store = match crate::volumes::VolumeStore::open(&self.root) {
+            Ok(s) => s,
+            Err(e) => return log_error(Err(Error::Invalid(format!("volumes of {id}: {e}")))),
+        };
+        let others: Vec<ContainerRecord> = self.recs.values().cloned().collect();
+        for name in names {
+            if store.get(name).is_ok_and(|v| v.anonymous()) {
+                if let Err(e) = store.remove(name, &others, true) {
+                    log_error(Err(Error::Invalid(format!(
+                        "remove volume {name} of {id}: {e}"
+                    ))));
+                }
+            }
+        }
     }
 
     /// SIGKILLs containers whose stop grace period ran out; starts those
@@ -1388,414 +1334,6 @@ impl Monitor {
         Ok(())
     }
 
-    /// Starts a process in a running container (same namespaces, cgroup
-    /// and security as its init, by the runtime's exec).
-    fn exec(&mut self, req: &ExecRequest) -> Result<()> {
-        self.need_live(&req.id, "exec")?;
-        if self.get(&req.id)?.status == Status::Paused {
-            return Err(Error::WrongState {
-                id: req.id.clone(),
-                status: Status::Paused.to_string(),
-                wanted: "unpause it to exec".into(),
-            });
-        }
-        if req.cmd.is_empty() {
-            return Err(Error::Invalid("exec needs a command".into()));
-        }
-        if self.execs.contains_key(&req.exec_id) {
-            return Err(Error::AlreadyExists(req.exec_id.clone()));
-        }
-        let spec = self.load_request(&req.id)?.spec;
-        let mut process = spec.process().clone().unwrap_or_default();
-        process.set_args(Some(req.cmd.clone()));
-        process.set_terminal(Some(req.tty));
-        let base = process.env().clone().unwrap_or_default();
-        process.set_env(Some(merge_env(&base, &req.env)));
-        if !req.workdir.is_empty() {
-            if !req.workdir.starts_with('/') {
-                return Err(Error::Invalid(format!(
-                    "the working directory {:?} is not absolute",
-                    req.workdir
-                )));
-            }
-            process.set_cwd(PathBuf::from(&req.workdir));
-        }
-        if !req.user.is_empty() {
-            let rootfs = spec
-                .root()
-                .as_ref()
-                .map(|r| r.path().clone())
-                .unwrap_or_default();
-            let rootfs = if rootfs.is_relative() {
-                self.load_request(&req.id)?.bundle.join(rootfs)
-            } else {
-                rootfs
-            };
-            let (uid, gid) = crate::users::resolve(&rootfs, &req.user)?;
-            let mut u = process.user().clone();
-            u.set_uid(uid);
-            u.set_gid(gid);
-            u.set_additional_gids(None);
-            process.set_user(u);
-        }
-        let devnull = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .map_err(|e| Error::io("open /dev/null", e))?;
-        let mut io = Stdio::none();
-        let execed = if req.tty {
-            let _swap = StdioSwap::install(
-                devnull.as_fd(),
-                devnull.as_fd(),
-                devnull.as_fd(),
-                devnull.as_fd(),
-            )?;
-            let _sigchld = stdio::SigchldUnblocked::new()?;
-            self.runtime_exec(&req.id, &process)?
-        } else {
-            let (out_r, out_w) = stdio::pipe()?;
-            let (err_r, err_w) = stdio::pipe()?;
-            let (in_r, in_w): (Option<OwnedFd>, Option<OwnedFd>) = if req.stdin {
-                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                    .map_err(|e| Error::sys("pipe2", e))?;
-                stdio::set_nonblocking(&w)?;
-                (Some(r), Some(w))
-            } else {
-                (None, None)
-            };
-            let execed = {
-                let stdin_fd = in_r.as_ref().map_or(devnull.as_fd(), |r| r.as_fd());
-                let _swap =
-                    StdioSwap::install(stdin_fd, out_w.as_fd(), err_w.as_fd(), devnull.as_fd())?;
-                let _sigchld = stdio::SigchldUnblocked::new()?;
-                self.runtime_exec(&req.id, &process)?
-            };
-            io.stdout = Some(out_r);
-            io.stderr = Some(err_r);
-            io.stdin = in_w;
-            execed
-        };
-        if let Some(master) = execed.pty_master {
-            stdio::set_nonblocking(&master)?;
-            if req.stdin {
-                io.stdin = Some(
-                    master
-                        .try_clone()
-                        .map_err(|e| Error::io("dup the pty master", e))?,
-                );
-            }
-            io.pty = Some(
-                master
-                    .try_clone()
-                    .map_err(|e| Error::io("dup the pty master", e))?,
-            );
-            io.stdout = Some(master);
-        }
-        self.execs.insert(
-            req.exec_id.clone(),
-            ExecProc {
-                container: req.id.clone(),
-                pid: execed.pid.as_raw(),
-                stdio: io,
-                exit_code: None,
-            },
-        );
-        let e = self
-            .container_event("exec_start", &req.id)
-            .attr("execID", req.exec_id.clone());
-        self.emit(e);
-        Ok(())
-    }
-
-    fn runtime_exec(
-        &self,
-        id: &str,
-        process: &oci_spec::runtime::Process,
-    ) -> Result<container::Execed> {
-        Ok(container::exec(
-            &self.state,
-            id,
-            process,
-            ExecOptions {
-                console_socket: None,
-                pid_file: None,
-                preserve_fds: 0,
-            },
-        )?)
-    }
-
-    fn exec_state(&self, exec_id: &str) -> Result<ExecState> {
-        let e = self
-            .execs
-            .get(exec_id)
-            .ok_or_else(|| Error::NotFound(format!("exec {exec_id}")))?;
-        Ok(ExecState {
-            exec_id: exec_id.into(),
-            id: e.container.clone(),
-            running: e.exit_code.is_none(),
-            pid: e.pid,
-            exit_code: e.exit_code,
-        })
-    }
-
-    /// Serves the protocol of [`crate::protocol`] on a Unix socket at
-    /// `socket` until SIGTERM or SIGINT, alongside the containers.
-    ///
-    /// The socket is made with mode 0600. An existing socket file is
-    /// removed only if nothing answers on it; if a monitor answers (or
-    /// holds `<socket>.lock`), this refuses to start. On SIGTERM/SIGINT the
-    /// monitor stops accepting, flushes the containers' logs, removes its
-    /// socket and returns Ok; the containers keep running, for the next
-    /// monitor to adopt.
-    pub fn serve(&mut self, socket: &Path) -> Result<()> {
-        self.server = Some(Server::bind(socket)?);
-        let mut mask = SigSet::empty();
-        for sig in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
-            mask.add(sig);
-        }
-        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
-            .map_err(|e| Error::sys("block SIGTERM and SIGINT", e))?;
-        self.sigfd
-            .set_mask(&mask)
-            .map_err(|e| Error::sys("signalfd mask", e))?;
-        while !self.stop {
-            if let Err(e) = self.cycle(Duration::from_millis(500)) {
-                log_error(Err(e));
-                // Do not spin on a persistent failure.
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        let ids: Vec<String> = self.live.keys().cloned().collect();
-        for id in ids {
-            self.drain(&Target::Container(id.clone()));
-            if let Some(log) = self.live.get_mut(&id).and_then(|l| l.log.as_mut()) {
-                for stream in [Stream::Stdout, Stream::Stderr] {
-                    log_error(log.finish(stream));
-                }
-            }
-        }
-        if let Some(mut server) = self.server.take() {
-            server.close();
-        }
-        Ok(())
-    }
-
-    /// Accepts, reads and answers on every connection.
-    fn serve_conns(&mut self, events: &[PollFlags]) {
-        let Some(server) = &mut self.server else {
-            return;
-        };
-        let skip = server.listener_slots();
-        if skip > 0 {
-            server.accept(events[0]);
-        }
-        let count = events.len() - skip;
-        for i in 0..count {
-            let ev = events[skip + i];
-            let readable =
-                ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR);
-            let Some(server) = &mut self.server else {
-                return;
-            };
-            let Some(c) = server.conns.get_mut(i) else {
-                break;
-            };
-            match c.mode.clone() {
-                Mode::Requests => {
-                    if readable && !c.awaiting {
-                        c.fill();
-                    }
-                    self.answer_requests(i);
-                }
-                Mode::Attach { target, stdin } if readable => match c.read_raw(64 * 1024) {
-                    Some(data) if !data.is_empty() => {
-                        if stdin {
-                            self.stdin_data(&target, &data);
-                        }
-                    }
-                    Some(_) => {}
-                    None => {
-                        if stdin {
-                            self.stdin_closed(&target);
-                        }
-                    }
-                },
-                Mode::Events { .. } if readable => {
-                    let _ = c.read_raw(4096);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Input from an attacher: to the process, or kept until the
-    /// container starts.
-    fn stdin_data(&mut self, target: &Target, data: &[u8]) {
-        if let Some(io) = self.stdio_mut(target) {
-            if io.stdin.is_some() && io.stdin_buf.len() < stdio::MAX_STDIN_BUF {
-                io.stdin_buf.extend_from_slice(data);
-                io.write_stdin();
-            }
-            return;
-        }
-        if let Target::Container(id) = target {
-            if self
-                .recs
-                .get(id)
-                .is_some_and(|r| r.status == Status::Created)
-            {
-                let early = self.early_stdin.entry(id.clone()).or_default();
-                if early.0.len() < stdio::MAX_STDIN_BUF {
-                    early.0.extend_from_slice(data);
-                }
-            }
-        }
-    }
-
-    /// An attacher with stdin left: execs see end of file; containers too
-    /// if they asked for it (`StdinOnce`).
-    fn stdin_closed(&mut self, target: &Target) {
-        let close = match target {
-            Target::Exec(_) => true,
-            Target::Container(id) => self.recs.get(id).is_some_and(|r| r.stdin_once),
-        };
-        if !close {
-            return;
-        }
-        if let Some(io) = self.stdio_mut(target) {
-            io.close_stdin();
-        } else if let Target::Container(id) = target {
-            if self
-                .recs
-                .get(id)
-                .is_some_and(|r| r.status == Status::Created)
-            {
-                self.early_stdin.entry(id.clone()).or_default().1 = true;
-            }
-        }
-    }
-
-    /// Answers the complete requests of connection `i`, one at a time.
-    fn answer_requests(&mut self, i: usize) {
-        for _ in 0..server::MAX_REQUESTS_PER_TURN {
-            let Some(server) = &mut self.server else {
-                return;
-            };
-            let Some(c) = server.conns.get_mut(i) else {
-                return;
-            };
-            c.flush();
-            if c.dead || !c.ready_for_request() {
-                return;
-            }
-            let token = c.token;
-            let Some(line) = c.take_line() else { return };
-            let reply = match line {
-                Ok(line) => match protocol::decode_request(&line) {
-                    Ok(req) => self.handle(token, req),
-                    Err(resp) => Reply::Now(resp),
-                },
-                Err(server::TooLong) => Reply::Now(Conn::too_long_response()),
-            };
-            let Some(server) = &mut self.server else {
-                return;
-            };
-            let Some(c) = server.conns.get_mut(i) else {
-                return;
-            };
-            match reply {
-                Reply::Now(resp) => c.queue(&protocol::encode(&resp)),
-                Reply::Later => c.awaiting = true,
-                Reply::Stream(mode) => {
-                    c.queue(&protocol::encode(&Response::Ok));
-                    if let Mode::Events { until } = mode {
-                        let since = match self.pending_since.take() {
-                            Some(s) => s,
-                            None => events::now_nanos(),
-                        };
-                        for e in self.events.between(since, until) {
-                            c.queue(&protocol::encode(e));
-                        }
-                    }
-                    c.mode = mode;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Answers one request (from connection `token`).
-    fn handle(&mut self, token: u64, req: Request) -> Reply {
-        let now = |r: Result<Response>| match r {
-            Ok(resp) => Reply::Now(resp),
-            Err(e) => Reply::Now(Response::from(&e)),
-        };
-        let ok = |r: Result<()>| now(r.map(|()| Response::Ok));
-        match req {
-            Request::Ping => Reply::Now(Response::Ok),
-            Request::Create(req) => now(self.create(*req).map(|r| Response::Record(Box::new(r)))),
-            Request::Start { id } => now(self
-                .start(&id)
-                .and_then(|()| self.get(&id))
-                .map(|r| Response::Record(Box::new(r)))),
-            Request::Stop {
-                id,
-                timeout,
-                signal,
-            } => self
-                .stop_container(token, &id, timeout, signal, false)
-                .unwrap_or_else(|e| Reply::Now(Response::from(&e))),
-            Request::Restart { id, timeout } => self
-                .stop_container(token, &id, timeout, None, true)
-                .unwrap_or_else(|e| Reply::Now(Response::from(&e))),
-            Request::Kill { id, signal } => ok(Signal::try_from(signal)
-                .map_err(|_| Error::Invalid(format!("no such signal: {signal}")))
-                .and_then(|sig| self.kill(&id, sig))),
-            Request::Pause { id } => ok(self.pause(&id)),
-            Request::Unpause { id } => ok(self.unpause(&id)),
-            Request::Rename { id, name } => ok(self.rename(&id, &name)),
-            Request::Remove { id, force } => self
-                .remove_container(token, &id, force)
-                .unwrap_or_else(|e| Reply::Now(Response::from(&e))),
-            Request::Wait { id, condition } => self
-                .wait(token, &id, condition)
-                .unwrap_or_else(|e| Reply::Now(Response::from(&e))),
-            Request::Attach { id, stdin } => match self.get(&id) {
-                Ok(_) => Reply::Stream(Mode::Attach {
-                    target: Target::Container(id),
-                    stdin,
-                }),
-                Err(e) => Reply::Now(Response::from(&e)),
-            },
-            Request::Resize {
-                id,
-                exec_id,
-                height,
-                width,
-            } => ok(self.resize(&id, exec_id.as_deref(), height, width)),
-            Request::Exec(req) => match self.exec(&req) {
-                Ok(()) if req.detach => Reply::Now(Response::Ok),
-                Ok(()) => Reply::Stream(Mode::Attach {
-                    target: Target::Exec(req.exec_id.clone()),
-                    stdin: req.stdin,
-                }),
-                Err(e) => Reply::Now(Response::from(&e)),
-            },
-            Request::ExecInspect { exec_id } => now(self.exec_state(&exec_id).map(Response::Exec)),
-            Request::Events { since, until } => {
-                self.pending_since = Some(since.unwrap_or_else(events::now_nanos));
-                Reply::Stream(Mode::Events { until })
-            }
-            Request::Publish(e) => {
-                self.emit(*e);
-                Reply::Now(Response::Ok)
-            }
-            Request::List => Reply::Now(Response::Records(self.recs.values().cloned().collect())),
-            Request::Get { id } => now(self.get(&id).map(|r| Response::Record(Box::new(r)))),
-        }
-    }
-
     /// Runs the loop until no container is followed or `timeout` passes;
     /// true if all exited.
     pub fn wait_all_exited(&mut self, timeout: Duration) -> Result<bool> {
@@ -1809,19 +1347,6 @@ impl Monitor {
         }
         Ok(true)
     }
-}
-
-/// `KEY=VALUE` over a base environment, later ones winning.
-fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
-    let key = |kv: &str| kv.split_once('=').map_or(kv, |(k, _)| k).to_string();
-    let mut out: Vec<String> = base.to_vec();
-    for kv in extra {
-        match out.iter_mut().find(|e| key(e) == key(kv)) {
-            Some(e) => *e = kv.clone(),
-            None => out.push(kv.clone()),
-        }
-    }
-    out
 }
 
 /// A failure that must not stop the monitor; its own stderr is where it is told.

@@ -102,6 +102,70 @@ impl Stdio {
     }
 }
 
+/// Runs `clone`, which starts a process from this one (the runtime's create
+/// or exec), with fds 0-2 pointing at fresh pipes (stdin a pipe only with
+/// `stdin`, else /dev/null), or all at /dev/null when the process gets a
+/// terminal from the runtime instead; SIGCHLD is unblocked meanwhile so the
+/// process does not inherit it blocked. Returns what `clone` returned and
+/// the monitor's ends of the pipes.
+pub fn with_process_stdio<T>(
+    tty: bool,
+    stdin: bool,
+    clone: impl FnOnce() -> Result<T>,
+) -> Result<(T, Stdio)> {
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| Error::io("open /dev/null", e))?;
+    let null = devnull.as_fd();
+    let mut io = Stdio::none();
+    if tty {
+        let _swap = StdioSwap::install(null, null, null, null)?;
+        let _sigchld = SigchldUnblocked::new()?;
+        return Ok((clone()?, io));
+    }
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (in_r, in_w) = if stdin {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::sys("pipe2", e))?;
+        set_nonblocking(&w)?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+    let made = {
+        // The runtime's child inherits the caller's fds 0-2.
+        let stdin_fd = in_r.as_ref().map_or(null, |r| r.as_fd());
+        let _swap = StdioSwap::install(stdin_fd, out_w.as_fd(), err_w.as_fd(), null)?;
+        let _sigchld = SigchldUnblocked::new()?;
+        clone()?
+    };
+    io.stdout = Some(out_r);
+    io.stderr = Some(err_r);
+    io.stdin = in_w;
+    Ok((made, io))
+}
+
+impl Stdio {
+    /// Takes the pty master of a process with a terminal: output is read
+    /// from it, input (with `stdin`) written to it, resizes applied to it.
+    pub fn adopt_pty(&mut self, master: OwnedFd, stdin: bool) -> Result<()> {
+        set_nonblocking(&master)?;
+        let dup = || {
+            master
+                .try_clone()
+                .map_err(|e| Error::io("dup the pty master", e))
+        };
+        if stdin {
+            self.stdin = Some(dup()?);
+        }
+        self.pty = Some(dup()?);
+        self.stdout = Some(master);
+        Ok(())
+    }
+}
+
 /// One read of a non-blocking fd.
 pub enum ReadResult {
     Data(Vec<u8>),
