@@ -382,7 +382,8 @@ fn removal_leaves_nothing_and_crash_reconciles() {
         (l.len() == 2 && netns_files(&d).is_empty()).then_some(l)
     });
     let rules = nft_rules(&d);
-    for i in 0..5 {
+    // 100 containers: 50 removed with rm -f, 50 by the monitor (--rm).
+    for i in 0..50 {
         let name = format!("c{i}");
         d.ok(&[
             "run",
