@@ -294,6 +294,21 @@ fn internal_network_has_no_route_out() {
     assert!(routes.contains("eth0"), "{routes}");
     let net = inspect(&d, &["--type", "network", "exam"]);
     assert_eq!(net["Internal"], true);
+    // Without --subnet: a free /24 of the daemon's pool.
+    d.ok(&["network", "create", "auto1"]);
+    let auto = inspect(&d, &["--type", "network", "auto1"]);
+    let subnet = auto["IPAM"]["Config"][0]["Subnet"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pool = d.net.pool();
+    let pool_prefix: Vec<&str> = pool.split('.').take(2).collect();
+    assert!(
+        subnet.starts_with(&pool_prefix.join(".")) && subnet.ends_with("/24"),
+        "{subnet} not from {}",
+        d.net.pool()
+    );
+    d.ok(&["network", "rm", "auto1"]);
     // The default network does route out (through masquerade: checked in
     // the nft table, this machine has no internet).
     let routes = d.ok(&["run", "--rm", "busybox", "cat", "/proc/net/route"]);
