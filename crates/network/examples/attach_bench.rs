@@ -63,6 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = cubby_network::firewall::apply(
         "table inet cubby-bench {}\ndelete table inet cubby-bench\n",
     );
+    let _ = cubby_network::netns::unmount_dir(&root.path().join("netns"));
     res?;
     let stats = |v: &mut Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));

@@ -128,3 +128,14 @@ pub fn list(dir: &Path) -> Result<Vec<String>> {
     }
     Ok(out)
 }
+
+/// Undoes [`create`]'s self bind mount of `dir` (after every netns in it
+/// was removed), so the directory itself can be deleted; for tests and
+/// tools that use a throwaway netns dir. Not mounted is fine.
+pub fn unmount_dir(dir: &Path) -> Result<()> {
+    while is_mountpoint(dir) {
+        umount2(dir, MntFlags::MNT_DETACH)
+            .map_err(|e| NetError::io(format!("unmount {}", dir.display()), e.into()))?;
+    }
+    Ok(())
+}

@@ -123,6 +123,7 @@ impl Drop for Env {
             "table inet {t} {{}}\ndelete table inet {t}\n",
             t = self.table
         ));
+        let _ = netns::unmount_dir(&self.netns_dir);
     }
 }
 
