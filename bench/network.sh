@@ -90,7 +90,7 @@ cubby import "$tmp/busybox.tar" busybox:latest > /dev/null
 # Not through the cubby() function: $! must be the daemon itself.
 "$CUBBY" --root "$tmp/data" --state-dir "$tmp/state" daemon --listen "$DOCKER_HOST" --cgroup-parent "$cg" \
     --net-prefix bn --nft-table cubby-bench-net --bridge-name bnbr0 \
-    --bridge-subnet 10.213.249.0/24 --network-pool 10.213.240.0/22 > /dev/null 2> "$tmp/daemon.log" &
+    --bridge-subnet 10.213.249.0/24 --network-pool 10.213.240.0/22 --resolv-conf /dev/null > /dev/null 2> "$tmp/daemon.log" &
 daemon_pid=$!
 for _ in $(seq 200); do docker version > /dev/null 2>&1 && break; sleep 0.05; done
 docker version > /dev/null 2>&1 || die "daemon did not answer: $(cat "$tmp/daemon.log")"

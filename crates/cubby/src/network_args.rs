@@ -23,6 +23,9 @@ pub struct NetArgs {
     /// cubby's own nftables table (family inet); no other table is touched.
     #[arg(long, value_name = "NAME", default_value = "cubby")]
     pub nft_table: String,
+    /// Containers' resolv.conf: this file without loopback nameservers.
+    #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
     /// Where containers' network namespaces are mounted (default: `netns`
     /// next to the state dir, /run/cubby/netns).
     #[arg(long, value_name = "DIR")]
@@ -40,6 +43,7 @@ impl NetArgs {
         c.default_bridge = self.bridge_name.clone();
         c.ifprefix = self.net_prefix.clone();
         c.table = self.nft_table.clone();
+        c.resolv_conf = self.resolv_conf.clone();
         c.netns_dir = self
             .netns_dir
             .clone()

@@ -161,6 +161,19 @@ fn user_network_names_aliases_and_isolation() {
         "/etc/hosts",
     ]);
     assert!(hosts.contains(&format!("{web_ip}\tweb api")), "{hosts}");
+    let resolv = d.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "front",
+        "busybox",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    assert!(
+        !resolv.contains("nameserver"),
+        "the harness gives containers no resolver: {resolv}"
+    );
 
     // Another network: neither the name nor the address.
     let o = d.docker(&[

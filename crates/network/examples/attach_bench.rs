@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     cfg.ifprefix = "bz".into();
     cfg.table = "cubby-bench".into();
     cfg.default_bridge = "bzdef".into();
+    cfg.resolv_conf = "/dev/null".into();
     let store = NetworkStore::open(cfg)?;
     store.create(CreateOpts {
         name: "bench".into(),

@@ -72,3 +72,33 @@ pub fn write_in_place(path: &Path, data: &str) -> Result<()> {
     f.write_all(data.as_bytes())
         .map_err(|e| NetError::io(format!("write {}", path.display()), e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_drops_loopback_keeps_search() {
+        let host = "# x\nnameserver 127.0.0.53\nnameserver ::1\nnameserver 10.0.0.2\nsearch a.b\noptions ndots:2\n";
+        let out = render_resolv(host);
+        assert!(!out.contains("127.0.0.53") && !out.contains("::1"), "{out}");
+        assert!(
+            out.contains("nameserver 10.0.0.2\nsearch a.b\noptions ndots:2\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn hosts_list_own_then_peers() {
+        let e = |ip: [u8; 4], n: &[&str]| HostEntry {
+            ip: Ipv4Addr::from(ip),
+            names: n.iter().map(|s| s.to_string()).collect(),
+        };
+        let out = render_hosts(
+            &[e([10, 0, 0, 2], &["me"])],
+            &[e([10, 0, 0, 3], &["web", "api"])],
+        );
+        assert!(out.starts_with("127.0.0.1\tlocalhost\n"), "{out}");
+        assert!(out.ends_with("10.0.0.2\tme\n10.0.0.3\tweb api\n"), "{out}");
+    }
+}

@@ -43,6 +43,8 @@ pub struct NetConfig {
     pub default_subnet: Subnet,
     /// /24 subnets for networks created without --subnet come from here.
     pub auto_pool: Subnet,
+    /// Containers' resolv.conf is this file minus loopback nameservers.
+    pub resolv_conf: PathBuf,
 }
 
 impl NetConfig {
@@ -58,6 +60,7 @@ impl NetConfig {
             // automatic pool, rarely used on hosts.
             default_subnet: Subnet::new(Ipv4Addr::new(172, 30, 0, 0), 16).expect("valid"),
             auto_pool: Subnet::new(Ipv4Addr::new(10, 231, 0, 0), 16).expect("valid"),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
         }
     }
 }
@@ -453,7 +456,7 @@ impl NetworkStore {
         let dir = self.files_dir(container_id);
         fs::create_dir_all(&dir)
             .map_err(|e| NetError::io(format!("create {}", dir.display()), e))?;
-        let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let host_resolv = fs::read_to_string(&self.cfg.resolv_conf).unwrap_or_default();
         files::write_in_place(
             &dir.join("resolv.conf"),
             &files::render_resolv(&host_resolv),

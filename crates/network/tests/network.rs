@@ -58,6 +58,7 @@ impl Env {
         cfg.default_bridge = format!("{prefix}def");
         cfg.default_subnet = format!("10.213.{}.0/24", base + 2).parse().unwrap();
         cfg.auto_pool = "10.212.0.0/16".parse().unwrap();
+        cfg.resolv_conf = PathBuf::from("/dev/null");
         let table = cfg.table.clone();
         let store = NetworkStore::open(cfg).expect("open store");
         Env {

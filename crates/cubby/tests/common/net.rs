@@ -100,6 +100,10 @@ impl NetTag {
             &self.bridge_subnet(),
             "--network-pool",
             &self.pool(),
+            // No nameserver in containers: a failed hosts lookup must not
+            // become a DNS query to the host's resolver (network rule).
+            "--resolv-conf",
+            "/dev/null",
         ]
         .iter()
         .map(|s| s.to_string())
