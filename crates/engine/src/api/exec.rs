@@ -9,7 +9,7 @@
 
 use super::containers::find;
 use super::error::ApiError;
-use super::hijack::{hijack, Streams};
+use super::hijack::{hijack_then, Streams};
 use super::util::Query;
 use super::{conn, new_id, ApiResult, Shared};
 use crate::monitor::events::Event;
@@ -29,6 +29,8 @@ pub struct ExecEntry {
     pub container: String,
     pub config: ExecConfig,
     pub started: bool,
+    /// The exit code of an exec that could not be started after the hijack.
+    pub failed: Option<i32>,
 }
 
 /// Execs not yet started are forgotten past this many (clients that
@@ -87,6 +89,7 @@ pub async fn create(
                 container: r.id.clone(),
                 config: config.clone(),
                 started: false,
+                failed: None,
             },
         );
     }
@@ -167,16 +170,29 @@ pub async fn start(
         d.call(Request::Exec(Box::new(req))).await?;
         return Ok(StatusCode::OK.into_response());
     }
-    let monitor = conn::open_stream(&d.monitor_socket, &Request::Exec(Box::new(req))).await?;
     let streams = Streams {
         stdout: c.attach_stdout.unwrap_or(true),
         stderr: c.attach_stderr.unwrap_or(true),
         tty,
     };
-    Ok(hijack(
+    let d2 = d.clone();
+    let open = async move {
+        let opened = conn::open_stream(&d2.monitor_socket, &Request::Exec(Box::new(req))).await;
+        if opened.is_err() {
+            // Never started: inspect reports the code Docker gives a
+            // command that cannot run.
+            if let Ok(mut execs) = d2.execs.lock() {
+                if let Some(x) = execs.get_mut(&exec_id) {
+                    x.failed = Some(126);
+                }
+            }
+        }
+        opened
+    };
+    Ok(hijack_then(
         HttpRequest::from_parts(parts, axum::body::Body::empty()),
-        monitor,
         streams,
+        open,
     ))
 }
 
@@ -207,7 +223,7 @@ pub async fn inspect(
         "ID": exec_id,
         "ContainerID": e.container,
         "Running": state.as_ref().is_some_and(|s| s.running),
-        "ExitCode": state.as_ref().and_then(|s| s.exit_code),
+        "ExitCode": state.as_ref().and_then(|s| s.exit_code).or(e.failed),
         "Pid": state.as_ref().map_or(0, |s| s.pid),
         "OpenStdin": c.attach_stdin.unwrap_or(false),
         "OpenStdout": c.attach_stdout.unwrap_or(false),

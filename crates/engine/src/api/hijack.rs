@@ -29,15 +29,41 @@ pub struct Streams {
 /// Answers `req` with 101 (or 200 for a client that did not ask to
 /// upgrade, as old Docker clients do) and bridges the upgraded connection
 /// to `monitor` in a task.
-pub fn hijack(mut req: Request, monitor: MonitorStream, streams: Streams) -> Response {
+pub fn hijack(req: Request, monitor: MonitorStream, streams: Streams) -> Response {
+    hijack_then(req, streams, async move { Ok(monitor) })
+}
+
+/// Like [`hijack`], but opens the monitor stream (which starts the
+/// process, for exec) only once the client has its 101: output must not
+/// race the response headers, or a client that reads them through a
+/// buffer (docker-py) loses the first bytes. A failure then can only be
+/// reported in the stream, as stderr.
+pub fn hijack_then<F>(mut req: Request, streams: Streams, open: F) -> Response
+where
+    F: std::future::Future<Output = super::ApiResult<MonitorStream>> + Send + 'static,
+{
     let upgrade_asked = req
         .headers()
         .get(UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"tcp"));
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        if let Ok(upgraded) = on_upgrade.await {
-            bridge(TokioIo::new(upgraded), monitor, streams).await;
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut client = TokioIo::new(upgraded);
+        match open.await {
+            Ok(monitor) => bridge(client, monitor, streams).await,
+            Err(e) => {
+                let text = format!("{}\n", e.message);
+                let out = if streams.tty {
+                    text.into_bytes()
+                } else {
+                    crate::monitor::frame(FRAME_STDERR, text.as_bytes())
+                };
+                let _ = client.write_all(&out).await;
+                let _ = client.shutdown().await;
+            }
         }
     });
     let content_type = if streams.tty {
