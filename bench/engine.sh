@@ -18,7 +18,7 @@
 # The API client is python3 http.client over the Unix socket (one
 # connection per request, as the docker CLI does).
 #
-# Env: ITER (40), WARMUP (5), N (100), CUBBY / CUBBY_OCI (target/release/...,
+# Env: ITER (40), WARMUP (5), N (100), NET (bridge: the network of (b) and (c)), CUBBY / CUBBY_OCI (target/release/...,
 #      built with cargo if missing), KEEP=1 keeps the temp dir.
 set -euo pipefail
 
@@ -53,7 +53,7 @@ cleanup() {
         for p in $(cat "$d/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
     done
     sleep 0.5
-    grep -o "$work[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
+    grep -o -e "$work[^ ]*" -e "$state[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
     for d in /sys/fs/cgroup/*/"$cg"; do
         find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
     done
