@@ -5,7 +5,6 @@ use super::error::{ApiError, ApiResult};
 use crate::logs::{parse_rfc3339, Stream};
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
-use std::str::FromStr;
 
 pub type Query = HashMap<String, String>;
 
@@ -72,17 +71,8 @@ pub fn parse_signal(s: &str) -> ApiResult<Signal> {
     if s.is_empty() {
         return Ok(Signal::SIGKILL);
     }
-    let bad = || ApiError::bad_request(format!("Invalid signal: {s}"));
-    if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| bad());
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    Signal::from_str(&name).map_err(|_| bad())
+    cubby_runtime::signals::parse(s)
+        .map_err(|_| ApiError::bad_request(format!("Invalid signal: {s}")))
 }
 
 /// How Docker shows a stored reference: `docker.io/library/alpine:3` is
