@@ -1,0 +1,184 @@
+//! The boundary between the classroom service and whatever runs sandboxes.
+//!
+//! No Docker types cross it: the session logic speaks only these types, so a
+//! Kubernetes backend (pods, NetworkPolicy, PVCs) can implement the same trait.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+/// Every sandbox and network the service makes carries this label (value:
+/// the service instance's id), so ownership can be read back after a crash.
+pub const LABEL_MANAGED: &str = "io.cubby.caas";
+pub const LABEL_SESSION: &str = "io.cubby.caas.session";
+pub const LABEL_CLASS: &str = "io.cubby.caas.class";
+pub const LABEL_STUDENT: &str = "io.cubby.caas.student";
+
+/// What a sandbox may reach over the network. In both cases: its class
+/// peers only, never another class, the host's own addresses, the control
+/// plane, the engine API or the object store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkPolicy {
+    /// The class's own network with egress to the outside allowed.
+    Class,
+    /// The class's own network with no egress at all.
+    Exam,
+}
+
+/// One network per class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassNetwork {
+    pub name: String,
+    pub policy: NetworkPolicy,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Hard limits the backend must enforce (never best effort).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    /// CPUs × 10⁹ (Docker's NanoCpus).
+    pub nano_cpus: u64,
+    pub pids: u32,
+}
+
+/// Everything needed to make one sandbox; built from a template + session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSpec {
+    /// Unique and derived from the session, which makes starting idempotent.
+    pub name: String,
+    pub image: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    /// `KEY=VALUE` entries.
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    /// `uid[:gid]` or a user name known to the image.
+    pub user: String,
+    pub limits: Limits,
+    /// The volume holding the student's work, mounted at `workspace_path`.
+    pub workspace_volume: String,
+    pub workspace_path: String,
+    /// A size cap for the workspace; a backend that cannot enforce one
+    /// refuses it with [`BackendError::Unsupported`].
+    pub workspace_size_bytes: Option<u64>,
+    pub network: ClassNetwork,
+    /// The app's TCP port inside the sandbox, if it serves one.
+    pub app_port: Option<u16>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxStatus {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Exited,
+    Dead,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub name: String,
+    pub status: SandboxStatus,
+    pub labels: BTreeMap<String, String>,
+    /// Its address on the class network (readiness probes, the proxy later).
+    pub address: Option<IpAddr>,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// What the backend reports about sandboxes as it happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxEvent {
+    Started {
+        name: String,
+    },
+    Exited {
+        name: String,
+        exit_code: i64,
+        oom_killed: bool,
+    },
+    Removed {
+        name: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot reach the container engine at {endpoint}: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("image {image} is not present: {hint}")]
+    ImageMissing { image: String, hint: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("not supported by this backend: {0}")]
+    Unsupported(String),
+    #[error("container engine error: {0}")]
+    Engine(String),
+    #[error("sandbox {name} did not become ready: {reason}")]
+    NotReady { name: String, reason: String },
+}
+
+/// Provisions sandboxes. Implementations: `docker` (any Docker Engine API).
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Checks the backend answers; returns a one-line description for logs.
+    async fn describe(&self) -> Result<String, BackendError>;
+    /// `Ok` when the image is present, [`BackendError::ImageMissing`] (with
+    /// how to pull or import it) when not.
+    async fn check_image(&self, image: &str) -> Result<(), BackendError>;
+    /// Creates the class's network if missing (idempotent).
+    async fn ensure_network(&self, net: &ClassNetwork) -> Result<(), BackendError>;
+    async fn remove_network(&self, name: &str) -> Result<(), BackendError>;
+    /// Creates and starts the sandbox. Idempotent by `spec.name`: if it exists
+    /// already (a retry after a crash), it is started if needed and returned,
+    /// never duplicated.
+    async fn start_sandbox(&self, spec: &SandboxSpec) -> Result<SandboxInfo, BackendError>;
+    /// `None` when no sandbox has this name.
+    async fn inspect_sandbox(&self, name: &str) -> Result<Option<SandboxInfo>, BackendError>;
+    /// Stops it (its stop signal, then killed after `grace`); the sandbox and
+    /// its workspace stay. Stopping a stopped or missing sandbox is `Ok`.
+    async fn stop_sandbox(&self, name: &str, grace: Duration) -> Result<(), BackendError>;
+    /// Removes the sandbox, never its workspace volume. Missing is `Ok`.
+    async fn remove_sandbox(&self, name: &str) -> Result<(), BackendError>;
+    /// Every sandbox labelled as this service's (running or not).
+    async fn list_sandboxes(&self) -> Result<Vec<SandboxInfo>, BackendError>;
+    /// Runs a command inside a running sandbox and collects its output.
+    async fn exec(
+        &self,
+        name: &str,
+        cmd: &[String],
+        user: Option<&str>,
+    ) -> Result<ExecOutput, BackendError>;
+    /// Waits until `port` accepts TCP connections on the sandbox's address,
+    /// failing early if the sandbox exits.
+    async fn wait_ready(
+        &self,
+        sandbox: &SandboxInfo,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<(), BackendError>;
+    /// Sandbox events from now on (exits with their OOM flag, removals).
+    async fn events(
+        &self,
+    ) -> Result<BoxStream<'static, Result<SandboxEvent, BackendError>>, BackendError>;
+}
