@@ -443,3 +443,53 @@ fn daemon_killed_with_sigkill_loses_nothing() {
     d.ok(&["rm", "-f", "runner", "done3"]);
     assert!(d.ok(&["ps", "-aq"]).trim().is_empty());
 }
+
+#[test]
+fn live_events_follow_new_containers() {
+    let d = Daemon::start("live-events");
+    d.import_busybox();
+    // `docker events` without --until must stay open and report what
+    // happens after it started.
+    let mut follower = d
+        .docker_cmd(&[
+            "events",
+            "--filter",
+            "container=live",
+            "--format",
+            "{{.Action}}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        follower.try_wait().unwrap().is_none(),
+        "docker events exited before anything happened"
+    );
+    d.ok(&["run", "--name", "live", "busybox", "true"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|a: &String| a == "die") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(a) => seen.push(a),
+            Err(_) => break,
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    d.ok(&["rm", "-f", "live"]);
+    assert!(seen.iter().any(|a| a == "start"), "{seen:?}");
+    assert!(seen.iter().any(|a| a == "die"), "{seen:?}");
+}

@@ -138,6 +138,10 @@ pub async fn events(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Respon
     )
     .await?;
     let body = async_stream_lines(move |tx: tokio::sync::mpsc::Sender<Bytes>| async move {
+        // Own the whole stream: capturing only its reader would drop the
+        // writer when the handler returns, and the monitor would end the
+        // subscription at once (live `docker events` exited immediately).
+        let mut stream = stream;
         let mut line = String::new();
         loop {
             line.clear();
