@@ -241,3 +241,66 @@ fn unsupported_options_are_refused_by_name() {
     // Nothing was created by a refused run.
     assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
 }
+
+/// CVE-2019-5736 through the daemon: the monitor, which clones every
+/// container, exec and restart, runs from a sealed memfd copy of cubby, so
+/// neither a container's init nor an exec can reach the host's binary.
+#[test]
+fn daemon_containers_never_see_the_host_binary() {
+    let d = Daemon::start("sealed");
+    d.import_busybox();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_cubby"));
+    let before = std::fs::read(bin).unwrap();
+    let monitor = d.monitor_pid().expect("the monitor's pid");
+    let exe = std::fs::read_link(format!("/proc/{monitor}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().starts_with("/memfd:"),
+        "the monitor runs from {}",
+        exe.display()
+    );
+    let probe = "readlink /proc/1/exe; echo pwned >> /proc/1/exe 2>/dev/null && echo wrote; \
+                 cat /proc/1/exe > /dev/null && echo readable; true";
+    let out = d.ok(&[
+        "run",
+        "--rm",
+        "--init",
+        "--cap-add",
+        "SYS_PTRACE",
+        "busybox",
+        "sh",
+        "-c",
+        probe,
+    ]);
+    assert!(out.starts_with("/memfd:"), "PID 1 runs from {out}");
+    assert!(!out.contains("wrote") && out.contains("readable"), "{out}");
+    // An exec, and a restarted container, are made the same way.
+    d.ok(&[
+        "run",
+        "-d",
+        "--init",
+        "--name",
+        "sealed-exec",
+        "--cap-add",
+        "SYS_PTRACE",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let out = d.ok(&["exec", "sealed-exec", "sh", "-c", probe]);
+    assert!(
+        out.starts_with("/memfd:") && !out.contains("wrote"),
+        "{out}"
+    );
+    d.ok(&["restart", "-t", "0", "sealed-exec"]);
+    let out = d.ok(&["exec", "sealed-exec", "sh", "-c", probe]);
+    assert!(
+        out.starts_with("/memfd:") && !out.contains("wrote"),
+        "{out}"
+    );
+    d.ok(&["rm", "-f", "sealed-exec"]);
+    assert_eq!(
+        std::fs::read(bin).unwrap(),
+        before,
+        "the cubby binary changed"
+    );
+}
