@@ -622,7 +622,32 @@ impl Monitor {
                 }
             }
             let own = fds.len();
-            if let Some(server) = &self.server {
+            // Back-pressure: attachers of a process with a full input
+            // buffer (or of a created container's early input) wait.
+            let full: Vec<Target> = self
+                .live
+                .iter()
+                .filter(|(_, l)| l.stdio.stdin_full())
+                .map(|(id, _)| Target::Container(id.clone()))
+                .chain(
+                    self.execs
+                        .iter()
+                        .filter(|(_, e)| e.stdio.stdin_full())
+                        .map(|(id, _)| Target::Exec(id.clone())),
+                )
+                .chain(
+                    self.early_stdin
+                        .iter()
+                        .filter(|(_, (buf, _))| buf.len() >= stdio::MAX_STDIN_BUF)
+                        .map(|(id, _)| Target::Container(id.clone())),
+                )
+                .collect();
+            if let Some(server) = &mut self.server {
+                for c in server.conns.iter_mut() {
+                    if let Mode::Attach { target, .. } = &c.mode {
+                        c.paused = full.contains(target);
+                    }
+                }
                 server.poll_fds(&mut fds);
             }
             let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);

@@ -1,0 +1,71 @@
+//! Streams lose nothing through `cubby daemon`: stdin piped into `docker
+//! run -i` / `docker exec -i` arrives whole however large, even when the
+//! client closes its side at once and the process reads slowly.
+//! Needs root, cgroups, a static busybox and /usr/local/bin/docker.
+
+mod common;
+#[path = "common/daemon.rs"]
+mod daemon;
+
+use daemon::Daemon;
+use std::process::Stdio;
+
+/// 3 MiB of varied bytes (more than the pipe, the monitor's input buffer
+/// and the socket buffers together) and its length/md5 as busybox prints them.
+fn payload(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let data: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let path = dir.join("payload.bin");
+    std::fs::write(&path, &data).unwrap();
+    let md5 = std::process::Command::new("md5sum")
+        .arg(&path)
+        .output()
+        .expect("md5sum (coreutils)");
+    let sum = String::from_utf8_lossy(&md5.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    (path, format!("{} {sum}", data.len()))
+}
+
+fn piped(d: &Daemon, args: &[&str], input: &std::path::Path) -> String {
+    let out = d
+        .docker_cmd(args)
+        .stdin(Stdio::from(std::fs::File::open(input).unwrap()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn large_stdin_arrives_whole() {
+    let d = Daemon::start("stdin");
+    d.import_busybox();
+    let (input, want) = payload(d.tmp.path());
+    // Reads at once, and reads only after the client has sent everything and closed.
+    let count = "f=/tmp/in; cat > $f; echo \"$(wc -c < $f) $(md5sum < $f | cut -d' ' -f1)\"";
+    let slow =
+        "sleep 1; f=/tmp/in; cat > $f; echo \"$(wc -c < $f) $(md5sum < $f | cut -d' ' -f1)\"";
+    for script in [count, slow] {
+        let got = piped(
+            &d,
+            &["run", "-i", "--rm", "busybox", "sh", "-c", script],
+            &input,
+        );
+        assert_eq!(got, want, "docker run -i: {script}");
+    }
+    d.ok(&["run", "-d", "--name", "sink", "busybox", "sleep", "300"]);
+    for script in [count, slow] {
+        let got = piped(&d, &["exec", "-i", "sink", "sh", "-c", script], &input);
+        assert_eq!(got, want, "docker exec -i: {script}");
+    }
+    d.ok(&["rm", "-f", "sink"]);
+}
