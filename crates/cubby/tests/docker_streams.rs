@@ -69,3 +69,81 @@ fn large_stdin_arrives_whole() {
     }
     d.ok(&["rm", "-f", "sink"]);
 }
+
+/// `docker cp` out of a stopped, and of a created, container includes its
+/// volumes and bind mounts (what was in them when it ran).
+#[test]
+fn cp_out_of_stopped_and_created_containers_includes_mounts() {
+    let d = Daemon::start("cpmounts");
+    d.import_busybox();
+    let bind = d.tmp.path().join("bind-src");
+    std::fs::create_dir(&bind).unwrap();
+    std::fs::write(bind.join("b"), "in-bind\n").unwrap();
+    let bind_spec = format!("{}:/work/bind", bind.display());
+    d.ok(&[
+        "run",
+        "--name",
+        "cpstop",
+        "-v",
+        "cpvol:/work/vol",
+        "-v",
+        &bind_spec,
+        "busybox",
+        "sh",
+        "-c",
+        "echo in-volume > /work/vol/f; echo in-root > /work/r",
+    ]);
+    let out = d.tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let o = out.to_str().unwrap();
+    // One file in a volume, one in a bind, and the whole tree above both.
+    d.ok(&["cp", "cpstop:/work/vol/f", &format!("{o}/f")]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("f")).unwrap(),
+        "in-volume\n"
+    );
+    d.ok(&["cp", "cpstop:/work/bind/b", &format!("{o}/b")]);
+    assert_eq!(std::fs::read_to_string(out.join("b")).unwrap(), "in-bind\n");
+    d.ok(&["cp", "cpstop:/work", &format!("{o}/work")]);
+    for (file, text) in [
+        ("vol/f", "in-volume\n"),
+        ("bind/b", "in-bind\n"),
+        ("r", "in-root\n"),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(out.join("work").join(file)).unwrap(),
+            text,
+            "{file}"
+        );
+    }
+    // Created, never started: the volume (filled by the first container)
+    // and the bind are there too.
+    d.ok(&[
+        "create",
+        "--name",
+        "cpnew",
+        "-v",
+        "cpvol:/data",
+        "-v",
+        &bind_spec,
+        "busybox",
+        "true",
+    ]);
+    d.ok(&["cp", "cpnew:/data/f", &format!("{o}/f2")]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("f2")).unwrap(),
+        "in-volume\n"
+    );
+    d.ok(&["cp", "cpnew:/work/bind/b", &format!("{o}/b2")]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("b2")).unwrap(),
+        "in-bind\n"
+    );
+    // Nothing leaked into the host's mount table.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(bind.to_str().unwrap()),
+        "a copy-out mount is left on the host"
+    );
+    d.ok(&["rm", "cpstop", "cpnew"]);
+}
