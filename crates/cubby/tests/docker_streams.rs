@@ -147,3 +147,72 @@ fn cp_out_of_stopped_and_created_containers_includes_mounts() {
     );
     d.ok(&["rm", "cpstop", "cpnew"]);
 }
+
+/// An exec inspected right after its start (attached: the monitor gets it
+/// only once the client has the 101; or detached) is running, or has ended
+/// with an exit code: never `Running: false` without one (class-api polls so).
+#[test]
+fn exec_inspected_right_after_start_is_running_or_has_a_code() {
+    use std::io::{Read, Write};
+    let d = Daemon::start("execpoll");
+    d.import_busybox();
+    d.ok(&["run", "-d", "--name", "poll", "busybox", "sleep", "300"]);
+    let exec = |cmd: &str| -> String {
+        let body =
+            format!(r#"{{"Cmd":["sh","-c","{cmd}"],"AttachStdout":true,"AttachStderr":true}}"#);
+        let (status, resp) = d.http_body("POST", "/containers/poll/exec", Some(&body));
+        assert!(status.contains("201"), "{status} {resp}");
+        let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
+        v["Id"].as_str().unwrap().to_string()
+    };
+    let check = |id: &str, when: &str| {
+        let (_, resp) = d.http("GET", &format!("/exec/{id}/json"));
+        let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
+        assert!(
+            v["Running"] == true || v["ExitCode"].is_i64(),
+            "{when}: exec inspect shows neither running nor an exit code: {v}"
+        );
+    };
+    for i in 0..10 {
+        let cmd = if i % 2 == 0 { "true" } else { "sleep 0.2" };
+        // Attached: inspect as soon as the 101 is read.
+        let id = exec(cmd);
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        let body = r#"{"Detach":false,"Tty":false}"#;
+        write!(
+            s,
+            "POST /exec/{id}/start HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(
+                s.read(&mut byte).unwrap(),
+                1,
+                "connection closed before the 101"
+            );
+            head.push(byte[0]);
+        }
+        assert!(
+            String::from_utf8_lossy(&head).contains("101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        check(&id, "attached");
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        check(&id, "attached, after the stream");
+        // Detached.
+        let id = exec(cmd);
+        let (status, _) = d.http_body(
+            "POST",
+            &format!("/exec/{id}/start"),
+            Some(r#"{"Detach":true}"#),
+        );
+        assert!(status.contains("200"), "{status}");
+        check(&id, "detached");
+    }
+    d.ok(&["rm", "-f", "poll"]);
+}
