@@ -240,6 +240,11 @@ fn unsupported_options_are_refused_by_name() {
     }
     // Nothing was created by a refused run.
     assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
+    // An exec cannot ask for more than its container has.
+    d.ok(&["run", "-d", "--name", "ex", "busybox", "sleep", "300"]);
+    let err = d.fails(&["exec", "--privileged", "ex", "true"]);
+    assert!(err.contains("ExecConfig.Privileged"), "{err}");
+    d.ok(&["rm", "-f", "ex"]);
 }
 
 /// CVE-2019-5736 through the daemon: the monitor, which clones every

@@ -50,6 +50,18 @@ pub async fn create(
     if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {
         return Err(ApiError::bad_request("No exec command specified"));
     }
+    // Honoured or refused, never dropped: an exec runs with its
+    // container's capabilities and security.
+    if config.privileged == Some(true) {
+        return Err(crate::config::ConfigError::unsupported_because(
+            "ExecConfig.Privileged",
+            "an exec gets its container's capabilities; create the container with --privileged",
+        )
+        .into());
+    }
+    if config.detach_keys.as_deref().is_some_and(|k| !k.is_empty()) {
+        return Err(crate::config::ConfigError::unsupported("ExecConfig.DetachKeys").into());
+    }
     let r = find(&d, id).await?;
     match r.status {
         Status::Running => {}
