@@ -66,6 +66,50 @@ pub const CREATE_FILE: &str = "create.json";
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
+
+/// The delay before restart attempt: 100 ms, doubling to 60 s; back to
+/// 100 ms after a run of at least 10 s (`ran`: how long it last ran).
+fn next_backoff(previous: Option<Duration>, ran: Option<Duration>) -> Duration {
+    match (previous, ran) {
+        (Some(_), Some(ran)) if ran >= BACKOFF_RESET_AFTER => BACKOFF_START,
+        (Some(d), _) => (d * 2).min(BACKOFF_MAX),
+        (None, _) => BACKOFF_START,
+    }
+}
+
+/// What an exit leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ExitDecision {
+    /// The restart policy brings it back (after [`next_backoff`]).
+    restarts: bool,
+    /// `--rm`: removed now.
+    auto_remove: bool,
+    status: Status,
+}
+
+/// The exit state machine: a `docker restart` or `rm -f` in progress
+/// overrides the policy; `--rm` applies only to an exit for good.
+fn exit_decision(
+    rec: &ContainerRecord,
+    exit_code: i32,
+    restart_waiter: bool,
+    removing: bool,
+) -> ExitDecision {
+    let restarts = !restart_waiter
+        && !removing
+        && rec
+            .restart_policy
+            .restarts(exit_code, rec.restart_count, rec.manually_stopped);
+    ExitDecision {
+        restarts,
+        auto_remove: rec.auto_remove && !restarts && !restart_waiter,
+        status: if restarts {
+            Status::Restarting
+        } else {
+            Status::Exited
+        },
+    }
+}
 /// Stop's grace period before SIGKILL when the request gives none.
 const DEFAULT_STOP_TIMEOUT: i64 = 10;
 
@@ -884,17 +928,12 @@ impl Monitor {
         if !errors.is_empty() {
             rec.error = Some(errors.join("; "));
         }
-        let restarts = !restart_waiter
-            && !removing
-            && rec
-                .restart_policy
-                .restarts(exit_code, rec.restart_count, rec.manually_stopped);
-        let auto_remove = rec.auto_remove && !restarts && !restart_waiter;
-        rec.status = if restarts {
-            Status::Restarting
-        } else {
-            Status::Exited
-        };
+        let ExitDecision {
+            restarts,
+            auto_remove,
+            status,
+        } = exit_decision(rec, exit_code, restart_waiter, removing);
+        rec.status = status;
         self.save(id)?;
         if let Some(server) = &mut self.server {
             server.broadcast(&target, FRAME_EXIT, &exit_code.to_be_bytes());
@@ -979,11 +1018,7 @@ impl Monitor {
                 self.respond(t, resp.clone());
             }
         } else if restarts {
-            let delay = match (self.backoff.get(id).copied(), ran) {
-                (Some(_), Some(ran)) if ran >= BACKOFF_RESET_AFTER => BACKOFF_START,
-                (Some(d), _) => (d * 2).min(BACKOFF_MAX),
-                (None, _) => BACKOFF_START,
-            };
+            let delay = next_backoff(self.backoff.get(id).copied(), ran);
             self.backoff.insert(id.to_string(), delay);
             self.restart_at
                 .insert(id.to_string(), Instant::now() + delay);
@@ -1042,10 +1077,7 @@ impl Monitor {
                     if r.restart_policy
                         .restarts(1, r.restart_count, r.manually_stopped)
                     {
-                        let d = self
-                            .backoff
-                            .get(&id)
-                            .map_or(BACKOFF_START, |d| (*d * 2).min(BACKOFF_MAX));
+                        let d = next_backoff(self.backoff.get(&id).copied(), None);
                         self.backoff.insert(id.clone(), d);
                         self.restart_at.insert(id.clone(), Instant::now() + d);
                         if let Ok(r) = self.rec_mut(&id) {
@@ -1382,5 +1414,78 @@ impl Monitor {
 fn log_error(r: Result<()>) {
     if let Err(e) = r {
         let _ = writeln!(std::io::stderr(), "cubby monitor: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{RestartName, RestartPolicy};
+
+    fn rec(policy: RestartName, max: u32, auto_remove: bool) -> ContainerRecord {
+        let mut r = ContainerRecord::new("c", "c", PathBuf::from("/x/log.json"));
+        r.restart_policy = RestartPolicy {
+            name: policy,
+            max_retries: max,
+        };
+        r.auto_remove = auto_remove;
+        r
+    }
+
+    #[test]
+    fn exit_state_machine() {
+        let d = |r: &ContainerRecord, code, restart_waiter, removing| {
+            let x = exit_decision(r, code, restart_waiter, removing);
+            (x.restarts, x.auto_remove, x.status)
+        };
+        use Status::{Exited, Restarting};
+        // No policy: exited; --rm removes.
+        assert_eq!(
+            d(&rec(RestartName::No, 0, false), 1, false, false),
+            (false, false, Exited)
+        );
+        assert_eq!(
+            d(&rec(RestartName::No, 0, true), 0, false, false),
+            (false, true, Exited)
+        );
+        // always / on-failure restart; a restart or rm -f in progress wins.
+        let always = rec(RestartName::Always, 0, false);
+        assert_eq!(d(&always, 0, false, false), (true, false, Restarting));
+        assert_eq!(d(&always, 0, true, false), (false, false, Exited));
+        assert_eq!(d(&always, 0, false, true), (false, false, Exited));
+        let mut stopped = always.clone();
+        stopped.manually_stopped = true;
+        assert_eq!(d(&stopped, 137, false, false), (false, false, Exited));
+        let mut onf = rec(RestartName::OnFailure, 2, false);
+        assert_eq!(d(&onf, 0, false, false), (false, false, Exited));
+        assert_eq!(d(&onf, 3, false, false), (true, false, Restarting));
+        onf.restart_count = 2;
+        assert_eq!(d(&onf, 3, false, false), (false, false, Exited));
+        // --rm with `docker restart`: kept for the restart.
+        assert_eq!(
+            d(&rec(RestartName::No, 0, true), 0, true, false),
+            (false, false, Exited)
+        );
+    }
+
+    #[test]
+    fn restart_backoff() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_backoff(None, None), ms(100));
+        assert_eq!(next_backoff(Some(ms(100)), Some(ms(5))), ms(200));
+        assert_eq!(next_backoff(Some(ms(200)), None), ms(400));
+        assert_eq!(
+            next_backoff(Some(Duration::from_secs(40)), None),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            next_backoff(Some(Duration::from_secs(60)), None),
+            Duration::from_secs(60)
+        );
+        // A run of 10 s or more resets it.
+        assert_eq!(
+            next_backoff(Some(ms(6400)), Some(Duration::from_secs(10))),
+            ms(100)
+        );
     }
 }
