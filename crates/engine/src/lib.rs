@@ -18,6 +18,7 @@ pub mod logs;
 pub mod monitor;
 pub mod protocol;
 pub mod records;
+pub mod snapshots;
 pub mod users;
 pub mod volumes;
 

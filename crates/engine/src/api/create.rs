@@ -15,7 +15,6 @@ use axum::body::Bytes;
 use axum::extract::{Query as Q, State};
 use axum::http::StatusCode;
 use axum::Json;
-use cubby_image::reference::Reference;
 use cubby_image::snapshot::Snapshot;
 use cubby_image::store::ImageRecord;
 use serde_json::{json, Value};
@@ -59,20 +58,7 @@ fn restart_policy(host: &bollard_stubs::models::HostConfig) -> ApiResult<Restart
 }
 
 fn find_image(d: &Shared, name: &str) -> ApiResult<Option<ImageRecord>> {
-    let internal = |e: cubby_image::ImageError| ApiError::internal(e.to_string());
-    if let Ok(r) = Reference::parse(name) {
-        if let Some(rec) = d.images.get_image(&r.to_string()).map_err(internal)? {
-            return Ok(Some(rec));
-        }
-    }
-    let id = name.strip_prefix("sha256:").unwrap_or(name);
-    if id.len() >= 4 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        let images = d.images.images().map_err(internal)?;
-        return Ok(images
-            .into_iter()
-            .find(|r| r.config_digest.hex().starts_with(id)));
-    }
-    Ok(None)
+    crate::snapshots::find_image(&d.images, name).map_err(|e| ApiError::internal(e.to_string()))
 }
 
 pub async fn create(
@@ -164,6 +150,7 @@ fn prepare(d: &Shared, id: &str, name: &str, body: CreateBody) -> ApiResult<Crea
     )
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let command = defaults.command.clone();
+    let exposed_ports = defaults.exposed_ports.clone();
     // Everything the body asks for is checked before the snapshot exists.
     let mut cfg = crate::config::docker::from_body(
         &body,
@@ -181,29 +168,8 @@ fn prepare(d: &Shared, id: &str, name: &str, body: CreateBody) -> ApiResult<Crea
     )));
     let dir = d.root.join("containers").join(id);
     let snapshot = Snapshot::at(&dir);
-    let layers: Vec<PathBuf> = image.layers.iter().map(|l| d.images.layer_dir(l)).collect();
-    let mounted = snapshot.mount(&layers).and_then(|rootfs| {
-        let layer_list: String = image.layers.iter().map(|l| format!("{l}\n")).collect();
-        for (file, text) in [
-            ("image", image.config_digest.to_string()),
-            ("image-name", image.name.clone()),
-            ("layers", layer_list),
-        ] {
-            let p = dir.join(file);
-            std::fs::write(&p, text).map_err(|e| cubby_image::ImageError::io(&p, e))?;
-        }
-        Ok(rootfs)
-    });
-    let rootfs = match mounted {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = snapshot.remove();
-            return Err(ApiError::internal(format!(
-                "snapshot of {}: {e}",
-                image.name
-            )));
-        }
-    };
+    let rootfs = crate::snapshots::mount_for_image(&d.images, &image, &exposed_ports, &dir)
+        .map_err(|e| ApiError::internal(format!("snapshot of {}: {e}", image.name)))?;
     let mut spec = crate::config::build(&cfg, &rootfs).map_err(|e| {
         let _ = snapshot.remove();
         ApiError::from(e)
