@@ -28,6 +28,7 @@
 //! containers found dead at start-up.
 
 pub mod events;
+pub use crate::protocol::CreateRequest;
 mod exec;
 use exec::ExecProc;
 mod serve;
@@ -35,9 +36,9 @@ pub mod server;
 pub mod stdio;
 
 use crate::error::{Error, Result};
-use crate::logs::{LogOptions, LogWriter, Stream};
+use crate::logs::{LogWriter, Stream};
 use crate::protocol::{self, ExecRequest, ExecState, Request, Response, WaitCondition};
-use crate::records::{ContainerRecord, Records, RestartPolicy, Status, EXIT_CODE_UNKNOWN};
+use crate::records::{ContainerRecord, Records, Status, EXIT_CODE_UNKNOWN};
 use cubby_runtime::cgroups::{Cgroup, Hierarchy};
 use cubby_runtime::container::{self, CreateOptions, ExecOptions};
 use cubby_runtime::state::{self, StateRoot};
@@ -47,8 +48,6 @@ use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use oci_spec::runtime::Spec;
-use serde::{Deserialize, Serialize};
 use server::{Conn, Mode, Server, Target};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -110,103 +109,9 @@ fn exit_decision(
         },
     }
 }
+
 /// Stop's grace period before SIGKILL when the request gives none.
 const DEFAULT_STOP_TIMEOUT: i64 = 10;
-
-/// What [`Monitor::create`] needs to run a container.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CreateRequest {
-    pub id: String,
-    pub name: String,
-    pub spec: Spec,
-    pub bundle: PathBuf,
-    #[serde(default)]
-    pub image: Option<String>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default, with = "log_options")]
-    pub log: LogOptions,
-    /// The daemon's own view of the container, kept in the record as given
-    /// (Docker's `{"Config":…,"HostConfig":…,"Mounts":[…]}`).
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub config: serde_json::Value,
-    /// Give the container a stdin pipe that attachers write to (`-i`).
-    #[serde(default)]
-    pub open_stdin: bool,
-    /// Close it when the first attacher with stdin leaves.
-    #[serde(default)]
-    pub stdin_once: bool,
-    #[serde(default)]
-    pub restart: RestartPolicy,
-    /// Remove the container when it exits for good (`--rm`).
-    #[serde(default)]
-    pub auto_remove: bool,
-    /// Run cubby's init as PID 1 (`--init`).
-    #[serde(default)]
-    pub init: bool,
-}
-
-impl CreateRequest {
-    pub fn new(id: &str, name: &str, spec: Spec, bundle: PathBuf) -> CreateRequest {
-        CreateRequest {
-            id: id.into(),
-            name: name.into(),
-            spec,
-            bundle,
-            image: None,
-            labels: BTreeMap::new(),
-            log: LogOptions::default(),
-            config: serde_json::Value::Null,
-            open_stdin: false,
-            stdin_once: false,
-            restart: RestartPolicy::default(),
-            auto_remove: false,
-            init: false,
-        }
-    }
-
-    fn tty(&self) -> bool {
-        self.spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.terminal())
-            .unwrap_or(false)
-    }
-}
-
-/// [`LogOptions`] on the wire: `{"max_size": 1000, "max_file": 2}`.
-mod log_options {
-    use crate::logs::LogOptions;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    #[derive(Serialize, Deserialize)]
-    struct Wire {
-        #[serde(default)]
-        max_size: Option<u64>,
-        #[serde(default = "one")]
-        max_file: u32,
-    }
-
-    fn one() -> u32 {
-        1
-    }
-
-    pub fn serialize<S: Serializer>(o: &LogOptions, s: S) -> Result<S::Ok, S::Error> {
-        Wire {
-            max_size: o.max_size,
-            max_file: o.max_file,
-        }
-        .serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LogOptions, D::Error> {
-        let w = Wire::deserialize(d)?;
-        Ok(LogOptions {
-            max_size: w.max_size,
-            max_file: w.max_file,
-        })
-    }
-}
 
 /// A container process the monitor follows.
 struct Live {
