@@ -57,24 +57,7 @@ impl Images {
     /// An image by reference (`alpine`, `alpine:3.18`, `host/x@sha256:..`)
     /// or by id prefix (as `cubby images` shows it).
     pub fn find(&self, name: &str) -> Result<Option<ImageRecord>> {
-        if let Ok(r) = Reference::parse(name) {
-            if let Some(rec) = self.store.get_image(&r.to_string())? {
-                return Ok(Some(rec));
-            }
-        }
-        let id = name.strip_prefix("sha256:").unwrap_or(name);
-        if id.len() >= 4 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let hits: Vec<ImageRecord> = self
-                .store
-                .images()?
-                .into_iter()
-                .filter(|r| r.config_digest.hex().starts_with(id))
-                .collect();
-            if let Some(first) = hits.first() {
-                return Ok(Some(first.clone()));
-            }
-        }
-        Ok(None)
+        Ok(cubby_engine::snapshots::find_image(&self.store, name)?)
     }
 
     pub fn pull(&self, name: &str, platform: Option<&str>, quiet: bool) -> Result<ImageRecord> {

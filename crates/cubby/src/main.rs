@@ -541,25 +541,13 @@ fn resolve_image(
     if dir.exists() {
         bail!("a container named {id} already exists: remove it with `cubby rm {id}`");
     }
-    let snapshot = Snapshot::at(&dir);
-    guard.snapshot = Some(snapshot.clone());
-    let layers: Vec<PathBuf> = rec
-        .layers
-        .iter()
-        .map(|l| images.store.layer_dir(l))
-        .collect();
-    let rootfs = snapshot.mount(&layers)?;
-    std::fs::write(dir.join("image"), rec.config_digest.to_string()).context("record image")?;
-    std::fs::write(dir.join("image-name"), &rec.name).context("record image")?;
-    let layer_list: String = rec.layers.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(dir.join("layers"), layer_list).context("record layers")?;
-    // For the engine's port publishing: what the image declares (EXPOSE).
-    let ports: String = defaults
-        .exposed_ports
-        .iter()
-        .map(|p| format!("{p}\n"))
-        .collect();
-    std::fs::write(dir.join("exposed-ports"), ports).context("record exposed ports")?;
+    let rootfs = cubby_engine::snapshots::mount_for_image(
+        &images.store,
+        &rec,
+        &defaults.exposed_ports,
+        &dir,
+    )?;
+    guard.snapshot = Some(Snapshot::at(&dir));
 
     args.rootfs = Some(rootfs);
     args.command = defaults.command;

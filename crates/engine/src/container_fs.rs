@@ -27,7 +27,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
@@ -273,6 +273,77 @@ impl ContainerRoot {
         let fd = openat(&pdir, "root", dir_flags(), Mode::empty())
             .map_err(sys(format!("open {proc_dir}/root")))?;
         Ok(ContainerRoot { fd })
+    }
+
+    /// `path` opened with `O_PATH`, followed inside the root (a mount
+    /// target for [`with_mounts`]).
+    pub fn open_path(&self, path: &str) -> Result<OwnedFd> {
+        let p = ContainerPath::parse(path);
+        let whole = if p.components.is_empty() {
+            ".".to_string()
+        } else {
+            p.components.join("/")
+        };
+        openat2(&self.fd, whole.as_str(), open_how(OFlag::O_PATH, in_root()))
+            .map_err(|_| FsError::NotFound(p.display()))
+    }
+
+    /// [`ContainerRoot::open_path`], first creating what is missing of it
+    /// (directories, and an empty file at the end when `!dir`), every step
+    /// resolved inside the root: what the runtime does for a mount target.
+    pub fn make_mountpoint(&self, path: &str, dir: bool) -> Result<OwnedFd> {
+        if let Ok(fd) = self.open_path(path) {
+            return Ok(fd);
+        }
+        let p = ContainerPath::parse(path);
+        let mut cur = self.open_path("/")?;
+        for i in 0..p.components.len() {
+            let prefix = p.components[..=i].join("/");
+            cur = match openat2(
+                &self.fd,
+                prefix.as_str(),
+                open_how(OFlag::O_PATH, in_root()),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) => {
+                    let name = p.components[i].as_str();
+                    let last = i + 1 == p.components.len();
+                    let made = if last && !dir {
+                        mknodat(
+                            &cur,
+                            name,
+                            SFlag::S_IFREG,
+                            Mode::from_bits_truncate(0o644),
+                            0,
+                        )
+                    } else {
+                        mkdirat(&cur, name, Mode::from_bits_truncate(0o755))
+                    };
+                    match made {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => {
+                            return Err(FsError::Sys {
+                                what: format!("create {}", p.display()),
+                                source: e,
+                            })
+                        }
+                    }
+                    openat2(
+                        &self.fd,
+                        prefix.as_str(),
+                        open_how(OFlag::O_PATH, in_root()),
+                    )
+                    .map_err(sys(format!("open {}", p.display())))?
+                }
+                Err(e) => {
+                    return Err(FsError::Sys {
+                        what: format!("open {}", p.display()),
+                        source: e,
+                    })
+                }
+            };
+        }
+        Ok(cur)
     }
 
     /// A small regular file of the container (`/etc/passwd`), followed
@@ -1279,4 +1350,62 @@ mod tests {
             Err(FsError::BadArchive(_)) | Ok(())
         ));
     }
+}
+
+/// A volume or bind of a stopped container: host `source` at `destination`.
+#[derive(Debug, Clone)]
+pub struct ViewMount {
+    pub source: PathBuf,
+    pub destination: String,
+}
+
+/// Runs `f` on a thread of its own, in a private mount namespace where
+/// `mounts` are bind-mounted over the stopped container's root `rootfs`, so
+/// copy-out of a stopped container sees its volumes and binds as it did
+/// running. Nothing propagates to the host (the namespace is made private
+/// and dies with the thread). Mount targets are resolved inside the root,
+/// so a symlink the container left cannot aim a mount elsewhere; a target
+/// missing from the snapshot (a created container) is made, as the runtime
+/// does at start.
+pub fn with_mounts<T: Send + 'static>(
+    rootfs: PathBuf,
+    mut mounts: Vec<ViewMount>,
+    f: impl FnOnce(ContainerRoot) -> T + Send + 'static,
+) -> std::thread::JoinHandle<Result<T>> {
+    use nix::mount::{mount, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    std::thread::spawn(move || {
+        // CLONE_FS too: a thread may only leave the namespace it shares
+        // with its process once it has its own root and cwd.
+        unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_FS)
+            .map_err(sys("unshare a mount namespace for copy-out"))?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(sys("make the copy-out mount namespace private"))?;
+        let root = ContainerRoot::at(&rootfs)?;
+        // Parents before children.
+        mounts.sort_by_key(|m| m.destination.matches('/').count());
+        for m in &mounts {
+            let target = root.make_mountpoint(&m.destination, m.source.is_dir())?;
+            let target_path = format!("/proc/self/fd/{}", target.as_raw_fd());
+            mount(
+                Some(&m.source),
+                target_path.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(sys(format!(
+                "mount {} at {} for copy-out",
+                m.source.display(),
+                m.destination
+            )))?;
+        }
+        Ok(f(root))
+    })
 }

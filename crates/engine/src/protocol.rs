@@ -11,10 +11,12 @@
 //! monitor discards it up to its newline without keeping it.
 
 use crate::error::Error;
-use crate::monitor::events::Event;
-use crate::monitor::CreateRequest;
-use crate::records::ContainerRecord;
+use crate::logs::LogOptions;
+use crate::records::{ContainerRecord, RestartPolicy};
+use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// Longest request line the monitor accepts, newline excluded.
 pub const MAX_REQUEST_LINE: usize = 16 << 20;
@@ -257,6 +259,136 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 pub fn decode_request(line: &[u8]) -> Result<Request, Response> {
     serde_json::from_slice(line)
         .map_err(|e| Response::error(ErrorKind::BadRequest, format!("bad request: {e}")))
+}
+
+/// An engine event (`docker events`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// `container`, `image`, `volume`, `network`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `create`, `start`, `die`, `stop`, `kill`, `destroy`, ...
+    pub action: String,
+    /// The object's id (or name for images and volumes).
+    pub id: String,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// Nanoseconds since the epoch; set by the monitor when 0.
+    #[serde(default)]
+    pub time_nano: i64,
+}
+
+impl Event {
+    pub fn new(kind: &str, action: &str, id: &str) -> Event {
+        Event {
+            kind: kind.into(),
+            action: action.into(),
+            id: id.into(),
+            attributes: BTreeMap::new(),
+            time_nano: 0,
+        }
+    }
+
+    pub fn attr(mut self, key: &str, value: impl Into<String>) -> Event {
+        self.attributes.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// What the monitor needs to run a container (`Request::Create`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub id: String,
+    pub name: String,
+    pub spec: Spec,
+    pub bundle: PathBuf,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, with = "log_options")]
+    pub log: LogOptions,
+    /// The daemon's own view of the container, kept in the record as given
+    /// (Docker's `{"Config":…,"HostConfig":…,"Mounts":[…]}`).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub config: serde_json::Value,
+    /// Give the container a stdin pipe that attachers write to (`-i`).
+    #[serde(default)]
+    pub open_stdin: bool,
+    /// Close it when the first attacher with stdin leaves.
+    #[serde(default)]
+    pub stdin_once: bool,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Remove the container when it exits for good (`--rm`).
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// Run cubby's init as PID 1 (`--init`).
+    #[serde(default)]
+    pub init: bool,
+}
+
+impl CreateRequest {
+    pub fn new(id: &str, name: &str, spec: Spec, bundle: PathBuf) -> CreateRequest {
+        CreateRequest {
+            id: id.into(),
+            name: name.into(),
+            spec,
+            bundle,
+            image: None,
+            labels: BTreeMap::new(),
+            log: LogOptions::default(),
+            config: serde_json::Value::Null,
+            open_stdin: false,
+            stdin_once: false,
+            restart: RestartPolicy::default(),
+            auto_remove: false,
+            init: false,
+        }
+    }
+
+    /// Whether the process gets a terminal.
+    pub fn tty(&self) -> bool {
+        self.spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false)
+    }
+}
+
+/// [`LogOptions`] on the wire: `{"max_size": 1000, "max_file": 2}`.
+mod log_options {
+    use crate::logs::LogOptions;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wire {
+        #[serde(default)]
+        max_size: Option<u64>,
+        #[serde(default = "one")]
+        max_file: u32,
+    }
+
+    fn one() -> u32 {
+        1
+    }
+
+    pub fn serialize<S: Serializer>(o: &LogOptions, s: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            max_size: o.max_size,
+            max_file: o.max_file,
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LogOptions, D::Error> {
+        let w = Wire::deserialize(d)?;
+        Ok(LogOptions {
+            max_size: w.max_size,
+            max_file: w.max_file,
+        })
+    }
 }
 
 #[cfg(test)]

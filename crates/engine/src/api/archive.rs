@@ -10,7 +10,9 @@ use super::create::ensure_rootfs;
 use super::error::ApiError;
 use super::util::{flag, Query};
 use super::{blocking, ApiResult, Shared};
-use crate::container_fs::{ContainerRoot, ExtractOptions, FsError, PathStat};
+use crate::container_fs::{
+    with_mounts, ContainerRoot, ExtractOptions, FsError, PathStat, ViewMount,
+};
 use crate::records::ContainerRecord;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as Q, State};
@@ -94,6 +96,56 @@ async fn open_root(
     blocking(move || ContainerRoot::at(&rootfs).map_err(|e| api_error(e, &p, &w))).await
 }
 
+/// For a container that is not running and has volumes or binds: its
+/// snapshot's root and those mounts (copy-out shows them, as Docker's
+/// does), else None.
+async fn stopped_view(
+    d: &Shared,
+    r: &ContainerRecord,
+) -> ApiResult<Option<(std::path::PathBuf, Vec<ViewMount>)>> {
+    if r.status.is_live() && r.pid.is_some_and(proc_alive) {
+        return Ok(None);
+    }
+    let mounts: Vec<ViewMount> = r
+        .config
+        .get("Mounts")
+        .and_then(|m| m.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            let source = m.get("Source")?.as_str().filter(|s| !s.is_empty())?;
+            let destination = m.get("Destination")?.as_str()?;
+            Some(ViewMount {
+                source: source.into(),
+                destination: destination.to_string(),
+            })
+        })
+        .collect();
+    if mounts.is_empty() {
+        return Ok(None);
+    }
+    ensure_rootfs(d, &r.id).await?;
+    let rootfs = cubby_image::snapshot::Snapshot::at(
+        d.root.join(crate::records::CONTAINERS_DIR).join(&r.id),
+    )
+    .rootfs();
+    Ok(Some((rootfs, mounts)))
+}
+
+/// Waits for a [`with_mounts`] thread without holding a runtime worker.
+async fn join_view<T: Send + 'static>(
+    h: std::thread::JoinHandle<Result<T, FsError>>,
+    path: &str,
+    who: &str,
+) -> ApiResult<T> {
+    let (p, w) = (path.to_string(), who.to_string());
+    blocking(move || match h.join() {
+        Ok(r) => r.map_err(|e| api_error(e, &p, &w)),
+        Err(_) => Err(ApiError::internal("copy-out thread panicked")),
+    })
+    .await
+}
+
 fn proc_alive(pid: i32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}/root")).exists()
 }
@@ -115,6 +167,15 @@ pub async fn head(
     Q(q): Q<Query>,
 ) -> ApiResult<Response> {
     let path = path_of(&q)?;
+    let r = find(&d, id.clone()).await?;
+    if let Some((rootfs, mounts)) = stopped_view(&d, &r).await? {
+        let p = path.clone();
+        let h = with_mounts(rootfs, mounts, move |root| root.stat(&p));
+        let stat = join_view(h, &path, &id)
+            .await?
+            .map_err(|e| api_error(e, &path, &id))?;
+        return Ok(([(STAT_HEADER, stat.header_value())], ()).into_response());
+    }
     let (_, stat) = stat_of(&d, id, path).await?;
     Ok(([(STAT_HEADER, stat.header_value())], ()).into_response())
 }
@@ -157,9 +218,8 @@ pub async fn get(
     Q(q): Q<Query>,
 ) -> ApiResult<Response> {
     let path = path_of(&q)?;
-    let (root, stat) = stat_of(&d, id, path.clone()).await?;
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
-    tokio::task::spawn_blocking(move || {
+    let send_archive = move |root: ContainerRoot, path: String| {
         let mut w = ChannelWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
@@ -173,7 +233,34 @@ pub async fn get(
             // never a short one that looks complete.
             let _ = tx.blocking_send(Err(e));
         }
-    });
+    };
+    let r = find(&d, id.clone()).await?;
+    let stat = if let Some((rootfs, mounts)) = stopped_view(&d, &r).await? {
+        // Stat and archive on the thread that sees the mounts; the
+        // archive streams on after the stat is answered.
+        let (stat_tx, stat_rx) = tokio::sync::oneshot::channel();
+        let p = path.clone();
+        let h = with_mounts(rootfs, mounts, move |root| {
+            let stat = root.stat(&p);
+            let ok = stat.is_ok();
+            let _ = stat_tx.send(stat);
+            if ok {
+                send_archive(root, p);
+            }
+        });
+        match stat_rx.await {
+            Ok(stat) => stat.map_err(|e| api_error(e, &path, &id))?,
+            // The thread failed before the stat: its error says why.
+            Err(_) => {
+                join_view(h, &path, &id).await?;
+                return Err(ApiError::internal("copy-out ended early"));
+            }
+        }
+    } else {
+        let (root, stat) = stat_of(&d, id, path.clone()).await?;
+        tokio::task::spawn_blocking(move || send_archive(root, path));
+        stat
+    };
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });

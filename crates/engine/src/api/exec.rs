@@ -31,6 +31,9 @@ pub struct ExecEntry {
     pub started: bool,
     /// The exit code of an exec that could not be started after the hijack.
     pub failed: Option<i32>,
+    /// The monitor took the exec (until then an inspect reports it
+    /// running: it is starting, and has no exit code to show).
+    pub launched: bool,
 }
 
 /// Execs not yet started are forgotten past this many (clients that
@@ -46,6 +49,18 @@ pub async fn create(
         .map_err(|e| ApiError::bad_request(format!("invalid exec body: {e}")))?;
     if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {
         return Err(ApiError::bad_request("No exec command specified"));
+    }
+    // Honoured or refused, never dropped: an exec runs with its
+    // container's capabilities and security.
+    if config.privileged == Some(true) {
+        return Err(crate::config::ConfigError::unsupported_because(
+            "ExecConfig.Privileged",
+            "an exec gets its container's capabilities; create the container with --privileged",
+        )
+        .into());
+    }
+    if config.detach_keys.as_deref().is_some_and(|k| !k.is_empty()) {
+        return Err(crate::config::ConfigError::unsupported("ExecConfig.DetachKeys").into());
     }
     let r = find(&d, id).await?;
     match r.status {
@@ -90,6 +105,7 @@ pub async fn create(
                 config: config.clone(),
                 started: false,
                 failed: None,
+                launched: false,
             },
         );
     }
@@ -166,8 +182,24 @@ pub async fn start(
         stdin,
         detach: body.detach,
     };
+    let launched = |d: &Shared, exec_id: &str| {
+        if let Ok(mut execs) = d.execs.lock() {
+            if let Some(x) = execs.get_mut(exec_id) {
+                x.launched = true;
+            }
+        }
+    };
     if body.detach {
-        d.call(Request::Exec(Box::new(req))).await?;
+        let sent = d.call(Request::Exec(Box::new(req))).await;
+        if sent.is_err() {
+            if let Ok(mut execs) = d.execs.lock() {
+                if let Some(x) = execs.get_mut(&exec_id) {
+                    x.failed = Some(126);
+                }
+            }
+        }
+        sent?;
+        launched(&d, &exec_id);
         return Ok(StatusCode::OK.into_response());
     }
     let streams = Streams {
@@ -178,7 +210,9 @@ pub async fn start(
     let d2 = d.clone();
     let open = async move {
         let opened = conn::open_stream(&d2.monitor_socket, &Request::Exec(Box::new(req))).await;
-        if opened.is_err() {
+        if opened.is_ok() {
+            launched(&d2, &exec_id);
+        } else {
             // Never started: inspect reports the code Docker gives a
             // command that cannot run.
             if let Ok(mut execs) = d2.execs.lock() {
@@ -210,6 +244,19 @@ pub async fn inspect(
         {
             Ok(Response::Exec(s)) => Some(s),
             Ok(_) => None,
+            // Started but not yet with the monitor (an attached exec starts
+            // once its client has the 101): running, no exit code yet.
+            Err(err)
+                if err.status == StatusCode::NOT_FOUND && !e.launched && e.failed.is_none() =>
+            {
+                Some(crate::protocol::ExecState {
+                    exec_id: exec_id.clone(),
+                    id: e.container.clone(),
+                    running: true,
+                    exit_code: None,
+                    pid: 0,
+                })
+            }
             // The monitor forgot it (restarted): ended, code unknown.
             Err(err) if err.status == StatusCode::NOT_FOUND => None,
             Err(err) => return Err(err),

@@ -3,45 +3,13 @@
 //! in memory, as Docker does) and streams new events to subscribers; the
 //! daemon publishes image and volume events into it.
 
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Events kept for `--since` (Docker keeps 256; classes of 100 students
 /// make more).
 pub const EVENT_HISTORY: usize = 4096;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// `container`, `image`, `volume`, `network`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// `create`, `start`, `die`, `stop`, `kill`, `destroy`, ...
-    pub action: String,
-    /// The object's id (or name for images and volumes).
-    pub id: String,
-    #[serde(default)]
-    pub attributes: BTreeMap<String, String>,
-    /// Nanoseconds since the epoch; set by the monitor when 0.
-    #[serde(default)]
-    pub time_nano: i64,
-}
-
-impl Event {
-    pub fn new(kind: &str, action: &str, id: &str) -> Event {
-        Event {
-            kind: kind.into(),
-            action: action.into(),
-            id: id.into(),
-            attributes: BTreeMap::new(),
-            time_nano: 0,
-        }
-    }
-
-    pub fn attr(mut self, key: &str, value: impl Into<String>) -> Event {
-        self.attributes.insert(key.into(), value.into());
-        self
-    }
-}
+pub use crate::protocol::Event;
 
 pub fn now_nanos() -> i64 {
     std::time::SystemTime::now()

@@ -28,6 +28,7 @@
 //! containers found dead at start-up.
 
 pub mod events;
+pub use crate::protocol::CreateRequest;
 mod exec;
 use exec::ExecProc;
 mod serve;
@@ -35,9 +36,9 @@ pub mod server;
 pub mod stdio;
 
 use crate::error::{Error, Result};
-use crate::logs::{LogOptions, LogWriter, Stream};
+use crate::logs::{LogWriter, Stream};
 use crate::protocol::{self, ExecRequest, ExecState, Request, Response, WaitCondition};
-use crate::records::{ContainerRecord, Records, RestartPolicy, Status, EXIT_CODE_UNKNOWN};
+use crate::records::{ContainerRecord, Records, Status, EXIT_CODE_UNKNOWN};
 use cubby_runtime::cgroups::{Cgroup, Hierarchy};
 use cubby_runtime::container::{self, CreateOptions, ExecOptions};
 use cubby_runtime::state::{self, StateRoot};
@@ -47,8 +48,6 @@ use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use oci_spec::runtime::Spec;
-use serde::{Deserialize, Serialize};
 use server::{Conn, Mode, Server, Target};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -66,99 +65,53 @@ pub const CREATE_FILE: &str = "create.json";
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(10);
+
+/// The delay before restart attempt: 100 ms, doubling to 60 s; back to
+/// 100 ms after a run of at least 10 s (`ran`: how long it last ran).
+fn next_backoff(previous: Option<Duration>, ran: Option<Duration>) -> Duration {
+    match (previous, ran) {
+        (Some(_), Some(ran)) if ran >= BACKOFF_RESET_AFTER => BACKOFF_START,
+        (Some(d), _) => (d * 2).min(BACKOFF_MAX),
+        (None, _) => BACKOFF_START,
+    }
+}
+
+/// What an exit leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ExitDecision {
+    /// The restart policy brings it back (after [`next_backoff`]).
+    restarts: bool,
+    /// `--rm`: removed now.
+    auto_remove: bool,
+    status: Status,
+}
+
+/// The exit state machine: a `docker restart` or `rm -f` in progress
+/// overrides the policy; `--rm` applies only to an exit for good.
+fn exit_decision(
+    rec: &ContainerRecord,
+    exit_code: i32,
+    restart_waiter: bool,
+    removing: bool,
+) -> ExitDecision {
+    let restarts = !restart_waiter
+        && !removing
+        && rec
+            .restart_policy
+            .restarts(exit_code, rec.restart_count, rec.manually_stopped);
+    ExitDecision {
+        restarts,
+        auto_remove: rec.auto_remove && !restarts && !restart_waiter,
+        status: if restarts {
+            Status::Restarting
+        } else {
+            Status::Exited
+        },
+    }
+}
+
 /// Stop's grace period before SIGKILL when the request gives none.
 const DEFAULT_STOP_TIMEOUT: i64 = 10;
-
-/// What [`Monitor::create`] needs to run a container.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CreateRequest {
-    pub id: String,
-    pub name: String,
-    pub spec: Spec,
-    pub bundle: PathBuf,
-    #[serde(default)]
-    pub image: Option<String>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default, with = "log_options")]
-    pub log: LogOptions,
-    /// The daemon's own view of the container, kept in the record as given
-    /// (Docker's `{"Config":…,"HostConfig":…,"Mounts":[…]}`).
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub config: serde_json::Value,
-    /// Give the container a stdin pipe that attachers write to (`-i`).
-    #[serde(default)]
-    pub open_stdin: bool,
-    /// Close it when the first attacher with stdin leaves.
-    #[serde(default)]
-    pub stdin_once: bool,
-    #[serde(default)]
-    pub restart: RestartPolicy,
-    /// Remove the container when it exits for good (`--rm`).
-    #[serde(default)]
-    pub auto_remove: bool,
-}
-
-impl CreateRequest {
-    pub fn new(id: &str, name: &str, spec: Spec, bundle: PathBuf) -> CreateRequest {
-        CreateRequest {
-            id: id.into(),
-            name: name.into(),
-            spec,
-            bundle,
-            image: None,
-            labels: BTreeMap::new(),
-            log: LogOptions::default(),
-            config: serde_json::Value::Null,
-            open_stdin: false,
-            stdin_once: false,
-            restart: RestartPolicy::default(),
-            auto_remove: false,
-        }
-    }
-
-    fn tty(&self) -> bool {
-        self.spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.terminal())
-            .unwrap_or(false)
-    }
-}
-
-/// [`LogOptions`] on the wire: `{"max_size": 1000, "max_file": 2}`.
-mod log_options {
-    use crate::logs::LogOptions;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    #[derive(Serialize, Deserialize)]
-    struct Wire {
-        #[serde(default)]
-        max_size: Option<u64>,
-        #[serde(default = "one")]
-        max_file: u32,
-    }
-
-    fn one() -> u32 {
-        1
-    }
-
-    pub fn serialize<S: Serializer>(o: &LogOptions, s: S) -> Result<S::Ok, S::Error> {
-        Wire {
-            max_size: o.max_size,
-            max_file: o.max_file,
-        }
-        .serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<LogOptions, D::Error> {
-        let w = Wire::deserialize(d)?;
-        Ok(LogOptions {
-            max_size: w.max_size,
-            max_file: w.max_file,
-        })
-    }
-}
 
 /// A container process the monitor follows.
 struct Live {
@@ -565,7 +518,7 @@ impl Monitor {
             root: &self.state,
             console_socket: None,
             pid_file: None,
-            init: false,
+            init: req.init,
             preserve_fds: 0,
         })?)
     }
@@ -618,7 +571,32 @@ impl Monitor {
                 }
             }
             let own = fds.len();
-            if let Some(server) = &self.server {
+            // Back-pressure: attachers of a process with a full input
+            // buffer (or of a created container's early input) wait.
+            let full: Vec<Target> = self
+                .live
+                .iter()
+                .filter(|(_, l)| l.stdio.stdin_full())
+                .map(|(id, _)| Target::Container(id.clone()))
+                .chain(
+                    self.execs
+                        .iter()
+                        .filter(|(_, e)| e.stdio.stdin_full())
+                        .map(|(id, _)| Target::Exec(id.clone())),
+                )
+                .chain(
+                    self.early_stdin
+                        .iter()
+                        .filter(|(_, (buf, _))| buf.len() >= stdio::MAX_STDIN_BUF)
+                        .map(|(id, _)| Target::Container(id.clone())),
+                )
+                .collect();
+            if let Some(server) = &mut self.server {
+                for c in server.conns.iter_mut() {
+                    if let Mode::Attach { target, .. } = &c.mode {
+                        c.paused = full.contains(target);
+                    }
+                }
                 server.poll_fds(&mut fds);
             }
             let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
@@ -855,17 +833,12 @@ impl Monitor {
         if !errors.is_empty() {
             rec.error = Some(errors.join("; "));
         }
-        let restarts = !restart_waiter
-            && !removing
-            && rec
-                .restart_policy
-                .restarts(exit_code, rec.restart_count, rec.manually_stopped);
-        let auto_remove = rec.auto_remove && !restarts && !restart_waiter;
-        rec.status = if restarts {
-            Status::Restarting
-        } else {
-            Status::Exited
-        };
+        let ExitDecision {
+            restarts,
+            auto_remove,
+            status,
+        } = exit_decision(rec, exit_code, restart_waiter, removing);
+        rec.status = status;
         self.save(id)?;
         if let Some(server) = &mut self.server {
             server.broadcast(&target, FRAME_EXIT, &exit_code.to_be_bytes());
@@ -950,11 +923,7 @@ impl Monitor {
                 self.respond(t, resp.clone());
             }
         } else if restarts {
-            let delay = match (self.backoff.get(id).copied(), ran) {
-                (Some(_), Some(ran)) if ran >= BACKOFF_RESET_AFTER => BACKOFF_START,
-                (Some(d), _) => (d * 2).min(BACKOFF_MAX),
-                (None, _) => BACKOFF_START,
-            };
+            let delay = next_backoff(self.backoff.get(id).copied(), ran);
             self.backoff.insert(id.to_string(), delay);
             self.restart_at
                 .insert(id.to_string(), Instant::now() + delay);
@@ -1013,10 +982,7 @@ impl Monitor {
                     if r.restart_policy
                         .restarts(1, r.restart_count, r.manually_stopped)
                     {
-                        let d = self
-                            .backoff
-                            .get(&id)
-                            .map_or(BACKOFF_START, |d| (*d * 2).min(BACKOFF_MAX));
+                        let d = next_backoff(self.backoff.get(&id).copied(), None);
                         self.backoff.insert(id.clone(), d);
                         self.restart_at.insert(id.clone(), Instant::now() + d);
                         if let Ok(r) = self.rec_mut(&id) {
@@ -1353,5 +1319,78 @@ impl Monitor {
 fn log_error(r: Result<()>) {
     if let Err(e) = r {
         let _ = writeln!(std::io::stderr(), "cubby monitor: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{RestartName, RestartPolicy};
+
+    fn rec(policy: RestartName, max: u32, auto_remove: bool) -> ContainerRecord {
+        let mut r = ContainerRecord::new("c", "c", PathBuf::from("/x/log.json"));
+        r.restart_policy = RestartPolicy {
+            name: policy,
+            max_retries: max,
+        };
+        r.auto_remove = auto_remove;
+        r
+    }
+
+    #[test]
+    fn exit_state_machine() {
+        let d = |r: &ContainerRecord, code, restart_waiter, removing| {
+            let x = exit_decision(r, code, restart_waiter, removing);
+            (x.restarts, x.auto_remove, x.status)
+        };
+        use Status::{Exited, Restarting};
+        // No policy: exited; --rm removes.
+        assert_eq!(
+            d(&rec(RestartName::No, 0, false), 1, false, false),
+            (false, false, Exited)
+        );
+        assert_eq!(
+            d(&rec(RestartName::No, 0, true), 0, false, false),
+            (false, true, Exited)
+        );
+        // always / on-failure restart; a restart or rm -f in progress wins.
+        let always = rec(RestartName::Always, 0, false);
+        assert_eq!(d(&always, 0, false, false), (true, false, Restarting));
+        assert_eq!(d(&always, 0, true, false), (false, false, Exited));
+        assert_eq!(d(&always, 0, false, true), (false, false, Exited));
+        let mut stopped = always.clone();
+        stopped.manually_stopped = true;
+        assert_eq!(d(&stopped, 137, false, false), (false, false, Exited));
+        let mut onf = rec(RestartName::OnFailure, 2, false);
+        assert_eq!(d(&onf, 0, false, false), (false, false, Exited));
+        assert_eq!(d(&onf, 3, false, false), (true, false, Restarting));
+        onf.restart_count = 2;
+        assert_eq!(d(&onf, 3, false, false), (false, false, Exited));
+        // --rm with `docker restart`: kept for the restart.
+        assert_eq!(
+            d(&rec(RestartName::No, 0, true), 0, true, false),
+            (false, false, Exited)
+        );
+    }
+
+    #[test]
+    fn restart_backoff() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_backoff(None, None), ms(100));
+        assert_eq!(next_backoff(Some(ms(100)), Some(ms(5))), ms(200));
+        assert_eq!(next_backoff(Some(ms(200)), None), ms(400));
+        assert_eq!(
+            next_backoff(Some(Duration::from_secs(40)), None),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            next_backoff(Some(Duration::from_secs(60)), None),
+            Duration::from_secs(60)
+        );
+        // A run of 10 s or more resets it.
+        assert_eq!(
+            next_backoff(Some(ms(6400)), Some(Duration::from_secs(10))),
+            ms(100)
+        );
     }
 }

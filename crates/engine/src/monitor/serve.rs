@@ -98,7 +98,8 @@ impl Monitor {
     /// container starts.
     pub(super) fn stdin_data(&mut self, target: &Target, data: &[u8]) {
         if let Some(io) = self.stdio_mut(target) {
-            if io.stdin.is_some() && io.stdin_buf.len() < stdio::MAX_STDIN_BUF {
+            // Never dropped: past MAX_STDIN_BUF the attachers are paused.
+            if io.stdin.is_some() && !io.stdin_eof {
                 io.stdin_buf.extend_from_slice(data);
                 io.write_stdin();
             }
@@ -111,9 +112,7 @@ impl Monitor {
                 .is_some_and(|r| r.status == Status::Created)
             {
                 let early = self.early_stdin.entry(id.clone()).or_default();
-                if early.0.len() < stdio::MAX_STDIN_BUF {
-                    early.0.extend_from_slice(data);
-                }
+                early.0.extend_from_slice(data);
             }
         }
     }

@@ -249,6 +249,9 @@ pub struct Conn {
     /// Broken, or too slow: dropped at the next prune.
     pub dead: bool,
     pub close_when_flushed: bool,
+    /// An attach stream whose process holds a full input buffer: not read
+    /// until it drains (input waits in the socket, never dropped).
+    pub paused: bool,
 }
 
 impl Conn {
@@ -267,6 +270,7 @@ impl Conn {
             eof: false,
             dead: false,
             close_when_flushed: false,
+            paused: false,
         }
     }
 
@@ -287,7 +291,7 @@ impl Conn {
             Mode::Requests => {
                 self.pending_out() == 0 && !self.awaiting && !self.eof && !self.has_request()
             }
-            _ => !self.eof,
+            _ => !self.eof && !self.paused,
         };
         if read {
             f |= PollFlags::POLLIN;

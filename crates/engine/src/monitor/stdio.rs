@@ -53,6 +53,8 @@ pub struct Stdio {
     pub stdin: Option<OwnedFd>,
     /// Input not yet accepted by `stdin`.
     pub stdin_buf: Vec<u8>,
+    /// The attacher's input ended: close `stdin` once `stdin_buf` is written.
+    pub stdin_eof: bool,
     /// The pty master (also in `stdout`), for resizes.
     pub pty: Option<OwnedFd>,
 }
@@ -68,11 +70,13 @@ impl Stdio {
             stderr: None,
             stdin: None,
             stdin_buf: Vec::new(),
+            stdin_eof: false,
             pty: None,
         }
     }
 
-    /// Writes buffered input; drops stdin when the process closed it.
+    /// Writes buffered input; drops stdin when the process closed it, or
+    /// when all input was written after the attacher's end of input.
     pub fn write_stdin(&mut self) {
         let Some(fd) = &self.stdin else {
             self.stdin_buf.clear();
@@ -92,13 +96,22 @@ impl Stdio {
                 }
             }
         }
+        if self.stdin_eof {
+            self.stdin = None;
+        }
     }
 
-    /// Closes stdin once what is buffered is written (or at once if nothing is).
+    /// Closes stdin once what is buffered is written (at once if nothing
+    /// is): input sent just before the client closed is not lost.
     pub fn close_stdin(&mut self) {
+        self.stdin_eof = true;
         self.write_stdin();
-        self.stdin = None;
-        self.stdin_buf.clear();
+    }
+
+    /// Holds as much input as the monitor keeps for this process: read no
+    /// more from its attachers until the process takes some.
+    pub fn stdin_full(&self) -> bool {
+        self.stdin.is_some() && self.stdin_buf.len() >= MAX_STDIN_BUF
     }
 }
 
