@@ -129,7 +129,7 @@ pub async fn events(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Respon
         .map(|s| parse_time(s))
         .transpose()?;
     let filters = parse_filters(&q)?;
-    let mut stream = conn::open_stream(
+    let stream = conn::open_stream(
         &d.monitor_socket,
         &Request::Events {
             since: since.or(Some(now_nanos())),
