@@ -57,6 +57,10 @@ pub struct State {
     pub pid_start_time: u64,
     /// The normalised cgroup path inside the hierarchy.
     pub cgroup_path: String,
+    /// Created with `--no-new-keyring`: exec'd processes keep the caller's
+    /// session keyring too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_new_keyring: bool,
 }
 
 impl State {
@@ -316,6 +320,7 @@ mod tests {
             owner: String::new(),
             pid_start_time: 1,
             cgroup_path: "/cubby/c1".into(),
+            no_new_keyring: false,
         };
         root.save(&st).unwrap();
         let back = root.load("c1").unwrap();
