@@ -21,6 +21,10 @@ struct Cli {
     /// Directory for container state.
     #[arg(long, global = true, default_value = "/run/cubby-oci")]
     root: PathBuf,
+    /// fsync every state write (for a --root on a disk whose state must
+    /// survive power loss; the default root is a tmpfs).
+    #[arg(long = "fsync-state", global = true)]
+    fsync_state: bool,
     /// Also write errors to this file.
     #[arg(long, global = true)]
     log: Option<PathBuf>,
@@ -199,7 +203,7 @@ fn write_log(path: &Option<PathBuf>, format: &str, msg: &str) {
 }
 
 fn run(cli: Cli) -> Result<i32> {
-    let root = StateRoot::new(&cli.root);
+    let root = StateRoot::new(&cli.root).with_fsync(cli.fsync_state);
     match cli.cmd {
         Cmd::Create(args) => {
             cloned_exe::ensure_sealed()?;

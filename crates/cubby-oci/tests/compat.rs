@@ -720,3 +720,46 @@ fn failing_hooks() {
         );
     }
 }
+
+/// Priority 6: state is written atomically without fsync unless
+/// --fsync-state asks (strace counts the sync syscalls of a whole `run`).
+#[test]
+fn lifecycle_fsyncs_only_when_asked() {
+    let strace = common::require_tool("strace", "strace");
+    let b = Bundle::new("cubby-oci", |c| set_args(c, "true"));
+    let count = |flag: Option<&str>| {
+        let trace = b.path().join("strace.out");
+        let id = common::unique_name("fsync");
+        let mut cmd = Command::new(&strace);
+        cmd.args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,syncfs,sync,sync_file_range",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(common::runtime_under_test())
+        .arg("--root")
+        .arg(b.state_root());
+        if let Some(f) = flag {
+            cmd.arg(f);
+        }
+        cmd.args(["run", "--bundle"]).arg(b.path()).arg(&id);
+        let out = common::run_timeout(&mut cmd, T);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&trace).unwrap();
+        text.lines()
+            .filter(|l| l.contains("sync") && !l.contains("exited"))
+            .count()
+    };
+    assert_eq!(count(None), 0, "a lifecycle without --fsync-state fsynced");
+    assert!(
+        count(Some("--fsync-state")) > 0,
+        "--fsync-state did not fsync"
+    );
+}

@@ -184,7 +184,7 @@ pub fn create_with(opts: CreateOptions, extras: &CreateExtras) -> Result<Created
         armed: true,
     };
     let spec_json = serde_json::to_vec(spec).map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    state::write_atomic(&dir.join(SPEC_COPY), &spec_json)?;
+    opts.root.write(&dir.join(SPEC_COPY), &spec_json)?;
 
     let cgroup = cgroup_of(spec, opts.id)?;
     // Recorded before anything is made, so that if the runtime is killed
@@ -320,7 +320,7 @@ pub fn create_with(opts: CreateOptions, extras: &CreateExtras) -> Result<Created
     st.pid_start_time = start_time;
     opts.root.save(&st)?;
     if let Some(pf) = opts.pid_file {
-        state::write_atomic(pf, pid.as_raw().to_string().as_bytes())?;
+        opts.root.write(pf, pid.as_raw().to_string().as_bytes())?;
     }
     undo.armed = false;
     Ok(Created {
@@ -792,7 +792,7 @@ pub fn exec(root: &StateRoot, id: &str, process: &Process, opts: ExecOptions) ->
             }
             let pid = pid.ok_or_else(|| Error::Child("exec helper died without a pid".into()))?;
             if let Some(pf) = opts.pid_file {
-                state::write_atomic(pf, pid.as_raw().to_string().as_bytes())?;
+                root.write(pf, pid.as_raw().to_string().as_bytes())?;
             }
             Ok(Execed { pid, pty_master })
         }
