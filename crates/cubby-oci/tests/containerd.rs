@@ -488,6 +488,42 @@ fn ctr_run_with_cubby_oci() {
     );
     assert_eq!(o.status.code(), Some(137), "not OOM-killed: {:?}", text(&o));
 
+    // pids limit: ctr has no flag for it, so a whole spec (`ctr oci spec`,
+    // as a CRI client would send it) with linux.resources.pids, run with
+    // --config on the image's unpacked rootfs
+    let spec: serde_json::Value = serde_json::from_str(&c.ok(&["oci", "spec"])).unwrap();
+    let mut spec = spec;
+    spec["root"]["path"] = c
+        .dir
+        .path()
+        .join("image/rootfs")
+        .display()
+        .to_string()
+        .into();
+    spec["process"]["args"] = serde_json::json!([
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 5 & done; echo all-forked"
+    ]);
+    spec["linux"]["resources"]["pids"] = serde_json::json!({"limit": 8});
+    let spec_path = c.dir.path().join("pids-spec.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let runtime = c.runtime.display().to_string();
+    let o = c.out(&[
+        "run",
+        "--rm",
+        "--runc-binary",
+        &runtime,
+        "--config",
+        spec_path.to_str().unwrap(),
+        "pids",
+    ]);
+    let (out, err) = text(&o);
+    assert!(
+        !out.contains("all-forked") && err.contains("can't fork"),
+        "pids limit not applied: {out}\n{err}"
+    );
+
     // no leftovers: runtime state, cgroups, mounts, shims and containers
     let deadline = Instant::now() + T;
     loop {
