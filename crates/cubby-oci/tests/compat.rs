@@ -674,7 +674,10 @@ fn failing_hooks() {
             if extra.contains("sleep") {
                 h["timeout"] = json!(1);
             }
-            c["hooks"] = json!({ kind: [h] });
+            c["hooks"] = json!({ kind.as_str(): [h] });
+            if kind != "poststop" {
+                c["hooks"]["poststop"] = json!([hook(&log, "poststop", "")]);
+            }
         })
     };
     for kind in ["prestart", "createRuntime", "createContainer"] {
@@ -689,6 +692,12 @@ fn failing_hooks() {
         assert!(
             !b.state_root().join(&id).exists(),
             "{kind}: state left behind"
+        );
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let last = text.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("poststop ") && last.contains("\"stopped\""),
+            "{kind}: poststop did not run after the failed create: {text}"
         );
         for parent in ["/sys/fs/cgroup/pids/cubby", "/sys/fs/cgroup/cubby"] {
             let cg = Path::new(parent).join(&id);

@@ -70,6 +70,9 @@ struct Undo<'a> {
     child: Option<Pid>,
     /// The rootfs, when the container's mounts live in our namespace.
     host_mounts: Option<PathBuf>,
+    /// A create hook failed: the lifecycle goes on with poststop hooks
+    /// (runtime-spec), given this state JSON, after the cleanup.
+    poststop: Option<(&'a Spec, String)>,
     armed: bool,
 }
 
@@ -89,6 +92,9 @@ impl Drop for Undo<'_> {
             let _ = rootfs::unmount_under(rootfs);
         }
         let _ = self.root.remove(self.id);
+        if let Some((spec, json)) = &self.poststop {
+            hooks::run_warn(spec, Kind::Poststop, json.as_bytes());
+        }
     }
 }
 
@@ -181,6 +187,7 @@ pub fn create_with(opts: CreateOptions, extras: &CreateExtras) -> Result<Created
         cgroup: None,
         child: None,
         host_mounts: (!mount_ns).then(|| rootfs.clone()),
+        poststop: None,
         armed: true,
     };
     let spec_json = serde_json::to_vec(spec).map_err(|e| Error::InvalidSpec(e.to_string()))?;
@@ -295,6 +302,9 @@ pub fn create_with(opts: CreateOptions, extras: &CreateExtras) -> Result<Created
                 // pivot_root: the runtime-namespace hooks run now.
                 st.pid = pid.as_raw();
                 let json = st.to_oci_json().to_string();
+                let mut stopped = st.clone();
+                stopped.status = Status::Stopped;
+                undo.poststop = Some((spec, stopped.to_oci_json().to_string()));
                 hooks::run(spec, Kind::Prestart, json.as_bytes())?;
                 hooks::run(spec, Kind::CreateRuntime, json.as_bytes())?;
                 parent_ch.send(&Msg::State(json))?;
@@ -303,6 +313,8 @@ pub fn create_with(opts: CreateOptions, extras: &CreateExtras) -> Result<Created
                 Some(sock) => send_to_console_socket(sock, &master)?,
                 None => pty_master = Some(master),
             },
+            // The init failed (createContainer hooks included); poststop runs
+            // only if the spec's hooks were reached (undo.poststop is set).
             Some(Msg::Failed { code, text }) => return Err(Error::from_child(code, text)),
             Some(other) => return Err(Error::Child(format!("unexpected message {other:?}"))),
             None => {

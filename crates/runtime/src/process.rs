@@ -315,12 +315,10 @@ impl Ready<'_> {
     /// Loads the seccomp filter, drops what was kept for it, and execs.
     /// Returns only on failure.
     pub fn exec(self) -> Error {
-        if let Err(e) = self.lock_down() {
-            return e;
+        match self.lock_down() {
+            Ok(()) => self.exec_only(),
+            Err(e) => e,
         }
-        let p = &self.prepared;
-        let err = nix::unistd::execve(&p.exe, &p.argv, &p.envp).unwrap_err();
-        Error::sys(format!("exec {:?}", p.exe), err)
     }
 
     /// Everything before execve that the filter applies to: the filter itself
