@@ -772,3 +772,93 @@ fn lifecycle_fsyncs_only_when_asked() {
         "--fsync-state did not fsync"
     );
 }
+
+/// Priority 3/item 1: a spec using many process, user, rlimit, capability,
+/// mount, device, sysctl, masked/read-only path and annotation fields gives
+/// the same observable result under cubby-oci as under runc.
+#[test]
+fn rich_spec_matches_runc() {
+    let runc = common::require_tool("runc", "runc");
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::write(host_dir.path().join("f"), "host-file\n").unwrap();
+    let probe = "id; umask; ulimit -Sn; ulimit -Hn; ulimit -Sc; \
+        grep -E '^(Cap|NoNewPrivs)' /proc/self/status; \
+        cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shm_rmid_forced; \
+        ls -ln /dev/cubbyzero | cut -c1-10; head -c 2 /dev/cubbyzero | od -An -tx1; \
+        grep ' /scratch ' /proc/mounts | cut -d' ' -f1-4; \
+        cat /ro/f; touch /ro/x 2>/dev/null || echo ro-bind; \
+        wc -c < /proc/kcore; hostname; pwd; echo $GREETING; \
+        touch /scratch/ok && echo scratch-writable";
+    let edit = |c: &mut Value| {
+        set_args(c, probe);
+        c["process"]["user"] =
+            json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 20], "umask": 23});
+        c["process"]["cwd"] = json!("/tmp");
+        c["process"]["env"] = json!(["PATH=/bin:/usr/bin", "GREETING=hi there"]);
+        c["process"]["rlimits"] = json!([
+            {"type": "RLIMIT_NOFILE", "soft": 512, "hard": 1024},
+            {"type": "RLIMIT_CORE", "soft": 0, "hard": 0}
+        ]);
+        let caps = json!(["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+        c["process"]["capabilities"] = json!({
+            "bounding": caps, "effective": caps, "permitted": caps,
+            "inheritable": caps, "ambient": ["CAP_NET_BIND_SERVICE"]
+        });
+        c["process"]["noNewPrivileges"] = json!(true);
+        c["hostname"] = json!("rich-spec");
+        c["annotations"] = json!({"org.example/key": "value"});
+        c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1", "kernel.shm_rmid_forced": "1"});
+        c["linux"]["devices"] = json!([{"path": "/dev/cubbyzero", "type": "c", "major": 1,
+            "minor": 5, "fileMode": 416, "uid": 1000, "gid": 1000}]);
+        c["linux"]["resources"]["devices"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"allow": true, "type": "c", "major": 1, "minor": 5, "access": "rwm"}));
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.push(
+            json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "nodev", "size=1m", "mode=1777"]}),
+        );
+        mounts.push(json!({"destination": "/ro", "type": "bind",
+            "source": host_dir.path(), "options": ["rbind", "ro"]}));
+        c["root"]["readonly"] = json!(false);
+    };
+    let mut outputs = Vec::new();
+    for runtime in [runc.clone(), common::runtime_under_test()] {
+        let b = Bundle::new("runc", edit);
+        let id = common::unique_name("rich");
+        let root = b.state_root();
+        let mut cmd = Command::new(&runtime);
+        cmd.arg("--root")
+            .arg(&root)
+            .args(["run", "--bundle"])
+            .arg(b.path())
+            .arg(&id);
+        let out = common::run_timeout(&mut cmd, T);
+        assert!(
+            out.status.success(),
+            "{}: {}\n{}",
+            runtime.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let (theirs, ours) = (&outputs[0], &outputs[1]);
+    for (a, b) in theirs.lines().zip(ours.lines()) {
+        assert_eq!(
+            b, a,
+            "cubby-oci differs from runc\nrunc:\n{theirs}\ncubby-oci:\n{ours}"
+        );
+    }
+    assert_eq!(
+        ours.lines().count(),
+        theirs.lines().count(),
+        "runc:\n{theirs}\ncubby-oci:\n{ours}"
+    );
+    eprintln!("both runtimes showed:\n{ours}");
+    assert!(
+        ours.contains("hi there") && ours.contains("ro-bind"),
+        "{ours}"
+    );
+}
