@@ -222,6 +222,13 @@ impl Drop for Containerd {
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
         let _ = std::fs::remove_dir_all(self.runtime_root());
+        // ctr's cgroupsPath is /NAMESPACE/ID: the runtime removes the ID
+        // level (checked in the test), the namespace level is ours to remove.
+        if let Ok(hiers) = std::fs::read_dir("/sys/fs/cgroup") {
+            for h in hiers.flatten() {
+                let _ = std::fs::remove_dir(h.path().join(&self.ns));
+            }
+        }
     }
 }
 
