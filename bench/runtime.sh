@@ -26,7 +26,12 @@
 # mark through fork+exec; GNU time's own floor is ~1 MiB
 # (`/usr/bin/time -f %M /bin/true`, printed as "floor").
 #
-# Env: ITER (50), WARMUP (10), RSS_ITER (5), RUNTIMES ("cubby crun runc"),
+# Two phases (LOAD=both, the default): "quiet", then "loaded", the same
+# interleaved comparison while a CPU hog started by the bench (a shell busy
+# loop) keeps one core busy. LOAD=quiet or LOAD=loaded runs one. A summary
+# prints both phases' medians and cubby's ratios to crun and runc.
+#
+# Env: ITER (50), WARMUP (10), RSS_ITER (5), RUNTIMES ("cubby crun runc"), LOAD (both),
 #      CUBBY_OCI (target/release/cubby-oci; built with cargo if missing),
 #      RUNC (runc), CRUN (crun), KEEP=1 keeps the temp dir.
 set -euo pipefail
@@ -37,6 +42,8 @@ repo=$(cd "$here/.." && pwd)
 ITER=${ITER:-50}
 WARMUP=${WARMUP:-10}
 RUNTIMES=${RUNTIMES:-"cubby crun runc"}
+LOAD=${LOAD:-both}
+case $LOAD in both|quiet|loaded) ;; *) echo "bench: LOAD must be both, quiet or loaded" >&2; exit 1 ;; esac
 
 die() { echo "bench: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (runc/crun need it for rootful containers)"
@@ -105,12 +112,13 @@ for kv in "${rts[@]}"; do
     esac
 done
 
-python3 - "$work" "$WARMUP" "$ITER" "$hybrid" "${RSS_ITER:-5}" "${rts[@]}" <<'PY'
+python3 - "$work" "$WARMUP" "$ITER" "$hybrid" "${RSS_ITER:-5}" "$LOAD" "${rts[@]}" <<'PY'
 import json, os, shutil, statistics, sys, time
 
 work, warmup, iters, hybrid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 rss_iters = int(sys.argv[5])
-rts = [a.split("=", 1) for a in sys.argv[6:]]
+LOAD = sys.argv[6]
+rts = [a.split("=", 1) for a in sys.argv[7:]]
 GNU_TIME = "/usr/bin/time"
 bundle = os.path.join(work, "bundle")
 UNIFIED = "/sys/fs/cgroup/unified"
@@ -226,94 +234,133 @@ if not ok:
     print("!! no runtime passed the sanity check", file=sys.stderr)
     sys.exit(1)
 
-print(f"== {warmup} warm-up + {iters} measured lifecycles each, interleaved: "
-      + " ".join(n for n, _ in entries), flush=True)
+def phase(label, with_rss):
+    """One interleaved comparison; returns ({runtime: median seconds}, crun net median)."""
+    print(f"== {label}: {warmup} warm-up + {iters} measured lifecycles each, interleaved: "
+          + " ".join(n for n, _ in entries), flush=True)
 
-samples = {n: [] for n, _ in entries}
-rss = {n: [] for n, _ in entries}
-deletes = {n: 0 for n, _ in entries}
-failures = {n: 0 for n, _ in entries}
+    samples = {n: [] for n, _ in entries}
+    rss = {n: [] for n, _ in entries}
+    deletes = {n: 0 for n, _ in entries}
+    failures = {n: 0 for n, _ in entries}
 
-def one(name, binary, timed):
-    root, cid = new_root(name)
-    code, dt, mx, deleted = lifecycle(name, binary, root, cid, timed)
-    shutil.rmtree(root, ignore_errors=True)
-    if code != 0:
-        failures[name] += 1
-        if failures[name] > 3:
-            print(f"!! {name}: too many failures (last exit {code}); aborting", file=sys.stderr)
-            sys.exit(1)
-        return None
-    return dt, mx, deleted
+    def one(name, binary, timed):
+        root, cid = new_root(name)
+        code, dt, mx, deleted = lifecycle(name, binary, root, cid, timed)
+        shutil.rmtree(root, ignore_errors=True)
+        if code != 0:
+            failures[name] += 1
+            if failures[name] > 3:
+                print(f"!! {name}: too many failures (last exit {code}); aborting", file=sys.stderr)
+                sys.exit(1)
+            return None
+        return dt, mx, deleted
 
-for i in range(warmup + iters):
-    for name, binary in entries:
-        r = one(name, binary, True)
-        if r is not None and i >= warmup:
-            samples[name].append(r[0])
-            deletes[name] += r[2]
-    if i + 1 == warmup:
-        print("   warm-up done", flush=True)
-    elif i + 1 > warmup and (i + 1 - warmup) % 10 == 0:
-        print(f"   {i + 1 - warmup}/{iters}", flush=True)
-
-rss_floor = None
-if os.access(GNU_TIME, os.X_OK) and rss_iters > 0:
-    _, rss_floor = peak_rss(["/bin/true"])
-    print(f"   peak RSS: {rss_iters} more lifecycles each under {GNU_TIME} -f %M", flush=True)
-    for _ in range(rss_iters):
+    for i in range(warmup + iters):
         for name, binary in entries:
-            r = one(name, binary, False)
-            if r is not None and r[1] is not None:
-                rss[name].append(r[1])
-else:
-    print(f"!! {GNU_TIME} missing (apt-get install -y time): no peak RSS", flush=True)
+            r = one(name, binary, True)
+            if r is not None and i >= warmup:
+                samples[name].append(r[0])
+                deletes[name] += r[2]
+        if i + 1 == warmup:
+            print("   warm-up done", flush=True)
+        elif i + 1 > warmup and (i + 1 - warmup) % 10 == 0:
+            print(f"   {i + 1 - warmup}/{iters}", flush=True)
 
-
-def p90(xs):
-    s = sorted(xs)
-    k = max(0, -(-9 * len(s) // 10) - 1)  # nearest-rank
-    return s[k]
-
-ms = lambda s: f"{s * 1000:8.2f}"
-print()
-print(f"{'runtime':<10} {'n':>4} {'median ms':>10} {'p90 ms':>9} {'mean ms':>9} {'min ms':>9} {'stdev':>8} {'peakRSS KiB':>12} {'deletes':>8} {'fails':>6}")
-med = {}
-for name, _ in entries:
-    xs = samples[name]
-    if not xs:
-        print(f"{name:<10} no samples")
-        continue
-    med[name] = statistics.median(xs)
-    sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-    print(f"{name:<10} {len(xs):>4} {ms(med[name]):>10} {ms(p90(xs)):>9} {ms(statistics.fmean(xs)):>9} "
-          f"{ms(min(xs)):>9} {ms(sd):>8} {(max(rss[name]) if rss[name] else '-'):>12} {deletes[name]:>8} {failures[name]:>6}")
-
-crun_net = None
-if "crun" in med:
-    if "crun-wrap" in med:
-        crun_net = med["crun"] - med["crun-wrap"]
-        print()
-        print(f"crun median raw {med['crun']*1000:.2f} ms; wrapper alone (unshare -m + sh + umount) "
-              f"{med['crun-wrap']*1000:.2f} ms; crun minus wrapper ~ {crun_net*1000:.2f} ms")
-        print("  (crun will not start on this cgroup v1/v2 hybrid host, so it runs behind a wrapper that")
-        print("   unshares a mount namespace and unmounts cgroup2 there; the difference of medians")
-        print("   estimates crun's own cost: it is approximate, since the wrapper's time varies")
-        print("   independently, and the new mount namespace makes crun's own later unshare slightly")
-        print("   cheaper, so the true crun cost on a pure v1 or v2 host may differ by a little.)")
+    rss_floor = None
+    if not with_rss:
+        pass
+    elif os.access(GNU_TIME, os.X_OK) and rss_iters > 0:
+        _, rss_floor = peak_rss(["/bin/true"])
+        print(f"   peak RSS: {rss_iters} more lifecycles each under {GNU_TIME} -f %M", flush=True)
+        for _ in range(rss_iters):
+            for name, binary in entries:
+                r = one(name, binary, False)
+                if r is not None and r[1] is not None:
+                    rss[name].append(r[1])
     else:
-        crun_net = med["crun"]
+        print(f"!! {GNU_TIME} missing (apt-get install -y time): no peak RSS", flush=True)
 
-if "cubby" in med:
+
+    def p90(xs):
+        s = sorted(xs)
+        k = max(0, -(-9 * len(s) // 10) - 1)  # nearest-rank
+        return s[k]
+
+    ms = lambda s: f"{s * 1000:8.2f}"
     print()
+    print(f"-- {label}")
+    print(f"{'runtime':<10} {'n':>4} {'median ms':>10} {'p90 ms':>9} {'mean ms':>9} {'min ms':>9} {'stdev':>8} {'peakRSS KiB':>12} {'deletes':>8} {'fails':>6}")
+    med = {}
+    for name, _ in entries:
+        xs = samples[name]
+        if not xs:
+            print(f"{name:<10} no samples")
+            continue
+        med[name] = statistics.median(xs)
+        sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        print(f"{name:<10} {len(xs):>4} {ms(med[name]):>10} {ms(p90(xs)):>9} {ms(statistics.fmean(xs)):>9} "
+              f"{ms(min(xs)):>9} {ms(sd):>8} {(max(rss[name]) if rss[name] else '-'):>12} {deletes[name]:>8} {failures[name]:>6}")
+
+    crun_net = None
     if "crun" in med:
-        print(f"cubby/crun (raw)          : {med['cubby'] / med['crun']:.3f}")
-        if "crun-wrap" in med and crun_net > 0:
-            print(f"cubby/crun (minus wrapper): {med['cubby'] / crun_net:.3f}")
-    if "runc" in med:
-        print(f"cubby/runc                : {med['cubby'] / med['runc']:.3f}")
+        if "crun-wrap" in med:
+            crun_net = med["crun"] - med["crun-wrap"]
+            print()
+            print(f"crun median raw {med['crun']*1000:.2f} ms; wrapper alone (unshare -m + sh + umount) "
+                  f"{med['crun-wrap']*1000:.2f} ms; crun minus wrapper ~ {crun_net*1000:.2f} ms")
+            print("  (crun will not start on this cgroup v1/v2 hybrid host, so it runs behind a wrapper that")
+            print("   unshares a mount namespace and unmounts cgroup2 there; the difference of medians")
+            print("   estimates crun's own cost: it is approximate, since the wrapper's time varies")
+            print("   independently, and the new mount namespace makes crun's own later unshare slightly")
+            print("   cheaper, so the true crun cost on a pure v1 or v2 host may differ by a little.)")
+        else:
+            crun_net = med["crun"]
+
+    if "cubby" in med:
+        print()
+        if "crun" in med:
+            print(f"cubby/crun (raw)          : {med['cubby'] / med['crun']:.3f}")
+            if "crun-wrap" in med and crun_net > 0:
+                print(f"cubby/crun (minus wrapper): {med['cubby'] / crun_net:.3f}")
+        if "runc" in med:
+            print(f"cubby/runc                : {med['cubby'] / med['runc']:.3f}")
+    if with_rss:
+        print()
+        print("peak RSS: max over the RSS runs of GNU time's %M for the runtime process and the descendants it")
+        print(f"reaped (KiB; floor of the method: {rss_floor} KiB for /bin/true). For crun on a hybrid host it")
+        print("includes the wrapper's unshare/sh/umount (see crun-wrap).")
+    return med, crun_net
+
+
+import signal, subprocess
+
+
+results = {}
+if LOAD in ("both", "quiet"):
+    results["quiet"] = phase("quiet", True)
+if LOAD in ("both", "loaded"):
+    # One core kept busy for the whole phase by a CPU hog started here
+    # (a shell busy loop), as when other work shares the machine.
+    hog = subprocess.Popen(["sh", "-c", "while :; do :; done"])
+    try:
+        print(f"   CPU hog running (pid {hog.pid}, one core busy)", flush=True)
+        results["loaded"] = phase("loaded (one core busy)", False)
+    finally:
+        hog.send_signal(signal.SIGKILL)
+        hog.wait()
+
 print()
-print("peak RSS: max over the RSS runs of GNU time's %M for the runtime process and the descendants it")
-print(f"reaped (KiB; floor of the method: {rss_floor} KiB for /bin/true). For crun on a hybrid host it")
-print("includes the wrapper's unshare/sh/umount (see crun-wrap).")
+print("== summary (medians; ratio < 1 means cubby is faster)")
+for label, (med, crun_net) in results.items():
+    parts = [f"{n} {med[n]*1000:.2f} ms" for n in med]
+    line = f"{label:<7}: " + ", ".join(parts)
+    if "cubby" in med:
+        if crun_net:
+            line += f"; cubby/crun {med['cubby'] / crun_net:.3f}"
+            if "crun-wrap" in med:
+                line += " (crun minus wrapper)"
+        if "runc" in med:
+            line += f"; cubby/runc {med['cubby'] / med['runc']:.3f}"
+    print(line)
 PY

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use cubby_runtime::container::{self, CreateOptions, ExecOptions};
+use cubby_runtime::container::{self, CreateExtras, CreateOptions, ExecOptions};
 use cubby_runtime::state::{StateRoot, Status};
 use cubby_runtime::{cgroups, cloned_exe, signals as signal, spec, tty, Error};
 use oci_spec::runtime::{Process, ProcessBuilder, UserBuilder};
@@ -21,6 +21,10 @@ struct Cli {
     /// Directory for container state.
     #[arg(long, global = true, default_value = "/run/cubby-oci")]
     root: PathBuf,
+    /// fsync every state write (for a --root on a disk whose state must
+    /// survive power loss; the default root is a tmpfs).
+    #[arg(long = "fsync-state", global = true)]
+    fsync_state: bool,
     /// Also write errors to this file.
     #[arg(long, global = true)]
     log: Option<PathBuf>,
@@ -54,7 +58,8 @@ struct CreateArgs {
     preserve_fds: u32,
     #[arg(long = "no-pivot", hide = true)]
     no_pivot: bool,
-    #[arg(long = "no-new-keyring", hide = true)]
+    /// Keep the caller's session keyring (default: a new one per container).
+    #[arg(long = "no-new-keyring")]
     no_new_keyring: bool,
     id: String,
 }
@@ -198,7 +203,7 @@ fn write_log(path: &Option<PathBuf>, format: &str, msg: &str) {
 }
 
 fn run(cli: Cli) -> Result<i32> {
-    let root = StateRoot::new(&cli.root);
+    let root = StateRoot::new(&cli.root).with_fsync(cli.fsync_state);
     match cli.cmd {
         Cmd::Create(args) => {
             cloned_exe::ensure_sealed()?;
@@ -310,17 +315,25 @@ fn run(cli: Cli) -> Result<i32> {
 }
 
 fn create(root: &StateRoot, args: &CreateArgs, init: bool) -> Result<container::Created> {
+    if args.no_pivot {
+        bail!("--no-pivot is not supported: cubby-oci always enters the rootfs with pivot_root (or chroot when the spec has no mount namespace)");
+    }
     let spec = spec::load(&args.bundle)?;
-    let created = container::create(CreateOptions {
-        id: &args.id,
-        bundle: &args.bundle,
-        spec,
-        root,
-        console_socket: args.console_socket.as_deref(),
-        pid_file: args.pid_file.as_deref(),
-        init,
-        preserve_fds: args.preserve_fds,
-    })
+    let created = container::create_with(
+        CreateOptions {
+            id: &args.id,
+            bundle: &args.bundle,
+            spec,
+            root,
+            console_socket: args.console_socket.as_deref(),
+            pid_file: args.pid_file.as_deref(),
+            init,
+            preserve_fds: args.preserve_fds,
+        },
+        &CreateExtras {
+            no_new_keyring: args.no_new_keyring,
+        },
+    )
     .with_context(|| format!("create container {:?}", args.id))?;
     Ok(created)
 }
@@ -452,7 +465,7 @@ fn features() -> serde_json::Value {
     serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.1.0",
-        "hooks": [],
+        "hooks": cubby_runtime::hooks::Kind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>(),
         "mountOptions": ["ro","rw","nosuid","suid","nodev","dev","noexec","exec","sync","async",
             "dirsync","remount","mand","nomand","atime","noatime","diratime","nodiratime","bind",
             "rbind","relatime","norelatime","strictatime","nostrictatime","private","rprivate",

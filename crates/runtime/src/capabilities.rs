@@ -426,13 +426,22 @@ fn ambient(op: libc::c_ulong, n: u8) -> std::result::Result<(), Errno> {
 /// `capset`; the ambient set last (each ambient capability must be in both
 /// permitted and inheritable). A missing set in `caps` means empty.
 pub fn apply(caps: &LinuxCapabilities) -> Result<()> {
-    let last = last_cap();
-    let eff = mask(caps.effective().as_ref(), last);
-    let prm = mask(caps.permitted().as_ref(), last);
-    let inh = mask(caps.inheritable().as_ref(), last);
-    let amb = mask(caps.ambient().as_ref(), last);
+    apply_keeping(caps, 0)
+}
 
-    capset(eff, prm, inh).map_err(|e| explain_capset(e, eff, prm, inh, last))?;
+/// CAP_SYS_ADMIN as a mask bit: a seccomp filter loaded without
+/// no_new_privs needs it at the moment of loading.
+pub const SYS_ADMIN_BIT: u64 = 1 << 21;
+
+/// Like [`apply`], but also keeps `extra` in the effective and permitted
+/// sets (not in the ambient set), for a last privileged step before exec;
+/// [`release`] then drops them with a single `capset`.
+pub fn apply_keeping(caps: &LinuxCapabilities, extra: u64) -> Result<()> {
+    let last = last_cap();
+    let (eff, prm, inh) = sets(caps, last);
+    let amb = mask(caps.ambient().as_ref(), last);
+    let (eff_k, prm_k) = (eff | extra, prm | extra);
+    capset(eff_k, prm_k, inh).map_err(|e| explain_capset(e, eff_k, prm_k, inh, last))?;
 
     match ambient(libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0) {
         Ok(()) => {}
@@ -462,6 +471,32 @@ pub fn apply(caps: &LinuxCapabilities) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+fn sets(caps: &LinuxCapabilities, last: u8) -> (u64, u64, u64) {
+    (
+        mask(caps.effective().as_ref(), last),
+        mask(caps.permitted().as_ref(), last),
+        mask(caps.inheritable().as_ref(), last),
+    )
+}
+
+/// Sets exactly the spec's effective, permitted and inheritable sets with one
+/// `capset` (after [`apply_keeping`]): no allocation, one syscall.
+pub fn release(caps: &LinuxCapabilities) -> Result<()> {
+    let last = last_cap();
+    let (eff, prm, inh) = sets(caps, last);
+    capset(eff, prm, inh).map_err(|e| {
+        Error::Capabilities(format!(
+            "capset to drop the capabilities kept for loading the seccomp filter: {e} \
+             (a seccomp profile that denies capset needs noNewPrivileges: true)"
+        ))
+    })
+}
+
+/// True if the spec leaves CAP_SYS_ADMIN in the effective set.
+pub fn keeps_admin(caps: &LinuxCapabilities) -> bool {
+    mask(caps.effective().as_ref(), last_cap()) & SYS_ADMIN_BIT != 0
 }
 
 /// Names of every capability this kernel knows, as `features` reports them.

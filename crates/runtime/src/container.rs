@@ -10,6 +10,8 @@
 use crate::cgroups::{Cgroup, Hierarchy};
 use crate::console;
 use crate::error::{Context, Error, Result};
+use crate::hooks::{self, Kind};
+use crate::keyring;
 use crate::namespaces::{self, Plan};
 use crate::process;
 use crate::rootfs;
@@ -45,6 +47,14 @@ pub struct CreateOptions<'a> {
     pub preserve_fds: u32,
 }
 
+/// Options runc has that cubby's own callers do not use (kept apart from
+/// [`CreateOptions`] so adding one does not change every caller).
+#[derive(Debug, Default, Clone)]
+pub struct CreateExtras {
+    /// runc's --no-new-keyring: keep the caller's session keyring.
+    pub no_new_keyring: bool,
+}
+
 pub struct Created {
     pub state: State,
     /// The pty master when the spec asks for a terminal and no console
@@ -58,6 +68,11 @@ struct Undo<'a> {
     id: &'a str,
     cgroup: Option<Cgroup>,
     child: Option<Pid>,
+    /// The rootfs, when the container's mounts live in our namespace.
+    host_mounts: Option<PathBuf>,
+    /// A create hook failed: the lifecycle goes on with poststop hooks
+    /// (runtime-spec), given this state JSON, after the cleanup.
+    poststop: Option<(&'a Spec, String)>,
     armed: bool,
 }
 
@@ -73,7 +88,13 @@ impl Drop for Undo<'_> {
         if let Some(cg) = &self.cgroup {
             let _ = cg.destroy();
         }
+        if let Some(rootfs) = &self.host_mounts {
+            let _ = rootfs::unmount_under(rootfs);
+        }
         let _ = self.root.remove(self.id);
+        if let Some((spec, json)) = &self.poststop {
+            hooks::run_warn(spec, Kind::Poststop, json.as_bytes());
+        }
     }
 }
 
@@ -136,6 +157,11 @@ fn cgroup_of(spec: &Spec, id: &str) -> Result<Cgroup> {
 /// Creates the container: namespaces, cgroup, rootfs, all set up; the
 /// process waits for [`start`].
 pub fn create(opts: CreateOptions) -> Result<Created> {
+    create_with(opts, &CreateExtras::default())
+}
+
+/// [`create`] with runc's less common options.
+pub fn create_with(opts: CreateOptions, extras: &CreateExtras) -> Result<Created> {
     ensure_single_threaded()?;
     let spec = &opts.spec;
     let process = spec
@@ -148,10 +174,9 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
         .canonicalize()
         .ctx(|| format!("bundle {}", opts.bundle.display()))?;
     let plan = Plan::from_spec(spec)?;
-    if !plan.has(CloneFlags::CLONE_NEWNS) {
-        return Err(Error::InvalidSpec(
-            "the spec must have a mount namespace".into(),
-        ));
+    let mount_ns = plan.has(CloneFlags::CLONE_NEWNS);
+    if !mount_ns {
+        rootfs::check_without_mount_ns(spec)?;
     }
     let filter = seccomp_of(spec)?;
 
@@ -161,10 +186,12 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
         id: opts.id,
         cgroup: None,
         child: None,
+        host_mounts: (!mount_ns).then(|| rootfs.clone()),
+        poststop: None,
         armed: true,
     };
     let spec_json = serde_json::to_vec(spec).map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    state::write_atomic(&dir.join(SPEC_COPY), &spec_json)?;
+    opts.root.write(&dir.join(SPEC_COPY), &spec_json)?;
 
     let cgroup = cgroup_of(spec, opts.id)?;
     // Recorded before anything is made, so that if the runtime is killed
@@ -181,6 +208,7 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
         owner: String::new(),
         pid_start_time: 0,
         cgroup_path: cgroup.path.to_string_lossy().into_owned(),
+        no_new_keyring: extras.no_new_keyring,
     };
     opts.root.save(&st)?;
     let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
@@ -217,6 +245,16 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
         init: opts.init,
         preserve_fds: opts.preserve_fds,
         in_userns,
+        mount_ns,
+        keyring: (!extras.no_new_keyring).then(|| keyring::name_for(opts.id)),
+        init_hooks: [
+            Kind::Prestart,
+            Kind::CreateRuntime,
+            Kind::CreateContainer,
+            Kind::StartContainer,
+        ]
+        .iter()
+        .any(|k| !hooks::of(spec, *k).is_empty()),
     };
     // The cgroup namespace is unshared by the child once it is in its cgroup,
     // so that its cgroup becomes the namespace's root.
@@ -259,10 +297,24 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
     loop {
         match parent_ch.recv()? {
             Some(Msg::Created) => break,
+            Some(Msg::Hooks) => {
+                // The init is in its namespaces with its mounts made, before
+                // pivot_root: the runtime-namespace hooks run now.
+                st.pid = pid.as_raw();
+                let json = st.to_oci_json().to_string();
+                let mut stopped = st.clone();
+                stopped.status = Status::Stopped;
+                undo.poststop = Some((spec, stopped.to_oci_json().to_string()));
+                hooks::run(spec, Kind::Prestart, json.as_bytes())?;
+                hooks::run(spec, Kind::CreateRuntime, json.as_bytes())?;
+                parent_ch.send(&Msg::State(json))?;
+            }
             Some(Msg::Pty(master)) => match opts.console_socket {
                 Some(sock) => send_to_console_socket(sock, &master)?,
                 None => pty_master = Some(master),
             },
+            // The init failed (createContainer hooks included); poststop runs
+            // only if the spec's hooks were reached (undo.poststop is set).
             Some(Msg::Failed { code, text }) => return Err(Error::from_child(code, text)),
             Some(other) => return Err(Error::Child(format!("unexpected message {other:?}"))),
             None => {
@@ -280,7 +332,7 @@ pub fn create(opts: CreateOptions) -> Result<Created> {
     st.pid_start_time = start_time;
     opts.root.save(&st)?;
     if let Some(pf) = opts.pid_file {
-        state::write_atomic(pf, pid.as_raw().to_string().as_bytes())?;
+        opts.root.write(pf, pid.as_raw().to_string().as_bytes())?;
     }
     undo.armed = false;
     Ok(Created {
@@ -308,6 +360,11 @@ struct ChildContext<'a> {
     init: bool,
     preserve_fds: u32,
     in_userns: bool,
+    mount_ns: bool,
+    /// The session keyring to join, unless --no-new-keyring.
+    keyring: Option<String>,
+    /// The spec has hooks that need the init's cooperation.
+    init_hooks: bool,
 }
 
 /// Runs in the cloned child, PID 1 of the new PID namespace. Never returns.
@@ -342,6 +399,9 @@ fn setup_and_exec(ctx: &ChildContext) -> Result<std::convert::Infallible> {
             .ctx(|| "setuid 0 in user namespace")?;
     }
     ctx.plan.join_all()?;
+    if let Some(name) = &ctx.keyring {
+        keyring::join_session(name)?;
+    }
     if ctx.plan.creates(CloneFlags::CLONE_NEWCGROUP) {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).ctx(|| "unshare cgroup namespace")?;
     }
@@ -363,9 +423,25 @@ fn setup_and_exec(ctx: &ChildContext) -> Result<std::convert::Infallible> {
         &rootfs::Options {
             rootfs: ctx.rootfs,
             in_userns: ctx.in_userns,
+            mount_ns: ctx.mount_ns,
         },
     )?;
-    rootfs::pivot(ctx.rootfs)?;
+    let state_json = if ctx.init_hooks {
+        ctx.channel.send(&Msg::Hooks)?;
+        let json = match ctx.channel.recv()? {
+            Some(Msg::State(json)) => json,
+            _ => return Err(Error::Child("runtime went away during hooks".into())),
+        };
+        hooks::run(ctx.spec, Kind::CreateContainer, json.as_bytes())?;
+        Some(json)
+    } else {
+        None
+    };
+    if ctx.mount_ns {
+        rootfs::pivot(ctx.rootfs)?;
+    } else {
+        rootfs::chroot(ctx.rootfs)?;
+    }
 
     let terminal = ctx.process.terminal().unwrap_or(false);
     let slave = if terminal {
@@ -380,19 +456,71 @@ fn setup_and_exec(ctx: &ChildContext) -> Result<std::convert::Infallible> {
     };
 
     rootfs::finish(ctx.spec)?;
+    if let Some(slave) = &slave {
+        // From here on the pty is the container's stdio: it must not keep the
+        // caller's (create's) stdout/stderr open until start, or a caller
+        // reading them to EOF (containerd's shim) waits forever.
+        stdio_to(slave.as_fd())?;
+    }
     let ready = process::finalize(ctx.process, ctx.filter, ctx.preserve_fds)?;
     ctx.channel.send(&Msg::Created)?;
-    // The runtime stops listening after Created: later failures go to stderr.
+    // The runtime stops listening after Created: later failures go to
+    // `start` through the exec fifo (see [`after_start`]).
     let _ = nix::unistd::close(ctx.channel.raw());
 
-    wait_for_start(ctx.fifo)?;
-    if ctx.init {
-        crate::init::become_init()?;
+    let started = wait_for_start(ctx.fifo)?;
+    let err = match after_start(ctx, ready, slave, &started, state_json) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    // `start` is reading the fifo until EOF: it reports this text.
+    let text = format!("E{err}");
+    let _ = nix::unistd::write(&started, text.as_bytes());
+    let code = err.exec_code();
+    // SAFETY: _exit skips atexit handlers that belong to the parent's copy.
+    unsafe { libc::_exit(if code != 0 { code as i32 } else { 1 }) }
+}
+
+/// Dup2s the pty slave onto stdin, stdout and stderr.
+fn stdio_to(slave: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+    nix::unistd::dup2_stdin(slave).ctx(|| "dup2 pty slave to stdin")?;
+    nix::unistd::dup2_stdout(slave).ctx(|| "dup2 pty slave to stdout")?;
+    nix::unistd::dup2_stderr(slave).ctx(|| "dup2 pty slave to stderr")
+}
+
+/// The init's steps once `start` released it: startContainer hooks, the
+/// controlling terminal, then the seccomp filter (the last thing before
+/// execve, so the filter never sees the runtime's own work), cubby's init.
+fn after_start(
+    ctx: &ChildContext,
+    ready: process::Ready,
+    slave: Option<OwnedFd>,
+    started: &OwnedFd,
+    state_json: Option<String>,
+) -> Result<std::convert::Infallible> {
+    if let Some(json) = state_json {
+        let json = match serde_json::from_str::<serde_json::Value>(&json) {
+            Ok(mut v) => {
+                v["status"] = "created".into();
+                v.to_string()
+            }
+            Err(_) => json,
+        };
+        hooks::run(ctx.spec, Kind::StartContainer, json.as_bytes())?;
     }
+    if !ctx.init {
+        if let Some(slave) = &slave {
+            console::make_controlling(slave.as_fd())?;
+        }
+        return Err(ready.exec());
+    }
+    // cubby's init is part of the container: filtered like its command.
+    ready.lock_down()?;
+    crate::init::become_init(Some(started.as_raw_fd()))?;
     if let Some(slave) = &slave {
         console::make_controlling(slave.as_fd())?;
     }
-    Err(ready.exec())
+    Err(ready.exec_only())
 }
 
 fn set_domainname(name: &str) -> Result<()> {
@@ -408,7 +536,9 @@ fn set_domainname(name: &str) -> Result<()> {
 }
 
 /// Blocks until `start` opens the fifo for reading, then hands it one byte.
-fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
+/// The write end stays open (close-on-exec) until the command execs, so
+/// `start` sees EOF then, or an error text first.
+fn wait_for_start(fifo: &OwnedFd) -> Result<OwnedFd> {
     let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
     let w = open(
         path.as_str(),
@@ -417,7 +547,7 @@ fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
     )
     .ctx(|| "open exec fifo")?;
     nix::unistd::write(&w, b"0").ctx(|| "write exec fifo")?;
-    Ok(())
+    Ok(w)
 }
 
 /// Lets a created container run its process.
@@ -437,15 +567,26 @@ pub fn start(root: &StateRoot, id: &str) -> Result<()> {
         Mode::empty(),
     )
     .ctx(|| format!("open {}", fifo_path.display()))?;
-    let mut buf = [0u8; 1];
+    // The init writes "0" once released, then holds the write end until its
+    // command execs (EOF here) or writes "E" and the reason it failed.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
     loop {
         match nix::unistd::read(&fifo, &mut buf) {
-            Ok(1) => break,
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            // EOF once released: the command exec'd, or the init died.
+            Ok(_) if !got.is_empty() => break,
             Ok(_) | Err(nix::Error::EAGAIN) => {
                 if !state::process_is(st.pid, st.pid_start_time) {
                     // A short command may have been released, run and exited
-                    // (a zombie) since the read above: its byte is still there.
-                    if matches!(nix::unistd::read(&fifo, &mut buf), Ok(1)) {
+                    // (a zombie) since the read above: its bytes are still there.
+                    while let Ok(n) = nix::unistd::read(&fifo, &mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    if !got.is_empty() {
                         break;
                     }
                     return Err(Error::WrongState {
@@ -465,8 +606,23 @@ pub fn start(root: &StateRoot, id: &str) -> Result<()> {
         }
     }
     std::fs::remove_file(&fifo_path).ctx(|| format!("remove {}", fifo_path.display()))?;
+    if let Some(text) = got.strip_prefix(b"0E") {
+        // It failed between start and exec (a startContainer hook, the
+        // seccomp filter...): the container is stopped, `delete` cleans up.
+        let _ = kill(Pid::from_raw(st.pid), Signal::SIGKILL);
+        return Err(Error::Child(format!(
+            "container process failed to start: {}",
+            String::from_utf8_lossy(text)
+        )));
+    }
     st.status = Status::Running;
-    root.save(&st)
+    root.save(&st)?;
+    let spec = spec_of(root, id)?;
+    if !hooks::of(&spec, Kind::Poststart).is_empty() {
+        let json = st.to_oci_json().to_string();
+        hooks::run_warn(&spec, Kind::Poststart, json.as_bytes());
+    }
+    Ok(())
 }
 
 pub fn state(root: &StateRoot, id: &str) -> Result<State> {
@@ -526,7 +682,37 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<()> {
     }
     let cg = Cgroup::new(Hierarchy::detect()?, &st.cgroup_path)?;
     cg.destroy()?;
-    root.remove(id)
+    // The bundle's copy of the spec says whether the container had its own
+    // mount namespace and which poststop hooks to run.
+    let spec = spec_of(root, id).ok();
+    if let Some(spec) = &spec {
+        if !has_mount_ns(spec) {
+            rootfs::unmount_under(&st.rootfs)?;
+        }
+    }
+    root.remove(id)?;
+    if let Some(spec) = &spec {
+        if !hooks::of(spec, Kind::Poststop).is_empty() {
+            let mut st = st;
+            st.status = Status::Stopped;
+            hooks::run_warn(
+                spec,
+                Kind::Poststop,
+                st.to_oci_json().to_string().as_bytes(),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn has_mount_ns(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
+        })
 }
 
 /// The spec the container was created with.
@@ -576,13 +762,16 @@ pub fn exec(root: &StateRoot, id: &str, process: &Process, opts: ExecOptions) ->
     match unsafe { nix::unistd::fork() }.ctx(|| "fork exec helper")? {
         nix::unistd::ForkResult::Child => {
             drop(parent_ch);
+            let keyring = (!st.no_new_keyring).then(|| keyring::name_for(id));
             let r = exec_intermediate(
                 &child_ch,
                 &cgroup,
                 &ns,
+                st.pid,
                 process,
                 filter.as_ref(),
                 opts.preserve_fds,
+                keyring.as_deref(),
             );
             if let Err(e) = r {
                 let _ = child_ch.send(&Msg::failed(&e));
@@ -615,25 +804,37 @@ pub fn exec(root: &StateRoot, id: &str, process: &Process, opts: ExecOptions) ->
             }
             let pid = pid.ok_or_else(|| Error::Child("exec helper died without a pid".into()))?;
             if let Some(pf) = opts.pid_file {
-                state::write_atomic(pf, pid.as_raw().to_string().as_bytes())?;
+                root.write(pf, pid.as_raw().to_string().as_bytes())?;
             }
             Ok(Execed { pid, pty_master })
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn exec_intermediate(
     ch: &Channel,
     cgroup: &Cgroup,
     ns: &[(CloneFlags, OwnedFd)],
+    init_pid: i32,
     process: &Process,
     filter: Option<&seccomp::Program>,
     preserve_fds: u32,
+    keyring: Option<&str>,
 ) -> Result<()> {
     cgroup.add_process(std::process::id() as i32)?;
     for (flag, fd) in ns {
         nix::sched::setns(fd.as_fd(), *flag)
             .ctx(|| format!("join container namespace {flag:?}"))?;
+    }
+    if !ns.iter().any(|(f, _)| *f == CloneFlags::CLONE_NEWNS) {
+        // A container without its own mount namespace: its root is a chroot.
+        let root = format!("/proc/{init_pid}/root");
+        nix::unistd::chroot(root.as_str()).ctx(|| format!("chroot {root}"))?;
+        nix::unistd::chdir("/").ctx(|| "chdir /")?;
+    }
+    if let Some(name) = keyring {
+        keyring::join_session(name)?;
     }
     // SAFETY: this helper process is single-threaded.
     match unsafe { nix::unistd::fork() }.ctx(|| "fork into the pid namespace")? {

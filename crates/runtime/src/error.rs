@@ -49,6 +49,9 @@ pub enum Error {
     /// sync channel, so the caller sees the child's reason.
     #[error("{0}")]
     Child(String),
+    /// An OCI hook failed (its kind, index, path and quoted output).
+    #[error("{0}")]
+    Hook(String),
 }
 
 impl Error {

@@ -10,8 +10,10 @@ use nix::unistd::{fork, ForkResult, Pid};
 
 /// Forks; the child returns `Ok(())` and goes on to exec the command. The
 /// parent never returns: it serves as init and exits with the child's status
-/// (128+N when the child was killed by signal N).
-pub fn become_init() -> crate::Result<()> {
+/// (128+N when the child was killed by signal N). `child_only` is closed in
+/// the parent (the exec fifo: `start` waits until the command has exec'd);
+/// the parent never returns, so its owner never closes it a second time.
+pub fn become_init(child_only: Option<std::os::fd::RawFd>) -> crate::Result<()> {
     let all = SigSet::all();
     let mut old = SigSet::empty();
     // Block first so no signal is lost between fork and the wait loop.
@@ -25,6 +27,9 @@ pub fn become_init() -> crate::Result<()> {
             Ok(())
         }
         ForkResult::Parent { child } => {
+            if let Some(fd) = child_only {
+                let _ = nix::unistd::close(fd);
+            }
             detach_stdio();
             serve(child, &all)
         }

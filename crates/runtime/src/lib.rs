@@ -11,6 +11,8 @@
 //! - [`console`], [`tty`]: the pty inside the container and the relay on the caller's side.
 //! - [`signals`]: signal names and forwarding from the caller to the container.
 //! - [`cloned_exe`]: re-exec from a sealed memfd (CVE-2019-5736).
+//! - [`hooks`]: OCI lifecycle hooks (state on stdin, env, args, timeout).
+//! - [`keyring`]: a new session keyring per container.
 //! - [`state`]: crash-safe container state on disk.
 //! - [`container`]: the lifecycle (create, start, state, kill, delete, exec) tying it together.
 
@@ -20,7 +22,9 @@ pub mod cloned_exe;
 pub mod console;
 pub mod container;
 pub mod error;
+pub mod hooks;
 pub mod init;
+pub mod keyring;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;

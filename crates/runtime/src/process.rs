@@ -133,8 +133,9 @@ pub fn set_rlimits(process: &Process) -> Result<()> {
 }
 
 /// Switches to the spec's user and reduces capabilities, keeping exactly the
-/// spec's sets across the uid change.
-pub fn set_identity(process: &Process) -> Result<()> {
+/// spec's sets across the uid change, plus `keep` (capability mask bits) in
+/// the effective and permitted sets until [`capabilities::release`].
+pub fn set_identity(process: &Process, keep: u64) -> Result<()> {
     let caps = process.capabilities().clone().unwrap_or_default();
     capabilities::drop_bounding(&caps)?;
     let user = process.user();
@@ -164,7 +165,7 @@ pub fn set_identity(process: &Process) -> Result<()> {
     nix::unistd::setresuid(uid, uid, uid).ctx(|| format!("setuid {}", user.uid()))?;
     // SAFETY: as above.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
-    capabilities::apply(&caps)?;
+    capabilities::apply_keeping(&caps, keep)?;
     if let Some(mask) = user.umask() {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
@@ -255,17 +256,28 @@ pub fn reset_signals() -> Result<()> {
         .ctx(|| "unblock signals")
 }
 
-/// A process that has dropped its privileges and only has to exec.
+/// A process that has dropped its privileges and only has to load its
+/// seccomp filter and exec.
 pub struct Ready<'a> {
     prepared: Prepared,
-    /// The filter still to load: with no_new_privs it goes last, so it
-    /// constrains nothing of our own setup.
-    late_filter: Option<&'a seccomp::Program>,
+    filter: Option<&'a seccomp::Program>,
+    /// Capabilities kept only to load the filter (no_new_privs off): the
+    /// spec's exact sets, restored with one capset after loading it.
+    release: Option<oci_spec::runtime::LinuxCapabilities>,
 }
 
 /// The steps shared by a container's init and an exec'd process, inside the
-/// container: oom score, rlimits, executable lookup, working directory,
-/// seccomp, identity and capabilities, no_new_privs, fds closed on exec.
+/// container: signals, oom score, rlimits, executable lookup, working
+/// directory, inherited fds marked close-on-exec, identity and capabilities,
+/// no_new_privs. The seccomp filter is left for [`Ready::exec`].
+///
+/// Ordering (as runc and crun arrange it): everything the runtime itself does
+/// happens before the filter is loaded, so a profile may deny any syscall the
+/// runtime uses (close_range, keyctl, open, write, fork...). Without
+/// no_new_privs the kernel only accepts a filter from a thread holding
+/// CAP_SYS_ADMIN, so when the spec drops it, it is kept in the effective and
+/// permitted sets until the filter is in, then released by one capset; that
+/// capset and execve are the only syscalls the filter sees from us.
 pub fn finalize<'a>(
     process: &Process,
     filter: Option<&'a seccomp::Program>,
@@ -277,33 +289,52 @@ pub fn finalize<'a>(
     let prepared = prepare(process)?;
     let cwd = process.cwd();
     nix::unistd::chdir(cwd).ctx(|| format!("chdir to working directory {}", cwd.display()))?;
+    close_fds_on_exec(preserve_fds)?;
     let nnp = process.no_new_privileges().unwrap_or(false);
-    if !nnp {
-        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
-        // while we still have it.
-        if let Some(f) = filter {
-            f.load()?;
-        }
-    }
-    set_identity(process)?;
+    let caps = process.capabilities().clone().unwrap_or_default();
+    let keep_admin = filter.is_some() && !nnp && !capabilities::keeps_admin(&caps);
+    set_identity(
+        process,
+        if keep_admin {
+            capabilities::SYS_ADMIN_BIT
+        } else {
+            0
+        },
+    )?;
     if nnp {
         set_no_new_privs()?;
     }
-    close_fds_on_exec(preserve_fds)?;
     Ok(Ready {
         prepared,
-        late_filter: if nnp { filter } else { None },
+        filter,
+        release: keep_admin.then_some(caps),
     })
 }
 
 impl Ready<'_> {
-    /// Loads the remaining seccomp filter and execs. Returns only on failure.
+    /// Loads the seccomp filter, drops what was kept for it, and execs.
+    /// Returns only on failure.
     pub fn exec(self) -> Error {
-        if let Some(f) = self.late_filter {
-            if let Err(e) = f.load() {
-                return e;
-            }
+        match self.lock_down() {
+            Ok(()) => self.exec_only(),
+            Err(e) => e,
         }
+    }
+
+    /// Everything before execve that the filter applies to: the filter itself
+    /// and the final capset. Split out so cubby's init can fork after it.
+    pub fn lock_down(&self) -> Result<()> {
+        if let Some(f) = self.filter {
+            f.load()?;
+        }
+        if let Some(caps) = &self.release {
+            capabilities::release(caps)?;
+        }
+        Ok(())
+    }
+
+    /// Execs without loading anything (after [`Ready::lock_down`]).
+    pub fn exec_only(self) -> Error {
         let p = &self.prepared;
         let err = nix::unistd::execve(&p.exe, &p.argv, &p.envp).unwrap_err();
         Error::sys(format!("exec {:?}", p.exe), err)

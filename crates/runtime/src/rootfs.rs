@@ -17,28 +17,109 @@ pub struct Options<'a> {
     pub rootfs: &'a Path,
     /// Inside a new user namespace: no mknod, bind host devices instead.
     pub in_userns: bool,
+    /// The container has its own mount namespace (new or joined). Without
+    /// one (a spec may leave it out, as runc allows) the spec's mounts are
+    /// made in the runtime's namespace under the rootfs (`delete` removes
+    /// them, see [`unmount_under`]) and the root is entered with chroot.
+    pub mount_ns: bool,
+}
+
+/// Refuses what cannot be done without a private mount namespace, as runc
+/// does: masked and read-only paths, a read-only root and root propagation
+/// would all change the runtime's (the host's) own mounts.
+pub fn check_without_mount_ns(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let refuse = |what: &str| {
+        Err(Error::InvalidSpec(format!(
+            "{what} needs a private mount namespace: add {{\"type\": \"mount\"}} to linux.namespaces"
+        )))
+    };
+    if linux.masked_paths().as_ref().is_some_and(|v| !v.is_empty())
+        || linux
+            .readonly_paths()
+            .as_ref()
+            .is_some_and(|v| !v.is_empty())
+    {
+        return refuse("linux.maskedPaths/readonlyPaths");
+    }
+    if spec
+        .root()
+        .as_ref()
+        .is_some_and(|r| r.readonly() == Some(true))
+    {
+        return refuse("root.readonly");
+    }
+    if linux.rootfs_propagation().is_some() {
+        return refuse("linux.rootfsPropagation");
+    }
+    Ok(())
+}
+
+/// Lazily unmounts every mount point under `dir` (not `dir` itself, which
+/// may be the caller's own rootfs mount), deepest first: what a container
+/// without a mount namespace left in the runtime's namespace.
+pub fn unmount_under(dir: &Path) -> Result<()> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ctx(|| "read /proc/self/mountinfo")?;
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(dir) && p != dir)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    for p in points {
+        match umount2(&p, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+            Err(e) => return Err(Error::sys(format!("unmount {}", p.display()), e)),
+        }
+    }
+    Ok(())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Step 1, still seeing the host's tree: propagation, mounts, devices.
 pub fn prepare(spec: &Spec, opts: &Options) -> Result<()> {
-    // Nothing we mount may propagate back to the host.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .ctx(|| "make / a slave mount")?;
-    // pivot_root needs the new root to be a mount point.
-    mount(
-        Some(opts.rootfs),
-        opts.rootfs,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .ctx(|| format!("bind rootfs {}", opts.rootfs.display()))?;
+    if opts.mount_ns {
+        // Nothing we mount may propagate back to the host.
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .ctx(|| "make / a slave mount")?;
+        // pivot_root needs the new root to be a mount point.
+        mount(
+            Some(opts.rootfs),
+            opts.rootfs,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .ctx(|| format!("bind rootfs {}", opts.rootfs.display()))?;
+    }
 
     let mounts = spec.mounts().clone().unwrap_or_default();
     for m in &mounts {
@@ -64,6 +145,14 @@ pub fn prepare(spec: &Spec, opts: &Options) -> Result<()> {
         dev_symlinks(opts.rootfs)?;
     }
     Ok(())
+}
+
+/// Without a mount namespace: chroot into the rootfs (pivot_root would move
+/// the runtime's own root).
+pub fn chroot(rootfs: &Path) -> Result<()> {
+    nix::unistd::chdir(rootfs).ctx(|| format!("chdir {}", rootfs.display()))?;
+    nix::unistd::chroot(".").ctx(|| format!("chroot {}", rootfs.display()))?;
+    nix::unistd::chdir("/").ctx(|| "chdir /")
 }
 
 /// Step 2: make the rootfs `/` and drop every trace of the host's tree.

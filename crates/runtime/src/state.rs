@@ -1,7 +1,14 @@
 //! Container state on disk: one directory per container under the runtime's
-//! root (`--root`), holding `state.json` (written with temp + fsync + rename so
-//! a killed runtime never leaves a torn file) and the `exec.fifo` that holds
-//! a created container until `start`.
+//! root (`--root`), holding `state.json` (written to a temp file and renamed
+//! over, so a killed runtime never leaves a torn file) and the `exec.fifo`
+//! that holds a created container until `start`.
+//!
+//! The root is a tmpfs in real deployments (/run/...), and the containers
+//! it describes do not survive a reboot anyway, so by default nothing is
+//! fsynced: temp + rename is atomic against a killed runtime, which is the
+//! failure that matters (`delete` repairs a killed `create`). A root on a
+//! disk that must survive power loss asks for fsync ([`StateRoot::with_fsync`],
+//! `cubby-oci --fsync-state`).
 
 use crate::error::{Context, Error, Result};
 use serde::{Deserialize, Serialize};
@@ -57,6 +64,10 @@ pub struct State {
     pub pid_start_time: u64,
     /// The normalised cgroup path inside the hierarchy.
     pub cgroup_path: String,
+    /// Created with `--no-new-keyring`: exec'd processes keep the caller's
+    /// session keyring too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_new_keyring: bool,
 }
 
 impl State {
@@ -117,11 +128,29 @@ pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
 #[derive(Debug, Clone)]
 pub struct StateRoot {
     pub path: PathBuf,
+    /// fsync each state write (file and directory).
+    pub fsync: bool,
 }
 
 impl StateRoot {
+    /// A state root written without fsync (see the module docs).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        StateRoot { path: path.into() }
+        StateRoot {
+            path: path.into(),
+            fsync: false,
+        }
+    }
+
+    /// The same root, fsyncing every write when `fsync` is true.
+    pub fn with_fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    /// Writes a file of this root (or a pid file for its caller) atomically,
+    /// with fsync only if the root asks for it.
+    pub fn write(&self, path: &Path, data: &[u8]) -> Result<()> {
+        write_replace(path, data, self.fsync)
     }
 
     pub fn dir(&self, id: &str) -> PathBuf {
@@ -164,7 +193,7 @@ impl StateRoot {
 
     pub fn save(&self, state: &State) -> Result<()> {
         let data = serde_json::to_vec(state).map_err(|e| Error::InvalidSpec(e.to_string()))?;
-        write_atomic(&self.dir(&state.id).join(STATE_FILE), &data)
+        self.write(&self.dir(&state.id).join(STATE_FILE), &data)
     }
 
     /// Every container with a readable state file, sorted by id.
@@ -211,6 +240,12 @@ pub fn validate_id(id: &str) -> Result<()> {
 /// Writes `data` to `path` so that a crash leaves either the old or the new
 /// file: temp file in the same directory, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write_replace(path, data, true)
+}
+
+/// Temp file + rename (atomic for readers and against a killed writer);
+/// with `fsync` also durable across a power loss.
+pub fn write_replace(path: &Path, data: &[u8], fsync: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
@@ -220,9 +255,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let write = || -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if fsync {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
+        if fsync {
+            fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     };
     write().map_err(|e| {
         let _ = fs::remove_file(&tmp);
@@ -316,6 +356,7 @@ mod tests {
             owner: String::new(),
             pid_start_time: 1,
             cgroup_path: "/cubby/c1".into(),
+            no_new_keyring: false,
         };
         root.save(&st).unwrap();
         let back = root.load("c1").unwrap();

@@ -24,6 +24,12 @@ pub enum Msg {
     Failed { code: u8, text: String },
     /// Intermediate to parent (exec): the host pid of the process it forked.
     Pid(i32),
+    /// Child to parent: namespaces and mounts are made, before pivot_root:
+    /// run the prestart and createRuntime hooks now.
+    Hooks,
+    /// Parent to child: those hooks succeeded; the container's state JSON
+    /// for the hooks the child runs itself (createContainer, startContainer).
+    State(String),
 }
 
 impl Msg {
@@ -34,6 +40,10 @@ impl Msg {
         }
     }
 }
+
+/// Largest message body: well under the socket's send buffer, so one
+/// SOCK_SEQPACKET message always fits.
+const MAX_BODY: usize = 64 * 1024;
 
 pub struct Channel {
     fd: OwnedFd,
@@ -64,7 +74,15 @@ impl Channel {
             Msg::Pty(_) => (b'p', b""),
             Msg::Failed { text, .. } => (b'e', text.as_bytes()),
             Msg::Pid(_) => (b'i', b""),
+            Msg::Hooks => (b'h', b""),
+            Msg::State(json) => (b's', json.as_bytes()),
         };
+        if body.len() > MAX_BODY {
+            return Err(Error::Child(format!(
+                "sync message of {} bytes is over the limit of {MAX_BODY} (too many annotations?)",
+                body.len()
+            )));
+        }
         let pid_bytes;
         let body = match msg {
             Msg::Pid(pid) => {
@@ -94,7 +112,7 @@ impl Channel {
 
     /// Receives one message; `Ok(None)` when the other side is gone.
     pub fn recv(&self) -> Result<Option<Msg>> {
-        let mut buf = vec![0u8; 8192];
+        let mut buf = vec![0u8; MAX_BODY + 2];
         let mut cmsg = nix::cmsg_space!([RawFd; 1]);
         let (n, fd) = loop {
             let mut iov = [IoSliceMut::new(&mut buf)];
@@ -133,6 +151,8 @@ impl Channel {
                 text: String::from_utf8_lossy(&buf[2..n]).into_owned(),
             },
             b'i' if n == 6 => Msg::Pid(i32::from_le_bytes([buf[2], buf[3], buf[4], buf[5]])),
+            b'h' => Msg::Hooks,
+            b's' => Msg::State(String::from_utf8_lossy(&buf[2..n]).into_owned()),
             t => return Err(Error::Child(format!("unknown sync message {t:#x}"))),
         };
         Ok(Some(msg))
