@@ -577,10 +577,12 @@ pub async fn import_students(
             Some(u) => existing.push(u),
             None => match &r.password {
                 Some(pw) => create.push((r.username.clone(), Role::Student, pw.clone())),
-                None => return Err(Error::Invalid(format!(
+                None => {
+                    return Err(Error::Invalid(format!(
                     "CSV line {}: no user {}; give a password to create them (username,password)",
                     r.line, r.username
-                ))),
+                )))
+                }
             },
         }
     }
