@@ -5,4 +5,6 @@ pub mod images;
 pub mod network_args;
 pub mod remote;
 pub mod run_args;
+pub mod serve;
+mod serve_backend;
 pub mod tls;
