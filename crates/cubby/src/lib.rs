@@ -1,6 +1,7 @@
 //! cubby command-line library: the pieces of `cubby` that can be unit tested.
 
 pub mod daemon;
+pub mod demo_image;
 pub mod images;
 pub mod network_args;
 pub mod remote;
