@@ -347,7 +347,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Serve(args) => {
-            cubby::serve::run_serve(*args, &cli.root)?;
+            cubby::serve::run_serve(*args, &cli.root, &cli.state_dir)?;
             Ok(0)
         }
         Cmd::Admin(args) => {

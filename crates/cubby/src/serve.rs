@@ -17,7 +17,6 @@ use cubby_caas::store::Store;
 
 /// The demo template's image, built locally (no internet needed).
 pub const DEMO_IMAGE: &str = "cubby-demo:latest";
-const DEFAULT_ENGINE: &str = "unix:///run/cubby/cubby.sock";
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -27,10 +26,15 @@ pub struct ServeArgs {
     /// sqlite://PATH (default ROOT/caas/caas.db) or postgres://USER@HOST:PORT/DB.
     #[arg(long, env = "CUBBY_DATABASE", value_name = "URL")]
     pub database: Option<String>,
-    /// The Docker Engine API that runs sandboxes: cubby's own engine (started
-    /// here when none answers), dockerd, or podman's API service.
-    #[arg(long, default_value = DEFAULT_ENGINE, value_name = "unix://PATH")]
-    pub engine: String,
+    /// The Docker Engine API that runs sandboxes (dockerd, podman's API
+    /// service, another cubby engine). Default: cubby's own engine on
+    /// /run/cubby/cubby.sock, started here when none answers.
+    #[arg(long, value_name = "unix://PATH|tcp://HOST:PORT")]
+    pub engine: Option<String>,
+    /// For an engine other than cubby's: firewall rules installed by the
+    /// operator keep sandboxes from the host's addresses (docs/caas-backend.md).
+    #[arg(long)]
+    pub operator_firewall: bool,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long = "tls-cert", value_name = "PEM")]
     pub tls_cert: Option<PathBuf>,
@@ -213,7 +217,7 @@ fn print_demo(d: &cubby_caas::demo::DemoAccounts, base: &str) {
     println!("  API description: {base}/api/openapi.json");
 }
 
-pub fn run_serve(args: ServeArgs, root: &Path) -> Result<()> {
+pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
     if args.tls_cert.is_some() != args.tls_key.is_some() {
         bail!("--tls-cert and --tls-key go together");
     }
@@ -227,10 +231,15 @@ pub fn run_serve(args: ServeArgs, root: &Path) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async move {
         let store = Store::open(&url).await?;
-        let backend = crate::serve_backend::connect(&args.engine, root, &store).await?;
+        let (engine, backend) = crate::serve_backend::connect(
+            args.engine.as_deref(),
+            args.operator_firewall,
+            root,
+            state_dir,
+        )
+        .await?;
         eprintln!(
-            "cubby serve: engine {} ({}), database {}",
-            args.engine,
+            "cubby serve: engine {engine} ({}), database {}",
             backend.describe().await?,
             cubby_caas::store::redact(&url)
         );

@@ -1,0 +1,684 @@
+//! The classroom service end to end: `cubby serve` (the real binary) on a
+//! real cubby daemon, real sandboxes from the locally built demo image,
+//! SQLite and a private PostgreSQL cluster. A teacher brings up a class of
+//! 30 through the API (with a `kill -9` of serve in the middle), students
+//! are kept to their own sessions, tokens are revoked, refreshed and
+//! expire, and bad input is refused without changing anything.
+//! Needs root, cgroups, busybox-static, nftables and PostgreSQL 15.
+
+mod common;
+#[path = "common/caas.rs"]
+mod caas;
+#[path = "common/daemon.rs"]
+mod daemon;
+
+use caas::{DbKind, Serve, IMAGE};
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::Duration;
+
+fn template(s: &Serve, tok: &str, name: &str, spec: Value) -> String {
+    s.ok(
+        "POST",
+        "/api/templates",
+        Some(tok),
+        Some(json!({"name": name, "spec": spec})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn demo_spec() -> Value {
+    json!({"image": IMAGE, "port": 8080, "memory_bytes": 64 << 20, "cpus": 0.5, "pids": 64})
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// `docker ps` names of this class's sandboxes (all, or running only).
+fn sandboxes(s: &Serve, class: &str, all: bool) -> Vec<String> {
+    let filter = format!("label=io.cubby.caas.class={class}");
+    let mut args = vec!["ps", "-q", "--filter", &filter];
+    if all {
+        args.push("-a");
+    }
+    s.d.ok(&args).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn class_of_30_up_with_kill9_then_down() {
+    let mut s = Serve::start("caas-up30", DbKind::Sqlite, &[]);
+    s.user("root", "admin", "admin-pass-1");
+    s.user("teach", "teacher", "teach-pass-1");
+    let admin = s.token("root", "admin-pass-1");
+    let t = s.token("teach", "teach-pass-1");
+    let tpl = template(&s, &t, "demo", demo_spec());
+    let class = s.ok(
+        "POST",
+        "/api/classes",
+        Some(&t),
+        Some(json!({"name": "Systems", "code": "sys30", "capacity": 30, "template_id": tpl})),
+    );
+    let cid = class["id"].as_str().unwrap().to_string();
+    // Thirty students from CSV, created and enrolled in one call.
+    let csv: String = (0..30)
+        .map(|i| format!("st{i:02},pass-{i:02}-xyz\n"))
+        .collect();
+    let (st, _, body) = s
+        .raw(
+            "POST",
+            &format!("/api/classes/{cid}/students/import"),
+            &format!("Authorization: Bearer {t}\r\n"),
+            "text/csv",
+            Some(&csv),
+        )
+        .unwrap();
+    assert_eq!(st, 200, "{body}");
+    // The 31st does not fit; nothing changes.
+    s.user("late", "student", "late-pass-1");
+    let e = s.expect(
+        409,
+        "POST",
+        &format!("/api/classes/{cid}/students"),
+        Some(&t),
+        Some(json!({"username": "late"})),
+    );
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("full"),
+        "{e}"
+    );
+    assert_eq!(
+        s.ok(
+            "GET",
+            &format!("/api/classes/{cid}/students"),
+            Some(&t),
+            None
+        )
+        .as_array()
+        .unwrap()
+        .len(),
+        30
+    );
+
+    // Up-class, and kill -9 of serve while it is starting them.
+    let up = s.ok("POST", &format!("/api/classes/{cid}/up"), Some(&t), None);
+    assert_eq!(up.as_array().unwrap().len(), 30);
+    std::thread::sleep(Duration::from_millis(300));
+    s.kill9_and_restart();
+    let t = s.token("teach", "teach-pass-1");
+    let admin2 = s.token("root", "admin-pass-1");
+    let sessions = s.until("/api/sessions?active=true", &t, 180, |v| {
+        let a = v.as_array().unwrap();
+        a.len() == 30 && a.iter().all(|x| x["state"] == "ready")
+    });
+    // One session per student, the same ones, one sandbox each, no orphan.
+    assert_eq!(ids(&sessions), ids(&up));
+    let mut students: Vec<&str> = sessions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["student_id"].as_str().unwrap())
+        .collect();
+    students.sort();
+    students.dedup();
+    assert_eq!(students.len(), 30);
+    assert_eq!(
+        sandboxes(&s, &cid, true).len(),
+        30,
+        "duplicate or missing sandboxes"
+    );
+    assert_eq!(s.ok("GET", "/api/orphans", Some(&admin2), None), json!([]));
+    // The old admin token survived the restart (the key is in the database).
+    s.ok("GET", "/api/users", Some(&admin), None);
+
+    // A spot check inside one sandbox: non-root, no_new_privs, the workspace.
+    let name = sessions[0]["sandbox"].as_str().unwrap();
+    assert_eq!(s.d.ok(&["exec", name, "id", "-u"]).trim(), "1000");
+    let status = s.d.ok(&["exec", name, "cat", "/proc/self/status"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')),
+        "{status}"
+    );
+    s.d.ok(&[
+        "exec",
+        name,
+        "sh",
+        "-c",
+        "echo work > /workspace/f && cat /workspace/f",
+    ]);
+
+    // Up again is idempotent.
+    let again = s.ok("POST", &format!("/api/classes/{cid}/up"), Some(&t), None);
+    assert_eq!(ids(&again), ids(&up));
+    assert_eq!(sandboxes(&s, &cid, true).len(), 30);
+
+    // Down-class: all stopped, sandboxes (and workspaces) kept.
+    s.ok("POST", &format!("/api/classes/{cid}/down"), Some(&t), None);
+    s.until("/api/sessions", &t, 120, |v| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["state"] == "stopped")
+    });
+    assert_eq!(
+        sandboxes(&s, &cid, false).len(),
+        0,
+        "still running after down"
+    );
+    assert_eq!(
+        sandboxes(&s, &cid, true).len(),
+        30,
+        "sandboxes must be kept"
+    );
+}
+
+fn authz_tokens_and_bad_input(db: DbKind, tag: &str) {
+    let mut s = Serve::start(tag, db, &[]);
+    s.user("root", "admin", "admin-pass-1");
+    s.user("t1", "teacher", "t1-pass-123");
+    s.user("t2", "teacher", "t2-pass-123");
+    s.user("ann", "student", "ann-pass-123");
+    s.user("bob", "student", "bob-pass-123");
+    let admin = s.token("root", "admin-pass-1");
+    let t1 = s.token("t1", "t1-pass-123");
+    let t2 = s.token("t2", "t2-pass-123");
+    let ann = s.token("ann", "ann-pass-123");
+    let bob = s.token("bob", "bob-pass-123");
+
+    // Bad templates: refused with what to fix, nothing saved.
+    let e = s.expect(
+        400,
+        "POST",
+        "/api/templates",
+        Some(&t1),
+        Some(json!({"name": "x", "spec": {"image": "nothere:1"}})),
+    );
+    assert_eq!(e["error"]["code"], "image_missing", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cubby pull"),
+        "{e}"
+    );
+    let e = s.expect(
+        400,
+        "POST",
+        "/api/templates",
+        Some(&t1),
+        Some(json!({"name": "x", "spec": {"image": IMAGE, "memory_bytes": 1000}})),
+    );
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("minimum"),
+        "{e}"
+    );
+    s.expect(
+        400,
+        "POST",
+        "/api/templates",
+        Some(&t1),
+        Some(json!({"name": "x", "spec": {"image": IMAGE, "user": "0"}})),
+    );
+    let (st, _, body) = s
+        .raw(
+            "POST",
+            "/api/templates",
+            &format!("Authorization: Bearer {t1}\r\n"),
+            "application/json",
+            Some("{\"name\": "),
+        )
+        .unwrap();
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("\"invalid\""), "{body}");
+    assert_eq!(s.ok("GET", "/api/templates", Some(&t1), None), json!([]));
+    let tpl = template(&s, &t1, "demo", demo_spec());
+    // Unknown template: 404, no class made.
+    s.expect(
+        404,
+        "POST",
+        "/api/classes",
+        Some(&t1),
+        Some(json!({"name": "C", "code": "c1", "capacity": 5, "template_id": "nope"})),
+    );
+    assert_eq!(s.ok("GET", "/api/classes", Some(&t1), None), json!([]));
+    let c = s.ok(
+        "POST",
+        "/api/classes",
+        Some(&t1),
+        Some(json!({"name": "C", "code": "c1", "capacity": 5, "template_id": tpl})),
+    );
+    let cid = c["id"].as_str().unwrap().to_string();
+    // Join by code; capacity enforced.
+    let small = s.ok(
+        "POST",
+        "/api/classes",
+        Some(&t1),
+        Some(json!({"name": "Tiny", "code": "tiny", "capacity": 1})),
+    );
+    s.ok(
+        "POST",
+        "/api/classes/join",
+        Some(&ann),
+        Some(json!({"join_code": small["join_code"]})),
+    );
+    let e = s.expect(
+        409,
+        "POST",
+        "/api/classes/join",
+        Some(&bob),
+        Some(json!({"join_code": small["join_code"]})),
+    );
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("full"),
+        "{e}"
+    );
+    s.expect(
+        404,
+        "POST",
+        "/api/classes/join",
+        Some(&bob),
+        Some(json!({"join_code": "WRONGCODE1"})),
+    );
+    for u in ["ann", "bob"] {
+        s.ok(
+            "POST",
+            &format!("/api/classes/{cid}/students"),
+            Some(&t1),
+            Some(json!({"username": u})),
+        );
+    }
+
+    // Students: no teacher actions (403), no one else's session (404).
+    s.expect(
+        403,
+        "POST",
+        "/api/classes",
+        Some(&ann),
+        Some(json!({"name": "X", "code": "x", "capacity": 1})),
+    );
+    s.expect(
+        403,
+        "POST",
+        &format!("/api/classes/{cid}/up"),
+        Some(&ann),
+        None,
+    );
+    s.expect(
+        403,
+        "POST",
+        &format!("/api/classes/{cid}/students"),
+        Some(&ann),
+        Some(json!({"username": "bob"})),
+    );
+    s.expect(403, "GET", "/api/users", Some(&ann), None);
+    s.expect(403, "GET", "/api/audit", Some(&ann), None);
+    s.expect(
+        403,
+        "POST",
+        "/api/sessions",
+        Some(&ann),
+        Some(json!({"class_id": cid, "student_id": "x"})),
+    );
+    // Another teacher's class does not exist for t2.
+    s.expect(404, "GET", &format!("/api/classes/{cid}"), Some(&t2), None);
+    s.expect(
+        404,
+        "POST",
+        &format!("/api/classes/{cid}/up"),
+        Some(&t2),
+        None,
+    );
+
+    let sa = s.ok(
+        "POST",
+        "/api/sessions?wait=true",
+        Some(&ann),
+        Some(json!({"class_id": cid})),
+    );
+    assert_eq!(sa["state"], "ready", "{sa}");
+    // Pressing start again: the same session.
+    let sa2 = s.ok(
+        "POST",
+        "/api/sessions",
+        Some(&ann),
+        Some(json!({"class_id": cid})),
+    );
+    assert_eq!(sa2["id"], sa["id"]);
+    let sb = s.ok(
+        "POST",
+        "/api/sessions?wait=true",
+        Some(&bob),
+        Some(json!({"class_id": cid})),
+    );
+    assert_eq!(sb["state"], "ready", "{sb}");
+    let sbid = sb["id"].as_str().unwrap();
+    s.expect(
+        404,
+        "GET",
+        &format!("/api/sessions/{sbid}"),
+        Some(&ann),
+        None,
+    );
+    s.expect(
+        404,
+        "POST",
+        &format!("/api/sessions/{sbid}/stop"),
+        Some(&ann),
+        None,
+    );
+    s.expect(
+        404,
+        "GET",
+        &format!("/api/sessions/{sbid}"),
+        Some(&t2),
+        None,
+    );
+    assert_eq!(
+        ids(&s.ok("GET", "/api/sessions", Some(&ann), None)),
+        vec![sa["id"].as_str().unwrap().to_string()]
+    );
+    assert_eq!(s.ok("GET", "/api/sessions", Some(&t2), None), json!([]));
+    s.ok("GET", &format!("/api/sessions/{sbid}"), Some(&t1), None);
+
+    // OOM: a sandbox whose program outgrows its memory fails with the reason;
+    // the others keep running.
+    let hog = template(
+        &s,
+        &t1,
+        "hog",
+        json!({"image": IMAGE, "memory_bytes": 16 << 20, "pids": 64,
+        "command": ["sh", "-c", "sleep 1; head -c 200m /dev/zero | tail"]}),
+    );
+    let oc = s.ok(
+        "POST",
+        "/api/classes",
+        Some(&t1),
+        Some(json!({"name": "Hog", "code": "hog", "capacity": 2, "template_id": hog})),
+    );
+    let ocid = oc["id"].as_str().unwrap();
+    s.ok(
+        "POST",
+        &format!("/api/classes/{ocid}/students"),
+        Some(&t1),
+        Some(json!({"username": "ann"})),
+    );
+    let so = s.ok(
+        "POST",
+        "/api/sessions",
+        Some(&ann),
+        Some(json!({"class_id": ocid})),
+    );
+    let so = s.until(
+        &format!("/api/sessions/{}", so["id"].as_str().unwrap()),
+        &ann,
+        60,
+        |v| v["state"] == "failed",
+    );
+    assert_eq!(so["reason"], "out of memory", "{so}");
+    assert_eq!(
+        s.ok("GET", &format!("/api/sessions/{sbid}"), Some(&t1), None)["state"],
+        "ready"
+    );
+
+    // Cookies: httpOnly + SameSite=Strict, and they authenticate.
+    let (st, head, _) = s
+        .raw(
+            "POST",
+            "/api/auth/login",
+            "",
+            "application/json",
+            Some(&json!({"username": "bob", "password": "bob-pass-123"}).to_string()),
+        )
+        .unwrap();
+    assert_eq!(st, 200);
+    let cookie = head
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: cubby_access=")
+        })
+        .unwrap_or_else(|| panic!("no access cookie: {head}"));
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie["set-cookie: ".len()..].split(';').next().unwrap();
+    let (st, _, body) = s
+        .raw(
+            "GET",
+            "/api/auth/me",
+            &format!("Cookie: {pair}\r\n"),
+            "application/json",
+            None,
+        )
+        .unwrap();
+    assert_eq!(st, 200, "{body}");
+
+    // Refresh tokens rotate: the old one is refused after use.
+    let l = s.login("bob", "bob-pass-123");
+    let r1 = l["refresh_token"].as_str().unwrap();
+    let l2 = s.ok(
+        "POST",
+        "/api/auth/refresh",
+        None,
+        Some(json!({"refresh_token": r1})),
+    );
+    s.expect(
+        401,
+        "POST",
+        "/api/auth/refresh",
+        None,
+        Some(json!({"refresh_token": r1})),
+    );
+    let r2 = l2["refresh_token"].as_str().unwrap();
+    s.ok("GET", "/api/auth/me", l2["access_token"].as_str(), None);
+    s.ok(
+        "POST",
+        "/api/auth/refresh",
+        None,
+        Some(json!({"refresh_token": r2})),
+    );
+
+    // Revocation: logout kills that login's token at once; a password
+    // change kills every login of the user.
+    let ann2 = s.token("ann", "ann-pass-123");
+    s.ok("POST", "/api/auth/logout", Some(&ann2), None);
+    s.expect(401, "GET", "/api/auth/me", Some(&ann2), None);
+    s.ok("GET", "/api/auth/me", Some(&ann), None);
+    s.ok(
+        "POST",
+        "/api/auth/password",
+        Some(&ann),
+        Some(json!({"old_password": "ann-pass-123", "new_password": "ann-pass-456"})),
+    );
+    s.expect(401, "GET", "/api/auth/me", Some(&ann), None);
+    s.expect(
+        401,
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({"username": "ann", "password": "ann-pass-123"})),
+    );
+    let ann = s.token("ann", "ann-pass-456");
+    // Disabled by an admin: refused at once.
+    let bob_id = s.ok("GET", "/api/auth/me", Some(&bob), None)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.ok(
+        "POST",
+        &format!("/api/users/{bob_id}/disabled"),
+        Some(&admin),
+        Some(json!({"disabled": true})),
+    );
+    s.expect(401, "GET", "/api/auth/me", Some(&bob), None);
+    // A forged token (alg none, admin role) is refused.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let claims = ann.split('.').nth(1).unwrap();
+    let mut c: Value = serde_json::from_slice(&b64.decode(claims).unwrap()).unwrap();
+    c["role"] = json!("admin");
+    let forged = format!(
+        "{}.{}.",
+        b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+        b64.encode(c.to_string())
+    );
+    s.expect(401, "GET", "/api/users", Some(&forged), None);
+
+    // Login rate limit per user name.
+    let mut last = 0;
+    for _ in 0..12 {
+        let (st, _) = s
+            .try_req(
+                "POST",
+                "/api/auth/login",
+                None,
+                Some(&json!({"username": "t2", "password": "wrong-password"}).to_string()),
+            )
+            .unwrap();
+        last = st;
+    }
+    assert_eq!(last, 429);
+
+    // Audit and OpenAPI.
+    let audit = s.ok("GET", "/api/audit?limit=1000", Some(&admin), None);
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "login",
+        "session.start",
+        "class.create",
+        "template.create",
+        "password.change",
+        "user.disable",
+        "login.failed",
+    ] {
+        assert!(actions.contains(&a), "no {a} in {actions:?}");
+    }
+    let api = s.ok("GET", "/api/openapi.json", None, None);
+    assert_eq!(api["openapi"], "3.0.3");
+    assert!(
+        api["paths"]["/api/sessions"]["post"]["summary"].is_string(),
+        "{api}"
+    );
+
+    // Expiry: with 1 s access tokens, a token is refused after 2 s.
+    s.extra = vec!["--access-token-ttl".into(), "1".into()];
+    s.kill9_and_restart();
+    let short = s.token("t1", "t1-pass-123");
+    std::thread::sleep(Duration::from_millis(2100));
+    let e = s.expect(401, "GET", "/api/auth/me", Some(&short), None);
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("expired"),
+        "{e}"
+    );
+    // Sessions survived the restart in their state.
+    assert_eq!(
+        s.ok("GET", &format!("/api/sessions/{sbid}"), Some(&admin), None)["state"],
+        "ready"
+    );
+}
+
+#[test]
+fn authz_tokens_and_bad_input_sqlite() {
+    authz_tokens_and_bad_input(DbKind::Sqlite, "caas-authz-sq");
+}
+
+#[test]
+fn authz_tokens_and_bad_input_postgres() {
+    authz_tokens_and_bad_input(DbKind::Postgres, "caas-authz-pg");
+}
+
+#[test]
+fn bad_database_and_admin_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cubby = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cubby"))
+            .arg("--root")
+            .arg(tmp.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // A file that is not a database: a clear error, the file untouched.
+    let junk = tmp.path().join("junk.db");
+    let text = b"not a database, just text\n".repeat(100);
+    std::fs::write(&junk, &text).unwrap();
+    let url = format!("sqlite://{}", junk.display());
+    let out = cubby(&[
+        "serve",
+        "--database",
+        &url,
+        "--engine",
+        "unix:///nonexistent.sock",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not a usable SQLite database"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&junk).unwrap(), text);
+
+    // The admin CLI on the default store (ROOT/caas/caas.db).
+    let ok = |args: &[&str]| {
+        let out = cubby(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let added = ok(&["admin", "user", "add", "tina", "--role", "teacher"]);
+    assert!(added.starts_with("tina teacher "), "{added}");
+    let csv = tmp.path().join("users.csv");
+    std::fs::write(
+        &csv,
+        "username,role,password\nsam,student,sam-pass-1\nkim,student,kim-pass-1\n",
+    )
+    .unwrap();
+    assert!(
+        ok(&["admin", "user", "import", "--csv", csv.to_str().unwrap()]).contains("imported 2")
+    );
+    // All or none: a duplicate aborts the whole import.
+    std::fs::write(&csv, "zed,student,zed-pass-1\nsam,student,sam-pass-1\n").unwrap();
+    let out = cubby(&["admin", "user", "import", "--csv", csv.to_str().unwrap()]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already exists")
+    );
+    ok(&["admin", "user", "disable", "kim"]);
+    ok(&["admin", "user", "passwd", "sam"]);
+    let ls = ok(&["admin", "user", "ls"]);
+    assert!(
+        ls.contains("kim") && ls.contains("disabled") && !ls.contains("zed"),
+        "{ls}"
+    );
+    let bad = cubby(&["admin", "user", "add", "x y"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("username"));
+    // The demo: accounts, a class and the locally built image.
+    let demo = ok(&["admin", "init", "--demo"]);
+    assert!(demo.contains("student1") && demo.contains("curl"), "{demo}");
+    assert!(tmp.path().join("caas/caas.db").exists());
+    let again = cubby(&["admin", "init", "--demo"]);
+    assert!(
+        !again.status.success()
+            && String::from_utf8_lossy(&again.stderr).contains("set up already")
+    );
+}
