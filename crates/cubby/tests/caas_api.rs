@@ -6,9 +6,9 @@
 //! expire, and bad input is refused without changing anything.
 //! Needs root, cgroups, busybox-static, nftables and PostgreSQL 15.
 
-mod common;
 #[path = "common/caas.rs"]
 mod caas;
+mod common;
 #[path = "common/daemon.rs"]
 mod daemon;
 
@@ -56,7 +56,7 @@ fn sandboxes(s: &Serve, class: &str, all: bool) -> Vec<String> {
 
 #[test]
 fn class_of_30_up_with_kill9_then_down() {
-    let mut s = Serve::start("caas-up30", DbKind::Sqlite, &[]);
+    let mut s = Serve::start("caas-up30", DbKind::Sqlite, &["--start-concurrency", "2"]);
     s.user("root", "admin", "admin-pass-1");
     s.user("teach", "teacher", "teach-pass-1");
     let admin = s.token("root", "admin-pass-1");
@@ -110,10 +110,24 @@ fn class_of_30_up_with_kill9_then_down() {
     );
 
     // Up-class, and kill -9 of serve while it is starting them.
+    // (serve runs with --start-concurrency 2, so the class takes a while.)
     let up = s.ok("POST", &format!("/api/classes/{cid}/up"), Some(&t), None);
     assert_eq!(up.as_array().unwrap().len(), 30);
-    std::thread::sleep(Duration::from_millis(300));
+    let before = s.until("/api/sessions", &t, 60, |v| {
+        v.as_array().unwrap().iter().any(|x| x["state"] == "ready")
+    });
     s.kill9_and_restart();
+    let ready_at_kill = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["state"] == "ready")
+        .count();
+    assert!(
+        ready_at_kill < 30,
+        "the kill came after the whole class was up: nothing to recover"
+    );
+    eprintln!("kill -9 with {ready_at_kill} of 30 ready");
     let t = s.token("teach", "teach-pass-1");
     let admin2 = s.token("root", "admin-pass-1");
     let sessions = s.until("/api/sessions?active=true", &t, 180, |v| {

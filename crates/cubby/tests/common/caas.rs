@@ -107,7 +107,11 @@ impl Serve {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("cubby serve exited {st}: {}", self.log_text());
             }
-            assert!(Instant::now() < deadline, "cubby serve did not answer: {}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "cubby serve did not answer: {}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -132,7 +136,16 @@ impl Serve {
         token: Option<&str>,
         body: Option<&str>,
     ) -> std::io::Result<(u16, Value)> {
-        let (status, _, body) = self.raw(method, path, token.map(|t| format!("Authorization: Bearer {t}\r\n")).as_deref().unwrap_or(""), "application/json", body)?;
+        let (status, _, body) = self.raw(
+            method,
+            path,
+            token
+                .map(|t| format!("Authorization: Bearer {t}\r\n"))
+                .as_deref()
+                .unwrap_or(""),
+            "application/json",
+            body,
+        )?;
         let v = if body.trim().is_empty() {
             Value::Null
         } else {
@@ -171,13 +184,23 @@ impl Serve {
     }
 
     /// A request that must answer `want`; returns the JSON body.
-    pub fn expect(&self, want: u16, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Value {
+    pub fn expect(
+        &self,
+        want: u16,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Value {
         let b = body.map(|b| b.to_string());
         let (status, v) = self.try_req(method, path, token, b.as_deref()).unwrap();
         assert_eq!(status, want, "{method} {path}: {v}");
         if status >= 400 {
             // One error shape everywhere.
-            assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{v}");
+            assert!(
+                v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+                "{v}"
+            );
         }
         v
     }
@@ -187,11 +210,19 @@ impl Serve {
     }
 
     pub fn login(&self, user: &str, pw: &str) -> Value {
-        self.ok("POST", "/api/auth/login", None, Some(json!({"username": user, "password": pw})))
+        self.ok(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"username": user, "password": pw})),
+        )
     }
 
     pub fn token(&self, user: &str, pw: &str) -> String {
-        self.login(user, pw)["access_token"].as_str().unwrap().to_string()
+        self.login(user, pw)["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// `cubby admin ARGS...` against this store; asserts success, returns stdout.
@@ -208,18 +239,36 @@ impl Serve {
     /// Creates a user through the CLI with a known password.
     pub fn user(&self, name: &str, role: &str, pw: &str) {
         let mut c = self.cmd();
-        c.args(["admin", "user", "add", name, "--role", role, "--password-stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        c.args([
+            "admin",
+            "user",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
         writeln!(child.stdin.take().unwrap(), "{pw}").unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "admin user add {name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "admin user add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Polls GET `path` until `done(body)`, for at most `secs`.
-    pub fn until(&self, path: &str, token: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+    pub fn until(
+        &self,
+        path: &str,
+        token: &str,
+        secs: u64,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let v = self.ok("GET", path, Some(token), None);
