@@ -229,9 +229,10 @@ async fn crash_recovery_and_leases(db: &Db) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(store.session(&s1.id).await.unwrap().state, State::Starting);
     assert_eq!(store.session(&s2.id).await.unwrap().state, State::Stopping);
-    // Once the leases expire, it finishes them; the half-made sandbox is
+    // Once the leases expire (whole seconds: 2 s lease + 1), it finishes
+    // them; the half-made sandbox is
     // reused, never duplicated.
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     m.reconcile().await.unwrap();
     assert_eq!(settled(&m, &s1.id).await.state, State::Ready);
     let mut st = State::Stopping;
@@ -263,7 +264,44 @@ async fn crash_recovery_and_leases(db: &Db) {
     assert!(fake.sandboxes.lock().unwrap().contains_key("caas-stray"));
 }
 
+async fn max_length_stops_sessions(db: &Db) {
+    let store = Store::open(&db.url("maxlen")).await.unwrap();
+    let t = store.create_user("t", Role::Teacher, "x").await.unwrap();
+    let s = store.create_user("s", Role::Student, "x").await.unwrap();
+    let spec: TemplateSpec =
+        serde_json::from_str(r#"{"image":"demo:1","max_session_secs":1}"#).unwrap();
+    let tpl = store.create_template("short", &t.id, &spec).await.unwrap();
+    let c = store
+        .create_class("C", "c", 5, Some(&tpl.id), &t.id)
+        .await
+        .unwrap();
+    store.enrol(&c.id, &s.id).await.unwrap();
+    let fake = Arc::new(Fake::new(Duration::from_millis(1)));
+    let m = Manager::new(store.clone(), fake.clone(), cfg("a"))
+        .await
+        .unwrap();
+    let sess = m.start(&c.id, &s.id, &s.id).await.unwrap();
+    assert_eq!(settled(&m, &sess.id).await.state, State::Ready);
+    m.enforce_max_length().await.unwrap();
+    assert_eq!(store.session(&sess.id).await.unwrap().state, State::Ready);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    m.enforce_max_length().await.unwrap();
+    let mut last = None;
+    for _ in 0..200 {
+        let x = store.session(&sess.id).await.unwrap();
+        if x.state == State::Stopped {
+            last = Some(x);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let x = last.expect("never stopped");
+    assert!(x.reason.unwrap().contains("maximum session length"));
+    assert_eq!(fake.running(), 0);
+}
+
 async fn scenarios(db: Db) {
+    max_length_stops_sessions(&db).await;
     capacity_is_atomic(&db).await;
     starts_are_idempotent_and_oom_shows(&db).await;
     crash_recovery_and_leases(&db).await;

@@ -394,7 +394,11 @@ impl Manager {
     /// Follows the backend's events for ever (reconnecting), marking
     /// sessions whose sandbox exited: "out of memory" for an OOM kill.
     pub async fn follow_events(self: Arc<Self>) {
+        // A stream that keeps ending at once (an engine that closes it) must
+        // not turn into a busy loop of reconnects and sandbox inspections.
+        let mut backoff = Duration::from_secs(1);
         loop {
+            let began = tokio::time::Instant::now();
             match self.backend.events().await {
                 Ok(mut stream) => {
                     // Events may have been missed while disconnected.
@@ -417,7 +421,12 @@ impl Manager {
                 }
                 Err(e) => eprintln!("cubby serve: sandbox events: {e}"),
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            backoff = if began.elapsed() > Duration::from_secs(60) {
+                Duration::from_secs(1)
+            } else {
+                (backoff * 2).min(Duration::from_secs(15))
+            };
+            tokio::time::sleep(backoff).await;
         }
     }
 
@@ -441,14 +450,46 @@ impl Manager {
         Ok(())
     }
 
-    /// Runs `reconcile` every `every` (takes over expired leases of dead
-    /// instances sharing the database).
+    /// Every `every`: takes over unfinished sessions whose lease expired
+    /// (a dead instance sharing the database) and stops sessions past their
+    /// template's maximum length.
     pub async fn reconcile_loop(self: Arc<Self>, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
             for s in self.store.unfinished_sessions().await.unwrap_or_default() {
                 self.spawn_drive(&s.id);
             }
+            if let Err(e) = self.enforce_max_length().await {
+                eprintln!("cubby serve: session time limits: {e}");
+            }
         }
+    }
+
+    /// Stops ready sessions older than their template's `max_session_secs`.
+    pub async fn enforce_max_length(self: &Arc<Self>) -> Result<()> {
+        let now = crate::store::now();
+        let mut limits = std::collections::HashMap::new();
+        let active = self
+            .store
+            .sessions(crate::store::sessions::SessionFilter::All, true)
+            .await?;
+        for s in active.into_iter().filter(|s| s.state == State::Ready) {
+            if !limits.contains_key(&s.template_id) {
+                let t = self.store.template(&s.template_id).await?;
+                limits.insert(s.template_id.clone(), t.spec.max_session_secs as i64);
+            }
+            let max = limits[&s.template_id];
+            if now - s.created_at >= max {
+                let reason = format!("maximum session length reached ({max} s)");
+                if self
+                    .store
+                    .transition(&s.id, &[State::Ready], State::Stopping, Some(&reason), None)
+                    .await?
+                {
+                    self.spawn_drive(&s.id);
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -253,7 +253,8 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Compare-and-set of the state alone (no lease check): used by the
+    /// Compare-and-set of the state alone (a given reason is kept through
+    /// later transitions) (no lease check): used by the
     /// lease holder to finish a transition and by requests (stop) that
     /// hand a session over to whoever runs it next.
     pub async fn transition(
@@ -264,7 +265,7 @@ impl Store {
         reason: Option<&str>,
         address: Option<&str>,
     ) -> Result<bool> {
-        let mut q = String::from("UPDATE sessions SET state = $1, reason = $2, updated_at = $3, owner = NULL, lease_until = 0");
+        let mut q = String::from("UPDATE sessions SET state = $1, reason = COALESCE($2, reason), updated_at = $3, owner = NULL, lease_until = 0");
         if address.is_some() {
             q.push_str(", address = $5");
         }
