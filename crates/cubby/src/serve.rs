@@ -217,7 +217,21 @@ fn print_demo(d: &cubby_caas::demo::DemoAccounts, base: &str) {
     println!("  API description: {base}/api/openapi.json");
 }
 
+/// Argon2id allocates 19 MiB per hash. glibc raises its mmap threshold after
+/// such a block is freed, after which they come from per-thread arenas and
+/// stay resident (hundreds of MiB after a class signs in). A fixed threshold
+/// keeps big blocks on mmap, returned to the system when freed.
+fn big_allocations_on_mmap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; called before any
+    // thread of ours exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
+    big_allocations_on_mmap();
     if args.tls_cert.is_some() != args.tls_key.is_some() {
         bail!("--tls-cert and --tls-key go together");
     }

@@ -53,17 +53,13 @@ pub struct LoginReq {
     password: String,
 }
 
-/// Argon2 is CPU work: off the async workers.
+/// Argon2 is CPU and memory: bounded, off the async workers.
 async fn verify_blocking(pw: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || auth::verify_password(&pw, &hash))
-        .await
-        .unwrap_or(false)
+    auth::verify_password_async(pw, hash).await
 }
 
 async fn hash_blocking(pw: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || auth::hash_password(&pw))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+    auth::hash_password_async(pw).await
 }
 
 fn set_cookie(name: &str, value: &str, path: &str, max_age: i64, secure: bool) -> HeaderValue {
@@ -313,12 +309,12 @@ pub async fn create_user(
     ok(u)
 }
 
-/// Hashes the CSV's passwords (in parallel on the blocking pool).
+/// Hashes the CSV's passwords (in parallel, bounded by the hashing permits).
 async fn hash_all(rows: Vec<(String, Role, String)>) -> Result<Vec<(String, Role, String)>> {
     let mut tasks = Vec::new();
     for (name, role, pw) in rows {
-        tasks.push(tokio::task::spawn_blocking(move || {
-            auth::hash_password(&pw).map(|h| (name, role, h))
+        tasks.push(tokio::spawn(async move {
+            auth::hash_password_async(pw).await.map(|h| (name, role, h))
         }));
     }
     let mut out = Vec::new();

@@ -44,6 +44,40 @@ pub fn verify_password(pw: &str, phc: &str) -> bool {
         .is_ok()
 }
 
+/// Argon2id takes 19 MiB and a core for tens of milliseconds per hash: a
+/// class signing in at once must queue, not allocate 19 MiB × 300.
+fn hashing_permits() -> &'static tokio::sync::Semaphore {
+    static S: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        tokio::sync::Semaphore::new(n.clamp(1, 8))
+    })
+}
+
+/// [`hash_password`] on the blocking pool, at most one per core at a time.
+pub async fn hash_password_async(pw: String) -> Result<String> {
+    check_password_strength(&pw)?;
+    let _permit = hashing_permits()
+        .acquire()
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    tokio::task::spawn_blocking(move || hash_password(&pw))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+}
+
+/// [`verify_password`] on the blocking pool, at most one per core at a time.
+pub async fn verify_password_async(pw: String, phc: String) -> bool {
+    let Ok(_permit) = hashing_permits().acquire().await else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || verify_password(&pw, &phc))
+        .await
+        .unwrap_or(false)
+}
+
 /// A hash to verify against when the user does not exist, so a login for
 /// an unknown name costs the same as one with a wrong password.
 pub fn dummy_hash() -> &'static str {
