@@ -55,8 +55,17 @@ fn sandboxes(s: &Serve, class: &str, all: bool) -> Vec<String> {
 }
 
 #[test]
-fn class_of_30_up_with_kill9_then_down() {
-    let mut s = Serve::start("caas-up30", DbKind::Sqlite, &["--start-concurrency", "2"]);
+fn class_of_30_up_with_kill9_then_down_sqlite() {
+    class_of_30_up_with_kill9_then_down(DbKind::Sqlite, "caas-up30-sq");
+}
+
+#[test]
+fn class_of_30_up_with_kill9_then_down_postgres() {
+    class_of_30_up_with_kill9_then_down(DbKind::Postgres, "caas-up30-pg");
+}
+
+fn class_of_30_up_with_kill9_then_down(db: DbKind, tag: &str) {
+    let mut s = Serve::start(tag, db, &["--start-concurrency", "2"]);
     s.user("root", "admin", "admin-pass-1");
     s.user("teach", "teacher", "teach-pass-1");
     let admin = s.token("root", "admin-pass-1");
@@ -695,4 +704,123 @@ fn bad_database_and_admin_cli() {
         !again.status.success()
             && String::from_utf8_lossy(&again.stderr).contains("set up already")
     );
+}
+
+/// `cubby serve --demo` over TLS with --single-login: what README command 1
+/// prints works as printed (login, start a sandbox), through https.
+#[test]
+fn demo_over_tls_with_single_login() {
+    let d = daemon::Daemon::start("caas-demo-tls");
+    let dir = d.tmp.path().join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("this test needs openssl (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = d.tmp.path().join("serve.log");
+    let child = d
+        .cubby()
+        .arg("serve")
+        .args([
+            "--demo",
+            "--single-login",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--engine")
+        .arg(format!("unix://{}", d.socket.display()))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    let text = daemon::eventually("serve listening", || {
+        let t = std::fs::read_to_string(&log).unwrap_or_default();
+        t.contains("listening on https://").then_some(t)
+    });
+    // Run the printed curl commands (cookie jar in our temp dir).
+    let jar = d.tmp.path().join("jar");
+    let curls: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("curl "))
+        .map(|c| c.replace(" jar ", &format!(" {} ", jar.display())))
+        .collect();
+    assert_eq!(curls.len(), 3, "{text}");
+    let curl = |args: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "curl --fail-with-body --cacert {} {args}",
+                cert.display()
+            ))
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "curl {args}: {body} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let login = curl(&curls[0]);
+    assert_eq!(login["user"]["username"], "student1");
+    let session = curl(&curls[1]);
+    assert_eq!(session["state"], "ready", "{session}");
+    assert_eq!(curl(&curls[2]).as_array().unwrap().len(), 1);
+    // --single-login: signing in again ends the first login.
+    let first = login["access_token"].as_str().unwrap();
+    let again = curl(&curls[0]);
+    assert_ne!(again["access_token"].as_str().unwrap(), first);
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(&cert)
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {first}"),
+            &format!("https://127.0.0.1:{port}/api/auth/me"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
 }
