@@ -19,6 +19,8 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     RateLimited(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("database: {0}")]
     Database(String),
     #[error(transparent)]

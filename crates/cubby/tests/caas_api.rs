@@ -265,6 +265,11 @@ fn authz_tokens_and_bad_input(db: DbKind, tag: &str) {
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("\"invalid\""), "{body}");
     assert_eq!(s.ok("GET", "/api/templates", Some(&t1), None), json!([]));
+    // Unknown paths, methods and query values: the same JSON error shape.
+    s.expect(404, "GET", "/api/nope", Some(&t1), None);
+    s.expect(405, "DELETE", "/api/templates", Some(&t1), None);
+    s.expect(400, "GET", "/api/sessions?active=maybe", Some(&t1), None);
+    s.expect(401, "GET", "/api/templates", None, None);
     let tpl = template(&s, &t1, "demo", demo_spec());
     // Unknown template: 404, no class made.
     s.expect(

@@ -4,14 +4,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::authn::{cookie, Caller, ACCESS_COOKIE, REFRESH_COOKIE};
-use super::error::Json;
+use super::error::{Json, Query};
 use super::AppState;
 use crate::auth::{self, jwt::Claims};
 use crate::error::{Error, Result};

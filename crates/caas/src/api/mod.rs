@@ -163,5 +163,10 @@ pub fn router(state: AppState) -> Router {
     r.fallback(|| async {
         crate::error::Error::NotFound("this API path (see /api/openapi.json)".into())
     })
+    .method_not_allowed_fallback(|| async {
+        crate::error::Error::MethodNotAllowed(
+            "this method is not served on this path (see /api/openapi.json)".into(),
+        )
+    })
     .with_state(state)
 }

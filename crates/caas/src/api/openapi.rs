@@ -65,7 +65,7 @@ pub fn document() -> Value {
                     "type": "object",
                     "required": ["error"],
                     "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                        "code": {"type": "string", "enum": ["invalid", "unauthenticated", "forbidden", "not_found", "conflict", "rate_limited", "image_missing", "backend", "database", "internal"]},
+                        "code": {"type": "string", "enum": ["invalid", "unauthenticated", "forbidden", "not_found", "conflict", "rate_limited", "method_not_allowed", "image_missing", "backend", "database", "internal"]},
                         "message": {"type": "string"}
                     }}}
                 }
