@@ -15,13 +15,15 @@
 #      attempts, as the backend does). Overhead = difference of the medians.
 #      Targets: overhead <= 20 ms, click-to-ready <= 150 ms at the median.
 #  (b) one up-class call (?wait=true) for a class of N_UP: all ready in
-#      (target < 3 s on 2 cores).
+#      (target < 3 s on 2 cores); the reference: N_UP client threads doing
+#      create + start + port wait through the engine directly.
 #  (c) `cubby serve` RSS with N_IDLE ready sessions minus with none, per
 #      session (target < 50 KiB).
 # The HTTP client is python3 (one connection per request).
 #
 # Env: ITER (50), N_UP (100), N_IDLE (300, >= ITER + N_UP; the rest in more
-#      classes), CUBBY (target/release/cubby, built if missing), KEEP=1.
+#      classes), START_CONCURRENCY (serve's --start-concurrency, default 8),
+#      CUBBY (target/release/cubby, built if missing), KEEP=1.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -87,7 +89,8 @@ export CUBBY_DATABASE="sqlite://$work/caas.db"
 admin_pw=$(awk '$1 == "admin" {print $3}' "$work/demo.txt")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$cubby" --root "$work/data" serve --listen "127.0.0.1:$port" \
-    --engine "unix://$work/run/cubby.sock" --stop-grace 1 >"$work/serve.log" 2>&1 &
+    --engine "unix://$work/run/cubby.sock" --stop-grace 1 ${START_CONCURRENCY:+--start-concurrency "$START_CONCURRENCY"} \
+    >"$work/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 100); do
     python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/api/health')" 2>/dev/null && break
@@ -169,7 +172,7 @@ rss0 = rss(serve_pid)
 
 # (a) click-to-ready vs the engine directly, interleaved.
 
-def reference(i):
+def reference(i, remove=True):
     t = time.perf_counter()
     cid = docker("POST", f"/containers/create?name=ref{i}", {
         "Image": IMAGE, "User": "1000:1000",
@@ -187,7 +190,8 @@ def reference(i):
         ip = (info["NetworkSettings"]["Networks"].get("bench-ref") or {}).get("IPAddress") or ip
         time.sleep(0.02)
     took = time.perf_counter() - t
-    docker("DELETE", f"/containers/{cid}?force=1")
+    if remove:
+        docker("DELETE", f"/containers/{cid}?force=1")
     return took
 
 def service(i):
@@ -215,7 +219,26 @@ took = time.perf_counter() - t
 bad = [s for s in out if s["state"] != "ready"]
 if len(out) != N_UP or bad:
     raise SystemExit(f"bench: up-class: {len(out)} sessions, not ready: {bad[:3]}")
-print(f"(b) up-class of {N_UP}: all ready in {took:.2f} s (target < 3 s)")
+# The reference: N_UP sandboxes at once through the engine directly (one
+# client thread each: create + start + port wait), then removed.
+import threading
+ref, errors = [], []
+def ref_one(i):
+    try:
+        ref.append(reference(f"up{i}", remove=False))
+    except BaseException as e:
+        errors.append(repr(e))
+t = time.perf_counter()
+threads = [threading.Thread(target=ref_one, args=(i,)) for i in range(N_UP)]
+for th in threads: th.start()
+for th in threads: th.join()
+ref_took = time.perf_counter() - t
+if errors:
+    raise SystemExit(f"bench: reference up: {errors[0]}")
+for i in range(N_UP):
+    docker("DELETE", f"/containers/refup{i}?force=1")
+print(f"(b) up-class of {N_UP}: all ready in {took:.2f} s (target < 3 s); the engine directly, "
+      f"{N_UP} concurrent create+start+port wait: {ref_took:.2f} s; ratio {took/ref_took:.2f}")
 
 # (c) serve memory per idle session.
 for cid in extra:
