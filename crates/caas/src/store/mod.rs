@@ -201,7 +201,7 @@ fn check_sqlite_header(path: &std::path::Path, url: &str) -> Result<()> {
         Ok(mut f) => f.read(&mut head).unwrap_or(0),
         Err(_) => return Ok(()), // missing: created on open
     };
-    if n > 0 && &head[..n] != &b"SQLite format 3\0"[..n] {
+    if n > 0 && head[..n] != b"SQLite format 3\0"[..n] {
         return Err(Error::Database(format!(
             "{url} is not a usable SQLite database (no SQLite header): move it away or point --database elsewhere"
         )));
