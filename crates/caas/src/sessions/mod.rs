@@ -60,6 +60,7 @@ pub struct Manager {
     pub service_id: String,
     cfg: ManagerConfig,
     permits: Semaphore,
+    stop_permits: Semaphore,
     /// Sessions a task of this process is driving right now.
     inflight: Mutex<HashSet<String>>,
 }
@@ -102,6 +103,7 @@ impl Manager {
             backend,
             service_id,
             permits: Semaphore::new(cfg.start_concurrency.max(1)),
+            stop_permits: Semaphore::new(2 * cfg.start_concurrency.max(1)),
             cfg,
             inflight: Mutex::new(HashSet::new()),
         }))
@@ -234,9 +236,18 @@ impl Manager {
                     {
                         return Ok(());
                     }
-                    self.backend
-                        .stop_sandbox(&s.sandbox, self.cfg.stop_grace)
-                        .await?;
+                    {
+                        // Down-class is bounded too: never hundreds of stops
+                        // against the engine at once.
+                        let _permit = self
+                            .stop_permits
+                            .acquire()
+                            .await
+                            .map_err(|_| Error::Internal("stop permits closed".into()))?;
+                        self.backend
+                            .stop_sandbox(&s.sandbox, self.cfg.stop_grace)
+                            .await?;
+                    }
                     self.store
                         .transition(id, &[State::Stopping], State::Stopped, None, None)
                         .await?;
