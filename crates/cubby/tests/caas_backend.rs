@@ -18,6 +18,7 @@ use daemon::Daemon;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 const IMAGE: &str = "cubby-demo:latest";
@@ -278,4 +279,320 @@ async fn next_event(events: &mut Events, name: &str) -> SandboxEvent {
 fn addr(i: &SandboxInfo) -> IpAddr {
     i.address
         .unwrap_or_else(|| panic!("{} has no address", i.name))
+}
+
+/// What a sandbox sees of itself: `key=value` lines.
+const PROBE: &str = r#"
+cg() { # cg CONTROLLER FILE(v1) FILE(v2): the file of our own cgroup
+  p=$(grep -E "^[0-9]+:([^:]*,)?$1(,[^:]*)?:" /proc/self/cgroup | head -n1 | cut -d: -f3)
+  for f in "/sys/fs/cgroup/$1$p/$2" "/sys/fs/cgroup/$1/$2" "/sys/fs/cgroup$p/$3" "/sys/fs/cgroup/$3"; do
+    [ -r "$f" ] && { cat "$f"; return; }
+  done
+  echo missing
+}
+echo uid=$(id -u)
+echo gid=$(id -g)
+for pid in self 1; do
+  grep -E '^(CapEff|CapBnd|CapPrm|NoNewPrivs|Seccomp):' /proc/$pid/status | tr -d ' \t' | sed "s/^/$pid./; s/:/=/"
+done
+echo mem=$(cg memory memory.limit_in_bytes memory.max)
+echo swap=$(cg memory memory.memsw.limit_in_bytes memory.swap.max)
+echo pids=$(cg pids pids.max pids.max)
+echo cpu_quota=$(cg cpu cpu.cfs_quota_us cpu.max)
+echo cpu_period=$(cg cpu cpu.cfs_period_us cpu.max)
+if touch /home/student/x 2>/dev/null; then echo root_write=allowed; else echo root_write=refused; fi
+if echo w > /workspace/probe 2>/dev/null && [ "$(cat /workspace/probe)" = w ]; then echo ws_write=ok; else echo ws_write=refused; fi
+if echo t > /tmp/probe 2>/dev/null; then echo tmp_write=ok; else echo tmp_write=refused; fi
+echo root_ro=$(awk '$2 == "/" { split($4, o, ","); print o[1] }' /proc/mounts | tail -n1)
+"#;
+
+async fn probe(b: &DockerBackend, name: &str) -> BTreeMap<String, String> {
+    let (code, out, err) = sh(b, name, PROBE).await;
+    assert_eq!(code, 0, "probe in {name}: {out}\n{err}");
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// `nc` from `from` to IP:PORT: what came back ("" when nothing answered).
+async fn nc(b: &DockerBackend, from: &str, ip: IpAddr, port: u16, send: &str) -> String {
+    let (_, out, _) = sh(
+        b,
+        from,
+        &format!("printf '{send}' | nc -w 1 {ip} {port} 2>/dev/null; true"),
+    )
+    .await;
+    out
+}
+
+/// A listener on a host address (a bridge's gateway) that greets whoever
+/// connects and counts them.
+struct HostListener {
+    port: u16,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn host_listener(ip: IpAddr) -> HostListener {
+    let l = tokio::net::TcpListener::bind((ip, 0))
+        .await
+        .unwrap_or_else(|e| panic!("listen on {ip}: {e}"));
+    let port = l.local_addr().unwrap().port();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            use tokio::io::AsyncWriteExt;
+            let _ = s.write_all(b"host-banner\n").await;
+        }
+    });
+    HostListener { port, hits }
+}
+
+fn gateway(d: &Daemon, net: &str) -> IpAddr {
+    d.ok(&[
+        "network",
+        "inspect",
+        net,
+        "--format",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ])
+    .trim()
+    .parse()
+    .unwrap_or_else(|e| panic!("gateway of {net}: {e}"))
+}
+
+/// The proof of issue 10 for the backend: a class of 30 started 4 at a
+/// time, each one's limits and hardening checked from inside; an OOM in
+/// one leaves the others running and says so; classes and the host are
+/// unreachable, class peers reachable; an exam network has no way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn class_of_30_limited_hardened_isolated() {
+    const N: usize = 30;
+    let f = Fixture::new("caas-class").await;
+    let b = &f.backend;
+    let class_a = f.net("a", NetworkPolicy::Class);
+    let class_b = f.net("b", NetworkPolicy::Class);
+    let exam = f.net("x", NetworkPolicy::Exam);
+    for n in [&class_a, &class_b, &exam] {
+        b.ensure_network(n).await.unwrap();
+    }
+    let mut events = b.events().await.unwrap();
+
+    // a-00 serves like the others, then allocates past its limit when told.
+    let mut specs: Vec<SandboxSpec> = (0..N)
+        .map(|i| spec(&format!("a-{i:02}"), &class_a))
+        .collect();
+    specs[0].command = Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "httpd -p 8080 -h /workspace; while [ ! -e /workspace/boom ]; do sleep 0.1; done; \
+         head -c 512m /dev/zero | tail"
+            .into(),
+    ]);
+    // Every start twice, 4 at a time: still one sandbox each.
+    let twice: Vec<&SandboxSpec> = specs.iter().chain(specs.iter()).collect();
+    let started: Vec<SandboxInfo> = futures_util::stream::iter(twice)
+        .map(|s| async move {
+            b.start_sandbox(s)
+                .await
+                .unwrap_or_else(|e| panic!("start {}: {e}", s.name))
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let mut ids: BTreeMap<String, String> = BTreeMap::new();
+    for s in &started {
+        let prev = ids.insert(s.name.clone(), s.id.clone());
+        assert!(prev.is_none_or(|p| p == s.id), "{} started twice", s.name);
+    }
+    assert_eq!(ids.len(), N);
+    let other = b.start_sandbox(&spec("b-00", &class_b)).await.unwrap();
+    let exam0 = b.start_sandbox(&spec("x-00", &exam)).await.unwrap();
+    let exam1 = b.start_sandbox(&spec("x-01", &exam)).await.unwrap();
+
+    let listed = b.list_sandboxes().await.unwrap();
+    assert_eq!(listed.len(), N + 3, "{listed:?}");
+    for s in &listed {
+        assert_eq!(s.status, SandboxStatus::Running, "{s:?}");
+        assert_eq!(s.labels.get(LABEL_SESSION), Some(&s.name));
+    }
+    let by_name: BTreeMap<String, SandboxInfo> =
+        listed.into_iter().map(|s| (s.name.clone(), s)).collect();
+
+    // Limits and hardening, read inside each sandbox (4 at a time).
+    let cpu_quota = (NANO_CPUS / 10_000).to_string(); // of a 100 ms period
+    let probes: Vec<(String, BTreeMap<String, String>)> =
+        futures_util::stream::iter(by_name.keys().cloned())
+            .map(|n| async move {
+                let p = probe(b, &n).await;
+                (n, p)
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+    // Mismatches are collected and asserted at the end, so one run reports
+    // every missing protection along with the network and OOM results.
+    let mut wrong: Vec<String> = Vec::new();
+    for (name, p) in &probes {
+        let mut want = |k: &str, v: &str| {
+            let got = p.get(k).map(String::as_str);
+            if got != Some(v) {
+                wrong.push(format!("{name}: {k} is {got:?}, want {v:?}"));
+            }
+        };
+        want("uid", "1000");
+        want("gid", "1000");
+        for pid in ["self", "1"] {
+            want(&format!("{pid}.CapEff"), "0000000000000000");
+            want(&format!("{pid}.CapPrm"), "0000000000000000");
+            want(&format!("{pid}.CapBnd"), "0000000000000000");
+            want(&format!("{pid}.NoNewPrivs"), "1");
+            want(&format!("{pid}.Seccomp"), "2");
+        }
+        want("mem", &MEMORY.to_string());
+        want("swap", &MEMORY.to_string());
+        want("pids", &PIDS.to_string());
+        want("root_ro", "ro");
+        want("root_write", "refused");
+        want("ws_write", "ok");
+        want("tmp_write", "ok");
+        let cpu = p.get("cpu_quota").map(String::as_str).unwrap_or("");
+        if cpu != cpu_quota && !cpu.starts_with(&format!("{cpu_quota} ")) {
+            wrong.push(format!(
+                "{name}: CPU quota {cpu}, want {cpu_quota} per 100000"
+            ));
+        }
+    }
+
+    // The pids limit holds: forks past it fail inside.
+    let (_, out, err) = sh(
+        b,
+        "a-03",
+        &format!(
+            "n=0; for i in $(seq 1 {}); do sleep 30 & n=$((n+1)); done; echo started=$n",
+            PIDS + 20
+        ),
+    )
+    .await;
+    assert!(
+        err.contains("fork") || err.contains("Resource temporarily unavailable"),
+        "no fork failure past {PIDS} pids: {out} {err}"
+    );
+
+    // Network: a class peer answers; another class and the host do not.
+    let addr = |n: &str| {
+        by_name[n]
+            .address
+            .unwrap_or_else(|| panic!("{n} has no address"))
+    };
+    let get = "GET / HTTP/1.0\\r\\n\\r\\n";
+    let peer = nc(b, "a-01", addr("a-02"), 8080, get).await;
+    assert!(
+        peer.contains("Hello from your cubby sandbox"),
+        "peer: {peer:?}"
+    );
+    let cross = nc(b, "a-01", other.address.unwrap(), 8080, get).await;
+    assert_eq!(cross, "", "class a reached class b");
+    let cross = nc(b, "b-00", addr("a-01"), 8080, get).await;
+    assert_eq!(cross, "", "class b reached class a");
+    let exam_peer = nc(b, "x-00", exam1.address.unwrap(), 8080, get).await;
+    assert!(exam_peer.contains("Hello"), "exam peer: {exam_peer:?}");
+    let cross = nc(b, "x-00", addr("a-01"), 8080, get).await;
+    assert_eq!(cross, "", "the exam reached class a");
+    let mut gateways = Vec::new();
+    for n in [&class_a, &class_b, &exam] {
+        let gw = gateway(&f.d, &n.name);
+        let l = host_listener(gw).await;
+        // Control: the listener does answer (from the host).
+        let mut s = tokio::net::TcpStream::connect((gw, l.port)).await.unwrap();
+        let mut banner = String::new();
+        use tokio::io::AsyncReadExt;
+        s.read_to_string(&mut banner).await.unwrap();
+        assert_eq!(banner, "host-banner\n");
+        gateways.push((n.name.clone(), gw, l));
+    }
+    for from in ["a-01", "b-00", "x-00"] {
+        for (net, gw, l) in &gateways {
+            let got = nc(b, from, *gw, l.port, "").await;
+            assert_eq!(got, "", "{from} reached the host at {gw} ({net})");
+        }
+    }
+    for (net, gw, l) in &gateways {
+        assert_eq!(
+            l.hits.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "a sandbox connected to the host at {gw} ({net})"
+        );
+    }
+    // The exam has no route out at all.
+    let (_, routes, _) = sh(b, "x-00", "cat /proc/net/route").await;
+    assert!(
+        !routes
+            .lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some("00000000")),
+        "the exam sandbox has a default route: {routes}"
+    );
+    let _ = exam0;
+
+    // OOM in a-00: its exit says so, the others keep running.
+    let (code, _, err) = sh(b, "a-00", "touch /workspace/boom").await;
+    assert_eq!(code, 0, "{err}");
+    let ev = next_event(&mut events, "a-00").await;
+    let ev = match ev {
+        SandboxEvent::Started { .. } => loop {
+            // Starts of a-00 from the beginning of the test come first.
+            match next_event(&mut events, "a-00").await {
+                SandboxEvent::Started { .. } => continue,
+                e => break e,
+            }
+        },
+        e => e,
+    };
+    assert!(
+        matches!(
+            ev,
+            SandboxEvent::Exited {
+                oom_killed: true,
+                ..
+            }
+        ),
+        "a-00: {ev:?}"
+    );
+    let dead = b.inspect_sandbox("a-00").await.unwrap().unwrap();
+    assert!(dead.oom_killed, "{dead:?}");
+    let after = b.list_sandboxes().await.unwrap();
+    for s in after.iter().filter(|s| s.name != "a-00") {
+        assert_eq!(s.status, SandboxStatus::Running, "{} after the OOM", s.name);
+    }
+    let again = nc(b, "a-01", addr("a-02"), 8080, get).await;
+    assert!(again.contains("Hello"), "after the OOM: {again:?}");
+
+    // Clean up through the backend (the daemon's drop covers failures).
+    futures_util::stream::iter(after)
+        .map(|s| async move { b.remove_sandbox(&s.name).await.unwrap() })
+        .buffer_unordered(4)
+        .collect::<Vec<()>>()
+        .await;
+    assert!(b.list_sandboxes().await.unwrap().is_empty());
+    for n in [&class_a, &class_b, &exam] {
+        b.remove_network(&n.name).await.unwrap();
+    }
+    // One line per kind of mismatch (30 identical lines say one thing).
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for w in &wrong {
+        let kind = w.split_once(": ").map_or(w.as_str(), |(_, k)| k);
+        *kinds.entry(kind.to_string()).or_default() += 1;
+    }
+    assert!(
+        wrong.is_empty(),
+        "protections missing inside the sandboxes (count: what):\n{}",
+        kinds
+            .iter()
+            .map(|(k, n)| format!("{n:3}: {k}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
