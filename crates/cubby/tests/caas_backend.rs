@@ -144,7 +144,10 @@ async fn sandbox_lifecycle_through_the_engine() {
     let again = b.start_sandbox(&s).await.unwrap();
     assert_eq!(again.id, a.id);
     assert_eq!(a.status, SandboxStatus::Running);
-    let addr = a.address.expect("an address on the class network");
+    assert!(
+        a.address.is_some(),
+        "no address on the class network: {a:?}"
+    );
     b.wait_ready(&a, 8080, Duration::from_secs(10))
         .await
         .unwrap();
@@ -183,7 +186,6 @@ async fn sandbox_lifecycle_through_the_engine() {
     assert_ne!(back.id, a.id);
     let (_, out, _) = sh(b, "life-1", "cat /workspace/work.txt").await;
     assert_eq!(out.trim(), "kept");
-    let _ = addr;
 
     // A container with the name that is not ours is refused, not adopted.
     f.d.ok(&["create", "--name", "life-foreign", IMAGE]);
@@ -251,7 +253,6 @@ async fn next_any(events: &mut Events) -> SandboxEvent {
 }
 
 /// The next event about `name` (others are skipped), within 30 s.
-#[allow(dead_code)] // used by the class test
 async fn next_event(events: &mut Events, name: &str) -> SandboxEvent {
     let wait = async {
         while let Some(e) = events.next().await {
@@ -273,12 +274,6 @@ async fn next_event(events: &mut Events, name: &str) -> SandboxEvent {
     tokio::time::timeout(Duration::from_secs(30), wait)
         .await
         .unwrap_or_else(|_| panic!("no event about {name} within 30 s"))
-}
-
-#[allow(dead_code)]
-fn addr(i: &SandboxInfo) -> IpAddr {
-    i.address
-        .unwrap_or_else(|| panic!("{} has no address", i.name))
 }
 
 /// What a sandbox sees of itself: `key=value` lines.
@@ -595,4 +590,108 @@ async fn class_of_30_limited_hardened_isolated() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Kills a daemon started by `ensure_local_engine` (and its monitor), and
+/// removes its cgroups and network objects, even when the test fails.
+struct SpawnedEngine {
+    tmp: tempfile::TempDir,
+    cg: String,
+    pid: Option<i32>,
+    _net: daemon::net::NetTag,
+}
+
+impl Drop for SpawnedEngine {
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        let monitor = std::fs::read_to_string(self.tmp.path().join("run/monitor.sock.lock"))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        for pid in self.pid.into_iter().chain(monitor) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            for _ in 0..200 {
+                if kill(Pid::from_raw(pid), None).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_dir(e.path().join(&self.cg));
+            }
+        }
+    }
+}
+
+/// `cubby serve` starts the engine when none answers: detached in its own
+/// process group, found again on the next call; a daemon that cannot
+/// start is reported with what it said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_engine_started_on_demand() {
+    use cubby_caas::backend::local_engine::{
+        ensure_local_engine, ensure_local_engine_with, LocalEngine,
+    };
+    use std::ffi::OsString;
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "run as root: this starts cubby daemon"
+    );
+    let tmp = tempfile::Builder::new()
+        .prefix("cubby-caas-local-")
+        .tempdir()
+        .unwrap();
+    let net = daemon::net::NetTag::claim();
+    let mut engine = SpawnedEngine {
+        cg: format!("cubby-test/caas-local-{}", std::process::id()),
+        tmp,
+        pid: None,
+        _net: net,
+    };
+    let root = engine.tmp.path().join("data");
+    let socket = engine.tmp.path().join("run/cubby.sock");
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_cubby"));
+    let global: Vec<OsString> = vec!["--state-dir".into(), engine.tmp.path().join("state").into()];
+    let mut args: Vec<OsString> = vec!["--cgroup-parent".into(), engine.cg.clone().into()];
+    args.extend(engine._net.daemon_args().into_iter().map(OsString::from));
+
+    // A daemon that cannot start: its own words come back.
+    let bad_root = engine.tmp.path().join("bad");
+    let err =
+        ensure_local_engine_with(exe, &bad_root, &socket, &global, &["--no-such-flag".into()])
+            .await
+            .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, BackendError::Unreachable { .. }), "{msg}");
+    assert!(
+        msg.contains("exited") && msg.contains("no-such-flag"),
+        "{msg}"
+    );
+    let missing = ensure_local_engine(std::path::Path::new("/nonexistent/cubby"), &root, &socket)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("/nonexistent/cubby"), "{missing}");
+
+    let started = ensure_local_engine_with(exe, &root, &socket, &global, &args)
+        .await
+        .unwrap();
+    let LocalEngine::Started { pid, log } = started else {
+        panic!("nothing was running, yet: {started:?}");
+    };
+    engine.pid = Some(pid as i32);
+    assert!(log.starts_with(&root), "{log:?}");
+    // Its own process group: a signal to serve's group leaves it running.
+    let pgid = nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid as i32))).unwrap();
+    assert_eq!(pgid.as_raw(), pid as i32);
+    assert_ne!(pgid, nix::unistd::getpgrp());
+    assert_eq!(
+        ensure_local_engine(exe, &root, &socket).await.unwrap(),
+        LocalEngine::AlreadyRunning
+    );
+    let b = DockerBackend::connect(&format!("unix://{}", socket.display()), None)
+        .await
+        .unwrap();
+    assert!(b.describe().await.unwrap().contains("cubby"));
 }
