@@ -310,6 +310,56 @@ async fn probe(b: &DockerBackend, name: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// What the probe of sandbox `name` shows that it should not.
+fn problems(name: &str, p: &BTreeMap<String, String>) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let mut want = |k: &str, v: &str| {
+        let got = p.get(k).map(String::as_str);
+        if got != Some(v) {
+            wrong.push(format!("{name}: {k} is {got:?}, want {v:?}"));
+        }
+    };
+    want("uid", "1000");
+    want("gid", "1000");
+    for pid in ["self", "1"] {
+        want(&format!("{pid}.CapEff"), "0000000000000000");
+        want(&format!("{pid}.CapPrm"), "0000000000000000");
+        want(&format!("{pid}.CapBnd"), "0000000000000000");
+        want(&format!("{pid}.NoNewPrivs"), "1");
+        want(&format!("{pid}.Seccomp"), "2");
+    }
+    want("mem", &MEMORY.to_string());
+    want("swap", &MEMORY.to_string());
+    want("pids", &PIDS.to_string());
+    want("root_ro", "ro");
+    want("root_write", "refused");
+    want("ws_write", "ok");
+    want("tmp_write", "ok");
+    // cgroup v1: the quota alone; v2: "QUOTA PERIOD" (of 100 ms).
+    let quota = (NANO_CPUS / 10_000).to_string();
+    let cpu = p.get("cpu_quota").map(String::as_str).unwrap_or("");
+    if cpu != quota && cpu != format!("{quota} 100000") {
+        wrong.push(format!(
+            "{name}: CPU quota {cpu:?}, want {quota} per 100000"
+        ));
+    }
+    wrong
+}
+
+/// Mismatches grouped by kind (30 identical lines say one thing).
+fn summary(wrong: &[String]) -> String {
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for w in wrong {
+        let kind = w.split_once(": ").map_or(w.as_str(), |(_, k)| k);
+        *kinds.entry(kind).or_default() += 1;
+    }
+    kinds
+        .iter()
+        .map(|(k, n)| format!("{n:3}: {k}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// `nc` from `from` to IP:PORT: what came back ("" when nothing answered).
 async fn nc(b: &DockerBackend, from: &str, ip: IpAddr, port: u16, send: &str) -> String {
     let (_, out, _) = sh(
@@ -417,7 +467,6 @@ async fn class_of_30_limited_hardened_isolated() {
         listed.into_iter().map(|s| (s.name.clone(), s)).collect();
 
     // Limits and hardening, read inside each sandbox (4 at a time).
-    let cpu_quota = (NANO_CPUS / 10_000).to_string(); // of a 100 ms period
     let probes: Vec<(String, BTreeMap<String, String>)> =
         futures_util::stream::iter(by_name.keys().cloned())
             .map(|n| async move {
@@ -431,34 +480,7 @@ async fn class_of_30_limited_hardened_isolated() {
     // every missing protection along with the network and OOM results.
     let mut wrong: Vec<String> = Vec::new();
     for (name, p) in &probes {
-        let mut want = |k: &str, v: &str| {
-            let got = p.get(k).map(String::as_str);
-            if got != Some(v) {
-                wrong.push(format!("{name}: {k} is {got:?}, want {v:?}"));
-            }
-        };
-        want("uid", "1000");
-        want("gid", "1000");
-        for pid in ["self", "1"] {
-            want(&format!("{pid}.CapEff"), "0000000000000000");
-            want(&format!("{pid}.CapPrm"), "0000000000000000");
-            want(&format!("{pid}.CapBnd"), "0000000000000000");
-            want(&format!("{pid}.NoNewPrivs"), "1");
-            want(&format!("{pid}.Seccomp"), "2");
-        }
-        want("mem", &MEMORY.to_string());
-        want("swap", &MEMORY.to_string());
-        want("pids", &PIDS.to_string());
-        want("root_ro", "ro");
-        want("root_write", "refused");
-        want("ws_write", "ok");
-        want("tmp_write", "ok");
-        let cpu = p.get("cpu_quota").map(String::as_str).unwrap_or("");
-        if cpu != cpu_quota && !cpu.starts_with(&format!("{cpu_quota} ")) {
-            wrong.push(format!(
-                "{name}: CPU quota {cpu}, want {cpu_quota} per 100000"
-            ));
-        }
+        wrong.extend(problems(name, p));
     }
 
     // The pids limit holds: forks past it fail inside.
@@ -575,20 +597,10 @@ async fn class_of_30_limited_hardened_isolated() {
     for n in [&class_a, &class_b, &exam] {
         b.remove_network(&n.name).await.unwrap();
     }
-    // One line per kind of mismatch (30 identical lines say one thing).
-    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-    for w in &wrong {
-        let kind = w.split_once(": ").map_or(w.as_str(), |(_, k)| k);
-        *kinds.entry(kind.to_string()).or_default() += 1;
-    }
     assert!(
         wrong.is_empty(),
         "protections missing inside the sandboxes (count: what):\n{}",
-        kinds
-            .iter()
-            .map(|(k, n)| format!("{n:3}: {k}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        summary(&wrong)
     );
 }
 
@@ -694,4 +706,158 @@ async fn local_engine_started_on_demand() {
         .await
         .unwrap();
     assert!(b.describe().await.unwrap().contains("cubby"));
+}
+
+/// The same backend against another Docker Engine API (dockerd, podman's
+/// API service): run by hand, see docs/caas-backend.md, with
+/// `CAAS_TEST_ENGINE=unix:///PATH cargo test -p cubby --test caas_backend
+/// -- --ignored other_engine`. Loads the demo image (built and saved with
+/// cubby), checks the hardening from inside, peers, the exam network, OOM,
+/// and removes everything it made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs CAAS_TEST_ENGINE: a dockerd or podman API socket (docs/caas-backend.md)"]
+async fn other_engine() {
+    use cubby_caas::backend::docker::HostIsolation;
+    let endpoint = std::env::var("CAAS_TEST_ENGINE")
+        .expect("set CAAS_TEST_ENGINE=unix:///PATH (a dockerd or podman API socket)");
+    let b = Arc::new(
+        DockerBackend::connect(&endpoint, Some(HostIsolation::Operator))
+            .await
+            .unwrap_or_else(|e| panic!("connect to {endpoint}: {e}")),
+    );
+    eprintln!("{}", b.describe().await.unwrap());
+
+    // The demo image, built by cubby and loaded through the API.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cubby");
+    cubby::demo_image::import_demo_image(&root, IMAGE).unwrap();
+    let tar = tmp.path().join("demo.tar");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cubby"))
+        .arg("--root")
+        .arg(&root)
+        .args(["save", "-o"])
+        .arg(&tar)
+        .arg(IMAGE)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cubby save: {out:?}");
+    let bytes = std::fs::read(&tar).unwrap();
+    let mut load = b.client().import_image(
+        cubby_caas::backend::docker::bollard::query_parameters::ImportImageOptions::default(),
+        cubby_caas::backend::docker::bollard::body_full(bytes.into()),
+        None,
+    );
+    while let Some(r) = load.next().await {
+        r.expect("load the demo image");
+    }
+    b.check_image(IMAGE).await.unwrap();
+
+    let tag = format!("caas-{}", std::process::id());
+    let net = |class: &str, policy| ClassNetwork {
+        name: format!("{tag}-{class}"),
+        policy,
+        labels: BTreeMap::from([(LABEL_MANAGED.to_string(), "test".to_string())]),
+    };
+    let (class, exam) = (
+        net("a", NetworkPolicy::Class),
+        net("x", NetworkPolicy::Exam),
+    );
+    let names = ["a-0", "a-1", "a-oom", "x-0"].map(|n| format!("{tag}-{n}"));
+    let (b2, class2, exam2, names2) = (b.clone(), class.clone(), exam.clone(), names.clone());
+    // In a task, so a failure still reaches the clean-up below.
+    let outcome = tokio::spawn(async move {
+        let (b, class, exam, names) = (b2, class2, exam2, names2);
+        let mut events = b.events().await.unwrap();
+        let mut started = Vec::new();
+        for n in &names {
+            let mut s = spec(n, if n.contains("-x-") { &exam } else { &class });
+            if n.ends_with("-oom") {
+                s.command = Some(vec![
+                    "sh".into(),
+                    "-c".into(),
+                    // The main process itself runs out of memory: podman
+                    // reports OOMKilled only then.
+                    "sleep 1; exec awk 'BEGIN { s = \"x\"; while (1) s = s s }'".into(),
+                ]);
+            }
+            started.push(b.start_sandbox(&s).await.unwrap());
+        }
+        let again = b.start_sandbox(&spec(&names[0], &class)).await.unwrap();
+        assert_eq!(again.id, started[0].id);
+        let mut wrong = Vec::new();
+        for s in [&started[0], &started[1], &started[3]] {
+            b.wait_ready(s, 8080, Duration::from_secs(20))
+                .await
+                .unwrap();
+            wrong.extend(problems(&s.name, &probe(&b, &s.name).await));
+        }
+        let get = "GET / HTTP/1.0\\r\\n\\r\\n";
+        let peer = nc(&b, &names[0], started[1].address.unwrap(), 8080, get).await;
+        assert!(peer.contains("Hello"), "class peer: {peer:?}");
+        let cross = nc(&b, &names[3], started[0].address.unwrap(), 8080, get).await;
+        assert_eq!(cross, "", "the exam reached the class");
+        let (_, routes, _) = sh(&b, &names[3], "cat /proc/net/route").await;
+        assert!(
+            !routes
+                .lines()
+                .skip(1)
+                .any(|l| l.split_whitespace().nth(1) == Some("00000000")),
+            "the exam sandbox has a default route: {routes}"
+        );
+        assert!(
+            wrong.is_empty(),
+            "protections missing inside the sandboxes:\n{}",
+            summary(&wrong)
+        );
+        // podman 4.3 on this host never sets OOMKilled, not even in its own
+        // `podman inspect`: CAAS_TEST_OOM_FLAG=0 accepts a SIGKILL (137).
+        let flag = std::env::var("CAAS_TEST_OOM_FLAG").map_or(true, |v| v != "0");
+        loop {
+            if let SandboxEvent::Exited {
+                oom_killed,
+                exit_code,
+                ..
+            } = next_event(&mut events, &names[2]).await
+            {
+                assert_eq!(
+                    exit_code, 137,
+                    "the OOM-killed sandbox exited with {exit_code}"
+                );
+                assert!(oom_killed || !flag, "the OOM exit does not say so");
+                break;
+            }
+        }
+        for n in &names[..2] {
+            let i = b.inspect_sandbox(n).await.unwrap().unwrap();
+            assert_eq!(i.status, SandboxStatus::Running, "{n} after the OOM");
+        }
+    })
+    .await;
+    // Clean up whatever happened.
+    for n in &names {
+        let _ = b.remove_sandbox(n).await;
+        let _ = b
+            .client()
+            .remove_volume(
+                &format!("{n}-ws"),
+                None::<cubby_caas::backend::docker::bollard::query_parameters::RemoveVolumeOptions>,
+            )
+            .await;
+    }
+    for n in [&class, &exam] {
+        let _ = b.remove_network(&n.name).await;
+    }
+    if std::env::var_os("CAAS_TEST_KEEP_IMAGE").is_none() {
+        let _ = b
+            .client()
+            .remove_image(
+                IMAGE,
+                None::<cubby_caas::backend::docker::bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }

@@ -7,6 +7,10 @@
 //! tmpfs `/tmp`, memory without swap past the limit, CPU and pids limits, no
 //! restart. The student's work lives on a labelled named volume.
 
+/// The client crate, for callers that need more than the trait (tests,
+/// tools), at the exact version the backend speaks.
+pub use bollard;
+
 use super::{
     Backend, BackendError, ClassNetwork, ExecOutput, NetworkPolicy, SandboxEvent, SandboxInfo,
     SandboxSpec, SandboxStatus, LABEL_MANAGED,
@@ -683,15 +687,21 @@ impl Backend for DockerBackend {
             .docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
-                filters: Some(HashMap::from([(
-                    "label".to_string(),
-                    vec![LABEL_MANAGED.to_string()],
-                )])),
                 ..Default::default()
             }))
             .await
             .map_err(|e| self.err(e))?;
-        let ids: Vec<String> = list.into_iter().filter_map(|c| c.id).collect();
+        // Filtered here: podman 4's `label` filter needs a value too, and
+        // ours is the service instance's id, which the backend does not know.
+        let ids: Vec<String> = list
+            .into_iter()
+            .filter(|c| {
+                c.labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(LABEL_MANAGED))
+            })
+            .filter_map(|c| c.id)
+            .collect();
         let infos: Vec<Option<SandboxInfo>> = futures_util::stream::iter(ids)
             .map(|id| async move { self.inspect_sandbox(&id).await })
             .buffer_unordered(8)
@@ -814,18 +824,10 @@ impl Backend for DockerBackend {
     async fn events(
         &self,
     ) -> Result<BoxStream<'static, Result<SandboxEvent, BackendError>>, BackendError> {
-        let filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            ("label".to_string(), vec![LABEL_MANAGED.to_string()]),
-            (
-                "event".to_string(),
-                vec![
-                    "start".to_string(),
-                    "die".to_string(),
-                    "destroy".to_string(),
-                ],
-            ),
-        ]);
+        // Only the type is filtered by the engine: podman 4 matches a
+        // `label` filter only with a value, and names removals `remove`
+        // where Docker says `destroy`; [`to_event`] picks ours.
+        let filters = HashMap::from([("type".to_string(), vec!["container".to_string()])]);
         let docker = self.docker.clone();
         let endpoint = self.endpoint.clone();
         // bollard sends the request on the first poll: `since` makes the
@@ -883,7 +885,7 @@ async fn to_event(docker: &Docker, m: EventMessage) -> Option<SandboxEvent> {
                 oom_killed,
             })
         }
-        "destroy" => Some(SandboxEvent::Removed { name }),
+        "destroy" | "remove" => Some(SandboxEvent::Removed { name }),
         _ => None,
     }
 }
