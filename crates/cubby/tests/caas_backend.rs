@@ -126,6 +126,18 @@ async fn sandbox_lifecycle_through_the_engine() {
         Err(BackendError::Unsupported(m)) => assert!(m.contains("workspace size"), "{m}"),
         other => panic!("sized workspace: {other:?}"),
     }
+    let mut ghost = spec("life-ghost", &net);
+    ghost.image = "no-such-image:1".into();
+    match b.start_sandbox(&ghost).await {
+        Err(BackendError::ImageMissing { hint, .. }) => {
+            assert!(hint.contains("cubby pull"), "{hint}")
+        }
+        other => panic!("missing image: {other:?}"),
+    }
+    match b.exec("life-ghost", &["true".into()], None).await {
+        Err(BackendError::NotFound { what }) => assert_eq!(what, "sandbox life-ghost"),
+        other => panic!("exec in a missing sandbox: {other:?}"),
+    }
     let mut tiny = spec("life-tiny", &net);
     tiny.limits.memory_bytes = 1 << 20;
     match b.start_sandbox(&tiny).await {
@@ -456,6 +468,12 @@ async fn class_of_30_limited_hardened_isolated() {
     let other = b.start_sandbox(&spec("b-00", &class_b)).await.unwrap();
     let exam0 = b.start_sandbox(&spec("x-00", &exam)).await.unwrap();
     let exam1 = b.start_sandbox(&spec("x-01", &exam)).await.unwrap();
+    // The service (on the host) reaches every sandbox's app, exam ones too.
+    for s in [&other, &exam0, &exam1] {
+        b.wait_ready(s, 8080, Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
 
     let listed = b.list_sandboxes().await.unwrap();
     assert_eq!(listed.len(), N + 3, "{listed:?}");

@@ -221,7 +221,8 @@ impl DockerBackend {
 
     async fn create(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
         let body = create_body(spec);
-        self.docker
+        match self
+            .docker
             .create_container(
                 Some(CreateContainerOptions {
                     name: Some(spec.name.clone()),
@@ -230,8 +231,18 @@ impl DockerBackend {
                 body,
             )
             .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            // "No such image": say how to get it.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            }) => {
+                self.check_image(&spec.image).await?;
+                Err(BackendError::NotFound { what: message })
+            }
+            Err(e) => Err(self.err(e)),
+        }
     }
 
     /// Starts an existing sandbox of ours; "already started" is fine.
@@ -732,7 +743,14 @@ impl Backend for DockerBackend {
                 },
             )
             .await
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| match e {
+                DockerError::DockerResponseServerError {
+                    status_code: 404, ..
+                } => BackendError::NotFound {
+                    what: format!("sandbox {name}"),
+                },
+                e => self.err(e),
+            })?;
         let started = self
             .docker
             .start_exec(&exec.id, None::<StartExecOptions>)
