@@ -97,6 +97,15 @@ async fn sh(b: &DockerBackend, name: &str, script: &str) -> (i64, String, String
     )
 }
 
+/// caas does not link the engine, so it repeats the option's name.
+#[test]
+fn isolate_host_option_is_the_engines() {
+    assert_eq!(
+        cubby_caas::backend::docker::ISOLATE_HOST_OPTION,
+        cubby_engine::api::networks::ISOLATE_HOST_OPTION
+    );
+}
+
 /// The first test: the lifecycle every other part of the service uses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_lifecycle_through_the_engine() {

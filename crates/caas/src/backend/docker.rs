@@ -984,6 +984,28 @@ mod tests {
     }
 
     #[test]
+    fn class_and_exam_networks() {
+        let mut net = spec().network;
+        let class = network_request(&net, HostIsolation::Engine);
+        assert_eq!(class.internal, Some(false));
+        assert_eq!(
+            class
+                .options
+                .unwrap()
+                .get(ISOLATE_HOST_OPTION)
+                .map(String::as_str),
+            Some("true")
+        );
+        assert!(class.labels.unwrap().contains_key(LABEL_MANAGED));
+        net.policy = NetworkPolicy::Exam;
+        let exam = network_request(&net, HostIsolation::Engine);
+        assert_eq!(exam.internal, Some(true));
+        // Another engine would accept and ignore the option: not sent.
+        let other = network_request(&net, HostIsolation::Operator);
+        assert!(other.options.unwrap().is_empty());
+    }
+
+    #[test]
     fn engine_messages_are_kept() {
         let e = map_error(
             "unix:///x",
