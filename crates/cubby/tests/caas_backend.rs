@@ -503,8 +503,8 @@ async fn class_of_30_limited_hardened_isolated() {
             .buffer_unordered(4)
             .collect()
             .await;
-    // Mismatches are collected and asserted at the end, so one run reports
-    // every missing protection along with the network and OOM results.
+    // Mismatches are collected and asserted after the network checks, so
+    // one run reports every missing protection along with those.
     let mut wrong: Vec<String> = Vec::new();
     for (name, p) in &probes {
         wrong.extend(problems(name, p));
@@ -581,6 +581,12 @@ async fn class_of_30_limited_hardened_isolated() {
     );
     let _ = exam0;
 
+    assert!(
+        wrong.is_empty(),
+        "protections missing inside the sandboxes (count: what):\n{}",
+        summary(&wrong)
+    );
+
     // OOM in a-00: its exit says so, the others keep running.
     let (code, _, err) = sh(b, "a-00", "touch /workspace/boom").await;
     assert_eq!(code, 0, "{err}");
@@ -624,11 +630,6 @@ async fn class_of_30_limited_hardened_isolated() {
     for n in [&class_a, &class_b, &exam] {
         b.remove_network(&n.name).await.unwrap();
     }
-    assert!(
-        wrong.is_empty(),
-        "protections missing inside the sandboxes (count: what):\n{}",
-        summary(&wrong)
-    );
 }
 
 /// Kills a daemon started by `ensure_local_engine` (and its monitor), and
