@@ -261,14 +261,21 @@ async fn events_follow_our_sandboxes() {
 
 type Events = futures_util::stream::BoxStream<'static, Result<SandboxEvent, BackendError>>;
 
+/// Why the event stream stopped (cubby's engine ended `GET /events` at once
+/// until its handler stopped dropping the monitor connection's write half).
+fn stream_ended(e: Option<BackendError>) -> ! {
+    panic!(
+        "the event stream ended: {}",
+        e.map_or("without a word".to_string(), |e| e.to_string())
+    )
+}
+
 /// The next event, whatever it is about, within 30 s.
 async fn next_any(events: &mut Events) -> SandboxEvent {
     match tokio::time::timeout(Duration::from_secs(30), events.next()).await {
-        Ok(Some(e)) => e.expect("event stream"),
-        Ok(None) => panic!(
-            "the event stream ended (cubby's engine before the fix of GET /events \
-             ended the stream at once: it dropped the monitor connection's write half)"
-        ),
+        Ok(Some(Ok(e))) => e,
+        Ok(Some(Err(e))) => stream_ended(Some(e)),
+        Ok(None) => stream_ended(None),
         Err(_) => panic!("no event within 30 s"),
     }
 }
@@ -276,21 +283,22 @@ async fn next_any(events: &mut Events) -> SandboxEvent {
 /// The next event about `name` (others are skipped), within 30 s.
 async fn next_event(events: &mut Events, name: &str) -> SandboxEvent {
     let wait = async {
-        while let Some(e) = events.next().await {
-            let e = e.expect("event stream");
-            let n = match &e {
-                SandboxEvent::Started { name }
-                | SandboxEvent::Exited { name, .. }
-                | SandboxEvent::Removed { name } => name,
-            };
-            if n == name {
-                return e;
+        loop {
+            match events.next().await {
+                Some(Ok(e)) => {
+                    let n = match &e {
+                        SandboxEvent::Started { name }
+                        | SandboxEvent::Exited { name, .. }
+                        | SandboxEvent::Removed { name } => name,
+                    };
+                    if n == name {
+                        return e;
+                    }
+                }
+                Some(Err(e)) => stream_ended(Some(e)),
+                None => stream_ended(None),
             }
         }
-        panic!(
-            "the event stream ended (cubby's engine before the fix of GET /events \
-             ended the stream at once: it dropped the monitor connection's write half)"
-        );
     };
     tokio::time::timeout(Duration::from_secs(30), wait)
         .await

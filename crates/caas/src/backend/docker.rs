@@ -867,7 +867,17 @@ impl Backend for DockerBackend {
                 }
             })
             .filter_map(|e| async move { e });
-        Ok(events.boxed())
+        // An engine never ends this stream by itself: say so when it does
+        // (a restart, or an engine that closes it), so callers log why
+        // before they subscribe again.
+        let endpoint = self.endpoint.clone();
+        let closed = futures_util::stream::once(async move {
+            Err(BackendError::Unreachable {
+                endpoint,
+                reason: "the engine closed the event stream".into(),
+            })
+        });
+        Ok(events.chain(closed).boxed())
     }
 }
 
