@@ -304,6 +304,11 @@ fn ensure_monitor(socket: &Path, root: &Path, state_dir: &Path) -> Result<()> {
 }
 
 pub fn run_monitor(args: MonitorArgs, root: &Path, state_dir: &Path) -> Result<()> {
+    // CVE-2019-5736: every container, exec and restart is cloned from this
+    // process, so it runs from a sealed memfd copy of itself (re-executing
+    // here once); nothing in a container can reach the host's binary.
+    cubby_runtime::cloned_exe::ensure_sealed()
+        .context("re-execute the monitor from a sealed copy of cubby")?;
     // The runtime clones containers from this process: no threads, ever.
     cubby_runtime::container::ensure_single_threaded()?;
     let mut monitor = Monitor::new(root, state_dir)

@@ -7,12 +7,10 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{ArgAction, Args};
+use cubby_engine::config::{self, parse, ContainerConfig, DeviceMapping};
+use cubby_engine::users;
 use cubby_runtime::spec as rspec;
-use oci_spec::runtime::{
-    Capabilities, Capability, LinuxCpuBuilder, LinuxIdMapping, LinuxIdMappingBuilder,
-    LinuxMemoryBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxSeccomp, Mount, PosixRlimit,
-    PosixRlimitType, Spec,
-};
+use oci_spec::runtime::{Mount, PosixRlimit, Spec};
 use std::path::{Component, Path, PathBuf};
 
 /// Options of `cubby run`.
@@ -103,6 +101,10 @@ pub struct RunArgs {
     #[arg(long = "cpuset-cpus", value_name = "LIST")]
     pub cpuset_cpus: Option<String>,
 
+    /// Memory nodes (NUMA) the container may use, e.g. 0 or 0-1
+    #[arg(long = "cpuset-mems", value_name = "LIST")]
+    pub cpuset_mems: Option<String>,
+
     /// Maximum number of processes; 0 or -1 for no limit
     #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
@@ -128,7 +130,15 @@ pub struct RunArgs {
     #[arg(long = "cap-drop", value_name = "CAP")]
     pub cap_drop: Vec<String>,
 
-    /// seccomp=unconfined, seccomp=PROFILE.json (OCI format) or no-new-privileges[=true|false]
+    /// Every capability, no seccomp, the host's devices, writable /sys
+    #[arg(long)]
+    pub privileged: bool,
+
+    /// Give the container a host device, HOST[:CONTAINER[:rwm]]
+    #[arg(long = "device", value_name = "HOST[:CONTAINER[:PERMS]]")]
+    pub device: Vec<String>,
+
+    /// seccomp=unconfined, seccomp=PROFILE.json (Docker or OCI format) or no-new-privileges[=true|false]
     #[arg(long = "security-opt", value_name = "OPT")]
     pub security_opt: Vec<String>,
 
@@ -209,21 +219,22 @@ impl RunArgs {
     }
 }
 
-/// The spec for `cubby run` with `args` as container `id`.
+/// The spec for `cubby run` with `args` as container `id`: the flags as a
+/// [`ContainerConfig`], built by the engine's one builder.
 pub fn build_spec(args: &RunArgs, id: &str) -> Result<Spec> {
     let lookup = |k: &str| std::env::var(k).ok();
-    build_spec_with(args, id, rspec::default_spec, &lookup, host_cpus())
+    let (cfg, rootfs) = to_config(args, id, &lookup, host_cpus())?;
+    Ok(config::build(&cfg, &rootfs)?)
 }
 
-/// [`build_spec`] with the base spec, the caller's environment and the host's
-/// CPU count supplied (for tests).
-fn build_spec_with(
+/// The flags as a [`ContainerConfig`] and the rootfs, with the caller's
+/// environment (for `-e KEY`) and the host's CPU count supplied.
+pub fn to_config(
     args: &RunArgs,
     id: &str,
-    base: impl FnOnce(&Path, Vec<String>) -> Spec,
     lookup_env: &dyn Fn(&str) -> Option<String>,
     ncpus: usize,
-) -> Result<Spec> {
+) -> Result<(ContainerConfig, PathBuf)> {
     validate_name(id)?;
     let network = args.network.as_deref().unwrap_or("none");
     if network != "none" && network != "host" {
@@ -240,44 +251,49 @@ fn build_spec_with(
             .as_deref()
             .context("give an image or --rootfs DIR")?,
     )?;
-
-    // Everything that can fail on user input is parsed before the base spec is built.
-    let env_files = args
-        .env_file
-        .iter()
-        .map(|f| {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("--env-file {}: cannot read", f.display()))?;
-            parse_env_file(&text, lookup_env).with_context(|| format!("--env-file {}", f.display()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let env_flags = args
-        .env
-        .iter()
-        .map(|e| parse_env(e, lookup_env))
-        .collect::<Result<Vec<_>>>()?;
-    let workdir = args.workdir.as_deref().map(parse_workdir).transpose()?;
-    let user_spec = args.user.as_deref().map(parse_user).transpose()?;
-    let volumes = args
-        .volume
-        .iter()
-        .map(|v| {
-            let vol = parse_volume(v)?;
-            if !vol.host.exists() {
-                bail!(
-                    "invalid --volume {v:?}: host path {} does not exist",
-                    vol.host.display()
-                );
-            }
-            Ok(vol)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let tmpfs = args
-        .tmpfs
-        .iter()
-        .map(|t| parse_tmpfs(t))
-        .collect::<Result<Vec<_>>>()?;
-    let memory = args
+    let mut cfg = ContainerConfig {
+        command: args.command.clone(),
+        image_env: args.image_env.clone(),
+        tty: args.tty,
+        init: args.init,
+        read_only: args.read_only,
+        host_network: network == "host",
+        cgroup_path: Some(PathBuf::from(format!("/cubby/{id}"))),
+        ..Default::default()
+    };
+    for f in &args.env_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("--env-file {}: cannot read", f.display()))?;
+        let vars = parse_env_file(&text, lookup_env)
+            .with_context(|| format!("--env-file {}", f.display()))?;
+        cfg.env
+            .extend(vars.into_iter().map(|(k, v)| format!("{k}={v}")));
+    }
+    for e in &args.env {
+        if let Some((k, v)) = parse_env(e, lookup_env)? {
+            cfg.env.push(format!("{k}={v}"));
+        }
+    }
+    cfg.workdir = args.workdir.as_deref().map(parse_workdir).transpose()?;
+    if let Some(u) = args.user.as_deref() {
+        users::parse_user(u).map_err(|e| anyhow!("invalid --user {u:?}: {e}"))?;
+        cfg.user = Some(u.to_string());
+    }
+    for v in &args.volume {
+        let vol = parse_volume(v)?;
+        if !vol.host.exists() {
+            bail!(
+                "invalid --volume {v:?}: host path {} does not exist",
+                vol.host.display()
+            );
+        }
+        cfg.mounts.push(vol.to_mount());
+    }
+    for t in &args.tmpfs {
+        cfg.mounts.push(parse_tmpfs(t)?.to_mount());
+    }
+    let r = &mut cfg.resources;
+    r.memory = args
         .memory
         .as_deref()
         .map(|m| {
@@ -288,233 +304,60 @@ fn build_spec_with(
             Ok(bytes)
         })
         .transpose()?;
-    let swap = args
+    r.memory_swap = args
         .memory_swap
         .as_deref()
-        .map(|s| parse_memory_swap(s, memory))
+        .map(|s| parse_memory_swap(s, r.memory))
         .transpose()?;
-    let cpu_quota = args
-        .cpus
+    if let Some(c) = args.cpus.as_deref() {
+        let (quota, period) = parse_cpus(c, ncpus)?;
+        (r.cpu_quota, r.cpu_period) = (Some(quota), Some(period));
+    }
+    r.cpu_shares = args.cpu_shares;
+    r.cpuset_cpus = args.cpuset_cpus.as_deref().map(parse_cpuset).transpose()?;
+    r.cpuset_mems = args
+        .cpuset_mems
         .as_deref()
-        .map(|c| parse_cpus(c, ncpus))
+        .map(|m| parse::cpuset(m, "--cpuset-mems"))
         .transpose()?;
-    let cpuset = args.cpuset_cpus.as_deref().map(parse_cpuset).transpose()?;
-    let ulimits = args
+    r.pids_limit = args.pids_limit.filter(|n| *n > 0);
+    cfg.ulimits = args
         .ulimit
         .iter()
         .map(|u| parse_ulimit(u))
         .collect::<Result<Vec<_>>>()?;
-    let userns = args
+    cfg.devices = args
+        .device
+        .iter()
+        .map(|d| parse_device(d))
+        .collect::<Result<Vec<_>>>()?;
+    cfg.userns = args
         .userns
         .as_deref()
         .map(parse_userns)
         .transpose()?
         .flatten();
-    let hostname = match &args.hostname {
+    cfg.hostname = Some(match &args.hostname {
         Some(h) => {
             validate_hostname(h)?;
             h.clone()
         }
         None => id.chars().take(12).collect(),
-    };
-    let mut seccomp_unconfined = false;
-    let mut seccomp_profile = None;
-    let mut no_new_privileges = true;
-    for opt in &args.security_opt {
-        match parse_security_opt(opt)? {
-            SecurityOpt::SeccompUnconfined => seccomp_unconfined = true,
-            SecurityOpt::SeccompProfile(path) => seccomp_profile = Some(load_seccomp(&path)?),
-            SecurityOpt::NoNewPrivileges(v) => no_new_privileges = v,
-        }
-    }
-
-    let mut spec = base(&rootfs, args.command.clone());
-
-    // Root and hostname.
-    if let Some(root) = spec.root().clone() {
-        let mut root = root;
-        root.set_readonly(Some(args.read_only));
-        spec.set_root(Some(root));
-    }
-    spec.set_hostname(Some(hostname));
-
-    // Process.
-    let process = spec
-        .process_mut()
-        .as_mut()
-        .ok_or_else(|| anyhow!("internal: base spec has no process"))?;
-    process.set_terminal(Some(args.tty));
-    let mut env = process.env().clone().unwrap_or_default();
-    let image_env = args.image_env.iter().filter_map(|e| {
-        e.split_once('=')
-            .map(|(k, v)| (k.to_string(), v.to_string()))
     });
-    for (k, v) in image_env {
-        set_env(&mut env, &k, &v);
+    let sec = &mut cfg.security;
+    sec.privileged = args.privileged;
+    parse::apply_capabilities(
+        sec,
+        &args.cap_add,
+        &args.cap_drop,
+        "--cap-add",
+        "--cap-drop",
+    )?;
+    let read = |p: &str| std::fs::read_to_string(p).map_err(|e| e.to_string());
+    for opt in &args.security_opt {
+        parse::security_opt(sec, opt, "--security-opt", &read)?;
     }
-    for (k, v) in env_files
-        .into_iter()
-        .flatten()
-        .chain(env_flags.into_iter().flatten())
-    {
-        set_env(&mut env, &k, &v);
-    }
-    if args.tty && get_env(&env, "TERM").is_none() {
-        set_env(&mut env, "TERM", "xterm");
-    }
-    if let Some(dir) = workdir {
-        process.set_cwd(dir);
-    }
-
-    let passwd = read_in_rootfs(&rootfs, "etc/passwd");
-    let group = read_in_rootfs(&rootfs, "etc/group");
-    let user = match &user_spec {
-        Some(u) => resolve_user(u, passwd.as_deref(), group.as_deref())
-            .with_context(|| format!("invalid --user {:?}", args.user.as_deref().unwrap_or("")))?,
-        None => resolve_user(
-            &UserSpec {
-                user: IdOrName::Id(0),
-                group: None,
-            },
-            passwd.as_deref(),
-            group.as_deref(),
-        )?,
-    };
-    if get_env(&env, "HOME").is_none() {
-        let home = user.home.clone().unwrap_or_else(|| "/".to_string());
-        set_env(&mut env, "HOME", &home);
-    }
-    process.set_env(Some(env));
-    {
-        // Supplementary groups come from /etc/group, not from the caller: with a
-        // user namespace keep only the mapped ones.
-        let mut extra = user.additional_gids.clone();
-        if let Some((_, count)) = userns {
-            extra.retain(|g| *g < count);
-        }
-        let u = process.user_mut();
-        u.set_uid(user.uid)
-            .set_gid(user.gid)
-            .set_additional_gids((!extra.is_empty()).then_some(extra));
-    }
-
-    let mut rlimits: Vec<PosixRlimit> = process.rlimits().clone().unwrap_or_default();
-    for r in ulimits {
-        rlimits.retain(|x| x.typ() != r.typ());
-        rlimits.push(r);
-    }
-    process.set_rlimits(Some(rlimits));
-    process.set_no_new_privileges(Some(no_new_privileges));
-
-    if let Some(mut caps) = process.capabilities().clone() {
-        let defaults = caps.bounding().clone().unwrap_or_default();
-        let set = apply_capabilities(&defaults, &args.cap_add, &args.cap_drop)?;
-        caps.set_bounding(Some(set.clone()))
-            .set_effective(Some(set.clone()))
-            .set_permitted(Some(set));
-        process.set_capabilities(Some(caps));
-    }
-
-    // Mounts.
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
-    let mut extra: Vec<Mount> = Vec::new();
-    for v in &volumes {
-        extra.push(v.to_mount());
-    }
-    for t in &tmpfs {
-        extra.push(t.to_mount());
-    }
-    for (i, m) in extra.iter().enumerate() {
-        if extra[..i]
-            .iter()
-            .any(|o| o.destination() == m.destination())
-        {
-            bail!(
-                "duplicate mount point {}: give each --volume/--tmpfs its own destination",
-                m.destination().display()
-            );
-        }
-    }
-    // A user mount replaces a default one at the same place (e.g. --tmpfs /dev/shm);
-    // parents are mounted before their children.
-    mounts.retain(|m| !extra.iter().any(|e| e.destination() == m.destination()));
-    extra.sort_by_key(|m| m.destination().components().count());
-    mounts.extend(extra);
-
-    // Linux.
-    let linux = spec
-        .linux_mut()
-        .as_mut()
-        .ok_or_else(|| anyhow!("internal: base spec has no linux section"))?;
-    linux.set_cgroups_path(Some(PathBuf::from(format!("/cubby/{id}"))));
-
-    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-    if network == "host" {
-        namespaces.retain(|n| n.typ() != LinuxNamespaceType::Network);
-    }
-    if let Some((host_id, count)) = userns {
-        let check = |what: &str, id: u32| -> Result<()> {
-            if id >= count {
-                bail!(
-                    "{what} {id} is not mapped by --userns (container ids 0 to {})",
-                    count - 1
-                );
-            }
-            Ok(())
-        };
-        check("uid", user.uid)?;
-        check("gid", user.gid)?;
-        if !namespaces
-            .iter()
-            .any(|n| n.typ() == LinuxNamespaceType::User)
-        {
-            namespaces.push(rspec::namespace(LinuxNamespaceType::User));
-        }
-        let mapping = id_mapping(host_id, count)?;
-        linux
-            .set_uid_mappings(Some(vec![mapping]))
-            .set_gid_mappings(Some(vec![mapping]));
-        adapt_mounts_for_userns(&mut mounts, count, network == "host");
-    }
-    linux.set_namespaces(Some(namespaces));
-
-    if seccomp_unconfined {
-        linux.set_seccomp(None);
-    } else if let Some(profile) = seccomp_profile {
-        linux.set_seccomp(Some(profile));
-    }
-
-    let mut resources = linux.resources().clone().unwrap_or_default();
-    if memory.is_some() || swap.is_some() {
-        let mut b = LinuxMemoryBuilder::default();
-        if let Some(m) = memory {
-            b = b.limit(m);
-        }
-        if let Some(s) = swap {
-            b = b.swap(s);
-        }
-        resources.set_memory(Some(b.build()?));
-    }
-    if cpu_quota.is_some() || args.cpu_shares.is_some() || cpuset.is_some() {
-        let mut b = LinuxCpuBuilder::default();
-        if let Some((quota, period)) = cpu_quota {
-            b = b.quota(quota).period(period);
-        }
-        if let Some(s) = args.cpu_shares {
-            b = b.shares(s);
-        }
-        if let Some(c) = cpuset {
-            b = b.cpus(c);
-        }
-        resources.set_cpu(Some(b.build()?));
-    }
-    if let Some(n) = args.pids_limit.filter(|n| *n > 0) {
-        resources.set_pids(Some(LinuxPidsBuilder::default().limit(n).build()?));
-    }
-    linux.set_resources(Some(resources));
-
-    spec.set_mounts(Some(mounts));
-    Ok(spec)
+    Ok((cfg, rootfs))
 }
 
 // ---------------------------------------------------------------------------
@@ -584,53 +427,6 @@ pub fn check_rootfs(rootfs: &Path) -> Result<PathBuf> {
     Ok(canon)
 }
 
-/// Reads `rel` inside `rootfs`, resolving symlinks as if `rootfs` were `/`.
-/// `None` if it does not exist or cannot be read.
-fn read_in_rootfs(rootfs: &Path, rel: &str) -> Option<String> {
-    let mut pending: Vec<std::ffi::OsString> = Path::new(rel)
-        .components()
-        .rev()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            _ => None,
-        })
-        .collect();
-    let mut current = PathBuf::new(); // relative to rootfs
-    let mut links = 0;
-    while let Some(part) = pending.pop() {
-        if part == ".." {
-            current.pop();
-            continue;
-        }
-        if part == "." {
-            continue;
-        }
-        let candidate = current.join(&part);
-        let full = rootfs.join(&candidate);
-        let meta = std::fs::symlink_metadata(&full).ok()?;
-        if meta.file_type().is_symlink() {
-            links += 1;
-            if links > 40 {
-                return None;
-            }
-            let target = std::fs::read_link(&full).ok()?;
-            if target.is_absolute() {
-                current = PathBuf::new();
-            }
-            for c in target.components().rev() {
-                match c {
-                    Component::Normal(n) => pending.push(n.to_os_string()),
-                    Component::ParentDir => pending.push("..".into()),
-                    _ => {}
-                }
-            }
-        } else {
-            current = candidate;
-        }
-    }
-    std::fs::read_to_string(rootfs.join(current)).ok()
-}
-
 // ---------------------------------------------------------------------------
 // Environment.
 
@@ -697,23 +493,6 @@ pub fn parse_env_file(
     Ok(out)
 }
 
-fn get_env<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
-    env.iter()
-        .find_map(|e| e.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
-}
-
-/// Sets `key=value` in `env`, replacing an existing entry in place.
-fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
-    let entry = format!("{key}={value}");
-    match env
-        .iter_mut()
-        .find(|e| e.split_once('=').map(|(k, _)| k) == Some(key))
-    {
-        Some(e) => *e = entry,
-        None => env.push(entry),
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Working directory and user.
 
@@ -733,175 +512,6 @@ pub fn parse_workdir(dir: &str) -> Result<PathBuf> {
         }
     }
     Ok(out)
-}
-
-/// A user or group, by number or by name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdOrName {
-    Id(u32),
-    Name(String),
-}
-
-/// The parsed `-u` value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserSpec {
-    pub user: IdOrName,
-    pub group: Option<IdOrName>,
-}
-
-/// The user the process runs as.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvedUser {
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
-    /// Home directory from /etc/passwd, if the user is listed there.
-    pub home: Option<String>,
-}
-
-fn id_or_name(s: &str, what: &str) -> Result<IdOrName> {
-    if s.is_empty() {
-        bail!("empty {what}: use UID[:GID] or NAME[:GROUP], e.g. 1000:1000 or nobody");
-    }
-    if s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse::<u32>()
-            .map(IdOrName::Id)
-            .map_err(|_| anyhow!("{what} {s} is too large (maximum {})", u32::MAX));
-    }
-    if s.chars()
-        .any(|c| c.is_whitespace() || c == ':' || c == '/' || c == '\0' || c == ',')
-    {
-        bail!("invalid {what} name {s:?}");
-    }
-    Ok(IdOrName::Name(s.to_string()))
-}
-
-/// Parses `-u UID[:GID]` / `NAME[:GROUP]` (no lookup).
-pub fn parse_user(s: &str) -> Result<UserSpec> {
-    let (user, group) = match s.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (s, None),
-    };
-    let parsed = (|| -> Result<UserSpec> {
-        Ok(UserSpec {
-            user: id_or_name(user, "user")?,
-            group: group.map(|g| id_or_name(g, "group")).transpose()?,
-        })
-    })();
-    parsed.with_context(|| format!("invalid --user {s:?}"))
-}
-
-struct PasswdEntry<'a> {
-    name: &'a str,
-    uid: u32,
-    gid: u32,
-    home: &'a str,
-}
-
-fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
-    text.lines().filter_map(|line| {
-        let mut f = line.split(':');
-        let name = f.next()?;
-        let _pw = f.next()?;
-        let uid = f.next()?.trim().parse().ok()?;
-        let gid = f.next()?.trim().parse().ok()?;
-        let _gecos = f.next();
-        let home = f.next().unwrap_or("");
-        (!name.is_empty() && !name.starts_with('#')).then_some(PasswdEntry {
-            name,
-            uid,
-            gid,
-            home,
-        })
-    })
-}
-
-struct GroupEntry<'a> {
-    name: &'a str,
-    gid: u32,
-    members: Vec<&'a str>,
-}
-
-fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
-    text.lines().filter_map(|line| {
-        let mut f = line.split(':');
-        let name = f.next()?;
-        let _pw = f.next()?;
-        let gid = f.next()?.trim().parse().ok()?;
-        let members = f
-            .next()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .collect();
-        (!name.is_empty() && !name.starts_with('#')).then_some(GroupEntry { name, gid, members })
-    })
-}
-
-/// Resolves a `-u` value with the rootfs's `/etc/passwd` and `/etc/group`
-/// contents (`None`: the file is missing). Like Docker: a user without a
-/// group gets its primary group from passwd (0 if not listed) and its
-/// supplementary groups from /etc/group.
-pub fn resolve_user(
-    spec: &UserSpec,
-    passwd: Option<&str>,
-    group: Option<&str>,
-) -> Result<ResolvedUser> {
-    let entry = match &spec.user {
-        IdOrName::Id(uid) => passwd.and_then(|p| passwd_entries(p).find(|e| e.uid == *uid)),
-        IdOrName::Name(name) => {
-            let p = passwd.ok_or_else(|| {
-                anyhow!("unknown user {name:?}: the rootfs has no /etc/passwd; use a numeric UID")
-            })?;
-            Some(passwd_entries(p).find(|e| e.name == name).ok_or_else(|| {
-                anyhow!("unknown user {name:?}: no such entry in the rootfs's /etc/passwd")
-            })?)
-        }
-    };
-    let uid = match (&spec.user, &entry) {
-        (IdOrName::Id(uid), _) => *uid,
-        (IdOrName::Name(_), Some(e)) => e.uid,
-        (IdOrName::Name(name), None) => bail!("unknown user {name:?}"),
-    };
-    let home = entry
-        .as_ref()
-        .map(|e| e.home.to_string())
-        .filter(|h| !h.is_empty());
-    let (gid, additional_gids) = match &spec.group {
-        Some(IdOrName::Id(gid)) => (*gid, Vec::new()),
-        Some(IdOrName::Name(name)) => {
-            let g = group.ok_or_else(|| {
-                anyhow!("unknown group {name:?}: the rootfs has no /etc/group; use a numeric GID")
-            })?;
-            let gid = group_entries(g)
-                .find(|e| e.name == name)
-                .map(|e| e.gid)
-                .ok_or_else(|| {
-                    anyhow!("unknown group {name:?}: no such entry in the rootfs's /etc/group")
-                })?;
-            (gid, Vec::new())
-        }
-        None => {
-            let gid = entry.as_ref().map(|e| e.gid).unwrap_or(0);
-            let mut extra = Vec::new();
-            if let (Some(e), Some(g)) = (&entry, group) {
-                for ge in group_entries(g) {
-                    if ge.gid != gid && ge.members.contains(&e.name) && !extra.contains(&ge.gid) {
-                        extra.push(ge.gid);
-                    }
-                }
-            }
-            (gid, extra)
-        }
-    };
-    Ok(ResolvedUser {
-        uid,
-        gid,
-        additional_gids,
-        home,
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1064,27 +674,6 @@ pub fn parse_tmpfs(s: &str) -> Result<Tmpfs> {
     Ok(Tmpfs { container, options })
 }
 
-/// Changes mounts that a user namespace cannot make: sysfs needs a network
-/// namespace owned by the user namespace (so with `--network host` /sys is
-/// bind-mounted), and devpts' `gid=5` needs gid 5 mapped.
-fn adapt_mounts_for_userns(mounts: &mut [Mount], count: u32, host_network: bool) {
-    for m in mounts.iter_mut() {
-        if host_network && m.typ().as_deref() == Some("sysfs") {
-            *m = rspec::mount(
-                &m.destination().to_string_lossy(),
-                "bind",
-                "/sys",
-                &["rbind", "nosuid", "noexec", "nodev", "ro"],
-            );
-        }
-        if count <= 5 && m.typ().as_deref() == Some("devpts") {
-            if let Some(opts) = m.options().clone() {
-                m.set_options(Some(opts.into_iter().filter(|o| o != "gid=5").collect()));
-            }
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Resources.
 
@@ -1203,34 +792,7 @@ pub fn parse_cpus(s: &str, ncpus: usize) -> Result<(i64, u64)> {
 
 /// Checks `--cpuset-cpus`: comma-separated CPU numbers and ranges, e.g. `0-3,6`.
 pub fn parse_cpuset(s: &str) -> Result<String> {
-    let bad = |why: &str| anyhow!("invalid --cpuset-cpus {s:?}: {why}; e.g. 0-3 or 0,2");
-    let t = s.trim();
-    if t.is_empty() {
-        return Err(bad("empty list"));
-    }
-    let num = |x: &str| -> Result<u32> {
-        if x.is_empty() || !x.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad(&format!("{x:?} is not a CPU number")));
-        }
-        x.parse::<u32>()
-            .ok()
-            .filter(|n| *n < 8192)
-            .ok_or_else(|| bad(&format!("CPU {x} is too large")))
-    };
-    for item in t.split(',') {
-        match item.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if a > b {
-                    return Err(bad(&format!("range {item} is backwards")));
-                }
-            }
-            None => {
-                num(item)?;
-            }
-        }
-    }
-    Ok(t.to_string())
+    Ok(parse::cpuset(s, "--cpuset-cpus")?)
 }
 
 /// The number of CPUs this process may run on (as Docker's check uses).
@@ -1250,25 +812,6 @@ pub fn host_cpus() -> usize {
         .unwrap_or(1)
 }
 
-const ULIMITS: &[(&str, PosixRlimitType)] = &[
-    ("as", PosixRlimitType::RlimitAs),
-    ("core", PosixRlimitType::RlimitCore),
-    ("cpu", PosixRlimitType::RlimitCpu),
-    ("data", PosixRlimitType::RlimitData),
-    ("fsize", PosixRlimitType::RlimitFsize),
-    ("locks", PosixRlimitType::RlimitLocks),
-    ("memlock", PosixRlimitType::RlimitMemlock),
-    ("msgqueue", PosixRlimitType::RlimitMsgqueue),
-    ("nice", PosixRlimitType::RlimitNice),
-    ("nofile", PosixRlimitType::RlimitNofile),
-    ("nproc", PosixRlimitType::RlimitNproc),
-    ("rss", PosixRlimitType::RlimitRss),
-    ("rtprio", PosixRlimitType::RlimitRtprio),
-    ("rttime", PosixRlimitType::RlimitRttime),
-    ("sigpending", PosixRlimitType::RlimitSigpending),
-    ("stack", PosixRlimitType::RlimitStack),
-];
-
 /// Parses `--ulimit NAME=SOFT[:HARD]` (HARD defaults to SOFT; `-1` or
 /// `unlimited` for no limit), e.g. `nofile=1024:2048`.
 pub fn parse_ulimit(s: &str) -> Result<PosixRlimit> {
@@ -1276,25 +819,15 @@ pub fn parse_ulimit(s: &str) -> Result<PosixRlimit> {
     let (name, values) = s
         .split_once('=')
         .ok_or_else(|| anyhow!("invalid --ulimit {s:?}: use NAME=SOFT[:HARD], {example}"))?;
-    let typ = ULIMITS
-        .iter()
-        .find(|(n, _)| *n == name.trim().to_ascii_lowercase())
-        .map(|(_, t)| *t)
-        .ok_or_else(|| {
-            let names: Vec<&str> = ULIMITS.iter().map(|(n, _)| *n).collect();
-            anyhow!(
-                "invalid --ulimit {s:?}: unknown limit {name:?}; known: {}",
-                names.join(", ")
-            )
-        })?;
-    let value = |v: &str| -> Result<u64> {
-        match v.trim() {
-            "-1" | "unlimited" => Ok(u64::MAX),
-            x => x
-                .parse::<u64>()
-                .map_err(|_| anyhow!("invalid --ulimit {s:?}: {x:?} is not a number, {example}")),
-        }
-    };
+    let value =
+        |v: &str| -> Result<i64> {
+            match v.trim() {
+                "-1" | "unlimited" => Ok(-1),
+                x => x.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    anyhow!("invalid --ulimit {s:?}: {x:?} is not a number, {example}")
+                }),
+            }
+        };
     let (soft, hard) = match values.split_once(':') {
         Some((a, b)) => (value(a)?, value(b)?),
         None => {
@@ -1302,10 +835,35 @@ pub fn parse_ulimit(s: &str) -> Result<PosixRlimit> {
             (v, v)
         }
     };
-    if soft > hard {
-        bail!("invalid --ulimit {s:?}: the soft limit is above the hard limit");
+    Ok(parse::ulimit(name, soft, hard, &format!("--ulimit {s:?}"))?)
+}
+
+/// Parses `--device HOST[:CONTAINER[:PERMISSIONS]]` (permissions some of
+/// r, w, m; default rwm), e.g. `--device /dev/fuse`.
+pub fn parse_device(s: &str) -> Result<DeviceMapping> {
+    let example = "e.g. --device /dev/fuse or --device /dev/sdb:/dev/xvdb:r";
+    let parts: Vec<&str> = s.split(':').collect();
+    let perms_ok = |p: &str| !p.is_empty() && p.chars().all(|c| "rwm".contains(c));
+    let (host, container, perms) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, p] if perms_ok(p) => (*h, *h, *p),
+        [h, c] => (*h, *c, "rwm"),
+        [h, c, p] => (*h, *c, *p),
+        _ => bail!("invalid --device {s:?}: use HOST[:CONTAINER[:PERMISSIONS]], {example}"),
+    };
+    if !host.starts_with('/') || !container.starts_with('/') {
+        bail!("invalid --device {s:?}: paths must be absolute, {example}");
     }
-    Ok(rspec::rlimit(typ, soft, hard))
+    if !perms_ok(perms) {
+        bail!(
+            "invalid --device {s:?}: permissions {perms:?} must be some of r, w and m, {example}"
+        );
+    }
+    Ok(DeviceMapping {
+        host: PathBuf::from(host),
+        container: PathBuf::from(container),
+        permissions: perms.to_string(),
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1342,179 +900,11 @@ pub fn parse_userns(s: &str) -> Result<Option<(u32, u32)>> {
     Ok(Some((host, count)))
 }
 
-fn id_mapping(host_id: u32, size: u32) -> Result<LinuxIdMapping> {
-    Ok(LinuxIdMappingBuilder::default()
-        .container_id(0u32)
-        .host_id(host_id)
-        .size(size)
-        .build()?)
-}
-
-// ---------------------------------------------------------------------------
-// Capabilities and security options.
-
-/// Every capability with its number (for `ALL`, limited to what the kernel knows).
-const CAPABILITIES: &[(&str, u32, Capability)] = &[
-    ("CHOWN", 0, Capability::Chown),
-    ("DAC_OVERRIDE", 1, Capability::DacOverride),
-    ("DAC_READ_SEARCH", 2, Capability::DacReadSearch),
-    ("FOWNER", 3, Capability::Fowner),
-    ("FSETID", 4, Capability::Fsetid),
-    ("KILL", 5, Capability::Kill),
-    ("SETGID", 6, Capability::Setgid),
-    ("SETUID", 7, Capability::Setuid),
-    ("SETPCAP", 8, Capability::Setpcap),
-    ("LINUX_IMMUTABLE", 9, Capability::LinuxImmutable),
-    ("NET_BIND_SERVICE", 10, Capability::NetBindService),
-    ("NET_BROADCAST", 11, Capability::NetBroadcast),
-    ("NET_ADMIN", 12, Capability::NetAdmin),
-    ("NET_RAW", 13, Capability::NetRaw),
-    ("IPC_LOCK", 14, Capability::IpcLock),
-    ("IPC_OWNER", 15, Capability::IpcOwner),
-    ("SYS_MODULE", 16, Capability::SysModule),
-    ("SYS_RAWIO", 17, Capability::SysRawio),
-    ("SYS_CHROOT", 18, Capability::SysChroot),
-    ("SYS_PTRACE", 19, Capability::SysPtrace),
-    ("SYS_PACCT", 20, Capability::SysPacct),
-    ("SYS_ADMIN", 21, Capability::SysAdmin),
-    ("SYS_BOOT", 22, Capability::SysBoot),
-    ("SYS_NICE", 23, Capability::SysNice),
-    ("SYS_RESOURCE", 24, Capability::SysResource),
-    ("SYS_TIME", 25, Capability::SysTime),
-    ("SYS_TTY_CONFIG", 26, Capability::SysTtyConfig),
-    ("MKNOD", 27, Capability::Mknod),
-    ("LEASE", 28, Capability::Lease),
-    ("AUDIT_WRITE", 29, Capability::AuditWrite),
-    ("AUDIT_CONTROL", 30, Capability::AuditControl),
-    ("SETFCAP", 31, Capability::Setfcap),
-    ("MAC_OVERRIDE", 32, Capability::MacOverride),
-    ("MAC_ADMIN", 33, Capability::MacAdmin),
-    ("SYSLOG", 34, Capability::Syslog),
-    ("WAKE_ALARM", 35, Capability::WakeAlarm),
-    ("BLOCK_SUSPEND", 36, Capability::BlockSuspend),
-    ("AUDIT_READ", 37, Capability::AuditRead),
-    ("PERFMON", 38, Capability::Perfmon),
-    ("BPF", 39, Capability::Bpf),
-    ("CHECKPOINT_RESTORE", 40, Capability::CheckpointRestore),
-];
-
-/// Parses a capability name, with or without `CAP_`, any case; `None` for `ALL`.
-pub fn parse_capability(s: &str) -> Result<Option<Capability>> {
-    let upper = s.trim().to_ascii_uppercase();
-    let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
-    if name == "ALL" {
-        return Ok(None);
-    }
-    CAPABILITIES
-        .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|(_, _, c)| Some(*c))
-        .ok_or_else(|| {
-            anyhow!("unknown capability {s:?}: use a name like NET_ADMIN or CAP_NET_ADMIN, or ALL")
-        })
-}
-
-/// Every capability the running kernel knows (all of them if that cannot be read).
-pub fn all_capabilities() -> Capabilities {
-    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(u32::MAX);
-    CAPABILITIES
-        .iter()
-        .filter(|(_, n, _)| *n <= last)
-        .map(|(_, _, c)| *c)
-        .collect()
-}
-
-/// Docker's rules: `--cap-add ALL` gives every capability except the dropped
-/// ones; otherwise the defaults (none with `--cap-drop ALL`) minus the dropped
-/// ones, plus the added ones (adding wins over dropping).
-pub fn apply_capabilities(
-    defaults: &Capabilities,
-    add: &[String],
-    drop: &[String],
-) -> Result<Capabilities> {
-    let parse_all = |names: &[String], flag: &str| -> Result<(bool, Vec<Capability>)> {
-        let mut all = false;
-        let mut caps = Vec::new();
-        for n in names {
-            match parse_capability(n).with_context(|| format!("invalid {flag} {n:?}"))? {
-                None => all = true,
-                Some(c) => caps.push(c),
-            }
-        }
-        Ok((all, caps))
-    };
-    let (add_all, adds) = parse_all(add, "--cap-add")?;
-    let (drop_all, drops) = parse_all(drop, "--cap-drop")?;
-    if add_all {
-        return Ok(all_capabilities()
-            .into_iter()
-            .filter(|c| !drops.contains(c))
-            .collect());
-    }
-    let mut set: Capabilities = if drop_all {
-        Capabilities::new()
-    } else {
-        defaults
-            .iter()
-            .filter(|c| !drops.contains(c))
-            .copied()
-            .collect()
-    };
-    set.extend(adds);
-    Ok(set)
-}
-
-/// A parsed `--security-opt`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecurityOpt {
-    SeccompUnconfined,
-    /// A seccomp profile file in the OCI `linux.seccomp` format.
-    SeccompProfile(PathBuf),
-    NoNewPrivileges(bool),
-}
-
-/// Parses `--security-opt` (`=` or the older `:` separator).
-pub fn parse_security_opt(s: &str) -> Result<SecurityOpt> {
-    let (key, value) = match s.split_once(['=', ':']) {
-        Some((k, v)) => (k, Some(v)),
-        None => (s, None),
-    };
-    match (key, value) {
-        ("seccomp", Some("unconfined")) => Ok(SecurityOpt::SeccompUnconfined),
-        ("seccomp", Some(path)) if !path.is_empty() => {
-            Ok(SecurityOpt::SeccompProfile(PathBuf::from(path)))
-        }
-        ("no-new-privileges", None) => Ok(SecurityOpt::NoNewPrivileges(true)),
-        ("no-new-privileges", Some(v)) => match v {
-            "true" => Ok(SecurityOpt::NoNewPrivileges(true)),
-            "false" => Ok(SecurityOpt::NoNewPrivileges(false)),
-            _ => bail!("invalid --security-opt {s:?}: no-new-privileges takes true or false"),
-        },
-        _ => bail!(
-            "unsupported --security-opt {s:?}: use seccomp=unconfined, seccomp=PROFILE.json or no-new-privileges[=true|false]"
-        ),
-    }
-}
-
-fn load_seccomp(path: &Path) -> Result<LinuxSeccomp> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--security-opt seccomp={}: cannot read", path.display()))?;
-    serde_json::from_str(&text).with_context(|| {
-        format!(
-            "--security-opt seccomp={}: not an OCI linux.seccomp profile",
-            path.display()
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
-    use std::collections::HashSet;
+    use oci_spec::runtime::{Capabilities, Capability, LinuxNamespaceType, PosixRlimitType};
 
     #[derive(Parser)]
     struct Cli {
@@ -1561,10 +951,8 @@ mod tests {
 
     fn build(argv: &[&str]) -> Result<Spec> {
         let args = parse(argv);
-        let base = |root: &Path, cmd: Vec<String>| {
-            rspec::spec_with(root, cmd, cubby_runtime::capabilities::default_set(), None)
-        };
-        build_spec_with(&args, "0123456789abcdef", base, &lookup, 4)
+        let (cfg, rootfs) = to_config(&args, "0123456789abcdef", &lookup, 4)?;
+        Ok(config::build(&cfg, &rootfs)?)
     }
 
     fn build_ok(rootfs: &Path, extra: &[&str]) -> Spec {
@@ -1859,91 +1247,6 @@ mod tests {
     }
 
     #[test]
-    fn users() {
-        use IdOrName::*;
-        let cases: &[(&str, UserSpec)] = &[
-            (
-                "0",
-                UserSpec {
-                    user: Id(0),
-                    group: None,
-                },
-            ),
-            (
-                "1000:100",
-                UserSpec {
-                    user: Id(1000),
-                    group: Some(Id(100)),
-                },
-            ),
-            (
-                "alice",
-                UserSpec {
-                    user: Name("alice".into()),
-                    group: None,
-                },
-            ),
-            (
-                "alice:wheel",
-                UserSpec {
-                    user: Name("alice".into()),
-                    group: Some(Name("wheel".into())),
-                },
-            ),
-            (
-                "1000:wheel",
-                UserSpec {
-                    user: Id(1000),
-                    group: Some(Name("wheel".into())),
-                },
-            ),
-        ];
-        for (s, want) in cases {
-            assert_eq!(&parse_user(s).unwrap(), want, "{s}");
-        }
-        for bad in ["", ":", "1000:", ":1000", "4294967296", "a b", "a:b:c"] {
-            assert!(parse_user(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn user_resolution() {
-        let dir = rootfs();
-        let passwd = std::fs::read_to_string(dir.path().join("etc/passwd")).unwrap();
-        let group = std::fs::read_to_string(dir.path().join("etc/group")).unwrap();
-        let r = |s: &str| resolve_user(&parse_user(s).unwrap(), Some(&passwd), Some(&group));
-        let u = r("alice").unwrap();
-        assert_eq!((u.uid, u.gid), (1000, 1000));
-        assert_eq!(u.additional_gids, [10, 29]);
-        assert_eq!(u.home.as_deref(), Some("/home/alice"));
-        let u = r("alice:wheel").unwrap();
-        assert_eq!((u.uid, u.gid), (1000, 10));
-        assert!(u.additional_gids.is_empty());
-        let u = r("1000").unwrap(); // numeric, listed: primary group from passwd
-        assert_eq!((u.uid, u.gid), (1000, 1000));
-        let u = r("4242").unwrap(); // numeric, not listed: gid 0
-        assert_eq!((u.uid, u.gid, u.home), (4242, 0, None));
-        let u = r("4242:7").unwrap();
-        assert_eq!((u.uid, u.gid), (4242, 7));
-        assert!(r("mallory")
-            .unwrap_err()
-            .to_string()
-            .contains("unknown user \"mallory\""));
-        assert!(r("alice:staff")
-            .unwrap_err()
-            .to_string()
-            .contains("unknown group \"staff\""));
-        // No passwd file: numbers work, names do not.
-        let spec = parse_user("5:5").unwrap();
-        assert_eq!(resolve_user(&spec, None, None).unwrap().uid, 5);
-        let spec = parse_user("alice").unwrap();
-        assert!(resolve_user(&spec, None, None)
-            .unwrap_err()
-            .to_string()
-            .contains("no /etc/passwd"));
-    }
-
-    #[test]
     fn env_entries() {
         let cases: &[(&str, Option<(&str, &str)>)] = &[
             ("A=1", Some(("A", "1"))),
@@ -2021,104 +1324,6 @@ mod tests {
         for bad in ["", "x", "1", "1:0", "a:1", "1:b", "4294967295:2", "-1:5"] {
             assert!(parse_userns(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn capability_names() {
-        assert_eq!(
-            parse_capability("NET_ADMIN").unwrap(),
-            Some(Capability::NetAdmin)
-        );
-        assert_eq!(
-            parse_capability("cap_net_admin").unwrap(),
-            Some(Capability::NetAdmin)
-        );
-        assert_eq!(
-            parse_capability("Sys_Admin").unwrap(),
-            Some(Capability::SysAdmin)
-        );
-        assert_eq!(parse_capability("all").unwrap(), None);
-        assert_eq!(parse_capability("CAP_ALL").unwrap(), None);
-        assert!(parse_capability("CAP_FOO").is_err());
-        assert!(parse_capability("").is_err());
-        // The table agrees with oci-spec's names.
-        for (name, _, cap) in CAPABILITIES {
-            assert_eq!(cap.to_string(), *name);
-        }
-        assert_eq!(CAPABILITIES.len(), 41);
-    }
-
-    #[test]
-    fn capability_rules() {
-        let defaults: Capabilities = cubby_runtime::capabilities::default_set()
-            .into_iter()
-            .collect();
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let got =
-            apply_capabilities(&defaults, &s(&["NET_ADMIN"]), &s(&["chown", "CAP_KILL"])).unwrap();
-        assert!(got.contains(&Capability::NetAdmin));
-        assert!(!got.contains(&Capability::Chown) && !got.contains(&Capability::Kill));
-        assert_eq!(got.len(), defaults.len() - 1);
-        let got = apply_capabilities(&defaults, &s(&["NET_BIND_SERVICE"]), &s(&["ALL"])).unwrap();
-        assert_eq!(got, HashSet::from([Capability::NetBindService]));
-        let got = apply_capabilities(&defaults, &s(&["ALL"]), &s(&["SYS_ADMIN"])).unwrap();
-        assert!(got.contains(&Capability::SysModule) && !got.contains(&Capability::SysAdmin));
-        // Adding wins over dropping.
-        let got = apply_capabilities(&defaults, &s(&["KILL"]), &s(&["KILL"])).unwrap();
-        assert!(got.contains(&Capability::Kill));
-        assert!(apply_capabilities(&defaults, &s(&["NOPE"]), &[])
-            .unwrap_err()
-            .to_string()
-            .contains("--cap-add"));
-    }
-
-    #[test]
-    fn security_opts() {
-        let cases: &[(&str, SecurityOpt)] = &[
-            ("seccomp=unconfined", SecurityOpt::SeccompUnconfined),
-            ("seccomp:unconfined", SecurityOpt::SeccompUnconfined),
-            (
-                "seccomp=/p.json",
-                SecurityOpt::SeccompProfile("/p.json".into()),
-            ),
-            ("no-new-privileges", SecurityOpt::NoNewPrivileges(true)),
-            (
-                "no-new-privileges=false",
-                SecurityOpt::NoNewPrivileges(false),
-            ),
-            ("no-new-privileges:true", SecurityOpt::NoNewPrivileges(true)),
-        ];
-        for (s, want) in cases {
-            assert_eq!(&parse_security_opt(s).unwrap(), want, "{s}");
-        }
-        for bad in [
-            "",
-            "seccomp",
-            "seccomp=",
-            "apparmor=x",
-            "label=disable",
-            "no-new-privileges=maybe",
-        ] {
-            assert!(parse_security_opt(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn rootfs_reading_follows_symlinks_inside() {
-        let dir = rootfs();
-        let root = dir.path();
-        std::fs::create_dir_all(root.join("usr/etc")).unwrap();
-        std::fs::write(root.join("usr/etc/group2"), "g:x:7:\n").unwrap();
-        std::os::unix::fs::symlink("/usr/etc/group2", root.join("etc/abs")).unwrap();
-        std::os::unix::fs::symlink("../usr/etc/group2", root.join("etc/rel")).unwrap();
-        std::os::unix::fs::symlink("../../../../../../usr/etc/group2", root.join("etc/esc"))
-            .unwrap();
-        std::os::unix::fs::symlink("loop", root.join("etc/loop")).unwrap();
-        assert_eq!(read_in_rootfs(root, "etc/abs").as_deref(), Some("g:x:7:\n"));
-        assert_eq!(read_in_rootfs(root, "etc/rel").as_deref(), Some("g:x:7:\n"));
-        assert_eq!(read_in_rootfs(root, "etc/esc").as_deref(), Some("g:x:7:\n"));
-        assert_eq!(read_in_rootfs(root, "etc/loop"), None);
-        assert_eq!(read_in_rootfs(root, "etc/missing"), None);
     }
 
     // --- build_spec -------------------------------------------------------
@@ -2428,7 +1633,7 @@ mod tests {
             (&["--cap-add", "FOO", "x"], "unknown capability"),
             (
                 &["--security-opt", "apparmor=x", "x"],
-                "unsupported --security-opt",
+                "does not support --security-opt apparmor=x",
             ),
             (&["--userns", "x", "x"], "--userns"),
             (&["--ulimit", "foo=1", "x"], "--ulimit"),
@@ -2467,10 +1672,7 @@ mod tests {
     fn build_rejects_bad_id() {
         let dir = rootfs();
         let args = parse(&["--rootfs", dir.path().to_str().unwrap(), "x"]);
-        let base = |root: &Path, cmd: Vec<String>| {
-            rspec::spec_with(root, cmd, cubby_runtime::capabilities::default_set(), None)
-        };
-        assert!(build_spec_with(&args, "../evil", base, &lookup, 4).is_err());
+        assert!(to_config(&args, "../evil", &lookup, 4).is_err());
     }
 
     /// Uses the real default spec: needs the capabilities and seccomp helpers.

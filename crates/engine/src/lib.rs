@@ -1,5 +1,6 @@
 //! cubby-engine: what sits above the runtime and below the Docker API.
 //!
+//! - [`config`]: [`config::ContainerConfig`] and the one builder of OCI specs.
 //! - [`records`]: one crash-safe JSON record per container.
 //! - [`logs`]: Docker's json-file log driver (writer with rotation, reader).
 //! - [`protocol`], [`client`]: the daemon↔monitor JSON-lines protocol.
@@ -10,6 +11,7 @@
 
 pub mod api;
 pub mod client;
+pub mod config;
 pub mod container_fs;
 pub mod error;
 pub mod logs;

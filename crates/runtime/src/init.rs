@@ -31,9 +31,16 @@ pub fn become_init() -> crate::Result<()> {
     }
 }
 
-/// init keeps no terminal or pipe open: when the command exits, readers of
-/// its output must see EOF even while init finishes reaping.
+/// init keeps no terminal, pipe or other descriptor open: when the command
+/// exits, readers of its output must see EOF even while init finishes
+/// reaping, and the command's stdin must see EOF when its writer closes.
+/// init never execs, so descriptors inherited from whoever cloned it (a
+/// monitor's sockets, lock file and the other ends of its pipes) would
+/// otherwise stay open for the container's lifetime.
 fn detach_stdio() {
+    // SAFETY: close_range on descriptors this process owns; init uses none
+    // of them after the fork (the command keeps its own copies).
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

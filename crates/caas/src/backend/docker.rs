@@ -7,6 +7,10 @@
 //! tmpfs `/tmp`, memory without swap past the limit, CPU and pids limits, no
 //! restart. The student's work lives on a labelled named volume.
 
+/// The client crate, for callers that need more than the trait (tests,
+/// tools), at the exact version the backend speaks.
+pub use bollard;
+
 use super::{
     Backend, BackendError, ClassNetwork, ExecOutput, NetworkPolicy, SandboxEvent, SandboxInfo,
     SandboxSpec, SandboxStatus, LABEL_MANAGED,
@@ -217,7 +221,8 @@ impl DockerBackend {
 
     async fn create(&self, spec: &SandboxSpec) -> Result<(), BackendError> {
         let body = create_body(spec);
-        self.docker
+        match self
+            .docker
             .create_container(
                 Some(CreateContainerOptions {
                     name: Some(spec.name.clone()),
@@ -226,8 +231,18 @@ impl DockerBackend {
                 body,
             )
             .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        {
+            Ok(_) => Ok(()),
+            // "No such image": say how to get it.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            }) => {
+                self.check_image(&spec.image).await?;
+                Err(BackendError::NotFound { what: message })
+            }
+            Err(e) => Err(self.err(e)),
+        }
     }
 
     /// Starts an existing sandbox of ours; "already started" is fine.
@@ -683,15 +698,21 @@ impl Backend for DockerBackend {
             .docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
-                filters: Some(HashMap::from([(
-                    "label".to_string(),
-                    vec![LABEL_MANAGED.to_string()],
-                )])),
                 ..Default::default()
             }))
             .await
             .map_err(|e| self.err(e))?;
-        let ids: Vec<String> = list.into_iter().filter_map(|c| c.id).collect();
+        // Filtered here: podman 4's `label` filter needs a value too, and
+        // ours is the service instance's id, which the backend does not know.
+        let ids: Vec<String> = list
+            .into_iter()
+            .filter(|c| {
+                c.labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key(LABEL_MANAGED))
+            })
+            .filter_map(|c| c.id)
+            .collect();
         let infos: Vec<Option<SandboxInfo>> = futures_util::stream::iter(ids)
             .map(|id| async move { self.inspect_sandbox(&id).await })
             .buffer_unordered(8)
@@ -722,7 +743,14 @@ impl Backend for DockerBackend {
                 },
             )
             .await
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| match e {
+                DockerError::DockerResponseServerError {
+                    status_code: 404, ..
+                } => BackendError::NotFound {
+                    what: format!("sandbox {name}"),
+                },
+                e => self.err(e),
+            })?;
         let started = self
             .docker
             .start_exec(&exec.id, None::<StartExecOptions>)
@@ -814,18 +842,10 @@ impl Backend for DockerBackend {
     async fn events(
         &self,
     ) -> Result<BoxStream<'static, Result<SandboxEvent, BackendError>>, BackendError> {
-        let filters = HashMap::from([
-            ("type".to_string(), vec!["container".to_string()]),
-            ("label".to_string(), vec![LABEL_MANAGED.to_string()]),
-            (
-                "event".to_string(),
-                vec![
-                    "start".to_string(),
-                    "die".to_string(),
-                    "destroy".to_string(),
-                ],
-            ),
-        ]);
+        // Only the type is filtered by the engine: podman 4 matches a
+        // `label` filter only with a value, and names removals `remove`
+        // where Docker says `destroy`; [`to_event`] picks ours.
+        let filters = HashMap::from([("type".to_string(), vec!["container".to_string()])]);
         let docker = self.docker.clone();
         let endpoint = self.endpoint.clone();
         // bollard sends the request on the first poll: `since` makes the
@@ -847,7 +867,17 @@ impl Backend for DockerBackend {
                 }
             })
             .filter_map(|e| async move { e });
-        Ok(events.boxed())
+        // An engine never ends this stream by itself: say so when it does
+        // (a restart, or an engine that closes it), so callers log why
+        // before they subscribe again.
+        let endpoint = self.endpoint.clone();
+        let closed = futures_util::stream::once(async move {
+            Err(BackendError::Unreachable {
+                endpoint,
+                reason: "the engine closed the event stream".into(),
+            })
+        });
+        Ok(events.chain(closed).boxed())
     }
 }
 
@@ -883,7 +913,7 @@ async fn to_event(docker: &Docker, m: EventMessage) -> Option<SandboxEvent> {
                 oom_killed,
             })
         }
-        "destroy" => Some(SandboxEvent::Removed { name }),
+        "destroy" | "remove" => Some(SandboxEvent::Removed { name }),
         _ => None,
     }
 }
@@ -961,6 +991,28 @@ mod tests {
         s.labels.remove(LABEL_MANAGED);
         assert!(validate(&s).is_err());
         assert!(validate(&spec()).is_ok());
+    }
+
+    #[test]
+    fn class_and_exam_networks() {
+        let mut net = spec().network;
+        let class = network_request(&net, HostIsolation::Engine);
+        assert_eq!(class.internal, Some(false));
+        assert_eq!(
+            class
+                .options
+                .unwrap()
+                .get(ISOLATE_HOST_OPTION)
+                .map(String::as_str),
+            Some("true")
+        );
+        assert!(class.labels.unwrap().contains_key(LABEL_MANAGED));
+        net.policy = NetworkPolicy::Exam;
+        let exam = network_request(&net, HostIsolation::Engine);
+        assert_eq!(exam.internal, Some(true));
+        // Another engine would accept and ignore the option: not sent.
+        let other = network_request(&net, HostIsolation::Operator);
+        assert!(other.options.unwrap().is_empty());
     }
 
     #[test]

@@ -6,8 +6,9 @@ use super::stream;
 use crate::run_args::{self, RunArgs};
 use anyhow::{bail, Context, Result};
 use bollard_stubs::models::{
-    ContainerCreateBody, ContainerCreateResponse, ContainerWaitResponse, ExecConfig,
-    ExecInspectResponse, HostConfig, Mount, MountTypeEnum, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, ContainerCreateResponse, ContainerWaitResponse, DeviceMapping, ExecConfig,
+    ExecInspectResponse, HostConfig, Mount, MountTypeEnum, ResourcesUlimits, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use hyper::Method;
 use serde_json::{json, Value};
@@ -29,7 +30,6 @@ fn create_body_with(
         (args.rootfs.is_some(), "--rootfs"),
         (args.platform.is_some(), "--platform"),
         (args.userns.is_some(), "--userns"),
-        (!args.ulimit.is_empty(), "--ulimit"),
     ] {
         if set {
             bail!("{flag} is for standalone `cubby run` only; the daemon runs images from its store (drop {flag}, or stop the daemon / unset CUBBY_HOST)");
@@ -97,6 +97,43 @@ fn create_body_with(
         .as_deref()
         .map(run_args::parse_cpuset)
         .transpose()?;
+    let cpuset_mems = args
+        .cpuset_mems
+        .as_deref()
+        .map(|m| cubby_engine::config::parse::cpuset(m, "--cpuset-mems"))
+        .transpose()?;
+    let mut ulimits = Vec::new();
+    for u in &args.ulimit {
+        let r = run_args::parse_ulimit(u)?;
+        let v = |x: u64| i64::try_from(x).unwrap_or(-1);
+        let name = u.split_once('=').map_or(u.as_str(), |(n, _)| n).trim();
+        ulimits.push(ResourcesUlimits {
+            name: Some(name.to_ascii_lowercase()),
+            soft: Some(v(r.soft())),
+            hard: Some(v(r.hard())),
+        });
+    }
+    let mut devices = Vec::new();
+    for d in &args.device {
+        let m = run_args::parse_device(d)?;
+        devices.push(DeviceMapping {
+            path_on_host: Some(m.host.display().to_string()),
+            path_in_container: Some(m.container.display().to_string()),
+            cgroup_permissions: Some(m.permissions),
+        });
+    }
+    // As the docker CLI: a seccomp profile file is sent as its content.
+    let mut security_opt = Vec::new();
+    for o in &args.security_opt {
+        match o.split_once(['=', ':']) {
+            Some(("seccomp", v)) if v != "unconfined" && !v.trim_start().starts_with('{') => {
+                let text = std::fs::read_to_string(v)
+                    .with_context(|| format!("--security-opt seccomp={v}: cannot read"))?;
+                security_opt.push(format!("seccomp={text}"));
+            }
+            _ => security_opt.push(o.clone()),
+        }
+    }
     let interactive = args.interactive;
     let (port_bindings, exposed_ports) = super::network::port_bindings(&args.publish)?;
     let host_config = HostConfig {
@@ -110,13 +147,17 @@ fn create_body_with(
         nano_cpus,
         cpu_shares: args.cpu_shares.map(|c| c as i64),
         cpuset_cpus: cpuset,
+        cpuset_mems,
+        ulimits: (!ulimits.is_empty()).then_some(ulimits),
+        devices: (!devices.is_empty()).then_some(devices),
+        privileged: Some(args.privileged),
         pids_limit: args.pids_limit,
         restart_policy: args.restart.as_deref().map(parse_restart).transpose()?,
         auto_remove: Some(args.rm),
         readonly_rootfs: Some(args.read_only),
         cap_add: (!args.cap_add.is_empty()).then(|| args.cap_add.clone()),
         cap_drop: (!args.cap_drop.is_empty()).then(|| args.cap_drop.clone()),
-        security_opt: (!args.security_opt.is_empty()).then(|| args.security_opt.clone()),
+        security_opt: (!security_opt.is_empty()).then_some(security_opt),
         network_mode: args.network.clone(),
         port_bindings,
         init: Some(args.init),
@@ -661,6 +702,67 @@ mod tests {
         assert_eq!(r.name, Some(RestartPolicyNameEnum::ON_FAILURE));
         assert_eq!(r.maximum_retry_count, Some(3));
         assert_eq!(h.auto_remove, Some(false));
+    }
+
+    /// The security and limit flags: flags → body → ContainerConfig, the
+    /// same as standalone `cubby run` makes from them.
+    #[test]
+    fn security_flags_reach_the_config() {
+        use cubby_engine::config::{docker, Seccomp};
+        let dir = tempfile::tempdir().unwrap();
+        let prof = dir.path().join("p.json");
+        std::fs::write(&prof, r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#).unwrap();
+        let seccomp = format!("seccomp={}", prof.display());
+        let b = body(&[
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--cap-add",
+            "NET_ADMIN",
+            "--privileged",
+            "--security-opt",
+            "no-new-privileges=false",
+            "--security-opt",
+            &seccomp,
+            "--ulimit",
+            "nofile=100:200",
+            "--device",
+            "/dev/null:/dev/n2:rw",
+            "--cpuset-cpus",
+            "0",
+            "--cpuset-mems",
+            "0",
+            "--init",
+            "busybox",
+        ])
+        .unwrap();
+        let raw = serde_json::to_value(&b).unwrap();
+        docker::check_supported(&raw).unwrap();
+        let cfg = docker::from_body(
+            &b,
+            docker::ImageDefaults {
+                command: vec!["sh".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(cfg.read_only && cfg.init && cfg.security.privileged);
+        assert!(cfg.security.cap_drop_all && !cfg.security.no_new_privileges);
+        assert!(matches!(cfg.security.seccomp, Seccomp::Profile(_)));
+        assert_eq!((cfg.ulimits[0].soft(), cfg.ulimits[0].hard()), (100, 200));
+        assert_eq!(cfg.devices[0].container, std::path::Path::new("/dev/n2"));
+        assert_eq!(cfg.devices[0].permissions, "rw");
+        assert_eq!(cfg.resources.cpuset_cpus.as_deref(), Some("0"));
+        assert_eq!(cfg.resources.cpuset_mems.as_deref(), Some("0"));
+        let b = body(&[
+            "--no-init",
+            "--security-opt",
+            "seccomp=unconfined",
+            "busybox",
+        ])
+        .unwrap();
+        let cfg = docker::from_body(&b, docker::ImageDefaults::default()).unwrap();
+        assert!(!cfg.init && cfg.security.seccomp == Seccomp::Unconfined);
     }
 
     #[test]

@@ -34,24 +34,6 @@ pub fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
-/// `KEY=VALUE` lists merged by key, later ones winning, order kept.
-pub fn merge_env(lists: &[&[String]]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for list in lists {
-        for kv in list.iter() {
-            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
-            match out
-                .iter_mut()
-                .find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
-            {
-                Some(e) => *e = kv.clone(),
-                None => out.push(kv.clone()),
-            }
-        }
-    }
-    out
-}
-
 /// HostConfig.RestartPolicy as the monitor takes it.
 fn restart_policy(host: &bollard_stubs::models::HostConfig) -> ApiResult<RestartPolicy> {
     use bollard_stubs::models::RestartPolicyNameEnum as N;
@@ -98,7 +80,11 @@ pub async fn create(
     Q(q): Q<Query>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let body: CreateBody = serde_json::from_slice(&body)
+    let raw: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid create body: {e}")))?;
+    // Nothing asked for is dropped: unknown or unhandled fields are refused.
+    crate::config::docker::check_supported(&raw)?;
+    let body: CreateBody = serde_json::from_value(raw)
         .map_err(|e| ApiError::bad_request(format!("invalid create body: {e}")))?;
     if body.image.as_deref().unwrap_or("").is_empty() {
         return Err(ApiError::bad_request(
@@ -155,7 +141,6 @@ pub async fn create(
 /// Mounts the snapshot and builds the monitor's request (blocking).
 fn prepare(d: &Shared, id: &str, name: &str, body: CreateBody) -> ApiResult<CreateRequest> {
     let log = super::logs::log_options(body.host_config.as_ref())?;
-    let limits = super::stats::Limits::from_host_config(body.host_config.as_ref())?;
     let image_name = body.image.clone().unwrap_or_default();
     let image = find_image(d, &image_name)?.ok_or_else(|| {
         ApiError::new(
@@ -178,6 +163,22 @@ fn prepare(d: &Shared, id: &str, name: &str, body: CreateBody) -> ApiResult<Crea
         body.cmd.as_deref().unwrap_or(&[]),
     )
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let command = defaults.command.clone();
+    // Everything the body asks for is checked before the snapshot exists.
+    let mut cfg = crate::config::docker::from_body(
+        &body,
+        crate::config::docker::ImageDefaults {
+            command: defaults.command,
+            env: defaults.env,
+            workdir: defaults.workdir,
+            user: defaults.user,
+        },
+    )?;
+    cfg.hostname.get_or_insert_with(|| id[..12].to_string());
+    cfg.cgroup_path = Some(PathBuf::from(format!(
+        "/{}/{id}",
+        d.cgroup_parent.trim_matches('/')
+    )));
     let dir = d.root.join("containers").join(id);
     let snapshot = Snapshot::at(&dir);
     let layers: Vec<PathBuf> = image.layers.iter().map(|l| d.images.layer_dir(l)).collect();
@@ -203,73 +204,10 @@ fn prepare(d: &Shared, id: &str, name: &str, body: CreateBody) -> ApiResult<Crea
             )));
         }
     };
-
-    let command = defaults.command.clone();
-    let mut spec = cubby_runtime::spec::default_spec(&rootfs, defaults.command);
-    let mut process = spec.process().clone().unwrap_or_default();
-    let base = process.env().clone().unwrap_or_default();
-    let tty = body.tty.unwrap_or(false);
-    // Docker sets TERM for a terminal; the image or the body may override it.
-    let term: Vec<String> = if tty {
-        vec!["TERM=xterm".into()]
-    } else {
-        vec![]
-    };
-    process.set_env(Some(merge_env(&[
-        &base,
-        &term,
-        &defaults.env,
-        body.env.as_deref().unwrap_or(&[]),
-    ])));
-    process.set_terminal(Some(tty));
-    let cwd = body
-        .working_dir
-        .clone()
-        .filter(|w| !w.is_empty())
-        .or(defaults.workdir)
-        .unwrap_or_else(|| "/".into());
-    if !cwd.starts_with('/') {
+    let mut spec = crate::config::build(&cfg, &rootfs).map_err(|e| {
         let _ = snapshot.remove();
-        return Err(ApiError::bad_request(format!(
-            "the working directory {cwd:?} is not absolute"
-        )));
-    }
-    process.set_cwd(PathBuf::from(cwd));
-    let user = body
-        .user
-        .clone()
-        .filter(|u| !u.is_empty())
-        .or(defaults.user.clone())
-        .filter(|u| !u.is_empty())
-        .map(|u| crate::users::resolve(&rootfs, &u))
-        .transpose();
-    let user = match user {
-        Ok(u) => u,
-        Err(e) => {
-            let _ = snapshot.remove();
-            return Err(ApiError::bad_request(e.to_string()));
-        }
-    };
-    if let Some((uid, gid)) = user {
-        let mut u = process.user().clone();
-        u.set_uid(uid);
-        u.set_gid(gid);
-        process.set_user(u);
-    }
-    spec.set_process(Some(process));
-    let hostname = body
-        .hostname
-        .clone()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| id[..12].to_string());
-    spec.set_hostname(Some(hostname));
-    let mut linux = spec.linux().clone().unwrap_or_default();
-    linux.set_cgroups_path(Some(PathBuf::from(format!(
-        "/{}/{id}",
-        d.cgroup_parent.trim_matches('/')
-    ))));
-    limits.apply(&mut linux);
-    spec.set_linux(Some(linux));
+        ApiError::from(e)
+    })?;
     let mounts =
         super::mounts::apply(d, id, &mut spec, &rootfs, &body, &config).inspect_err(|_| {
             let _ = snapshot.remove();
@@ -298,6 +236,7 @@ fn prepare(d: &Shared, id: &str, name: &str, body: CreateBody) -> ApiResult<Crea
         "ImageID": image.config_digest.to_string(),
     });
     Ok(CreateRequest {
+        init: cfg.init,
         image: Some(image_name),
         labels,
         log,
@@ -344,18 +283,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_env_users() {
+    fn names_and_bodies() {
         assert!(valid_name("web-1") && valid_name("a.b_c"));
         assert!(!valid_name("-x") && !valid_name("a") && !valid_name("a/b") && !valid_name(""));
-        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            merge_env(&[
-                &s(&["PATH=/bin", "A=1"]),
-                &s(&["A=2", "B"]),
-                &s(&["PATH=/x"])
-            ]),
-            s(&["PATH=/x", "A=2", "B"])
-        );
         let b: CreateBody =
             serde_json::from_str(r#"{"Image":"busybox","Cmd":["sh"],"Env":null,"Junk":1}"#)
                 .unwrap();

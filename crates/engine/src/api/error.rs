@@ -55,6 +55,12 @@ impl From<ClientError> for ApiError {
     }
 }
 
+impl From<crate::config::ConfigError> for ApiError {
+    fn from(e: crate::config::ConfigError) -> ApiError {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // A 304 carries no body.

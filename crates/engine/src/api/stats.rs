@@ -20,10 +20,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bollard_stubs::models::{
     ContainerCpuStats, ContainerCpuUsage, ContainerMemoryStats, ContainerPidsStats,
-    ContainerStatsResponse, ContainerTopResponse, HostConfig,
+    ContainerStatsResponse, ContainerTopResponse,
 };
 use cubby_runtime::cgroups::{Cgroup, Hierarchy, Stats};
-use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxPids, LinuxResources};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -500,101 +499,6 @@ pub async fn add_sizes(d: &Shared, docs: &mut [Value]) -> ApiResult<()> {
     Ok(())
 }
 
-/// The limits of a create body's HostConfig that cubby applies: memory
-/// (`-m`, `--memory-swap`, `--memory-reservation`), CPU (`--cpus`,
-/// `--cpu-quota/period`, `--cpu-shares`) and `--pids-limit`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Limits {
-    memory: Option<LinuxMemory>,
-    cpu: Option<LinuxCpu>,
-    pids: Option<LinuxPids>,
-}
-
-/// Docker's smallest memory limit.
-const MIN_MEMORY: i64 = 6 * 1024 * 1024;
-
-impl Limits {
-    /// Validates as Docker does (400 with Docker's wording).
-    pub fn from_host_config(hc: Option<&HostConfig>) -> ApiResult<Limits> {
-        let Some(hc) = hc else {
-            return Ok(Limits::default());
-        };
-        let pos = |v: Option<i64>| v.filter(|&n| n > 0);
-        let mut limits = Limits::default();
-        let memory = pos(hc.memory);
-        if let Some(m) = memory {
-            if m < MIN_MEMORY {
-                return Err(ApiError::bad_request("Minimum memory limit allowed is 6MB"));
-            }
-        }
-        let swap = hc.memory_swap.filter(|&s| s != 0);
-        if let (Some(s), Some(m)) = (swap, memory) {
-            if s > 0 && s < m {
-                return Err(ApiError::bad_request(
-                    "Minimum memoryswap limit should be larger than memory limit, see usage",
-                ));
-            }
-        }
-        if swap.is_some() && memory.is_none() {
-            return Err(ApiError::bad_request(
-                "You should always set the Memory limit when using Memoryswap limit, see usage",
-            ));
-        }
-        let reservation = pos(hc.memory_reservation);
-        if memory.is_some() || reservation.is_some() {
-            let mut mem = LinuxMemory::default();
-            mem.set_limit(memory);
-            mem.set_swap(swap);
-            mem.set_reservation(reservation);
-            limits.memory = Some(mem);
-        }
-        let nano = pos(hc.nano_cpus);
-        if nano.is_some() && (pos(hc.cpu_quota).is_some() || pos(hc.cpu_period).is_some()) {
-            return Err(ApiError::bad_request(
-                "Conflicting options: Nano CPUs and CPU Period cannot both be set",
-            ));
-        }
-        let (quota, period) = match nano {
-            // --cpus=N is a quota of N periods of 100 ms.
-            Some(n) => (Some(n * 100_000 / 1_000_000_000), Some(100_000u64)),
-            None => (pos(hc.cpu_quota), pos(hc.cpu_period).map(|p| p as u64)),
-        };
-        let shares = pos(hc.cpu_shares).map(|s| s as u64);
-        if quota.is_some() || period.is_some() || shares.is_some() {
-            let mut cpu = LinuxCpu::default();
-            cpu.set_quota(quota);
-            cpu.set_period(period);
-            cpu.set_shares(shares);
-            limits.cpu = Some(cpu);
-        }
-        // Docker: 0 is unset, -1 unlimited.
-        if let Some(p) = hc.pids_limit.filter(|&p| p != 0) {
-            let mut pids = LinuxPids::default();
-            pids.set_limit(p.max(-1));
-            limits.pids = Some(pids);
-        }
-        Ok(limits)
-    }
-
-    /// Sets the limits in the spec's resources (keeping its device rules).
-    pub fn apply(&self, linux: &mut oci_spec::runtime::Linux) {
-        if *self == Limits::default() {
-            return;
-        }
-        let mut res: LinuxResources = linux.resources().clone().unwrap_or_default();
-        if self.memory.is_some() {
-            res.set_memory(self.memory);
-        }
-        if self.cpu.is_some() {
-            res.set_cpu(self.cpu.clone());
-        }
-        if self.pids.is_some() {
-            res.set_pids(self.pids);
-        }
-        linux.set_resources(Some(res));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -616,39 +520,5 @@ mod tests {
         assert_eq!(cpu_time(0), "00:00:00");
         assert_eq!(cpu_time(3723), "01:02:03");
         assert_eq!(cpu_time(90000), "1-01:00:00");
-    }
-
-    #[test]
-    fn limits_from_host_config() {
-        let hc = |j: &str| serde_json::from_str::<HostConfig>(j).unwrap();
-        let l = Limits::from_host_config(Some(&hc(
-            r#"{"Memory":67108864,"NanoCpus":1500000000,"PidsLimit":20}"#,
-        )))
-        .unwrap();
-        assert_eq!(l.memory.as_ref().unwrap().limit(), Some(64 << 20));
-        assert_eq!(l.cpu.as_ref().unwrap().quota(), Some(150_000));
-        assert_eq!(l.cpu.as_ref().unwrap().period(), Some(100_000));
-        assert_eq!(l.pids.as_ref().unwrap().limit(), 20);
-        assert_eq!(
-            Limits::from_host_config(Some(&hc("{}"))).unwrap(),
-            Limits::default()
-        );
-        assert_eq!(Limits::from_host_config(None).unwrap(), Limits::default());
-        for bad in [
-            r#"{"Memory":1024}"#,
-            r#"{"MemorySwap":67108864}"#,
-            r#"{"Memory":67108864,"MemorySwap":8388608}"#,
-            r#"{"NanoCpus":1,"CpuQuota":1000}"#,
-        ] {
-            let e = Limits::from_host_config(Some(&hc(bad))).unwrap_err();
-            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
-        }
-        // Applying keeps the default spec's device rules.
-        let mut linux = oci_spec::runtime::Linux::default();
-        let before = linux.resources().clone().and_then(|r| r.devices().clone());
-        l.apply(&mut linux);
-        let res = linux.resources().clone().unwrap();
-        assert_eq!(res.devices().clone(), before);
-        assert_eq!(res.memory().as_ref().unwrap().limit(), Some(64 << 20));
     }
 }

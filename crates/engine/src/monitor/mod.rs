@@ -97,6 +97,9 @@ pub struct CreateRequest {
     /// Remove the container when it exits for good (`--rm`).
     #[serde(default)]
     pub auto_remove: bool,
+    /// Run cubby's init as PID 1 (`--init`).
+    #[serde(default)]
+    pub init: bool,
 }
 
 impl CreateRequest {
@@ -114,6 +117,7 @@ impl CreateRequest {
             stdin_once: false,
             restart: RestartPolicy::default(),
             auto_remove: false,
+            init: false,
         }
     }
 
@@ -565,7 +569,7 @@ impl Monitor {
             root: &self.state,
             console_socket: None,
             pid_file: None,
-            init: false,
+            init: req.init,
             preserve_fds: 0,
         })?)
     }

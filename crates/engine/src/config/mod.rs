@@ -1,0 +1,167 @@
+//! What the user asked for, typed and free of HTTP: [`ContainerConfig`],
+//! and the one builder that turns it into an OCI spec ([`build`]).
+//!
+//! Every way of making a container goes through here: standalone `cubby
+//! run` (its flags become a `ContainerConfig` in `run_args.rs`), the Docker
+//! API's create (the body becomes one in [`docker`]) and so the remote CLI.
+//! The builder is a list of small steps over the spec ([`steps`]), each
+//! owning one concern (process, user, resources, security, devices, user
+//! namespace, mounts), in the manner of containerd's `SpecOpts`.
+
+pub mod docker;
+pub mod parse;
+pub mod seccomp;
+pub mod steps;
+
+use oci_spec::runtime::{Capability, LinuxSeccomp, Mount, PosixRlimit, Spec};
+use std::path::{Path, PathBuf};
+
+/// An option that cannot be applied: invalid, or not supported at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A value cubby understands but cannot use as given.
+    #[error("{0}")]
+    Invalid(String),
+    /// An option cubby does not implement; the name is the option's
+    /// (`HostConfig.X` through the API, the flag on the CLI).
+    #[error("cubby does not support {option}{}", hint.as_deref().map(|h| format!(": {h}")).unwrap_or_default())]
+    Unsupported {
+        option: String,
+        hint: Option<String>,
+    },
+}
+
+impl ConfigError {
+    pub fn invalid(msg: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid(msg.into())
+    }
+    pub fn unsupported(option: impl Into<String>) -> ConfigError {
+        ConfigError::Unsupported {
+            option: option.into(),
+            hint: None,
+        }
+    }
+    pub fn unsupported_because(option: impl Into<String>, hint: impl Into<String>) -> ConfigError {
+        ConfigError::Unsupported {
+            option: option.into(),
+            hint: Some(hint.into()),
+        }
+    }
+}
+
+pub type ConfigResult<T> = std::result::Result<T, ConfigError>;
+
+/// Everything that shapes a container's spec.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerConfig {
+    /// The command (entrypoint and arguments already resolved).
+    pub command: Vec<String>,
+    /// `KEY=VALUE` from the image, below [`ContainerConfig::env`].
+    pub image_env: Vec<String>,
+    /// `KEY=VALUE` the user set; later entries win.
+    pub env: Vec<String>,
+    /// Absolute working directory; `/` when unset.
+    pub workdir: Option<PathBuf>,
+    /// `user[:group]`, by number or name; root when unset.
+    pub user: Option<String>,
+    /// The hostname; the caller supplies the default (the id's first 12).
+    pub hostname: Option<String>,
+    pub tty: bool,
+    /// Run cubby's init as PID 1 (reaps zombies, forwards signals).
+    pub init: bool,
+    /// Mount the root filesystem read-only.
+    pub read_only: bool,
+    pub resources: Resources,
+    pub security: Security,
+    pub ulimits: Vec<PosixRlimit>,
+    pub devices: Vec<DeviceMapping>,
+    /// `/dev/shm` size in bytes (Docker's ShmSize); the default tmpfs size when unset.
+    pub shm_size: Option<i64>,
+    /// Map container ids 0..count to host ids `host..host+count`.
+    pub userns: Option<(u32, u32)>,
+    /// Share the host's network namespace (`--network host`).
+    pub host_network: bool,
+    /// Extra mounts (binds, tmpfs), each replacing a default one at the
+    /// same destination.
+    pub mounts: Vec<Mount>,
+    /// `linux.cgroupsPath`.
+    pub cgroup_path: Option<PathBuf>,
+}
+
+/// cgroup limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub memory: Option<i64>,
+    /// Memory plus swap; -1 is unlimited swap.
+    pub memory_swap: Option<i64>,
+    pub memory_reservation: Option<i64>,
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<u64>,
+    pub cpu_shares: Option<u64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    /// Most processes; -1 is unlimited.
+    pub pids_limit: Option<i64>,
+}
+
+/// Seccomp choice.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Seccomp {
+    /// cubby's default profile (Docker's).
+    #[default]
+    Default,
+    Unconfined,
+    Profile(Box<LinuxSeccomp>),
+}
+
+/// Capabilities and the other security knobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Security {
+    pub cap_add: Vec<Capability>,
+    pub cap_add_all: bool,
+    pub cap_drop: Vec<Capability>,
+    pub cap_drop_all: bool,
+    /// Every capability, no seccomp, no masked or read-only paths, every
+    /// host device, a writable /sys.
+    pub privileged: bool,
+    pub no_new_privileges: bool,
+    pub seccomp: Seccomp,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            cap_add: Vec::new(),
+            cap_add_all: false,
+            cap_drop: Vec::new(),
+            cap_drop_all: false,
+            privileged: false,
+            // cubby's default (stricter than Docker's); `no-new-privileges=false` turns it off.
+            no_new_privileges: true,
+            seccomp: Seccomp::Default,
+        }
+    }
+}
+
+/// A host device made available in the container (`--device`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceMapping {
+    pub host: PathBuf,
+    pub container: PathBuf,
+    /// Some of `r`, `w`, `m`.
+    pub permissions: String,
+}
+
+/// The spec for `cfg` on the root filesystem at `rootfs`: cubby's defaults
+/// ([`cubby_runtime::spec::default_spec`]) and then each step.
+pub fn build(cfg: &ContainerConfig, rootfs: &Path) -> ConfigResult<Spec> {
+    let mut spec = cubby_runtime::spec::default_spec(rootfs, cfg.command.clone());
+    let user = steps::resolve_user(cfg, rootfs)?;
+    steps::process(cfg, &user, &mut spec)?;
+    steps::resources(cfg, &mut spec)?;
+    steps::security(cfg, &mut spec)?;
+    steps::devices(cfg, &mut spec)?;
+    steps::mounts(cfg, &mut spec)?;
+    steps::userns(cfg, &user, &mut spec)?;
+    Ok(spec)
+}
