@@ -829,3 +829,103 @@ fn demo_over_tls_with_single_login() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
 }
+
+/// Two `cubby serve` (two roots) on one PostgreSQL database and one engine:
+/// a teacher presses up-class on both at once, and students press start on
+/// both; every student still gets exactly one session and one sandbox.
+#[test]
+fn two_serves_one_database_postgres() {
+    let s = Serve::start("caas-two", DbKind::Postgres, &[]);
+    s.user("teach", "teacher", "teach-pass-1");
+    let t = s.token("teach", "teach-pass-1");
+    let tpl = template(&s, &t, "demo", demo_spec());
+    let c = s.ok(
+        "POST",
+        "/api/classes",
+        Some(&t),
+        Some(json!({"name": "Two", "code": "two", "capacity": 10, "template_id": tpl})),
+    );
+    let cid = c["id"].as_str().unwrap().to_string();
+    let csv: String = (0..10).map(|i| format!("tw{i},pass-tw-{i:02}\n")).collect();
+    let (st, _, body) = s
+        .raw(
+            "POST",
+            &format!("/api/classes/{cid}/students/import"),
+            &format!("Authorization: Bearer {t}\r\n"),
+            "text/csv",
+            Some(&csv),
+        )
+        .unwrap();
+    assert_eq!(st, 200, "{body}");
+
+    // The second instance: its own root, the same database and engine.
+    let root2 = s.d.tmp.path().join("root2");
+    let port2 = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log2 = s.d.tmp.path().join("serve2.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_cubby"))
+        .arg("--root")
+        .arg(&root2)
+        .env("CUBBY_DATABASE", &s.database)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port2}")])
+        .arg("--engine")
+        .arg(format!("unix://{}", s.d.socket.display()))
+        .stdout(std::fs::File::create(&log2).unwrap())
+        .stderr(std::fs::File::create(s.d.tmp.path().join("serve2.err")).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+    daemon::eventually("the second serve listening", || {
+        std::fs::read_to_string(&log2)
+            .unwrap_or_default()
+            .contains("listening")
+            .then_some(())
+    });
+    let s2 = |method: &str, path: &str, tok: &str, body: Option<Value>| -> Value {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port2)).unwrap();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        use std::io::{Read, Write};
+        write!(c, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {tok}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+        serde_json::from_str(body).unwrap()
+    };
+    // Tokens from one instance work on the other (the key is in the database).
+    let students: Vec<String> = (0..10)
+        .map(|i| s.token(&format!("tw{i}"), &format!("pass-tw-{i:02}")))
+        .collect();
+    std::thread::scope(|sc| {
+        sc.spawn(|| s.ok("POST", &format!("/api/classes/{cid}/up"), Some(&t), None));
+        sc.spawn(|| s2("POST", &format!("/api/classes/{cid}/up"), &t, None));
+        for tok in &students {
+            sc.spawn(|| {
+                s.ok(
+                    "POST",
+                    "/api/sessions",
+                    Some(tok),
+                    Some(json!({"class_id": cid})),
+                )
+            });
+            sc.spawn(|| s2("POST", "/api/sessions", tok, Some(json!({"class_id": cid}))));
+        }
+    });
+    let all = s.until("/api/sessions", &t, 120, |v| {
+        let a = v.as_array().unwrap();
+        !a.is_empty() && a.iter().all(|x| x["state"] == "ready")
+    });
+    assert_eq!(all.as_array().unwrap().len(), 10, "{all}");
+    assert_eq!(s2("GET", "/api/sessions", &t, None), all);
+    assert_eq!(sandboxes(&s, &cid, true).len(), 10, "double-provisioned");
+}
