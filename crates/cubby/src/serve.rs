@@ -112,9 +112,14 @@ pub enum UserCmd {
     Ls,
 }
 
+/// ROOT/caas, readable by root only: the database holds password hashes
+/// and the token signing key.
 fn caas_dir(root: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = root.join("caas");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 700 {}", dir.display()))?;
     Ok(dir)
 }
 

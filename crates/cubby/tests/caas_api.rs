@@ -704,6 +704,16 @@ fn bad_database_and_admin_cli() {
     let demo = ok(&["admin", "init", "--demo"]);
     assert!(demo.contains("student1") && demo.contains("curl"), "{demo}");
     assert!(tmp.path().join("caas/caas.db").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(tmp.path().join("caas"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o700,
+        "ROOT/caas holds password hashes and the signing key"
+    );
     let again = cubby(&["admin", "init", "--demo"]);
     assert!(
         !again.status.success()
