@@ -492,6 +492,28 @@ fn authz_tokens_and_bad_input(db: DbKind, tag: &str) {
         )
         .unwrap();
     assert_eq!(st, 200, "{body}");
+    // A cookie-authenticated change from another origin is refused; from
+    // our own origin it passes (the raw client sends Host: 127.0.0.1).
+    let (st, _, body) = s
+        .raw(
+            "POST",
+            "/api/auth/logout",
+            &format!("Cookie: {pair}\r\nOrigin: http://evil.example\r\n"),
+            "application/json",
+            None,
+        )
+        .unwrap();
+    assert_eq!(st, 403, "{body}");
+    let (st, _, body) = s
+        .raw(
+            "POST",
+            "/api/auth/logout",
+            &format!("Cookie: {pair}\r\nOrigin: http://127.0.0.1\r\n"),
+            "application/json",
+            None,
+        )
+        .unwrap();
+    assert_eq!(st, 200, "{body}");
 
     // Refresh tokens rotate: the old one is refused after use.
     let l = s.login("bob", "bob-pass-123");

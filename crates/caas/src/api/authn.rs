@@ -56,9 +56,16 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::to_string);
-        let token = bearer
-            .or_else(|| cookie(&parts.headers, ACCESS_COOKIE))
-            .ok_or_else(|| Error::Unauthenticated("sign in first: POST /api/auth/login".into()))?;
+        let token = match bearer {
+            Some(t) => t,
+            None => {
+                let t = cookie(&parts.headers, ACCESS_COOKIE).ok_or_else(|| {
+                    Error::Unauthenticated("sign in first: POST /api/auth/login".into())
+                })?;
+                check_origin(parts)?;
+                t
+            }
+        };
         let claims = st.signer.verify(&token, crate::store::now())?;
         if !st.store().login_active(&claims.sid, &claims.sub).await? {
             return Err(Error::Unauthenticated("this login was revoked (logout, password change or account disabled): sign in again".into()));
@@ -69,4 +76,33 @@ impl FromRequestParts<AppState> for Caller {
             login: claims.sid,
         })
     }
+}
+
+/// Cookies ride along on cross-site requests: besides SameSite=Strict, a
+/// cookie-authenticated change must not come from another origin (when the
+/// browser says where it comes from).
+fn check_origin(parts: &Parts) -> Result<()> {
+    use axum::http::Method;
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let Some(origin) = parts
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Ok(());
+    };
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
+    if origin_host.is_empty() || origin_host != host {
+        return Err(Error::Forbidden(format!(
+            "cross-site request from {origin} refused: use the service's own pages or a bearer token"
+        )));
+    }
+    Ok(())
 }
