@@ -211,6 +211,10 @@ enum Cmd {
     },
     /// Serve the Docker Engine API (starts the container monitor if needed).
     Daemon(cubby::daemon::DaemonArgs),
+    /// The classroom service: REST API, accounts, classes, sandboxes.
+    Serve(Box<cubby::serve::ServeArgs>),
+    /// Operate the classroom service's store (users, demo data).
+    Admin(cubby::serve::AdminArgs),
     /// The process that parents every container (started by the daemon).
     #[command(hide = true)]
     Monitor(cubby::daemon::MonitorArgs),
@@ -340,6 +344,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Daemon(args) => {
             cubby::daemon::run_daemon(args, &cli.root, &cli.state_dir, &cli.insecure_registry)?;
+            Ok(0)
+        }
+        Cmd::Serve(args) => {
+            cubby::serve::run_serve(*args, &cli.root, &cli.state_dir)?;
+            Ok(0)
+        }
+        Cmd::Admin(args) => {
+            cubby::serve::run_admin(args, &cli.root)?;
             Ok(0)
         }
         Cmd::Monitor(args) => {

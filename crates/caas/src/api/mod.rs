@@ -1,0 +1,172 @@
+//! The REST API under /api/. Routes are declared once, in [`routes`], with
+//! their documentation; the router and the OpenAPI document are both built
+//! from that table, so they cannot drift apart.
+
+pub mod authn;
+pub mod error;
+mod handlers;
+mod openapi;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::Method;
+use axum::routing::{get, post, put, MethodRouter};
+use axum::Router;
+
+use crate::auth::jwt::Signer;
+use crate::auth::ratelimit::RateLimiter;
+use crate::sessions::Manager;
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    /// A new login revokes the user's other logins.
+    pub single_login: bool,
+    /// Mark cookies `Secure` (when serving TLS).
+    pub secure_cookies: bool,
+    /// Login attempts per user name and per client address, per minute.
+    pub per_user_per_min: u32,
+    pub per_addr_per_min: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(7 * 24 * 3600),
+            single_login: false,
+            secure_cookies: false,
+            per_user_per_min: 10,
+            per_addr_per_min: 60,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub manager: Arc<Manager>,
+    pub signer: Signer,
+    pub auth: AuthConfig,
+    pub rl_user: RateLimiter,
+    pub rl_addr: RateLimiter,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// The signing key lives in the database (shared by every instance on
+    /// it), created on first start, never logged.
+    pub async fn new(manager: Arc<Manager>, auth: AuthConfig) -> crate::error::Result<AppState> {
+        let key = manager
+            .store
+            .setting_or_init("jwt_hs256_key", || {
+                crate::store::hex(&crate::auth::random_bytes::<32>())
+            })
+            .await?;
+        let minute = Duration::from_secs(60);
+        Ok(AppState(Arc::new(Inner {
+            signer: Signer::new(key.as_bytes()),
+            rl_user: RateLimiter::new(auth.per_user_per_min, minute),
+            rl_addr: RateLimiter::new(auth.per_addr_per_min, minute),
+            auth,
+            manager,
+        })))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.manager.store
+    }
+}
+
+/// One API route: what the router serves and what OpenAPI documents.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub summary: &'static str,
+    /// Who may call it ("public", "any", "admin", "teacher", "student" ...).
+    pub access: &'static str,
+    /// An example request body (JSON, or CSV for imports).
+    pub body: Option<&'static str>,
+    pub tag: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+macro_rules! route {
+    ($m:ident, $path:literal, $tag:literal, $access:literal, $summary:literal, $body:expr, $h:expr) => {
+        Route {
+            method: Method::$m,
+            path: $path,
+            summary: $summary,
+            access: $access,
+            body: $body,
+            tag: $tag,
+            handler: route!(@r $m, $h),
+        }
+    };
+    (@r GET, $h:expr) => { get($h) };
+    (@r POST, $h:expr) => { post($h) };
+    (@r PUT, $h:expr) => { put($h) };
+}
+
+pub fn routes() -> Vec<Route> {
+    use handlers as h;
+    vec![
+        route!(GET, "/api/health", "meta", "public", "Liveness: the service and its database answer", None, h::health),
+        route!(GET, "/api/openapi.json", "meta", "public", "This API as OpenAPI 3", None, openapi::serve),
+        route!(POST, "/api/auth/login", "auth", "public", "Sign in: access token (also an httpOnly cookie) and refresh token; rate-limited per user and address", Some(r#"{"username":"ann","password":"..."}"#), h::login),
+        route!(POST, "/api/auth/refresh", "auth", "public", "Trade a refresh token (body or cookie) for new tokens; the old refresh token stops working", Some(r#"{"refresh_token":"..."}"#), h::refresh),
+        route!(POST, "/api/auth/logout", "auth", "any", "Revoke this login (its access and refresh tokens)", None, h::logout),
+        route!(GET, "/api/auth/me", "auth", "any", "Who am I", None, h::me),
+        route!(POST, "/api/auth/password", "auth", "any", "Change my password; revokes all my logins", Some(r#"{"old_password":"...","new_password":"..."}"#), h::change_password),
+        route!(GET, "/api/users", "users", "admin", "List users", None, h::list_users),
+        route!(POST, "/api/users", "users", "admin", "Create a user", Some(r#"{"username":"ann","role":"student","password":"..."}"#), h::create_user),
+        route!(POST, "/api/users/import", "users", "admin", "Create users from CSV (username,role,password per line): all or none", Some("username,role,password\nann,student,secret123\n"), h::import_users),
+        route!(POST, "/api/users/{id}/password", "users", "admin", "Set a user's password; revokes their logins", Some(r#"{"password":"..."}"#), h::set_user_password),
+        route!(POST, "/api/users/{id}/disabled", "users", "admin", "Disable (revoking their logins) or enable a user", Some(r#"{"disabled":true}"#), h::set_user_disabled),
+        route!(GET, "/api/classes", "classes", "any", "Classes: all (admin), taught (teacher), enrolled (student)", None, h::list_classes),
+        route!(POST, "/api/classes", "classes", "teacher, admin", "Create a class", Some(r#"{"name":"Systems 101","code":"sys101","capacity":30,"template_id":null}"#), h::create_class),
+        route!(POST, "/api/classes/join", "classes", "student", "Join a class by its join code (capacity enforced atomically)", Some(r#"{"join_code":"ABCDE23456"}"#), h::join_class),
+        route!(GET, "/api/classes/{id}", "classes", "teacher of the class, admin, enrolled student", "A class (the join code only for its teachers and admins)", None, h::get_class),
+        route!(PUT, "/api/classes/{id}/template", "classes", "teacher of the class, admin", "Assign the class's template", Some(r#"{"template_id":"..."}"#), h::set_class_template),
+        route!(GET, "/api/classes/{id}/students", "classes", "teacher of the class, admin", "The class's students", None, h::list_students),
+        route!(POST, "/api/classes/{id}/students", "classes", "teacher of the class, admin", "Enrol a student by user name", Some(r#"{"username":"ann"}"#), h::add_student),
+        route!(POST, "/api/classes/{id}/students/import", "classes", "teacher of the class, admin", "Enrol students from CSV (username[,password]; a password creates the student): checked first, then all enrolled", Some("ann\nbob,secret123\n"), h::import_students),
+        route!(POST, "/api/classes/{id}/up", "sessions", "teacher of the class, admin", "Start every student's session (bounded concurrency); ?wait=true waits until they settle", None, h::up_class),
+        route!(POST, "/api/classes/{id}/down", "sessions", "teacher of the class, admin", "Stop every active session of the class (sandboxes and workspaces are kept)", None, h::down_class),
+        route!(GET, "/api/templates", "templates", "teacher, admin", "List templates", None, h::list_templates),
+        route!(POST, "/api/templates", "templates", "teacher, admin", "Create a template; validated (image present, memory, port, non-root user ...)", Some(r#"{"name":"demo","spec":{"image":"cubby-demo:latest","port":8080,"memory_bytes":67108864}}"#), h::create_template),
+        route!(GET, "/api/templates/{id}", "templates", "teacher, admin", "A template", None, h::get_template),
+        route!(GET, "/api/sessions", "sessions", "any", "Sessions: mine (student), my classes' (teacher), all (admin); ?active=true", None, h::list_sessions),
+        route!(POST, "/api/sessions", "sessions", "student; teacher of the class, admin with student_id", "Start my sandbox in a class (idempotent: an active session is returned as is); ?wait=true waits until it is ready or failed", Some(r#"{"class_id":"...","student_id":null}"#), h::start_session),
+        route!(GET, "/api/sessions/{id}", "sessions", "its student, teacher of its class, admin", "A session and its state", None, h::get_session),
+        route!(POST, "/api/sessions/{id}/stop", "sessions", "its student, teacher of its class, admin", "Stop a session (its sandbox and workspace are kept)", None, h::stop_session),
+        route!(GET, "/api/audit", "admin", "admin", "The audit log, newest first (?limit=N)", None, h::audit_log),
+        route!(GET, "/api/orphans", "admin", "admin", "Sandboxes with this service's labels and no session (reported, never deleted)", None, h::orphans),
+    ]
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut r = Router::new();
+    for route in routes() {
+        r = r.route(route.path, route.handler);
+    }
+    r.fallback(|| async {
+        crate::error::Error::NotFound("this API path (see /api/openapi.json)".into())
+    })
+    .method_not_allowed_fallback(|| async {
+        crate::error::Error::MethodNotAllowed(
+            "this method is not served on this path (see /api/openapi.json)".into(),
+        )
+    })
+    .with_state(state)
+}

@@ -1,0 +1,158 @@
+//! An in-memory Backend for the state machine tests (the API tests in
+//! crates/cubby run real sandboxes through the real engine).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cubby_caas::backend::*;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+
+pub struct Fake {
+    pub sandboxes: Mutex<BTreeMap<String, SandboxInfo>>,
+    /// How many times a sandbox was actually created.
+    pub creates: AtomicUsize,
+    pub start_delay: Duration,
+    pub events: broadcast::Sender<SandboxEvent>,
+    pub images: Vec<String>,
+}
+
+impl Fake {
+    pub fn new(start_delay: Duration) -> Fake {
+        Fake {
+            sandboxes: Mutex::new(BTreeMap::new()),
+            creates: AtomicUsize::new(0),
+            start_delay,
+            events: broadcast::channel(1024).0,
+            images: vec!["demo:1".into()],
+        }
+    }
+
+    /// The sandbox's process dies (OOM or not), as the engine would report.
+    pub fn exit(&self, name: &str, code: i64, oom: bool) {
+        if let Some(s) = self.sandboxes.lock().unwrap().get_mut(name) {
+            s.status = SandboxStatus::Exited;
+            s.exit_code = Some(code);
+            s.oom_killed = oom;
+        }
+        let _ = self.events.send(SandboxEvent::Exited {
+            name: name.into(),
+            exit_code: code,
+            oom_killed: oom,
+        });
+    }
+
+    pub fn running(&self) -> usize {
+        self.sandboxes
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| s.status == SandboxStatus::Running)
+            .count()
+    }
+}
+
+#[async_trait]
+impl Backend for Fake {
+    async fn describe(&self) -> Result<String, BackendError> {
+        Ok("fake".into())
+    }
+    async fn check_image(&self, image: &str) -> Result<(), BackendError> {
+        if self.images.iter().any(|i| i == image) {
+            Ok(())
+        } else {
+            Err(BackendError::ImageMissing {
+                image: image.into(),
+                hint: "import it".into(),
+            })
+        }
+    }
+    async fn ensure_network(&self, _net: &ClassNetwork) -> Result<(), BackendError> {
+        Ok(())
+    }
+    async fn remove_network(&self, _name: &str) -> Result<(), BackendError> {
+        Ok(())
+    }
+    async fn start_sandbox(&self, spec: &SandboxSpec) -> Result<SandboxInfo, BackendError> {
+        tokio::time::sleep(self.start_delay).await;
+        let mut m = self.sandboxes.lock().unwrap();
+        let info = m.entry(spec.name.clone()).or_insert_with(|| {
+            self.creates.fetch_add(1, Ordering::SeqCst);
+            SandboxInfo {
+                id: spec.name.clone(),
+                name: spec.name.clone(),
+                status: SandboxStatus::Created,
+                labels: spec.labels.clone(),
+                address: Some("10.0.0.2".parse().unwrap()),
+                exit_code: None,
+                oom_killed: false,
+            }
+        });
+        info.status = SandboxStatus::Running;
+        Ok(info.clone())
+    }
+    async fn inspect_sandbox(&self, name: &str) -> Result<Option<SandboxInfo>, BackendError> {
+        Ok(self.sandboxes.lock().unwrap().get(name).cloned())
+    }
+    async fn stop_sandbox(&self, name: &str, _grace: Duration) -> Result<(), BackendError> {
+        if let Some(s) = self.sandboxes.lock().unwrap().get_mut(name) {
+            s.status = SandboxStatus::Exited;
+        }
+        Ok(())
+    }
+    async fn remove_sandbox(&self, name: &str) -> Result<(), BackendError> {
+        self.sandboxes.lock().unwrap().remove(name);
+        Ok(())
+    }
+    async fn list_sandboxes(&self) -> Result<Vec<SandboxInfo>, BackendError> {
+        Ok(self.sandboxes.lock().unwrap().values().cloned().collect())
+    }
+    async fn exec(
+        &self,
+        _name: &str,
+        _cmd: &[String],
+        _user: Option<&str>,
+    ) -> Result<ExecOutput, BackendError> {
+        Err(BackendError::Unsupported("exec".into()))
+    }
+    async fn wait_ready(
+        &self,
+        sandbox: &SandboxInfo,
+        _port: u16,
+        _timeout: Duration,
+    ) -> Result<(), BackendError> {
+        match self.sandboxes.lock().unwrap().get(&sandbox.name) {
+            Some(s) if s.status == SandboxStatus::Running => Ok(()),
+            _ => Err(BackendError::NotReady {
+                name: sandbox.name.clone(),
+                reason: "exited".into(),
+            }),
+        }
+    }
+    async fn events(
+        &self,
+    ) -> Result<BoxStream<'static, Result<SandboxEvent, BackendError>>, BackendError> {
+        let rx = self.events.subscribe();
+        Ok(tokio_stream_from(rx))
+    }
+}
+
+fn tokio_stream_from(
+    rx: broadcast::Receiver<SandboxEvent>,
+) -> BoxStream<'static, Result<SandboxEvent, BackendError>> {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => return Some((Ok(ev), rx)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .boxed()
+}

@@ -1,0 +1,454 @@
+//! `cubby serve` and `cubby admin`: the classroom service's command line.
+//! The service itself is crates/caas; this file parses options, opens the
+//! store, finds (or starts) the engine, and listens (TCP or TLS).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use cubby_caas::api::AuthConfig;
+use cubby_caas::sessions::ManagerConfig;
+use cubby_caas::store::users::Role;
+use cubby_caas::store::Store;
+
+/// The demo template's image, built locally (no internet needed).
+pub const DEMO_IMAGE: &str = "cubby-demo:latest";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Where to serve the API (and later the web UI and proxy).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "IP:PORT")]
+    pub listen: SocketAddr,
+    /// sqlite://PATH (default ROOT/caas/caas.db) or postgres://USER@HOST:PORT/DB.
+    #[arg(long, env = "CUBBY_DATABASE", value_name = "URL")]
+    pub database: Option<String>,
+    /// The Docker Engine API that runs sandboxes (dockerd, podman's API
+    /// service, another cubby engine). Default: cubby's own engine on
+    /// /run/cubby/cubby.sock, started here when none answers.
+    #[arg(long, value_name = "unix://PATH|tcp://HOST:PORT")]
+    pub engine: Option<String>,
+    /// For an engine other than cubby's: firewall rules installed by the
+    /// operator keep sandboxes from the host's addresses (docs/caas-backend.md).
+    #[arg(long)]
+    pub operator_firewall: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long = "tls-cert", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long = "tls-key", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// First run: create an admin, a teacher, students and a class with a
+    /// locally built image, and print how to sign in.
+    #[arg(long)]
+    pub demo: bool,
+    /// A new login signs the user out everywhere else.
+    #[arg(long)]
+    pub single_login: bool,
+    /// Lifetime of access tokens.
+    #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+    pub access_token_ttl: u64,
+    /// Sandboxes started at once (up-class is bounded by this).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub start_concurrency: usize,
+    /// Seconds a stopping sandbox gets before it is killed.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub stop_grace: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// sqlite://PATH (default ROOT/caas/caas.db) or postgres://...
+    #[arg(long, env = "CUBBY_DATABASE", value_name = "URL")]
+    pub database: Option<String>,
+    #[command(subcommand)]
+    pub cmd: AdminCmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Set up the store; --demo adds demo accounts and a class.
+    Init {
+        #[arg(long)]
+        demo: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Add a user (a random password is printed unless given).
+    Add {
+        name: String,
+        #[arg(long, default_value = "student")]
+        role: String,
+        /// Read the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Add users from a CSV file: username,role,password per line (all or none).
+    Import {
+        #[arg(long, value_name = "FILE")]
+        csv: PathBuf,
+    },
+    /// Set a user's password (revokes their logins); random unless --password-stdin.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a user (revokes their logins); --enable undoes it.
+    Disable {
+        name: String,
+        #[arg(long)]
+        enable: bool,
+    },
+    /// List users.
+    Ls,
+}
+
+/// ROOT/caas, readable by root only: the database holds password hashes
+/// and the token signing key.
+fn caas_dir(root: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = root.join("caas");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 700 {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn database_url(root: &Path, given: &Option<String>) -> Result<String> {
+    Ok(match given {
+        Some(u) => u.clone(),
+        None => cubby_caas::store::default_url(&caas_dir(root)?),
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+/// This root's instance id (a lease owner), kept across restarts: after a
+/// crash the new process knows the old leases were its own. The lock file
+/// guarantees the previous holder is gone.
+fn instance(caas: &Path) -> Result<(String, std::fs::File)> {
+    let lock_path = caas.join("serve.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("open {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        bail!(
+            "another `cubby serve` uses {} already: stop it, or give this one another --root",
+            caas.display()
+        );
+    }
+    let id_path = caas.join("instance-id");
+    let id = match std::fs::read_to_string(&id_path) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+        _ => {
+            let id = cubby_caas::store::new_id();
+            write_atomic(&id_path, id.as_bytes())?;
+            id
+        }
+    };
+    Ok((id, lock))
+}
+
+/// write-temp + fsync + rename.
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    Ok(())
+}
+
+fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .with_context(|| {
+            format!(
+                "--tls-cert {}: read a PEM certificate chain",
+                cert.display()
+            )
+        })?;
+    if certs.is_empty() {
+        bail!("--tls-cert {}: no certificate in it", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("--tls-key {}: read a PEM private key", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("--tls-cert/--tls-key: the key does not match the certificate")?;
+    Ok(Arc::new(config))
+}
+
+fn print_demo(d: &cubby_caas::demo::DemoAccounts, base: &str) {
+    println!(
+        "demo accounts (passwords are shown once; `cubby admin user passwd NAME` resets one):"
+    );
+    for (name, role, pw) in &d.users {
+        println!("  {:<10} {:<8} {pw}", name, role.as_str());
+    }
+    let (_, _, spw) = &d.users[2];
+    println!(
+        "class demo101: id {}, join code {}",
+        d.class_id, d.join_code
+    );
+    println!("try it (the web UI comes later):");
+    println!("  curl -s -c jar -H 'Content-Type: application/json' -d '{{\"username\":\"student1\",\"password\":\"{spw}\"}}' {base}/api/auth/login");
+    println!("  curl -s -b jar -H 'Content-Type: application/json' -d '{{\"class_id\":\"{}\"}}' '{base}/api/sessions?wait=true'", d.class_id);
+    println!("  curl -s -b jar {base}/api/sessions");
+    println!("  API description: {base}/api/openapi.json");
+}
+
+/// Argon2id allocates 19 MiB per hash. glibc raises its mmap threshold after
+/// such a block is freed, after which they come from per-thread arenas and
+/// stay resident (hundreds of MiB after a class signs in). A fixed threshold
+/// keeps big blocks on mmap, returned to the system when freed.
+fn big_allocations_on_mmap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; called before any
+    // thread of ours exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
+    big_allocations_on_mmap();
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        bail!("--tls-cert and --tls-key go together");
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(tls_config(c, k)?),
+        _ => None,
+    };
+    let caas = caas_dir(root)?;
+    let (instance_id, _lock) = instance(&caas)?;
+    let url = database_url(root, &args.database)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let store = Store::open(&url).await?;
+        let (engine, backend) = crate::serve_backend::connect(
+            args.engine.as_deref(),
+            args.operator_firewall,
+            root,
+            state_dir,
+        )
+        .await?;
+        eprintln!(
+            "cubby serve: engine {engine} ({}), database {}",
+            backend.describe().await?,
+            cubby_caas::store::redact(&url)
+        );
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", args.listen);
+        if args.demo {
+            crate::serve_backend::demo_image(root, DEMO_IMAGE).await?;
+            match cubby_caas::demo::init(&store, Some(backend.as_ref()), DEMO_IMAGE).await {
+                Ok(d) => print_demo(&d, &base),
+                Err(cubby_caas::Error::Conflict(m)) => println!("{m}"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mcfg = ManagerConfig {
+            instance: instance_id,
+            start_concurrency: args.start_concurrency,
+            stop_grace: Duration::from_secs(args.stop_grace),
+            ..ManagerConfig::default()
+        };
+        let auth = AuthConfig {
+            access_ttl: Duration::from_secs(args.access_token_ttl.max(1)),
+            single_login: args.single_login,
+            secure_cookies: tls.is_some(),
+            ..AuthConfig::default()
+        };
+        let service = cubby_caas::serve::start(store, backend, mcfg, auth).await?;
+        let tcp = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("--listen {}", args.listen))?;
+        println!("cubby serve: listening on {base}");
+        let app = service
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        match tls {
+            Some(cfg) => {
+                // tap_io: gives the TLS listener the peer address (ConnectInfo).
+                use axum::serve::ListenerExt;
+                axum::serve(crate::tls::TlsListener::new(tcp, cfg)?.tap_io(|_| {}), app).await?
+            }
+            None => axum::serve(tcp, app).await?,
+        }
+        anyhow::Ok(())
+    })
+}
+
+fn read_password(from_stdin: bool) -> Result<(String, bool)> {
+    if from_stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_line(&mut s)
+            .context("read the password from stdin")?;
+        Ok((s.trim_end_matches(['\r', '\n']).to_string(), false))
+    } else {
+        Ok((
+            cubby_caas::store::hex(&cubby_caas::auth::random_bytes::<8>()),
+            true,
+        ))
+    }
+}
+
+pub fn run_admin(args: AdminArgs, root: &Path) -> Result<()> {
+    let url = database_url(root, &args.database)?;
+    runtime()?.block_on(async move {
+        let store = Store::open(&url).await?;
+        let by_name = |name: String| {
+            let store = store.clone();
+            async move {
+                store
+                    .user_by_name(&name)
+                    .await?
+                    .with_context(|| format!("no user {name}: `cubby admin user ls` lists them"))
+            }
+        };
+        match args.cmd {
+            AdminCmd::Init { demo } => {
+                if demo {
+                    crate::serve_backend::demo_image(root, DEMO_IMAGE).await?;
+                    let d = cubby_caas::demo::init(&store, None, DEMO_IMAGE).await?;
+                    print_demo(&d, "http://127.0.0.1:8080");
+                } else {
+                    println!("store ready: {}", cubby_caas::store::redact(&url));
+                }
+            }
+            AdminCmd::User(UserCmd::Add {
+                name,
+                role,
+                password_stdin,
+            }) => {
+                let role = Role::parse(&role)?;
+                let (pw, generated) = read_password(password_stdin)?;
+                let u = store
+                    .create_user(&name, role, &cubby_caas::auth::hash_password(&pw)?)
+                    .await?;
+                store
+                    .audit(None, "user.create", Some(&u.username), Some("cli"))
+                    .await?;
+                println!(
+                    "{} {} {}",
+                    u.username,
+                    role.as_str(),
+                    if generated { pw.as_str() } else { "" }
+                );
+            }
+            AdminCmd::User(UserCmd::Import { csv }) => {
+                let text = std::fs::read_to_string(&csv)
+                    .with_context(|| format!("read {}", csv.display()))?;
+                let mut todo = Vec::new();
+                for r in cubby_caas::csv::parse_users(&text, true)? {
+                    let pw = r.password.with_context(|| {
+                        format!(
+                            "{} line {}: {} has no password (username,role,password)",
+                            csv.display(),
+                            r.line,
+                            r.username
+                        )
+                    })?;
+                    todo.push((
+                        r.username,
+                        r.role.unwrap_or(Role::Student),
+                        cubby_caas::auth::hash_password(&pw)?,
+                    ));
+                }
+                let users = store.create_users(&todo).await?;
+                store
+                    .audit(
+                        None,
+                        "user.import",
+                        Some(&format!("{} users", users.len())),
+                        Some("cli"),
+                    )
+                    .await?;
+                println!("imported {} users", users.len());
+            }
+            AdminCmd::User(UserCmd::Passwd {
+                name,
+                password_stdin,
+            }) => {
+                let u = by_name(name).await?;
+                let (pw, generated) = read_password(password_stdin)?;
+                store
+                    .set_password(&u.id, &cubby_caas::auth::hash_password(&pw)?)
+                    .await?;
+                store
+                    .audit(None, "user.passwd", Some(&u.username), Some("cli"))
+                    .await?;
+                println!(
+                    "{} {}",
+                    u.username,
+                    if generated {
+                        pw.as_str()
+                    } else {
+                        "password set"
+                    }
+                );
+            }
+            AdminCmd::User(UserCmd::Disable { name, enable }) => {
+                let u = by_name(name).await?;
+                store.set_disabled(&u.id, !enable).await?;
+                store
+                    .audit(
+                        None,
+                        if enable {
+                            "user.enable"
+                        } else {
+                            "user.disable"
+                        },
+                        Some(&u.username),
+                        Some("cli"),
+                    )
+                    .await?;
+                println!(
+                    "{} {}",
+                    u.username,
+                    if enable { "enabled" } else { "disabled" }
+                );
+            }
+            AdminCmd::User(UserCmd::Ls) => {
+                println!("{:<24} {:<8} {:<8} ID", "USERNAME", "ROLE", "STATUS");
+                for u in store.users().await? {
+                    let status = if u.disabled { "disabled" } else { "active" };
+                    println!(
+                        "{:<24} {:<8} {:<8} {}",
+                        u.username,
+                        u.role.as_str(),
+                        status,
+                        u.id
+                    );
+                }
+            }
+        }
+        anyhow::Ok(())
+    })
+}
