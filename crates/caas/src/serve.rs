@@ -34,7 +34,7 @@ pub async fn start(
     tokio::spawn(manager.clone().follow_events());
     tokio::spawn(manager.clone().reconcile_loop(Duration::from_secs(5)));
     Ok(Service {
-        router: api::router(state),
+        router: api::router(state.clone()).merge(crate::web::router(state)),
         manager,
         orphans,
     })

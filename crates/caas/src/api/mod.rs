@@ -4,7 +4,7 @@
 
 pub mod authn;
 pub mod error;
-mod handlers;
+pub(crate) mod handlers;
 mod openapi;
 
 use std::sync::Arc;
@@ -54,6 +54,8 @@ pub struct Inner {
     pub auth: AuthConfig,
     pub rl_user: RateLimiter,
     pub rl_addr: RateLimiter,
+    /// The routing proxy's pooled client.
+    pub upstream: crate::proxy::Upstream,
 }
 
 impl std::ops::Deref for AppState {
@@ -80,6 +82,7 @@ impl AppState {
             rl_addr: RateLimiter::new(auth.per_addr_per_min, minute),
             auth,
             manager,
+            upstream: crate::proxy::Upstream::default(),
         })))
     }
 
@@ -150,6 +153,8 @@ pub fn routes() -> Vec<Route> {
         route!(POST, "/api/sessions", "sessions", "student; teacher of the class, admin with student_id", "Start my sandbox in a class (idempotent: an active session is returned as is); ?wait=true waits until it is ready or failed", Some(r#"{"class_id":"...","student_id":null}"#), h::start_session),
         route!(GET, "/api/sessions/{id}", "sessions", "its student, teacher of its class, admin", "A session and its state", None, h::get_session),
         route!(POST, "/api/sessions/{id}/stop", "sessions", "its student, teacher of its class, admin", "Stop a session (its sandbox and workspace are kept)", None, h::stop_session),
+        route!(GET, "/api/sessions/{id}/terminal", "sessions", "its student, teacher of its class, admin", "Websocket: a shell with a pty in the sandbox as its user (binary frames: bytes both ways; text frames: {\"resize\":[cols,rows]})", None, crate::web::terminal::terminal),
+        route!(GET, "/api/sessions/{id}/activity", "sessions", "its student, teacher of its class, admin", "Proxied requests and bytes, terminal input and the last activity time (for idle culling)", None, crate::web::terminal::activity),
         route!(GET, "/api/audit", "admin", "admin", "The audit log, newest first (?limit=N)", None, h::audit_log),
         route!(GET, "/api/orphans", "admin", "admin", "Sandboxes with this service's labels and no session (reported, never deleted)", None, h::orphans),
     ]
