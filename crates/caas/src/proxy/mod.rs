@@ -340,7 +340,17 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
         };
     }
     let (mut parts, body) = req.into_parts();
-    let who = match Caller::from_request_parts(&mut parts, &st).await {
+    // Browsers prove who they are with the login cookie; an Authorization
+    // header then belongs to the app (and is removed all the same). A bearer
+    // token is used only without the cookie (API clients, benchmarks).
+    let app_auth = if crate::api::authn::cookie(&parts.headers, ACCESS_COOKIE).is_some() {
+        parts.headers.remove(header::AUTHORIZATION)
+    } else {
+        None
+    };
+    let who = Caller::from_request_parts(&mut parts, &st).await;
+    drop(app_auth);
+    let who = match who {
         Ok(c) => c,
         Err(e) => return error_page(e),
     };
