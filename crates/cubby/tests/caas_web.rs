@@ -343,9 +343,10 @@ fn terminal_shell_in_the_sandbox() {
         "echo uid=$(id -u) sum=$((6*7)); stty size; pwd\n".into(),
     ))
     .unwrap();
-    let out = read_until(&mut ws, "/workspace").unwrap();
+    // `stty size` prints "rows cols"; the typed line never contains it.
+    let out = read_until(&mut ws, "31 101").unwrap();
     assert!(out.contains("uid=1000 sum=42"), "{out}");
-    assert!(out.contains("31 101"), "resize not applied: {out}");
+    assert!(out.contains("\n/workspace"), "{out}");
     // Ctrl-C interrupts a running command; the shell lives on.
     ws.send(tungstenite::Message::Binary("sleep 30\n".into()))
         .unwrap();
