@@ -120,7 +120,8 @@ try {
   await card.locator('[data-state="stopped"]').waitFor();
   await teacher.goto(base + '/#/class/' + process.env.CUBBY_CLASS);
   await annRow.locator('[data-state="stopped"]').waitFor();
-  const r3 = await ann.goto(base + appHref);
+  // (a fresh URL: the browser may keep the app's page in its cache)
+  const r3 = await ann.goto(base + appHref + '?after-stop');
   if (r3.status() !== 410) fail(`a stopped session's app answered ${r3.status()}`);
   console.log('browser test passed');
 } finally {
