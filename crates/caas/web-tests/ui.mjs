@@ -76,7 +76,7 @@ try {
   await card.locator('[data-state="ready"]').waitFor();
   await shot(ann, 'ui-student-phone');
   const appHref = await card.getByRole('link', { name: 'Open app' }).getAttribute('href');
-  const sid = appHref.split('/')[2];
+  const sid = appHref.split('/')[3];
 
   // The teacher's roster changed by itself.
   await annRow.locator('[data-state="ready"]').waitFor();
@@ -92,6 +92,7 @@ try {
   await shot(ann, 'ui-terminal');
 
   // The proxied app.
+  // Open app: /api/sessions/ID/open redirects to /r/ID/.
   const resp = await ann.goto(base + appHref);
   if (resp.status() !== 200) fail(`the app answered ${resp.status()}`);
   await ann.waitForSelector('text=Hello from your cubby sandbox');
@@ -106,7 +107,7 @@ try {
   // Another student (keyboard only) is refused the first one's URLs.
   const bobCtx = await browser.newContext();
   const bob = await signIn(bobCtx, 'bob', 'bob-pass-123', true);
-  const r2 = await bob.goto(base + appHref);
+  const r2 = await bob.goto(base + `/r/${sid}/`);
   if (r2.status() !== 404) fail(`bob opened ann's app: ${r2.status()}`);
   await bob.waitForSelector('text=No such sandbox');
   await bob.goto(base + '/#/terminal/' + sid);
@@ -121,7 +122,7 @@ try {
   await teacher.goto(base + '/#/class/' + process.env.CUBBY_CLASS);
   await annRow.locator('[data-state="stopped"]').waitFor();
   // (a fresh URL: the browser may keep the app's page in its cache)
-  const r3 = await ann.goto(base + appHref + '?after-stop');
+  const r3 = await ann.goto(base + `/r/${sid}/?after-stop`);
   if (r3.status() !== 410) fail(`a stopped session's app answered ${r3.status()}`);
   console.log('browser test passed');
 } finally {

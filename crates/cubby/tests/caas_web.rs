@@ -78,6 +78,37 @@ fn get(s: &Serve, path: &str, token: Option<&str>, extra: &str) -> (u16, String,
         .unwrap()
 }
 
+/// A request with a given Host (and extra header lines, e.g. cookies).
+fn host_req(s: &Serve, host: &str, method: &str, path: &str, extra: &str) -> (u16, String, String) {
+    let mut t = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        t,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    t.read_to_end(&mut resp).unwrap();
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+/// A response header's value (first of that name).
+fn header(head: &str, name: &str) -> String {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
 /// Sets up teacher + two students in a class on `template`; returns
 /// (teacher, ann, bob, admin) tokens and the class id.
 fn class_of_two(s: &Serve, tag: &str) -> (String, String, String, String, String) {
@@ -178,7 +209,7 @@ fn ws_open(
 /// upgrades, ended and unknown sessions, activity.
 #[test]
 fn proxy_access_control_and_forwarding() {
-    let mut s = Serve::start("caas-web-proxy", DbKind::Sqlite, &[]);
+    let mut s = Serve::start("caas-web-proxy", DbKind::Sqlite, &["--domain", "apps.test"]);
     let (teach, ann, bob, admin, class) = class_of_two(&s, "webp");
     let a = start(&s, &ann, &class);
     let b = start(&s, &bob, &class);
@@ -311,6 +342,64 @@ fn proxy_access_control_and_forwarding() {
         Some(&bob),
         None,
     );
+
+    // {session}.{domain}: the login is carried by a one-time code to the
+    // session's own host, which sets a cookie of its own.
+    let port = s.port;
+    let (ah, bh) = (
+        format!("{a}.apps.test:{port}"),
+        format!("{b}.apps.test:{port}"),
+    );
+    let (st, head, _) = host_req(
+        &s,
+        &format!("127.0.0.1:{port}"),
+        "GET",
+        &format!("/api/sessions/{a}/open"),
+        &format!("Cookie: cubby_access={ann}\r\n"),
+    );
+    assert_eq!(st, 303, "{head}");
+    let loc = header(&head, "location");
+    let prefix = format!("http://{ah}/.cubby/enter?code=");
+    assert!(loc.starts_with(&prefix), "{loc}");
+    let enter = &loc["http://".len() + ah.len()..];
+    assert_eq!(
+        get(&s, &format!("/api/sessions/{a}/open"), Some(&bob), "").0,
+        404
+    );
+    let (st, head, _) = host_req(&s, &ah, "GET", enter, "");
+    assert_eq!(st, 303, "{head}");
+    let set = header(&head, "set-cookie");
+    assert!(
+        set.starts_with("cubby_app=") && set.contains("HttpOnly"),
+        "{set}"
+    );
+    let app_cookie = set.split(';').next().unwrap().to_string();
+    // One use only, and only for its own host.
+    assert_eq!(host_req(&s, &ah, "GET", enter, "").0, 401);
+    let (st, _, body) = host_req(
+        &s,
+        &ah,
+        "GET",
+        "/x?y=1",
+        &format!("Cookie: {app_cookie}; app=2\r\n"),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert!(body.starts_with("GET /x?y=1 HTTP/1.1"), "{body}");
+    assert!(
+        !body.contains("cubby_app") && body.contains("app=2"),
+        "{body}"
+    );
+    assert_eq!(
+        host_req(&s, &bh, "GET", "/", &format!("Cookie: {app_cookie}\r\n")).0,
+        404
+    );
+    assert_eq!(host_req(&s, &ah, "GET", "/", "").0, 401);
+    let cross = format!("Cookie: {app_cookie}\r\nOrigin: http://{bh}\r\n");
+    assert_eq!(host_req(&s, &ah, "POST", "/x", &cross).0, 403);
+    // The session host's cookie is not an API token.
+    let app_token = app_cookie.trim_start_matches("cubby_app=");
+    s.expect(401, "GET", "/api/auth/me", Some(app_token), None);
+    // Without --domain, open is the /r/ path.
 
     // Ended session: a clear page, never a hang.
     s.ok("POST", &format!("/api/sessions/{a}/stop"), Some(&ann), None);

@@ -142,6 +142,11 @@ fn error_page(e: Error) -> Response {
     }
 }
 
+/// The session host's login cookie (see [`open`]).
+pub const APP_COOKIE: &str = "cubby_app";
+/// cubby's cookies: never forwarded to a sandbox, never set by one.
+const OURS: [&str; 3] = [ACCESS_COOKIE, REFRESH_COOKIE, APP_COOKIE];
+
 /// Header lines that belong to one hop, never forwarded (RFC 9110 7.6.1).
 const HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -185,7 +190,7 @@ fn upstream_headers(h: &HeaderMap, client: Option<SocketAddr>, prefix: &str) -> 
         .map(str::trim)
         .filter(|kv| {
             let name = kv.split('=').next().unwrap_or("");
-            !kv.is_empty() && name != ACCESS_COOKIE && name != REFRESH_COOKIE
+            !kv.is_empty() && !OURS.contains(&name)
         })
         .collect();
     if !kept.is_empty() {
@@ -201,8 +206,10 @@ fn upstream_headers(h: &HeaderMap, client: Option<SocketAddr>, prefix: &str) -> 
     if let Some(host) = h.get(header::HOST) {
         out.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(prefix) {
-        out.insert(HeaderName::from_static("x-forwarded-prefix"), v);
+    if !prefix.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(prefix) {
+            out.insert(HeaderName::from_static("x-forwarded-prefix"), v);
+        }
     }
     out
 }
@@ -226,7 +233,7 @@ fn clean_response_headers(h: &mut HeaderMap) {
                 .unwrap_or("")
                 .trim()
                 .to_string();
-            name != ACCESS_COOKIE && name != REFRESH_COOKIE
+            !OURS.contains(&name.as_str())
         })
         .cloned()
         .collect();
@@ -248,7 +255,8 @@ fn is_upgrade(h: &HeaderMap) -> bool {
 }
 
 /// Websockets are GETs, so the API's cross-site check on changes does not
-/// cover them: an upgrade whose Origin is another site is refused.
+/// cover them: an upgrade whose Origin is another origin is refused (also
+/// used for changes on session hosts).
 pub fn check_upgrade_origin(h: &HeaderMap) -> Result<(), Error> {
     let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return Ok(());
@@ -354,25 +362,42 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
         Ok(c) => c,
         Err(e) => return error_page(e),
     };
+    forward(st, who, route.session, Some(route.rest), parts, body).await
+}
+
+/// Forwards a request whose caller is known to the session's app.
+/// `rest` is the path after `/r/{session}` (path routing) or `None` on the
+/// session's own host (the whole path goes to the app).
+async fn forward(
+    st: AppState,
+    who: Caller,
+    session: &str,
+    rest: Option<&str>,
+    parts: axum::http::request::Parts,
+    body: Body,
+) -> Response {
+    let raw_path = parts.uri.path().to_string();
     let upgrade = is_upgrade(&parts.headers);
     if upgrade {
         if let Err(e) = check_upgrade_origin(&parts.headers) {
             return error_page(e);
         }
     }
-    let (addr, keep_prefix) = match target(&st, &who, route.session).await {
+    let (addr, keep_prefix) = match target(&st, &who, session).await {
         Ok(t) => t,
         Err(r) => return r,
     };
-    let session = route.session.to_string();
+    let session = session.to_string();
     st.manager.activity.record(&session, Event::Request);
-    let prefix = format!("/r/{session}");
-    let path = if keep_prefix {
-        raw_path.clone()
-    } else if route.rest.is_empty() {
-        "/".to_string()
-    } else {
-        route.rest.to_string()
+    let prefix = match rest {
+        Some(_) => format!("/r/{session}"),
+        None => String::new(),
+    };
+    let path = match rest {
+        Some(_) if keep_prefix => raw_path.clone(),
+        Some("") => "/".to_string(),
+        Some(r) => r.to_string(),
+        None => raw_path.clone(),
     };
     let pq = match parts.uri.query() {
         Some(q) => format!("{path}?{q}"),
@@ -440,6 +465,189 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
             )
         }
     }
+}
+
+// ------------------------------------------------- {session}.{domain} hosts
+//
+// A session's own host is another origin, so the service's cookie (host-only)
+// never reaches it and its pages cannot call /api with the visitor's login.
+// A login is carried there by a one-time code (30 s, one use) made by
+// `/api/sessions/{id}/open` on the service's host; the session host trades it
+// for a cookie of its own, signed with a key of its own (never an API token).
+
+const HANDOFF_SECS: i64 = 30;
+const APP_COOKIE_SECS: i64 = 12 * 3600;
+
+#[derive(Default)]
+pub struct Handoffs {
+    codes: std::sync::Mutex<std::collections::HashMap<String, (Caller, String, i64)>>,
+}
+
+impl Handoffs {
+    fn issue(&self, who: &Caller, session: &str) -> String {
+        let code = crate::store::hex(&crate::auth::random_bytes::<24>());
+        let now = crate::store::now();
+        let mut m = self.codes.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, (_, _, exp)| *exp > now);
+        m.insert(
+            code.clone(),
+            (who.clone(), session.to_string(), now + HANDOFF_SECS),
+        );
+        code
+    }
+
+    /// The code's caller if it is live and for this session; used up either way.
+    fn redeem(&self, code: &str, session: &str) -> Option<Caller> {
+        let mut m = self.codes.lock().unwrap_or_else(|e| e.into_inner());
+        let (who, s, exp) = m.remove(code)?;
+        (s == session && exp > crate::store::now()).then_some(who)
+    }
+}
+
+/// `GET /api/sessions/{id}/open`: where the app is, for a browser.
+pub async fn open(
+    State(st): State<AppState>,
+    who: Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    crate::api::handlers::visible_session(&st, &who, &id).await?;
+    let to = match &st.auth.app_domain {
+        None => format!("/r/{id}/"),
+        Some(domain) => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let port = host
+                .rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                .map(|(_, p)| format!(":{p}"))
+                .unwrap_or_default();
+            let scheme = if st.auth.secure_cookies {
+                "https"
+            } else {
+                "http"
+            };
+            let code = st.handoffs.issue(&who, &id);
+            format!("{scheme}://{id}.{domain}{port}/.cubby/enter?code={code}")
+        }
+    };
+    let loc = HeaderValue::from_str(&to).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, loc)]).into_response())
+}
+
+/// The session a `Host` names under the configured domain, if any.
+fn session_host<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
+    let name = match host.rsplit_once(':') {
+        Some((n, p)) if p.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host,
+    };
+    let sub = name.strip_suffix(domain)?.strip_suffix('.')?;
+    Some(sub)
+}
+
+/// Middleware: requests for `{session}.{domain}` go to that session's app
+/// (all paths: that origin is the app's); everything else passes on.
+pub async fn host_dispatch(
+    State(st): State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let session = st.auth.app_domain.as_deref().and_then(|d| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| session_host(h, d))
+            .map(str::to_ascii_lowercase)
+    });
+    match session {
+        Some(s) => handle_host(st, s, req).await,
+        None => next.run(req).await,
+    }
+}
+
+async fn handle_host(st: AppState, session: String, req: Request) -> Response {
+    if session.len() != 32 || !session.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error_page(Error::NotFound("session".into()));
+    }
+    let (mut parts, body) = req.into_parts();
+    if parts.uri.path() == "/.cubby/enter" {
+        let code = parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("code="))
+            .unwrap_or("");
+        let Some(who) = st.handoffs.redeem(code, &session) else {
+            return page(
+                StatusCode::UNAUTHORIZED,
+                "This link has expired",
+                "Open the sandbox again from your classes page.",
+                None,
+            );
+        };
+        let now = crate::store::now();
+        let token = st.app_signer.sign(&crate::auth::jwt::Claims {
+            sub: who.id,
+            sid: who.login,
+            role: who.role.as_str().to_string(),
+            iat: now,
+            exp: now + APP_COOKIE_SECS,
+        });
+        let secure = if st.auth.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        };
+        let cookie = format!(
+            "{APP_COOKIE}={token}; Path=/; Max-Age={APP_COOKIE_SECS}; HttpOnly; SameSite=Lax{secure}"
+        );
+        return match HeaderValue::from_str(&cookie) {
+            Ok(c) => (
+                StatusCode::SEE_OTHER,
+                [
+                    (header::SET_COOKIE, c),
+                    (header::LOCATION, HeaderValue::from_static("/")),
+                ],
+            )
+                .into_response(),
+            Err(e) => error_page(Error::Internal(e.to_string())),
+        };
+    }
+    let who = match app_caller(&st, &parts.headers).await {
+        Ok(c) => c,
+        Err(e) => return error_page(e),
+    };
+    // Sibling session hosts are the same site: a change must come from
+    // this host's own pages.
+    let safe = matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if !safe {
+        if let Err(e) = check_upgrade_origin(&parts.headers) {
+            return error_page(e);
+        }
+    }
+    parts.headers.remove(header::AUTHORIZATION);
+    forward(st, who, &session, None, parts, body).await
+}
+
+/// The caller on a session host: its own cookie, and the login still live.
+async fn app_caller(st: &AppState, h: &HeaderMap) -> Result<Caller, Error> {
+    let token = crate::api::authn::cookie(h, APP_COOKIE)
+        .ok_or_else(|| Error::Unauthenticated("open the sandbox from your classes page".into()))?;
+    let claims = st.app_signer.verify(&token, crate::store::now())?;
+    if !st.store().login_active(&claims.sid, &claims.sub).await? {
+        return Err(Error::Unauthenticated("this login was revoked".into()));
+    }
+    Ok(Caller {
+        id: claims.sub,
+        role: crate::store::users::Role::parse(&claims.role)?,
+        login: claims.sid,
+    })
 }
 
 /// A websocket (or any Upgrade): its own connection to the app; once both

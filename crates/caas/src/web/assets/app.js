@@ -94,7 +94,7 @@ function sessionActions(s, start) {
     return out;
   }
   if (s.state === 'ready') {
-    out.push(h('a', { class: 'button secondary', href: `/r/${s.id}/`, target: '_blank', rel: 'noopener', text: 'Open app' }));
+    out.push(h('a', { class: 'button secondary', href: `/api/sessions/${s.id}/open`, target: '_blank', rel: 'noopener', text: 'Open app' }));
     out.push(h('a', { class: 'button secondary', href: `#/terminal/${s.id}`, text: 'Terminal' }));
   }
   if (s.state !== 'stopping') {
@@ -323,7 +323,7 @@ async function terminalPage(id) {
   const box = h('div');
   const again = h('button', { type: 'button', class: 'secondary', text: 'Reconnect', hidden: true });
   main.replaceChildren(h('div', { class: 'row' }, h('h1', { text: 'Terminal' }), status, again,
-    h('a', { class: 'button secondary', href: `/r/${id}/`, target: '_blank', rel: 'noopener', text: 'Open app' })),
+    h('a', { class: 'button secondary', href: `/api/sessions/${id}/open`, target: '_blank', rel: 'noopener', text: 'Open app' })),
     h('div', { class: 'terminal-wrap' }, box));
   const term = new Terminal({ cursorBlink: true, fontSize: 14, scrollback: 5000 });
   term.open(box);
