@@ -92,10 +92,16 @@ try {
   await shot(ann, 'ui-terminal');
 
   // The proxied app.
-  // Open app: /api/sessions/ID/open redirects to /r/ID/.
+  // Open app: /api/sessions/ID/open hands the login over to the app's own
+  // origin (SESSION.localhost:PORT, serve runs with --domain localhost).
   const resp = await ann.goto(base + appHref);
   if (resp.status() !== 200) fail(`the app answered ${resp.status()}`);
   await ann.waitForSelector('text=Hello from your cubby sandbox');
+  const appOrigin = new URL(ann.url()).origin;
+  if (!appOrigin.startsWith(`http://${sid}.localhost:`)) fail(`the app is not on its own origin: ${ann.url()}`);
+  // The same app by path, on the service's origin.
+  const byPath = await ann.goto(base + `/r/${sid}/`);
+  if (byPath.status() !== 200) fail(`/r/ answered ${byPath.status()}`);
 
   // The teacher opens the student's terminal from the roster.
   await annRow.getByRole('link', { name: 'Terminal' }).click();
@@ -110,6 +116,8 @@ try {
   const r2 = await bob.goto(base + `/r/${sid}/`);
   if (r2.status() !== 404) fail(`bob opened ann's app: ${r2.status()}`);
   await bob.waitForSelector('text=No such sandbox');
+  const r2b = await bob.goto(appOrigin + '/');
+  if (r2b.status() !== 401) fail(`bob opened ann's app host: ${r2b.status()}`);
   await bob.goto(base + '/#/terminal/' + sid);
   await bob.waitForSelector('#term-status:has-text("disconnected")');
   const rows = await bob.locator('.xterm-rows').textContent();

@@ -506,7 +506,9 @@ fn browser_student_teacher_and_intruder() {
         "this test needs playwright-core: run `npm ci` in {}",
         dir.display()
     );
-    let s = Serve::start("caas-web-ui", DbKind::Sqlite, &[]);
+    // Chromium resolves *.localhost to the loopback: apps get their own
+    // origin, SESSION.localhost:PORT.
+    let s = Serve::start("caas-web-ui", DbKind::Sqlite, &["--domain", "localhost"]);
     s.user("teach", "teacher", "teach-pass-123");
     s.user("ann", "student", "ann-pass-123");
     s.user("bob", "student", "bob-pass-123");
