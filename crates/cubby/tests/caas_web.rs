@@ -553,5 +553,4 @@ fn browser_student_teacher_and_intruder() {
     );
     assert!(out.status.success(), "browser test failed:\n{text}");
     assert!(text.contains("browser test passed"), "{text}");
-    let _ = std::io::stdout().write_all(text.as_bytes());
 }
