@@ -85,6 +85,7 @@ try {
   // The student's terminal: type, see the output.
   await card.getByRole('link', { name: 'Terminal' }).click();
   await ann.waitForSelector('#term-status:has-text("connected")');
+  await termSees(ann, '$ ');  // the prompt: the shell is reading
   await ann.click('.xterm');
   await ann.keyboard.type('echo hello-$((6*7)) as $(id -u)\n');
   await termSees(ann, 'hello-42 as 1000');
@@ -106,6 +107,7 @@ try {
   // The teacher opens the student's terminal from the roster.
   await annRow.getByRole('link', { name: 'Terminal' }).click();
   await teacher.waitForSelector('#term-status:has-text("connected")');
+  await termSees(teacher, '$ ');
   await teacher.click('.xterm');
   await teacher.keyboard.type('echo teacher-$((2*3)) in $(pwd)\n');
   await termSees(teacher, 'teacher-6 in /workspace');

@@ -426,6 +426,8 @@ fn terminal_shell_in_the_sandbox() {
     let path = format!("/api/sessions/{a}/terminal");
     let origin = format!("http://127.0.0.1:{}", s.port);
     let mut ws = ws_open(&s, &path, &ann, Some(&origin)).expect("terminal");
+    // The shell's prompt first: input before it races the shell's start.
+    read_until(&mut ws, "$ ").unwrap();
     ws.send(tungstenite::Message::Text(r#"{"resize":[101,31]}"#.into()))
         .unwrap();
     ws.send(tungstenite::Message::Binary(
@@ -437,9 +439,13 @@ fn terminal_shell_in_the_sandbox() {
     assert!(out.contains("uid=1000 sum=42"), "{out}");
     assert!(out.contains("\n/workspace"), "{out}");
     // Ctrl-C interrupts a running command; the shell lives on.
-    ws.send(tungstenite::Message::Binary("sleep 30\n".into()))
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Once "sleeping-9" is out, the line runs with the tty back in cooked
+    // mode, so ^C is a signal, not a byte queued for the shell.
+    ws.send(tungstenite::Message::Binary(
+        "echo sleeping-$((3*3)); sleep 30\n".into(),
+    ))
+    .unwrap();
+    read_until(&mut ws, "sleeping-9").unwrap();
     ws.send(tungstenite::Message::Binary(vec![3u8].into()))
         .unwrap();
     ws.send(tungstenite::Message::Binary("echo after-$((1+1))\n".into()))
@@ -447,6 +453,7 @@ fn terminal_shell_in_the_sandbox() {
     read_until(&mut ws, "after-2").unwrap();
     // The teacher opens the same student's terminal.
     let mut t = ws_open(&s, &path, &teach, None).expect("teacher terminal");
+    read_until(&mut t, "$ ").unwrap();
     t.send(tungstenite::Message::Binary(
         "echo teacher-$((2*3))\n".into(),
     ))
