@@ -220,7 +220,8 @@ fn print_demo(d: &cubby_caas::demo::DemoAccounts, base: &str) {
         "class demo101: id {}, join code {}",
         d.class_id, d.join_code
     );
-    println!("try it (the web UI comes later):");
+    println!("web UI: {base}/ (sign in as student1 to start a sandbox, open its app and terminal)");
+    println!("or with curl:");
     println!("  curl -s -c jar -H 'Content-Type: application/json' -d '{{\"username\":\"student1\",\"password\":\"{spw}\"}}' {base}/api/auth/login");
     println!("  curl -s -b jar -H 'Content-Type: application/json' -d '{{\"class_id\":\"{}\"}}' '{base}/api/sessions?wait=true'", d.class_id);
     println!("  curl -s -b jar {base}/api/sessions");
