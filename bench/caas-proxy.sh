@@ -112,7 +112,7 @@ print(tok, s["id"], s["address"])
 PY
 )
 DOCKER_HOST="unix://$work/run/cubby.sock" docker exec "caas-$session" sh -c \
-    'head -c 1024 /dev/zero | tr "\0" x > /workspace/1k && head -c 1048576 /dev/zero | tr "\0" x > /workspace/1m'
+    'head -c 1024 /dev/zero > /workspace/1k && head -c 1048576 /dev/zero > /workspace/1m'
 
 nport=$(free_port)
 mkdir -p "$work/nginx"

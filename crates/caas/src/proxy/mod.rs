@@ -33,9 +33,11 @@ use crate::error::Error;
 use crate::sessions::activity::{Activity, Event};
 use crate::store::sessions::State as SessionState;
 
-/// The pooled client for plain requests.
+/// The pooled client for plain requests, and what the proxy needs of each
+/// template (templates never change once saved: one lookup per process).
 pub struct Upstream {
     client: Client<HttpConnector, Body>,
+    templates: std::sync::Mutex<std::collections::HashMap<String, (Option<u16>, bool)>>,
 }
 
 impl Default for Upstream {
@@ -47,6 +49,7 @@ impl Default for Upstream {
             client: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(http),
+            templates: Default::default(),
         }
     }
 }
@@ -291,12 +294,31 @@ async fn target(st: &AppState, who: &Caller, id: &str) -> Result<(SocketAddr, bo
         }
         SessionState::Requested | SessionState::Starting | SessionState::Ready => {}
     }
-    let t = st
-        .store()
-        .template(&s.template_id)
-        .await
-        .map_err(error_page)?;
-    let Some(port) = t.spec.port else {
+    let cached = st
+        .upstream
+        .templates
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&s.template_id)
+        .copied();
+    let (port, keep_prefix) = match cached {
+        Some(c) => c,
+        None => {
+            let t = st
+                .store()
+                .template(&s.template_id)
+                .await
+                .map_err(error_page)?;
+            let c = (t.spec.port, t.spec.keep_prefix);
+            st.upstream
+                .templates
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(s.template_id.clone(), c);
+            c
+        }
+    };
+    let Some(port) = port else {
         return Err(page(
             StatusCode::NOT_FOUND,
             "No app in this sandbox",
@@ -312,7 +334,7 @@ async fn target(st: &AppState, who: &Caller, id: &str) -> Result<(SocketAddr, bo
         }
     }
     match addr {
-        Some(ip) => Ok((SocketAddr::new(ip, port), t.spec.keep_prefix)),
+        Some(ip) => Ok((SocketAddr::new(ip, port), keep_prefix)),
         None => Err(page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Your sandbox is starting",
