@@ -260,7 +260,7 @@ fn is_upgrade(h: &HeaderMap) -> bool {
 /// Websockets are GETs, so the API's cross-site check on changes does not
 /// cover them: an upgrade whose Origin is another origin is refused (also
 /// used for changes on session hosts).
-pub fn check_upgrade_origin(h: &HeaderMap) -> Result<(), Error> {
+pub fn check_same_origin(h: &HeaderMap) -> Result<(), Error> {
     let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
@@ -373,14 +373,10 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
     // Browsers prove who they are with the login cookie; an Authorization
     // header then belongs to the app (and is removed all the same). A bearer
     // token is used only without the cookie (API clients, benchmarks).
-    let app_auth = if crate::api::authn::cookie(&parts.headers, ACCESS_COOKIE).is_some() {
-        parts.headers.remove(header::AUTHORIZATION)
-    } else {
-        None
-    };
-    let who = Caller::from_request_parts(&mut parts, &st).await;
-    drop(app_auth);
-    let who = match who {
+    if crate::api::authn::cookie(&parts.headers, ACCESS_COOKIE).is_some() {
+        parts.headers.remove(header::AUTHORIZATION);
+    }
+    let who = match Caller::from_request_parts(&mut parts, &st).await {
         Ok(c) => c,
         Err(e) => return error_page(e),
     };
@@ -401,7 +397,7 @@ async fn forward(
     let raw_path = parts.uri.path().to_string();
     let upgrade = is_upgrade(&parts.headers);
     if upgrade {
-        if let Err(e) = check_upgrade_origin(&parts.headers) {
+        if let Err(e) = check_same_origin(&parts.headers) {
             return error_page(e);
         }
     }
@@ -649,7 +645,7 @@ async fn handle_host(st: AppState, session: String, req: Request) -> Response {
         axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
     );
     if !safe {
-        if let Err(e) = check_upgrade_origin(&parts.headers) {
+        if let Err(e) = check_same_origin(&parts.headers) {
             return error_page(e);
         }
     }

@@ -35,7 +35,7 @@ pub async fn terminal(
             "the terminal is a websocket ({e}); open it from the web page"
         ))
     })?;
-    crate::proxy::check_upgrade_origin(&headers)?;
+    crate::proxy::check_same_origin(&headers)?;
     if s.state != SessionState::Ready {
         return Err(Error::Conflict(format!(
             "this sandbox is {}, not running: start it first",
