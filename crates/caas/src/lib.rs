@@ -7,7 +7,8 @@
 //!
 //! Layout: `store` (SQLite/PostgreSQL), `auth` (passwords, tokens, rate
 //! limits), `template` (what a sandbox is), `sessions` (state machine,
-//! reconcile, events), `api` (REST + OpenAPI), `serve` (wiring), `demo`.
+//! reconcile, events), `api` (REST + OpenAPI), `proxy` (`/r/{session}/...`), `web` (UI
+//! assets, terminal), `serve` (wiring), `demo`.
 
 pub mod api;
 pub mod auth;
@@ -15,9 +16,11 @@ pub mod backend;
 pub mod csv;
 pub mod demo;
 pub mod error;
+pub mod proxy;
 pub mod serve;
 pub mod sessions;
 pub mod store;
 pub mod template;
+pub mod web;
 
 pub use error::{Error, Result};

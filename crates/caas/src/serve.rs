@@ -34,7 +34,12 @@ pub async fn start(
     tokio::spawn(manager.clone().follow_events());
     tokio::spawn(manager.clone().reconcile_loop(Duration::from_secs(5)));
     Ok(Service {
-        router: api::router(state),
+        router: api::router(state.clone())
+            .merge(crate::web::router(state.clone()))
+            .layer(axum::middleware::from_fn_with_state(
+                state,
+                crate::proxy::host_dispatch,
+            )),
         manager,
         orphans,
     })

@@ -52,6 +52,11 @@ pub struct TemplateSpec {
     /// The app's TCP port; the session is ready when it answers.
     #[serde(default)]
     pub port: Option<u16>,
+    /// The routing proxy passes `/r/{session}/x` to the app as `/x` unless
+    /// this is set (apps that know their base URL, e.g. JupyterLab's
+    /// `base_url`, want the whole path).
+    #[serde(default)]
+    pub keep_prefix: bool,
     /// `uid[:gid]` or a name the image knows. Root needs `allow_root`.
     #[serde(default = "default_user")]
     pub user: String,

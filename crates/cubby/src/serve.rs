@@ -48,6 +48,11 @@ pub struct ServeArgs {
     /// A new login signs the user out everywhere else.
     #[arg(long)]
     pub single_login: bool,
+    /// Also serve each session's app at SESSION.DOMAIN (its own origin; a
+    /// wildcard DNS name pointing here is the operator's job). Without it
+    /// apps are only at /r/SESSION/ on the service's own origin.
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
     /// Lifetime of access tokens.
     #[arg(long, default_value_t = 900, value_name = "SECONDS")]
     pub access_token_ttl: u64,
@@ -215,7 +220,8 @@ fn print_demo(d: &cubby_caas::demo::DemoAccounts, base: &str) {
         "class demo101: id {}, join code {}",
         d.class_id, d.join_code
     );
-    println!("try it (the web UI comes later):");
+    println!("web UI: {base}/ (sign in as student1 to start a sandbox, open its app and terminal)");
+    println!("or with curl:");
     println!("  curl -s -c jar -H 'Content-Type: application/json' -d '{{\"username\":\"student1\",\"password\":\"{spw}\"}}' {base}/api/auth/login");
     println!("  curl -s -b jar -H 'Content-Type: application/json' -d '{{\"class_id\":\"{}\"}}' '{base}/api/sessions?wait=true'", d.class_id);
     println!("  curl -s -b jar {base}/api/sessions");
@@ -278,10 +284,20 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
             stop_grace: Duration::from_secs(args.stop_grace),
             ..ManagerConfig::default()
         };
+        if let Some(d) = &args.domain {
+            let d = d.trim_matches('.');
+            if d.is_empty() || !d.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')) {
+                anyhow::bail!("--domain {d:?}: give a DNS name such as apps.example.org (sessions are served at SESSION.apps.example.org)");
+            }
+        }
         let auth = AuthConfig {
             access_ttl: Duration::from_secs(args.access_token_ttl.max(1)),
             single_login: args.single_login,
             secure_cookies: tls.is_some(),
+            app_domain: args
+                .domain
+                .as_ref()
+                .map(|d| d.trim_matches('.').to_ascii_lowercase()),
             ..AuthConfig::default()
         };
         let service = cubby_caas::serve::start(store, backend, mcfg, auth).await?;

@@ -682,7 +682,7 @@ pub struct SessionQuery {
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The session if the caller may see it; 404 otherwise (no existence leak).
-async fn visible_session(st: &AppState, who: &Caller, id: &str) -> Result<Session> {
+pub(crate) async fn visible_session(st: &AppState, who: &Caller, id: &str) -> Result<Session> {
     let s = st.store().session(id).await?;
     let allowed = match who.role {
         Role::Admin => true,

@@ -4,7 +4,7 @@
 
 pub mod authn;
 pub mod error;
-mod handlers;
+pub(crate) mod handlers;
 mod openapi;
 
 use std::sync::Arc;
@@ -30,6 +30,9 @@ pub struct AuthConfig {
     /// Login attempts per user name and per client address, per minute.
     pub per_user_per_min: u32,
     pub per_addr_per_min: u32,
+    /// Serve each session's app also at `{session}.{app_domain}` (its own
+    /// origin), entered through a one-time code (see proxy).
+    pub app_domain: Option<String>,
 }
 
 impl Default for AuthConfig {
@@ -41,6 +44,7 @@ impl Default for AuthConfig {
             secure_cookies: false,
             per_user_per_min: 10,
             per_addr_per_min: 60,
+            app_domain: None,
         }
     }
 }
@@ -54,6 +58,13 @@ pub struct Inner {
     pub auth: AuthConfig,
     pub rl_user: RateLimiter,
     pub rl_addr: RateLimiter,
+    /// The routing proxy's pooled client.
+    pub upstream: crate::proxy::Upstream,
+    /// Signs the cookies of `{session}.{domain}` hosts: a key of their own,
+    /// so such a cookie is never an API token.
+    pub app_signer: Signer,
+    /// One-time codes that carry a login to a `{session}.{domain}` host.
+    pub handoffs: crate::proxy::Handoffs,
 }
 
 impl std::ops::Deref for AppState {
@@ -76,10 +87,13 @@ impl AppState {
         let minute = Duration::from_secs(60);
         Ok(AppState(Arc::new(Inner {
             signer: Signer::new(key.as_bytes()),
+            app_signer: Signer::new(format!("{key}/app-hosts").as_bytes()),
+            handoffs: crate::proxy::Handoffs::default(),
             rl_user: RateLimiter::new(auth.per_user_per_min, minute),
             rl_addr: RateLimiter::new(auth.per_addr_per_min, minute),
             auth,
             manager,
+            upstream: crate::proxy::Upstream::default(),
         })))
     }
 
@@ -150,6 +164,9 @@ pub fn routes() -> Vec<Route> {
         route!(POST, "/api/sessions", "sessions", "student; teacher of the class, admin with student_id", "Start my sandbox in a class (idempotent: an active session is returned as is); ?wait=true waits until it is ready or failed", Some(r#"{"class_id":"...","student_id":null}"#), h::start_session),
         route!(GET, "/api/sessions/{id}", "sessions", "its student, teacher of its class, admin", "A session and its state", None, h::get_session),
         route!(POST, "/api/sessions/{id}/stop", "sessions", "its student, teacher of its class, admin", "Stop a session (its sandbox and workspace are kept)", None, h::stop_session),
+        route!(GET, "/api/sessions/{id}/terminal", "sessions", "its student, teacher of its class, admin", "Websocket: a shell with a pty in the sandbox as its user (binary frames: bytes both ways; text frames: {\"resize\":[cols,rows]})", None, crate::web::terminal::terminal),
+        route!(GET, "/api/sessions/{id}/open", "sessions", "its student, teacher of its class, admin", "Open the session's app: 303 to /r/{id}/, or with --domain to {id}.DOMAIN through a one-time code (30 s)", None, crate::proxy::open),
+        route!(GET, "/api/sessions/{id}/activity", "sessions", "its student, teacher of its class, admin", "Proxied requests and bytes, terminal input and the last activity time (for idle culling)", None, crate::web::terminal::activity),
         route!(GET, "/api/audit", "admin", "admin", "The audit log, newest first (?limit=N)", None, h::audit_log),
         route!(GET, "/api/orphans", "admin", "admin", "Sandboxes with this service's labels and no session (reported, never deleted)", None, h::orphans),
     ]

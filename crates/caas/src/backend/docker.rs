@@ -13,7 +13,7 @@ pub use bollard;
 
 use super::{
     Backend, BackendError, ClassNetwork, ExecOutput, NetworkPolicy, SandboxEvent, SandboxInfo,
-    SandboxSpec, SandboxStatus, LABEL_MANAGED,
+    SandboxSpec, SandboxStatus, Terminal, LABEL_MANAGED,
 };
 use async_trait::async_trait;
 use bollard::container::LogOutput;
@@ -722,6 +722,88 @@ impl Backend for DockerBackend {
         let mut infos: Vec<SandboxInfo> = infos.into_iter().flatten().collect();
         infos.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(infos)
+    }
+
+    async fn open_terminal(
+        &self,
+        name: &str,
+        cmd: &[String],
+        user: &str,
+        working_dir: Option<&str>,
+        env: &[String],
+        size: (u16, u16),
+    ) -> Result<Terminal, BackendError> {
+        let exec = self
+            .docker
+            .create_exec(
+                name,
+                CreateExecOptions {
+                    attach_stdin: Some(true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(true),
+                    cmd: Some(cmd.to_vec()),
+                    user: Some(user.to_string()),
+                    working_dir: working_dir.map(str::to_string),
+                    env: Some(env.to_vec()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                DockerError::DockerResponseServerError {
+                    status_code: 404, ..
+                } => BackendError::NotFound {
+                    what: format!("sandbox {name}"),
+                },
+                e => self.err(e),
+            })?;
+        let started = self
+            .docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    tty: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| self.err(e))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(BackendError::Engine(format!(
+                "the engine started the terminal in {name} detached"
+            )));
+        };
+        // The pty's first size; the browser resizes as its window changes.
+        self.resize_terminal(&exec.id, size).await?;
+        let endpoint = self.endpoint.clone();
+        let output = output
+            .map(move |chunk| match chunk {
+                Ok(LogOutput::StdOut { message })
+                | Ok(LogOutput::Console { message })
+                | Ok(LogOutput::StdErr { message }) => Ok(message),
+                Ok(LogOutput::StdIn { .. }) => Ok(bytes::Bytes::new()),
+                Err(e) => Err(map_error(&endpoint, e)),
+            })
+            .boxed();
+        Ok(Terminal {
+            id: exec.id,
+            output,
+            input,
+        })
+    }
+
+    async fn resize_terminal(&self, id: &str, size: (u16, u16)) -> Result<(), BackendError> {
+        self.docker
+            .resize_exec(
+                id,
+                bollard::exec::ResizeExecOptions {
+                    width: size.0,
+                    height: size.1,
+                },
+            )
+            .await
+            .map_err(|e| self.err(e))
     }
 
     async fn exec(

@@ -107,6 +107,16 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
 }
 
+/// An interactive process with a pseudo-terminal inside a sandbox (the web
+/// terminal). Output is the pty's byte stream; it ends when the process
+/// exits. Dropping `input` closes the process's stdin.
+pub struct Terminal {
+    /// Names this process for [`Backend::resize_terminal`].
+    pub id: String,
+    pub output: BoxStream<'static, Result<bytes::Bytes, BackendError>>,
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
 /// What the backend reports about sandboxes as it happens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SandboxEvent {
@@ -180,6 +190,27 @@ pub trait Backend: Send + Sync + 'static {
         port: u16,
         timeout: Duration,
     ) -> Result<(), BackendError>;
+    /// Starts `cmd` with a pty of `cols`×`rows` in a running sandbox as
+    /// `user`, in `working_dir`, with `env` (`KEY=VALUE`).
+    async fn open_terminal(
+        &self,
+        name: &str,
+        cmd: &[String],
+        user: &str,
+        working_dir: Option<&str>,
+        env: &[String],
+        size: (u16, u16),
+    ) -> Result<Terminal, BackendError> {
+        let _ = (cmd, user, working_dir, env, size);
+        Err(BackendError::Unsupported(format!(
+            "interactive terminals (sandbox {name})"
+        )))
+    }
+    /// Resizes a terminal's pty (`cols`, `rows`).
+    async fn resize_terminal(&self, id: &str, size: (u16, u16)) -> Result<(), BackendError> {
+        let _ = size;
+        Err(BackendError::Unsupported(format!("terminal {id}")))
+    }
     /// Sandbox events from now on (exits with their OOM flag, removals).
     async fn events(
         &self,

@@ -7,6 +7,8 @@
 //! name; every transition is a compare-and-set with a lease, so only one
 //! instance drives a session at a time and a dead one's work is taken over.
 
+pub mod activity;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,6 +65,8 @@ pub struct Manager {
     stop_permits: Semaphore,
     /// Sessions a task of this process is driving right now.
     inflight: Mutex<HashSet<String>>,
+    /// Proxied traffic and terminal input per session (idle culling).
+    pub activity: activity::Activity,
     /// Class networks ensured by this process.
     networks: Mutex<HashSet<String>>,
 }
@@ -108,6 +112,7 @@ impl Manager {
             stop_permits: Semaphore::new(2 * cfg.start_concurrency.max(1)),
             cfg,
             inflight: Mutex::new(HashSet::new()),
+            activity: activity::Activity::default(),
             networks: Mutex::new(HashSet::new()),
         }))
     }

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Routing proxy benchmark: `cubby serve` (release build) on a private
+# `cubby daemon`, one demo sandbox (busybox httpd on 8080) serving a 1 KiB
+# and a 1 MiB file. In one run, interleaved (ROUNDS rounds of every case),
+# wrk against:
+#   direct  http://SANDBOX:8080/FILE          (the reference)
+#   cubby   http://127.0.0.1:PORT/r/SESSION/FILE   (access check per request)
+#   nginx   Debian's nginx as the same reverse proxy (proxy_pass, HTTP/1.1
+#           upstream keep-alive pool)
+# each with keep-alive and with a new connection per request
+# (`Connection: close`). Reports the median requests/s per case and the
+# ratios cubby/direct and cubby/nginx. Targets (issue 12): cubby >= 90% of
+# direct and >= nginx.
+#
+#   bench/caas-proxy.sh                 # ROUNDS=3 DURATION=5 CONNS=16
+# Env: ROUNDS, DURATION (s per wrk run), CONNS, THREADS (2), CUBBY, KEEP=1.
+# Not measured here (yet): websocket echo RTT and terminal keystroke-to-echo.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+CONNS=${CONNS:-16}
+THREADS=${THREADS:-2}
+
+die() { echo "bench: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "must run as root"
+for t in python3 wrk nginx docker; do
+    command -v $t >/dev/null || die "$t missing (apt-get install -y python3 wrk nginx-light; the docker CLI)"
+done
+[ -x /bin/busybox ] || die "busybox-static missing (apt-get install -y busybox-static)"
+
+cubby=${CUBBY:-$repo/target/release/cubby}
+if [ ! -x "$cubby" ]; then
+    echo "== building cubby (cargo build --release)"
+    (cd "$repo" && cargo build --release -p cubby) || die "cargo build failed"
+fi
+
+work=$(mktemp -d /tmp/cubby-bench-proxy.XXXXXX)
+state=$(mktemp -d /run/cubby-bench-proxy.XXXXXX)
+cg="cubby-bench-proxy-$$"
+prefix=cx
+table=cubby-bench-proxy
+daemon_pid=
+serve_pid=
+nginx_pid=
+cleanup() {
+    set +e
+    [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null && wait "$nginx_pid" 2>/dev/null
+    [ -n "$serve_pid" ] && kill -9 "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
+    [ -n "$daemon_pid" ] && kill -9 "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+    mon=$(cat "$work/run/monitor.sock.lock" 2>/dev/null)
+    [ -n "$mon" ] && kill -9 "$mon" 2>/dev/null
+    for d in /sys/fs/cgroup/*/"$cg"/*; do
+        [ -f "$d/freezer.state" ] && echo THAWED > "$d/freezer.state"
+        for p in $(cat "$d/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+    done
+    sleep 0.5
+    grep -o -e "$work[^ ]*" -e "$state[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
+    for d in /sys/fs/cgroup/*/"$cg"; do
+        find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+    done
+    for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^$prefix"); do
+        ip link del "$l" 2>/dev/null
+    done
+    nft delete table inet "$table" 2>/dev/null
+    if [ "${KEEP:-0}" = 1 ]; then echo "bench: kept $work" >&2; else rm -rf "$work" "$state"; fi
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+echo "== preparing: daemon, demo image, cubby serve, one sandbox, nginx"
+"$cubby" --root "$work/data" --state-dir "$state/containers" daemon \
+    --listen "unix://$work/run/cubby.sock" --cgroup-parent "$cg" \
+    --net-prefix "$prefix" --nft-table "$table" --bridge-name "${prefix}def" \
+    --bridge-subnet 10.213.255.0/24 --network-pool 10.213.0.0/20 --resolv-conf /dev/null \
+    >"$work/daemon.log" 2>&1 &
+daemon_pid=$!
+for _ in $(seq 100); do [ -S "$work/run/cubby.sock" ] && break; sleep 0.1; done
+[ -S "$work/run/cubby.sock" ] || die "daemon did not start: $(cat "$work/daemon.log")"
+export CUBBY_DATABASE="sqlite://$work/caas.db"
+"$cubby" --root "$work/data" admin init --demo >"$work/demo.txt" || die "admin init --demo failed"
+admin_pw=$(awk '$1 == "admin" {print $3}' "$work/demo.txt")
+port=$(free_port)
+"$cubby" --root "$work/data" serve --listen "127.0.0.1:$port" \
+    --engine "unix://$work/run/cubby.sock" --stop-grace 1 >"$work/serve.log" 2>&1 &
+serve_pid=$!
+for _ in $(seq 100); do
+    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/api/health')" 2>/dev/null && break
+    sleep 0.1
+done
+
+# Admin token, a session for student1 in demo101, its address.
+read -r token session addr < <(python3 - "$port" "$admin_pw" <<'PY'
+import http.client, json, sys
+port, pw = int(sys.argv[1]), sys.argv[2]
+def api(method, path, body=None, token=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    h = {"Content-Type": "application/json"}
+    if token: h["Authorization"] = f"Bearer {token}"
+    c.request(method, path, body=json.dumps(body) if body is not None else None, headers=h)
+    r = c.getresponse(); out = r.read()
+    if r.status >= 400: raise SystemExit(f"bench: {method} {path}: {r.status} {out[:300]!r}")
+    return json.loads(out)
+tok = api("POST", "/api/auth/login", {"username": "admin", "password": pw})["access_token"]
+cls = [c for c in api("GET", "/api/classes", token=tok) if c["code"] == "demo101"][0]
+stu = [u for u in api("GET", f"/api/classes/{cls['id']}/students", token=tok) if u["username"] == "student1"][0]
+s = api("POST", "/api/sessions?wait=true", {"class_id": cls["id"], "student_id": stu["id"]}, token=tok)
+if s["state"] != "ready": raise SystemExit(f"bench: session {s}")
+print(tok, s["id"], s["address"])
+PY
+)
+DOCKER_HOST="unix://$work/run/cubby.sock" docker exec "caas-$session" sh -c \
+    'head -c 1024 /dev/zero > /workspace/1k && head -c 1048576 /dev/zero > /workspace/1m'
+
+nport=$(free_port)
+mkdir -p "$work/nginx"
+cat > "$work/nginx/nginx.conf" <<NG
+worker_processes 2;
+error_log $work/nginx/error.log;
+pid $work/nginx/nginx.pid;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/body;
+    proxy_temp_path $work/nginx/proxy;
+    upstream sandbox { server $addr:8080; keepalive 32; }
+    server {
+        listen 127.0.0.1:$nport;
+        location /r/$session/ {
+            proxy_pass http://sandbox/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_buffering off;
+        }
+    }
+}
+NG
+nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
+nginx_pid=$!
+sleep 0.5
+
+declare -A url
+url[direct]="http://$addr:8080"
+url[cubby]="http://127.0.0.1:$port/r/$session"
+url[nginx]="http://127.0.0.1:$nport/r/$session"
+for t in direct cubby nginx; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "${url[$t]}/1k")
+    [ "$code" = 200 ] || die "$t: GET /1k answered $code"
+done
+
+results="$work/results.txt"
+: > "$results"
+echo "== wrk: ${DURATION}s per run, $CONNS connections, $THREADS threads, $ROUNDS rounds (interleaved)"
+for round in $(seq "$ROUNDS"); do
+    for file in 1k 1m; do
+        for conn in keepalive close; do
+            for t in direct cubby nginx; do
+                hdr=()
+                [ "$conn" = close ] && hdr=(-H "Connection: close")
+                [ "$t" = cubby ] && hdr+=(-H "Authorization: Bearer $token")
+                rps=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "${hdr[@]}" "${url[$t]}/$file" \
+                      | awk '/Requests\/sec/ {print $2}')
+                echo "$file $conn $t ${rps:-0}" >> "$results"
+                echo "round $round: $file $conn $t: ${rps:-0} req/s"
+            done
+        done
+    done
+done
+
+python3 - "$results" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+med = {}
+for f, c, t, r in rows:
+    med.setdefault((f, c, t), []).append(float(r))
+print("\n== medians (requests/s)")
+print(f"{'case':22} {'direct':>10} {'cubby':>10} {'nginx':>10} {'cubby/direct':>13} {'cubby/nginx':>12}")
+for f in ("1k", "1m"):
+    for c in ("keepalive", "close"):
+        d, cu, n = (statistics.median(med[(f, c, t)]) for t in ("direct", "cubby", "nginx"))
+        print(f"{f + ' ' + c:22} {d:10.0f} {cu:10.0f} {n:10.0f} {cu / d if d else 0:13.2f} {cu / n if n else 0:12.2f}")
+PY

@@ -1,0 +1,865 @@
+//! The routing proxy: `/r/{session}/...` to the sandbox's app port.
+//!
+//! Every request and every websocket upgrade is checked like the API: the
+//! login cookie (or a bearer token) of the session's student, a teacher of
+//! its class or an admin. What the sandbox receives never carries cubby's
+//! credentials (its cookies and `Authorization` are removed), and what it
+//! answers cannot set cubby's cookies. The path is taken raw, before any
+//! decoding: dot segments, encoded slashes, backslashes and encoded dots are
+//! refused rather than normalised, so `/r/A/../B` can never reach B.
+//!
+//! Plain requests go through a pooled hyper client with both bodies
+//! streamed; upgrades (websockets) get their own connection whose two
+//! upgraded halves are spliced with `copy_bidirectional`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::api::authn::{Caller, ACCESS_COOKIE, REFRESH_COOKIE};
+use crate::api::AppState;
+use crate::error::Error;
+use crate::sessions::activity::{Activity, Event};
+use crate::store::sessions::State as SessionState;
+
+/// The pooled client for plain requests, and what the proxy needs of each
+/// template (templates never change once saved: one lookup per process).
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+    templates: std::sync::Mutex<std::collections::HashMap<String, (Option<u16>, bool)>>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        Upstream {
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(http),
+            templates: Default::default(),
+        }
+    }
+}
+
+/// A `/r/...` path split into its session and the rest, or why not.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Route<'a> {
+    pub session: &'a str,
+    /// The path after `/r/{session}`, always starting with `/`.
+    pub rest: &'a str,
+}
+
+/// Splits and checks a raw (still percent-encoded) request path.
+pub fn parse_path(path: &str) -> Result<Route<'_>, &'static str> {
+    let tail = path.strip_prefix("/r/").ok_or("not a /r/ path")?;
+    let (session, rest) = match tail.find('/') {
+        Some(i) => (&tail[..i], &tail[i..]),
+        None => (tail, ""),
+    };
+    if session.len() != 32 || !session.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("this is not a session address: /r/ is followed by a session id");
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains('\\') {
+        return Err("encoded slashes and backslashes are not allowed in sandbox addresses");
+    }
+    for seg in rest.split('/') {
+        let s = seg.to_ascii_lowercase().replace("%2e", ".");
+        if s == "." || s == ".." {
+            return Err("'.' and '..' path segments are not allowed in sandbox addresses");
+        }
+    }
+    Ok(Route { session, rest })
+}
+
+/// A plain page for people (the proxy answers browsers, not API clients).
+pub fn page(status: StatusCode, title: &str, text: &str, refresh: Option<u32>) -> Response {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let meta = refresh
+        .map(|s| format!("<meta http-equiv=\"refresh\" content=\"{s}\">"))
+        .unwrap_or_default();
+    let html = format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8>\
+         <meta name=viewport content=\"width=device-width, initial-scale=1\">{meta}\
+         <title>{t}</title><link rel=stylesheet href=\"/assets/style.css\"></head>\
+         <body><main class=notice><h1>{t}</h1><p>{x}</p>\
+         <p><a href=\"/\">Back to my classes</a></p></main></body></html>",
+        t = esc(title),
+        x = esc(text),
+    );
+    let mut r = (status, html).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(s) = refresh {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    r
+}
+
+fn error_page(e: Error) -> Response {
+    match e {
+        Error::Unauthenticated(_) => page(
+            StatusCode::UNAUTHORIZED,
+            "Please sign in",
+            "Your sign-in is missing or has expired. Sign in again, then reopen this page.",
+            None,
+        ),
+        Error::Forbidden(m) => page(StatusCode::FORBIDDEN, "Not allowed", &m, None),
+        Error::NotFound(_) => page(
+            StatusCode::NOT_FOUND,
+            "No such sandbox",
+            "This sandbox does not exist or is not yours to open.",
+            None,
+        ),
+        other => {
+            eprintln!("cubby serve: proxy: {other}");
+            page(
+                StatusCode::BAD_GATEWAY,
+                "The sandbox cannot be reached",
+                "Something went wrong between the service and your sandbox. Try again in a moment.",
+                Some(5),
+            )
+        }
+    }
+}
+
+/// The session host's login cookie (see [`open`]).
+pub const APP_COOKIE: &str = "cubby_app";
+/// cubby's cookies: never forwarded to a sandbox, never set by one.
+const OURS: [&str; 3] = [ACCESS_COOKIE, REFRESH_COOKIE, APP_COOKIE];
+
+/// Header lines that belong to one hop, never forwarded (RFC 9110 7.6.1).
+const HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// The request's headers as the sandbox may see them.
+fn upstream_headers(h: &HeaderMap, client: Option<SocketAddr>, prefix: &str) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(h.len() + 4);
+    // Names listed in Connection are hop-by-hop too.
+    let listed: Vec<String> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    for (name, value) in h {
+        if HOP.contains(name)
+            || listed.iter().any(|l| l == name.as_str())
+            || name == header::AUTHORIZATION
+            || name == header::COOKIE
+            || name.as_str().starts_with("x-forwarded-")
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    // The app's own cookies pass; cubby's never do.
+    let kept: Vec<&str> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|kv| {
+            let name = kv.split('=').next().unwrap_or("");
+            !kv.is_empty() && !OURS.contains(&name)
+        })
+        .collect();
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            out.insert(header::COOKIE, v);
+        }
+    }
+    if let Some(a) = client {
+        if let Ok(v) = HeaderValue::from_str(&a.ip().to_string()) {
+            out.insert(HeaderName::from_static("x-forwarded-for"), v);
+        }
+    }
+    if let Some(host) = h.get(header::HOST) {
+        out.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    }
+    if !prefix.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(prefix) {
+            out.insert(HeaderName::from_static("x-forwarded-prefix"), v);
+        }
+    }
+    out
+}
+
+/// The sandbox's answer as the browser may see it: no hop-by-hop headers,
+/// no attempt to set (or clear) cubby's own cookies.
+fn clean_response_headers(h: &mut HeaderMap) {
+    for name in HOP.iter() {
+        if name != header::CONNECTION && name != header::UPGRADE {
+            h.remove(name);
+        }
+    }
+    let cookies: Vec<HeaderValue> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            let name = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.split('=').next())
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            !OURS.contains(&name.as_str())
+        })
+        .cloned()
+        .collect();
+    h.remove(header::SET_COOKIE);
+    for c in cookies {
+        h.append(header::SET_COOKIE, c);
+    }
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+        && h.contains_key(header::UPGRADE)
+}
+
+/// Websockets are GETs, so the API's cross-site check on changes does not
+/// cover them: an upgrade whose Origin is another origin is refused (also
+/// used for changes on session hosts).
+pub fn check_same_origin(h: &HeaderMap) -> Result<(), Error> {
+    let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
+    if origin_host.is_empty() || origin_host != host {
+        return Err(Error::Forbidden(format!(
+            "a connection opened by another site ({origin}) is refused"
+        )));
+    }
+    Ok(())
+}
+
+/// Where a session's app answers, if it may be opened now.
+async fn target(st: &AppState, who: &Caller, id: &str) -> Result<(SocketAddr, bool), Response> {
+    let s = crate::api::handlers::visible_session(st, who, id)
+        .await
+        .map_err(error_page)?;
+    match s.state {
+        SessionState::Stopped | SessionState::Failed | SessionState::Stopping => {
+            let why = s.reason.map(|r| format!(" ({r})")).unwrap_or_default();
+            return Err(page(
+                StatusCode::GONE,
+                "This session has ended",
+                &format!("This sandbox is not running any more{why}. Start it again from your classes page."),
+                None,
+            ));
+        }
+        SessionState::Requested | SessionState::Starting | SessionState::Ready => {}
+    }
+    let cached = st
+        .upstream
+        .templates
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&s.template_id)
+        .copied();
+    let (port, keep_prefix) = match cached {
+        Some(c) => c,
+        None => {
+            let t = st
+                .store()
+                .template(&s.template_id)
+                .await
+                .map_err(error_page)?;
+            let c = (t.spec.port, t.spec.keep_prefix);
+            st.upstream
+                .templates
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(s.template_id.clone(), c);
+            c
+        }
+    };
+    let Some(port) = port else {
+        return Err(page(
+            StatusCode::NOT_FOUND,
+            "No app in this sandbox",
+            "This sandbox's template serves no app; use its terminal instead.",
+            None,
+        ));
+    };
+    let mut addr: Option<IpAddr> = s.address.as_deref().and_then(|a| a.parse().ok());
+    if addr.is_none() && s.state != SessionState::Requested {
+        // Routes exist from "starting": ask the backend for the address.
+        if let Ok(Some(info)) = st.manager.backend.inspect_sandbox(&s.sandbox).await {
+            addr = info.address;
+        }
+    }
+    match addr {
+        Some(ip) => Ok((SocketAddr::new(ip, port), keep_prefix)),
+        None => Err(page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Your sandbox is starting",
+            "This page reloads by itself when it is ready.",
+            Some(2),
+        )),
+    }
+}
+
+/// `/r/{session}/...`: checks, then forwards.
+pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
+    let raw_path = req.uri().path().to_string();
+    let route = match parse_path(&raw_path) {
+        Ok(r) => r,
+        Err(why) => return page(StatusCode::BAD_REQUEST, "Bad sandbox address", why, None),
+    };
+    if route.rest.is_empty() {
+        // Relative links in the app resolve against a directory.
+        let q = req
+            .uri()
+            .query()
+            .map(|q| format!("?{q}"))
+            .unwrap_or_default();
+        let to = format!("{raw_path}/{q}");
+        return match HeaderValue::from_str(&to) {
+            Ok(v) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, v)]).into_response(),
+            Err(_) => page(
+                StatusCode::BAD_REQUEST,
+                "Bad sandbox address",
+                "unparseable path",
+                None,
+            ),
+        };
+    }
+    let (mut parts, body) = req.into_parts();
+    // Browsers prove who they are with the login cookie; an Authorization
+    // header then belongs to the app (and is removed all the same). A bearer
+    // token is used only without the cookie (API clients, benchmarks).
+    if crate::api::authn::cookie(&parts.headers, ACCESS_COOKIE).is_some() {
+        parts.headers.remove(header::AUTHORIZATION);
+    }
+    let who = match Caller::from_request_parts(&mut parts, &st).await {
+        Ok(c) => c,
+        Err(e) => return error_page(e),
+    };
+    forward(st, who, route.session, Some(route.rest), parts, body).await
+}
+
+/// Forwards a request whose caller is known to the session's app.
+/// `rest` is the path after `/r/{session}` (path routing) or `None` on the
+/// session's own host (the whole path goes to the app).
+async fn forward(
+    st: AppState,
+    who: Caller,
+    session: &str,
+    rest: Option<&str>,
+    parts: axum::http::request::Parts,
+    body: Body,
+) -> Response {
+    let raw_path = parts.uri.path().to_string();
+    let upgrade = is_upgrade(&parts.headers);
+    if upgrade {
+        if let Err(e) = check_same_origin(&parts.headers) {
+            return error_page(e);
+        }
+    }
+    let (addr, keep_prefix) = match target(&st, &who, session).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let session = session.to_string();
+    st.manager.activity.record(&session, Event::Request);
+    let prefix = match rest {
+        Some(_) => format!("/r/{session}"),
+        None => String::new(),
+    };
+    let path = match rest {
+        Some(_) if keep_prefix => raw_path.clone(),
+        Some("") => "/".to_string(),
+        Some(r) => r.to_string(),
+        None => raw_path.clone(),
+    };
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let client_addr = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let mut headers = upstream_headers(&parts.headers, client_addr, &prefix);
+    if upgrade {
+        return forward_upgrade(st.manager.clone(), session, addr, parts, pq, headers).await;
+    }
+    let uri: Uri = match format!("http://{addr}{pq}").parse() {
+        Ok(u) => u,
+        Err(_) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Bad sandbox address",
+                "unparseable path",
+                None,
+            )
+        }
+    };
+    if let Some(h) = parts.headers.get(header::HOST) {
+        headers.insert(header::HOST, h.clone());
+    }
+    let activity = st.manager.clone();
+    let s2 = session.clone();
+    let body = Body::new(body.map_frame(move |f| {
+        if let Some(d) = f.data_ref() {
+            activity
+                .activity
+                .record(&s2, Event::ToSandbox(d.len() as u64));
+        }
+        f
+    }));
+    let mut out = axum::http::Request::new(body);
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = uri;
+    *out.headers_mut() = headers;
+    match st.upstream.client.request(out).await {
+        Ok(resp) => {
+            let (mut rp, rb) = resp.into_parts();
+            clean_response_headers(&mut rp.headers);
+            rp.headers.remove(header::CONNECTION);
+            rp.headers.remove(header::UPGRADE);
+            let m = st.manager.clone();
+            let body = Body::new(rb.map_frame(move |f| {
+                if let Some(d) = f.data_ref() {
+                    m.activity
+                        .record(&session, Event::FromSandbox(d.len() as u64));
+                }
+                f
+            }));
+            Response::from_parts(rp, body)
+        }
+        Err(e) => {
+            eprintln!("cubby serve: proxy to {addr}: {e}");
+            page(
+                StatusCode::BAD_GATEWAY,
+                "The app in your sandbox does not answer",
+                "The sandbox runs, but nothing answers on its app port (yet). If it just started, this page reloads by itself.",
+                Some(3),
+            )
+        }
+    }
+}
+
+// ------------------------------------------------- {session}.{domain} hosts
+//
+// A session's own host is another origin, so the service's cookie (host-only)
+// never reaches it and its pages cannot call /api with the visitor's login.
+// A login is carried there by a one-time code (30 s, one use) made by
+// `/api/sessions/{id}/open` on the service's host; the session host trades it
+// for a cookie of its own, signed with a key of its own (never an API token).
+
+const HANDOFF_SECS: i64 = 30;
+const APP_COOKIE_SECS: i64 = 12 * 3600;
+
+#[derive(Default)]
+pub struct Handoffs {
+    codes: std::sync::Mutex<std::collections::HashMap<String, (Caller, String, i64)>>,
+}
+
+impl Handoffs {
+    fn issue(&self, who: &Caller, session: &str) -> String {
+        let code = crate::store::hex(&crate::auth::random_bytes::<24>());
+        let now = crate::store::now();
+        let mut m = self.codes.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, (_, _, exp)| *exp > now);
+        m.insert(
+            code.clone(),
+            (who.clone(), session.to_string(), now + HANDOFF_SECS),
+        );
+        code
+    }
+
+    /// The code's caller if it is live and for this session; used up either way.
+    fn redeem(&self, code: &str, session: &str) -> Option<Caller> {
+        let mut m = self.codes.lock().unwrap_or_else(|e| e.into_inner());
+        let (who, s, exp) = m.remove(code)?;
+        (s == session && exp > crate::store::now()).then_some(who)
+    }
+}
+
+/// `GET /api/sessions/{id}/open`: where the app is, for a browser.
+pub async fn open(
+    State(st): State<AppState>,
+    who: Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    crate::api::handlers::visible_session(&st, &who, &id).await?;
+    let to = match &st.auth.app_domain {
+        None => format!("/r/{id}/"),
+        Some(domain) => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let port = host
+                .rsplit_once(':')
+                .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+                .map(|(_, p)| format!(":{p}"))
+                .unwrap_or_default();
+            let scheme = if st.auth.secure_cookies {
+                "https"
+            } else {
+                "http"
+            };
+            let code = st.handoffs.issue(&who, &id);
+            format!("{scheme}://{id}.{domain}{port}/.cubby/enter?code={code}")
+        }
+    };
+    let loc = HeaderValue::from_str(&to).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, loc)]).into_response())
+}
+
+/// The session a `Host` names under the configured domain, if any.
+fn session_host<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
+    let name = match host.rsplit_once(':') {
+        Some((n, p)) if p.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host,
+    };
+    let sub = name.strip_suffix(domain)?.strip_suffix('.')?;
+    Some(sub)
+}
+
+/// Middleware: requests for `{session}.{domain}` go to that session's app
+/// (all paths: that origin is the app's); everything else passes on.
+pub async fn host_dispatch(
+    State(st): State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let session = st.auth.app_domain.as_deref().and_then(|d| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| session_host(h, d))
+            .map(str::to_ascii_lowercase)
+    });
+    match session {
+        Some(s) => handle_host(st, s, req).await,
+        None => next.run(req).await,
+    }
+}
+
+async fn handle_host(st: AppState, session: String, req: Request) -> Response {
+    if session.len() != 32 || !session.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error_page(Error::NotFound("session".into()));
+    }
+    let (mut parts, body) = req.into_parts();
+    if parts.uri.path() == "/.cubby/enter" {
+        let code = parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("code="))
+            .unwrap_or("");
+        let Some(who) = st.handoffs.redeem(code, &session) else {
+            return page(
+                StatusCode::UNAUTHORIZED,
+                "This link has expired",
+                "Open the sandbox again from your classes page.",
+                None,
+            );
+        };
+        let now = crate::store::now();
+        let token = st.app_signer.sign(&crate::auth::jwt::Claims {
+            sub: who.id,
+            sid: who.login,
+            role: who.role.as_str().to_string(),
+            iat: now,
+            exp: now + APP_COOKIE_SECS,
+        });
+        let secure = if st.auth.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        };
+        let cookie = format!(
+            "{APP_COOKIE}={token}; Path=/; Max-Age={APP_COOKIE_SECS}; HttpOnly; SameSite=Lax{secure}"
+        );
+        return match HeaderValue::from_str(&cookie) {
+            Ok(c) => (
+                StatusCode::SEE_OTHER,
+                [
+                    (header::SET_COOKIE, c),
+                    (header::LOCATION, HeaderValue::from_static("/")),
+                ],
+            )
+                .into_response(),
+            Err(e) => error_page(Error::Internal(e.to_string())),
+        };
+    }
+    let who = match app_caller(&st, &parts.headers).await {
+        Ok(c) => c,
+        Err(e) => return error_page(e),
+    };
+    // Sibling session hosts are the same site: a change must come from
+    // this host's own pages.
+    let safe = matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if !safe {
+        if let Err(e) = check_same_origin(&parts.headers) {
+            return error_page(e);
+        }
+    }
+    parts.headers.remove(header::AUTHORIZATION);
+    forward(st, who, &session, None, parts, body).await
+}
+
+/// The caller on a session host: its own cookie, and the login still live.
+async fn app_caller(st: &AppState, h: &HeaderMap) -> Result<Caller, Error> {
+    let token = crate::api::authn::cookie(h, APP_COOKIE)
+        .ok_or_else(|| Error::Unauthenticated("open the sandbox from your classes page".into()))?;
+    let claims = st.app_signer.verify(&token, crate::store::now())?;
+    if !st.store().login_active(&claims.sid, &claims.sub).await? {
+        return Err(Error::Unauthenticated("this login was revoked".into()));
+    }
+    Ok(Caller {
+        id: claims.sub,
+        role: crate::store::users::Role::parse(&claims.role)?,
+        login: claims.sid,
+    })
+}
+
+/// A websocket (or any Upgrade): its own connection to the app; once both
+/// sides switched protocols, bytes are copied both ways until either closes.
+async fn forward_upgrade(
+    manager: Arc<crate::sessions::Manager>,
+    session: String,
+    addr: SocketAddr,
+    mut parts: axum::http::request::Parts,
+    pq: String,
+    mut headers: HeaderMap,
+) -> Response {
+    let unreachable = || {
+        page(
+            StatusCode::BAD_GATEWAY,
+            "The app in your sandbox does not answer",
+            "Nothing answers on the sandbox's app port.",
+            None,
+        )
+    };
+    let Some(client_up) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Upgrade not possible",
+            "this connection cannot switch protocols",
+            None,
+        );
+    };
+    let tcp =
+        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+            .await
+        {
+            Ok(Ok(t)) => t,
+            _ => return unreachable(),
+        };
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
+        Ok(x) => x,
+        Err(_) => return unreachable(),
+    };
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    if let Some(h) = parts.headers.get(header::HOST) {
+        headers.insert(header::HOST, h.clone());
+    }
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(u) = parts.headers.get(header::UPGRADE) {
+        headers.insert(header::UPGRADE, u.clone());
+    }
+    let mut req = axum::http::Request::new(http_body_util::Empty::<bytes::Bytes>::new());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = match pq.parse() {
+        Ok(u) => u,
+        Err(_) => return unreachable(),
+    };
+    *req.headers_mut() = headers;
+    let mut resp = match sender.send_request(req).await {
+        Ok(r) => r,
+        Err(_) => return unreachable(),
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // The app refused the upgrade: pass its answer on.
+        let (mut rp, rb) = resp.into_parts();
+        clean_response_headers(&mut rp.headers);
+        rp.headers.remove(header::CONNECTION);
+        rp.headers.remove(header::UPGRADE);
+        return Response::from_parts(rp, Body::new(rb));
+    }
+    let server_up = hyper::upgrade::on(&mut resp);
+    let (mut rp, _) = resp.into_parts();
+    clean_response_headers(&mut rp.headers);
+    tokio::spawn(async move {
+        let (Ok(c), Ok(s)) = (client_up.await, server_up.await) else {
+            return;
+        };
+        let mut c = Counted {
+            inner: TokioIo::new(c),
+            activity: manager,
+            session,
+        };
+        let mut s = TokioIo::new(s);
+        let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+    });
+    Response::from_parts(rp, Body::empty())
+}
+
+/// The browser's side of a spliced upgrade, counting bytes both ways.
+struct Counted<T> {
+    inner: T,
+    activity: Arc<crate::sessions::Manager>,
+    session: String,
+}
+
+impl<T> Counted<T> {
+    fn log(&self) -> &Activity {
+        &self.activity.activity
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.log().record(&self.session, Event::ToSandbox(n as u64));
+        }
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.log()
+                .record(&self.session, Event::FromSandbox(n as u64));
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            parse_path(&format!("/r/{S}/a/b?x")),
+            Ok(Route {
+                session: S,
+                rest: "/a/b?x"
+            })
+        );
+        assert_eq!(parse_path(&format!("/r/{S}")).unwrap().rest, "");
+        for bad in [
+            format!("/r/{S}/../{S}"),
+            format!("/r/{S}/a/%2e%2E/b"),
+            format!("/r/{S}/a%2Fb"),
+            format!("/r/{S}/a%5cb"),
+            format!("/r/{S}/a\\b"),
+            format!("/r/{S}/./x"),
+            "/r/nothex/x".to_string(),
+            "/r/../x".to_string(),
+        ] {
+            assert!(parse_path(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_never_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("cubby_access=t; app=1; cubby_refresh=r"),
+        );
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
+        let out = upstream_headers(&h, None, "/r/x");
+        assert!(out.get(header::AUTHORIZATION).is_none());
+        assert_eq!(out.get(header::COOKIE).unwrap(), "app=1");
+        assert!(out.get("x-secret").is_none() && out.get(header::CONNECTION).is_none());
+        assert!(out.get("x-forwarded-host").is_none());
+        let mut r = HeaderMap::new();
+        r.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("cubby_access=x; Path=/"),
+        );
+        r.append(header::SET_COOKIE, HeaderValue::from_static("app=2"));
+        clean_response_headers(&mut r);
+        let left: Vec<_> = r.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(left, vec!["app=2"]);
+    }
+}

@@ -1,0 +1,412 @@
+// cubby's web UI: one ES module, no build step. Pages are picked by the
+// URL's hash (#/..., so the server serves one page); data comes from /api
+// with the httpOnly login cookie (the page never sees a token).
+
+const main = document.getElementById('main');
+const flash = document.getElementById('flash');
+let me = null;
+let timer = null;     // the current page's live refresh
+let cleanup = null;   // the current page's teardown (terminal)
+
+// ------------------------------------------------------------ helpers
+
+function h(tag, attrs = {}, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (k === 'text') e.textContent = v;
+    else e.setAttribute(k, v === true ? '' : v);
+  }
+  for (const k of kids.flat()) if (k !== null && k !== undefined) e.append(k);
+  return e;
+}
+
+function say(msg, info = false) {
+  flash.textContent = msg;
+  flash.className = info ? 'info' : '';
+  flash.hidden = !msg;
+}
+
+// Errors in words a student understands; the server's message when it has one.
+function plain(status, body) {
+  if (body && body.error && body.error.message) return body.error.message;
+  if (status === 0) return 'The service cannot be reached. Check your connection and try again.';
+  if (status >= 500) return 'Something went wrong on the server. Try again in a moment.';
+  return `The request failed (${status}).`;
+}
+
+async function call(method, path, body, retry = true) {
+  let r;
+  try {
+    r = await fetch(path, {
+      method,
+      headers: body === undefined ? {} : { 'Content-Type': typeof body === 'string' ? 'text/csv' : 'application/json' },
+      body: body === undefined ? undefined : (typeof body === 'string' ? body : JSON.stringify(body)),
+    });
+  } catch (_) {
+    throw new Error(plain(0));
+  }
+  // An expired access cookie: trade the refresh cookie once, then retry.
+  if (r.status === 401 && retry && (path === '/api/auth/me' || !path.startsWith('/api/auth/'))) {
+    const f = await fetch('/api/auth/refresh', { method: 'POST' });
+    if (f.ok) return call(method, path, body, false);
+  }
+  const text = await r.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (_) { data = text; }
+  if (!r.ok) {
+    const e = new Error(plain(r.status, data));
+    e.status = r.status;
+    throw e;
+  }
+  return data;
+}
+
+const api = {
+  get: (p) => call('GET', p),
+  post: (p, b) => call('POST', p, b === undefined ? {} : b),
+  put: (p, b) => call('PUT', p, b),
+};
+
+function stateBadge(s) {
+  const label = s ? s.state : 'not started';
+  const why = s && s.reason ? ` (${s.reason})` : '';
+  return h('span', { class: `state ${s ? s.state : ''}`, 'data-state': label, text: label + why });
+}
+
+// The newest session per key (class, or class+student).
+function latest(sessions, key) {
+  const m = new Map();
+  for (const s of sessions) {
+    const k = key(s);
+    const o = m.get(k);
+    if (!o || s.created_at > o.created_at || (s.created_at === o.created_at && isActive(s) && !isActive(o))) m.set(k, s);
+  }
+  return m;
+}
+const isActive = (s) => s && !['stopped', 'failed'].includes(s.state);
+
+function sessionActions(s, start) {
+  const out = [];
+  if (!isActive(s)) {
+    out.push(h('button', { type: 'button', onclick: guard(start), text: 'Start' }));
+    return out;
+  }
+  if (s.state === 'ready') {
+    out.push(h('a', { class: 'button secondary', href: `/api/sessions/${s.id}/open`, target: '_blank', rel: 'noopener', text: 'Open app' }));
+    out.push(h('a', { class: 'button secondary', href: `#/terminal/${s.id}`, text: 'Terminal' }));
+  }
+  if (s.state !== 'stopping') {
+    out.push(h('button', { type: 'button', class: 'danger', onclick: guard(() => api.post(`/api/sessions/${s.id}/stop`)), text: 'Stop' }));
+  }
+  return out;
+}
+
+// Runs an action, shows its error in words, refreshes the page's data.
+function guard(fn) {
+  return async (ev) => {
+    const b = ev && ev.currentTarget;
+    if (b) b.disabled = true;
+    try { say(''); await fn(); } catch (e) { say(e.message); }
+    if (b) b.disabled = false;
+    if (current && current.refresh) current.refresh();
+  };
+}
+
+let current = null;
+function live(refresh, every = 1000) {
+  current = { refresh };
+  const tick = async () => {
+    try { await refresh(); } catch (e) {
+      if (e.status === 401) return route();
+      say(e.message);
+    }
+  };
+  tick();
+  timer = setInterval(tick, every);
+}
+
+// ------------------------------------------------------------ pages
+
+function loginPage() {
+  document.getElementById('top').hidden = true;
+  const user = h('input', { id: 'username', name: 'username', autocomplete: 'username', required: true });
+  const pass = h('input', { id: 'password', name: 'password', type: 'password', autocomplete: 'current-password', required: true });
+  const form = h('form', { class: 'card', onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      say('');
+      await call('POST', '/api/auth/login', { username: user.value.trim(), password: pass.value });
+      location.hash = '#/';
+      await start();
+    } catch (e) { say(e.message); pass.select(); }
+  } },
+  h('h1', { text: 'Sign in' }),
+  h('label', { for: 'username', text: 'User name' }), user,
+  h('label', { for: 'password', text: 'Password' }), pass,
+  h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Sign in' })));
+  main.replaceChildren(form);
+  user.focus();
+}
+
+function passwordPage() {
+  const old = h('input', { id: 'old', type: 'password', autocomplete: 'current-password', required: true });
+  const nw = h('input', { id: 'new', type: 'password', autocomplete: 'new-password', required: true, minlength: 8 });
+  main.replaceChildren(h('form', { class: 'card', onsubmit: async (ev) => {
+    ev.preventDefault();
+    try {
+      await api.post('/api/auth/password', { old_password: old.value, new_password: nw.value });
+      say('Password changed. Sign in again with the new one.', true);
+      me = null;
+      loginPage();
+    } catch (e) { say(e.message); }
+  } },
+  h('h1', { text: 'Change my password' }),
+  h('label', { for: 'old', text: 'Current password' }), old,
+  h('label', { for: 'new', text: 'New password' }), nw,
+  h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Change password' }))));
+  old.focus();
+}
+
+function studentHome() {
+  const list = h('div');
+  main.replaceChildren(h('h1', { text: 'My classes' }), list);
+  live(async () => {
+    const [classes, sessions] = await Promise.all([api.get('/api/classes'), api.get('/api/sessions')]);
+    const by = latest(sessions, (s) => s.class_id);
+    if (!classes.length) {
+      list.replaceChildren(h('p', { class: 'muted', text: 'You are not in any class yet. Ask your teacher for a join code.' }));
+      return;
+    }
+    list.replaceChildren(...classes.map((c) => {
+      const s = by.get(c.id);
+      return h('section', { class: 'card', 'data-class': c.code, 'aria-label': c.name },
+        h('h2', { text: `${c.name} (${c.code})` }),
+        h('div', { class: 'row' }, h('span', { text: 'My sandbox:' }), stateBadge(s),
+          ...sessionActions(s, () => api.post('/api/sessions', { class_id: c.id }))));
+    }));
+  });
+}
+
+function classesHome() {
+  const list = h('div');
+  const create = h('details', { class: 'card' }, h('summary', { text: 'New class' }), newClassForm());
+  main.replaceChildren(h('h1', { text: 'Classes' }), list, create);
+  live(async () => {
+    const classes = await api.get('/api/classes');
+    list.replaceChildren(...(classes.length ? classes.map((c) => h('section', { class: 'card' },
+      h('h2', {}, h('a', { href: `#/class/${c.id}`, text: `${c.name} (${c.code})` })),
+      h('p', { class: 'muted', text: `${c.enrolled} of ${c.capacity} students · join code ${c.join_code}` }))) :
+      [h('p', { class: 'muted', text: 'No classes yet.' })]));
+  }, 5000);
+}
+
+function newClassForm() {
+  const name = h('input', { id: 'c-name', required: true });
+  const code = h('input', { id: 'c-code', required: true });
+  const cap = h('input', { id: 'c-cap', type: 'number', min: 1, value: 30, required: true });
+  return h('form', { onsubmit: guard(async () => {
+    await api.post('/api/classes', { name: name.value, code: code.value, capacity: Number(cap.value) });
+    say('Class created.', true);
+  }) },
+  h('label', { for: 'c-name', text: 'Name' }), name,
+  h('label', { for: 'c-code', text: 'Code' }), code,
+  h('label', { for: 'c-cap', text: 'Capacity' }), cap,
+  h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Create class' })));
+}
+
+function classPage(id) {
+  const head = h('div');
+  const roster = h('tbody');
+  const table = h('table', { 'aria-label': 'Roster' },
+    h('thead', {}, h('tr', {}, h('th', { text: 'Student' }), h('th', { text: 'Sandbox' }), h('th', { text: 'Actions' }))), roster);
+  const add = h('input', { id: 'add-student', placeholder: 'user name' });
+  const tpl = h('select', { id: 'tpl' });
+  main.replaceChildren(head,
+    h('div', { class: 'row card' },
+      h('button', { type: 'button', onclick: guard(() => api.post(`/api/classes/${id}/up`)), text: 'Start whole class' }),
+      h('button', { type: 'button', class: 'danger', onclick: guard(() => api.post(`/api/classes/${id}/down`)), text: 'Stop whole class' })),
+    h('section', { class: 'card' }, h('h2', { text: 'Roster' }), table),
+    h('section', { class: 'card' }, h('h2', { text: 'Settings' }),
+      h('form', { onsubmit: guard(async () => {
+        await api.post(`/api/classes/${id}/students`, { username: add.value.trim() });
+        add.value = '';
+      }) }, h('label', { for: 'add-student', text: 'Add a student' }), add,
+        h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Add' }))),
+      h('form', { onsubmit: guard(() => api.put(`/api/classes/${id}/template`, { template_id: tpl.value })) },
+        h('label', { for: 'tpl', text: 'Template' }), tpl,
+        h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Use this template' })))));
+  api.get('/api/templates').then((ts) => {
+    tpl.replaceChildren(...ts.map((t) => h('option', { value: t.id, text: t.name })));
+  }).catch((e) => say(e.message));
+  live(async () => {
+    const [c, students, sessions] = await Promise.all([
+      api.get(`/api/classes/${id}`), api.get(`/api/classes/${id}/students`), api.get('/api/sessions')]);
+    if (c.template_id) tpl.value = c.template_id;
+    head.replaceChildren(h('h1', { text: `${c.name} (${c.code})` }),
+      h('p', { class: 'muted', text: `${c.enrolled} of ${c.capacity} students · join code ${c.join_code}` }));
+    const by = latest(sessions.filter((s) => s.class_id === id), (s) => s.student_id);
+    roster.replaceChildren(...students.map((st) => {
+      const s = by.get(st.id);
+      return h('tr', { 'data-student': st.username },
+        h('td', { text: st.username }), h('td', {}, stateBadge(s)),
+        h('td', {}, h('div', { class: 'row' }, ...sessionActions(s,
+          () => api.post('/api/sessions', { class_id: id, student_id: st.id })))));
+    }));
+  });
+}
+
+function usersPage() {
+  const tbody = h('tbody');
+  const name = h('input', { id: 'u-name', required: true });
+  const role = h('select', { id: 'u-role' }, ...['student', 'teacher', 'admin'].map((r) => h('option', { value: r, text: r })));
+  const pw = h('input', { id: 'u-pw', type: 'password', autocomplete: 'new-password', required: true });
+  const csv = h('textarea', { id: 'u-csv', placeholder: 'username,role,password' });
+  main.replaceChildren(h('h1', { text: 'Users' }),
+    h('section', { class: 'card' }, h('table', {}, h('thead', {}, h('tr', {}, h('th', { text: 'User' }), h('th', { text: 'Role' }), h('th', { text: 'Status' }), h('th', { text: '' }))), tbody)),
+    h('form', { class: 'card', onsubmit: guard(async () => {
+      await api.post('/api/users', { username: name.value.trim(), role: role.value, password: pw.value });
+      name.value = ''; pw.value = '';
+    }) }, h('h2', { text: 'Add a user' }), h('label', { for: 'u-name', text: 'User name' }), name,
+      h('label', { for: 'u-role', text: 'Role' }), role, h('label', { for: 'u-pw', text: 'Password' }), pw,
+      h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Add user' }))),
+    h('form', { class: 'card', onsubmit: guard(async () => {
+      const r = await api.post('/api/users/import', csv.value);
+      say(`${r.length} users created.`, true);
+      csv.value = '';
+    }) }, h('h2', { text: 'Import from CSV' }), h('label', { for: 'u-csv', text: 'One user per line: username,role,password' }), csv,
+      h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Import' }))));
+  live(async () => {
+    const users = await api.get('/api/users');
+    tbody.replaceChildren(...users.map((u) => h('tr', {},
+      h('td', { text: u.username }), h('td', { text: u.role }), h('td', { text: u.disabled ? 'disabled' : 'active' }),
+      h('td', {}, h('button', { type: 'button', class: 'secondary', onclick: guard(() => api.post(`/api/users/${u.id}/disabled`, { disabled: !u.disabled })), text: u.disabled ? 'Enable' : 'Disable' })))));
+  }, 5000);
+}
+
+function templatesPage() {
+  const list = h('div');
+  const name = h('input', { id: 't-name', required: true });
+  const spec = h('textarea', { id: 't-spec' });
+  spec.value = JSON.stringify({ image: 'cubby-demo:latest', port: 8080, memory_bytes: 67108864, cpus: 0.5, pids: 64 }, null, 2);
+  main.replaceChildren(h('h1', { text: 'Templates' }), list,
+    h('form', { class: 'card', onsubmit: guard(async () => {
+      let parsed;
+      try { parsed = JSON.parse(spec.value); } catch (e) { throw new Error(`The template is not valid JSON: ${e.message}`); }
+      await api.post('/api/templates', { name: name.value.trim(), spec: parsed });
+      say('Template saved.', true);
+    }) }, h('h2', { text: 'New template' }), h('label', { for: 't-name', text: 'Name' }), name,
+      h('label', { for: 't-spec', text: 'What a sandbox is (JSON: image, port, memory_bytes, cpus, pids, user, network, ...)' }), spec,
+      h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Save template' }))));
+  live(async () => {
+    const ts = await api.get('/api/templates');
+    list.replaceChildren(...ts.map((t) => h('section', { class: 'card' }, h('h2', { text: t.name }),
+      h('pre', { text: JSON.stringify(t.spec, null, 2) }))));
+  }, 10000);
+}
+
+function sandboxesPage() {
+  const tbody = h('tbody');
+  main.replaceChildren(h('h1', { text: 'Running sandboxes' }),
+    h('section', { class: 'card' }, h('table', {}, h('thead', {}, h('tr', {}, h('th', { text: 'Session' }), h('th', { text: 'State' }), h('th', { text: 'Address' }), h('th', { text: 'Actions' }))), tbody)));
+  live(async () => {
+    const ss = await api.get('/api/sessions?active=true');
+    tbody.replaceChildren(...ss.map((s) => h('tr', {}, h('td', { text: s.sandbox }), h('td', {}, stateBadge(s)),
+      h('td', { text: s.address || '' }), h('td', {}, h('div', { class: 'row' }, ...sessionActions(s, null))))));
+  }, 2000);
+}
+
+async function terminalPage(id) {
+  const { Terminal } = await import('/assets/vendor/xterm/xterm.mjs');
+  const status = h('span', { id: 'term-status', class: 'muted', role: 'status', text: 'connecting…' });
+  const box = h('div');
+  const again = h('button', { type: 'button', class: 'secondary', text: 'Reconnect', hidden: true });
+  main.replaceChildren(h('div', { class: 'row' }, h('h1', { text: 'Terminal' }), status, again,
+    h('a', { class: 'button secondary', href: `/api/sessions/${id}/open`, target: '_blank', rel: 'noopener', text: 'Open app' })),
+    h('div', { class: 'terminal-wrap' }, box));
+  const term = new Terminal({ cursorBlink: true, fontSize: 14, scrollback: 5000 });
+  term.open(box);
+  let ws = null;
+  let closed = false;
+  const enc = new TextEncoder();
+  // Columns and rows that fit the box, from the rendered cell size.
+  const fit = () => {
+    const cell = term._core && term._core._renderService && term._core._renderService.dimensions.css.cell;
+    if (!cell || !cell.width) return;
+    const cols = Math.max(20, Math.floor((box.clientWidth - 14) / cell.width));
+    const rows = Math.max(5, Math.floor(box.clientHeight / cell.height));
+    if (cols !== term.cols || rows !== term.rows) term.resize(cols, rows);
+  };
+  const sendSize = () => {
+    if (ws && ws.readyState === 1) ws.send(JSON.stringify({ resize: [term.cols, term.rows] }));
+  };
+  term.onResize(sendSize);
+  term.onData((d) => { if (ws && ws.readyState === 1) ws.send(enc.encode(d)); });
+  const connect = () => {
+    again.hidden = true;
+    status.textContent = 'connecting…';
+    const proto = location.protocol === 'https:' ? 'wss' : 'ws';
+    ws = new WebSocket(`${proto}://${location.host}/api/sessions/${id}/terminal`);
+    ws.binaryType = 'arraybuffer';
+    ws.onopen = () => { status.textContent = 'connected'; fit(); sendSize(); term.focus(); };
+    ws.onmessage = (m) => term.write(typeof m.data === 'string' ? m.data : new Uint8Array(m.data));
+    ws.onclose = () => {
+      if (closed) return;
+      status.textContent = 'disconnected: the shell ended or the network dropped';
+      again.hidden = false;
+      term.write('\r\n[disconnected — press Reconnect for a new shell]\r\n');
+    };
+  };
+  again.addEventListener('click', connect);
+  const onWin = () => fit();
+  window.addEventListener('resize', onWin);
+  cleanup = () => { closed = true; window.removeEventListener('resize', onWin); if (ws) ws.close(); term.dispose(); };
+  connect();
+}
+
+// ------------------------------------------------------------ router
+
+function nav() {
+  const links = [['#/', me.role === 'student' ? 'My classes' : 'Classes']];
+  if (me.role === 'admin') links.push(['#/users', 'Users'], ['#/templates', 'Templates'], ['#/sandboxes', 'Sandboxes']);
+  if (me.role === 'teacher') links.push(['#/templates', 'Templates']);
+  links.push(['#/password', 'Password']);
+  const here = location.hash || '#/';
+  document.getElementById('nav').replaceChildren(...links.map(([href, text]) =>
+    h('a', { href, text, 'aria-current': here === href ? 'page' : null })));
+  document.getElementById('whoami').textContent = `${me.username} (${me.role})`;
+  document.getElementById('top').hidden = false;
+}
+
+async function route() {
+  if (timer) { clearInterval(timer); timer = null; }
+  if (cleanup) { cleanup(); cleanup = null; }
+  current = null;
+  if (!me) return loginPage();
+  nav();
+  const [, page, arg] = (location.hash || '#/').split('/');
+  switch (page) {
+    case 'class': return classPage(arg);
+    case 'terminal': return terminalPage(arg);
+    case 'password': return passwordPage();
+    case 'users': return usersPage();
+    case 'templates': return templatesPage();
+    case 'sandboxes': return sandboxesPage();
+    default: return me.role === 'student' ? studentHome() : classesHome();
+  }
+}
+
+async function start() {
+  try { me = await api.get('/api/auth/me'); } catch (_) { me = null; }
+  await route();
+}
+
+document.getElementById('logout').addEventListener('click', async () => {
+  try { await api.post('/api/auth/logout'); } catch (_) { /* signed out either way */ }
+  me = null;
+  location.hash = '#/';
+  route();
+});
+window.addEventListener('hashchange', () => { say(''); route(); });
+start();

@@ -1,0 +1,140 @@
+// Drives cubby's web UI in Debian's chromium (playwright-core, no browser
+// download). Run by crates/cubby/tests/caas_web.rs against a live
+// `cubby serve` with users teach, ann, bob and class web101.
+// Env: CUBBY_URL, CUBBY_CLASS; CAAS_WEB_SHOTS (a directory) for screenshots.
+import { chromium } from 'playwright-core';
+import path from 'node:path';
+
+const base = process.env.CUBBY_URL;
+const shots = process.env.CAAS_WEB_SHOTS;
+const T = 60_000;
+
+function fail(msg) { throw new Error(msg); }
+async function shot(page, name) {
+  if (shots) await page.screenshot({ path: path.join(shots, `${name}.png`) });
+}
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  headless: true,
+  // The flags this machine needs (MACHINE-NOTES "Browser"); playwright
+  // gives every launch a fresh profile directory.
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+
+async function signIn(ctx, user, password, viaKeyboard = false) {
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(T);
+  await page.goto(base + '/');
+  await page.waitForSelector('#username');
+  if (viaKeyboard) {
+    // Keyboard only: the user name field has focus on arrival.
+    await page.keyboard.type(user);
+    await page.keyboard.press('Tab');
+    await page.keyboard.type(password);
+    await page.keyboard.press('Enter');
+  } else {
+    await page.fill('#username', user);
+    await page.fill('#password', password);
+    await page.click('button[type=submit]');
+  }
+  await page.waitForSelector('#whoami:has-text("' + user + '")');
+  return page;
+}
+
+async function termSees(page, text) {
+  await page.waitForFunction((t) => {
+    const rows = document.querySelector('.xterm-rows');
+    return rows && rows.textContent.includes(t);
+  }, text, { timeout: T });
+}
+
+try {
+  // A wrong password is explained in words.
+  const anonCtx = await browser.newContext();
+  const anon = await anonCtx.newPage();
+  await anon.goto(base + '/');
+  await anon.fill('#username', 'ann');
+  await anon.fill('#password', 'not-her-password');
+  await shot(anon, 'ui-login');
+  await anon.click('button[type=submit]');
+  await anon.waitForSelector('#flash:has-text("wrong user name or password")');
+
+  // The teacher watches the roster.
+  const teachCtx = await browser.newContext({ viewport: { width: 1100, height: 750 } });
+  const teacher = await signIn(teachCtx, 'teach', 'teach-pass-123');
+  await teacher.click('text=Browser 101 (web101)');
+  const annRow = teacher.locator('tr[data-student="ann"]');
+  await annRow.locator('[data-state="not started"]').waitFor();
+
+  // The student, on a phone-width screen: sign in, start, wait for ready.
+  const annCtx = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const ann = await signIn(annCtx, 'ann', 'ann-pass-123');
+  const card = ann.locator('section[data-class="web101"]');
+  await card.getByRole('button', { name: 'Start' }).click();
+  await card.locator('[data-state="ready"]').waitFor();
+  await shot(ann, 'ui-student-phone');
+  const appHref = await card.getByRole('link', { name: 'Open app' }).getAttribute('href');
+  const sid = appHref.split('/')[3];
+
+  // The teacher's roster changed by itself.
+  await annRow.locator('[data-state="ready"]').waitFor();
+  await shot(teacher, 'ui-teacher-roster');
+
+  // The student's terminal: type, see the output.
+  await card.getByRole('link', { name: 'Terminal' }).click();
+  await ann.waitForSelector('#term-status:has-text("connected")');
+  await termSees(ann, '$ ');  // the prompt: the shell is reading
+  await ann.click('.xterm');
+  await ann.keyboard.type('echo hello-$((6*7)) as $(id -u)\n');
+  await termSees(ann, 'hello-42 as 1000');
+  await ann.setViewportSize({ width: 1000, height: 700 });
+  await shot(ann, 'ui-terminal');
+
+  // The proxied app.
+  // Open app: /api/sessions/ID/open hands the login over to the app's own
+  // origin (SESSION.localhost:PORT, serve runs with --domain localhost).
+  const resp = await ann.goto(base + appHref);
+  if (resp.status() !== 200) fail(`the app answered ${resp.status()}`);
+  await ann.waitForSelector('text=Hello from your cubby sandbox');
+  const appOrigin = new URL(ann.url()).origin;
+  if (!appOrigin.startsWith(`http://${sid}.localhost:`)) fail(`the app is not on its own origin: ${ann.url()}`);
+  // The same app by path, on the service's origin.
+  const byPath = await ann.goto(base + `/r/${sid}/`);
+  if (byPath.status() !== 200) fail(`/r/ answered ${byPath.status()}`);
+
+  // The teacher opens the student's terminal from the roster.
+  await annRow.getByRole('link', { name: 'Terminal' }).click();
+  await teacher.waitForSelector('#term-status:has-text("connected")');
+  await termSees(teacher, '$ ');
+  await teacher.click('.xterm');
+  await teacher.keyboard.type('echo teacher-$((2*3)) in $(pwd)\n');
+  await termSees(teacher, 'teacher-6 in /workspace');
+
+  // Another student (keyboard only) is refused the first one's URLs.
+  const bobCtx = await browser.newContext();
+  const bob = await signIn(bobCtx, 'bob', 'bob-pass-123', true);
+  const r2 = await bob.goto(base + `/r/${sid}/`);
+  if (r2.status() !== 404) fail(`bob opened ann's app: ${r2.status()}`);
+  await bob.waitForSelector('text=No such sandbox');
+  const r2b = await bob.goto(appOrigin + '/');
+  if (r2b.status() !== 401) fail(`bob opened ann's app host: ${r2b.status()}`);
+  await bob.goto(base + '/#/terminal/' + sid);
+  await bob.waitForSelector('#term-status:has-text("disconnected")');
+  const rows = await bob.locator('.xterm-rows').textContent();
+  if (rows.includes('$')) fail(`bob got a prompt in ann's terminal: ${rows}`);
+
+  // The student stops the session; the roster follows.
+  await ann.goto(base + '/#/');
+  await card.getByRole('button', { name: 'Stop' }).click();
+  await card.locator('[data-state="stopped"]').waitFor();
+  await teacher.goto(base + '/#/class/' + process.env.CUBBY_CLASS);
+  await annRow.locator('[data-state="stopped"]').waitFor();
+  // (a fresh URL: the browser may keep the app's page in its cache)
+  const r3 = await ann.goto(base + `/r/${sid}/?after-stop`);
+  if (r3.status() !== 410) fail(`a stopped session's app answered ${r3.status()}`);
+  console.log('browser test passed');
+} finally {
+  await browser.close();
+}
