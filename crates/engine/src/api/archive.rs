@@ -5,8 +5,6 @@
 //! (mounted again if needed); [`crate::container_fs`] keeps every path
 //! inside that root.
 
-use super::containers::find;
-use super::create::ensure_rootfs;
 use super::error::ApiError;
 use super::util::{flag, Query};
 use super::{blocking, ApiResult, Shared};
@@ -87,7 +85,7 @@ async fn open_root(
             return Ok(root);
         }
     }
-    ensure_rootfs(d, &r.id).await?;
+    d.ensure_rootfs(&r.id).await?;
     let rootfs = cubby_image::snapshot::Snapshot::at(
         d.root.join(crate::records::CONTAINERS_DIR).join(&r.id),
     )
@@ -124,7 +122,7 @@ async fn stopped_view(
     if mounts.is_empty() {
         return Ok(None);
     }
-    ensure_rootfs(d, &r.id).await?;
+    d.ensure_rootfs(&r.id).await?;
     let rootfs = cubby_image::snapshot::Snapshot::at(
         d.root.join(crate::records::CONTAINERS_DIR).join(&r.id),
     )
@@ -152,7 +150,7 @@ fn proc_alive(pid: i32) -> bool {
 
 /// Finds the container, opens its root and stats `path` (404 first).
 async fn stat_of(d: &Shared, id: String, path: String) -> ApiResult<(ContainerRoot, PathStat)> {
-    let r = find(d, id.clone()).await?;
+    let r = d.find(&id).await?;
     let root = open_root(d, r, &path, &id).await?;
     blocking(move || {
         let stat = root.stat(&path).map_err(|e| api_error(e, &path, &id))?;
@@ -167,7 +165,7 @@ pub async fn head(
     Q(q): Q<Query>,
 ) -> ApiResult<Response> {
     let path = path_of(&q)?;
-    let r = find(&d, id.clone()).await?;
+    let r = d.find(&id).await?;
     if let Some((rootfs, mounts)) = stopped_view(&d, &r).await? {
         let p = path.clone();
         let h = with_mounts(rootfs, mounts, move |root| root.stat(&p));
@@ -234,7 +232,7 @@ pub async fn get(
             let _ = tx.blocking_send(Err(e));
         }
     };
-    let r = find(&d, id.clone()).await?;
+    let r = d.find(&id).await?;
     let stat = if let Some((rootfs, mounts)) = stopped_view(&d, &r).await? {
         // Stat and archive on the thread that sees the mounts; the
         // archive streams on after the stat is answered.
@@ -318,7 +316,7 @@ pub async fn put(
         chown: None,
     };
     let copy_uid_gid = flag(&q, "copyUIDGID");
-    let r = find(&d, id.clone()).await?;
+    let r = d.find(&id).await?;
     let user = r
         .config
         .pointer("/Config/User")

@@ -4,10 +4,11 @@
 
 use super::error::ApiError;
 use super::util::Query;
-use super::{conn, ApiResult, Shared};
+use super::{ApiResult, Shared};
 use crate::logs::parse_rfc3339;
 use crate::monitor::events::{now_nanos, Event};
 use crate::protocol::Request;
+use crate::service::conn;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query as Q, State};
 use axum::http::header::CONTENT_TYPE;
@@ -129,7 +130,7 @@ pub async fn events(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Respon
         .map(|s| parse_time(s))
         .transpose()?;
     let filters = parse_filters(&q)?;
-    let mut stream = conn::open_stream(
+    let stream = conn::open_stream(
         &d.monitor_socket,
         &Request::Events {
             since: since.or(Some(now_nanos())),

@@ -7,14 +7,14 @@
 //! (a restarted daemon forgets them, as Docker forgets them on restart);
 //! started ones are known to the monitor.
 
-use super::containers::find;
 use super::error::ApiError;
 use super::hijack::{hijack_then, Streams};
 use super::util::Query;
-use super::{conn, new_id, ApiResult, Shared};
+use super::{new_id, ApiResult, Shared};
 use crate::monitor::events::Event;
 use crate::protocol::{ExecRequest, Request, Response};
 use crate::records::Status;
+use crate::service::{conn, EngineError, ExecEntry};
 use axum::body::Bytes;
 use axum::extract::{Path, Query as Q, Request as HttpRequest, State};
 use axum::http::StatusCode;
@@ -22,19 +22,6 @@ use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::Json;
 use bollard_stubs::models::ExecConfig;
 use serde_json::{json, Value};
-
-/// What the daemon keeps of an exec between create and start.
-#[derive(Debug, Clone)]
-pub struct ExecEntry {
-    pub container: String,
-    pub config: ExecConfig,
-    pub started: bool,
-    /// The exit code of an exec that could not be started after the hijack.
-    pub failed: Option<i32>,
-    /// The monitor took the exec (until then an inspect reports it
-    /// running: it is starting, and has no exit code to show).
-    pub launched: bool,
-}
 
 /// Execs not yet started are forgotten past this many (clients that
 /// create and never start).
@@ -62,7 +49,7 @@ pub async fn create(
     if config.detach_keys.as_deref().is_some_and(|k| !k.is_empty()) {
         return Err(crate::config::ConfigError::unsupported("ExecConfig.DetachKeys").into());
     }
-    let r = find(&d, id).await?;
+    let r = d.find(&id).await?;
     match r.status {
         Status::Running => {}
         Status::Paused => {
@@ -221,7 +208,7 @@ pub async fn start(
                 }
             }
         }
-        opened
+        opened.map_err(ApiError::from)
     };
     Ok(hijack_then(
         HttpRequest::from_parts(parts, axum::body::Body::empty()),
@@ -246,9 +233,7 @@ pub async fn inspect(
             Ok(_) => None,
             // Started but not yet with the monitor (an attached exec starts
             // once its client has the 101): running, no exit code yet.
-            Err(err)
-                if err.status == StatusCode::NOT_FOUND && !e.launched && e.failed.is_none() =>
-            {
+            Err(EngineError::NotFound(_)) if !e.launched && e.failed.is_none() => {
                 Some(crate::protocol::ExecState {
                     exec_id: exec_id.clone(),
                     id: e.container.clone(),
@@ -258,8 +243,8 @@ pub async fn inspect(
                 })
             }
             // The monitor forgot it (restarted): ended, code unknown.
-            Err(err) if err.status == StatusCode::NOT_FOUND => None,
-            Err(err) => return Err(err),
+            Err(EngineError::NotFound(_)) => None,
+            Err(err) => return Err(err.into()),
         }
     } else {
         None
