@@ -298,9 +298,11 @@ pub fn parse_mount(m: &Mount) -> EngineResult<Planned> {
                 if let Some(dc) = &v.driver_config {
                     match dc.name.as_deref() {
                         None | Some("" | "local") => {}
-                        Some(other) => return Err(EngineError::NotFound(format!(
+                        Some(other) => {
+                            return Err(EngineError::NotFound(format!(
                             "error looking up volume plugin {other}: plugin \"{other}\" not found"
-                        ))),
+                        )))
+                        }
                     }
                     if dc.options.as_ref().is_some_and(|o| !o.is_empty()) {
                         return Err(EngineError::Unsupported(
