@@ -312,3 +312,85 @@ async fn typed_errors_for_what_the_caller_got_wrong() {
         .unwrap_or_default();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// Two engines (two daemons, or a daemon and `cubby build`) on one
+/// monitor race creates of one name: one wins, the other gets Conflict,
+/// and the loser leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_racing_one_name_one_wins() {
+    let w = World::new("race");
+    let (a, b) = (w.engine(), w.engine());
+    for round in 0..4 {
+        let name = format!("engine-race-{round}");
+        let (ra, rb) = tokio::join!(
+            a.create(body(&["true"]), named(&name)),
+            b.create(body(&["true"]), named(&name)),
+        );
+        let (won, lost) = match (ra, rb) {
+            (Ok(id), Err(e)) | (Err(e), Ok(id)) => (id, e),
+            other => panic!("round {round}: not exactly one winner: {other:?}"),
+        };
+        assert!(
+            matches!(&lost, EngineError::Conflict(m) if m.contains("already in use")),
+            "round {round}: {lost:?}"
+        );
+        assert_eq!(a.find(&name).await.unwrap().id, won);
+        let dirs: Vec<_> = std::fs::read_dir(w.root().join("containers"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(dirs, [won.clone()], "round {round}: snapshots");
+        b.remove(&won, false, false).await.unwrap();
+    }
+}
+
+/// A create in flight is reserved in the monitor, so every client sees it:
+/// its name is taken, its volumes are in use, and it is live for a
+/// reconcile (which keeps the network endpoints of [`Engine::live_ids`]);
+/// when its client goes away mid-create, all of that is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_in_flight_is_seen_by_every_client() {
+    let w = World::new("inflight");
+    let e = w.engine();
+    let volumes = cubby_engine::volumes::VolumeStore::open(&w.root()).unwrap();
+    volumes
+        .create(&cubby_engine::volumes::CreateOptions {
+            name: Some("engine-held".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    let id = "f".repeat(64);
+    // Another client, stopped between the two phases of its create.
+    let mut other = cubby_engine::client::MonitorClient::connect(&w.socket).unwrap();
+    other.reserve(&id, "engine-inflight").unwrap();
+    other.claim(&id, &["engine-held".to_string()]).unwrap();
+
+    assert!(e.live_ids().await.unwrap().contains(&id));
+    match e.create(body(&["true"]), named("engine-inflight")).await {
+        Err(EngineError::Conflict(m)) => assert!(m.contains(&id), "{m}"),
+        r => panic!("create of a reserved name: {r:?}"),
+    }
+    let in_use = e.volume_users().await.unwrap();
+    match volumes.remove("engine-held", &in_use, false) {
+        Err(cubby_engine::volumes::VolumeError::InUse { users, .. }) => {
+            assert_eq!(users, [id.clone()])
+        }
+        r => panic!("remove of a claimed volume: {r:?}"),
+    }
+
+    // The client dies mid-create: the monitor frees what it held.
+    drop(other);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while e.live_ids().await.unwrap().contains(&id) {
+        assert!(Instant::now() < deadline, "reservation outlived its client");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let in_use = e.volume_users().await.unwrap();
+    assert!(volumes.remove("engine-held", &in_use, false).unwrap());
+    let won = e
+        .create(body(&["true"]), named("engine-inflight"))
+        .await
+        .unwrap();
+    e.remove(&won, false, false).await.unwrap();
+}

@@ -7,7 +7,6 @@
 use super::error::ApiError;
 use super::util::{flag, Query};
 use super::{blocking, ApiResult, Shared};
-use crate::records::ContainerRecord;
 use crate::volumes::{CreateOptions, VolumeRecord, VolumeStore};
 use axum::body::Bytes;
 use axum::extract::{Path, Query as Q, State};
@@ -129,8 +128,8 @@ pub fn prune_matches(filters: &BTreeMap<String, Vec<String>>, v: &VolumeRecord) 
     Ok(true)
 }
 
-async fn records(d: &Shared) -> ApiResult<Vec<ContainerRecord>> {
-    Ok(d.list().await?)
+async fn records(d: &Shared) -> ApiResult<crate::volumes::InUse> {
+    Ok(d.volume_users().await?)
 }
 
 pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<VolumeListResponse>> {
@@ -142,7 +141,7 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Vol
         let (vols, warnings) = store.list()?;
         let mut out = Vec::new();
         for v in vols {
-            let in_use = !crate::volumes::users(&records, &v.name).is_empty();
+            let in_use = !records.users(&v.name).is_empty();
             if list_matches(&filters, &v, in_use)? {
                 out.push(v.to_api());
             }
@@ -211,8 +210,7 @@ pub async fn prune(
         let mut deleted = Vec::new();
         let mut reclaimed = 0u64;
         for v in vols {
-            if !crate::volumes::users(&records, &v.name).is_empty() || !prune_matches(&filters, &v)?
-            {
+            if !records.users(&v.name).is_empty() || !prune_matches(&filters, &v)? {
                 continue;
             }
             let size = store.size(&v.name);

@@ -4,6 +4,7 @@
 
 use super::error::{EngineError, EngineResult};
 use super::{blocking, Engine};
+use crate::client::MonitorClient;
 use crate::monitor::CreateRequest;
 use crate::protocol::{Request, Response, WaitCondition};
 use crate::records::{ContainerRecord, RestartName, RestartPolicy};
@@ -101,30 +102,42 @@ impl Engine {
                 n.to_string()
             }
         };
+        let auto_remove = host.auto_remove.unwrap_or(false);
         let (d2, id2, name2) = (self.clone(), id.clone(), name.clone());
-        let mut req = blocking(move || d2.prepare(&id2, &name2, body)).await?;
-        req.restart = restart;
-        req.auto_remove = host.auto_remove.unwrap_or(false);
-        let snapshot = Snapshot::at(req.bundle.clone());
-        match self.monitor(move |c| c.create(req)).await {
-            Ok(_) => Ok(id),
-            Err(e) => {
+        // Two phases on one monitor connection: the name (then the
+        // volumes) are reserved before anything is made, so no other
+        // client takes them and no reconcile sees a stray; the monitor
+        // frees them if this connection dies.
+        let made = blocking(move || {
+            let mut c = MonitorClient::connect(&d2.monitor_socket)?;
+            c.reserve(&id2, &name2)?;
+            let mut req = d2.prepare(&mut c, &id2, &name2, body)?;
+            req.restart = restart;
+            req.auto_remove = auto_remove;
+            let snapshot = Snapshot::at(req.bundle.clone());
+            Ok(c.create(req).map(drop).map_err(|e| {
+                let _ = snapshot.remove();
+                EngineError::from(e)
+            }))
+        })
+        .await;
+        let failed = match made {
+            Ok(Ok(())) => return Ok(id),
+            // Prepared (network included), refused by the monitor.
+            Ok(Err(e)) => {
                 super::networks::release(self, &id).await;
-                let _ = blocking(move || {
-                    let _ = snapshot.remove();
-                    Ok::<_, EngineError>(())
-                })
-                .await;
-                match e {
-                    EngineError::Conflict(m) if m.contains("is already in use") => {
-                        Err(EngineError::Conflict(format!(
-                            "Conflict. {}. You have to remove (or rename) that container to be able to reuse that name.",
-                            m.replacen("the container", "The container", 1)
-                        )))
-                    }
-                    e => Err(e),
-                }
+                e
             }
+            Err(e) => e,
+        };
+        match failed {
+            EngineError::Conflict(m) if m.contains("is already in use") => {
+                Err(EngineError::Conflict(format!(
+                    "Conflict. {}. You have to remove (or rename) that container to be able to reuse that name.",
+                    m.replacen("the container", "The container", 1)
+                )))
+            }
+            e => Err(e),
         }
     }
 
@@ -134,8 +147,15 @@ impl Engine {
             .ok_or_else(|| EngineError::not_found(format!("No such image: {name}")))
     }
 
-    /// Mounts the snapshot and builds the monitor's request (blocking).
-    fn prepare(&self, id: &str, name: &str, body: CreateBody) -> EngineResult<CreateRequest> {
+    /// Mounts the snapshot and builds the monitor's request (blocking);
+    /// volumes are claimed on `monitor`, which holds the reservation.
+    fn prepare(
+        &self,
+        monitor: &mut MonitorClient,
+        id: &str,
+        name: &str,
+        body: CreateBody,
+    ) -> EngineResult<CreateRequest> {
         let log = crate::config::docker::log_options(body.host_config.as_ref())?;
         let image_name = body.image.clone().unwrap_or_default();
         let image = self.find_image(&image_name)?;
@@ -181,8 +201,8 @@ impl Engine {
             e
         };
         let mut spec = crate::config::build(&cfg, &rootfs).map_err(|e| undo(e.into()))?;
-        let mounts =
-            super::mounts::apply(self, id, &mut spec, &rootfs, &body, &config).map_err(undo)?;
+        let mounts = super::mounts::apply(self, monitor, id, &mut spec, &rootfs, &body, &config)
+            .map_err(undo)?;
         super::networks::setup(self, id, name, &body, &mut spec).map_err(undo)?;
         let mut body = body;
         let host_config = body.host_config.take().unwrap_or_default();
@@ -266,6 +286,36 @@ impl Engine {
     /// Every container the monitor knows.
     pub async fn list(&self) -> EngineResult<Vec<ContainerRecord>> {
         self.monitor(|c| c.list()).await
+    }
+
+    /// The creates in flight, from every client of the monitor.
+    pub async fn reservations(&self) -> EngineResult<Vec<crate::protocol::Reservation>> {
+        self.monitor(|c| c.reservations()).await
+    }
+
+    /// Containers made and being made, and what they mount.
+    pub async fn volume_users(&self) -> EngineResult<crate::volumes::InUse> {
+        self.monitor(|c| {
+            // Reservations first: a create that completes in between is
+            // then in the records.
+            let reserved = c.reservations()?;
+            Ok(crate::volumes::InUse {
+                records: c.list()?,
+                reserved,
+            })
+        })
+        .await
+    }
+
+    /// The ids of containers made and being made: what a reconcile of
+    /// per-container state (network endpoints) must keep.
+    pub async fn live_ids(&self) -> EngineResult<std::collections::HashSet<String>> {
+        let u = self.volume_users().await?;
+        Ok(u.records
+            .into_iter()
+            .map(|r| r.id)
+            .chain(u.reserved.into_iter().map(|r| r.id))
+            .collect())
     }
 
     /// Starts a created or stopped container (NotModified if running).
@@ -408,7 +458,7 @@ impl Engine {
         if names.is_empty() {
             return;
         }
-        let records = match self.list().await {
+        let in_use = match self.volume_users().await {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("cubby daemon: volumes of {}: {e}", removed.id);
@@ -423,7 +473,7 @@ impl Engine {
             for name in names {
                 match store.get(&name) {
                     Ok(v) if v.anonymous() => {
-                        if let Err(e) = store.remove(&name, &records, true) {
+                        if let Err(e) = store.remove(&name, &in_use, true) {
                             eprintln!("cubby daemon: remove volume {name} of {id}: {e}");
                         }
                     }

@@ -558,6 +558,7 @@ fn realise(
 /// MountPoints for `config["Mounts"]`.
 pub fn apply(
     d: &Engine,
+    monitor: &mut crate::client::MonitorClient,
     id: &str,
     spec: &mut Spec,
     rootfs: &Path,
@@ -601,9 +602,9 @@ pub fn apply(
     } else {
         None
     };
-    // Anonymous volumes are named now, and every volume is claimed for
-    // this container before it is created, so a concurrent rm or prune
-    // cannot take it before the monitor has the container's record.
+    // Anonymous volumes are named now, and every volume is claimed in the
+    // monitor (by this create's reservation) before it is created, so no
+    // client's rm or prune can take it before the container's record exists.
     let mut names = Vec::new();
     for p in planned.iter_mut().filter(|p| p.kind == Kind::Volume) {
         if p.source.is_empty() {
@@ -614,7 +615,7 @@ pub fn apply(
         names.push(p.source.clone());
     }
     if !names.is_empty() {
-        crate::volumes::claim(id, &d.root.join("containers").join(id), &names);
+        monitor.claim(id, &names)?;
     }
     let mut mounts = Vec::new();
     let mut points = Vec::new();

@@ -17,32 +17,9 @@ use crate::protocol::Request;
 use bollard_stubs::models::EndpointSettings;
 use cubby_network::{AttachReq, NetworkStore, PortMap};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use tokio::io::AsyncBufReadExt;
-
-/// Containers whose network [`setup`] made, with when: the monitor may not
-/// have their record yet, so a reconcile running meanwhile must treat them
-/// as live. Entries expire after [`PENDING_GRACE`].
-static PENDING: std::sync::Mutex<Option<HashMap<String, std::time::Instant>>> =
-    std::sync::Mutex::new(None);
-const PENDING_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
-
-fn pending_add(id: &str) {
-    let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    let map = p.get_or_insert_with(HashMap::new);
-    map.retain(|_, t| t.elapsed() < PENDING_GRACE);
-    map.insert(id.to_string(), std::time::Instant::now());
-}
-
-fn pending_ids() -> Vec<String> {
-    let p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    p.iter()
-        .flatten()
-        .filter(|(_, t)| t.elapsed() < PENDING_GRACE)
-        .map(|(id, _)| id.clone())
-        .collect()
-}
 
 /// The network option that stops containers from reaching the host's own
 /// addresses (`docker network create -o cubby.isolate_host=true`).
@@ -241,7 +218,6 @@ pub(crate) fn setup(
             nets.push((n, ep));
         }
     }
-    pending_add(id);
     let attach_all = || -> EngineResult<std::path::PathBuf> {
         let ns = s.prepare(id, &hostname).map_err(EngineError::from)?;
         for (i, (net, ep)) in nets.iter().enumerate() {
@@ -411,19 +387,17 @@ pub async fn watch(d: Shared) {
     }
     let mut since = crate::monitor::events::now_nanos();
     loop {
-        match d.monitor(|c| c.list()).await {
-            Ok(records) => {
-                let mut live: HashSet<String> = records.into_iter().map(|r| r.id).collect();
-                live.extend(pending_ids());
-                match with_store(&d, move |s| s.reconcile(&live)).await {
-                    Ok(r) => {
-                        for e in &r.errors {
-                            eprintln!("cubby daemon: network reconcile: rebuild {e}");
-                        }
+        // Creates in flight (reserved in the monitor by any client) count
+        // as live: their endpoint exists before their record does.
+        match d.live_ids().await {
+            Ok(live) => match with_store(&d, move |s| s.reconcile(&live)).await {
+                Ok(r) => {
+                    for e in &r.errors {
+                        eprintln!("cubby daemon: network reconcile: rebuild {e}");
                     }
-                    Err(e) => eprintln!("cubby daemon: network reconcile: {}", e),
                 }
-            }
+                Err(e) => eprintln!("cubby daemon: network reconcile: {}", e),
+            },
             Err(e) => eprintln!("cubby daemon: network reconcile: {}", e),
         }
         let stream = super::conn::open_stream(
