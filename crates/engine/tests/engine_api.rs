@@ -340,7 +340,7 @@ async fn two_clients_racing_one_name_one_wins() {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(dirs, [won.clone()], "round {round}: snapshots");
+        assert_eq!(dirs, std::slice::from_ref(&won), "round {round}: snapshots");
         b.remove(&won, false, false).await.unwrap();
     }
 }
@@ -374,7 +374,7 @@ async fn a_create_in_flight_is_seen_by_every_client() {
     let in_use = e.volume_users().await.unwrap();
     match volumes.remove("engine-held", &in_use, false) {
         Err(cubby_engine::volumes::VolumeError::InUse { users, .. }) => {
-            assert_eq!(users, [id.clone()])
+            assert_eq!(users, std::slice::from_ref(&id))
         }
         r => panic!("remove of a claimed volume: {r:?}"),
     }
