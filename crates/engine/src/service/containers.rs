@@ -7,7 +7,7 @@ use super::{blocking, Engine};
 use crate::client::MonitorClient;
 use crate::monitor::CreateRequest;
 use crate::protocol::{Request, Response, WaitCondition};
-use crate::records::{ContainerRecord, RestartName, RestartPolicy};
+use crate::records::ContainerRecord;
 use cubby_image::snapshot::Snapshot;
 use cubby_image::store::ImageRecord;
 use nix::sys::signal::Signal;
@@ -45,30 +45,6 @@ fn check_name(name: &str) -> EngineResult<()> {
     }
 }
 
-/// HostConfig.RestartPolicy as the monitor takes it.
-fn restart_policy(host: &bollard_stubs::models::HostConfig) -> EngineResult<RestartPolicy> {
-    use bollard_stubs::models::RestartPolicyNameEnum as N;
-    let Some(p) = &host.restart_policy else {
-        return Ok(RestartPolicy::default());
-    };
-    let name = match p.name {
-        None | Some(N::EMPTY) | Some(N::NO) => RestartName::No,
-        Some(N::ALWAYS) => RestartName::Always,
-        Some(N::UNLESS_STOPPED) => RestartName::UnlessStopped,
-        Some(N::ON_FAILURE) => RestartName::OnFailure,
-    };
-    let max = p.maximum_retry_count.unwrap_or(0);
-    if max < 0 || (max > 0 && name != RestartName::OnFailure) {
-        return Err(EngineError::invalid(format!(
-            "invalid restart policy: maximum retry count {max} is only valid with on-failure"
-        )));
-    }
-    Ok(RestartPolicy {
-        name,
-        max_retries: max as u32,
-    })
-}
-
 impl Engine {
     /// Makes a container (state Created) from `body`; returns its id.
     /// Every option in the body is checked before anything exists; a
@@ -83,13 +59,6 @@ impl Engine {
                 "config cannot be empty: Image is required",
             ));
         }
-        let host = body.host_config.clone().unwrap_or_default();
-        let restart = restart_policy(&host)?;
-        if host.auto_remove.unwrap_or(false) && restart.name != RestartName::No {
-            return Err(EngineError::invalid(
-                "can't create 'AutoRemove' container with restart policy",
-            ));
-        }
         let id = super::new_id()?;
         let name = match opts
             .name
@@ -102,7 +71,6 @@ impl Engine {
                 n.to_string()
             }
         };
-        let auto_remove = host.auto_remove.unwrap_or(false);
         let (d2, id2, name2) = (self.clone(), id.clone(), name.clone());
         // Two phases on one monitor connection: the name (then the
         // volumes) are reserved before anything is made, so no other
@@ -111,9 +79,7 @@ impl Engine {
         let made = blocking(move || {
             let mut c = MonitorClient::connect(&d2.monitor_socket)?;
             c.reserve(&id2, &name2)?;
-            let mut req = d2.prepare(&mut c, &id2, &name2, body)?;
-            req.restart = restart;
-            req.auto_remove = auto_remove;
+            let req = d2.prepare(&mut c, &id2, &name2, body)?;
             let snapshot = Snapshot::at(req.bundle.clone());
             Ok(c.create(req).map(drop).map_err(|e| {
                 let _ = snapshot.remove();
@@ -156,7 +122,6 @@ impl Engine {
         name: &str,
         body: CreateBody,
     ) -> EngineResult<CreateRequest> {
-        let log = crate::config::docker::log_options(body.host_config.as_ref())?;
         let image_name = body.image.clone().unwrap_or_default();
         let image = self.find_image(&image_name)?;
         let config: oci_spec::image::ImageConfiguration = self
@@ -203,15 +168,9 @@ impl Engine {
         let mut spec = crate::config::build(&cfg, &rootfs).map_err(|e| undo(e.into()))?;
         let mounts = super::mounts::apply(self, monitor, id, &mut spec, &rootfs, &body, &config)
             .map_err(undo)?;
-        super::networks::setup(self, id, name, &body, &mut spec).map_err(undo)?;
+        super::networks::setup(self, id, name, &cfg, &body, &mut spec).map_err(undo)?;
         let mut body = body;
         let host_config = body.host_config.take().unwrap_or_default();
-        let labels = body
-            .labels
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
         let (open_stdin, stdin_once) = (
             body.open_stdin.unwrap_or(false),
             body.stdin_once.unwrap_or(false),
@@ -227,8 +186,10 @@ impl Engine {
         Ok(CreateRequest {
             init: cfg.init,
             image: Some(image_name),
-            labels,
-            log,
+            labels: cfg.labels,
+            log: cfg.log,
+            restart: cfg.restart,
+            auto_remove: cfg.auto_remove,
             config,
             open_stdin,
             stdin_once,
@@ -503,21 +464,5 @@ mod tests {
                 .unwrap();
         assert_eq!(b.image.as_deref(), Some("busybox"));
         assert_eq!(b.cmd, Some(vec!["sh".to_string()]));
-    }
-
-    #[test]
-    fn restart_policies() {
-        use bollard_stubs::models::{HostConfig, RestartPolicy as P, RestartPolicyNameEnum as N};
-        let host = |name, max| HostConfig {
-            restart_policy: Some(P {
-                name: Some(name),
-                maximum_retry_count: Some(max),
-            }),
-            ..Default::default()
-        };
-        let p = restart_policy(&host(N::ON_FAILURE, 3)).unwrap();
-        assert_eq!((p.name, p.max_retries), (RestartName::OnFailure, 3));
-        assert!(restart_policy(&host(N::ALWAYS, 2)).is_err());
-        assert!(restart_policy(&host(N::ON_FAILURE, -1)).is_err());
     }
 }

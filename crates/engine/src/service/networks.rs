@@ -152,40 +152,29 @@ pub(crate) fn setup(
     d: &Engine,
     id: &str,
     name: &str,
+    cfg: &crate::config::ContainerConfig,
     body: &super::containers::CreateBody,
     spec: &mut oci_spec::runtime::Spec,
 ) -> EngineResult<()> {
+    use crate::config::NetworkMode;
     use oci_spec::runtime::{LinuxNamespaceType, MountBuilder};
     let host = body.host_config.clone().unwrap_or_default();
-    let mode = host.network_mode.clone().unwrap_or_default();
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-    match mode.as_str() {
-        "none" => return Ok(()),
-        "host" => {
-            namespaces.retain(|n| n.typ() != LinuxNamespaceType::Network);
-            linux.set_namespaces(Some(namespaces));
-            spec.set_linux(Some(linux));
-            return Ok(());
-        }
-        m if m.starts_with("container:") => {
-            return Err(EngineError::invalid(
-                "network mode container:NAME is not supported by cubby yet",
-            ))
-        }
-        _ => {}
-    }
-    let Some(s) = d.networks.as_ref() else {
-        if mode.is_empty() || mode == "default" {
+    let primary = match &cfg.network {
+        // The builder gave the spec the host's netns, or an own one with
+        // only loopback.
+        NetworkMode::None | NetworkMode::Host => return Ok(()),
+        NetworkMode::Default if d.networks.is_none() => {
             return Ok(()); // no networking configured: an isolated netns
         }
+        NetworkMode::Default => cubby_network::DEFAULT_NETWORK.to_string(),
+        NetworkMode::Named(n) => n.clone(),
+    };
+    let Some(s) = d.networks.as_ref() else {
         return Err(store(d)
             .err()
             .unwrap_or_else(|| EngineError::internal("no networking")));
-    };
-    let primary = match mode.as_str() {
-        "" | "default" => cubby_network::DEFAULT_NETWORK.to_string(),
-        m => m.to_string(),
     };
     // The CLI names the default network "default" here too.
     let endpoints: HashMap<String, EndpointSettings> = body
