@@ -12,13 +12,13 @@ use crate::container_fs::{
     with_mounts, ContainerRoot, ExtractOptions, FsError, PathStat, ViewMount,
 };
 use crate::records::ContainerRecord;
+use crate::service::EngineError;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as Q, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use nix::errno::Errno;
 use std::io::{self, Read, Write};
 use tokio::sync::mpsc;
 
@@ -36,31 +36,9 @@ fn path_of(q: &Query) -> ApiResult<String> {
     }
 }
 
-/// A [`FsError`] as Docker answers it; `path` and `who` as the client gave them.
+/// A [`FsError`] through the engine's one mapping.
 fn api_error(e: FsError, path: &str, who: &str) -> ApiError {
-    match e {
-        FsError::NotFound(_) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("Could not find the file {path} in container {who}"),
-        ),
-        FsError::NotADirectory(_) => ApiError::bad_request("extraction point is not a directory"),
-        FsError::Escape { .. } | FsError::BadArchive(_) => ApiError::bad_request(e.to_string()),
-        FsError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
-        FsError::Sys {
-            source: Errno::ELOOP | Errno::EXDEV,
-            ..
-        } => ApiError::bad_request(format!(
-            "container {who}: {path}: too many levels of symbolic links, or a magic link"
-        )),
-        FsError::Sys {
-            source: Errno::EROFS,
-            ..
-        } => ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("container {who}: {path} is on a read-only file system"),
-        ),
-        e => ApiError::internal(format!("container {who}: {e}")),
-    }
+    EngineError::from_fs(e, path, who).into()
 }
 
 /// The container's root as it is now: its process's root while it has
@@ -369,12 +347,12 @@ mod tests {
     #[test]
     fn docker_messages() {
         let e = api_error(FsError::NotFound("/x".into()), "/x", "web");
-        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert_eq!(e.status, axum::http::StatusCode::NOT_FOUND);
         assert_eq!(e.message, "Could not find the file /x in container web");
         let e = api_error(FsError::NotADirectory("/x".into()), "/x", "web");
-        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
         let e = api_error(FsError::Conflict("cannot overwrite".into()), "/x", "web");
-        assert_eq!(e.status, StatusCode::CONFLICT);
+        assert_eq!(e.status, axum::http::StatusCode::CONFLICT);
     }
 
     #[test]

@@ -64,6 +64,38 @@ impl EngineError {
     }
 }
 
+impl EngineError {
+    /// A container filesystem error (copy in/out) as Docker words it;
+    /// `path` and `who` (the container) as the client gave them.
+    pub fn from_fs(e: crate::container_fs::FsError, path: &str, who: &str) -> EngineError {
+        use crate::container_fs::FsError;
+        use nix::errno::Errno;
+        match e {
+            FsError::NotFound(_) => {
+                EngineError::NotFound(format!("Could not find the file {path} in container {who}"))
+            }
+            FsError::NotADirectory(_) => {
+                EngineError::invalid("extraction point is not a directory")
+            }
+            FsError::Escape { .. } | FsError::BadArchive(_) => EngineError::invalid(e.to_string()),
+            FsError::Conflict(m) => EngineError::Conflict(m),
+            FsError::Sys {
+                source: Errno::ELOOP | Errno::EXDEV,
+                ..
+            } => EngineError::invalid(format!(
+                "container {who}: {path}: too many levels of symbolic links, or a magic link"
+            )),
+            FsError::Sys {
+                source: Errno::EROFS,
+                ..
+            } => EngineError::Forbidden(format!(
+                "container {who}: {path} is on a read-only file system"
+            )),
+            e => EngineError::internal(format!("container {who}: {e}")),
+        }
+    }
+}
+
 impl From<ClientError> for EngineError {
     fn from(e: ClientError) -> EngineError {
         match e {
