@@ -5,7 +5,7 @@ use super::error::ApiError;
 use super::util::Query;
 use super::{ApiResult, Shared};
 use crate::monitor::events::Event;
-use crate::service::networks::{hostname_of, requested_ip, with_store, ISOLATE_HOST_OPTION};
+use crate::service::networks::{with_store, ISOLATE_HOST_OPTION};
 use axum::body::Bytes;
 use axum::extract::{Path, Query as Q, State};
 use axum::http::StatusCode;
@@ -14,7 +14,7 @@ use bollard_stubs::models::{
     Ipam, IpamConfig, Network as DockerNetwork, NetworkConnectRequest, NetworkContainer,
     NetworkCreateRequest, NetworkDisconnectRequest,
 };
-use cubby_network::{AttachReq, CreateOpts, NetError, Network, NetworkStore};
+use cubby_network::{CreateOpts, NetError, Network, NetworkStore};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -203,32 +203,8 @@ pub async fn connect(
     let req: NetworkConnectRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid connect body: {e}")))?;
     let what = req.container.clone().unwrap_or_default();
-    let r = d.find(&what).await?;
-    let ep = req.endpoint_config.unwrap_or_default();
-    let ip = requested_ip(&ep)?;
-    let attach = AttachReq {
-        container_id: r.id.clone(),
-        container_name: r.name.clone(),
-        hostname: hostname_of(&r),
-        aliases: ep.aliases.unwrap_or_default(),
-        ports: Vec::new(),
-        ip,
-    };
-    let net_id = with_store(&d, move |s| {
-        if !cubby_network::netns::is_mounted(&s.netns_path(&attach.container_id)) {
-            return Err(NetError::Invalid(format!(
-                "container {} has no network namespace of cubby's (network mode none or host): it cannot be connected",
-                attach.container_name
-            )));
-        }
-        let n = s.get(&id)?;
-        s.attach(&n.id, attach)?;
-        Ok(n.id)
-    })
-    .await?;
-    let mut e = Event::new("network", "connect", &net_id);
-    e.attributes.insert("container".into(), r.id);
-    d.publish(e).await;
+    d.connect_network(&id, &what, req.endpoint_config.unwrap_or_default())
+        .await?;
     Ok(StatusCode::OK)
 }
 
@@ -241,21 +217,6 @@ pub async fn disconnect(
     let req: NetworkDisconnectRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid disconnect body: {e}")))?;
     let what = req.container.clone().unwrap_or_default();
-    let r = d.find(&what).await?;
-    let cid = r.id.clone();
-    let net_id = with_store(&d, move |s| {
-        let n = s.get(&id)?;
-        match s.detach(&n.id, &cid)? {
-            Some(_) => Ok(n.id),
-            None => Err(NetError::Invalid(format!(
-                "container {cid} is not connected to network {}",
-                n.name
-            ))),
-        }
-    })
-    .await?;
-    let mut e = Event::new("network", "disconnect", &net_id);
-    e.attributes.insert("container".into(), r.id);
-    d.publish(e).await;
+    d.disconnect_network(&id, &what).await?;
     Ok(StatusCode::OK)
 }

@@ -15,11 +15,69 @@ use super::{blocking, Engine, Shared};
 use crate::monitor::events::Event;
 use crate::protocol::Request;
 use bollard_stubs::models::EndpointSettings;
-use cubby_network::{AttachReq, NetworkStore, PortMap};
+use cubby_network::{AttachReq, NetError, NetworkStore, PortMap};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use tokio::io::AsyncBufReadExt;
+
+impl Engine {
+    /// Connects container `what` to network `net` (Docker's `network
+    /// connect`): an endpoint with `ep`'s aliases and address.
+    pub async fn connect_network(
+        self: &Shared,
+        net: &str,
+        what: &str,
+        ep: EndpointSettings,
+    ) -> EngineResult<()> {
+        let r = self.find(what).await?;
+        let ip = requested_ip(&ep)?;
+        let attach = AttachReq {
+            container_id: r.id.clone(),
+            container_name: r.name.clone(),
+            hostname: hostname_of(&r),
+            aliases: ep.aliases.unwrap_or_default(),
+            ports: Vec::new(),
+            ip,
+        };
+        let net = net.to_string();
+        let net_id = with_store(self, move |s| {
+            if !cubby_network::netns::is_mounted(&s.netns_path(&attach.container_id)) {
+                return Err(NetError::Invalid(format!(
+                    "container {} has no network namespace of cubby's (network mode none or host): it cannot be connected",
+                    attach.container_name
+                )));
+            }
+            let n = s.get(&net)?;
+            s.attach(&n.id, attach)?;
+            Ok(n.id)
+        })
+        .await?;
+        self.publish(Event::new("network", "connect", &net_id).attr("container", r.id))
+            .await;
+        Ok(())
+    }
+
+    /// Disconnects container `what` from network `net`.
+    pub async fn disconnect_network(self: &Shared, net: &str, what: &str) -> EngineResult<()> {
+        let r = self.find(what).await?;
+        let (cid, net) = (r.id.clone(), net.to_string());
+        let net_id = with_store(self, move |s| {
+            let n = s.get(&net)?;
+            match s.detach(&n.id, &cid)? {
+                Some(_) => Ok(n.id),
+                None => Err(NetError::Invalid(format!(
+                    "container {cid} is not connected to network {}",
+                    n.name
+                ))),
+            }
+        })
+        .await?;
+        self.publish(Event::new("network", "disconnect", &net_id).attr("container", r.id))
+            .await;
+        Ok(())
+    }
+}
 
 /// The network option that stops containers from reaching the host's own
 /// addresses (`docker network create -o cubby.isolate_host=true`).
@@ -42,7 +100,7 @@ where
     blocking(move || f(store(&d)?).map_err(EngineError::from)).await
 }
 
-pub(crate) fn hostname_of(r: &crate::records::ContainerRecord) -> String {
+fn hostname_of(r: &crate::records::ContainerRecord) -> String {
     r.config["Config"]["Hostname"]
         .as_str()
         .filter(|h| !h.is_empty())
@@ -50,7 +108,7 @@ pub(crate) fn hostname_of(r: &crate::records::ContainerRecord) -> String {
         .unwrap_or_else(|| r.id[..r.id.len().min(12)].to_string())
 }
 
-pub(crate) fn requested_ip(ep: &EndpointSettings) -> EngineResult<Option<Ipv4Addr>> {
+fn requested_ip(ep: &EndpointSettings) -> EngineResult<Option<Ipv4Addr>> {
     ep.ipam_config
         .as_ref()
         .and_then(|c| c.ipv4_address.as_deref())
