@@ -8,7 +8,7 @@ use super::hijack::{hijack, Streams};
 use super::util::{flag, parse_signal, Query};
 use super::{ApiResult, Shared};
 use crate::protocol::{Request, WaitCondition};
-use crate::service::{conn, EngineError, EngineResult};
+use crate::service::{EngineError, EngineResult};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as Q, Request as HttpRequest, State};
 use axum::http::header::CONTENT_TYPE;
@@ -139,23 +139,11 @@ pub async fn attach(
     Q(q): Q<Query>,
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let r = d.find(&id).await?;
+    let (monitor, r) = d.attach(&id, flag(&q, "stdin")).await?;
     let streams = Streams {
         stdout: flag(&q, "stdout"),
         stderr: flag(&q, "stderr"),
         tty: r.tty,
     };
-    let stdin = flag(&q, "stdin") && r.open_stdin;
-    let monitor = conn::open_stream(
-        &d.monitor_socket,
-        &Request::Attach {
-            id: r.id.clone(),
-            stdin,
-        },
-    )
-    .await?;
-    let mut e = crate::monitor::events::Event::new("container", "attach", &r.id);
-    e.attributes.insert("name".into(), r.name.clone());
-    d.publish(e).await;
     Ok(hijack(req, monitor, streams))
 }

@@ -359,6 +359,48 @@ impl Engine {
         .map(drop)
     }
 
+    /// Attaches to a container's output (and, with `stdin` and a container
+    /// made with OpenStdin, its input): the monitor stream of frames, and
+    /// the container's record (for its tty setting).
+    pub async fn attach(
+        &self,
+        what: &str,
+        stdin: bool,
+    ) -> EngineResult<(super::conn::MonitorStream, ContainerRecord)> {
+        let r = self.find(what).await?;
+        let stream = super::conn::open_stream(
+            &self.monitor_socket,
+            &Request::Attach {
+                id: r.id.clone(),
+                stdin: stdin && r.open_stdin,
+            },
+        )
+        .await?;
+        self.publish(
+            crate::monitor::events::Event::new("container", "attach", &r.id)
+                .attr("name", r.name.clone()),
+        )
+        .await;
+        Ok((stream, r))
+    }
+
+    /// The event log from `since` (nanoseconds; None: now) until `until`
+    /// (None: for ever), as a stream of JSON lines from the monitor.
+    pub async fn events(
+        &self,
+        since: Option<i64>,
+        until: Option<i64>,
+    ) -> EngineResult<super::conn::MonitorStream> {
+        super::conn::open_stream(
+            &self.monitor_socket,
+            &Request::Events {
+                since: since.or_else(|| Some(crate::monitor::events::now_nanos())),
+                until,
+            },
+        )
+        .await
+    }
+
     /// Waits for `condition`; returns the exit code.
     pub async fn wait(&self, id: &str, condition: WaitCondition) -> EngineResult<i64> {
         match self
