@@ -297,6 +297,20 @@ async fn typed_errors_for_what_the_caller_got_wrong() {
         Err(EngineError::Conflict(m)) => assert!(m.contains("already in use"), "{m}"),
         other => panic!("second create of one name: {other:?}"),
     }
+    let exec = |cmd: &[&str]| bollard_stubs::models::ExecConfig {
+        cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        e.exec_create(&id, exec(&[])).await,
+        Err(EngineError::InvalidArgument(_))
+    ));
+    let exec_id = e.exec_create(&id, exec(&["true"])).await.unwrap();
+    assert_eq!(e.exec_entry(&exec_id).unwrap().container, id);
+    assert!(matches!(
+        e.exec_entry("nope"),
+        Err(EngineError::NotFound(_))
+    ));
     e.kill(&id, nix::sys::signal::Signal::SIGKILL)
         .await
         .unwrap();
@@ -304,6 +318,10 @@ async fn typed_errors_for_what_the_caller_got_wrong() {
     assert!(matches!(
         e.kill(&id, nix::sys::signal::Signal::SIGKILL).await,
         Err(EngineError::Conflict(_))
+    ));
+    assert!(matches!(
+        e.exec_create(&id, exec(&["true"])).await,
+        Err(EngineError::Conflict(m)) if m.contains("is not running")
     ));
     e.remove(&id, false, false).await.unwrap();
     // Nothing is left of the refused creates either.

@@ -50,8 +50,6 @@ pub const MIN_API_VERSION: &str = "1.24";
 /// What the handlers share: the engine they translate HTTP to.
 pub type Shared = crate::service::Shared;
 
-pub(crate) use crate::service::new_id;
-
 /// Runs blocking work of a handler on tokio's blocking pool.
 pub(crate) async fn blocking<T, F>(f: F) -> ApiResult<T>
 where

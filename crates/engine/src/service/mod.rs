@@ -10,6 +10,7 @@
 pub mod conn;
 pub mod containers;
 pub mod error;
+pub mod exec;
 pub mod mounts;
 pub mod networks;
 
