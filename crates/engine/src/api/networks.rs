@@ -4,7 +4,6 @@
 use super::error::ApiError;
 use super::util::Query;
 use super::{ApiResult, Shared};
-use crate::monitor::events::Event;
 use crate::service::networks::{with_store, ISOLATE_HOST_OPTION};
 use axum::body::Bytes;
 use axum::extract::{Path, Query as Q, State};
@@ -14,10 +13,9 @@ use bollard_stubs::models::{
     Ipam, IpamConfig, Network as DockerNetwork, NetworkConnectRequest, NetworkContainer,
     NetworkCreateRequest, NetworkDisconnectRequest,
 };
-use cubby_network::{CreateOpts, NetError, Network, NetworkStore};
+use cubby_network::{NetError, Network, NetworkStore};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
 
 fn docker_network(s: &NetworkStore, n: &Network) -> cubby_network::Result<DockerNetwork> {
     let containers: HashMap<String, NetworkContainer> = s
@@ -107,56 +105,7 @@ pub async fn inspect(State(d): State<Shared>, Path(id): Path<String>) -> ApiResu
 pub async fn create(State(d): State<Shared>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
     let req: NetworkCreateRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid network create body: {e}")))?;
-    match req.driver.as_deref() {
-        None | Some("") | Some("bridge") => {}
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-            "network driver {other} is not supported: cubby networks are bridges (omit --driver)"
-        )))
-        }
-    }
-    let cfg = req
-        .ipam
-        .as_ref()
-        .and_then(|i| i.config.as_ref())
-        .and_then(|c| c.first());
-    let subnet = cfg
-        .and_then(|c| c.subnet.as_deref())
-        .filter(|s| !s.is_empty())
-        .map(str::parse)
-        .transpose()
-        .map_err(crate::service::EngineError::from)?;
-    let gateway = cfg
-        .and_then(|c| c.gateway.as_deref())
-        .filter(|s| !s.is_empty())
-        .map(|g| {
-            g.parse::<Ipv4Addr>()
-                .map_err(|_| ApiError::bad_request(format!("invalid gateway {g:?}: expected IPv4")))
-        })
-        .transpose()?;
-    let options = req.options.clone().unwrap_or_default();
-    let isolate_host = match options.get(ISOLATE_HOST_OPTION).map(String::as_str) {
-        None | Some("false") | Some("0") => false,
-        Some("true") | Some("1") | Some("") => true,
-        Some(v) => {
-            return Err(ApiError::bad_request(format!(
-                "option {ISOLATE_HOST_OPTION}={v}: use true or false"
-            )))
-        }
-    };
-    let opts = CreateOpts {
-        name: req.name.clone(),
-        subnet,
-        gateway,
-        internal: req.internal.unwrap_or(false),
-        isolate_host,
-        labels: req.labels.clone().unwrap_or_default().into_iter().collect(),
-    };
-    let n = with_store(&d, move |s| s.create(opts)).await?;
-    let mut e = Event::new("network", "create", &n.id);
-    e.attributes.insert("name".into(), n.name.clone());
-    e.attributes.insert("type".into(), "bridge".into());
-    d.publish(e).await;
+    let n = d.create_network(req).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "Id": n.id, "Warning": "" })),
@@ -165,10 +114,7 @@ pub async fn create(State(d): State<Shared>, body: Bytes) -> ApiResult<(StatusCo
 
 /// `DELETE /networks/{id}`.
 pub async fn remove(State(d): State<Shared>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let n = with_store(&d, move |s| s.remove(&id)).await?;
-    let mut e = Event::new("network", "destroy", &n.id);
-    e.attributes.insert("name".into(), n.name);
-    d.publish(e).await;
+    d.remove_network(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -193,7 +139,6 @@ pub async fn prune(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Va
     Ok(Json(json!({ "NetworksDeleted": deleted })))
 }
 
-/// The hostname a container was created with (create's default: short id).
 /// `POST /networks/{id}/connect`.
 pub async fn connect(
     State(d): State<Shared>,

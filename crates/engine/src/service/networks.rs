@@ -22,6 +22,76 @@ use std::net::Ipv4Addr;
 use tokio::io::AsyncBufReadExt;
 
 impl Engine {
+    /// Makes a bridge network (Docker's `network create`; other drivers
+    /// are refused by name).
+    pub async fn create_network(
+        self: &Shared,
+        req: bollard_stubs::models::NetworkCreateRequest,
+    ) -> EngineResult<cubby_network::Network> {
+        match req.driver.as_deref() {
+            None | Some("") | Some("bridge") => {}
+            Some(other) => {
+                return Err(EngineError::invalid(format!(
+                    "network driver {other} is not supported: cubby networks are bridges (omit --driver)"
+                )))
+            }
+        }
+        let cfg = req
+            .ipam
+            .as_ref()
+            .and_then(|i| i.config.as_ref())
+            .and_then(|c| c.first());
+        let subnet = cfg
+            .and_then(|c| c.subnet.as_deref())
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .transpose()?;
+        let gateway = cfg
+            .and_then(|c| c.gateway.as_deref())
+            .filter(|s| !s.is_empty())
+            .map(|g| {
+                g.parse::<Ipv4Addr>().map_err(|_| {
+                    EngineError::invalid(format!("invalid gateway {g:?}: expected IPv4"))
+                })
+            })
+            .transpose()?;
+        let options = req.options.clone().unwrap_or_default();
+        let isolate_host = match options.get(ISOLATE_HOST_OPTION).map(String::as_str) {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") | Some("") => true,
+            Some(v) => {
+                return Err(EngineError::invalid(format!(
+                    "option {ISOLATE_HOST_OPTION}={v}: use true or false"
+                )))
+            }
+        };
+        let opts = cubby_network::CreateOpts {
+            name: req.name.clone(),
+            subnet,
+            gateway,
+            internal: req.internal.unwrap_or(false),
+            isolate_host,
+            labels: req.labels.clone().unwrap_or_default().into_iter().collect(),
+        };
+        let n = with_store(self, move |s| s.create(opts)).await?;
+        self.publish(
+            Event::new("network", "create", &n.id)
+                .attr("name", n.name.clone())
+                .attr("type", "bridge"),
+        )
+        .await;
+        Ok(n)
+    }
+
+    /// Removes a network no container is connected to.
+    pub async fn remove_network(self: &Shared, id: &str) -> EngineResult<()> {
+        let id = id.to_string();
+        let n = with_store(self, move |s| s.remove(&id)).await?;
+        self.publish(Event::new("network", "destroy", &n.id).attr("name", n.name))
+            .await;
+        Ok(())
+    }
+
     /// Connects container `what` to network `net` (Docker's `network
     /// connect`): an endpoint with `ep`'s aliases and address.
     pub async fn connect_network(
