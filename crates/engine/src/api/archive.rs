@@ -7,11 +7,9 @@
 
 use super::error::ApiError;
 use super::util::{flag, Query};
-use super::{blocking, ApiResult, Shared};
-use crate::container_fs::{
-    with_mounts, ContainerRoot, ExtractOptions, FsError, PathStat, ViewMount,
-};
-use crate::records::ContainerRecord;
+use super::{ApiResult, Shared};
+use crate::container_fs::{with_mounts, ContainerRoot, ExtractOptions, FsError};
+use crate::service::archive::{join_view, open_root, stat_of, stopped_view};
 use crate::service::EngineError;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as Q, State};
@@ -39,102 +37,6 @@ fn path_of(q: &Query) -> ApiResult<String> {
 /// A [`FsError`] through the engine's one mapping.
 fn api_error(e: FsError, path: &str, who: &str) -> ApiError {
     EngineError::from_fs(e, path, who).into()
-}
-
-/// The container's root as it is now: its process's root while it has
-/// one, else its overlay snapshot (mounted again if needed).
-async fn open_root(
-    d: &Shared,
-    r: ContainerRecord,
-    path: &str,
-    who: &str,
-) -> ApiResult<ContainerRoot> {
-    if let (true, Some(pid)) = (r.status.is_live(), r.pid) {
-        let id = r.id.clone();
-        let (p, w) = (path.to_string(), who.to_string());
-        let live = blocking(move || match ContainerRoot::of_process(pid, &id) {
-            Ok(root) => Ok(Some(root)),
-            // It exited meanwhile: its snapshot holds the same files.
-            Err(_) if !proc_alive(pid) => Ok(None),
-            Err(e) => Err(api_error(e, &p, &w)),
-        })
-        .await?;
-        if let Some(root) = live {
-            return Ok(root);
-        }
-    }
-    d.ensure_rootfs(&r.id).await?;
-    let rootfs = cubby_image::snapshot::Snapshot::at(
-        d.root.join(crate::records::CONTAINERS_DIR).join(&r.id),
-    )
-    .rootfs();
-    let (p, w) = (path.to_string(), who.to_string());
-    blocking(move || ContainerRoot::at(&rootfs).map_err(|e| api_error(e, &p, &w))).await
-}
-
-/// For a container that is not running and has volumes or binds: its
-/// snapshot's root and those mounts (copy-out shows them, as Docker's
-/// does), else None.
-async fn stopped_view(
-    d: &Shared,
-    r: &ContainerRecord,
-) -> ApiResult<Option<(std::path::PathBuf, Vec<ViewMount>)>> {
-    if r.status.is_live() && r.pid.is_some_and(proc_alive) {
-        return Ok(None);
-    }
-    let mounts: Vec<ViewMount> = r
-        .config
-        .get("Mounts")
-        .and_then(|m| m.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|m| {
-            let source = m.get("Source")?.as_str().filter(|s| !s.is_empty())?;
-            let destination = m.get("Destination")?.as_str()?;
-            Some(ViewMount {
-                source: source.into(),
-                destination: destination.to_string(),
-            })
-        })
-        .collect();
-    if mounts.is_empty() {
-        return Ok(None);
-    }
-    d.ensure_rootfs(&r.id).await?;
-    let rootfs = cubby_image::snapshot::Snapshot::at(
-        d.root.join(crate::records::CONTAINERS_DIR).join(&r.id),
-    )
-    .rootfs();
-    Ok(Some((rootfs, mounts)))
-}
-
-/// Waits for a [`with_mounts`] thread without holding a runtime worker.
-async fn join_view<T: Send + 'static>(
-    h: std::thread::JoinHandle<Result<T, FsError>>,
-    path: &str,
-    who: &str,
-) -> ApiResult<T> {
-    let (p, w) = (path.to_string(), who.to_string());
-    blocking(move || match h.join() {
-        Ok(r) => r.map_err(|e| api_error(e, &p, &w)),
-        Err(_) => Err(ApiError::internal("copy-out thread panicked")),
-    })
-    .await
-}
-
-fn proc_alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}/root")).exists()
-}
-
-/// Finds the container, opens its root and stats `path` (404 first).
-async fn stat_of(d: &Shared, id: String, path: String) -> ApiResult<(ContainerRoot, PathStat)> {
-    let r = d.find(&id).await?;
-    let root = open_root(d, r, &path, &id).await?;
-    blocking(move || {
-        let stat = root.stat(&path).map_err(|e| api_error(e, &path, &id))?;
-        Ok((root, stat))
-    })
-    .await
 }
 
 pub async fn head(

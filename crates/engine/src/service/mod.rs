@@ -7,6 +7,7 @@
 //! parents every container; it never clones containers itself, so it may
 //! live in a multi-threaded process.
 
+pub mod archive;
 pub mod conn;
 pub mod containers;
 pub mod error;
