@@ -8,9 +8,10 @@
 
 use crate::tls::{TlsFiles, TlsListener};
 use anyhow::{bail, Context, Result};
-use cubby_engine::api::{self, Daemon};
+use cubby_engine::api;
 use cubby_engine::client::MonitorClient;
 use cubby_engine::monitor::Monitor;
+use cubby_engine::service::{networks as engine_networks, Engine, EngineOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -138,11 +139,13 @@ pub fn run_daemon(
     ensure_monitor(&monitor_socket, root, state_dir)?;
     let images = cubby_image::store::Store::open(root)
         .with_context(|| format!("open the image store at {}", root.display()))?;
-    let mut daemon = Daemon::new(
-        monitor_socket,
+    let mut daemon = Engine::with_store(
+        EngineOptions {
+            monitor_socket,
+            root: root.to_path_buf(),
+            cgroup_parent: args.cgroup_parent,
+        },
         images,
-        root.to_path_buf(),
-        args.cgroup_parent,
     );
     daemon.insecure_registries = insecure_registries.to_vec();
     daemon.networks = Some(args.net.open(root, state_dir)?);
@@ -160,7 +163,7 @@ async fn serve(
     daemon: api::Shared,
 ) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(api::networks::watch(daemon.clone()));
+    tokio::spawn(engine_networks::watch(daemon.clone()));
     let mut servers = Vec::new();
     for addr in &addrs {
         let mut stop = stop_rx.clone();

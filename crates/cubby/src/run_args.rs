@@ -257,7 +257,11 @@ pub fn to_config(
         tty: args.tty,
         init: args.init,
         read_only: args.read_only,
-        host_network: network == "host",
+        network: if network == "host" {
+            cubby_engine::config::NetworkMode::Host
+        } else {
+            cubby_engine::config::NetworkMode::None
+        },
         cgroup_path: Some(PathBuf::from(format!("/cubby/{id}"))),
         ..Default::default()
     };

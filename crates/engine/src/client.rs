@@ -158,6 +158,35 @@ impl MonitorClient {
         }
     }
 
+    /// Holds `name` and `id` for a create on this connection (see
+    /// [`Request::Reserve`]); dropping the connection frees them.
+    pub fn reserve(&mut self, id: &str, name: &str) -> Result<()> {
+        self.ok(&Request::Reserve {
+            id: id.into(),
+            name: name.into(),
+        })
+    }
+
+    /// Marks `volumes` as used by the reserved create `id`.
+    pub fn claim(&mut self, id: &str, volumes: &[String]) -> Result<()> {
+        self.ok(&Request::Claim {
+            id: id.into(),
+            volumes: volumes.to_vec(),
+        })
+    }
+
+    pub fn unreserve(&mut self, id: &str) -> Result<()> {
+        self.ok(&Request::Unreserve { id: id.into() })
+    }
+
+    /// The creates in flight, from every client of the monitor.
+    pub fn reservations(&mut self) -> Result<Vec<crate::protocol::Reservation>> {
+        match self.call(&Request::Reservations)? {
+            Response::Reservations(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub fn get(&mut self, id: &str) -> Result<ContainerRecord> {
         self.record(&Request::Get { id: id.into() })
     }
@@ -188,6 +217,7 @@ fn unexpected(r: Response) -> ClientError {
         Response::Ok => "ok",
         Response::Record(_) => "a record",
         Response::Records(_) => "records",
+        Response::Reservations(_) => "reservations",
         Response::Exit { .. } => "an exit code",
         Response::Exec(_) => "an exec state",
         Response::Error { .. } => "an error",

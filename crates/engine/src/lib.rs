@@ -4,7 +4,9 @@
 //! - [`records`]: one crash-safe JSON record per container.
 //! - [`logs`]: Docker's json-file log driver (writer with rotation, reader).
 //! - [`protocol`], [`client`]: the daemon↔monitor JSON-lines protocol.
-//! - [`api`]: the Docker Engine API served by `cubby daemon`.
+//! - [`service`]: the [`service::Engine`] library API (create, start,
+//!   stop, remove... with typed [`service::EngineError`]s).
+//! - [`api`]: the Docker Engine API served by `cubby daemon`, over [`service`].
 //! - [`monitor`]: the single-threaded subreaper that parents every
 //!   container, holds its stdio and records its exit.
 //! - [`volumes`]: the local volume store (`<root>/volumes/<name>`).
@@ -18,8 +20,10 @@ pub mod logs;
 pub mod monitor;
 pub mod protocol;
 pub mod records;
+pub mod service;
 pub mod snapshots;
 pub mod users;
 pub mod volumes;
 
 pub use error::{Error, Result};
+pub use service::{Engine, EngineError};

@@ -111,6 +111,27 @@ pub enum Request {
     Publish(Box<Event>),
     /// Every record; [`Response::Records`].
     List,
+    /// First phase of a create: holds the name (and id) for this
+    /// connection until a `Create` of that id, an `Unreserve`, or the
+    /// connection closes (a daemon that dies mid-create frees it).
+    /// [`Response::Ok`]; Conflict if a container or another reservation
+    /// has the name.
+    Reserve {
+        id: String,
+        name: String,
+    },
+    /// Adds the volumes a reserved create will mount (so no client removes
+    /// them before the record exists); [`Response::Ok`].
+    Claim {
+        id: String,
+        volumes: Vec<String>,
+    },
+    /// Drops this connection's reservation of `id`; [`Response::Ok`].
+    Unreserve {
+        id: String,
+    },
+    /// The creates in flight; [`Response::Reservations`].
+    Reservations,
     /// One record; [`Response::Record`].
     Get {
         id: String,
@@ -171,12 +192,22 @@ pub struct ExecState {
     pub exit_code: Option<i32>,
 }
 
+/// A create in flight: its id and name are taken, its volumes in use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub volumes: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum Response {
     Ok,
     Record(Box<ContainerRecord>),
     Records(Vec<ContainerRecord>),
+    Reservations(Vec<Reservation>),
     /// A container's exit code (for [`Request::Wait`]).
     Exit {
         code: i32,

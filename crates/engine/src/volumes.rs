@@ -157,33 +157,26 @@ pub fn users(records: &[ContainerRecord], name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Volumes that containers being created will mount, before the monitor
-/// has their records: container id → (its directory, volume names). An
-/// entry counts while the container's directory exists (a failed create
-/// removes it), so `rm` and `prune` never take a volume from under a
-/// `create` in flight. In memory: a create in flight dies with its daemon.
-static CLAIMS: std::sync::Mutex<BTreeMap<String, (PathBuf, Vec<String>)>> =
-    std::sync::Mutex::new(BTreeMap::new());
-
-/// Records that container `id` (directory `dir`) is about to mount `names`.
-/// Call before creating or looking up the volumes.
-pub fn claim(id: &str, dir: &Path, names: &[String]) {
-    if let Ok(mut c) = CLAIMS.lock() {
-        c.retain(|_, (d, _)| d.exists());
-        c.insert(id.to_string(), (dir.to_path_buf(), names.to_vec()));
-    }
+/// Who uses volumes: the monitor's records and its creates in flight
+/// (reserved by two-phase create, see [`crate::protocol::Request::Reserve`]),
+/// so `rm` and `prune` never take a volume from under a `create`.
+#[derive(Debug, Clone, Default)]
+pub struct InUse {
+    pub records: Vec<ContainerRecord>,
+    pub reserved: Vec<crate::protocol::Reservation>,
 }
 
-/// The ids of containers in flight (see [`claim`]) that mount `name`.
-fn claimed_by(name: &str) -> Vec<String> {
-    let Ok(mut c) = CLAIMS.lock() else {
-        return Vec::new();
-    };
-    c.retain(|_, (d, _)| d.exists());
-    c.iter()
-        .filter(|(_, (_, names))| names.iter().any(|n| n == name))
-        .map(|(id, _)| id.clone())
-        .collect()
+impl InUse {
+    /// The ids of the containers (made or being made) that mount `name`.
+    pub fn users(&self, name: &str) -> Vec<String> {
+        let mut ids = users(&self.records, name);
+        for r in &self.reserved {
+            if r.volumes.iter().any(|v| v == name) && !ids.contains(&r.id) {
+                ids.push(r.id.clone());
+            }
+        }
+        ids
+    }
 }
 
 /// Options for [`VolumeStore::create`].
@@ -359,10 +352,10 @@ impl VolumeStore {
         Ok((rec, true))
     }
 
-    /// Removes volume `name` unless a container in `records` uses it.
+    /// Removes volume `name` unless a container in `in_use` uses it.
     /// `force` (Docker's `purge on error`) only makes a missing volume a
     /// success; it never removes a volume in use. True if it was removed.
-    pub fn remove(&self, name: &str, records: &[ContainerRecord], force: bool) -> Result<bool> {
+    pub fn remove(&self, name: &str, in_use: &InUse, force: bool) -> Result<bool> {
         let _lock = self.lock()?;
         match self.get(name) {
             Ok(_) => {}
@@ -370,12 +363,7 @@ impl VolumeStore {
             Err(VolumeError::Corrupt { .. }) if force => {}
             Err(e) => return Err(e),
         }
-        let mut users = users(records, name);
-        for id in claimed_by(name) {
-            if !users.contains(&id) {
-                users.push(id);
-            }
-        }
+        let users = in_use.users(name);
         if !users.is_empty() {
             return Err(VolumeError::InUse {
                 name: name.into(),
@@ -627,24 +615,33 @@ mod tests {
 
         let records = vec![rec("c1", json!([{"Type": "volume", "Name": "data"}]))];
         assert_eq!(mounted_by(&records[0]), ["data"]);
-        let e = s.remove("data", &records, true).unwrap_err();
+        let in_use = InUse {
+            records,
+            reserved: Vec::new(),
+        };
+        let none = InUse::default();
+        let e = s.remove("data", &in_use, true).unwrap_err();
         assert_eq!(e.to_string(), "remove data: volume is in use - [c1]");
-        assert!(s.remove("data", &[], false).unwrap());
+        assert!(s.remove("data", &none, false).unwrap());
         assert!(!tmp.path().join("volumes/data").exists());
-        let e = s.remove("data", &[], false).unwrap_err();
+        let e = s.remove("data", &none, false).unwrap_err();
         assert_eq!(e.to_string(), "get data: no such volume");
-        assert!(!s.remove("data", &[], true).unwrap());
+        assert!(!s.remove("data", &none, true).unwrap());
 
-        // A container in flight (no record yet) holds its volumes while
-        // its directory exists.
+        // A container in flight (reserved in the monitor, no record yet)
+        // holds the volumes it claimed.
         s.create(&named("busy")).unwrap();
-        let cdir = tmp.path().join("containers/c9");
-        fs::create_dir_all(&cdir).unwrap();
-        claim("c9", &cdir, &["busy".to_string()]);
-        let e = s.remove("busy", &[], false).unwrap_err();
+        let in_flight = InUse {
+            records: Vec::new(),
+            reserved: vec![crate::protocol::Reservation {
+                id: "c9".into(),
+                name: "n9".into(),
+                volumes: vec!["busy".into()],
+            }],
+        };
+        let e = s.remove("busy", &in_flight, false).unwrap_err();
         assert_eq!(e.to_string(), "remove busy: volume is in use - [c9]");
-        fs::remove_dir(&cdir).unwrap();
-        assert!(s.remove("busy", &[], false).unwrap());
+        assert!(s.remove("busy", &none, false).unwrap());
     }
 
     #[test]

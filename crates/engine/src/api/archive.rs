@@ -5,22 +5,18 @@
 //! (mounted again if needed); [`crate::container_fs`] keeps every path
 //! inside that root.
 
-use super::containers::find;
-use super::create::ensure_rootfs;
 use super::error::ApiError;
 use super::util::{flag, Query};
-use super::{blocking, ApiResult, Shared};
-use crate::container_fs::{
-    with_mounts, ContainerRoot, ExtractOptions, FsError, PathStat, ViewMount,
-};
-use crate::records::ContainerRecord;
+use super::{ApiResult, Shared};
+use crate::container_fs::{with_mounts, ContainerRoot, ExtractOptions, FsError};
+use crate::service::archive::{join_view, open_root, stat_of, stopped_view};
+use crate::service::EngineError;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as Q, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use nix::errno::Errno;
 use std::io::{self, Read, Write};
 use tokio::sync::mpsc;
 
@@ -38,127 +34,9 @@ fn path_of(q: &Query) -> ApiResult<String> {
     }
 }
 
-/// A [`FsError`] as Docker answers it; `path` and `who` as the client gave them.
+/// A [`FsError`] through the engine's one mapping.
 fn api_error(e: FsError, path: &str, who: &str) -> ApiError {
-    match e {
-        FsError::NotFound(_) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("Could not find the file {path} in container {who}"),
-        ),
-        FsError::NotADirectory(_) => ApiError::bad_request("extraction point is not a directory"),
-        FsError::Escape { .. } | FsError::BadArchive(_) => ApiError::bad_request(e.to_string()),
-        FsError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
-        FsError::Sys {
-            source: Errno::ELOOP | Errno::EXDEV,
-            ..
-        } => ApiError::bad_request(format!(
-            "container {who}: {path}: too many levels of symbolic links, or a magic link"
-        )),
-        FsError::Sys {
-            source: Errno::EROFS,
-            ..
-        } => ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("container {who}: {path} is on a read-only file system"),
-        ),
-        e => ApiError::internal(format!("container {who}: {e}")),
-    }
-}
-
-/// The container's root as it is now: its process's root while it has
-/// one, else its overlay snapshot (mounted again if needed).
-async fn open_root(
-    d: &Shared,
-    r: ContainerRecord,
-    path: &str,
-    who: &str,
-) -> ApiResult<ContainerRoot> {
-    if let (true, Some(pid)) = (r.status.is_live(), r.pid) {
-        let id = r.id.clone();
-        let (p, w) = (path.to_string(), who.to_string());
-        let live = blocking(move || match ContainerRoot::of_process(pid, &id) {
-            Ok(root) => Ok(Some(root)),
-            // It exited meanwhile: its snapshot holds the same files.
-            Err(_) if !proc_alive(pid) => Ok(None),
-            Err(e) => Err(api_error(e, &p, &w)),
-        })
-        .await?;
-        if let Some(root) = live {
-            return Ok(root);
-        }
-    }
-    ensure_rootfs(d, &r.id).await?;
-    let rootfs = cubby_image::snapshot::Snapshot::at(
-        d.root.join(crate::records::CONTAINERS_DIR).join(&r.id),
-    )
-    .rootfs();
-    let (p, w) = (path.to_string(), who.to_string());
-    blocking(move || ContainerRoot::at(&rootfs).map_err(|e| api_error(e, &p, &w))).await
-}
-
-/// For a container that is not running and has volumes or binds: its
-/// snapshot's root and those mounts (copy-out shows them, as Docker's
-/// does), else None.
-async fn stopped_view(
-    d: &Shared,
-    r: &ContainerRecord,
-) -> ApiResult<Option<(std::path::PathBuf, Vec<ViewMount>)>> {
-    if r.status.is_live() && r.pid.is_some_and(proc_alive) {
-        return Ok(None);
-    }
-    let mounts: Vec<ViewMount> = r
-        .config
-        .get("Mounts")
-        .and_then(|m| m.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|m| {
-            let source = m.get("Source")?.as_str().filter(|s| !s.is_empty())?;
-            let destination = m.get("Destination")?.as_str()?;
-            Some(ViewMount {
-                source: source.into(),
-                destination: destination.to_string(),
-            })
-        })
-        .collect();
-    if mounts.is_empty() {
-        return Ok(None);
-    }
-    ensure_rootfs(d, &r.id).await?;
-    let rootfs = cubby_image::snapshot::Snapshot::at(
-        d.root.join(crate::records::CONTAINERS_DIR).join(&r.id),
-    )
-    .rootfs();
-    Ok(Some((rootfs, mounts)))
-}
-
-/// Waits for a [`with_mounts`] thread without holding a runtime worker.
-async fn join_view<T: Send + 'static>(
-    h: std::thread::JoinHandle<Result<T, FsError>>,
-    path: &str,
-    who: &str,
-) -> ApiResult<T> {
-    let (p, w) = (path.to_string(), who.to_string());
-    blocking(move || match h.join() {
-        Ok(r) => r.map_err(|e| api_error(e, &p, &w)),
-        Err(_) => Err(ApiError::internal("copy-out thread panicked")),
-    })
-    .await
-}
-
-fn proc_alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}/root")).exists()
-}
-
-/// Finds the container, opens its root and stats `path` (404 first).
-async fn stat_of(d: &Shared, id: String, path: String) -> ApiResult<(ContainerRoot, PathStat)> {
-    let r = find(d, id.clone()).await?;
-    let root = open_root(d, r, &path, &id).await?;
-    blocking(move || {
-        let stat = root.stat(&path).map_err(|e| api_error(e, &path, &id))?;
-        Ok((root, stat))
-    })
-    .await
+    EngineError::from_fs(e, path, who).into()
 }
 
 pub async fn head(
@@ -167,7 +45,7 @@ pub async fn head(
     Q(q): Q<Query>,
 ) -> ApiResult<Response> {
     let path = path_of(&q)?;
-    let r = find(&d, id.clone()).await?;
+    let r = d.find(&id).await?;
     if let Some((rootfs, mounts)) = stopped_view(&d, &r).await? {
         let p = path.clone();
         let h = with_mounts(rootfs, mounts, move |root| root.stat(&p));
@@ -234,7 +112,7 @@ pub async fn get(
             let _ = tx.blocking_send(Err(e));
         }
     };
-    let r = find(&d, id.clone()).await?;
+    let r = d.find(&id).await?;
     let stat = if let Some((rootfs, mounts)) = stopped_view(&d, &r).await? {
         // Stat and archive on the thread that sees the mounts; the
         // archive streams on after the stat is answered.
@@ -318,7 +196,7 @@ pub async fn put(
         chown: None,
     };
     let copy_uid_gid = flag(&q, "copyUIDGID");
-    let r = find(&d, id.clone()).await?;
+    let r = d.find(&id).await?;
     let user = r
         .config
         .pointer("/Config/User")
@@ -371,12 +249,12 @@ mod tests {
     #[test]
     fn docker_messages() {
         let e = api_error(FsError::NotFound("/x".into()), "/x", "web");
-        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert_eq!(e.status, axum::http::StatusCode::NOT_FOUND);
         assert_eq!(e.message, "Could not find the file /x in container web");
         let e = api_error(FsError::NotADirectory("/x".into()), "/x", "web");
-        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
         let e = api_error(FsError::Conflict("cannot overwrite".into()), "/x", "web");
-        assert_eq!(e.status, StatusCode::CONFLICT);
+        assert_eq!(e.status, axum::http::StatusCode::CONFLICT);
     }
 
     #[test]

@@ -1,9 +1,8 @@
 //! `/containers/...`: list, inspect, kill, remove (logs: [`super::logs`]).
 
-use super::error::ApiError;
 use super::util::{flag, human_duration, now_secs, parse_signal, unix_secs, Query};
-use super::{blocking, ApiResult, Shared};
-use crate::records::{self, ContainerRecord, Status};
+use super::{ApiResult, Shared};
+use crate::records::{ContainerRecord, Status};
 use axum::extract::{Path, Query as Q, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -11,34 +10,6 @@ use serde_json::{json, Value};
 
 /// Docker's zero time, for times that have not happened.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
-
-fn unresolved(e: records::Unresolved, what: &str) -> ApiError {
-    match e {
-        records::Unresolved::NotFound => ApiError::no_such_container(what),
-        records::Unresolved::Ambiguous => {
-            ApiError::bad_request(format!("multiple IDs found with provided prefix: {what}"))
-        }
-    }
-}
-
-/// The record of the container a client named; the monitor resolves it
-/// (one record on the wire, not the whole list).
-pub(crate) async fn find(d: &Shared, what: String) -> ApiResult<ContainerRecord> {
-    use crate::protocol::{Request, Response};
-    match d.call(Request::Find { what: what.clone() }).await {
-        Ok(Response::Record(r)) => Ok(*r),
-        Ok(_) => Err(ApiError::internal(
-            "container monitor: unexpected answer to find",
-        )),
-        Err(e) if e.status == StatusCode::NOT_FOUND => {
-            Err(unresolved(records::Unresolved::NotFound, &what))
-        }
-        Err(e) if e.status == StatusCode::BAD_REQUEST => {
-            Err(unresolved(records::Unresolved::Ambiguous, &what))
-        }
-        Err(e) => Err(e),
-    }
-}
 
 /// `docker ps`'s STATUS column.
 pub fn status_text(r: &ContainerRecord, now: i64) -> String {
@@ -106,7 +77,7 @@ fn keep(r: &ContainerRecord, filters: &std::collections::BTreeMap<String, Vec<St
 pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Value>> {
     let all = flag(&q, "all");
     let filters = super::events::parse_filters(&q)?;
-    let mut records = d.monitor(|c| c.list()).await?;
+    let mut records = d.list().await?;
     if !all && !filters.contains_key("status") {
         records.retain(|r| r.status.is_live() || r.status == Status::Restarting);
     }
@@ -123,7 +94,7 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Val
     if flag(&q, "size") {
         super::stats::add_sizes(&d, &mut docs).await?;
     }
-    super::networks::decorate_list(&d, &mut docs).await;
+    crate::service::networks::decorate_list(&d, &mut docs).await;
     Ok(Json(Value::Array(docs)))
 }
 
@@ -197,9 +168,9 @@ pub async fn inspect(
     Path(id): Path<String>,
     Q(q): Q<Query>,
 ) -> ApiResult<Json<Value>> {
-    let r = find(&d, id).await?;
+    let r = d.find(&id).await?;
     let mut doc = inspect_doc(&r);
-    super::networks::decorate_inspect(&d, &r.id, &mut doc).await;
+    crate::service::networks::decorate_inspect(&d, &r.id, &mut doc).await;
     if flag(&q, "size") {
         super::stats::add_sizes(&d, std::slice::from_mut(&mut doc)).await?;
     }
@@ -212,14 +183,7 @@ pub async fn kill(
     Q(q): Q<Query>,
 ) -> ApiResult<StatusCode> {
     let signal = parse_signal(q.get("signal").map_or("", String::as_str))?;
-    let r = find(&d, id).await?;
-    if !r.status.is_live() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("Cannot kill container: {}: container is not running", r.id),
-        ));
-    }
-    d.monitor(move |c| c.kill(&r.id, signal as i32)).await?;
+    d.kill(&id, signal).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -228,34 +192,7 @@ pub async fn remove(
     Path(id): Path<String>,
     Q(q): Q<Query>,
 ) -> ApiResult<StatusCode> {
-    let force = flag(&q, "force");
-    let r = find(&d, id).await?;
-    if r.status.is_live() && !force {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
-                r.name
-            ),
-        ));
-    }
-    let id = r.id.clone();
-    d.monitor(move |c| c.remove(&id, force)).await?;
-    super::networks::release(&d, &r.id).await;
-    // The overlay snapshot of a container made by `create`.
-    let snapshot = cubby_image::snapshot::Snapshot::at(d.root.join("containers").join(&r.id));
-    blocking(move || {
-        if snapshot.dir.exists() {
-            snapshot
-                .remove()
-                .map_err(|e| ApiError::internal(format!("remove the snapshot: {e}")))?;
-        }
-        Ok(())
-    })
-    .await?;
-    if flag(&q, "v") {
-        super::volumes::remove_anonymous(&d, &r).await;
-    }
+    d.remove(&id, flag(&q, "force"), flag(&q, "v")).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -274,31 +211,6 @@ mod tests {
             finished_at: Some("2024-01-01T00:00:02Z".into()),
             ..ContainerRecord::new(id, name, PathBuf::from("/x"))
         }
-    }
-
-    fn resolve(records: Vec<ContainerRecord>, what: &str) -> ApiResult<ContainerRecord> {
-        records::resolve(&records, what)
-            .cloned()
-            .map_err(|e| unresolved(e, what))
-    }
-
-    #[test]
-    fn resolves_like_docker() {
-        let all = || vec![rec("abc123", "web"), rec("abd456", "db")];
-        assert_eq!(resolve(all(), "web").unwrap().id, "abc123");
-        assert_eq!(resolve(all(), "/db").unwrap().id, "abd456");
-        assert_eq!(resolve(all(), "abc").unwrap().id, "abc123");
-        assert_eq!(
-            resolve(all(), "ab").unwrap_err().status,
-            StatusCode::BAD_REQUEST
-        );
-        let e = resolve(all(), "nope").unwrap_err();
-        assert_eq!(e.status, StatusCode::NOT_FOUND);
-        assert_eq!(e.message, "No such container: nope");
-        assert_eq!(
-            resolve(all(), "").unwrap_err().status,
-            StatusCode::NOT_FOUND
-        );
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! API errors as Docker returns them: a status and `{"message": "..."}`.
 
-use crate::client::ClientError;
-use crate::protocol::ErrorKind;
+use crate::service::EngineError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -34,32 +33,47 @@ impl ApiError {
     }
 }
 
-/// The HTTP status for a monitor error kind.
-pub fn status_of(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
-        ErrorKind::NotModified => StatusCode::NOT_MODIFIED,
-        // A request the monitor could not parse is the daemon's fault.
-        ErrorKind::BadRequest | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+/// The one mapping of engine errors to Docker's statuses.
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        let status = match &e {
+            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::Conflict(_) => StatusCode::CONFLICT,
+            EngineError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            EngineError::NotModified(_) => StatusCode::NOT_MODIFIED,
+            EngineError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            EngineError::Forbidden(_) => StatusCode::FORBIDDEN,
+            EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = match e {
+            EngineError::NotFound(m)
+            | EngineError::Conflict(m)
+            | EngineError::InvalidArgument(m)
+            | EngineError::NotModified(m)
+            | EngineError::Unsupported(m)
+            | EngineError::Forbidden(m)
+            | EngineError::Internal(m) => m,
+        };
+        ApiError::new(status, message)
     }
 }
 
-impl From<ClientError> for ApiError {
-    fn from(e: ClientError) -> ApiError {
-        match e {
-            ClientError::Monitor { kind, message } => ApiError::new(status_of(kind), message),
-            other => ApiError::internal(format!("container monitor: {other}")),
+/// Errors of the layers below, through the engine's mapping.
+macro_rules! via_engine {
+    ($($t:ty),*) => {$(
+        impl From<$t> for ApiError {
+            fn from(e: $t) -> ApiError {
+                EngineError::from(e).into()
+            }
         }
-    }
+    )*};
 }
-
-impl From<crate::config::ConfigError> for ApiError {
-    fn from(e: crate::config::ConfigError) -> ApiError {
-        ApiError::bad_request(e.to_string())
-    }
-}
+via_engine!(
+    crate::client::ClientError,
+    crate::config::ConfigError,
+    crate::volumes::VolumeError,
+    cubby_network::NetError
+);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -78,18 +92,29 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::ClientError;
+    use crate::protocol::ErrorKind;
 
     #[test]
-    fn monitor_kinds_map_to_statuses() {
+    fn engine_errors_map_to_statuses() {
         let e: ApiError = ClientError::Monitor {
             kind: ErrorKind::Conflict,
             message: "running".into(),
         }
         .into();
         assert_eq!(e, ApiError::new(StatusCode::CONFLICT, "running"));
-        assert_eq!(status_of(ErrorKind::NotFound), StatusCode::NOT_FOUND);
-        assert_eq!(status_of(ErrorKind::Invalid), StatusCode::BAD_REQUEST);
-        assert_eq!(status_of(ErrorKind::AlreadyExists), StatusCode::CONFLICT);
+        let s = |e: EngineError| ApiError::from(e).status;
+        assert_eq!(s(EngineError::not_found("x")), StatusCode::NOT_FOUND);
+        assert_eq!(s(EngineError::invalid("x")), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            s(EngineError::NotModified("x".into())),
+            StatusCode::NOT_MODIFIED
+        );
+        assert_eq!(
+            s(EngineError::Unsupported("x".into())),
+            StatusCode::NOT_IMPLEMENTED
+        );
+        assert_eq!(s(EngineError::Forbidden("x".into())), StatusCode::FORBIDDEN);
         let e: ApiError = ClientError::Broken.into();
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
     }

@@ -4,10 +4,9 @@
 
 use super::error::ApiError;
 use super::util::Query;
-use super::{conn, ApiResult, Shared};
+use super::{ApiResult, Shared};
 use crate::logs::parse_rfc3339;
-use crate::monitor::events::{now_nanos, Event};
-use crate::protocol::Request;
+use crate::monitor::events::Event;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query as Q, State};
 use axum::http::header::CONTENT_TYPE;
@@ -129,14 +128,7 @@ pub async fn events(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Respon
         .map(|s| parse_time(s))
         .transpose()?;
     let filters = parse_filters(&q)?;
-    let stream = conn::open_stream(
-        &d.monitor_socket,
-        &Request::Events {
-            since: since.or(Some(now_nanos())),
-            until,
-        },
-    )
-    .await?;
+    let stream = d.events(since, until).await?;
     let body = async_stream_lines(move |tx: tokio::sync::mpsc::Sender<Bytes>| async move {
         // Own the whole stream: capturing only its reader would drop the
         // writer when the handler returns, and the monitor would end the

@@ -7,14 +7,12 @@
 //! (a restarted daemon forgets them, as Docker forgets them on restart);
 //! started ones are known to the monitor.
 
-use super::containers::find;
 use super::error::ApiError;
 use super::hijack::{hijack_then, Streams};
 use super::util::Query;
-use super::{conn, new_id, ApiResult, Shared};
-use crate::monitor::events::Event;
+use super::{ApiResult, Shared};
 use crate::protocol::{ExecRequest, Request, Response};
-use crate::records::Status;
+use crate::service::{conn, EngineError, ExecEntry};
 use axum::body::Bytes;
 use axum::extract::{Path, Query as Q, Request as HttpRequest, State};
 use axum::http::StatusCode;
@@ -23,23 +21,6 @@ use axum::Json;
 use bollard_stubs::models::ExecConfig;
 use serde_json::{json, Value};
 
-/// What the daemon keeps of an exec between create and start.
-#[derive(Debug, Clone)]
-pub struct ExecEntry {
-    pub container: String,
-    pub config: ExecConfig,
-    pub started: bool,
-    /// The exit code of an exec that could not be started after the hijack.
-    pub failed: Option<i32>,
-    /// The monitor took the exec (until then an inspect reports it
-    /// running: it is starting, and has no exit code to show).
-    pub launched: bool,
-}
-
-/// Execs not yet started are forgotten past this many (clients that
-/// create and never start).
-const MAX_EXECS: usize = 4096;
-
 pub async fn create(
     State(d): State<Shared>,
     Path(id): Path<String>,
@@ -47,91 +28,12 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let config: ExecConfig = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid exec body: {e}")))?;
-    if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {
-        return Err(ApiError::bad_request("No exec command specified"));
-    }
-    // Honoured or refused, never dropped: an exec runs with its
-    // container's capabilities and security.
-    if config.privileged == Some(true) {
-        return Err(crate::config::ConfigError::unsupported_because(
-            "ExecConfig.Privileged",
-            "an exec gets its container's capabilities; create the container with --privileged",
-        )
-        .into());
-    }
-    if config.detach_keys.as_deref().is_some_and(|k| !k.is_empty()) {
-        return Err(crate::config::ConfigError::unsupported("ExecConfig.DetachKeys").into());
-    }
-    let r = find(&d, id).await?;
-    match r.status {
-        Status::Running => {}
-        Status::Paused => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "Container {} is paused, unpause the container before exec",
-                    r.id
-                ),
-            ))
-        }
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("Container {} is not running", r.id),
-            ))
-        }
-    }
-    let exec_id = new_id()?;
-    {
-        let mut execs = d
-            .execs
-            .lock()
-            .map_err(|_| ApiError::internal("exec table poisoned"))?;
-        if execs.len() >= MAX_EXECS {
-            let stale: Vec<String> = execs
-                .iter()
-                .filter(|(_, e)| !e.started)
-                .map(|(k, _)| k.clone())
-                .take(MAX_EXECS / 4)
-                .collect();
-            for k in stale {
-                execs.remove(&k);
-            }
-        }
-        execs.insert(
-            exec_id.clone(),
-            ExecEntry {
-                container: r.id.clone(),
-                config: config.clone(),
-                started: false,
-                failed: None,
-                launched: false,
-            },
-        );
-    }
-    let cmd = config.cmd.unwrap_or_default().join(" ");
-    d.publish(
-        Event::new("container", "exec_create", &r.id)
-            .attr("name", r.name.clone())
-            .attr("execID", exec_id.clone())
-            .attr("exec_command", cmd),
-    )
-    .await;
+    let exec_id = d.exec_create(&id, config).await?;
     Ok((StatusCode::CREATED, Json(json!({ "Id": exec_id }))))
 }
 
 fn entry(d: &Shared, exec_id: &str) -> ApiResult<ExecEntry> {
-    d.execs
-        .lock()
-        .map_err(|_| ApiError::internal("exec table poisoned"))?
-        .get(exec_id)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("No such exec instance: {exec_id}"),
-            )
-        })
+    Ok(d.exec_entry(exec_id)?)
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -221,7 +123,7 @@ pub async fn start(
                 }
             }
         }
-        opened
+        opened.map_err(ApiError::from)
     };
     Ok(hijack_then(
         HttpRequest::from_parts(parts, axum::body::Body::empty()),
@@ -246,9 +148,7 @@ pub async fn inspect(
             Ok(_) => None,
             // Started but not yet with the monitor (an attached exec starts
             // once its client has the 101): running, no exit code yet.
-            Err(err)
-                if err.status == StatusCode::NOT_FOUND && !e.launched && e.failed.is_none() =>
-            {
+            Err(EngineError::NotFound(_)) if !e.launched && e.failed.is_none() => {
                 Some(crate::protocol::ExecState {
                     exec_id: exec_id.clone(),
                     id: e.container.clone(),
@@ -258,8 +158,8 @@ pub async fn inspect(
                 })
             }
             // The monitor forgot it (restarted): ended, code unknown.
-            Err(err) if err.status == StatusCode::NOT_FOUND => None,
-            Err(err) => return Err(err),
+            Err(EngineError::NotFound(_)) => None,
+            Err(err) => return Err(err.into()),
         }
     } else {
         None

@@ -8,8 +8,8 @@
 //! unwraps them for a TTY, drops the streams the client did not ask for,
 //! and ends the connection at the exit frame.
 
-use super::conn::MonitorStream;
 use crate::monitor::stdio::{FRAME_EXIT, FRAME_STDERR, FRAME_STDOUT};
+use crate::service::conn::MonitorStream;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::header::{CONNECTION, CONTENT_TYPE, UPGRADE};

@@ -3,12 +3,12 @@
 //! long as the container (stop, restart, wait) use an async connection
 //! without a timeout.
 
-use super::containers::find;
 use super::error::ApiError;
 use super::hijack::{hijack, Streams};
 use super::util::{flag, parse_signal, Query};
-use super::{conn, ApiResult, Shared};
-use crate::protocol::{Request, Response, WaitCondition};
+use super::{ApiResult, Shared};
+use crate::protocol::{Request, WaitCondition};
+use crate::service::{EngineError, EngineResult};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as Q, Request as HttpRequest, State};
 use axum::http::header::CONTENT_TYPE;
@@ -16,19 +16,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use serde_json::json;
 
-/// 204, or 304 when the monitor says there was nothing to do.
-async fn no_content(d: &Shared, req: Request) -> ApiResult<StatusCode> {
-    match d.call(req).await {
-        Ok(_) => Ok(StatusCode::NO_CONTENT),
-        Err(e) if e.status == StatusCode::NOT_MODIFIED => Ok(StatusCode::NOT_MODIFIED),
-        Err(e) => Err(e),
+/// 204, or 304 when the engine says there was nothing to do.
+fn no_content(r: EngineResult<()>) -> ApiResult<StatusCode> {
+    match r {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(EngineError::NotModified(_)) => Ok(StatusCode::NOT_MODIFIED),
+        Err(e) => Err(e.into()),
     }
 }
 
 pub async fn start(State(d): State<Shared>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let r = find(&d, id).await?;
-    super::create::ensure_rootfs(&d, &r.id).await?;
-    no_content(&d, Request::Start { id: r.id }).await
+    no_content(d.start(&id).await)
 }
 
 /// `t` (or Docker's older `timeout`) in seconds; -1 waits for ever.
@@ -49,27 +47,10 @@ pub async fn stop(
 ) -> ApiResult<StatusCode> {
     let timeout = stop_timeout(&q)?;
     let signal = match q.get("signal").filter(|s| !s.is_empty()) {
-        Some(s) => Some(parse_signal(s)? as i32),
+        Some(s) => Some(parse_signal(s)?),
         None => None,
     };
-    let r = find(&d, id).await?;
-    // The image or create config may name another stop signal.
-    let signal = signal.or_else(|| {
-        r.config["Config"]["StopSignal"]
-            .as_str()
-            .and_then(|s| parse_signal(s).ok())
-            .map(|s| s as i32)
-    });
-    let timeout = timeout.or_else(|| r.config["Config"]["StopTimeout"].as_i64());
-    no_content(
-        &d,
-        Request::Stop {
-            id: r.id,
-            timeout,
-            signal,
-        },
-    )
-    .await
+    no_content(d.stop(&id, timeout, signal).await)
 }
 
 pub async fn restart(
@@ -78,19 +59,15 @@ pub async fn restart(
     Q(q): Q<Query>,
 ) -> ApiResult<StatusCode> {
     let timeout = stop_timeout(&q)?;
-    let r = find(&d, id).await?;
-    super::create::ensure_rootfs(&d, &r.id).await?;
-    no_content(&d, Request::Restart { id: r.id, timeout }).await
+    no_content(d.restart(&id, timeout).await)
 }
 
 pub async fn pause(State(d): State<Shared>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let r = find(&d, id).await?;
-    no_content(&d, Request::Pause { id: r.id }).await
+    no_content(d.pause(&id).await)
 }
 
 pub async fn unpause(State(d): State<Shared>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let r = find(&d, id).await?;
-    no_content(&d, Request::Unpause { id: r.id }).await
+    no_content(d.unpause(&id).await)
 }
 
 pub async fn rename(
@@ -98,24 +75,8 @@ pub async fn rename(
     Path(id): Path<String>,
     Q(q): Q<Query>,
 ) -> ApiResult<StatusCode> {
-    let name = q
-        .get("name")
-        .map(|n| n.trim_start_matches('/'))
-        .unwrap_or("");
-    if !super::create::valid_name(name) {
-        return Err(ApiError::bad_request(format!(
-            "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-        )));
-    }
-    let r = find(&d, id).await?;
-    no_content(
-        &d,
-        Request::Rename {
-            id: r.id,
-            name: name.into(),
-        },
-    )
-    .await
+    let name = q.get("name").map(String::as_str).unwrap_or("");
+    no_content(d.rename(&id, name).await)
 }
 
 /// Answers at once with 200 and its headers (the docker CLI waits for
@@ -132,16 +93,11 @@ pub async fn wait(
         Some("removed") => WaitCondition::Removed,
         Some(c) => return Err(ApiError::bad_request(format!("invalid condition: {c:?}"))),
     };
-    let r = find(&d, id).await?;
-    let req = Request::Wait {
-        id: r.id,
-        condition,
-    };
+    let r = d.find(&id).await?;
     let body = futures_util::stream::once(async move {
-        let doc = match d.call(req).await {
-            Ok(Response::Exit { code }) => json!({ "StatusCode": code, "Error": null }),
-            Ok(_) => json!({ "StatusCode": -1, "Error": { "Message": "unexpected answer" } }),
-            Err(e) => json!({ "StatusCode": -1, "Error": { "Message": e.message } }),
+        let doc = match d.wait(&r.id, condition).await {
+            Ok(code) => json!({ "StatusCode": code, "Error": null }),
+            Err(e) => json!({ "StatusCode": -1, "Error": { "Message": e.message() } }),
         };
         Ok::<_, std::convert::Infallible>(Bytes::from(format!("{doc}\n")))
     });
@@ -164,7 +120,7 @@ pub async fn resize(
     Q(q): Q<Query>,
 ) -> ApiResult<StatusCode> {
     let (height, width) = (size(&q, "h")?, size(&q, "w")?);
-    let r = find(&d, id).await?;
+    let r = d.find(&id).await?;
     d.call(Request::Resize {
         id: r.id,
         exec_id: None,
@@ -183,23 +139,11 @@ pub async fn attach(
     Q(q): Q<Query>,
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let r = find(&d, id).await?;
+    let (monitor, r) = d.attach(&id, flag(&q, "stdin")).await?;
     let streams = Streams {
         stdout: flag(&q, "stdout"),
         stderr: flag(&q, "stderr"),
         tty: r.tty,
     };
-    let stdin = flag(&q, "stdin") && r.open_stdin;
-    let monitor = conn::open_stream(
-        &d.monitor_socket,
-        &Request::Attach {
-            id: r.id.clone(),
-            stdin,
-        },
-    )
-    .await?;
-    let mut e = crate::monitor::events::Event::new("container", "attach", &r.id);
-    e.attributes.insert("name".into(), r.name.clone());
-    d.publish(e).await;
     Ok(hijack(req, monitor, streams))
 }

@@ -11,17 +11,15 @@
 //! on the directory to see rotations and still a record check for the
 //! exit, for no gain at these rates.
 
-use super::containers::find;
 use super::error::ApiError;
 use super::util::{flag, push_frame, Query};
 use super::{blocking, ApiResult, Shared};
-use crate::logs::{read_logs, LogFilter, LogFollower, LogLine, LogOptions};
+use crate::logs::{read_logs, LogFilter, LogFollower, LogLine};
 use crate::records::{ContainerRecord, Status};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as Q, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use bollard_stubs::models::HostConfig;
 use std::time::{Duration, Instant};
 
 const POLL: Duration = Duration::from_millis(100);
@@ -107,7 +105,7 @@ pub async fn logs(
     Q(q): Q<Query>,
 ) -> ApiResult<Response> {
     let filter = filter_of(&q)?;
-    let r = find(&d, id).await?;
+    let r = d.find(&id).await?;
     let tty = r.tty;
     let kind = if tty {
         "application/vnd.docker.raw-stream"
@@ -191,86 +189,6 @@ async fn follow(
     }
 }
 
-/// The json-file options of a create body's `HostConfig.LogConfig`
-/// (`max-size` as Docker's sizes: `10k`, `5m`, `1g`...; `max-file`).
-/// Other drivers are refused: cubby writes json-file logs only.
-pub fn log_options(hc: Option<&HostConfig>) -> ApiResult<LogOptions> {
-    let mut opts = LogOptions::default();
-    let Some(lc) = hc.and_then(|h| h.log_config.as_ref()) else {
-        return Ok(opts);
-    };
-    match lc.typ.as_deref() {
-        None | Some("" | "json-file") => {}
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "logging driver {other:?} is not supported by cubby: use json-file"
-            )))
-        }
-    }
-    for (k, v) in lc.config.iter().flatten() {
-        match k.as_str() {
-            "max-size" => {
-                let n = parse_size(v).ok_or_else(|| {
-                    ApiError::bad_request(format!("invalid max-size {v:?}: want e.g. 10m"))
-                })?;
-                // Docker: -1 is unlimited.
-                opts.max_size = (n > 0).then_some(n as u64);
-                if n == 0 {
-                    return Err(ApiError::bad_request("max-size must be a positive number"));
-                }
-            }
-            "max-file" => {
-                opts.max_file = match v.parse::<i64>() {
-                    Ok(n) if n >= 1 => n.min(u32::MAX as i64) as u32,
-                    _ => {
-                        return Err(ApiError::bad_request(format!(
-                            "invalid max-file {v:?}: want a number >= 1"
-                        )))
-                    }
-                }
-            }
-            // Options of json-file that do not change what is written.
-            "compress" | "labels" | "labels-regex" | "env" | "env-regex" | "tag" => {}
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown log opt '{other}' for json-file log driver"
-                )))
-            }
-        }
-    }
-    if opts.max_file > 1 && opts.max_size.is_none() {
-        return Err(ApiError::bad_request(
-            "max-file cannot be greater than 1 when max-size is not set",
-        ));
-    }
-    Ok(opts)
-}
-
-/// Docker's `RAMInBytes`: a number with an optional unit (b, k, m, g, t,
-/// p, with or without a trailing `b`/`ib`), powers of 1024; `-1` passes.
-pub fn parse_size(s: &str) -> Option<i64> {
-    let s = s.trim().to_ascii_lowercase();
-    if s == "-1" {
-        return Some(-1);
-    }
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(end);
-    let num: f64 = num.parse().ok()?;
-    let shift = match unit.trim().trim_end_matches("ib").trim_end_matches('b') {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        "p" => 50,
-        _ => return None,
-    };
-    let v = num * (1u64 << shift) as f64;
-    (v.is_finite() && v < i64::MAX as f64).then_some(v as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,41 +213,6 @@ mod tests {
         );
         for bad in ["x", "1.x", "1.0123456789", "yesterday"] {
             assert!(docker_time("since", bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_size("1k"), Some(1024));
-        assert_eq!(parse_size("10m"), Some(10 << 20));
-        assert_eq!(parse_size("1.5KB"), Some(1536));
-        assert_eq!(parse_size("2gib"), Some(2 << 30));
-        assert_eq!(parse_size("100"), Some(100));
-        assert_eq!(parse_size("-1"), Some(-1));
-        assert_eq!(parse_size("1x"), None);
-        assert_eq!(parse_size(""), None);
-    }
-
-    #[test]
-    fn log_config() {
-        let hc = |j: &str| serde_json::from_str::<HostConfig>(j).unwrap();
-        assert_eq!(log_options(None).unwrap(), LogOptions::default());
-        let o = log_options(Some(&hc(
-            r#"{"LogConfig":{"Type":"json-file","Config":{"max-size":"1k","max-file":"2"}}}"#,
-        )))
-        .unwrap();
-        assert_eq!(o.max_size, Some(1024));
-        assert_eq!(o.max_file, 2);
-        assert_eq!(
-            log_options(Some(&hc(r#"{"LogConfig":{"Type":"","Config":{}}}"#))).unwrap(),
-            LogOptions::default()
-        );
-        for bad in [
-            r#"{"LogConfig":{"Type":"syslog"}}"#,
-            r#"{"LogConfig":{"Config":{"max-size":"lots"}}}"#,
-            r#"{"LogConfig":{"Config":{"max-size":"0"}}}"#,
-            r#"{"LogConfig":{"Config":{"max-file":"0","max-size":"1m"}}}"#,
-            r#"{"LogConfig":{"Config":{"max-file":"3"}}}"#,
-            r#"{"LogConfig":{"Config":{"nope":"1"}}}"#,
-        ] {
-            let e = log_options(Some(&hc(bad))).unwrap_err();
-            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST, "{bad}");
         }
     }
 

@@ -2,6 +2,10 @@
 //! Unix socket): `_ping`, `version`, `info`, containers (list, inspect,
 //! logs, kill, remove) and images (list).
 //!
+//! Handlers only translate HTTP to [`crate::service::Engine`] calls and
+//! back; every [`crate::service::EngineError`] becomes a status and
+//! Docker's `{"message"}` in one place ([`error`]).
+//!
 //! Paths are routed with and without a version prefix (`/v1.43/...`); any
 //! `/vX.Y` prefix is accepted and stripped before routing. Containers live
 //! in the monitor: every container request is one blocking
@@ -15,7 +19,6 @@
 //! Not yet: stop/restart, attach, exec, events, follow logs, pull.
 
 mod archive;
-mod conn;
 mod containers;
 mod create;
 pub mod error;
@@ -25,7 +28,6 @@ mod hijack;
 pub mod images;
 mod lifecycle;
 pub mod logs;
-mod mounts;
 pub mod networks;
 pub mod stats;
 mod system;
@@ -34,14 +36,10 @@ mod volumes;
 
 pub use error::{ApiError, ApiResult};
 
-use crate::client::MonitorClient;
 use axum::extract::Request;
 use axum::http::{StatusCode, Uri};
 use axum::routing::{delete, get, post};
 use axum::Router;
-use cubby_image::store::Store;
-use std::path::PathBuf;
-use std::sync::Arc;
 use tower::Layer;
 
 /// The API version this daemon speaks (Docker 24).
@@ -49,96 +47,16 @@ pub const API_VERSION: &str = "1.43";
 /// The oldest version clients may ask for.
 pub const MIN_API_VERSION: &str = "1.24";
 
-/// What the handlers share.
-pub struct Daemon {
-    pub monitor_socket: PathBuf,
-    pub images: Store,
-    /// cubby's data root: the image store, and `containers/<id>` snapshots.
-    pub root: PathBuf,
-    /// Containers made by `create` go in cgroup `/<cgroup_parent>/<id>`.
-    pub cgroup_parent: String,
-    /// Execs created and not yet started, and started ones (for inspect).
-    pub execs: std::sync::Mutex<std::collections::HashMap<String, exec::ExecEntry>>,
-    /// Registries pulled from over plain HTTP besides loopback ones
-    /// (`--insecure-registry`; none after [`Daemon::new`]).
-    pub insecure_registries: Vec<String>,
-    /// Container networks (None: containers get an isolated netns only).
-    pub networks: Option<cubby_network::NetworkStore>,
-}
+/// What the handlers share: the engine they translate HTTP to.
+pub type Shared = crate::service::Shared;
 
-impl Daemon {
-    pub fn new(
-        monitor_socket: PathBuf,
-        images: Store,
-        root: PathBuf,
-        cgroup_parent: String,
-    ) -> Daemon {
-        Daemon {
-            monitor_socket,
-            images,
-            root,
-            cgroup_parent,
-            execs: Default::default(),
-            insecure_registries: Vec::new(),
-            networks: None,
-        }
-    }
-}
-
-pub type Shared = Arc<Daemon>;
-
-impl Daemon {
-    /// Runs `f` with a fresh monitor connection on the blocking pool.
-    pub(crate) async fn monitor<T, F>(self: &Arc<Self>, f: F) -> ApiResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut MonitorClient) -> crate::client::Result<T> + Send + 'static,
-    {
-        let socket = self.monitor_socket.clone();
-        blocking(move || {
-            let mut c = MonitorClient::connect(&socket)?;
-            Ok(f(&mut c)?)
-        })
-        .await
-    }
-}
-
-impl Daemon {
-    /// One monitor request over an async connection, without a timeout
-    /// (stop, restart and wait last as long as the container).
-    pub(crate) async fn call(
-        &self,
-        req: crate::protocol::Request,
-    ) -> ApiResult<crate::protocol::Response> {
-        conn::call(&self.monitor_socket, &req).await
-    }
-
-    /// Adds an event to the monitor's log; a failure only loses the event.
-    pub(crate) async fn publish(&self, e: crate::monitor::events::Event) {
-        let _ = self
-            .call(crate::protocol::Request::Publish(Box::new(e)))
-            .await;
-    }
-}
-
-/// A 64-hex-digit id, as Docker's.
-pub(crate) fn new_id() -> ApiResult<String> {
-    let mut buf = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
-        .map_err(|e| ApiError::internal(format!("read /dev/urandom: {e}")))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Runs blocking work on tokio's blocking pool.
+/// Runs blocking work of a handler on tokio's blocking pool.
 pub(crate) async fn blocking<T, F>(f: F) -> ApiResult<T>
 where
     T: Send + 'static,
     F: FnOnce() -> ApiResult<T> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+    crate::service::blocking(f).await
 }
 
 /// The routes, without version prefixes.

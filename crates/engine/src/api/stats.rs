@@ -7,11 +7,11 @@
 //! stats` client open does no work, and a streamed reply keeps its own
 //! previous sample for `precpu_stats`.
 
-use super::containers::find;
 use super::error::ApiError;
 use super::util::{flag, Query};
-use super::{blocking, ApiResult, Daemon, Shared};
+use super::{blocking, ApiResult, Shared};
 use crate::records::ContainerRecord;
+use crate::service::Engine;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as Q, State};
 use axum::http::header::CONTENT_TYPE;
@@ -33,7 +33,7 @@ const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 const TICKS_PER_SEC: u64 = 100;
 
 /// The cgroup `create` put the container in.
-pub fn container_cgroup(d: &Daemon, id: &str) -> ApiResult<Cgroup> {
+pub fn container_cgroup(d: &Engine, id: &str) -> ApiResult<Cgroup> {
     let hierarchy =
         Hierarchy::detect().map_err(|e| ApiError::internal(format!("cgroup hierarchy: {e}")))?;
     Cgroup::new(
@@ -186,7 +186,7 @@ pub async fn stats(
             "cannot have stream=true and one-shot=true",
         ));
     }
-    let r = find(&d, id).await?;
+    let r = d.find(&id).await?;
     let json = [(CONTENT_TYPE, "application/json")];
     if !r.status.is_live() {
         return Ok((json, line(&empty_doc(&r))).into_response());
@@ -422,7 +422,7 @@ pub async fn top(
     Path(id): Path<String>,
     Q(q): Q<Query>,
 ) -> ApiResult<Json<ContainerTopResponse>> {
-    let r = find(&d, id).await?;
+    let r = d.find(&id).await?;
     // Paused counts as running, as in Docker.
     if !r.status.is_live() {
         return Err(ApiError::new(
@@ -451,13 +451,13 @@ pub async fn top(
 }
 
 /// Bytes the container wrote to its own layer (its snapshot's upper dir).
-pub fn size_rw(d: &Daemon, id: &str) -> u64 {
+pub fn size_rw(d: &Engine, id: &str) -> u64 {
     cubby_image::snapshot::Snapshot::at(d.root.join("containers").join(id)).disk_usage()
 }
 
 /// The size of the image a container was made from (its snapshot's
 /// `image` file names the config digest); 0 if it is gone.
-fn image_size(d: &Daemon, id: &str, images: &[cubby_image::store::ImageRecord]) -> u64 {
+fn image_size(d: &Engine, id: &str, images: &[cubby_image::store::ImageRecord]) -> u64 {
     let file = d.root.join("containers").join(id).join("image");
     let Ok(digest) = std::fs::read_to_string(file) else {
         return 0;

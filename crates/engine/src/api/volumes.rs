@@ -7,29 +7,13 @@
 use super::error::ApiError;
 use super::util::{flag, Query};
 use super::{blocking, ApiResult, Shared};
-use crate::records::ContainerRecord;
-use crate::volumes::{self, CreateOptions, VolumeError, VolumeRecord, VolumeStore};
+use crate::volumes::{CreateOptions, VolumeRecord, VolumeStore};
 use axum::body::Bytes;
 use axum::extract::{Path, Query as Q, State};
 use axum::http::StatusCode;
 use axum::Json;
 use bollard_stubs::models::{Volume, VolumeCreateOptions, VolumeListResponse, VolumePruneResponse};
 use std::collections::BTreeMap;
-
-impl From<VolumeError> for ApiError {
-    fn from(e: VolumeError) -> ApiError {
-        let status = match &e {
-            VolumeError::InvalidName(_) | VolumeError::InvalidOption(_) => StatusCode::BAD_REQUEST,
-            VolumeError::NotFound(_) | VolumeError::NoSuchDriver(_) => StatusCode::NOT_FOUND,
-            VolumeError::InUse { .. } | VolumeError::DriverConflict { .. } => StatusCode::CONFLICT,
-            VolumeError::Unsupported { .. } => StatusCode::NOT_IMPLEMENTED,
-            VolumeError::Corrupt { .. } | VolumeError::Io { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-        };
-        ApiError::new(status, e.to_string())
-    }
-}
 
 pub(crate) fn store(d: &Shared) -> ApiResult<VolumeStore> {
     Ok(VolumeStore::open(&d.root)?)
@@ -144,8 +128,8 @@ pub fn prune_matches(filters: &BTreeMap<String, Vec<String>>, v: &VolumeRecord) 
     Ok(true)
 }
 
-async fn records(d: &Shared) -> ApiResult<Vec<ContainerRecord>> {
-    d.monitor(|c| c.list()).await
+async fn records(d: &Shared) -> ApiResult<crate::volumes::InUse> {
+    Ok(d.volume_users().await?)
 }
 
 pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<VolumeListResponse>> {
@@ -157,7 +141,7 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Vol
         let (vols, warnings) = store.list()?;
         let mut out = Vec::new();
         for v in vols {
-            let in_use = !volumes::users(&records, &v.name).is_empty();
+            let in_use = !records.users(&v.name).is_empty();
             if list_matches(&filters, &v, in_use)? {
                 out.push(v.to_api());
             }
@@ -226,7 +210,7 @@ pub async fn prune(
         let mut deleted = Vec::new();
         let mut reclaimed = 0u64;
         for v in vols {
-            if !volumes::users(&records, &v.name).is_empty() || !prune_matches(&filters, &v)? {
+            if !records.users(&v.name).is_empty() || !prune_matches(&filters, &v)? {
                 continue;
             }
             let size = store.size(&v.name);
@@ -242,39 +226,6 @@ pub async fn prune(
         }))
     })
     .await
-}
-
-/// `DELETE /containers/{id}?v=1`, after the container is gone: removes
-/// its anonymous volumes that no other container uses (named volumes are
-/// kept, as Docker). Failures are only logged, as Docker does.
-pub async fn remove_anonymous(d: &Shared, removed: &ContainerRecord) {
-    let names = volumes::mounted_by(removed);
-    if names.is_empty() {
-        return;
-    }
-    let records = match records(d).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cubby daemon: volumes of {}: {}", removed.id, e.message);
-            return;
-        }
-    };
-    let Ok(store) = store(d) else { return };
-    let id = removed.id.clone();
-    let _ = blocking(move || {
-        for name in names {
-            match store.get(&name) {
-                Ok(v) if v.anonymous() => {
-                    if let Err(e) = store.remove(&name, &records, true) {
-                        eprintln!("cubby daemon: remove volume {name} of {id}: {e}");
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    })
-    .await;
 }
 
 #[cfg(test)]
@@ -329,7 +280,7 @@ mod tests {
         let e = list_matches(&f(r#"{"dangling":["maybe"]}"#), &db, true).unwrap_err();
         assert_eq!(e.message, "invalid filter 'dangling=maybe'");
 
-        let anon = vol("ab12", &[(volumes::ANONYMOUS_LABEL, "")]);
+        let anon = vol("ab12", &[(crate::volumes::ANONYMOUS_LABEL, "")]);
         assert!(prune_matches(&f("{}"), &anon).unwrap());
         assert!(!prune_matches(&f("{}"), &db).unwrap());
         assert!(prune_matches(&f(r#"{"all":["true"]}"#), &db).unwrap());

@@ -6,7 +6,11 @@
 //! a client asks for is dropped. The check runs on the raw JSON, so fields
 //! newer than cubby's API model are caught too.
 
-use super::{parse, ConfigError, ConfigResult, ContainerConfig, DeviceMapping, Resources};
+use super::{
+    parse, ConfigError, ConfigResult, ContainerConfig, DeviceMapping, NetworkMode, Resources,
+};
+use crate::logs::LogOptions;
+use crate::records::{RestartName, RestartPolicy};
 use bollard_stubs::models::{ContainerCreateBody, HostConfig};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -317,8 +321,126 @@ pub fn from_body(
                 .unwrap_or_else(|| "rwm".into()),
         });
     }
-    cfg.host_network = hc.network_mode.as_deref() == Some("host");
+    cfg.network = NetworkMode::parse(hc.network_mode.as_deref().unwrap_or(""))?;
+    cfg.restart = restart_policy(&hc)?;
+    cfg.auto_remove = hc.auto_remove.unwrap_or(false);
+    if cfg.auto_remove && cfg.restart.name != RestartName::No {
+        return Err(ConfigError::invalid(
+            "can't create 'AutoRemove' container with restart policy",
+        ));
+    }
+    cfg.labels = body
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    cfg.log = log_options(Some(&hc))?;
     Ok(cfg)
+}
+
+/// HostConfig.RestartPolicy as the monitor applies it.
+fn restart_policy(host: &HostConfig) -> ConfigResult<RestartPolicy> {
+    use bollard_stubs::models::RestartPolicyNameEnum as N;
+    let Some(p) = &host.restart_policy else {
+        return Ok(RestartPolicy::default());
+    };
+    let name = match p.name {
+        None | Some(N::EMPTY) | Some(N::NO) => RestartName::No,
+        Some(N::ALWAYS) => RestartName::Always,
+        Some(N::UNLESS_STOPPED) => RestartName::UnlessStopped,
+        Some(N::ON_FAILURE) => RestartName::OnFailure,
+    };
+    let max = p.maximum_retry_count.unwrap_or(0);
+    if max < 0 || (max > 0 && name != RestartName::OnFailure) {
+        return Err(ConfigError::invalid(format!(
+            "invalid restart policy: maximum retry count {max} is only valid with on-failure"
+        )));
+    }
+    Ok(RestartPolicy {
+        name,
+        max_retries: max as u32,
+    })
+}
+
+/// The json-file options of a create body's `HostConfig.LogConfig`
+/// (`max-size` as Docker's sizes: `10k`, `5m`, `1g`...; `max-file`).
+/// Other drivers are refused: cubby writes json-file logs only.
+pub fn log_options(hc: Option<&HostConfig>) -> ConfigResult<LogOptions> {
+    let mut opts = LogOptions::default();
+    let Some(lc) = hc.and_then(|h| h.log_config.as_ref()) else {
+        return Ok(opts);
+    };
+    match lc.typ.as_deref() {
+        None | Some("" | "json-file") => {}
+        Some(other) => {
+            return Err(ConfigError::invalid(format!(
+                "logging driver {other:?} is not supported by cubby: use json-file"
+            )))
+        }
+    }
+    for (k, v) in lc.config.iter().flatten() {
+        match k.as_str() {
+            "max-size" => {
+                let n = parse_size(v).ok_or_else(|| {
+                    ConfigError::invalid(format!("invalid max-size {v:?}: want e.g. 10m"))
+                })?;
+                // Docker: -1 is unlimited.
+                opts.max_size = (n > 0).then_some(n as u64);
+                if n == 0 {
+                    return Err(ConfigError::invalid("max-size must be a positive number"));
+                }
+            }
+            "max-file" => {
+                opts.max_file = match v.parse::<i64>() {
+                    Ok(n) if n >= 1 => n.min(u32::MAX as i64) as u32,
+                    _ => {
+                        return Err(ConfigError::invalid(format!(
+                            "invalid max-file {v:?}: want a number >= 1"
+                        )))
+                    }
+                }
+            }
+            // Options of json-file that do not change what is written.
+            "compress" | "labels" | "labels-regex" | "env" | "env-regex" | "tag" => {}
+            other => {
+                return Err(ConfigError::invalid(format!(
+                    "unknown log opt '{other}' for json-file log driver"
+                )))
+            }
+        }
+    }
+    if opts.max_file > 1 && opts.max_size.is_none() {
+        return Err(ConfigError::invalid(
+            "max-file cannot be greater than 1 when max-size is not set",
+        ));
+    }
+    Ok(opts)
+}
+
+/// Docker's `RAMInBytes`: a number with an optional unit (b, k, m, g, t,
+/// p, with or without a trailing `b`/`ib`), powers of 1024; `-1` passes.
+pub fn parse_size(s: &str) -> Option<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    if s == "-1" {
+        return Some(-1);
+    }
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(end);
+    let num: f64 = num.parse().ok()?;
+    let shift = match unit.trim().trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        "p" => 50,
+        _ => return None,
+    };
+    let v = num * (1u64 << shift) as f64;
+    (v.is_finite() && v < i64::MAX as f64).then_some(v as i64)
 }
 
 #[cfg(test)]
@@ -382,7 +504,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(cfg.init && cfg.read_only && cfg.tty && cfg.host_network);
+        assert!(cfg.init && cfg.read_only && cfg.tty && cfg.host_network());
         assert!(cfg.security.cap_drop_all && !cfg.security.no_new_privileges);
         assert!(matches!(cfg.security.seccomp, Seccomp::Profile(_)));
         let root = rootfs();
@@ -557,5 +679,175 @@ mod tests {
             "LogConfig": {"Type": "", "Config": {}}}}),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn log_config() {
+        assert_eq!(parse_size("1k"), Some(1024));
+        assert_eq!(parse_size("10m"), Some(10 << 20));
+        assert_eq!(parse_size("1.5KB"), Some(1536));
+        assert_eq!(parse_size("2gib"), Some(2 << 30));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("-1"), Some(-1));
+        assert_eq!(parse_size("1x"), None);
+        assert_eq!(parse_size(""), None);
+        let hc = |j: &str| serde_json::from_str::<HostConfig>(j).unwrap();
+        assert_eq!(log_options(None).unwrap(), LogOptions::default());
+        let o = log_options(Some(&hc(
+            r#"{"LogConfig":{"Type":"json-file","Config":{"max-size":"1k","max-file":"2"}}}"#,
+        )))
+        .unwrap();
+        assert_eq!(o.max_size, Some(1024));
+        assert_eq!(o.max_file, 2);
+        assert_eq!(
+            log_options(Some(&hc(r#"{"LogConfig":{"Type":"","Config":{}}}"#))).unwrap(),
+            LogOptions::default()
+        );
+        for bad in [
+            r#"{"LogConfig":{"Type":"syslog"}}"#,
+            r#"{"LogConfig":{"Config":{"max-size":"lots"}}}"#,
+            r#"{"LogConfig":{"Config":{"max-size":"0"}}}"#,
+            r#"{"LogConfig":{"Config":{"max-file":"0","max-size":"1m"}}}"#,
+            r#"{"LogConfig":{"Config":{"max-file":"3"}}}"#,
+            r#"{"LogConfig":{"Config":{"nope":"1"}}}"#,
+        ] {
+            assert!(log_options(Some(&hc(bad))).is_err(), "{bad}");
+        }
+    }
+
+    /// Every field of ContainerConfig from one create body. The expected
+    /// value is a full struct literal: a field added to ContainerConfig
+    /// does not compile here until the test covers it.
+    #[test]
+    fn every_config_field_from_a_body() {
+        let raw = json!({
+            "Image": "busybox",
+            "Hostname": "box",
+            "User": "app:wheel",
+            "Env": ["A=1"],
+            "Tty": true,
+            "WorkingDir": "/srv",
+            "Labels": {"course": "os", "lab": "3"},
+            "HostConfig": {
+                "ReadonlyRootfs": true,
+                "CapAdd": ["SYS_TIME"], "CapDrop": ["NET_RAW"],
+                "SecurityOpt": ["no-new-privileges=false", "seccomp=unconfined"],
+                "Ulimits": [{"Name": "nofile", "Soft": 100, "Hard": 200}],
+                "Devices": [{"PathOnHost": "/dev/null", "PathInContainer": "/dev/mynull", "CgroupPermissions": "rw"}],
+                "CpusetCpus": "0", "CpusetMems": "0",
+                "Memory": 67108864, "MemorySwap": 134217728, "MemoryReservation": 33554432,
+                "CpuQuota": 50000, "CpuPeriod": 100000, "CpuShares": 512, "PidsLimit": 50,
+                "Init": true, "ShmSize": 1048576, "NetworkMode": "lab-net",
+                "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 3},
+                "LogConfig": {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}}
+            }
+        });
+        check_supported(&raw).unwrap();
+        let body: ContainerCreateBody = serde_json::from_value(raw).unwrap();
+        let image = ImageDefaults {
+            command: vec!["sh".into()],
+            env: vec!["PATH=/bin".into()],
+            workdir: Some("/img".into()),
+            user: None,
+        };
+        let cfg = from_body(&body, image).unwrap();
+        let want = ContainerConfig {
+            command: vec!["sh".into()],
+            image_env: vec!["PATH=/bin".into()],
+            env: vec!["A=1".into()],
+            workdir: Some("/srv".into()),
+            user: Some("app:wheel".into()),
+            hostname: Some("box".into()),
+            tty: true,
+            init: true,
+            read_only: true,
+            resources: Resources {
+                memory: Some(67108864),
+                memory_swap: Some(134217728),
+                memory_reservation: Some(33554432),
+                cpu_quota: Some(50000),
+                cpu_period: Some(100000),
+                cpu_shares: Some(512),
+                cpuset_cpus: Some("0".into()),
+                cpuset_mems: Some("0".into()),
+                pids_limit: Some(50),
+            },
+            security: crate::config::Security {
+                cap_add: vec![Capability::SysTime],
+                cap_add_all: false,
+                cap_drop: vec![Capability::NetRaw],
+                cap_drop_all: false,
+                privileged: false,
+                no_new_privileges: false,
+                seccomp: Seccomp::Unconfined,
+            },
+            ulimits: vec![parse::ulimit("nofile", 100, 200, "HostConfig.Ulimits").unwrap()],
+            devices: vec![DeviceMapping {
+                host: "/dev/null".into(),
+                container: "/dev/mynull".into(),
+                permissions: "rw".into(),
+            }],
+            shm_size: Some(1048576),
+            userns: None,
+            network: NetworkMode::Named("lab-net".into()),
+            mounts: Vec::new(),
+            cgroup_path: None,
+            restart: RestartPolicy {
+                name: RestartName::OnFailure,
+                max_retries: 3,
+            },
+            auto_remove: false,
+            labels: [("course", "os"), ("lab", "3")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            log: LogOptions {
+                max_size: Some(1 << 20),
+                max_file: 2,
+            },
+        };
+        assert_eq!(cfg, want);
+    }
+
+    #[test]
+    fn network_restart_and_auto_remove() {
+        let cfg = |hc: Value| {
+            let body: ContainerCreateBody =
+                serde_json::from_value(json!({"Image": "x", "HostConfig": hc})).unwrap();
+            from_body(
+                &body,
+                ImageDefaults {
+                    command: vec!["sh".into()],
+                    env: Vec::new(),
+                    workdir: None,
+                    user: None,
+                },
+            )
+        };
+        for (mode, want) in [
+            ("", NetworkMode::Default),
+            ("default", NetworkMode::Default),
+            ("none", NetworkMode::None),
+            ("host", NetworkMode::Host),
+            ("bridge", NetworkMode::Named("bridge".into())),
+        ] {
+            assert_eq!(cfg(json!({"NetworkMode": mode})).unwrap().network, want);
+        }
+        let e = cfg(json!({"NetworkMode": "container:web"})).unwrap_err();
+        assert!(e.to_string().contains("container:NAME"), "{e}");
+        let c = cfg(json!({"AutoRemove": true})).unwrap();
+        assert!(c.auto_remove && c.restart == RestartPolicy::default());
+        assert!(cfg(json!({"AutoRemove": true, "RestartPolicy": {"Name": "always"}})).is_err());
+        assert!(cfg(json!({"RestartPolicy": {"Name": "always", "MaximumRetryCount": 2}})).is_err());
+        assert!(
+            cfg(json!({"RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": -1}})).is_err()
+        );
+        assert_eq!(
+            cfg(json!({"RestartPolicy": {"Name": "unless-stopped"}}))
+                .unwrap()
+                .restart
+                .name,
+            RestartName::UnlessStopped
+        );
     }
 }

@@ -79,13 +79,60 @@ pub struct ContainerConfig {
     pub shm_size: Option<i64>,
     /// Map container ids 0..count to host ids `host..host+count`.
     pub userns: Option<(u32, u32)>,
-    /// Share the host's network namespace (`--network host`).
-    pub host_network: bool,
+    /// The network: an own netns (default network, none, a named network)
+    /// or the host's.
+    pub network: NetworkMode,
     /// Extra mounts (binds, tmpfs), each replacing a default one at the
     /// same destination.
     pub mounts: Vec<Mount>,
     /// `linux.cgroupsPath`.
     pub cgroup_path: Option<PathBuf>,
+    /// What the monitor does when the container exits.
+    pub restart: crate::records::RestartPolicy,
+    /// Remove the container when it exits (`--rm`).
+    pub auto_remove: bool,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// json-file log rotation.
+    pub log: crate::logs::LogOptions,
+}
+
+/// `--network` / `HostConfig.NetworkMode`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// The daemon's default network (an isolated netns if it has none).
+    #[default]
+    Default,
+    /// An own netns with only loopback.
+    None,
+    /// The host's network namespace.
+    Host,
+    /// A network made with `docker network create` (or `bridge`).
+    Named(String),
+}
+
+impl NetworkMode {
+    /// Docker's spelling: `""`/`default`, `none`, `host`, a name;
+    /// `container:NAME` is refused by name.
+    pub fn parse(mode: &str) -> ConfigResult<NetworkMode> {
+        Ok(match mode {
+            "" | "default" => NetworkMode::Default,
+            "none" => NetworkMode::None,
+            "host" => NetworkMode::Host,
+            m if m.starts_with("container:") => {
+                return Err(ConfigError::unsupported_because(
+                    "network mode container:NAME",
+                    "give the container its own network",
+                ))
+            }
+            m => NetworkMode::Named(m.to_string()),
+        })
+    }
+}
+
+impl ContainerConfig {
+    pub fn host_network(&self) -> bool {
+        self.network == NetworkMode::Host
+    }
 }
 
 /// cgroup limits.

@@ -376,7 +376,7 @@ pub fn mounts(cfg: &ContainerConfig, spec: &mut Spec) -> ConfigResult<()> {
     extra.sort_by_key(|m| m.destination().components().count());
     mounts.extend(extra);
     spec.set_mounts(Some(mounts));
-    if cfg.host_network {
+    if cfg.host_network() {
         let linux = spec.linux_mut().as_mut().ok_or_else(|| internal("linux"))?;
         let mut ns = linux.namespaces().clone().unwrap_or_default();
         ns.retain(|n| n.typ() != LinuxNamespaceType::Network);
@@ -421,7 +421,7 @@ pub fn userns(cfg: &ContainerConfig, user: &ResolvedUser, spec: &mut Spec) -> Co
         .set_gid_mappings(Some(vec![mapping]));
     let mounts = spec.mounts_mut().get_or_insert_with(Vec::new);
     for m in mounts.iter_mut() {
-        if cfg.host_network && m.typ().as_deref() == Some("sysfs") {
+        if cfg.host_network() && m.typ().as_deref() == Some("sysfs") {
             *m = rspec::mount(
                 &m.destination().to_string_lossy(),
                 "bind",

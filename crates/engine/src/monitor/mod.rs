@@ -31,6 +31,7 @@ pub mod events;
 pub use crate::protocol::CreateRequest;
 mod exec;
 use exec::ExecProc;
+mod reserve;
 mod serve;
 pub mod server;
 pub mod stdio;
@@ -193,6 +194,8 @@ pub struct Monitor {
     /// attaches, then starts), and whether their stdin already ended.
     early_stdin: BTreeMap<String, (Vec<u8>, bool)>,
     recovery_errors: Vec<Error>,
+    /// Creates in flight (two-phase create), by container id.
+    reserved: BTreeMap<String, reserve::Held>,
     /// SIGTERM or SIGINT arrived while serving.
     stop: bool,
 }
@@ -239,6 +242,7 @@ impl Monitor {
             server: None,
             pending_since: None,
             early_stdin: BTreeMap::new(),
+            reserved: BTreeMap::new(),
             recovery_errors: listing.errors,
             stop: false,
         };
@@ -354,12 +358,7 @@ impl Monitor {
         if self.recs.contains_key(&req.id) || self.records.dir(&req.id).join(CREATE_FILE).exists() {
             return Err(Error::AlreadyExists(req.id.clone()));
         }
-        if let Some(other) = self.recs.values().find(|r| r.name == req.name) {
-            return Err(Error::NameInUse {
-                name: req.name.clone(),
-                id: other.id.clone(),
-            });
-        }
+        self.check_name_free(&req.name, &req.id)?;
         let dir = self.records.dir(&req.id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
@@ -382,6 +381,8 @@ impl Monitor {
             return Err(e);
         }
         self.recs.insert(rec.id.clone(), rec.clone());
+        // Second phase done: the record now holds the name and volumes.
+        self.reserved.remove(&rec.id);
         self.emit(self.container_event("create", &rec.id));
         Ok(rec)
     }
@@ -939,7 +940,11 @@ impl Monitor {
             Ok(s) => s,
             Err(e) => return log_error(Err(Error::Invalid(format!("volumes of {id}: {e}")))),
         };
-        let others: Vec<ContainerRecord> = self.recs.values().cloned().collect();
+        // Creates in flight hold their volumes too.
+        let others = crate::volumes::InUse {
+            records: self.recs.values().cloned().collect(),
+            reserved: self.reserved_list(),
+        };
         for name in names {
             if store.get(name).is_ok_and(|v| v.anonymous()) {
                 if let Err(e) = store.remove(name, &others, true) {
@@ -1093,12 +1098,7 @@ impl Monitor {
         if old == name {
             return Ok(());
         }
-        if let Some(other) = self.recs.values().find(|r| r.name == name) {
-            return Err(Error::NameInUse {
-                name: name.into(),
-                id: other.id.clone(),
-            });
-        }
+        self.check_name_free(name, id)?;
         self.rec_mut(id)?.name = name.into();
         self.save(id)?;
         let e = self

@@ -256,6 +256,13 @@ impl Monitor {
                 Reply::Now(Response::Ok)
             }
             Request::List => Reply::Now(Response::Records(self.recs.values().cloned().collect())),
+            Request::Reserve { id, name } => ok(self.reserve(token, &id, &name)),
+            Request::Claim { id, volumes } => ok(self.claim(token, &id, volumes)),
+            Request::Unreserve { id } => {
+                self.unreserve(token, &id);
+                Reply::Now(Response::Ok)
+            }
+            Request::Reservations => Reply::Now(Response::Reservations(self.reservations())),
             Request::Get { id } => now(self.get(&id).map(|r| Response::Record(Box::new(r)))),
             Request::Find { what } => {
                 now(match crate::records::resolve(self.recs.values(), &what) {

@@ -310,7 +310,7 @@ impl Conn {
         self.too_long || self.rbuf[self.scanned..].contains(&b'\n')
     }
 
-    fn finished(&self) -> bool {
+    pub(crate) fn finished(&self) -> bool {
         if self.dead {
             return true;
         }

@@ -1,6 +1,7 @@
-//! The monitor protocol for real: `cubby monitor`, driven over its
-//! socket by MonitorClient and by raw (misbehaving) clients. Containers
-//! need root, cgroups and a static busybox.
+//! The monitor protocol for real: a serving monitor (the monitor_serve
+//! example, what `cubby monitor` runs), driven over its socket by
+//! MonitorClient and by raw (misbehaving) clients. Containers need root,
+//! cgroups and a static busybox.
 
 mod common;
 
@@ -19,6 +20,22 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+fn monitor_serve() -> PathBuf {
+    // target/debug/deps/monitor_protocol-HASH -> target/debug/examples/
+    let exe = std::env::current_exe().expect("current exe");
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("examples/monitor_serve");
+    assert!(
+        p.exists(),
+        "{} missing: cargo test builds examples; run `cargo build -p cubby-engine --examples`",
+        p.display()
+    );
+    p
+}
 
 /// One test's monitor, directories and cgroups; Drop kills the monitor and
 /// whatever is left in the test's cgroups, and removes them.
@@ -46,13 +63,11 @@ impl Harness {
     }
 
     fn spawn_monitor(&self) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_cubby"))
-            .arg("--root")
+        std::fs::create_dir_all(self.socket.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(&self.root).unwrap();
+        Command::new(monitor_serve())
             .arg(&self.root)
-            .arg("--state-dir")
             .arg(self.root.join("state"))
-            .arg("monitor")
-            .arg("--socket")
             .arg(&self.socket)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -96,9 +111,7 @@ impl Harness {
 
     fn request(&mut self, id: &str, args: &[&str]) -> CreateRequest {
         if self.rootfs.is_none() {
-            let rootfs = self.tmp.path().join("rootfs");
-            common::make_busybox_rootfs(&rootfs);
-            self.rootfs = Some(rootfs);
+            self.rootfs = Some(common::busybox_rootfs(self.tmp.path()));
         }
         let rootfs = self.rootfs.clone().unwrap();
         let mut spec = cubby_runtime::spec::default_spec(

@@ -9,11 +9,10 @@
 //! [`apply`] then creates missing `-v` host directories and volumes, and
 //! copies the image's content into new, empty volumes (unless `nocopy`).
 
-use super::create::CreateBody;
-use super::error::ApiError;
-use super::{ApiResult, Shared};
+use super::containers::CreateBody;
+use super::error::{EngineError, EngineResult};
+use super::Engine;
 use crate::volumes::{CreateOptions, VolumeStore};
-use axum::http::StatusCode;
 use bollard_stubs::models::{HostConfig, Mount, MountPoint, MountPointTypeEnum, MountTypeEnum};
 use oci_spec::runtime::{MountBuilder, Spec};
 use serde_json::Value;
@@ -85,12 +84,12 @@ impl Planned {
     }
 }
 
-fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError::bad_request(msg)
+fn bad(msg: impl Into<String>) -> EngineError {
+    EngineError::invalid(msg)
 }
 
 /// Docker's `invalid mount config for type "T": ...`.
-fn config_err(kind: &str, msg: impl std::fmt::Display) -> ApiError {
+fn config_err(kind: &str, msg: impl std::fmt::Display) -> EngineError {
     bad(format!("invalid mount config for type {kind:?}: {msg}"))
 }
 
@@ -110,7 +109,7 @@ pub fn clean(p: &str) -> String {
 }
 
 /// A destination: absolute, not `/`; returned cleaned.
-fn destination(kind: &str, dest: &str) -> ApiResult<String> {
+fn destination(kind: &str, dest: &str) -> EngineResult<String> {
     if dest.is_empty() {
         return Err(config_err(kind, "field Target must not be empty"));
     }
@@ -132,7 +131,7 @@ const PROPAGATIONS: [&str; 6] = [
 ];
 
 /// `-v [SRC:]DST[:MODE]` as Docker's Linux parser reads it.
-pub fn parse_bind(raw: &str) -> ApiResult<Planned> {
+pub fn parse_bind(raw: &str) -> EngineResult<Planned> {
     let invalid = || bad(format!("invalid volume specification: '{raw}'"));
     let arr: Vec<&str> = raw.splitn(4, ':').collect();
     if arr[0].is_empty() {
@@ -228,15 +227,14 @@ fn parse_mode(mode: &str) -> Option<Mode> {
 }
 
 /// One `--mount` (`HostConfig.Mounts` entry).
-pub fn parse_mount(m: &Mount) -> ApiResult<Planned> {
+pub fn parse_mount(m: &Mount) -> EngineResult<Planned> {
     let kind = match m.typ {
         Some(MountTypeEnum::BIND) => Kind::Bind,
         Some(MountTypeEnum::VOLUME) => Kind::Volume,
         Some(MountTypeEnum::TMPFS) => Kind::Tmpfs,
         Some(MountTypeEnum::IMAGE) => {
-            return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "mounts of type \"image\" are not supported by cubby yet",
+            return Err(EngineError::Unsupported(
+                "mounts of type \"image\" are not supported by cubby yet".into(),
             ))
         }
         other => {
@@ -273,9 +271,8 @@ pub fn parse_mount(m: &Mount) -> ApiResult<Planned> {
                 p.recursive = !b.non_recursive.unwrap_or(false);
                 p.create_source = b.create_mountpoint.unwrap_or(false);
                 if b.read_only_force_recursive.unwrap_or(false) {
-                    return Err(ApiError::new(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "recursive read-only bind mounts are not supported by cubby yet",
+                    return Err(EngineError::Unsupported(
+                        "recursive read-only bind mounts are not supported by cubby yet".into(),
                     ));
                 }
             }
@@ -302,16 +299,14 @@ pub fn parse_mount(m: &Mount) -> ApiResult<Planned> {
                     match dc.name.as_deref() {
                         None | Some("" | "local") => {}
                         Some(other) => {
-                            return Err(ApiError::new(
-                                StatusCode::NOT_FOUND,
-                                format!("error looking up volume plugin {other}: plugin \"{other}\" not found"),
-                            ))
+                            return Err(EngineError::NotFound(format!(
+                            "error looking up volume plugin {other}: plugin \"{other}\" not found"
+                        )))
                         }
                     }
                     if dc.options.as_ref().is_some_and(|o| !o.is_empty()) {
-                        return Err(ApiError::new(
-                            StatusCode::NOT_IMPLEMENTED,
-                            "volume driver options are not supported by cubby yet",
+                        return Err(EngineError::Unsupported(
+                            "volume driver options are not supported by cubby yet".into(),
                         ));
                     }
                 }
@@ -377,7 +372,7 @@ fn size_with_suffix(size: i64) -> String {
     size.to_string()
 }
 
-fn check_tmpfs_options(opts: &[String]) -> ApiResult<()> {
+fn check_tmpfs_options(opts: &[String]) -> EngineResult<()> {
     const FLAGS: [&str; 20] = [
         "ro",
         "rw",
@@ -423,7 +418,7 @@ fn check_tmpfs_options(opts: &[String]) -> ApiResult<()> {
 }
 
 /// One `--tmpfs DST[:OPTIONS]` (`HostConfig.Tmpfs` entry).
-pub fn parse_tmpfs(dest: &str, data: &str) -> ApiResult<Planned> {
+pub fn parse_tmpfs(dest: &str, data: &str) -> EngineResult<Planned> {
     let dest = destination("tmpfs", dest)?;
     let opts: Vec<String> = data
         .split(',')
@@ -449,20 +444,18 @@ pub fn plan(
     host: &HostConfig,
     config_volumes: &[String],
     image_volumes: &[String],
-) -> ApiResult<Vec<Planned>> {
+) -> EngineResult<Vec<Planned>> {
     if host.volumes_from.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "--volumes-from is not supported by cubby yet",
+        return Err(EngineError::Unsupported(
+            "--volumes-from is not supported by cubby yet".into(),
         ));
     }
     match host.volume_driver.as_deref() {
         None | Some("" | "local") => {}
         Some(other) => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("error looking up volume plugin {other}: plugin \"{other}\" not found"),
-            ))
+            return Err(EngineError::NotFound(format!(
+                "error looking up volume plugin {other}: plugin \"{other}\" not found"
+            )))
         }
     }
     let mut out: Vec<Planned> = Vec::new();
@@ -509,7 +502,7 @@ fn realise(
     p: &Planned,
     source: &Path,
     name: &str,
-) -> ApiResult<(oci_spec::runtime::Mount, Option<MountPoint>)> {
+) -> EngineResult<(oci_spec::runtime::Mount, Option<MountPoint>)> {
     let prop = if p.propagation.is_empty() {
         "rprivate".to_string()
     } else {
@@ -534,7 +527,7 @@ fn realise(
         .source(src)
         .options(options)
         .build()
-        .map_err(|e| ApiError::internal(format!("mount {}: {e}", p.dest)))?;
+        .map_err(|e| EngineError::internal(format!("mount {}: {e}", p.dest)))?;
     let point = p.listed.then(|| MountPoint {
         typ: Some(match p.kind {
             Kind::Bind => MountPointTypeEnum::BIND,
@@ -564,13 +557,14 @@ fn realise(
 /// default mount at the same destination, e.g. `/dev/shm`) and returns the
 /// MountPoints for `config["Mounts"]`.
 pub fn apply(
-    d: &Shared,
+    d: &Engine,
+    monitor: &mut crate::client::MonitorClient,
     id: &str,
     spec: &mut Spec,
     rootfs: &Path,
     body: &CreateBody,
     image: &oci_spec::image::ImageConfiguration,
-) -> ApiResult<Value> {
+) -> EngineResult<Value> {
     let host = body.host_config.clone().unwrap_or_default();
     let mut config_volumes: Vec<String> = body
         .volumes
@@ -599,17 +593,18 @@ pub fn apply(
                 format!("bind source path does not exist: {}", p.source),
             ));
         }
-        std::fs::create_dir_all(&p.source)
-            .map_err(|e| ApiError::internal(format!("create the bind source {}: {e}", p.source)))?;
+        std::fs::create_dir_all(&p.source).map_err(|e| {
+            EngineError::internal(format!("create the bind source {}: {e}", p.source))
+        })?;
     }
     let store = if planned.iter().any(|p| p.kind == Kind::Volume) {
-        Some(super::volumes::store(d)?)
+        Some(d.volume_store()?)
     } else {
         None
     };
-    // Anonymous volumes are named now, and every volume is claimed for
-    // this container before it is created, so a concurrent rm or prune
-    // cannot take it before the monitor has the container's record.
+    // Anonymous volumes are named now, and every volume is claimed in the
+    // monitor (by this create's reservation) before it is created, so no
+    // client's rm or prune can take it before the container's record exists.
     let mut names = Vec::new();
     for p in planned.iter_mut().filter(|p| p.kind == Kind::Volume) {
         if p.source.is_empty() {
@@ -620,7 +615,7 @@ pub fn apply(
         names.push(p.source.clone());
     }
     if !names.is_empty() {
-        crate::volumes::claim(id, &d.root.join("containers").join(id), &names);
+        monitor.claim(id, &names)?;
     }
     let mut mounts = Vec::new();
     let mut points = Vec::new();
@@ -644,12 +639,16 @@ pub fn apply(
     });
     all.extend(mounts);
     spec.set_mounts(Some(all));
-    serde_json::to_value(points).map_err(|e| ApiError::internal(format!("mount points: {e}")))
+    serde_json::to_value(points).map_err(|e| EngineError::internal(format!("mount points: {e}")))
 }
 
 /// Creates (or finds) the volume of `p`, fills a new one from the image,
 /// and returns the host path to mount and the volume's name.
-fn volume_source(store: &VolumeStore, p: &Planned, rootfs: &Path) -> ApiResult<(PathBuf, String)> {
+fn volume_source(
+    store: &VolumeStore,
+    p: &Planned,
+    rootfs: &Path,
+) -> EngineResult<(PathBuf, String)> {
     let (v, _) = store.create(&CreateOptions {
         name: Some(p.source.clone()),
         labels: p.labels.clone(),
@@ -675,7 +674,7 @@ fn volume_source(store: &VolumeStore, p: &Planned, rootfs: &Path) -> ApiResult<(
     }
     if !p.nocopy {
         let src = cubby_runtime::rootfs::secure_join(rootfs, Path::new(&p.dest))
-            .map_err(|e| ApiError::internal(format!("image path {}: {e}", p.dest)))?;
+            .map_err(|e| EngineError::internal(format!("image path {}: {e}", p.dest)))?;
         store.populate(&v.name, &src)?;
     }
     Ok((data, v.name))
@@ -686,10 +685,11 @@ mod tests {
     use super::*;
     use bollard_stubs::models::{MountBindOptions, MountTmpfsOptions, MountVolumeOptions};
 
-    fn msg(r: ApiResult<Planned>) -> String {
-        let e = r.unwrap_err();
-        assert_eq!(e.status, StatusCode::BAD_REQUEST, "{}", e.message);
-        e.message
+    fn msg(r: EngineResult<Planned>) -> String {
+        match r.unwrap_err() {
+            EngineError::InvalidArgument(m) => m,
+            e => panic!("not an invalid argument: {e:?}"),
+        }
     }
 
     #[test]
@@ -820,7 +820,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            plan(&dup, &["v:/d".into()], &[]).unwrap_err().message,
+            plan(&dup, &["v:/d".into()], &[]).unwrap_err().message(),
             "Duplicate mount point: /d"
         );
         let planned = plan(&HostConfig::default(), &["v:/d".into()], &[]).unwrap();
@@ -842,10 +842,10 @@ mod tests {
             volume_driver: Some("nfs".into()),
             ..Default::default()
         };
-        assert_eq!(
-            plan(&nfs, &[], &[]).unwrap_err().status,
-            StatusCode::NOT_FOUND
-        );
+        assert!(matches!(
+            plan(&nfs, &[], &[]).unwrap_err(),
+            EngineError::NotFound(_)
+        ));
         assert_eq!(clean("/a//b/./c/../d/"), "/a/b/d");
         assert_eq!(clean("/.."), "/");
     }

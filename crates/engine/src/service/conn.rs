@@ -2,7 +2,7 @@
 //! container does (wait, stop, restart) and for streams (attach, exec,
 //! events). One connection per request; the monitor serves many.
 
-use super::error::{status_of, ApiError, ApiResult};
+use super::error::{EngineError, EngineResult};
 use crate::protocol::{self, Request, Response, MAX_RESPONSE_LINE};
 use std::path::Path;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -15,13 +15,13 @@ pub struct MonitorStream {
     pub writer: OwnedWriteHalf,
 }
 
-fn monitor_error(what: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::internal(format!("container monitor: {what}: {e}"))
+fn monitor_error(what: &str, e: impl std::fmt::Display) -> EngineError {
+    EngineError::internal(format!("container monitor: {what}: {e}"))
 }
 
 /// Sends `req` and reads its one response line; the connection is left
 /// positioned after it.
-async fn exchange(socket: &Path, req: &Request) -> ApiResult<(MonitorStream, Response)> {
+async fn exchange(socket: &Path, req: &Request) -> EngineResult<(MonitorStream, Response)> {
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|e| monitor_error(&format!("connect {}", socket.display()), e))?;
@@ -46,19 +46,19 @@ async fn exchange(socket: &Path, req: &Request) -> ApiResult<(MonitorStream, Res
     let resp: Response =
         serde_json::from_slice(&line).map_err(|e| monitor_error("bad response", e))?;
     match resp {
-        Response::Error { message, kind } => Err(ApiError::new(status_of(kind), message)),
+        Response::Error { message, kind } => Err(EngineError::from_kind(kind, message)),
         resp => Ok((MonitorStream { reader, writer }, resp)),
     }
 }
 
 /// One request, one response, however long the monitor takes.
-pub async fn call(socket: &Path, req: &Request) -> ApiResult<Response> {
+pub async fn call(socket: &Path, req: &Request) -> EngineResult<Response> {
     Ok(exchange(socket, req).await?.1)
 }
 
 /// Sends a streaming request (attach, exec, events) and returns the stream
 /// once the monitor accepted it.
-pub async fn open_stream(socket: &Path, req: &Request) -> ApiResult<MonitorStream> {
+pub async fn open_stream(socket: &Path, req: &Request) -> EngineResult<MonitorStream> {
     match exchange(socket, req).await? {
         (stream, Response::Ok) => Ok(stream),
         _ => Err(monitor_error("stream", "unexpected response")),

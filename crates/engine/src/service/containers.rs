@@ -1,0 +1,510 @@
+//! Containers: create (an image already in the store, an overlay snapshot
+//! of it at `<root>/containers/<id>`, the spec from [`crate::config`], the
+//! body's mounts and network), and the lifecycle calls the monitor does.
+
+use super::error::{EngineError, EngineResult};
+use super::{blocking, Engine};
+use crate::client::MonitorClient;
+use crate::monitor::CreateRequest;
+use crate::protocol::{Request, Response, WaitCondition};
+use crate::records::ContainerRecord;
+use cubby_image::snapshot::Snapshot;
+use cubby_image::store::ImageRecord;
+use nix::sys::signal::Signal;
+use serde_json::json;
+use std::path::PathBuf;
+
+/// Docker's create body (Config plus HostConfig), what [`Engine::create`]
+/// takes; [`crate::config::docker::from_body`] turns it into a
+/// [`crate::config::ContainerConfig`].
+pub type CreateBody = bollard_stubs::models::ContainerCreateBody;
+
+/// What a create needs besides its body.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// None or empty: `cubby-<short id>`.
+    pub name: Option<String>,
+}
+
+/// Docker's container name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && name.len() >= 2
+        && name.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn check_name(name: &str) -> EngineResult<()> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(EngineError::invalid(format!(
+            "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )))
+    }
+}
+
+impl Engine {
+    /// Makes a container (state Created) from `body`; returns its id.
+    /// Every option in the body is checked before anything exists; a
+    /// failure leaves nothing behind.
+    pub async fn create(
+        self: &super::Shared,
+        body: CreateBody,
+        opts: CreateOptions,
+    ) -> EngineResult<String> {
+        if body.image.as_deref().unwrap_or("").is_empty() {
+            return Err(EngineError::invalid(
+                "config cannot be empty: Image is required",
+            ));
+        }
+        let id = super::new_id()?;
+        let name = match opts
+            .name
+            .as_deref()
+            .map(|n| n.strip_prefix('/').unwrap_or(n))
+        {
+            None | Some("") => format!("cubby-{}", &id[..12]),
+            Some(n) => {
+                check_name(n)?;
+                n.to_string()
+            }
+        };
+        let (d2, id2, name2) = (self.clone(), id.clone(), name.clone());
+        // Two phases on one monitor connection: the name (then the
+        // volumes) are reserved before anything is made, so no other
+        // client takes them and no reconcile sees a stray; the monitor
+        // frees them if this connection dies.
+        let made = blocking(move || {
+            let mut c = MonitorClient::connect(&d2.monitor_socket)?;
+            c.reserve(&id2, &name2)?;
+            let req = d2.prepare(&mut c, &id2, &name2, body)?;
+            let snapshot = Snapshot::at(req.bundle.clone());
+            Ok(c.create(req).map(drop).map_err(|e| {
+                let _ = snapshot.remove();
+                EngineError::from(e)
+            }))
+        })
+        .await;
+        let failed = match made {
+            Ok(Ok(())) => return Ok(id),
+            // Prepared (network included), refused by the monitor.
+            Ok(Err(e)) => {
+                super::networks::release(self, &id).await;
+                e
+            }
+            Err(e) => e,
+        };
+        match failed {
+            EngineError::Conflict(m) if m.contains("is already in use") => {
+                Err(EngineError::Conflict(format!(
+                    "Conflict. {}. You have to remove (or rename) that container to be able to reuse that name.",
+                    m.replacen("the container", "The container", 1)
+                )))
+            }
+            e => Err(e),
+        }
+    }
+
+    fn find_image(&self, name: &str) -> EngineResult<ImageRecord> {
+        crate::snapshots::find_image(&self.images, name)
+            .map_err(|e| EngineError::internal(e.to_string()))?
+            .ok_or_else(|| EngineError::not_found(format!("No such image: {name}")))
+    }
+
+    /// Mounts the snapshot and builds the monitor's request (blocking);
+    /// volumes are claimed on `monitor`, which holds the reservation.
+    fn prepare(
+        &self,
+        monitor: &mut MonitorClient,
+        id: &str,
+        name: &str,
+        body: CreateBody,
+    ) -> EngineResult<CreateRequest> {
+        let image_name = body.image.clone().unwrap_or_default();
+        let image = self.find_image(&image_name)?;
+        let config: oci_spec::image::ImageConfiguration = self
+            .images
+            .read_blob(&image.config_digest)
+            .map_err(EngineError::from)
+            .and_then(|b| {
+                serde_json::from_slice(&b).map_err(|e| {
+                    EngineError::internal(format!("image config of {}: {e}", image.name))
+                })
+            })?;
+        let defaults = cubby_image::config::run_defaults(
+            &image_name,
+            &config,
+            body.entrypoint.as_deref().filter(|e| !e.is_empty()),
+            body.cmd.as_deref().unwrap_or(&[]),
+        )
+        .map_err(|e| EngineError::invalid(e.to_string()))?;
+        let command = defaults.command.clone();
+        let exposed_ports = defaults.exposed_ports.clone();
+        // Everything the body asks for is checked before the snapshot exists.
+        let mut cfg = crate::config::docker::from_body(
+            &body,
+            crate::config::docker::ImageDefaults {
+                command: defaults.command,
+                env: defaults.env,
+                workdir: defaults.workdir,
+                user: defaults.user,
+            },
+        )?;
+        cfg.hostname.get_or_insert_with(|| id[..12].to_string());
+        cfg.cgroup_path = Some(PathBuf::from(format!(
+            "/{}/{id}",
+            self.cgroup_parent.trim_matches('/')
+        )));
+        let dir = self.root.join("containers").join(id);
+        let snapshot = Snapshot::at(&dir);
+        let rootfs = crate::snapshots::mount_for_image(&self.images, &image, &exposed_ports, &dir)
+            .map_err(|e| EngineError::internal(format!("snapshot of {}: {e}", image.name)))?;
+        let undo = |e: EngineError| {
+            let _ = snapshot.remove();
+            e
+        };
+        let mut spec = crate::config::build(&cfg, &rootfs).map_err(|e| undo(e.into()))?;
+        let mounts = super::mounts::apply(self, monitor, id, &mut spec, &rootfs, &body, &config)
+            .map_err(undo)?;
+        super::networks::setup(self, id, name, &cfg, &body, &mut spec).map_err(undo)?;
+        let mut body = body;
+        let host_config = body.host_config.take().unwrap_or_default();
+        let (open_stdin, stdin_once) = (
+            body.open_stdin.unwrap_or(false),
+            body.stdin_once.unwrap_or(false),
+        );
+        let config = json!({
+            "Config": body,
+            "HostConfig": host_config,
+            "Mounts": mounts,
+            "Path": command.first().cloned().unwrap_or_default(),
+            "Args": command.get(1..).unwrap_or(&[]),
+            "ImageID": image.config_digest.to_string(),
+        });
+        Ok(CreateRequest {
+            init: cfg.init,
+            image: Some(image_name),
+            labels: cfg.labels,
+            log: cfg.log,
+            restart: cfg.restart,
+            auto_remove: cfg.auto_remove,
+            config,
+            open_stdin,
+            stdin_once,
+            ..CreateRequest::new(id, name, spec, dir)
+        })
+    }
+
+    /// Mounts the container's overlay again if it is not (a daemon or host
+    /// restart since it was created): `start` needs its rootfs.
+    pub(crate) async fn ensure_rootfs(self: &super::Shared, id: &str) -> EngineResult<()> {
+        let dir = self.root.join("containers").join(id);
+        let snapshot = Snapshot::at(&dir);
+        let d = self.clone();
+        let id = id.to_string();
+        blocking(move || {
+            let Ok(list) = std::fs::read_to_string(dir.join("layers")) else {
+                return Ok(()); // not made from an image
+            };
+            if snapshot.is_mounted() {
+                return Ok(());
+            }
+            let layers = list
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    l.parse::<cubby_image::digest::Digest>()
+                        .map(|dg| d.images.layer_dir(&dg))
+                        .map_err(|e| EngineError::internal(format!("layer list of {id}: {e}")))
+                })
+                .collect::<EngineResult<Vec<_>>>()?;
+            snapshot
+                .mount(&layers)
+                .map_err(|e| EngineError::internal(format!("mount the rootfs of {id}: {e}")))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The record of the container a client named (id, id prefix or name);
+    /// the monitor resolves it (one record on the wire, not the whole list).
+    pub async fn find(&self, what: &str) -> EngineResult<ContainerRecord> {
+        match self.call(Request::Find { what: what.into() }).await {
+            Ok(Response::Record(r)) => Ok(*r),
+            Ok(_) => Err(EngineError::internal(
+                "container monitor: unexpected answer to find",
+            )),
+            Err(EngineError::NotFound(_)) => Err(EngineError::no_such_container(what)),
+            Err(EngineError::InvalidArgument(_)) => Err(EngineError::invalid(format!(
+                "multiple IDs found with provided prefix: {what}"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every container the monitor knows.
+    pub async fn list(&self) -> EngineResult<Vec<ContainerRecord>> {
+        self.monitor(|c| c.list()).await
+    }
+
+    /// The creates in flight, from every client of the monitor.
+    pub async fn reservations(&self) -> EngineResult<Vec<crate::protocol::Reservation>> {
+        self.monitor(|c| c.reservations()).await
+    }
+
+    /// Containers made and being made, and what they mount.
+    pub async fn volume_users(&self) -> EngineResult<crate::volumes::InUse> {
+        self.monitor(|c| {
+            // Reservations first: a create that completes in between is
+            // then in the records.
+            let reserved = c.reservations()?;
+            Ok(crate::volumes::InUse {
+                records: c.list()?,
+                reserved,
+            })
+        })
+        .await
+    }
+
+    /// The ids of containers made and being made: what a reconcile of
+    /// per-container state (network endpoints) must keep.
+    pub async fn live_ids(&self) -> EngineResult<std::collections::HashSet<String>> {
+        let u = self.volume_users().await?;
+        Ok(u.records
+            .into_iter()
+            .map(|r| r.id)
+            .chain(u.reserved.into_iter().map(|r| r.id))
+            .collect())
+    }
+
+    /// Starts a created or stopped container (NotModified if running).
+    pub async fn start(self: &super::Shared, what: &str) -> EngineResult<()> {
+        let r = self.find(what).await?;
+        self.ensure_rootfs(&r.id).await?;
+        self.call(Request::Start { id: r.id }).await.map(drop)
+    }
+
+    /// Stops with `signal` (else the container's StopSignal, else SIGTERM),
+    /// then SIGKILL after `timeout` seconds (else its StopTimeout; -1 waits
+    /// for ever). NotModified if it is not running.
+    pub async fn stop(
+        &self,
+        what: &str,
+        timeout: Option<i64>,
+        signal: Option<Signal>,
+    ) -> EngineResult<()> {
+        let r = self.find(what).await?;
+        let signal = signal
+            .or_else(|| {
+                r.config["Config"]["StopSignal"]
+                    .as_str()
+                    .and_then(|s| cubby_runtime::signals::parse(s).ok())
+            })
+            .map(|s| s as i32);
+        let timeout = timeout.or_else(|| r.config["Config"]["StopTimeout"].as_i64());
+        self.call(Request::Stop {
+            id: r.id,
+            timeout,
+            signal,
+        })
+        .await
+        .map(drop)
+    }
+
+    pub async fn restart(
+        self: &super::Shared,
+        what: &str,
+        timeout: Option<i64>,
+    ) -> EngineResult<()> {
+        let r = self.find(what).await?;
+        self.ensure_rootfs(&r.id).await?;
+        self.call(Request::Restart { id: r.id, timeout })
+            .await
+            .map(drop)
+    }
+
+    /// Sends `signal`; Conflict if the container is not running.
+    pub async fn kill(&self, what: &str, signal: Signal) -> EngineResult<()> {
+        let r = self.find(what).await?;
+        if !r.status.is_live() {
+            return Err(EngineError::conflict(format!(
+                "Cannot kill container: {}: container is not running",
+                r.id
+            )));
+        }
+        self.monitor(move |c| c.kill(&r.id, signal as i32)).await
+    }
+
+    pub async fn pause(&self, what: &str) -> EngineResult<()> {
+        let r = self.find(what).await?;
+        self.call(Request::Pause { id: r.id }).await.map(drop)
+    }
+
+    pub async fn unpause(&self, what: &str) -> EngineResult<()> {
+        let r = self.find(what).await?;
+        self.call(Request::Unpause { id: r.id }).await.map(drop)
+    }
+
+    pub async fn rename(&self, what: &str, name: &str) -> EngineResult<()> {
+        let name = name.trim_start_matches('/');
+        check_name(name)?;
+        let r = self.find(what).await?;
+        self.call(Request::Rename {
+            id: r.id,
+            name: name.into(),
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Attaches to a container's output (and, with `stdin` and a container
+    /// made with OpenStdin, its input): the monitor stream of frames, and
+    /// the container's record (for its tty setting).
+    pub async fn attach(
+        &self,
+        what: &str,
+        stdin: bool,
+    ) -> EngineResult<(super::conn::MonitorStream, ContainerRecord)> {
+        let r = self.find(what).await?;
+        let stream = super::conn::open_stream(
+            &self.monitor_socket,
+            &Request::Attach {
+                id: r.id.clone(),
+                stdin: stdin && r.open_stdin,
+            },
+        )
+        .await?;
+        self.publish(
+            crate::monitor::events::Event::new("container", "attach", &r.id)
+                .attr("name", r.name.clone()),
+        )
+        .await;
+        Ok((stream, r))
+    }
+
+    /// The event log from `since` (nanoseconds; None: now) until `until`
+    /// (None: for ever), as a stream of JSON lines from the monitor.
+    pub async fn events(
+        &self,
+        since: Option<i64>,
+        until: Option<i64>,
+    ) -> EngineResult<super::conn::MonitorStream> {
+        super::conn::open_stream(
+            &self.monitor_socket,
+            &Request::Events {
+                since: since.or_else(|| Some(crate::monitor::events::now_nanos())),
+                until,
+            },
+        )
+        .await
+    }
+
+    /// Waits for `condition`; returns the exit code.
+    pub async fn wait(&self, id: &str, condition: WaitCondition) -> EngineResult<i64> {
+        match self
+            .call(Request::Wait {
+                id: id.into(),
+                condition,
+            })
+            .await?
+        {
+            Response::Exit { code } => Ok(code.into()),
+            _ => Err(EngineError::internal(
+                "container monitor: unexpected answer to wait",
+            )),
+        }
+    }
+
+    /// Removes a container, its network endpoint and snapshot, and with
+    /// `volumes` its anonymous volumes no other container uses. Conflict if
+    /// it runs and `force` is not set (with `force` it is killed first).
+    pub async fn remove(
+        self: &super::Shared,
+        what: &str,
+        force: bool,
+        volumes: bool,
+    ) -> EngineResult<()> {
+        let r = self.find(what).await?;
+        if r.status.is_live() && !force {
+            return Err(EngineError::conflict(format!(
+                "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                r.name
+            )));
+        }
+        let id = r.id.clone();
+        self.monitor(move |c| c.remove(&id, force)).await?;
+        super::networks::release(self, &r.id).await;
+        // The overlay snapshot of a container made by `create`.
+        let snapshot = Snapshot::at(self.root.join("containers").join(&r.id));
+        blocking(move || {
+            if snapshot.dir.exists() {
+                snapshot
+                    .remove()
+                    .map_err(|e| EngineError::internal(format!("remove the snapshot: {e}")))?;
+            }
+            Ok::<_, EngineError>(())
+        })
+        .await?;
+        if volumes {
+            self.remove_anonymous_volumes(&r).await;
+        }
+        Ok(())
+    }
+
+    /// After container `removed` is gone: removes its anonymous volumes
+    /// that no other container uses (named volumes are kept, as Docker).
+    /// Failures are only logged, as Docker does.
+    pub async fn remove_anonymous_volumes(&self, removed: &ContainerRecord) {
+        let names = crate::volumes::mounted_by(removed);
+        if names.is_empty() {
+            return;
+        }
+        let in_use = match self.volume_users().await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("cubby daemon: volumes of {}: {e}", removed.id);
+                return;
+            }
+        };
+        let Ok(store) = self.volume_store() else {
+            return;
+        };
+        let id = removed.id.clone();
+        let _ = blocking(move || {
+            for name in names {
+                match store.get(&name) {
+                    Ok(v) if v.anonymous() => {
+                        if let Err(e) = store.remove(&name, &in_use, true) {
+                            eprintln!("cubby daemon: remove volume {name} of {id}: {e}");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok::<_, EngineError>(())
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_bodies() {
+        assert!(valid_name("web-1") && valid_name("a.b_c"));
+        assert!(!valid_name("-x") && !valid_name("a") && !valid_name("a/b") && !valid_name(""));
+        assert!(matches!(
+            check_name("a/b"),
+            Err(EngineError::InvalidArgument(_))
+        ));
+        let b: CreateBody =
+            serde_json::from_str(r#"{"Image":"busybox","Cmd":["sh"],"Env":null,"Junk":1}"#)
+                .unwrap();
+        assert_eq!(b.image.as_deref(), Some("busybox"));
+        assert_eq!(b.cmd, Some(vec!["sh".to_string()]));
+    }
+}
