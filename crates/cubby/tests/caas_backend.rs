@@ -102,7 +102,7 @@ async fn sh(b: &DockerBackend, name: &str, script: &str) -> (i64, String, String
 fn isolate_host_option_is_the_engines() {
     assert_eq!(
         cubby_caas::backend::docker::ISOLATE_HOST_OPTION,
-        cubby_engine::api::networks::ISOLATE_HOST_OPTION
+        cubby_engine::service::networks::ISOLATE_HOST_OPTION
     );
 }
 
