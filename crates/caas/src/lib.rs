@@ -10,6 +10,7 @@
 //! reconcile, events), `api` (REST + OpenAPI), `serve` (wiring), `demo`.
 
 pub mod api;
+pub mod archive;
 pub mod auth;
 pub mod backend;
 pub mod csv;

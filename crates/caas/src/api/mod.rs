@@ -2,6 +2,7 @@
 //! their documentation; the router and the OpenAPI document are both built
 //! from that table, so they cannot drift apart.
 
+mod archives;
 pub mod authn;
 pub mod error;
 mod handlers;
@@ -152,6 +153,12 @@ pub fn routes() -> Vec<Route> {
         route!(POST, "/api/sessions/{id}/stop", "sessions", "its student, teacher of its class, admin", "Stop a session (its sandbox and workspace are kept)", None, h::stop_session),
         route!(GET, "/api/audit", "admin", "admin", "The audit log, newest first (?limit=N)", None, h::audit_log),
         route!(GET, "/api/orphans", "admin", "admin", "Sandboxes with this service's labels and no session (reported, never deleted)", None, h::orphans),
+        route!(GET, "/api/archives", "archives", "any", "Archived workspaces: mine (student), my classes' (teacher), all (admin); ?class_id=&student_id=", None, archives::list_archives),
+        route!(GET, "/api/archives/{id}", "archives", "its student, teacher of its class, admin", "One archive: key, size, sha256", None, archives::get_archive),
+        route!(GET, "/api/archives/{id}/download", "archives", "its student, teacher of its class, admin", "The archive as stored (zstd-compressed tar), streamed", None, archives::download_archive),
+        route!(PUT, "/api/classes/{id}/students/{student_id}/restore", "archives", "teacher of the class, admin", "What the student's next session starts from: an archive of this class, or null for an empty workspace (default: their latest archive)", Some(r#"{"archive_id":null}"#), archives::set_restore),
+        route!(GET, "/api/archive-pending", "archives", "admin", "Sessions whose workspace is not archived yet (nothing deleted; retried with back-off)", None, archives::archive_pending),
+        route!(POST, "/api/sessions/{id}/archive/retry", "archives", "admin", "Retry a pending archive now", None, archives::retry_archive),
     ]
 }
 

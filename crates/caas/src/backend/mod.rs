@@ -184,4 +184,22 @@ pub trait Backend: Send + Sync + 'static {
     async fn events(
         &self,
     ) -> Result<BoxStream<'static, Result<SandboxEvent, BackendError>>, BackendError>;
+
+    /// `path` inside the sandbox as a tar stream (entries named from the
+    /// path's last component, as `docker cp` does). The sandbox must be
+    /// running: only then does every engine see its volumes.
+    async fn export_path(&self, name: &str, path: &str) -> Result<ByteStream, BackendError>;
+    /// Extracts a tar stream into the directory `dir` of a running sandbox,
+    /// keeping the archive's owners and modes. The stream ends early (and
+    /// the call fails) if `tar` yields an error.
+    async fn import_tar(&self, name: &str, dir: &str, tar: ByteStream)
+        -> Result<(), BackendError>;
+    /// Whether a volume of this name exists.
+    async fn volume_exists(&self, name: &str) -> Result<bool, BackendError>;
+    /// Removes a workspace volume; missing is `Ok`. Only ever called after
+    /// its contents are archived and verified.
+    async fn remove_volume(&self, name: &str) -> Result<(), BackendError>;
 }
+
+/// A stream of bytes (tar archives in and out of sandboxes).
+pub type ByteStream = BoxStream<'static, Result<bytes::Bytes, BackendError>>;

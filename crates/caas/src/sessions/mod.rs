@@ -31,6 +31,8 @@ pub struct ManagerConfig {
     pub lease_secs: i64,
     pub ready_timeout: Duration,
     pub stop_grace: Duration,
+    /// Where workspaces are archived when sessions end.
+    pub objects: crate::archive::Objects,
 }
 
 impl Default for ManagerConfig {
@@ -41,6 +43,8 @@ impl Default for ManagerConfig {
             lease_secs: 60,
             ready_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(10),
+            // Tests of the state machine only: serve always sets a durable one.
+            objects: crate::archive::Objects::memory(),
         }
     }
 }
@@ -107,6 +111,11 @@ impl Manager {
             cfg,
             inflight: Mutex::new(HashSet::new()),
         }))
+    }
+
+    /// Where archives are kept.
+    pub fn objects(&self) -> &crate::archive::Objects {
+        &self.cfg.objects
     }
 
     /// Requests a session for (class, student) and drives it in the
@@ -244,16 +253,31 @@ impl Manager {
                             .acquire()
                             .await
                             .map_err(|_| Error::Internal("stop permits closed".into()))?;
-                        self.backend
-                            .stop_sandbox(&s.sandbox, self.cfg.stop_grace)
-                            .await?;
+                        if let Err(e) = self.end_session(&s).await {
+                            // Nothing was deleted: retried with back-off. The
+                            // sandbox is stopped (the session did end); the
+                            // retry starts it again to export the volume.
+                            eprintln!("cubby serve: session {id}: archive pending: {e}");
+                            let _ = self
+                                .backend
+                                .stop_sandbox(&s.sandbox, self.cfg.stop_grace)
+                                .await;
+                            self.store.mark_archive_pending(id, &e.to_string()).await?;
+                            return Ok(());
+                        }
                     }
-                    self.store
+                    if self
+                        .store
                         .transition(id, &[State::Stopping], State::Stopped, None, None)
-                        .await?;
+                        .await?
+                    {
+                        self.store.clear_reason(id).await?;
+                    }
                     return Ok(());
                 }
-                State::Ready | State::Stopped | State::Failed => return Ok(()),
+                State::Ready | State::Stopped | State::Failed | State::ArchivePending => {
+                    return Ok(())
+                }
             }
         }
     }
@@ -303,10 +327,9 @@ impl Manager {
         Ok(())
     }
 
-    /// Network, sandbox, readiness. Returns the sandbox's address.
-    async fn provision(&self, s: &Session) -> Result<Option<String>> {
+    async fn spec_of(&self, s: &Session) -> Result<crate::backend::SandboxSpec> {
         let t = self.store.template(&s.template_id).await?;
-        let spec = sandbox_spec(
+        Ok(sandbox_spec(
             &t.spec,
             &SandboxFor {
                 service_id: &self.service_id,
@@ -314,9 +337,100 @@ impl Manager {
                 class_id: &s.class_id,
                 student_id: &s.student_id,
             },
-        );
+        ))
+    }
+
+    /// The end of a session: archive (export, compress, store, read back,
+    /// record), then remove the sandbox and its volume. Any error returns
+    /// before anything is deleted. Safe to repeat: a recorded archive is
+    /// not made again.
+    async fn end_session(&self, s: &Session) -> Result<()> {
+        let spec = self.spec_of(s).await?;
+        if self.store.final_archive(&s.id).await?.is_none() {
+            let exists = self.backend.inspect_sandbox(&spec.name).await?.is_some();
+            if !exists && !self.backend.volume_exists(&spec.workspace_volume).await? {
+                // Stopped before anything was made: nothing to keep.
+                return Ok(());
+            }
+            // Running, so that every engine shows the volume (a stopped
+            // container's volumes are not visible to cubby's engine); a
+            // sandbox that exited or is gone is started again on the volume.
+            self.backend.start_sandbox(&spec).await?;
+            let key = crate::archive::object_key(s, "final", crate::store::now_ms());
+            let tar = self
+                .backend
+                .export_path(&spec.name, &spec.workspace_path)
+                .await?;
+            let objects = &self.cfg.objects;
+            let w = objects.put_compressed(&key, tar).await?;
+            objects.verify(&key, &w).await?;
+            let row = crate::store::archives::new_archive(s, "final", key.clone(), w.size, w.sha256);
+            if let Err(e) = self.store.insert_archive(&row).await {
+                // Another instance recorded one first: ours is a spare copy.
+                if self.store.final_archive(&s.id).await?.is_some() {
+                    let _ = objects.delete(&key).await;
+                } else {
+                    return Err(e);
+                }
+            }
+        }
+        self.backend
+            .stop_sandbox(&spec.name, self.cfg.stop_grace)
+            .await?;
+        self.backend.remove_sandbox(&spec.name).await?;
+        self.backend.remove_volume(&spec.workspace_volume).await?;
+        Ok(())
+    }
+
+    /// Decides once what the workspace starts from: the teacher's choice,
+    /// else the latest archive; only into a new volume (an existing one,
+    /// left by a session that failed rather than ended, is kept and the
+    /// decision says so: restore_state "kept").
+    async fn decide_restore(&self, s: &Session, volume: &str) -> Result<Session> {
+        if s.restore_state != "undecided" {
+            return Ok(s.clone());
+        }
+        let from = match self.store.restore_choice(&s.class_id, &s.student_id).await? {
+            Some(choice) => choice,
+            None => self
+                .store
+                .latest_archive(&s.class_id, &s.student_id)
+                .await?
+                .map(|a| a.id),
+        };
+        if from.is_some() && self.backend.volume_exists(volume).await? {
+            sqlx::query("UPDATE sessions SET restore_state = 'kept' WHERE id = $1 AND restore_state = 'undecided'")
+                .bind(&s.id)
+                .execute(&self.store.pool)
+                .await?;
+            return self.store.session(&s.id).await;
+        }
+        self.store.decide_restore(s, from.as_deref()).await
+    }
+
+    /// Network, sandbox, restore, readiness. Returns the sandbox's address.
+    async fn provision(&self, s: &Session) -> Result<Option<String>> {
+        let spec = self.spec_of(s).await?;
+        let s = &self.decide_restore(s, &spec.workspace_volume).await?;
         self.backend.ensure_network(&spec.network).await?;
         let info = self.backend.start_sandbox(&spec).await?;
+        if s.restore_state == "pending" {
+            if let Some(id) = &s.restore_from {
+                // Into the running sandbox (where every engine sees the
+                // volume); extracting again after a crash rewrites the same
+                // files.
+                let a = self.store.archive(id).await?;
+                let tar = self.cfg.objects.get_tar(&a.object_key).await?;
+                self.backend
+                    .import_tar(
+                        &spec.name,
+                        crate::archive::parent_dir(&spec.workspace_path),
+                        tar,
+                    )
+                    .await?;
+                self.store.restore_done(&s.id).await?;
+            }
+        }
         if let Some(port) = spec.app_port {
             match self
                 .backend
@@ -470,6 +584,9 @@ impl Manager {
             for s in self.store.unfinished_sessions().await.unwrap_or_default() {
                 self.spawn_drive(&s.id);
             }
+            if let Err(e) = self.retry_archives(true).await {
+                eprintln!("cubby serve: archive retries: {e}");
+            }
             if let Err(e) = self.enforce_max_length().await {
                 eprintln!("cubby serve: session time limits: {e}");
             }
@@ -502,5 +619,33 @@ impl Manager {
             }
         }
         Ok(())
+    }
+
+    /// Archive-pending sessions go back to stopping and are driven again:
+    /// those whose back-off is over, or all (`due_only` false: an operator's
+    /// retry). Returns how many were retried.
+    pub async fn retry_archives(self: &Arc<Self>, due_only: bool) -> Result<usize> {
+        let mut n = 0;
+        for s in self.store.archive_pending(due_only).await? {
+            if self.store.retry_archive(&s.id).await? {
+                self.spawn_drive(&s.id);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// One archive-pending session retried now (an operator's request).
+    pub async fn retry_archive(self: &Arc<Self>, id: &str) -> Result<Session> {
+        let s = self.store.session(id).await?;
+        if s.state != State::ArchivePending {
+            return Err(Error::Conflict(format!(
+                "session {id} is {}, not archive_pending",
+                s.state.as_str()
+            )));
+        }
+        self.store.retry_archive(id).await?;
+        self.spawn_drive(id);
+        self.store.session(id).await
     }
 }

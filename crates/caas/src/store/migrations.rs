@@ -3,7 +3,8 @@
 //! driver maps only int/float/text/blob), partial unique indexes.
 
 /// (version, statements). Never edit an applied migration: add a new one.
-pub const MIGRATIONS: &[(i64, &[&str])] = &[(
+pub const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
     1,
     &[
         "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -88,4 +89,49 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[(
         )",
         "CREATE INDEX audit_at ON audit(at_ms)",
     ],
-)];
+),
+    (
+        2,
+        &[
+            // One row per verified archive: written, read back, checked.
+            // `kind`: 'final' (the session's end) or 'checkpoint'.
+            "CREATE TABLE archives (
+                id TEXT PRIMARY KEY,
+                class_id TEXT NOT NULL REFERENCES classes(id),
+                student_id TEXT NOT NULL REFERENCES users(id),
+                session_id TEXT NOT NULL REFERENCES sessions(id),
+                kind TEXT NOT NULL CHECK (kind IN ('final', 'checkpoint')),
+                object_key TEXT NOT NULL UNIQUE,
+                size BIGINT NOT NULL,
+                sha256 TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            )",
+            "CREATE INDEX archives_owner ON archives(class_id, student_id, created_at)",
+            // A session is archived at its end once, whatever retries happen.
+            "CREATE UNIQUE INDEX archives_one_final ON archives(session_id) WHERE kind = 'final'",
+            // Back-off of archive retries.
+            "ALTER TABLE sessions ADD COLUMN archive_attempts BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE sessions ADD COLUMN retry_at BIGINT NOT NULL DEFAULT 0",
+            // What the workspace starts from: decided once per session
+            // ('undecided' -> 'none' | 'pending' -> 'done'), so a retry after
+            // a crash restores the same archive or nothing.
+            "ALTER TABLE sessions ADD COLUMN restore_from TEXT",
+            "ALTER TABLE sessions ADD COLUMN restore_state TEXT NOT NULL DEFAULT 'undecided'",
+            // A teacher's choice for a student's next session: an archive, or
+            // NULL for an empty workspace. Consumed by that session.
+            "CREATE TABLE restore_choices (
+                class_id TEXT NOT NULL REFERENCES classes(id),
+                student_id TEXT NOT NULL REFERENCES users(id),
+                archive_id TEXT REFERENCES archives(id),
+                chosen_by TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (class_id, student_id)
+            )",
+            // An archive-pending session still owns its workspace volume: no
+            // new session for that student until it is archived.
+            "DROP INDEX sessions_one_active",
+            "CREATE UNIQUE INDEX sessions_one_active ON sessions(class_id, student_id)
+                WHERE state IN ('requested', 'starting', 'ready', 'stopping', 'archive_pending')",
+        ],
+    ),
+];

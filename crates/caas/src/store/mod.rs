@@ -1,6 +1,7 @@
 //! The service's state: SQLite (default) or PostgreSQL through one code path
 //! (sqlx's `AnyPool`, `$N` placeholders, no macros). Migrations run at open.
 
+pub mod archives;
 pub mod audit;
 pub mod classes;
 pub mod logins;
