@@ -203,7 +203,8 @@ fn sh(s: &Serve, sandbox: &str, script: &str) -> String {
     s.d.ok(&["exec", sandbox, "sh", "-c", script])
 }
 
-const WRITE: &str = "mkdir -p /workspace/src && printf 'hello from %s' \"$1\" > /workspace/src/a.txt \
+const WRITE: &str =
+    "mkdir -p /workspace/src && printf 'hello from %s' \"$1\" > /workspace/src/a.txt \
     && chmod 640 /workspace/src/a.txt && printf '#!/bin/sh\\necho run\\n' > /workspace/run.sh \
     && chmod 755 /workspace/run.sh";
 
@@ -262,8 +263,16 @@ fn expected(who: &str) -> Vec<(String, u32, String)> {
             "<!doctype html><title>cubby sandbox</title><p>Hello from your cubby sandbox.</p>\n"
                 .into(),
         ),
-        ("workspace/run.sh".into(), 0o755, "#!/bin/sh\necho run\n".into()),
-        ("workspace/src/a.txt".into(), 0o640, format!("hello from {who}")),
+        (
+            "workspace/run.sh".into(),
+            0o755,
+            "#!/bin/sh\necho run\n".into(),
+        ),
+        (
+            "workspace/src/a.txt".into(),
+            0o640,
+            format!("hello from {who}"),
+        ),
     ]
 }
 
@@ -326,7 +335,12 @@ fn stop_archives_then_removes_and_restores_local_sqlite() {
 
     // Stop: archived, verified, recorded, then sandbox and volume removed.
     let sid = sess["id"].as_str().unwrap();
-    s.ok("POST", &format!("/api/sessions/{sid}/stop"), Some(&ann), None);
+    s.ok(
+        "POST",
+        &format!("/api/sessions/{sid}/stop"),
+        Some(&ann),
+        None,
+    );
     let done = s.until(&format!("/api/sessions/{sid}"), &ann, 120, |v| {
         v["state"] == "stopped" || v["state"] == "archive_pending"
     });
@@ -361,7 +375,13 @@ fn stop_archives_then_removes_and_restores_local_sqlite() {
         Some(&bob),
         None,
     );
-    s.expect(404, "GET", &format!("/api/archives?class_id={cid}"), Some(&t2), None);
+    s.expect(
+        404,
+        "GET",
+        &format!("/api/archives?class_id={cid}"),
+        Some(&t2),
+        None,
+    );
     s.expect(
         404,
         "PUT",
@@ -370,7 +390,12 @@ fn stop_archives_then_removes_and_restores_local_sqlite() {
         Some(json!({"archive_id": null})),
     );
     s.expect(403, "GET", "/api/archive-pending", Some(&t1), None);
-    let t1_list = s.ok("GET", &format!("/api/archives?class_id={cid}"), Some(&t1), None);
+    let t1_list = s.ok(
+        "GET",
+        &format!("/api/archives?class_id={cid}"),
+        Some(&t1),
+        None,
+    );
     assert_eq!(t1_list.as_array().unwrap().len(), 1);
 
     // The next session starts from the archive.
@@ -380,7 +405,12 @@ fn stop_archives_then_removes_and_restores_local_sqlite() {
         sh(&s, &sb2, "cat /workspace/src/a.txt; echo; stat -c '%a %u' /workspace/src/a.txt /workspace/run.sh"),
         "hello from ann\n640 1000\n755 1000\n"
     );
-    let sess2 = s.ok("GET", &format!("/api/sessions/{}", sess2["id"].as_str().unwrap()), Some(&ann), None);
+    let sess2 = s.ok(
+        "GET",
+        &format!("/api/sessions/{}", sess2["id"].as_str().unwrap()),
+        Some(&ann),
+        None,
+    );
     assert_eq!(sess2["restore_state"], "done", "{sess2}");
     assert_eq!(sess2["restore_from"], a["id"]);
     sh(&s, &sb2, "echo more > /workspace/second.txt");
@@ -393,14 +423,26 @@ fn stop_archives_then_removes_and_restores_local_sqlite() {
         Some(json!({"archive_id": null})),
     );
     let sid2 = sess2["id"].as_str().unwrap();
-    s.ok("POST", &format!("/api/sessions/{sid2}/stop"), Some(&ann), None);
-    s.until(&format!("/api/sessions/{sid2}"), &ann, 120, |v| v["state"] == "stopped");
+    s.ok(
+        "POST",
+        &format!("/api/sessions/{sid2}/stop"),
+        Some(&ann),
+        None,
+    );
+    s.until(&format!("/api/sessions/{sid2}"), &ann, 120, |v| {
+        v["state"] == "stopped"
+    });
     let sess3 = start(&s, &ann, &cid);
     let sb3 = sess3["sandbox"].as_str().unwrap();
     // "Empty": a fresh workspace, as the template's image provides it.
     assert_eq!(sh(&s, sb3, "ls -A /workspace").trim(), "index.html");
     // Both archives are listed; the second holds the second file too.
-    let list = s.ok("GET", &format!("/api/archives?class_id={cid}&student_id={ann_id}"), Some(&t1), None);
+    let list = s.ok(
+        "GET",
+        &format!("/api/archives?class_id={cid}&student_id={ann_id}"),
+        Some(&t1),
+        None,
+    );
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
 }
 
@@ -411,7 +453,10 @@ fn s3_outage_during_down_class_deletes_nothing_then_finishes_postgres() {
         "caas-arch-s3",
         DbKind::Postgres,
         &["--s3-bucket", "archives", "--s3-endpoint", &weed.s3()],
-        &[("AWS_ACCESS_KEY_ID", KEY), ("AWS_SECRET_ACCESS_KEY", SECRET)],
+        &[
+            ("AWS_ACCESS_KEY_ID", KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET),
+        ],
     );
     let cid = class_with_students(&s);
     let t1 = s.token("t1", "t1-pass-123");
@@ -440,7 +485,10 @@ fn s3_outage_during_down_class_deletes_nothing_then_finishes_postgres() {
     });
     for x in pending.as_array().unwrap() {
         assert!(
-            x["reason"].as_str().unwrap().starts_with("archive pending:"),
+            x["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("archive pending:"),
             "{x}"
         );
     }
@@ -484,13 +532,20 @@ fn s3_outage_during_down_class_deletes_nothing_then_finishes_postgres() {
         };
         assert_eq!(files_of(&body), expected(who));
     }
-    assert_eq!(s.ok("GET", "/api/archive-pending", Some(&admin), None), json!([]));
+    assert_eq!(
+        s.ok("GET", "/api/archive-pending", Some(&admin), None),
+        json!([])
+    );
 
     // Restore from S3 into bob's next session.
     let bob = s.token("bob", "bob-pass-123");
     let sess = start(&s, &bob, &cid);
     assert_eq!(
-        sh(&s, sess["sandbox"].as_str().unwrap(), "cat /workspace/src/a.txt"),
+        sh(
+            &s,
+            sess["sandbox"].as_str().unwrap(),
+            "cat /workspace/src/a.txt"
+        ),
         "hello from bob"
     );
 }
@@ -502,7 +557,10 @@ fn s3_with_a_wrong_secret_keeps_the_workspace() {
         "caas-arch-badkey",
         DbKind::Sqlite,
         &["--s3-bucket", "archives", "--s3-endpoint", &weed.s3()],
-        &[("AWS_ACCESS_KEY_ID", KEY), ("AWS_SECRET_ACCESS_KEY", "wrong-secret")],
+        &[
+            ("AWS_ACCESS_KEY_ID", KEY),
+            ("AWS_SECRET_ACCESS_KEY", "wrong-secret"),
+        ],
     );
     let cid = class_with_students(&s);
     let ann = s.token("ann", "ann-pass-123");
@@ -510,12 +568,20 @@ fn s3_with_a_wrong_secret_keeps_the_workspace() {
     let sb = sess["sandbox"].as_str().unwrap().to_string();
     write_work(&s, &sb, "ann");
     let sid = sess["id"].as_str().unwrap();
-    s.ok("POST", &format!("/api/sessions/{sid}/stop"), Some(&ann), None);
+    s.ok(
+        "POST",
+        &format!("/api/sessions/{sid}/stop"),
+        Some(&ann),
+        None,
+    );
     let v = s.until(&format!("/api/sessions/{sid}"), &ann, 120, |v| {
         v["state"] == "archive_pending"
     });
     assert!(
-        v["reason"].as_str().unwrap().starts_with("archive pending:"),
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("archive pending:"),
         "{v}"
     );
     assert!(exists(&s, "container", &sb), "sandbox deleted");

@@ -29,7 +29,13 @@ pub(super) fn ok(v: impl serde::Serialize) -> Result<J> {
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
-pub(super) async fn audit(st: &AppState, who: &Caller, action: &str, target: &str, detail: Option<&str>) {
+pub(super) async fn audit(
+    st: &AppState,
+    who: &Caller,
+    action: &str,
+    target: &str,
+    detail: Option<&str>,
+) {
     if let Err(e) = st
         .store()
         .audit(Some(&who.id), action, Some(target), detail)

@@ -148,7 +148,8 @@ impl Objects {
     /// Nothing is visible at `key` unless the whole stream made it.
     pub async fn put_compressed(&self, key: &str, mut tar: ByteStream) -> Result<Written> {
         let path = Self::path(key)?;
-        let mut w = BufWriter::with_capacity(self.store.clone(), path, PART).with_max_concurrency(2);
+        let mut w =
+            BufWriter::with_capacity(self.store.clone(), path, PART).with_max_concurrency(2);
         let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(256 << 10), ZSTD_LEVEL)
             .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
         let mut hash = Sha256::new();
@@ -232,44 +233,41 @@ impl Objects {
         let dec = zstd::stream::write::Decoder::new(Vec::with_capacity(256 << 10))
             .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
         let key = key.to_string();
-        let s = futures_util::stream::unfold(
-            Some((src, dec)),
-            move |st| {
-                let key = key.clone();
-                async move {
-                    let (mut src, mut dec) = st?;
-                    loop {
-                        match src.next().await {
-                            Some(Ok(c)) => {
-                                if let Err(e) = std::io::Write::write_all(&mut dec, &c) {
-                                    let e = BackendError::Invalid(format!("archive {key}: {e}"));
-                                    return Some((Err(e), None));
-                                }
-                                let out = std::mem::take(dec.get_mut());
-                                if !out.is_empty() {
-                                    return Some((Ok(Bytes::from(out)), Some((src, dec))));
-                                }
-                            }
-                            Some(Err(e)) => {
-                                let e = BackendError::Engine(format!("archive {key}: {e}"));
+        let s = futures_util::stream::unfold(Some((src, dec)), move |st| {
+            let key = key.clone();
+            async move {
+                let (mut src, mut dec) = st?;
+                loop {
+                    match src.next().await {
+                        Some(Ok(c)) => {
+                            if let Err(e) = std::io::Write::write_all(&mut dec, &c) {
+                                let e = BackendError::Invalid(format!("archive {key}: {e}"));
                                 return Some((Err(e), None));
                             }
-                            None => {
-                                if let Err(e) = std::io::Write::flush(&mut dec) {
-                                    let e = BackendError::Invalid(format!("archive {key}: {e}"));
-                                    return Some((Err(e), None));
-                                }
-                                let out = std::mem::take(dec.get_mut());
-                                if out.is_empty() {
-                                    return None;
-                                }
-                                return Some((Ok(Bytes::from(out)), None));
+                            let out = std::mem::take(dec.get_mut());
+                            if !out.is_empty() {
+                                return Some((Ok(Bytes::from(out)), Some((src, dec))));
                             }
+                        }
+                        Some(Err(e)) => {
+                            let e = BackendError::Engine(format!("archive {key}: {e}"));
+                            return Some((Err(e), None));
+                        }
+                        None => {
+                            if let Err(e) = std::io::Write::flush(&mut dec) {
+                                let e = BackendError::Invalid(format!("archive {key}: {e}"));
+                                return Some((Err(e), None));
+                            }
+                            let out = std::mem::take(dec.get_mut());
+                            if out.is_empty() {
+                                return None;
+                            }
+                            return Some((Ok(Bytes::from(out)), None));
                         }
                     }
                 }
-            },
-        );
+            }
+        });
         Ok(s.boxed())
     }
 

@@ -25,9 +25,9 @@ use bollard::models::{
     VolumeCreateOptions,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
-    DownloadFromContainerOptions, RemoveContainerOptions, RemoveVolumeOptions,
-    StartContainerOptions, StopContainerOptions, UploadToContainerOptions,
+    CreateContainerOptions, DownloadFromContainerOptions, EventsOptions, InspectContainerOptions,
+    ListContainersOptions, RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions,
+    StopContainerOptions, UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
@@ -840,11 +840,7 @@ impl Backend for DockerBackend {
         }
     }
 
-    async fn export_path(
-        &self,
-        name: &str,
-        path: &str,
-    ) -> Result<super::ByteStream, BackendError> {
+    async fn export_path(&self, name: &str, path: &str) -> Result<super::ByteStream, BackendError> {
         // Fail before streaming when the sandbox is missing or not running:
         // a stopped container's volumes are not visible to every engine.
         match self.inspect_sandbox(name).await? {

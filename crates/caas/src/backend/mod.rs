@@ -192,8 +192,7 @@ pub trait Backend: Send + Sync + 'static {
     /// Extracts a tar stream into the directory `dir` of a running sandbox,
     /// keeping the archive's owners and modes. The stream ends early (and
     /// the call fails) if `tar` yields an error.
-    async fn import_tar(&self, name: &str, dir: &str, tar: ByteStream)
-        -> Result<(), BackendError>;
+    async fn import_tar(&self, name: &str, dir: &str, tar: ByteStream) -> Result<(), BackendError>;
     /// Whether a volume of this name exists.
     async fn volume_exists(&self, name: &str) -> Result<bool, BackendError>;
     /// Removes a workspace volume; missing is `Ok`. Only ever called after

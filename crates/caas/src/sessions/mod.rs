@@ -364,7 +364,8 @@ impl Manager {
             let objects = &self.cfg.objects;
             let w = objects.put_compressed(&key, tar).await?;
             objects.verify(&key, &w).await?;
-            let row = crate::store::archives::new_archive(s, "final", key.clone(), w.size, w.sha256);
+            let row =
+                crate::store::archives::new_archive(s, "final", key.clone(), w.size, w.sha256);
             if let Err(e) = self.store.insert_archive(&row).await {
                 // Another instance recorded one first: ours is a spare copy.
                 if self.store.final_archive(&s.id).await?.is_some() {
@@ -390,7 +391,11 @@ impl Manager {
         if s.restore_state != "undecided" {
             return Ok(s.clone());
         }
-        let from = match self.store.restore_choice(&s.class_id, &s.student_id).await? {
+        let from = match self
+            .store
+            .restore_choice(&s.class_id, &s.student_id)
+            .await?
+        {
             Some(choice) => choice,
             None => self
                 .store

@@ -101,7 +101,11 @@ impl Store {
     }
 
     /// The newest archive of (class, student), final or checkpoint.
-    pub async fn latest_archive(&self, class_id: &str, student_id: &str) -> Result<Option<Archive>> {
+    pub async fn latest_archive(
+        &self,
+        class_id: &str,
+        student_id: &str,
+    ) -> Result<Option<Archive>> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLS} FROM archives WHERE class_id = $1 AND student_id = $2
              ORDER BY created_at DESC, kind DESC, id DESC LIMIT 1"
@@ -132,7 +136,11 @@ impl Store {
         for b in binds {
             q = q.bind(b);
         }
-        q.fetch_all(&self.pool).await?.iter().map(from_row).collect()
+        q.fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(from_row)
+            .collect()
     }
 
     /// Stopping -> archive pending, with the reason and the next attempt's
@@ -175,10 +183,12 @@ impl Store {
 
     /// Clears the pending reason once archived.
     pub async fn clear_reason(&self, id: &str) -> Result<()> {
-        sqlx::query("UPDATE sessions SET reason = NULL WHERE id = $1 AND reason LIKE 'archive pending:%'")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE sessions SET reason = NULL WHERE id = $1 AND reason LIKE 'archive pending:%'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -254,7 +264,13 @@ impl Store {
 }
 
 /// A new archive row (id and time filled in).
-pub fn new_archive(s: &Session, kind: &str, object_key: String, size: u64, sha256: String) -> Archive {
+pub fn new_archive(
+    s: &Session,
+    kind: &str,
+    object_key: String,
+    size: u64,
+    sha256: String,
+) -> Archive {
     Archive {
         id: new_id(),
         class_id: s.class_id.clone(),

@@ -5,10 +5,10 @@
 /// (version, statements). Never edit an applied migration: add a new one.
 pub const MIGRATIONS: &[(i64, &[&str])] = &[
     (
-    1,
-    &[
-        "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        "CREATE TABLE users (
+        1,
+        &[
+            "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+            "CREATE TABLE users (
             id TEXT PRIMARY KEY,
             username TEXT NOT NULL UNIQUE,
             role TEXT NOT NULL CHECK (role IN ('admin', 'teacher', 'student')),
@@ -16,8 +16,8 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             disabled BIGINT NOT NULL DEFAULT 0,
             created_at BIGINT NOT NULL
         )",
-        // One row per login; the refresh token is stored hashed and rotated.
-        "CREATE TABLE logins (
+            // One row per login; the refresh token is stored hashed and rotated.
+            "CREATE TABLE logins (
             id TEXT PRIMARY KEY,
             user_id TEXT NOT NULL REFERENCES users(id),
             refresh_hash TEXT NOT NULL,
@@ -25,17 +25,17 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             expires_at BIGINT NOT NULL,
             revoked BIGINT NOT NULL DEFAULT 0
         )",
-        "CREATE INDEX logins_user ON logins(user_id)",
-        "CREATE TABLE templates (
+            "CREATE INDEX logins_user ON logins(user_id)",
+            "CREATE TABLE templates (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL UNIQUE,
             owner_id TEXT NOT NULL REFERENCES users(id),
             spec TEXT NOT NULL,
             created_at BIGINT NOT NULL
         )",
-        // `enrolled` is the counter that makes capacity atomic: a join is an
-        // UPDATE ... WHERE enrolled < capacity, safe on both databases.
-        "CREATE TABLE classes (
+            // `enrolled` is the counter that makes capacity atomic: a join is an
+            // UPDATE ... WHERE enrolled < capacity, safe on both databases.
+            "CREATE TABLE classes (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
             code TEXT NOT NULL UNIQUE,
@@ -46,20 +46,20 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             created_by TEXT NOT NULL REFERENCES users(id),
             created_at BIGINT NOT NULL
         )",
-        "CREATE TABLE class_teachers (
+            "CREATE TABLE class_teachers (
             class_id TEXT NOT NULL REFERENCES classes(id),
             user_id TEXT NOT NULL REFERENCES users(id),
             PRIMARY KEY (class_id, user_id)
         )",
-        "CREATE TABLE enrolments (
+            "CREATE TABLE enrolments (
             class_id TEXT NOT NULL REFERENCES classes(id),
             user_id TEXT NOT NULL REFERENCES users(id),
             created_at BIGINT NOT NULL,
             PRIMARY KEY (class_id, user_id)
         )",
-        // owner/lease_until: the instance driving a transition and until
-        // when; another instance takes over only after the lease expires.
-        "CREATE TABLE sessions (
+            // owner/lease_until: the instance driving a transition and until
+            // when; another instance takes over only after the lease expires.
+            "CREATE TABLE sessions (
             id TEXT PRIMARY KEY,
             class_id TEXT NOT NULL REFERENCES classes(id),
             student_id TEXT NOT NULL REFERENCES users(id),
@@ -74,12 +74,12 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             created_at BIGINT NOT NULL,
             updated_at BIGINT NOT NULL
         )",
-        // Pressing start twice (or two instances) never makes two sessions.
-        "CREATE UNIQUE INDEX sessions_one_active ON sessions(class_id, student_id)
+            // Pressing start twice (or two instances) never makes two sessions.
+            "CREATE UNIQUE INDEX sessions_one_active ON sessions(class_id, student_id)
             WHERE state IN ('requested', 'starting', 'ready', 'stopping')",
-        "CREATE INDEX sessions_state ON sessions(state)",
-        "CREATE INDEX sessions_sandbox ON sessions(sandbox)",
-        "CREATE TABLE audit (
+            "CREATE INDEX sessions_state ON sessions(state)",
+            "CREATE INDEX sessions_sandbox ON sessions(sandbox)",
+            "CREATE TABLE audit (
             id TEXT PRIMARY KEY,
             at_ms BIGINT NOT NULL,
             actor TEXT,
@@ -87,9 +87,9 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             target TEXT,
             detail TEXT
         )",
-        "CREATE INDEX audit_at ON audit(at_ms)",
-    ],
-),
+            "CREATE INDEX audit_at ON audit(at_ms)",
+        ],
+    ),
     (
         2,
         &[
