@@ -587,3 +587,67 @@ fn s3_with_a_wrong_secret_keeps_the_workspace() {
     assert!(exists(&s, "container", &sb), "sandbox deleted");
     assert_eq!(s.ok("GET", "/api/archives", Some(&ann), None), json!([]));
 }
+
+/// sha256 (hex) of the tar entry `name` in a .tar.zst.
+fn entry_sha256(archive: &[u8], name: &str) -> Option<String> {
+    let tar = zstd::decode_all(archive).expect("a zstd stream");
+    let mut a = tar::Archive::new(&tar[..]);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().display().to_string() == name {
+            let mut h = Sha256::new();
+            std::io::copy(&mut e, &mut h).unwrap();
+            return Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect());
+        }
+    }
+    None
+}
+
+#[test]
+fn kill9_of_serve_mid_archive_finishes_after_restart() {
+    let mut s = Serve::start("caas-arch-kill", DbKind::Sqlite, &[]);
+    let cid = class_with_students(&s);
+    let ann = s.token("ann", "ann-pass-123");
+    let ann_id = s.ok("GET", "/api/auth/me", Some(&ann), None)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sess = start(&s, &ann, &cid);
+    let sb = sess["sandbox"].as_str().unwrap().to_string();
+    let vol = volume_of(&s, &cid, &ann_id);
+    // 48 MB that does not compress: the archive takes a while.
+    let sum = sh(
+        &s,
+        &sb,
+        "dd if=/dev/urandom of=/workspace/big bs=1M count=48 2>/dev/null && sha256sum /workspace/big",
+    );
+    let sum = sum.split_whitespace().next().unwrap().to_string();
+    let sid = sess["id"].as_str().unwrap().to_string();
+    s.ok(
+        "POST",
+        &format!("/api/sessions/{sid}/stop"),
+        Some(&ann),
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(150));
+    let at_kill = s.ok("GET", &format!("/api/sessions/{sid}"), Some(&ann), None);
+    s.kill9_and_restart();
+    assert_eq!(
+        at_kill["state"], "stopping",
+        "the kill came after the archive was done: nothing to recover"
+    );
+    // The restarted service finishes the job: one verified archive, then
+    // the sandbox and volume removed.
+    let ann = s.token("ann", "ann-pass-123");
+    let done = s.until(&format!("/api/sessions/{sid}"), &ann, 180, |v| {
+        v["state"] == "stopped"
+    });
+    assert_eq!(done["reason"], Value::Null, "{done}");
+    assert!(!exists(&s, "container", &sb), "sandbox left behind");
+    assert!(!exists(&s, "volume", &vol), "volume left behind");
+    let list = s.ok("GET", "/api/archives", Some(&ann), None);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let body = download(&s, &list[0], &ann);
+    assert_eq!(entry_sha256(&body, "workspace/big"), Some(sum));
+}
