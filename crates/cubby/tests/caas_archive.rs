@@ -651,3 +651,89 @@ fn kill9_of_serve_mid_archive_finishes_after_restart() {
     let body = download(&s, &list[0], &ann);
     assert_eq!(entry_sha256(&body, "workspace/big"), Some(sum));
 }
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn exam_window_then_collection_of_every_sandbox() {
+    let s = Serve::start("caas-arch-exam", DbKind::Sqlite, &[]);
+    let cid = class_with_students(&s);
+    let t1 = s.token("t1", "t1-pass-123");
+    let t2 = s.token("t2", "t2-pass-123");
+    let ann = s.token("ann", "ann-pass-123");
+    let bob = s.token("bob", "bob-pass-123");
+    let path = format!("/api/classes/{cid}/exam");
+    // Not yet open: nobody starts.
+    let now = unix_now();
+    s.ok(
+        "PUT",
+        &path,
+        Some(&t1),
+        Some(json!({"starts_at": now + 3600, "ends_at": now + 7200})),
+    );
+    let e = s.expect(
+        409,
+        "POST",
+        "/api/sessions",
+        Some(&ann),
+        Some(json!({ "class_id": cid })),
+    );
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("exam"),
+        "{e}"
+    );
+    s.expect(
+        404,
+        "PUT",
+        &path,
+        Some(&t2),
+        Some(json!({"starts_at": 0, "ends_at": 1})),
+    );
+    s.expect(403, "GET", &path, Some(&ann), None);
+    // Open now, for a few seconds.
+    let now = unix_now();
+    s.ok(
+        "PUT",
+        &path,
+        Some(&t1),
+        Some(json!({"starts_at": now - 1, "ends_at": now + 8})),
+    );
+    let mut boxes = Vec::new();
+    for (u, tok) in [("ann", &ann), ("bob", &bob)] {
+        let sess = start(&s, tok, &cid);
+        let sb = sess["sandbox"].as_str().unwrap().to_string();
+        write_work(&s, &sb, u);
+        boxes.push(sb);
+    }
+    // At the end, every sandbox is collected without anyone asking.
+    let report = s.until(&path, &t1, 120, |v| {
+        v["students"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["status"] == "collected")
+    });
+    assert_eq!(report["students"].as_array().unwrap().len(), 2, "{report}");
+    for sb in &boxes {
+        assert!(!exists(&s, "container", sb), "{sb} left behind");
+    }
+    for x in report["students"].as_array().unwrap() {
+        let aid = x["archive_id"].as_str().unwrap();
+        let a = s.ok("GET", &format!("/api/archives/{aid}"), Some(&t1), None);
+        let who = x["username"].as_str().unwrap();
+        assert_eq!(files_of(&download(&s, &a, &t1)), expected(who));
+    }
+    // Closed: nobody starts again.
+    s.expect(
+        409,
+        "POST",
+        "/api/sessions",
+        Some(&bob),
+        Some(json!({ "class_id": cid })),
+    );
+}

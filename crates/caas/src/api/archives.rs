@@ -181,3 +181,58 @@ pub async fn retry_archive(
     audit(&st, &who, "archive.retry", &id, None).await;
     ok(s)
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExamReq {
+    /// Unix seconds: sessions start only in [starts_at, ends_at); at
+    /// ends_at all are archived and removed.
+    starts_at: i64,
+    ends_at: i64,
+}
+
+pub async fn set_exam(
+    State(st): State<AppState>,
+    who: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<ExamReq>,
+) -> Result<J> {
+    managed_class(&st, &who, &id).await?;
+    if req.ends_at <= req.starts_at {
+        return Err(Error::Invalid(format!(
+            "ends_at {} must be after starts_at {}",
+            req.ends_at, req.starts_at
+        )));
+    }
+    let e = st
+        .store()
+        .set_exam(&id, req.starts_at, req.ends_at, &who.id)
+        .await?;
+    audit(
+        &st,
+        &who,
+        "exam.set",
+        &id,
+        Some(&format!("{}..{}", req.starts_at, req.ends_at)),
+    )
+    .await;
+    ok(e)
+}
+
+/// The exam window and, per student, collected / pending / failed and why.
+pub async fn get_exam(
+    State(st): State<AppState>,
+    who: Caller,
+    Path(id): Path<String>,
+) -> Result<J> {
+    managed_class(&st, &who, &id).await?;
+    let exam = st
+        .store()
+        .exam(&id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("exam of class {id}")))?;
+    ok(serde_json::json!({
+        "exam": exam,
+        "students": st.manager.collection(&id).await?,
+    }))
+}

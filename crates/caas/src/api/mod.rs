@@ -157,6 +157,8 @@ pub fn routes() -> Vec<Route> {
         route!(GET, "/api/archives/{id}", "archives", "its student, teacher of its class, admin", "One archive: key, size, sha256", None, archives::get_archive),
         route!(GET, "/api/archives/{id}/download", "archives", "its student, teacher of its class, admin", "The archive as stored (zstd-compressed tar), streamed", None, archives::download_archive),
         route!(PUT, "/api/classes/{id}/students/{student_id}/restore", "archives", "teacher of the class, admin", "What the student's next session starts from: an archive of this class, or null for an empty workspace (default: their latest archive)", Some(r#"{"archive_id":null}"#), archives::set_restore),
+        route!(PUT, "/api/classes/{id}/exam", "archives", "teacher of the class, admin", "Set the class's exam window (unix seconds): sessions start only inside it; at its end every sandbox is archived and removed", Some(r#"{"starts_at":1800000000,"ends_at":1800007200}"#), archives::set_exam),
+        route!(GET, "/api/classes/{id}/exam", "archives", "teacher of the class, admin", "The exam window and, per student, collected / pending / failed and why", None, archives::get_exam),
         route!(GET, "/api/archive-pending", "archives", "admin", "Sessions whose workspace is not archived yet (nothing deleted; retried with back-off)", None, archives::archive_pending),
         route!(POST, "/api/sessions/{id}/archive/retry", "archives", "admin", "Retry a pending archive now", None, archives::retry_archive),
     ]

@@ -133,6 +133,15 @@ impl Manager {
                 class.code
             ))
         })?;
+        if let Some(e) = self.store.exam(class_id).await? {
+            let now = crate::store::now();
+            if now < e.starts_at || now >= e.ends_at {
+                return Err(Error::Conflict(format!(
+                    "class {} has an exam from {} to {} (unix seconds; now {now}): sessions start only inside it",
+                    class.code, e.starts_at, e.ends_at
+                )));
+            }
+        }
         let (s, _created) = self
             .store
             .request_session(class_id, student_id, &template_id, actor)
@@ -253,7 +262,8 @@ impl Manager {
                             .acquire()
                             .await
                             .map_err(|_| Error::Internal("stop permits closed".into()))?;
-                        if let Err(e) = self.end_session(&s).await {
+                        let ended = self.end_session(&s).await;
+                        if let Err(e) = ended {
                             // Nothing was deleted: retried with back-off. The
                             // sandbox is stopped (the session did end); the
                             // retry starts it again to export the volume.
@@ -265,13 +275,18 @@ impl Manager {
                             self.store.mark_archive_pending(id, &e.to_string()).await?;
                             return Ok(());
                         }
-                    }
-                    if self
-                        .store
-                        .transition(id, &[State::Stopping], State::Stopped, None, None)
-                        .await?
-                    {
-                        self.store.clear_reason(id).await?;
+                        if let Ok(note) = ended {
+                            if self
+                                .store
+                                .transition(id, &[State::Stopping], State::Stopped, None, None)
+                                .await?
+                            {
+                                self.store.clear_reason(id).await?;
+                                if let Some(n) = note {
+                                    self.store.set_reason(id, &n).await?;
+                                }
+                            }
+                        }
                     }
                     return Ok(());
                 }
@@ -344,13 +359,13 @@ impl Manager {
     /// record), then remove the sandbox and its volume. Any error returns
     /// before anything is deleted. Safe to repeat: a recorded archive is
     /// not made again.
-    async fn end_session(&self, s: &Session) -> Result<()> {
+    async fn end_session(&self, s: &Session) -> Result<Option<String>> {
         let spec = self.spec_of(s).await?;
         if self.store.final_archive(&s.id).await?.is_none() {
             let exists = self.backend.inspect_sandbox(&spec.name).await?.is_some();
             if !exists && !self.backend.volume_exists(&spec.workspace_volume).await? {
                 // Stopped before anything was made: nothing to keep.
-                return Ok(());
+                return Ok(None);
             }
             // Running, so that every engine shows the volume (a stopped
             // container's volumes are not visible to cubby's engine); a
@@ -379,8 +394,14 @@ impl Manager {
             .stop_sandbox(&spec.name, self.cfg.stop_grace)
             .await?;
         self.backend.remove_sandbox(&spec.name).await?;
-        self.backend.remove_volume(&spec.workspace_volume).await?;
-        Ok(())
+        // The work is archived and verified by now: a volume the engine
+        // will not remove (still claimed by something else) is kept, said
+        // in the session's reason, and not a reason to archive again.
+        if let Err(e) = self.backend.remove_volume(&spec.workspace_volume).await {
+            eprintln!("cubby serve: session {}: archived; volume kept: {e}", s.id);
+            return Ok(Some(format!("archived; volume not removed: {e}")));
+        }
+        Ok(None)
     }
 
     /// Decides once what the workspace starts from: the teacher's choice,
@@ -589,6 +610,9 @@ impl Manager {
             for s in self.store.unfinished_sessions().await.unwrap_or_default() {
                 self.spawn_drive(&s.id);
             }
+            if let Err(e) = self.collect_exams().await {
+                eprintln!("cubby serve: exam collection: {e}");
+            }
             if let Err(e) = self.retry_archives(true).await {
                 eprintln!("cubby serve: archive retries: {e}");
             }
@@ -653,4 +677,85 @@ impl Manager {
         self.spawn_drive(id);
         self.store.session(id).await
     }
+
+    /// At an exam's end: every active session of the class is stopped, so
+    /// archived and removed, all at once from here and bounded by the stop
+    /// permits (never one by one, never unbounded).
+    pub async fn collect_exams(self: &Arc<Self>) -> Result<()> {
+        for e in self.store.claim_ended_exams().await? {
+            let n = self.down_class(&e.class_id).await?.len();
+            let _ = self
+                .store
+                .audit(
+                    None,
+                    "exam.collect",
+                    Some(&e.class_id),
+                    Some(&format!("{n} sessions")),
+                )
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Per enrolled student: their latest session in the class and whether
+    /// its workspace was collected (a final archive), pending, or failed.
+    pub async fn collection(&self, class_id: &str) -> Result<Vec<Collected>> {
+        let sessions = self
+            .store
+            .sessions(
+                crate::store::sessions::SessionFilter::Class(class_id),
+                false,
+            )
+            .await?;
+        let mut out = Vec::new();
+        for (student_id, username) in self.store.students(class_id).await? {
+            let latest = sessions
+                .iter()
+                .filter(|s| s.student_id == student_id)
+                .max_by_key(|s| (s.created_at, s.updated_at));
+            let (status, session_id, archive_id, reason) = match latest {
+                None => ("no_session", None, None, None),
+                Some(s) => {
+                    let a = self.store.final_archive(&s.id).await?;
+                    let status = match (s.state, &a) {
+                        (State::Stopped, Some(_)) => "collected",
+                        (State::Stopped, None) => "nothing_to_collect",
+                        (State::ArchivePending, _) => "pending",
+                        (State::Failed, _) => "failed",
+                        (State::Stopping, _) => "collecting",
+                        _ => "running",
+                    };
+                    (
+                        status,
+                        Some(s.id.clone()),
+                        a.map(|a| a.id),
+                        s.reason.clone(),
+                    )
+                }
+            };
+            out.push(Collected {
+                student_id,
+                username,
+                status,
+                session_id,
+                archive_id,
+                reason,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// One student's line in an exam collection report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Collected {
+    pub student_id: String,
+    pub username: String,
+    /// collected | collecting | pending | failed | running | no_session |
+    /// nothing_to_collect
+    pub status: &'static str,
+    pub session_id: Option<String>,
+    pub archive_id: Option<String>,
+    /// Why it is pending or failed.
+    pub reason: Option<String>,
 }

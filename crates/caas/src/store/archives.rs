@@ -192,6 +192,15 @@ impl Store {
         Ok(())
     }
 
+    pub async fn set_reason(&self, id: &str, reason: &str) -> Result<()> {
+        sqlx::query("UPDATE sessions SET reason = $1 WHERE id = $2")
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// A teacher's choice for the student's next session: an archive of
     /// this class, or `None` for an empty workspace.
     pub async fn set_restore_choice(

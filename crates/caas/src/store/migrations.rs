@@ -127,6 +127,16 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
                 created_at BIGINT NOT NULL,
                 PRIMARY KEY (class_id, student_id)
             )",
+            // An exam: sessions of the class start only in [starts_at,
+            // ends_at); at ends_at every one is archived and removed
+            // (collected_at set once, by whichever instance gets there).
+            "CREATE TABLE exams (
+                class_id TEXT PRIMARY KEY REFERENCES classes(id),
+                starts_at BIGINT NOT NULL,
+                ends_at BIGINT NOT NULL,
+                collected_at BIGINT,
+                set_by TEXT NOT NULL
+            )",
             // An archive-pending session still owns its workspace volume: no
             // new session for that student until it is archived.
             "DROP INDEX sessions_one_active",

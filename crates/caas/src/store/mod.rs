@@ -4,6 +4,7 @@
 pub mod archives;
 pub mod audit;
 pub mod classes;
+pub mod exams;
 pub mod logins;
 mod migrations;
 pub mod sessions;
