@@ -70,6 +70,13 @@ pub struct ServeArgs {
     pub s3_endpoint: Option<String>,
     #[arg(long, env = "CUBBY_S3_REGION", default_value = "us-east-1")]
     pub s3_region: String,
+    /// Archive running workspaces this often (a host crash loses at most
+    /// this much work); 0: no checkpoints.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub checkpoint_every: u64,
+    /// Checkpoints kept per session (older ones are deleted).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub checkpoint_keep: usize,
 }
 
 /// The archive store the flags name: S3 if a bucket is given, else a
@@ -295,6 +302,9 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
     let caas = caas_dir(root)?;
     let (instance_id, _lock) = instance(&caas)?;
     let objects = archive_store(&args, &caas)?;
+    if args.checkpoint_keep == 0 {
+        bail!("--checkpoint-keep 0: keep at least 1, or turn checkpoints off with --checkpoint-every 0");
+    }
     let url = database_url(root, &args.database)?;
     let rt = runtime()?;
     rt.block_on(async move {
@@ -327,6 +337,9 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
             start_concurrency: args.start_concurrency,
             stop_grace: Duration::from_secs(args.stop_grace),
             objects,
+            checkpoint_every: (args.checkpoint_every > 0)
+                .then(|| Duration::from_secs(args.checkpoint_every)),
+            checkpoint_keep: args.checkpoint_keep,
             ..ManagerConfig::default()
         };
         let auth = AuthConfig {

@@ -737,3 +737,50 @@ fn exam_window_then_collection_of_every_sandbox() {
         Some(json!({ "class_id": cid })),
     );
 }
+
+#[test]
+fn checkpoints_while_running_with_retention() {
+    let s = Serve::start(
+        "caas-arch-ckpt",
+        DbKind::Sqlite,
+        &["--checkpoint-every", "1", "--checkpoint-keep", "2"],
+    );
+    let cid = class_with_students(&s);
+    let ann = s.token("ann", "ann-pass-123");
+    let sess = start(&s, &ann, &cid);
+    let sb = sess["sandbox"].as_str().unwrap().to_string();
+    write_work(&s, &sb, "ann");
+    let sid = sess["id"].as_str().unwrap().to_string();
+    // Checkpoints come every reconcile round (5 s here); wait for a third
+    // to have been made, i.e. one pruned.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let list = s.ok("GET", "/api/archives", Some(&ann), None);
+        let ck: Vec<&Value> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "checkpoint" && a["session_id"] == sid.as_str())
+            .collect();
+        assert!(ck.len() <= 2, "retention of 2 not applied: {list}");
+        for a in &ck {
+            seen.insert(a["id"].as_str().unwrap().to_string());
+        }
+        if seen.len() >= 3 {
+            // The newest holds the work, and the session runs on.
+            let newest = ck.iter().max_by_key(|a| a["created_at"].as_i64()).unwrap();
+            assert_eq!(files_of(&download(&s, newest, &ann)), expected("ann"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} checkpoints: {list}",
+            seen.len()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let now = s.ok("GET", &format!("/api/sessions/{sid}"), Some(&ann), None);
+    assert_eq!(now["state"], "ready");
+    assert!(exists(&s, "container", &sb));
+}

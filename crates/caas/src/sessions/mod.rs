@@ -33,6 +33,10 @@ pub struct ManagerConfig {
     pub stop_grace: Duration,
     /// Where workspaces are archived when sessions end.
     pub objects: crate::archive::Objects,
+    /// Checkpoints of running sessions this often (`None`: none), keeping
+    /// the newest `checkpoint_keep` per session.
+    pub checkpoint_every: Option<Duration>,
+    pub checkpoint_keep: usize,
 }
 
 impl Default for ManagerConfig {
@@ -45,6 +49,8 @@ impl Default for ManagerConfig {
             stop_grace: Duration::from_secs(10),
             // Tests of the state machine only: serve always sets a durable one.
             objects: crate::archive::Objects::memory(),
+            checkpoint_every: None,
+            checkpoint_keep: 3,
         }
     }
 }
@@ -67,6 +73,9 @@ pub struct Manager {
     stop_permits: Semaphore,
     /// Sessions a task of this process is driving right now.
     inflight: Mutex<HashSet<String>>,
+    /// Sessions being checkpointed right now (one at a time each).
+    checkpointing: Mutex<HashSet<String>>,
+    checkpoint_permits: Arc<Semaphore>,
 }
 
 /// Removes a session from `inflight` when its driver ends, even by panic.
@@ -110,6 +119,8 @@ impl Manager {
             stop_permits: Semaphore::new(2 * cfg.start_concurrency.max(1)),
             cfg,
             inflight: Mutex::new(HashSet::new()),
+            checkpointing: Mutex::new(HashSet::new()),
+            checkpoint_permits: Arc::new(Semaphore::new(2)),
         }))
     }
 
@@ -610,6 +621,9 @@ impl Manager {
             for s in self.store.unfinished_sessions().await.unwrap_or_default() {
                 self.spawn_drive(&s.id);
             }
+            if let Err(e) = self.checkpoints_due().await {
+                eprintln!("cubby serve: checkpoints: {e}");
+            }
             if let Err(e) = self.collect_exams().await {
                 eprintln!("cubby serve: exam collection: {e}");
             }
@@ -676,6 +690,76 @@ impl Manager {
         self.store.retry_archive(id).await?;
         self.spawn_drive(id);
         self.store.session(id).await
+    }
+
+    /// Starts a checkpoint of every ready session whose last one (or its
+    /// start) is older than the interval; at most 2 run at once.
+    pub async fn checkpoints_due(self: &Arc<Self>) -> Result<()> {
+        let Some(every) = self.cfg.checkpoint_every else {
+            return Ok(());
+        };
+        let now = crate::store::now();
+        let ready = self
+            .store
+            .sessions(crate::store::sessions::SessionFilter::All, true)
+            .await?;
+        for s in ready.into_iter().filter(|s| s.state == State::Ready) {
+            let last = self
+                .store
+                .latest_checkpoint_at(&s.id)
+                .await?
+                .unwrap_or(s.created_at);
+            if now - last < every.as_secs() as i64 {
+                continue;
+            }
+            if !self
+                .checkpointing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(s.id.clone())
+            {
+                continue;
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                let r = match me.checkpoint_permits.clone().acquire_owned().await {
+                    Ok(_p) => me.checkpoint(&s).await,
+                    Err(_) => Ok(()),
+                };
+                if let Err(e) = r {
+                    eprintln!("cubby serve: session {}: checkpoint: {e}", s.id);
+                }
+                me.checkpointing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&s.id);
+            });
+        }
+        Ok(())
+    }
+
+    /// One checkpoint: export the running sandbox's workspace, store,
+    /// verify, record; then prune the session's older checkpoints beyond
+    /// `checkpoint_keep` (row first, then object: a listed archive always
+    /// exists).
+    pub async fn checkpoint(&self, s: &Session) -> Result<()> {
+        let spec = self.spec_of(s).await?;
+        let key = crate::archive::object_key(s, "checkpoint", crate::store::now_ms());
+        let tar = self
+            .backend
+            .export_path(&spec.name, &spec.workspace_path)
+            .await?;
+        let objects = &self.cfg.objects;
+        let w = objects.put_compressed(&key, tar).await?;
+        objects.verify(&key, &w).await?;
+        let row = crate::store::archives::new_archive(s, "checkpoint", key, w.size, w.sha256);
+        self.store.insert_archive(&row).await?;
+        let keep = self.cfg.checkpoint_keep.max(1);
+        for old in self.store.checkpoints(&s.id).await?.into_iter().skip(keep) {
+            self.store.delete_archive(&old.id).await?;
+            objects.delete(&old.object_key).await?;
+        }
+        Ok(())
     }
 
     /// At an exam's end: every active session of the class is stopped, so

@@ -100,6 +100,41 @@ impl Store {
         .transpose()
     }
 
+    /// A session's checkpoints, newest first.
+    pub async fn checkpoints(&self, session_id: &str) -> Result<Vec<Archive>> {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLS} FROM archives WHERE session_id = $1 AND kind = 'checkpoint'
+             ORDER BY created_at DESC, object_key DESC"
+        )))
+        .bind(session_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+    }
+
+    pub async fn latest_checkpoint_at(&self, session_id: &str) -> Result<Option<i64>> {
+        Ok(self
+            .checkpoints(session_id)
+            .await?
+            .first()
+            .map(|a| a.created_at))
+    }
+
+    pub async fn delete_archive(&self, id: &str) -> Result<()> {
+        // A teacher's restore choice pointing at it falls back to "latest".
+        sqlx::query("DELETE FROM restore_choices WHERE archive_id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM archives WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The newest archive of (class, student), final or checkpoint.
     pub async fn latest_archive(
         &self,
