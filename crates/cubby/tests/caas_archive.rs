@@ -784,3 +784,58 @@ fn checkpoints_while_running_with_retention() {
     assert_eq!(now["state"], "ready");
     assert!(exists(&s, "container", &sb));
 }
+
+#[test]
+fn orphan_is_archived_then_removed() {
+    let mut s = Serve::start("caas-arch-orphan", DbKind::Sqlite, &[]);
+    let cid = class_with_students(&s);
+    let ann = s.token("ann", "ann-pass-123");
+    let ann_id = s.ok("GET", "/api/auth/me", Some(&ann), None)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sess = start(&s, &ann, &cid);
+    let sb = sess["sandbox"].as_str().unwrap().to_string();
+    write_work(&s, &sb, "ann");
+    let vol = volume_of(&s, &cid, &ann_id);
+    // The database forgets the session (restored from an old backup, say):
+    // the sandbox becomes an orphan.
+    let db = s.database.strip_prefix("sqlite://").unwrap().to_string();
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .arg(format!(
+            "DELETE FROM sessions WHERE id = '{}'",
+            sess["id"].as_str().unwrap()
+        ))
+        .output()
+        .expect("sqlite3 (Debian sqlite3) is needed");
+    assert!(out.status.success(), "{out:?}");
+    s.kill9_and_restart();
+    let admin = s.token("root", "admin-pass-1");
+    let list = s.until("/api/archives", &admin, 120, |v| {
+        !v.as_array().unwrap().is_empty()
+    });
+    let a = &list[0];
+    assert_eq!(a["kind"], "orphan");
+    assert_eq!(a["student_id"], ann_id.as_str());
+    assert_eq!(files_of(&download(&s, a, &admin)), expected("ann"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while exists(&s, "container", &sb) || exists(&s, "volume", &vol) {
+        assert!(
+            Instant::now() < deadline,
+            "orphan or its volume left behind"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The student's next session starts from it.
+    let ann = s.token("ann", "ann-pass-123");
+    let next = start(&s, &ann, &cid);
+    assert_eq!(
+        sh(
+            &s,
+            next["sandbox"].as_str().unwrap(),
+            "cat /workspace/src/a.txt"
+        ),
+        "hello from ann"
+    );
+}

@@ -152,7 +152,7 @@ pub fn routes() -> Vec<Route> {
         route!(GET, "/api/sessions/{id}", "sessions", "its student, teacher of its class, admin", "A session and its state", None, h::get_session),
         route!(POST, "/api/sessions/{id}/stop", "sessions", "its student, teacher of its class, admin", "Stop a session: its workspace is archived and verified, then its sandbox and volume removed (archive_pending, nothing deleted, if that fails)", None, h::stop_session),
         route!(GET, "/api/audit", "admin", "admin", "The audit log, newest first (?limit=N)", None, h::audit_log),
-        route!(GET, "/api/orphans", "admin", "admin", "Sandboxes with this service's labels and no session (reported, never deleted)", None, h::orphans),
+        route!(GET, "/api/orphans", "admin", "admin", "Sandboxes with this service's labels and no session (found at start: archived and verified, then removed; a stopped one is kept)", None, h::orphans),
         route!(GET, "/api/archives", "archives", "any", "Archived workspaces: mine (student), my classes' (teacher), all (admin); ?class_id=&student_id=", None, archives::list_archives),
         route!(GET, "/api/archives/{id}", "archives", "its student, teacher of its class, admin", "One archive: key, size, sha256", None, archives::get_archive),
         route!(GET, "/api/archives/{id}/download", "archives", "its student, teacher of its class, admin", "The archive as stored (zstd-compressed tar), streamed", None, archives::download_archive),

@@ -20,6 +20,9 @@ pub const LABEL_MANAGED: &str = "io.cubby.caas";
 pub const LABEL_SESSION: &str = "io.cubby.caas.session";
 pub const LABEL_CLASS: &str = "io.cubby.caas.class";
 pub const LABEL_STUDENT: &str = "io.cubby.caas.student";
+/// The workspace path inside the sandbox (so an orphan can be archived
+/// without its template).
+pub const LABEL_WORKSPACE: &str = "io.cubby.caas.workspace";
 
 /// What a sandbox may reach over the network. In both cases: its class
 /// peers only, never another class, the host's own addresses, the control

@@ -499,9 +499,16 @@ impl Manager {
         let orphans = self.orphans().await?;
         for o in &orphans {
             eprintln!(
-                "cubby serve: orphan sandbox {} ({}): kept, not deleted",
+                "cubby serve: orphan sandbox {} ({}): archiving, then removing",
                 o.name, o.reason
             );
+            let me = self.clone();
+            let name = o.name.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.archive_orphan(&name).await {
+                    eprintln!("cubby serve: orphan sandbox {name}: kept: {e}");
+                }
+            });
         }
         Ok(orphans)
     }
@@ -758,6 +765,73 @@ impl Manager {
         for old in self.store.checkpoints(&s.id).await?.into_iter().skip(keep) {
             self.store.delete_archive(&old.id).await?;
             objects.delete(&old.object_key).await?;
+        }
+        Ok(())
+    }
+
+    /// An orphan (our labels, no session) goes through the same path as
+    /// a session's end: export while running, store, verify, record (kind
+    /// "orphan", ids from its labels), then remove the sandbox, and its
+    /// volume unless a session in the database still uses it. A stopped
+    /// orphan is kept (only a running one shows its volume everywhere).
+    pub async fn archive_orphan(&self, name: &str) -> Result<()> {
+        let Some(info) = self.backend.inspect_sandbox(name).await? else {
+            return Ok(());
+        };
+        let label = |k: &str| {
+            info.labels.get(k).cloned().ok_or_else(|| {
+                Error::Invalid(format!(
+                    "sandbox {name} has no {k} label: kept, not archived"
+                ))
+            })
+        };
+        let (class_id, student_id) = (
+            label(crate::backend::LABEL_CLASS)?,
+            label(crate::backend::LABEL_STUDENT)?,
+        );
+        let workspace = label(crate::backend::LABEL_WORKSPACE)?;
+        let session_id = info
+            .labels
+            .get(LABEL_SESSION)
+            .cloned()
+            .unwrap_or_else(|| name.to_string());
+        if info.status != SandboxStatus::Running {
+            return Err(Error::Invalid(format!(
+                "sandbox {name} is {:?}: start it to have it archived",
+                info.status
+            )));
+        }
+        let key = format!(
+            "{class_id}/{student_id}/orphan-{name}-{}.tar.zst",
+            crate::store::now_ms()
+        );
+        let tar = self.backend.export_path(name, &workspace).await?;
+        let objects = &self.cfg.objects;
+        let w = objects.put_compressed(&key, tar).await?;
+        objects.verify(&key, &w).await?;
+        self.store
+            .insert_archive(&crate::store::archives::Archive {
+                id: crate::store::new_id(),
+                class_id: class_id.clone(),
+                student_id: student_id.clone(),
+                session_id,
+                kind: "orphan".into(),
+                object_key: key,
+                size: w.size as i64,
+                sha256: w.sha256,
+                created_at: crate::store::now(),
+            })
+            .await?;
+        self.backend.stop_sandbox(name, self.cfg.stop_grace).await?;
+        self.backend.remove_sandbox(name).await?;
+        let volume = crate::template::workspace_volume(&class_id, &student_id);
+        if self
+            .store
+            .active_session(&class_id, &student_id)
+            .await?
+            .is_none()
+        {
+            self.backend.remove_volume(&volume).await?;
         }
         Ok(())
     }

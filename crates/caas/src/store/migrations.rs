@@ -94,13 +94,15 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
         2,
         &[
             // One row per verified archive: written, read back, checked.
-            // `kind`: 'final' (the session's end) or 'checkpoint'.
+            // `kind`: 'final' (the session's end), 'checkpoint', or 'orphan'
+            // (a labelled sandbox no session owns: its ids come from its
+            // labels and may be unknown here, hence no foreign keys).
             "CREATE TABLE archives (
                 id TEXT PRIMARY KEY,
-                class_id TEXT NOT NULL REFERENCES classes(id),
-                student_id TEXT NOT NULL REFERENCES users(id),
-                session_id TEXT NOT NULL REFERENCES sessions(id),
-                kind TEXT NOT NULL CHECK (kind IN ('final', 'checkpoint')),
+                class_id TEXT NOT NULL,
+                student_id TEXT NOT NULL,
+                session_id TEXT NOT NULL,
+                kind TEXT NOT NULL CHECK (kind IN ('final', 'checkpoint', 'orphan')),
                 object_key TEXT NOT NULL UNIQUE,
                 size BIGINT NOT NULL,
                 sha256 TEXT NOT NULL,
@@ -122,7 +124,7 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE TABLE restore_choices (
                 class_id TEXT NOT NULL REFERENCES classes(id),
                 student_id TEXT NOT NULL REFERENCES users(id),
-                archive_id TEXT REFERENCES archives(id),
+                archive_id TEXT,
                 chosen_by TEXT NOT NULL,
                 created_at BIGINT NOT NULL,
                 PRIMARY KEY (class_id, student_id)
