@@ -401,9 +401,9 @@ impl Manager {
                 }
             }
         }
-        self.backend
-            .stop_sandbox(&spec.name, self.cfg.stop_grace)
-            .await?;
+        // Removed at once (forced): a graceful stop after the export
+        // could only lose what the app writes meanwhile, and costs the
+        // stop grace per sandbox.
         self.backend.remove_sandbox(&spec.name).await?;
         // The work is archived and verified by now: a volume the engine
         // will not remove (still claimed by something else) is kept, said
@@ -822,7 +822,6 @@ impl Manager {
                 created_at: crate::store::now(),
             })
             .await?;
-        self.backend.stop_sandbox(name, self.cfg.stop_grace).await?;
         self.backend.remove_sandbox(name).await?;
         let volume = crate::template::workspace_volume(&class_id, &student_id);
         if self
