@@ -436,11 +436,7 @@ impl Manager {
                 .map(|a| a.id),
         };
         if from.is_some() && self.backend.volume_exists(volume).await? {
-            sqlx::query("UPDATE sessions SET restore_state = 'kept' WHERE id = $1 AND restore_state = 'undecided'")
-                .bind(&s.id)
-                .execute(&self.store.pool)
-                .await?;
-            return self.store.session(&s.id).await;
+            return self.store.restore_kept(&s.id).await;
         }
         self.store.decide_restore(s, from.as_deref()).await
     }
@@ -840,16 +836,28 @@ impl Manager {
     /// permits (never one by one, never unbounded).
     pub async fn collect_exams(self: &Arc<Self>) -> Result<()> {
         for e in self.store.claim_ended_exams().await? {
-            let n = self.down_class(&e.class_id).await?.len();
             let _ = self
                 .store
-                .audit(
-                    None,
-                    "exam.collect",
-                    Some(&e.class_id),
-                    Some(&format!("{n} sessions")),
-                )
+                .audit(None, "exam.collect", Some(&e.class_id), None)
                 .await;
+        }
+        // Every round, not only once: a crash right after the claim must
+        // not leave sandboxes running (stopping twice is a no-op, and no
+        // session starts after the window).
+        for e in self.store.ended_exams().await? {
+            let active = self
+                .store
+                .sessions(
+                    crate::store::sessions::SessionFilter::Class(&e.class_id),
+                    true,
+                )
+                .await?;
+            if active
+                .iter()
+                .any(|s| matches!(s.state, State::Requested | State::Starting | State::Ready))
+            {
+                self.down_class(&e.class_id).await?;
+            }
         }
         Ok(())
     }

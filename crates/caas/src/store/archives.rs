@@ -298,6 +298,15 @@ impl Store {
         self.session(&s.id).await
     }
 
+    /// The workspace volume existed already: it is kept, nothing restored.
+    pub async fn restore_kept(&self, id: &str) -> Result<Session> {
+        sqlx::query("UPDATE sessions SET restore_state = 'kept' WHERE id = $1 AND restore_state = 'undecided'")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.session(id).await
+    }
+
     pub async fn restore_done(&self, id: &str) -> Result<()> {
         sqlx::query("UPDATE sessions SET restore_state = 'done' WHERE id = $1 AND restore_state = 'pending'")
             .bind(id)

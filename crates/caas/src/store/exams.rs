@@ -63,6 +63,17 @@ impl Store {
             .transpose()
     }
 
+    /// Exams whose end has passed.
+    pub async fn ended_exams(&self) -> Result<Vec<Exam>> {
+        sqlx::query("SELECT class_id, starts_at, ends_at, collected_at, set_by FROM exams WHERE ends_at <= $1")
+            .bind(now())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(from_row)
+            .collect()
+    }
+
     /// Exams whose end has passed and whose collection nobody began; each
     /// returned one is claimed by this caller (compare-and-set).
     pub async fn claim_ended_exams(&self) -> Result<Vec<Exam>> {
