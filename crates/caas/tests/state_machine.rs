@@ -192,7 +192,7 @@ async fn crash_recovery_and_leases(db: &Db) {
         .await
         .unwrap();
     assert!(store
-        .claim(&s1.id, State::Requested, State::Starting, "dead", 2)
+        .claim(&s1.id, State::Requested, State::Starting, "dead", 600)
         .await
         .unwrap());
     let m0 = Manager::new(store.clone(), fake.clone(), cfg("dead"))
@@ -215,7 +215,7 @@ async fn crash_recovery_and_leases(db: &Db) {
         .await
         .unwrap());
     assert!(store
-        .claim(&s2.id, State::Stopping, State::Stopping, "dead", 2)
+        .claim(&s2.id, State::Stopping, State::Stopping, "dead", 600)
         .await
         .unwrap());
     drop(m0);
@@ -234,10 +234,12 @@ async fn crash_recovery_and_leases(db: &Db) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(store.session(&s1.id).await.unwrap().state, State::Starting);
     assert_eq!(store.session(&s2.id).await.unwrap().state, State::Stopping);
-    // Once the leases expire (whole seconds: 2 s lease + 1), it finishes
-    // them; the half-made sandbox is
-    // reused, never duplicated.
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    // Once the leases expire (made so here rather than waited for), it
+    // finishes them; the half-made sandbox is reused, never duplicated.
+    sqlx::query("UPDATE sessions SET lease_until = 1 WHERE owner = 'dead'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
     m.reconcile().await.unwrap();
     assert_eq!(settled(&m, &s1.id).await.state, State::Ready);
     let mut st = State::Stopping;
@@ -274,7 +276,7 @@ async fn max_length_stops_sessions(db: &Db) {
     let t = store.create_user("t", Role::Teacher, "x").await.unwrap();
     let s = store.create_user("s", Role::Student, "x").await.unwrap();
     let spec: TemplateSpec =
-        serde_json::from_str(r#"{"image":"demo:1","max_session_secs":1}"#).unwrap();
+        serde_json::from_str(r#"{"image":"demo:1","max_session_secs":60}"#).unwrap();
     let tpl = store.create_template("short", &t.id, &spec).await.unwrap();
     let c = store
         .create_class("C", "c", 5, Some(&tpl.id), &t.id)
@@ -289,7 +291,12 @@ async fn max_length_stops_sessions(db: &Db) {
     assert_eq!(settled(&m, &sess.id).await.state, State::Ready);
     m.enforce_max_length().await.unwrap();
     assert_eq!(store.session(&sess.id).await.unwrap().state, State::Ready);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // An hour later (made so rather than waited for).
+    sqlx::query("UPDATE sessions SET created_at = created_at - 3600 WHERE id = $1")
+        .bind(&sess.id)
+        .execute(&store.pool)
+        .await
+        .unwrap();
     m.enforce_max_length().await.unwrap();
     let mut last = None;
     for _ in 0..200 {

@@ -760,11 +760,14 @@ pub async fn start_session(
             ))
         }
     };
-    let s = st.manager.start(&req.class_id, &student, &who.id).await?;
+    let s = if q.wait {
+        st.manager
+            .start_and_wait(&req.class_id, &student, &who.id, WAIT)
+            .await?
+    } else {
+        st.manager.start(&req.class_id, &student, &who.id).await?
+    };
     audit(&st, &who, "session.start", &s.id, None).await;
-    if q.wait {
-        return ok(st.manager.wait_settled(&s.id, WAIT).await?);
-    }
     ok(s)
 }
 

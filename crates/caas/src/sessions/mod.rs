@@ -76,6 +76,8 @@ pub struct Manager {
     /// Sessions being checkpointed right now (one at a time each).
     checkpointing: Mutex<HashSet<String>>,
     checkpoint_permits: Arc<Semaphore>,
+    /// Class networks ensured by this process.
+    networks: Mutex<HashSet<String>>,
 }
 
 /// Removes a session from `inflight` when its driver ends, even by panic.
@@ -121,6 +123,7 @@ impl Manager {
             inflight: Mutex::new(HashSet::new()),
             checkpointing: Mutex::new(HashSet::new()),
             checkpoint_permits: Arc::new(Semaphore::new(2)),
+            networks: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -137,6 +140,13 @@ impl Manager {
         student_id: &str,
         actor: &str,
     ) -> Result<Session> {
+        let s = self.request(class_id, student_id, actor).await?;
+        self.spawn_drive(&s.id);
+        Ok(s)
+    }
+
+    /// The active session of (class, student), created `requested` if none.
+    async fn request(&self, class_id: &str, student_id: &str, actor: &str) -> Result<Session> {
         let class = self.store.class(class_id).await?;
         let template_id = class.template_id.ok_or_else(|| {
             Error::Invalid(format!(
@@ -157,8 +167,23 @@ impl Manager {
             .store
             .request_session(class_id, student_id, &template_id, actor)
             .await?;
-        self.spawn_drive(&s.id);
         Ok(s)
+    }
+
+    /// [`Self::start`], answering when the session is ready or failed: it is
+    /// driven in this task (no polling) unless another one drives it already.
+    pub async fn start_and_wait(
+        self: &Arc<Self>,
+        class_id: &str,
+        student_id: &str,
+        actor: &str,
+        timeout: Duration,
+    ) -> Result<Session> {
+        let s = self.request(class_id, student_id, actor).await?;
+        if let Err(e) = self.drive(&s.id).await {
+            eprintln!("cubby serve: session {}: {e}", s.id);
+        }
+        self.wait_settled(&s.id, timeout).await
     }
 
     /// Waits until the session is no longer requested/starting (or timeout).
@@ -445,8 +470,31 @@ impl Manager {
     async fn provision(&self, s: &Session) -> Result<Option<String>> {
         let spec = self.spec_of(s).await?;
         let s = &self.decide_restore(s, &spec.workspace_volume).await?;
-        self.backend.ensure_network(&spec.network).await?;
-        let info = self.backend.start_sandbox(&spec).await?;
+        // Once per class network and process: one engine call less per start.
+        let net = spec.network.name.clone();
+        let known = self
+            .networks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&net);
+        if !known {
+            self.backend.ensure_network(&spec.network).await?;
+            self.networks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(net.clone());
+        }
+        let info = match self.backend.start_sandbox(&spec).await {
+            Ok(i) => i,
+            Err(e) => {
+                // Perhaps the network went away: ensure it again next time.
+                self.networks
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&net);
+                return Err(e.into());
+            }
+        };
         if s.restore_state == "pending" {
             if let Some(id) = &s.restore_from {
                 // Into the running sandbox (where every engine sees the
