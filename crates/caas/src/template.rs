@@ -74,8 +74,8 @@ pub struct TemplateSpec {
     pub workspace_path: String,
     #[serde(default = "default_policy")]
     pub network: NetworkPolicy,
-    /// Stop after this long without activity. Measuring real activity needs
-    /// the routing proxy (a later issue): until then a value is refused.
+    /// Stop after this long without activity. The proxy and terminal count
+    /// activity, but nothing culls on it yet: until then a value is refused.
     #[serde(default)]
     pub idle_timeout_secs: Option<u64>,
     /// A ready session is stopped this long after it started.

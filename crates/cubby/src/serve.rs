@@ -20,7 +20,7 @@ pub const DEMO_IMAGE: &str = "cubby-demo:latest";
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Where to serve the API (and later the web UI and proxy).
+    /// Where to serve the API, the web UI and the routing proxy.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "IP:PORT")]
     pub listen: SocketAddr,
     /// sqlite://PATH (default ROOT/caas/caas.db) or postgres://USER@HOST:PORT/DB.
