@@ -11,7 +11,6 @@
 //! assets, terminal), `serve` (wiring), `demo`.
 
 pub mod api;
-pub mod archive;
 pub mod auth;
 pub mod backend;
 pub mod csv;

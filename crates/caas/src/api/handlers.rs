@@ -23,19 +23,13 @@ use crate::template::TemplateSpec;
 
 type J = axum::Json<Value>;
 
-pub(super) fn ok(v: impl serde::Serialize) -> Result<J> {
+fn ok(v: impl serde::Serialize) -> Result<J> {
     serde_json::to_value(v)
         .map(axum::Json)
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
-pub(super) async fn audit(
-    st: &AppState,
-    who: &Caller,
-    action: &str,
-    target: &str,
-    detail: Option<&str>,
-) {
+async fn audit(st: &AppState, who: &Caller, action: &str, target: &str, detail: Option<&str>) {
     if let Err(e) = st
         .store()
         .audit(Some(&who.id), action, Some(target), detail)
@@ -407,7 +401,7 @@ pub async fn set_user_disabled(
 
 /// The class if the caller may manage it (its teachers, admins); others
 /// get 404 (students: 403), never a hint that it exists.
-pub(super) async fn managed_class(st: &AppState, who: &Caller, id: &str) -> Result<Class> {
+async fn managed_class(st: &AppState, who: &Caller, id: &str) -> Result<Class> {
     who.require(&[Role::Admin, Role::Teacher])?;
     let c = st.store().class(id).await?;
     if who.role == Role::Admin || st.store().is_teacher_of(id, &who.id).await? {

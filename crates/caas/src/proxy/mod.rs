@@ -283,10 +283,7 @@ async fn target(st: &AppState, who: &Caller, id: &str) -> Result<(SocketAddr, bo
         .await
         .map_err(error_page)?;
     match s.state {
-        SessionState::Stopped
-        | SessionState::Failed
-        | SessionState::Stopping
-        | SessionState::ArchivePending => {
+        SessionState::Stopped | SessionState::Failed | SessionState::Stopping => {
             let why = s.reason.map(|r| format!(" ({r})")).unwrap_or_default();
             return Err(page(
                 StatusCode::GONE,
