@@ -23,6 +23,9 @@ pub enum Error {
     MethodNotAllowed(String),
     #[error("database: {0}")]
     Database(String),
+    /// The archive store (local directory or S3) failed or refused.
+    #[error("archive store: {0}")]
+    Storage(String),
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error("{0}")]

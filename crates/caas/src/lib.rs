@@ -11,6 +11,7 @@
 //! assets, terminal), `serve` (wiring), `demo`.
 
 pub mod api;
+pub mod archive;
 pub mod auth;
 pub mod backend;
 pub mod csv;

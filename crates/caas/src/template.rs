@@ -189,6 +189,10 @@ pub fn sandbox_spec(t: &TemplateSpec, who: &SandboxFor) -> SandboxSpec {
     labels.insert(LABEL_SESSION.to_string(), who.session_id.to_string());
     labels.insert(LABEL_CLASS.to_string(), who.class_id.to_string());
     labels.insert(LABEL_STUDENT.to_string(), who.student_id.to_string());
+    labels.insert(
+        crate::backend::LABEL_WORKSPACE.to_string(),
+        t.workspace_path.clone(),
+    );
     let mut net_labels = BTreeMap::new();
     net_labels.insert(LABEL_MANAGED.to_string(), who.service_id.to_string());
     net_labels.insert(LABEL_CLASS.to_string(), who.class_id.to_string());

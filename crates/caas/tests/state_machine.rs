@@ -143,7 +143,7 @@ async fn starts_are_idempotent_and_oom_shows(db: &Db) {
     for s in [&all[0], &all[2]] {
         assert_eq!(store.session(&s.id).await.unwrap().state, State::Ready);
     }
-    // Down-class: stopped, sandboxes kept (stopped), nothing removed.
+    // Down-class: archived, then removed.
     m.down_class(&class).await.unwrap();
     for s in [&all[0], &all[2]] {
         let mut st = State::Stopping;
@@ -156,7 +156,12 @@ async fn starts_are_idempotent_and_oom_shows(db: &Db) {
         }
         assert_eq!(st, State::Stopped);
     }
-    assert_eq!(fake.sandboxes.lock().unwrap().len(), 3);
+    // Each ended session was archived (verified, recorded), then its
+    // sandbox removed; the failed one's sandbox is kept.
+    assert_eq!(fake.sandboxes.lock().unwrap().len(), 1);
+    for s in [&all[0], &all[2]] {
+        assert!(store.final_archive(&s.id).await.unwrap().is_some());
+    }
     assert_eq!(fake.running(), 0);
     // A new start after a stop is a new session (the old one stays stopped).
     let again = m.start(&class, &students[0], "x").await.unwrap();

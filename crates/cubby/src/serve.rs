@@ -62,6 +62,61 @@ pub struct ServeArgs {
     /// Seconds a stopping sandbox gets before it is killed.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub stop_grace: u64,
+    /// Where ended sessions' workspaces are archived (default
+    /// ROOT/caas/objects). Not with --s3-bucket.
+    #[arg(long, value_name = "DIR")]
+    pub archive_dir: Option<PathBuf>,
+    /// Archive to this S3 bucket instead (credentials from
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "CUBBY_S3_BUCKET", value_name = "NAME")]
+    pub s3_bucket: Option<String>,
+    /// An S3-compatible endpoint (MinIO, SeaweedFS); default: AWS.
+    #[arg(long, env = "CUBBY_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "CUBBY_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Archive running workspaces this often (a host crash loses at most
+    /// this much work); 0: no checkpoints.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub checkpoint_every: u64,
+    /// Checkpoints kept per session (older ones are deleted).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub checkpoint_keep: usize,
+}
+
+/// The archive store the flags name: S3 if a bucket is given, else a
+/// local directory.
+fn archive_store(args: &ServeArgs, caas: &Path) -> Result<cubby_caas::archive::Objects> {
+    use cubby_caas::archive::{Objects, S3Config};
+    match &args.s3_bucket {
+        Some(bucket) => {
+            if args.archive_dir.is_some() {
+                bail!("--archive-dir and --s3-bucket: give one archive store, not both");
+            }
+            let var = |n: &str| {
+                std::env::var(n).with_context(|| {
+                    format!("--s3-bucket {bucket}: set {n} (the S3 credentials come from the environment)")
+                })
+            };
+            Ok(Objects::s3(&S3Config {
+                endpoint: args.s3_endpoint.clone(),
+                bucket: bucket.clone(),
+                region: args.s3_region.clone(),
+                access_key: var("AWS_ACCESS_KEY_ID")?,
+                secret_key: var("AWS_SECRET_ACCESS_KEY")?,
+            })?)
+        }
+        None => {
+            if args.s3_endpoint.is_some() {
+                bail!("--s3-endpoint needs --s3-bucket");
+            }
+            let dir = args
+                .archive_dir
+                .clone()
+                .unwrap_or_else(|| caas.join("objects"));
+            Ok(Objects::local(dir)?)
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -252,6 +307,10 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
     };
     let caas = caas_dir(root)?;
     let (instance_id, _lock) = instance(&caas)?;
+    let objects = archive_store(&args, &caas)?;
+    if args.checkpoint_keep == 0 {
+        bail!("--checkpoint-keep 0: keep at least 1, or turn checkpoints off with --checkpoint-every 0");
+    }
     let url = database_url(root, &args.database)?;
     let rt = runtime()?;
     rt.block_on(async move {
@@ -264,9 +323,10 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
         )
         .await?;
         eprintln!(
-            "cubby serve: engine {engine} ({}), database {}",
+            "cubby serve: engine {engine} ({}), database {}, archives in {}",
             backend.describe().await?,
-            cubby_caas::store::redact(&url)
+            cubby_caas::store::redact(&url),
+            objects.describe()
         );
         let scheme = if tls.is_some() { "https" } else { "http" };
         let base = format!("{scheme}://{}", args.listen);
@@ -282,6 +342,10 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
             instance: instance_id,
             start_concurrency: args.start_concurrency,
             stop_grace: Duration::from_secs(args.stop_grace),
+            objects,
+            checkpoint_every: (args.checkpoint_every > 0)
+                .then(|| Duration::from_secs(args.checkpoint_every)),
+            checkpoint_keep: args.checkpoint_keep,
             ..ManagerConfig::default()
         };
         if let Some(d) = &args.domain {

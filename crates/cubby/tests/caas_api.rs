@@ -186,7 +186,7 @@ fn class_of_30_up_with_kill9_then_down(db: DbKind, tag: &str) {
     assert_eq!(ids(&again), ids(&up));
     assert_eq!(sandboxes(&s, &cid, true).len(), 30);
 
-    // Down-class: all stopped, sandboxes (and workspaces) kept.
+    // Down-class: all archived and stopped.
     s.ok("POST", &format!("/api/classes/{cid}/down"), Some(&t), None);
     s.until("/api/sessions", &t, 120, |v| {
         v.as_array()
@@ -199,10 +199,23 @@ fn class_of_30_up_with_kill9_then_down(db: DbKind, tag: &str) {
         0,
         "still running after down"
     );
+    // Archived (issue 11), then removed: nothing is left behind.
     assert_eq!(
         sandboxes(&s, &cid, true).len(),
-        30,
-        "sandboxes must be kept"
+        0,
+        "sandboxes left after archiving"
+    );
+    assert_eq!(
+        s.ok(
+            "GET",
+            &format!("/api/archives?class_id={cid}"),
+            Some(&t),
+            None
+        )
+        .as_array()
+        .unwrap()
+        .len(),
+        30
     );
 }
 

@@ -29,6 +29,7 @@ impl Error {
             Error::Backend(BackendError::NotFound { .. }) => (StatusCode::NOT_FOUND, "not_found"),
             Error::Backend(_) => (StatusCode::BAD_GATEWAY, "backend"),
             Error::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database"),
+            Error::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage"),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -23,13 +23,19 @@ use crate::template::TemplateSpec;
 
 type J = axum::Json<Value>;
 
-fn ok(v: impl serde::Serialize) -> Result<J> {
+pub(super) fn ok(v: impl serde::Serialize) -> Result<J> {
     serde_json::to_value(v)
         .map(axum::Json)
         .map_err(|e| Error::Internal(e.to_string()))
 }
 
-async fn audit(st: &AppState, who: &Caller, action: &str, target: &str, detail: Option<&str>) {
+pub(super) async fn audit(
+    st: &AppState,
+    who: &Caller,
+    action: &str,
+    target: &str,
+    detail: Option<&str>,
+) {
     if let Err(e) = st
         .store()
         .audit(Some(&who.id), action, Some(target), detail)
@@ -401,7 +407,7 @@ pub async fn set_user_disabled(
 
 /// The class if the caller may manage it (its teachers, admins); others
 /// get 404 (students: 403), never a hint that it exists.
-async fn managed_class(st: &AppState, who: &Caller, id: &str) -> Result<Class> {
+pub(super) async fn managed_class(st: &AppState, who: &Caller, id: &str) -> Result<Class> {
     who.require(&[Role::Admin, Role::Teacher])?;
     let c = st.store().class(id).await?;
     if who.role == Role::Admin || st.store().is_teacher_of(id, &who.id).await? {

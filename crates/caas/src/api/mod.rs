@@ -2,6 +2,7 @@
 //! their documentation; the router and the OpenAPI document are both built
 //! from that table, so they cannot drift apart.
 
+mod archives;
 pub mod authn;
 pub mod error;
 pub(crate) mod handlers;
@@ -156,19 +157,27 @@ pub fn routes() -> Vec<Route> {
         route!(POST, "/api/classes/{id}/students", "classes", "teacher of the class, admin", "Enrol a student by user name", Some(r#"{"username":"ann"}"#), h::add_student),
         route!(POST, "/api/classes/{id}/students/import", "classes", "teacher of the class, admin", "Enrol students from CSV (username[,password]; a password creates the student): checked first, then all enrolled", Some("ann\nbob,secret123\n"), h::import_students),
         route!(POST, "/api/classes/{id}/up", "sessions", "teacher of the class, admin", "Start every student's session (bounded concurrency); ?wait=true waits until they settle", None, h::up_class),
-        route!(POST, "/api/classes/{id}/down", "sessions", "teacher of the class, admin", "Stop every active session of the class (sandboxes and workspaces are kept)", None, h::down_class),
+        route!(POST, "/api/classes/{id}/down", "sessions", "teacher of the class, admin", "Stop every active session of the class: each workspace is archived and verified, then its sandbox and volume removed", None, h::down_class),
         route!(GET, "/api/templates", "templates", "teacher, admin", "List templates", None, h::list_templates),
         route!(POST, "/api/templates", "templates", "teacher, admin", "Create a template; validated (image present, memory, port, non-root user ...)", Some(r#"{"name":"demo","spec":{"image":"cubby-demo:latest","port":8080,"memory_bytes":67108864}}"#), h::create_template),
         route!(GET, "/api/templates/{id}", "templates", "teacher, admin", "A template", None, h::get_template),
         route!(GET, "/api/sessions", "sessions", "any", "Sessions: mine (student), my classes' (teacher), all (admin); ?active=true", None, h::list_sessions),
         route!(POST, "/api/sessions", "sessions", "student; teacher of the class, admin with student_id", "Start my sandbox in a class (idempotent: an active session is returned as is); ?wait=true waits until it is ready or failed", Some(r#"{"class_id":"...","student_id":null}"#), h::start_session),
         route!(GET, "/api/sessions/{id}", "sessions", "its student, teacher of its class, admin", "A session and its state", None, h::get_session),
-        route!(POST, "/api/sessions/{id}/stop", "sessions", "its student, teacher of its class, admin", "Stop a session (its sandbox and workspace are kept)", None, h::stop_session),
+        route!(POST, "/api/sessions/{id}/stop", "sessions", "its student, teacher of its class, admin", "Stop a session: its workspace is archived and verified, then its sandbox and volume removed (archive_pending, nothing deleted, if that fails)", None, h::stop_session),
         route!(GET, "/api/sessions/{id}/terminal", "sessions", "its student, teacher of its class, admin", "Websocket: a shell with a pty in the sandbox as its user (binary frames: bytes both ways; text frames: {\"resize\":[cols,rows]})", None, crate::web::terminal::terminal),
         route!(GET, "/api/sessions/{id}/open", "sessions", "its student, teacher of its class, admin", "Open the session's app: 303 to /r/{id}/, or with --domain to {id}.DOMAIN through a one-time code (30 s)", None, crate::proxy::open),
         route!(GET, "/api/sessions/{id}/activity", "sessions", "its student, teacher of its class, admin", "Proxied requests and bytes, terminal input and the last activity time (for idle culling)", None, crate::web::terminal::activity),
         route!(GET, "/api/audit", "admin", "admin", "The audit log, newest first (?limit=N)", None, h::audit_log),
-        route!(GET, "/api/orphans", "admin", "admin", "Sandboxes with this service's labels and no session (reported, never deleted)", None, h::orphans),
+        route!(GET, "/api/orphans", "admin", "admin", "Sandboxes with this service's labels and no session (found at start: archived and verified, then removed; a stopped one is kept)", None, h::orphans),
+        route!(GET, "/api/archives", "archives", "any", "Archived workspaces: mine (student), my classes' (teacher), all (admin); ?class_id=&student_id=", None, archives::list_archives),
+        route!(GET, "/api/archives/{id}", "archives", "its student, teacher of its class, admin", "One archive: key, size, sha256", None, archives::get_archive),
+        route!(GET, "/api/archives/{id}/download", "archives", "its student, teacher of its class, admin", "The archive as stored (zstd-compressed tar), streamed", None, archives::download_archive),
+        route!(PUT, "/api/classes/{id}/students/{student_id}/restore", "archives", "teacher of the class, admin", "What the student's next session starts from: an archive of this class, or null for an empty workspace (default: their latest archive)", Some(r#"{"archive_id":null}"#), archives::set_restore),
+        route!(PUT, "/api/classes/{id}/exam", "archives", "teacher of the class, admin", "Set the class's exam window (unix seconds): sessions start only inside it; at its end every sandbox is archived and removed", Some(r#"{"starts_at":1800000000,"ends_at":1800007200}"#), archives::set_exam),
+        route!(GET, "/api/classes/{id}/exam", "archives", "teacher of the class, admin", "The exam window and, per student, collected / pending / failed and why", None, archives::get_exam),
+        route!(GET, "/api/archive-pending", "archives", "admin", "Sessions whose workspace is not archived yet (nothing deleted; retried with back-off)", None, archives::archive_pending),
+        route!(POST, "/api/sessions/{id}/archive/retry", "archives", "admin", "Retry a pending archive now", None, archives::retry_archive),
     ]
 }
 

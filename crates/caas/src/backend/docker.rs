@@ -25,8 +25,9 @@ use bollard::models::{
     VolumeCreateOptions,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
-    RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    CreateContainerOptions, DownloadFromContainerOptions, EventsOptions, InspectContainerOptions,
+    ListContainersOptions, RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions,
+    StopContainerOptions, UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
@@ -918,6 +919,96 @@ impl Backend for DockerBackend {
                 }));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn export_path(&self, name: &str, path: &str) -> Result<super::ByteStream, BackendError> {
+        // Fail before streaming when the sandbox is missing or not running:
+        // a stopped container's volumes are not visible to every engine.
+        match self.inspect_sandbox(name).await? {
+            None => {
+                return Err(BackendError::NotFound {
+                    what: format!("sandbox {name}"),
+                })
+            }
+            Some(i) if i.status != SandboxStatus::Running => {
+                return Err(BackendError::Invalid(format!(
+                    "sandbox {name} is {:?}: its workspace is exported only while it runs",
+                    i.status
+                )))
+            }
+            Some(_) => {}
+        }
+        let endpoint = self.endpoint.clone();
+        let s = self.docker.download_from_container(
+            name,
+            Some(DownloadFromContainerOptions {
+                path: path.to_string(),
+            }),
+        );
+        Ok(s.map_err(move |e| map_error(&endpoint, e)).boxed())
+    }
+
+    async fn import_tar(
+        &self,
+        name: &str,
+        dir: &str,
+        tar: super::ByteStream,
+    ) -> Result<(), BackendError> {
+        // bollard's streaming body takes plain chunks: an error from `tar`
+        // ends the body early (the engine then refuses the cut archive) and
+        // is reported here.
+        let failed: Arc<Mutex<Option<BackendError>>> = Arc::default();
+        let slot = failed.clone();
+        let body = tar
+            .scan((), move |_, r| {
+                futures_util::future::ready(match r {
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        None
+                    }
+                })
+            })
+            .boxed();
+        let sent = self
+            .docker
+            .upload_to_container(
+                name,
+                Some(UploadToContainerOptions {
+                    path: dir.to_string(),
+                    ..Default::default()
+                }),
+                bollard::body_stream(body),
+            )
+            .await;
+        if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        sent.map_err(|e| self.err(e))
+    }
+
+    async fn volume_exists(&self, name: &str) -> Result<bool, BackendError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(_) => Ok(true),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), BackendError> {
+        match self
+            .docker
+            .remove_volume(name, Some(RemoveVolumeOptions { force: false }))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(self.err(e)),
         }
     }
 

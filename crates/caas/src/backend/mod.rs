@@ -20,6 +20,9 @@ pub const LABEL_MANAGED: &str = "io.cubby.caas";
 pub const LABEL_SESSION: &str = "io.cubby.caas.session";
 pub const LABEL_CLASS: &str = "io.cubby.caas.class";
 pub const LABEL_STUDENT: &str = "io.cubby.caas.student";
+/// The workspace path inside the sandbox (so an orphan can be archived
+/// without its template).
+pub const LABEL_WORKSPACE: &str = "io.cubby.caas.workspace";
 
 /// What a sandbox may reach over the network. In both cases: its class
 /// peers only, never another class, the host's own addresses, the control
@@ -215,4 +218,21 @@ pub trait Backend: Send + Sync + 'static {
     async fn events(
         &self,
     ) -> Result<BoxStream<'static, Result<SandboxEvent, BackendError>>, BackendError>;
+
+    /// `path` inside the sandbox as a tar stream (entries named from the
+    /// path's last component, as `docker cp` does). The sandbox must be
+    /// running: only then does every engine see its volumes.
+    async fn export_path(&self, name: &str, path: &str) -> Result<ByteStream, BackendError>;
+    /// Extracts a tar stream into the directory `dir` of a running sandbox,
+    /// keeping the archive's owners and modes. The stream ends early (and
+    /// the call fails) if `tar` yields an error.
+    async fn import_tar(&self, name: &str, dir: &str, tar: ByteStream) -> Result<(), BackendError>;
+    /// Whether a volume of this name exists.
+    async fn volume_exists(&self, name: &str) -> Result<bool, BackendError>;
+    /// Removes a workspace volume; missing is `Ok`. Only ever called after
+    /// its contents are archived and verified.
+    async fn remove_volume(&self, name: &str) -> Result<(), BackendError>;
 }
+
+/// A stream of bytes (tar archives in and out of sandboxes).
+pub type ByteStream = BoxStream<'static, Result<bytes::Bytes, BackendError>>;

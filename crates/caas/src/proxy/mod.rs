@@ -283,7 +283,10 @@ async fn target(st: &AppState, who: &Caller, id: &str) -> Result<(SocketAddr, bo
         .await
         .map_err(error_page)?;
     match s.state {
-        SessionState::Stopped | SessionState::Failed | SessionState::Stopping => {
+        SessionState::Stopped
+        | SessionState::Failed
+        | SessionState::Stopping
+        | SessionState::ArchivePending => {
             let why = s.reason.map(|r| format!(" ({r})")).unwrap_or_default();
             return Err(page(
                 StatusCode::GONE,

@@ -33,6 +33,12 @@ pub struct ManagerConfig {
     pub lease_secs: i64,
     pub ready_timeout: Duration,
     pub stop_grace: Duration,
+    /// Where workspaces are archived when sessions end.
+    pub objects: crate::archive::Objects,
+    /// Checkpoints of running sessions this often (`None`: none), keeping
+    /// the newest `checkpoint_keep` per session.
+    pub checkpoint_every: Option<Duration>,
+    pub checkpoint_keep: usize,
 }
 
 impl Default for ManagerConfig {
@@ -43,6 +49,10 @@ impl Default for ManagerConfig {
             lease_secs: 60,
             ready_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(10),
+            // Tests of the state machine only: serve always sets a durable one.
+            objects: crate::archive::Objects::memory(),
+            checkpoint_every: None,
+            checkpoint_keep: 3,
         }
     }
 }
@@ -67,6 +77,9 @@ pub struct Manager {
     inflight: Mutex<HashSet<String>>,
     /// Proxied traffic and terminal input per session (idle culling).
     pub activity: activity::Activity,
+    /// Sessions being checkpointed right now (one at a time each).
+    checkpointing: Mutex<HashSet<String>>,
+    checkpoint_permits: Arc<Semaphore>,
     /// Class networks ensured by this process.
     networks: Mutex<HashSet<String>>,
 }
@@ -113,8 +126,15 @@ impl Manager {
             cfg,
             inflight: Mutex::new(HashSet::new()),
             activity: activity::Activity::default(),
+            checkpointing: Mutex::new(HashSet::new()),
+            checkpoint_permits: Arc::new(Semaphore::new(2)),
             networks: Mutex::new(HashSet::new()),
         }))
+    }
+
+    /// Where archives are kept.
+    pub fn objects(&self) -> &crate::archive::Objects {
+        &self.cfg.objects
     }
 
     /// Requests a session for (class, student) and drives it in the
@@ -139,6 +159,15 @@ impl Manager {
                 class.code
             ))
         })?;
+        if let Some(e) = self.store.exam(class_id).await? {
+            let now = crate::store::now();
+            if now < e.starts_at || now >= e.ends_at {
+                return Err(Error::Conflict(format!(
+                    "class {} has an exam from {} to {} (unix seconds; now {now}): sessions start only inside it",
+                    class.code, e.starts_at, e.ends_at
+                )));
+            }
+        }
         let (s, _created) = self
             .store
             .request_session(class_id, student_id, &template_id, actor)
@@ -274,16 +303,37 @@ impl Manager {
                             .acquire()
                             .await
                             .map_err(|_| Error::Internal("stop permits closed".into()))?;
-                        self.backend
-                            .stop_sandbox(&s.sandbox, self.cfg.stop_grace)
-                            .await?;
+                        let ended = self.end_session(&s).await;
+                        if let Err(e) = ended {
+                            // Nothing was deleted: retried with back-off. The
+                            // sandbox is stopped (the session did end); the
+                            // retry starts it again to export the volume.
+                            eprintln!("cubby serve: session {id}: archive pending: {e}");
+                            let _ = self
+                                .backend
+                                .stop_sandbox(&s.sandbox, self.cfg.stop_grace)
+                                .await;
+                            self.store.mark_archive_pending(id, &e.to_string()).await?;
+                            return Ok(());
+                        }
+                        if let Ok(note) = ended {
+                            if self
+                                .store
+                                .transition(id, &[State::Stopping], State::Stopped, None, None)
+                                .await?
+                            {
+                                self.store.clear_reason(id).await?;
+                                if let Some(n) = note {
+                                    self.store.set_reason(id, &n).await?;
+                                }
+                            }
+                        }
                     }
-                    self.store
-                        .transition(id, &[State::Stopping], State::Stopped, None, None)
-                        .await?;
                     return Ok(());
                 }
-                State::Ready | State::Stopped | State::Failed => return Ok(()),
+                State::Ready | State::Stopped | State::Failed | State::ArchivePending => {
+                    return Ok(())
+                }
             }
         }
     }
@@ -333,10 +383,9 @@ impl Manager {
         Ok(())
     }
 
-    /// Network, sandbox, readiness. Returns the sandbox's address.
-    async fn provision(&self, s: &Session) -> Result<Option<String>> {
+    async fn spec_of(&self, s: &Session) -> Result<crate::backend::SandboxSpec> {
         let t = self.store.template(&s.template_id).await?;
-        let spec = sandbox_spec(
+        Ok(sandbox_spec(
             &t.spec,
             &SandboxFor {
                 service_id: &self.service_id,
@@ -344,7 +393,88 @@ impl Manager {
                 class_id: &s.class_id,
                 student_id: &s.student_id,
             },
-        );
+        ))
+    }
+
+    /// The end of a session: archive (export, compress, store, read back,
+    /// record), then remove the sandbox and its volume. Any error returns
+    /// before anything is deleted. Safe to repeat: a recorded archive is
+    /// not made again.
+    async fn end_session(&self, s: &Session) -> Result<Option<String>> {
+        let spec = self.spec_of(s).await?;
+        if self.store.final_archive(&s.id).await?.is_none() {
+            let exists = self.backend.inspect_sandbox(&spec.name).await?.is_some();
+            if !exists && !self.backend.volume_exists(&spec.workspace_volume).await? {
+                // Stopped before anything was made: nothing to keep.
+                return Ok(None);
+            }
+            // Running, so that every engine shows the volume (a stopped
+            // container's volumes are not visible to cubby's engine); a
+            // sandbox that exited or is gone is started again on the volume.
+            self.backend.start_sandbox(&spec).await?;
+            let key = crate::archive::object_key(s, "final", crate::store::now_ms());
+            let tar = self
+                .backend
+                .export_path(&spec.name, &spec.workspace_path)
+                .await?;
+            let objects = &self.cfg.objects;
+            let w = objects.put_compressed(&key, tar).await?;
+            objects.verify(&key, &w).await?;
+            let row =
+                crate::store::archives::new_archive(s, "final", key.clone(), w.size, w.sha256);
+            if let Err(e) = self.store.insert_archive(&row).await {
+                // Another instance recorded one first: ours is a spare copy.
+                if self.store.final_archive(&s.id).await?.is_some() {
+                    let _ = objects.delete(&key).await;
+                } else {
+                    return Err(e);
+                }
+            }
+        }
+        // Removed at once (forced): a graceful stop after the export
+        // could only lose what the app writes meanwhile, and costs the
+        // stop grace per sandbox.
+        self.backend.remove_sandbox(&spec.name).await?;
+        // The work is archived and verified by now: a volume the engine
+        // will not remove (still claimed by something else) is kept, said
+        // in the session's reason, and not a reason to archive again.
+        if let Err(e) = self.backend.remove_volume(&spec.workspace_volume).await {
+            eprintln!("cubby serve: session {}: archived; volume kept: {e}", s.id);
+            return Ok(Some(format!("archived; volume not removed: {e}")));
+        }
+        Ok(None)
+    }
+
+    /// Decides once what the workspace starts from: the teacher's choice,
+    /// else the latest archive; only into a new volume (an existing one,
+    /// left by a session that failed rather than ended, is kept and the
+    /// decision says so: restore_state "kept").
+    async fn decide_restore(&self, s: &Session, volume: &str) -> Result<Session> {
+        if s.restore_state != "undecided" {
+            return Ok(s.clone());
+        }
+        let from = match self
+            .store
+            .restore_choice(&s.class_id, &s.student_id)
+            .await?
+        {
+            Some(choice) => choice,
+            None => self
+                .store
+                .latest_archive(&s.class_id, &s.student_id)
+                .await?
+                .map(|a| a.id),
+        };
+        if from.is_some() && self.backend.volume_exists(volume).await? {
+            return self.store.restore_kept(&s.id).await;
+        }
+        self.store.decide_restore(s, from.as_deref()).await
+    }
+
+    /// Network, sandbox, restore, readiness. Returns the sandbox's address.
+    async fn provision(&self, s: &Session) -> Result<Option<String>> {
+        let spec = self.spec_of(s).await?;
+        let s = &self.decide_restore(s, &spec.workspace_volume).await?;
         // Once per class network and process: one engine call less per start.
         let net = spec.network.name.clone();
         let known = self
@@ -370,6 +500,23 @@ impl Manager {
                 return Err(e.into());
             }
         };
+        if s.restore_state == "pending" {
+            if let Some(id) = &s.restore_from {
+                // Into the running sandbox (where every engine sees the
+                // volume); extracting again after a crash rewrites the same
+                // files.
+                let a = self.store.archive(id).await?;
+                let tar = self.cfg.objects.get_tar(&a.object_key).await?;
+                self.backend
+                    .import_tar(
+                        &spec.name,
+                        crate::archive::parent_dir(&spec.workspace_path),
+                        tar,
+                    )
+                    .await?;
+                self.store.restore_done(&s.id).await?;
+            }
+        }
         if let Some(port) = spec.app_port {
             match self
                 .backend
@@ -401,9 +548,16 @@ impl Manager {
         let orphans = self.orphans().await?;
         for o in &orphans {
             eprintln!(
-                "cubby serve: orphan sandbox {} ({}): kept, not deleted",
+                "cubby serve: orphan sandbox {} ({}): archiving, then removing",
                 o.name, o.reason
             );
+            let me = self.clone();
+            let name = o.name.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.archive_orphan(&name).await {
+                    eprintln!("cubby serve: orphan sandbox {name}: kept: {e}");
+                }
+            });
         }
         Ok(orphans)
     }
@@ -523,6 +677,15 @@ impl Manager {
             for s in self.store.unfinished_sessions().await.unwrap_or_default() {
                 self.spawn_drive(&s.id);
             }
+            if let Err(e) = self.checkpoints_due().await {
+                eprintln!("cubby serve: checkpoints: {e}");
+            }
+            if let Err(e) = self.collect_exams().await {
+                eprintln!("cubby serve: exam collection: {e}");
+            }
+            if let Err(e) = self.retry_archives(true).await {
+                eprintln!("cubby serve: archive retries: {e}");
+            }
             if let Err(e) = self.enforce_max_length().await {
                 eprintln!("cubby serve: session time limits: {e}");
             }
@@ -556,4 +719,261 @@ impl Manager {
         }
         Ok(())
     }
+
+    /// Archive-pending sessions go back to stopping and are driven again:
+    /// those whose back-off is over, or all (`due_only` false: an operator's
+    /// retry). Returns how many were retried.
+    pub async fn retry_archives(self: &Arc<Self>, due_only: bool) -> Result<usize> {
+        let mut n = 0;
+        for s in self.store.archive_pending(due_only).await? {
+            if self.store.retry_archive(&s.id).await? {
+                self.spawn_drive(&s.id);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// One archive-pending session retried now (an operator's request).
+    pub async fn retry_archive(self: &Arc<Self>, id: &str) -> Result<Session> {
+        let s = self.store.session(id).await?;
+        if s.state != State::ArchivePending {
+            return Err(Error::Conflict(format!(
+                "session {id} is {}, not archive_pending",
+                s.state.as_str()
+            )));
+        }
+        self.store.retry_archive(id).await?;
+        self.spawn_drive(id);
+        self.store.session(id).await
+    }
+
+    /// Starts a checkpoint of every ready session whose last one (or its
+    /// start) is older than the interval; at most 2 run at once.
+    pub async fn checkpoints_due(self: &Arc<Self>) -> Result<()> {
+        let Some(every) = self.cfg.checkpoint_every else {
+            return Ok(());
+        };
+        let now = crate::store::now();
+        let ready = self
+            .store
+            .sessions(crate::store::sessions::SessionFilter::All, true)
+            .await?;
+        for s in ready.into_iter().filter(|s| s.state == State::Ready) {
+            let last = self
+                .store
+                .latest_checkpoint_at(&s.id)
+                .await?
+                .unwrap_or(s.created_at);
+            if now - last < every.as_secs() as i64 {
+                continue;
+            }
+            if !self
+                .checkpointing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(s.id.clone())
+            {
+                continue;
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                let r = match me.checkpoint_permits.clone().acquire_owned().await {
+                    Ok(_p) => me.checkpoint(&s).await,
+                    Err(_) => Ok(()),
+                };
+                if let Err(e) = r {
+                    eprintln!("cubby serve: session {}: checkpoint: {e}", s.id);
+                }
+                me.checkpointing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&s.id);
+            });
+        }
+        Ok(())
+    }
+
+    /// One checkpoint: export the running sandbox's workspace, store,
+    /// verify, record; then prune the session's older checkpoints beyond
+    /// `checkpoint_keep` (row first, then object: a listed archive always
+    /// exists).
+    pub async fn checkpoint(&self, s: &Session) -> Result<()> {
+        let spec = self.spec_of(s).await?;
+        let key = crate::archive::object_key(s, "checkpoint", crate::store::now_ms());
+        let tar = self
+            .backend
+            .export_path(&spec.name, &spec.workspace_path)
+            .await?;
+        let objects = &self.cfg.objects;
+        let w = objects.put_compressed(&key, tar).await?;
+        objects.verify(&key, &w).await?;
+        let row = crate::store::archives::new_archive(s, "checkpoint", key, w.size, w.sha256);
+        self.store.insert_archive(&row).await?;
+        let keep = self.cfg.checkpoint_keep.max(1);
+        for old in self.store.checkpoints(&s.id).await?.into_iter().skip(keep) {
+            self.store.delete_archive(&old.id).await?;
+            objects.delete(&old.object_key).await?;
+        }
+        Ok(())
+    }
+
+    /// An orphan (our labels, no session) goes through the same path as
+    /// a session's end: export while running, store, verify, record (kind
+    /// "orphan", ids from its labels), then remove the sandbox, and its
+    /// volume unless a session in the database still uses it. A stopped
+    /// orphan is kept (only a running one shows its volume everywhere).
+    pub async fn archive_orphan(&self, name: &str) -> Result<()> {
+        let Some(info) = self.backend.inspect_sandbox(name).await? else {
+            return Ok(());
+        };
+        let label = |k: &str| {
+            info.labels.get(k).cloned().ok_or_else(|| {
+                Error::Invalid(format!(
+                    "sandbox {name} has no {k} label: kept, not archived"
+                ))
+            })
+        };
+        let (class_id, student_id) = (
+            label(crate::backend::LABEL_CLASS)?,
+            label(crate::backend::LABEL_STUDENT)?,
+        );
+        let workspace = label(crate::backend::LABEL_WORKSPACE)?;
+        let session_id = info
+            .labels
+            .get(LABEL_SESSION)
+            .cloned()
+            .unwrap_or_else(|| name.to_string());
+        if info.status != SandboxStatus::Running {
+            return Err(Error::Invalid(format!(
+                "sandbox {name} is {:?}: start it to have it archived",
+                info.status
+            )));
+        }
+        let key = format!(
+            "{class_id}/{student_id}/orphan-{name}-{}.tar.zst",
+            crate::store::now_ms()
+        );
+        let tar = self.backend.export_path(name, &workspace).await?;
+        let objects = &self.cfg.objects;
+        let w = objects.put_compressed(&key, tar).await?;
+        objects.verify(&key, &w).await?;
+        self.store
+            .insert_archive(&crate::store::archives::Archive {
+                id: crate::store::new_id(),
+                class_id: class_id.clone(),
+                student_id: student_id.clone(),
+                session_id,
+                kind: "orphan".into(),
+                object_key: key,
+                size: w.size as i64,
+                sha256: w.sha256,
+                created_at: crate::store::now(),
+            })
+            .await?;
+        self.backend.remove_sandbox(name).await?;
+        let volume = crate::template::workspace_volume(&class_id, &student_id);
+        if self
+            .store
+            .active_session(&class_id, &student_id)
+            .await?
+            .is_none()
+        {
+            self.backend.remove_volume(&volume).await?;
+        }
+        Ok(())
+    }
+
+    /// At an exam's end: every active session of the class is stopped, so
+    /// archived and removed, all at once from here and bounded by the stop
+    /// permits (never one by one, never unbounded).
+    pub async fn collect_exams(self: &Arc<Self>) -> Result<()> {
+        for e in self.store.claim_ended_exams().await? {
+            let _ = self
+                .store
+                .audit(None, "exam.collect", Some(&e.class_id), None)
+                .await;
+        }
+        // Every round, not only once: a crash right after the claim must
+        // not leave sandboxes running (stopping twice is a no-op, and no
+        // session starts after the window).
+        for e in self.store.ended_exams().await? {
+            let active = self
+                .store
+                .sessions(
+                    crate::store::sessions::SessionFilter::Class(&e.class_id),
+                    true,
+                )
+                .await?;
+            if active
+                .iter()
+                .any(|s| matches!(s.state, State::Requested | State::Starting | State::Ready))
+            {
+                self.down_class(&e.class_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Per enrolled student: their latest session in the class and whether
+    /// its workspace was collected (a final archive), pending, or failed.
+    pub async fn collection(&self, class_id: &str) -> Result<Vec<Collected>> {
+        let sessions = self
+            .store
+            .sessions(
+                crate::store::sessions::SessionFilter::Class(class_id),
+                false,
+            )
+            .await?;
+        let mut out = Vec::new();
+        for (student_id, username) in self.store.students(class_id).await? {
+            let latest = sessions
+                .iter()
+                .filter(|s| s.student_id == student_id)
+                .max_by_key(|s| (s.created_at, s.updated_at));
+            let (status, session_id, archive_id, reason) = match latest {
+                None => ("no_session", None, None, None),
+                Some(s) => {
+                    let a = self.store.final_archive(&s.id).await?;
+                    let status = match (s.state, &a) {
+                        (State::Stopped, Some(_)) => "collected",
+                        (State::Stopped, None) => "nothing_to_collect",
+                        (State::ArchivePending, _) => "pending",
+                        (State::Failed, _) => "failed",
+                        (State::Stopping, _) => "collecting",
+                        _ => "running",
+                    };
+                    (
+                        status,
+                        Some(s.id.clone()),
+                        a.map(|a| a.id),
+                        s.reason.clone(),
+                    )
+                }
+            };
+            out.push(Collected {
+                student_id,
+                username,
+                status,
+                session_id,
+                archive_id,
+                reason,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// One student's line in an exam collection report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Collected {
+    pub student_id: String,
+    pub username: String,
+    /// collected | collecting | pending | failed | running | no_session |
+    /// nothing_to_collect
+    pub status: &'static str,
+    pub session_id: Option<String>,
+    pub archive_id: Option<String>,
+    /// Why it is pending or failed.
+    pub reason: Option<String>,
 }

@@ -1,8 +1,10 @@
 //! The service's state: SQLite (default) or PostgreSQL through one code path
 //! (sqlx's `AnyPool`, `$N` placeholders, no macros). Migrations run at open.
 
+pub mod archives;
 pub mod audit;
 pub mod classes;
+pub mod exams;
 pub mod logins;
 mod migrations;
 pub mod sessions;

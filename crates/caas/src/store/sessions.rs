@@ -18,6 +18,10 @@ pub enum State {
     Stopping,
     Stopped,
     Failed,
+    /// Ended, but its workspace is not archived yet (the object store or
+    /// the engine failed): nothing is deleted, retried with back-off.
+    #[serde(rename = "archive_pending")]
+    ArchivePending,
 }
 
 impl State {
@@ -29,6 +33,7 @@ impl State {
             State::Stopping => "stopping",
             State::Stopped => "stopped",
             State::Failed => "failed",
+            State::ArchivePending => "archive_pending",
         }
     }
 
@@ -40,6 +45,7 @@ impl State {
             "stopping" => State::Stopping,
             "stopped" => State::Stopped,
             "failed" => State::Failed,
+            "archive_pending" => State::ArchivePending,
             _ => return Err(Error::Internal(format!("stored session state {s:?}"))),
         })
     }
@@ -68,9 +74,18 @@ pub struct Session {
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Failed archive attempts so far, and when the next one is due.
+    pub archive_attempts: i64,
+    pub retry_at: i64,
+    /// The archive the workspace starts from (see `restore_state`).
+    pub restore_from: Option<String>,
+    pub restore_state: String,
 }
 
-const COLS: &str = "id, class_id, student_id, template_id, state, reason, sandbox, address, owner, lease_until, created_by, created_at, updated_at";
+const COLS: &str = "id, class_id, student_id, template_id, state, reason, sandbox, address, owner, lease_until, created_by, created_at, updated_at, archive_attempts, retry_at, restore_from, restore_state";
+
+/// The states holding the (class, student) slot, as SQL.
+const ACTIVE_SQL: &str = "('requested', 'starting', 'ready', 'stopping', 'archive_pending')";
 
 fn from_row(r: &AnyRow) -> Result<Session> {
     Ok(Session {
@@ -87,6 +102,10 @@ fn from_row(r: &AnyRow) -> Result<Session> {
         created_by: r.try_get("created_by")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        archive_attempts: r.try_get("archive_attempts")?,
+        retry_at: r.try_get("retry_at")?,
+        restore_from: r.try_get("restore_from")?,
+        restore_state: r.try_get("restore_state")?,
     })
 }
 
@@ -113,7 +132,7 @@ impl Store {
         let id = new_id();
         let t = now();
         let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO sessions ({COLS}) VALUES ($1, $2, $3, $4, 'requested', NULL, $5, NULL, NULL, 0, $6, $7, $7)"
+            "INSERT INTO sessions ({COLS}) VALUES ($1, $2, $3, $4, 'requested', NULL, $5, NULL, NULL, 0, $6, $7, $7, 0, 0, NULL, 'undecided')"
         )))
         .bind(&id)
         .bind(class_id)
@@ -157,7 +176,7 @@ impl Store {
         student_id: &str,
     ) -> Result<Option<Session>> {
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLS} FROM sessions WHERE class_id = $1 AND student_id = $2 AND state IN ('requested', 'starting', 'ready', 'stopping')"
+            "SELECT {COLS} FROM sessions WHERE class_id = $1 AND student_id = $2 AND state IN {ACTIVE_SQL}"
         )))
         .bind(class_id)
         .bind(student_id)
@@ -186,9 +205,9 @@ impl Store {
         active_only: bool,
     ) -> Result<Vec<Session>> {
         let active = if active_only {
-            " AND state IN ('requested', 'starting', 'ready', 'stopping')"
+            format!(" AND state IN {ACTIVE_SQL}")
         } else {
-            ""
+            String::new()
         };
         let q = match filter {
             SessionFilter::All => format!("SELECT {COLS} FROM sessions WHERE 1 = 1{active} ORDER BY created_at, id"),

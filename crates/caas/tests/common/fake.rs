@@ -140,6 +140,32 @@ impl Backend for Fake {
         let rx = self.events.subscribe();
         Ok(tokio_stream_from(rx))
     }
+    async fn export_path(&self, name: &str, path: &str) -> Result<ByteStream, BackendError> {
+        match self.sandboxes.lock().unwrap().get(name) {
+            Some(s) if s.status == SandboxStatus::Running => {}
+            _ => return Err(BackendError::Invalid(format!("{name} is not running"))),
+        }
+        // Not a tar: the archive path treats the stream as opaque bytes.
+        let data = bytes::Bytes::from(format!("workspace of {name} at {path}"));
+        Ok(futures_util::stream::iter([Ok(data)]).boxed())
+    }
+    async fn import_tar(
+        &self,
+        _name: &str,
+        _dir: &str,
+        mut tar: ByteStream,
+    ) -> Result<(), BackendError> {
+        while let Some(chunk) = tar.next().await {
+            chunk?;
+        }
+        Ok(())
+    }
+    async fn volume_exists(&self, _name: &str) -> Result<bool, BackendError> {
+        Ok(false)
+    }
+    async fn remove_volume(&self, _name: &str) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 fn tokio_stream_from(

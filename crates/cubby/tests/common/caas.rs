@@ -29,6 +29,8 @@ pub struct Serve {
     pub port: u16,
     pub database: String,
     pub extra: Vec<String>,
+    /// Extra environment for serve (e.g. S3 credentials).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     pub log: PathBuf,
     // Dropped after serve (field order): the cluster, then the daemon.
@@ -46,6 +48,10 @@ fn free_port() -> u16 {
 
 impl Serve {
     pub fn start(name: &str, db: DbKind, extra: &[&str]) -> Serve {
+        Serve::start_env(name, db, extra, &[])
+    }
+
+    pub fn start_env(name: &str, db: DbKind, extra: &[&str], env: &[(&str, &str)]) -> Serve {
         let d = Daemon::start(name);
         cubby::demo_image::import_demo_image(&d.root(), IMAGE).expect("import the demo image");
         let (pg, database) = match db {
@@ -63,6 +69,10 @@ impl Serve {
             port: free_port(),
             database,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             log: d.tmp.path().join("serve.log"),
             pg,
@@ -75,6 +85,7 @@ impl Serve {
     pub fn cmd(&self) -> Command {
         let mut c = self.d.cubby();
         c.env("CUBBY_DATABASE", &self.database);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

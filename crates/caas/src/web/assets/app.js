@@ -97,7 +97,7 @@ function sessionActions(s, start) {
     out.push(h('a', { class: 'button secondary', href: `/api/sessions/${s.id}/open`, target: '_blank', rel: 'noopener', text: 'Open app' }));
     out.push(h('a', { class: 'button secondary', href: `#/terminal/${s.id}`, text: 'Terminal' }));
   }
-  if (s.state !== 'stopping') {
+  if (!['stopping', 'archive_pending'].includes(s.state)) {
     out.push(h('button', { type: 'button', class: 'danger', onclick: guard(() => api.post(`/api/sessions/${s.id}/stop`)), text: 'Stop' }));
   }
   return out;

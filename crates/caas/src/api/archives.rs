@@ -1,0 +1,238 @@
+//! Archive endpoints: list, read and download archives (teachers: their
+//! classes; students: their own; admins: all), choose what a student's next
+//! session starts from, and the operator's view of archive-pending sessions.
+//! Anything the caller may not see is 404, never a hint that it exists.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::authn::Caller;
+use super::error::{Json, Query};
+use super::handlers::{audit, managed_class, ok, visible_session};
+use super::AppState;
+use crate::error::{Error, Result};
+use crate::store::archives::{Archive, ArchiveFilter};
+use crate::store::users::Role;
+
+type J = axum::Json<Value>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveQuery {
+    #[serde(default)]
+    class_id: Option<String>,
+    #[serde(default)]
+    student_id: Option<String>,
+}
+
+/// The archive if the caller may read it; 404 otherwise.
+async fn visible_archive(st: &AppState, who: &Caller, id: &str) -> Result<Archive> {
+    let a = st.store().archive(id).await?;
+    let allowed = match who.role {
+        Role::Admin => true,
+        Role::Teacher => st.store().is_teacher_of(&a.class_id, &who.id).await?,
+        Role::Student => a.student_id == who.id,
+    };
+    if allowed {
+        Ok(a)
+    } else {
+        Err(Error::NotFound(format!("archive {id}")))
+    }
+}
+
+pub async fn list_archives(
+    State(st): State<AppState>,
+    who: Caller,
+    Query(q): Query<ArchiveQuery>,
+) -> Result<J> {
+    let store = st.store();
+    let list = match (who.role, &q.class_id, &q.student_id) {
+        // Students: their own, whatever they ask for.
+        (Role::Student, c, s) => {
+            if s.as_deref().is_some_and(|s| s != who.id) {
+                return Err(Error::NotFound("that student's archives".into()));
+            }
+            let mut l = store.archives(ArchiveFilter::Student(&who.id)).await?;
+            if let Some(c) = c {
+                l.retain(|a| &a.class_id == c);
+            }
+            l
+        }
+        (_, Some(c), s) => {
+            managed_class(&st, &who, c).await?;
+            match s {
+                Some(s) => store.archives(ArchiveFilter::ClassStudent(c, s)).await?,
+                None => store.archives(ArchiveFilter::Class(c)).await?,
+            }
+        }
+        (role, None, s) => {
+            let mut l = if role == Role::Admin {
+                store.archives(ArchiveFilter::All).await?
+            } else {
+                store.archives(ArchiveFilter::Teacher(&who.id)).await?
+            };
+            if let Some(s) = s {
+                l.retain(|a| &a.student_id == s);
+            }
+            l
+        }
+    };
+    ok(list)
+}
+
+pub async fn get_archive(
+    State(st): State<AppState>,
+    who: Caller,
+    Path(id): Path<String>,
+) -> Result<J> {
+    ok(visible_archive(&st, &who, &id).await?)
+}
+
+/// The stored object as is (a zstd-compressed tar: `zstd -d | tar -x`),
+/// streamed; its sha256 in a header.
+pub async fn download_archive(
+    State(st): State<AppState>,
+    who: Caller,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let a = visible_archive(&st, &who, &id).await?;
+    let body = st.manager.objects().get(&a.object_key).await?;
+    audit(&st, &who, "archive.download", &id, None).await;
+    let name = format!("{}-{}.tar.zst", a.session_id, a.created_at);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zstd".to_string()),
+            (header::CONTENT_LENGTH, a.size.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (
+                header::HeaderName::from_static("x-cubby-sha256"),
+                a.sha256.clone(),
+            ),
+        ],
+        Body::from_stream(body.map(|r| r.map_err(std::io::Error::other))),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreReq {
+    /// An archive of this class; null for an empty workspace.
+    archive_id: Option<String>,
+}
+
+pub async fn set_restore(
+    State(st): State<AppState>,
+    who: Caller,
+    Path((class_id, student_id)): Path<(String, String)>,
+    Json(req): Json<RestoreReq>,
+) -> Result<J> {
+    managed_class(&st, &who, &class_id).await?;
+    if !st.store().is_enrolled(&class_id, &student_id).await? {
+        return Err(Error::Invalid(format!(
+            "student {student_id} is not enrolled in this class"
+        )));
+    }
+    if let Some(aid) = &req.archive_id {
+        let a = st.store().archive(aid).await?;
+        if a.class_id != class_id {
+            return Err(Error::NotFound(format!("archive {aid} in this class")));
+        }
+    }
+    st.store()
+        .set_restore_choice(&class_id, &student_id, req.archive_id.as_deref(), &who.id)
+        .await?;
+    audit(
+        &st,
+        &who,
+        "archive.restore_choice",
+        &format!("{class_id}/{student_id}"),
+        Some(req.archive_id.as_deref().unwrap_or("empty")),
+    )
+    .await;
+    ok(serde_json::json!({
+        "class_id": class_id,
+        "student_id": student_id,
+        "archive_id": req.archive_id,
+    }))
+}
+
+pub async fn archive_pending(State(st): State<AppState>, who: Caller) -> Result<J> {
+    who.require(&[Role::Admin])?;
+    ok(st.store().archive_pending(false).await?)
+}
+
+pub async fn retry_archive(
+    State(st): State<AppState>,
+    who: Caller,
+    Path(id): Path<String>,
+) -> Result<J> {
+    who.require(&[Role::Admin])?;
+    visible_session(&st, &who, &id).await?;
+    let s = st.manager.retry_archive(&id).await?;
+    audit(&st, &who, "archive.retry", &id, None).await;
+    ok(s)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExamReq {
+    /// Unix seconds: sessions start only in [starts_at, ends_at); at
+    /// ends_at all are archived and removed.
+    starts_at: i64,
+    ends_at: i64,
+}
+
+pub async fn set_exam(
+    State(st): State<AppState>,
+    who: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<ExamReq>,
+) -> Result<J> {
+    managed_class(&st, &who, &id).await?;
+    if req.ends_at <= req.starts_at {
+        return Err(Error::Invalid(format!(
+            "ends_at {} must be after starts_at {}",
+            req.ends_at, req.starts_at
+        )));
+    }
+    let e = st
+        .store()
+        .set_exam(&id, req.starts_at, req.ends_at, &who.id)
+        .await?;
+    audit(
+        &st,
+        &who,
+        "exam.set",
+        &id,
+        Some(&format!("{}..{}", req.starts_at, req.ends_at)),
+    )
+    .await;
+    ok(e)
+}
+
+/// The exam window and, per student, collected / pending / failed and why.
+pub async fn get_exam(
+    State(st): State<AppState>,
+    who: Caller,
+    Path(id): Path<String>,
+) -> Result<J> {
+    managed_class(&st, &who, &id).await?;
+    let exam = st
+        .store()
+        .exam(&id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("exam of class {id}")))?;
+    ok(serde_json::json!({
+        "exam": exam,
+        "students": st.manager.collection(&id).await?,
+    }))
+}

@@ -1,0 +1,281 @@
+//! Where archives are kept: a local directory (default) or any
+//! S3-compatible service, both through `object_store`. Archives are written
+//! as a stream (zstd over the tar the backend exports, sha256 over the
+//! compressed bytes) with bounded memory, then read back and checked.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt};
+use object_store::buffered::BufWriter;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::backend::{BackendError, ByteStream};
+use crate::error::{Error, Result};
+
+/// zstd level: 3 is zstd's default and `zstd -3`'s (the benchmark's reference).
+const ZSTD_LEVEL: i32 = 3;
+/// Upload buffer: parts of this size; at most 2 in flight (bounded memory).
+const PART: usize = 8 << 20;
+
+/// S3-compatible storage settings (flags or environment; see serve).
+#[derive(Clone)]
+pub struct S3Config {
+    /// e.g. `http://127.0.0.1:8333`; `None` for AWS itself.
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key", &self.access_key)
+            .finish()
+    }
+}
+
+/// The archive store.
+#[derive(Clone)]
+pub struct Objects {
+    store: Arc<dyn ObjectStore>,
+    describe: String,
+}
+
+impl std::fmt::Debug for Objects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe)
+    }
+}
+
+/// What was written: compressed size and sha256 (hex).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub size: u64,
+    pub sha256: String,
+}
+
+fn storage(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Storage(format!("{what}: {e}"))
+}
+
+impl Objects {
+    /// A local directory (created if missing). Each object is written to a
+    /// temporary file, fsynced, renamed into place and its directory
+    /// fsynced (object_store's `with_fsync`).
+    pub fn local(dir: PathBuf) -> Result<Objects> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| storage(&format!("create {}", dir.display()), e))?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| storage(&format!("open {}", dir.display()), e))?
+            .with_fsync(true)
+            .with_automatic_cleanup(true);
+        Ok(Objects {
+            store: Arc::new(fs),
+            describe: format!("local directory {}", dir.display()),
+        })
+    }
+
+    /// Any S3-compatible service (AWS, MinIO, SeaweedFS), signed with SigV4
+    /// over rustls+ring. Plain http is allowed only for loopback endpoints.
+    pub fn s3(cfg: &S3Config) -> Result<Objects> {
+        // reqwest is built without a default crypto provider: ring, once.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut b = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&cfg.bucket)
+            .with_region(&cfg.region)
+            .with_access_key_id(&cfg.access_key)
+            .with_secret_access_key(&cfg.secret_key)
+            // A few quick retries per request; a longer outage is the
+            // session's archive-pending back-off, not a request hanging
+            // for minutes (object_store's default).
+            .with_retry(object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: std::time::Duration::from_secs(20),
+                ..Default::default()
+            });
+        if let Some(ep) = &cfg.endpoint {
+            let loopback = ep.starts_with("http://127.")
+                || ep.starts_with("http://localhost")
+                || ep.starts_with("http://[::1]");
+            if ep.starts_with("http://") && !loopback {
+                return Err(Error::Invalid(format!(
+                    "S3 endpoint {ep}: plain http only to a loopback address; use https://"
+                )));
+            }
+            b = b.with_endpoint(ep).with_allow_http(loopback);
+        }
+        let store = b
+            .build()
+            .map_err(|e| Error::Invalid(format!("S3 settings {cfg:?}: {e}")))?;
+        Ok(Objects {
+            store: Arc::new(store),
+            describe: format!(
+                "S3 bucket {} at {}",
+                cfg.bucket,
+                cfg.endpoint.as_deref().unwrap_or("AWS")
+            ),
+        })
+    }
+
+    /// In memory: for unit tests of the state machine only (lost on exit).
+    pub fn memory() -> Objects {
+        Objects {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            describe: "in-memory store (tests only)".into(),
+        }
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    fn path(key: &str) -> Result<ObjPath> {
+        ObjPath::parse(key).map_err(|e| Error::Internal(format!("archive key {key:?}: {e}")))
+    }
+
+    /// Compresses `tar` (zstd) and stores it at `key`, hashing as it goes.
+    /// Nothing is visible at `key` unless the whole stream made it.
+    pub async fn put_compressed(&self, key: &str, mut tar: ByteStream) -> Result<Written> {
+        let path = Self::path(key)?;
+        let mut w =
+            BufWriter::with_capacity(self.store.clone(), path, PART).with_max_concurrency(2);
+        let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(256 << 10), ZSTD_LEVEL)
+            .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
+        let mut hash = Sha256::new();
+        let mut size = 0u64;
+        let mut shut = false;
+        let result: Result<()> = async {
+            while let Some(chunk) = tar.next().await {
+                let chunk = chunk.map_err(Error::Backend)?;
+                std::io::Write::write_all(&mut enc, &chunk)
+                    .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
+                let out = std::mem::take(enc.get_mut());
+                if !out.is_empty() {
+                    hash.update(&out);
+                    size += out.len() as u64;
+                    w.write_all(&out).await.map_err(|e| storage(key, e))?;
+                }
+            }
+            let out = enc
+                .finish()
+                .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
+            hash.update(&out);
+            size += out.len() as u64;
+            w.write_all(&out).await.map_err(|e| storage(key, e))?;
+            shut = true;
+            w.shutdown().await.map_err(|e| storage(key, e))?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            // Drop the partial upload (multipart parts, temp files); after
+            // a failed shutdown the writer cannot abort (the store's own
+            // clean-up of incomplete uploads applies).
+            if !shut {
+                let _ = w.abort().await;
+            }
+            return Err(e);
+        }
+        Ok(Written {
+            size,
+            sha256: crate::store::hex(&hash.finalize()),
+        })
+    }
+
+    /// Reads the object back and checks its size and sha256.
+    pub async fn verify(&self, key: &str, want: &Written) -> Result<()> {
+        let mut s = self.get(key).await?;
+        let mut hash = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = s.next().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            hash.update(&chunk);
+        }
+        let got = Written {
+            size,
+            sha256: crate::store::hex(&hash.finalize()),
+        };
+        if &got != want {
+            return Err(Error::Storage(format!(
+                "{key}: read back {} bytes sha256 {}, wrote {} bytes sha256 {}",
+                got.size, got.sha256, want.size, want.sha256
+            )));
+        }
+        Ok(())
+    }
+
+    /// The stored (compressed) bytes.
+    pub async fn get(&self, key: &str) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let path = Self::path(key)?;
+        let r = self.store.get(&path).await.map_err(|e| storage(key, e))?;
+        let key = key.to_string();
+        Ok(r.into_stream()
+            .map(move |c| c.map_err(|e| storage(&key, e)))
+            .boxed())
+    }
+
+    /// The archive decompressed back into the tar stream, for a backend's
+    /// `import_tar`.
+    pub async fn get_tar(&self, key: &str) -> Result<ByteStream> {
+        let src = self.get(key).await?;
+        let dec = zstd::stream::write::Decoder::new(Vec::with_capacity(256 << 10))
+            .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
+        let key = key.to_string();
+        let s = futures_util::stream::unfold(Some((src, dec)), move |st| {
+            let key = key.clone();
+            async move {
+                let (mut src, mut dec) = st?;
+                loop {
+                    match src.next().await {
+                        Some(Ok(c)) => {
+                            if let Err(e) = std::io::Write::write_all(&mut dec, &c) {
+                                let e = BackendError::Invalid(format!("archive {key}: {e}"));
+                                return Some((Err(e), None));
+                            }
+                            let out = std::mem::take(dec.get_mut());
+                            if !out.is_empty() {
+                                return Some((Ok(Bytes::from(out)), Some((src, dec))));
+                            }
+                        }
+                        Some(Err(e)) => {
+                            let e = BackendError::Engine(format!("archive {key}: {e}"));
+                            return Some((Err(e), None));
+                        }
+                        None => {
+                            if let Err(e) = std::io::Write::flush(&mut dec) {
+                                let e = BackendError::Invalid(format!("archive {key}: {e}"));
+                                return Some((Err(e), None));
+                            }
+                            let out = std::mem::take(dec.get_mut());
+                            if out.is_empty() {
+                                return None;
+                            }
+                            return Some((Ok(Bytes::from(out)), None));
+                        }
+                    }
+                }
+            }
+        });
+        Ok(s.boxed())
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let path = Self::path(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(storage(key, e)),
+        }
+    }
+}
