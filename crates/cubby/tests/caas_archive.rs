@@ -839,3 +839,116 @@ fn orphan_is_archived_then_removed() {
         "hello from ann"
     );
 }
+
+#[test]
+fn idle_session_is_warned_then_culled_and_archived() {
+    let s = Serve::start("caas-arch-idle", DbKind::Sqlite, &[]);
+    s.user("t1", "teacher", "t1-pass-123");
+    s.user("ann", "student", "ann-pass-123");
+    let t1 = s.token("t1", "t1-pass-123");
+    let ann = s.token("ann", "ann-pass-123");
+    // Refused below the culling round's resolution, accepted from 10 s.
+    s.expect(
+        400,
+        "POST",
+        "/api/templates",
+        Some(&t1),
+        Some(json!({"name": "fast", "spec": {"image": IMAGE, "idle_timeout_secs": 3}})),
+    );
+    let tpl = s.ok(
+        "POST",
+        "/api/templates",
+        Some(&t1),
+        Some(
+            json!({"name": "idle", "spec": {"image": IMAGE, "port": 8080,
+            "memory_bytes": 64 << 20, "idle_timeout_secs": 10}}),
+        ),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cid = s.ok(
+        "POST",
+        "/api/classes",
+        Some(&t1),
+        Some(json!({"name": "Idle", "code": "idle", "capacity": 2, "template_id": tpl})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.ok(
+        "POST",
+        &format!("/api/classes/{cid}/students"),
+        Some(&t1),
+        Some(json!({"username": "ann"})),
+    );
+    let sess = start(&s, &ann, &cid);
+    let sid = sess["id"].as_str().unwrap().to_string();
+    let sandbox = sess["sandbox"].as_str().unwrap().to_string();
+    write_work(&s, &sandbox, "ann");
+    let path = format!("/api/sessions/{sid}");
+    let v = s.ok("GET", &path, Some(&ann), None);
+    assert!(v["cull_at"].as_i64().is_some(), "{v}");
+
+    // 16 s of requests through the proxy (past the 10 s timeout): kept.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(16) {
+        let (st, head, _) = get_bytes(&s, &format!("/r/{sid}/"), &ann);
+        assert_eq!(st, 200, "{head}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let v = s.ok("GET", &path, Some(&ann), None);
+    assert_eq!(v["state"], "ready", "requests are activity: {v}");
+    assert_eq!(v["idle_warning"], false, "{v}");
+
+    // 16 s of the sandbox's own CPU use (a busy loop, nobody connected): kept.
+    let mut busy =
+        s.d.docker_cmd(&[
+            "exec",
+            &sandbox,
+            "sh",
+            "-c",
+            "e=$(($(date +%s)+16)); while [ $(date +%s) -lt $e ]; do :; done",
+        ])
+        .spawn()
+        .unwrap();
+    assert!(busy.wait().unwrap().success());
+    let v = s.ok("GET", &path, Some(&ann), None);
+    assert_eq!(v["state"], "ready", "CPU use is activity: {v}");
+
+    // Then nothing: the warning shows before the cull, in the session the
+    // student's page reads.
+    let warned = s.until(&path, &ann, 30, |v| {
+        v["idle_warning"] == true || v["state"] != "ready"
+    });
+    assert_eq!(
+        warned["state"], "ready",
+        "culled without a warning: {warned}"
+    );
+    let now = unix_now();
+    assert!(
+        warned["idle_warning_at"].as_i64().unwrap() <= now
+            && now <= warned["cull_at"].as_i64().unwrap(),
+        "{warned} at {now}"
+    );
+    let list = s.ok("GET", "/api/sessions", Some(&ann), None);
+    assert_eq!(list[0]["idle_warning"], true, "{list}");
+
+    // Culled: reason idle, archived, then removed.
+    let done = s.until(&path, &ann, 60, |v| {
+        v["state"] == "stopped" || v["state"] == "archive_pending"
+    });
+    assert_eq!(done["state"], "stopped", "{done}");
+    assert_eq!(done["reason"], "idle", "{done}");
+    assert!(!exists(&s, "container", &sandbox), "sandbox left behind");
+    let archives = s.ok("GET", "/api/archives", Some(&ann), None);
+    let finals: Vec<&Value> = archives
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "final")
+        .collect();
+    assert_eq!(finals.len(), 1, "{archives}");
+    let body = download(&s, finals[0], &ann);
+    assert_eq!(files_of(&body), expected("ann"));
+}

@@ -712,7 +712,11 @@ pub async fn list_sessions(
         Role::Teacher => SessionFilter::Teacher(&who.id),
         Role::Student => SessionFilter::Student(&who.id),
     };
-    ok(st.store().sessions(filter, q.active).await?)
+    let list: Vec<Session> = st.store().sessions(filter, q.active).await?;
+    ok(list
+        .into_iter()
+        .map(|s| st.manager.annotate(s))
+        .collect::<Vec<_>>())
 }
 
 #[derive(Deserialize)]
@@ -776,7 +780,7 @@ pub async fn get_session(
     who: Caller,
     Path(id): Path<String>,
 ) -> Result<J> {
-    ok(visible_session(&st, &who, &id).await?)
+    ok(st.manager.annotate(visible_session(&st, &who, &id).await?))
 }
 
 pub async fn stop_session(

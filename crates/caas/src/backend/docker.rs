@@ -27,7 +27,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptions, DownloadFromContainerOptions, EventsOptions, InspectContainerOptions,
     ListContainersOptions, RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions,
-    StopContainerOptions, UploadToContainerOptions,
+    StatsOptions, StopContainerOptions, UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
@@ -986,6 +986,28 @@ impl Backend for DockerBackend {
             return Err(e);
         }
         sent.map_err(|e| self.err(e))
+    }
+
+    async fn cpu_usage_ns(&self, name: &str) -> Result<Option<u64>, BackendError> {
+        // One sample, without the engine's wait for a second one.
+        let mut st = self.docker.stats(
+            name,
+            Some(StatsOptions {
+                stream: false,
+                one_shot: true,
+            }),
+        );
+        match st.next().await {
+            Some(Ok(r)) => Ok(r
+                .cpu_stats
+                .and_then(|c| c.cpu_usage)
+                .and_then(|u| u.total_usage)),
+            Some(Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            })) => Ok(None),
+            Some(Err(e)) => Err(self.err(e)),
+            None => Ok(None),
+        }
     }
 
     async fn volume_exists(&self, name: &str) -> Result<bool, BackendError> {
