@@ -952,3 +952,143 @@ fn idle_session_is_warned_then_culled_and_archived() {
     let body = download(&s, finals[0], &ann);
     assert_eq!(files_of(&body), expected("ann"));
 }
+
+/// A chunked HTTP/1.1 body decoded (the class zip has no length up front).
+fn dechunk(head: &str, body: &[u8]) -> Vec<u8> {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_vec();
+    }
+    let mut out = Vec::new();
+    let mut rest = body;
+    loop {
+        let nl = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size");
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&rest[..nl])
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .trim(),
+            16,
+        )
+        .unwrap();
+        rest = &rest[nl + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+#[test]
+fn teachers_browse_and_zip_a_class_nobody_reads_others_work() {
+    let s = Serve::start("caas-arch-browse", DbKind::Sqlite, &[]);
+    let cid = class_with_students(&s);
+    let t1 = s.token("t1", "t1-pass-123");
+    let t2 = s.token("t2", "t2-pass-123");
+    let ann = s.token("ann", "ann-pass-123");
+    let bob = s.token("bob", "bob-pass-123");
+    for (tok, who) in [(&ann, "ann"), (&bob, "bob")] {
+        let sess = start(&s, tok, &cid);
+        write_work(&s, sess["sandbox"].as_str().unwrap(), who);
+        let sid = sess["id"].as_str().unwrap();
+        s.ok(
+            "POST",
+            &format!("/api/sessions/{sid}/stop"),
+            Some(tok),
+            None,
+        );
+        let done = s.until(&format!("/api/sessions/{sid}"), tok, 120, |v| {
+            v["state"] == "stopped" || v["state"] == "archive_pending"
+        });
+        assert_eq!(done["state"], "stopped", "{done}");
+    }
+    let list = s.ok("GET", "/api/archives", Some(&ann), None);
+    let aid = list[0]["id"].as_str().unwrap().to_string();
+
+    // The file tree, for the teacher and the student.
+    for tok in [&t1, &ann] {
+        let files = s.ok(
+            "GET",
+            &format!("/api/archives/{aid}/files"),
+            Some(tok),
+            None,
+        );
+        let a = files
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == "workspace/src/a.txt")
+            .unwrap_or_else(|| panic!("{files}"));
+        assert_eq!(a["kind"], "file");
+        assert_eq!(a["mode"], 0o640);
+        assert_eq!(a["size"], 14);
+    }
+    // One file, as an attachment that is never rendered.
+    let file = format!("/api/archives/{aid}/file?path=workspace/src/a.txt");
+    for tok in [&t1, &ann] {
+        let (st, head, body) = get_bytes(&s, &file, tok);
+        assert_eq!(st, 200, "{head}");
+        assert_eq!(dechunk(&head, &body), b"hello from ann");
+        let h = head.to_ascii_lowercase();
+        assert!(h.contains("content-disposition: attachment"), "{head}");
+        assert!(h.contains("x-content-type-options: nosniff"), "{head}");
+    }
+    // From the attacker's side: another student, another class's teacher.
+    for tok in [&bob, &t2] {
+        for p in [
+            format!("/api/archives/{aid}/files"),
+            file.clone(),
+            format!("/api/archives/{aid}/download"),
+        ] {
+            assert_eq!(get_bytes(&s, &p, tok).0, 404, "{p}");
+        }
+    }
+    // Path tricks are refused or simply not found, never resolved.
+    for (p, want) in [
+        ("workspace/../workspace/src/a.txt", 400),
+        ("/workspace/src/a.txt", 400),
+        ("workspace%2F..%2Fworkspace%2Fsrc%2Fa.txt", 400),
+        ("workspace/./src/a.txt", 400),
+        ("..%2F..%2Fetc%2Fpasswd", 400),
+        ("workspace/src", 404),
+        ("workspace/src/nothing", 404),
+    ] {
+        let (st, head, _) = get_bytes(&s, &format!("/api/archives/{aid}/file?path={p}"), &t1);
+        assert_eq!(st, want, "{p}: {head}");
+    }
+
+    // The whole class as one zip: each student's newest archive.
+    let zpath = format!("/api/classes/{cid}/archives.zip");
+    let (st, head, body) = get_bytes(&s, &zpath, &t1);
+    assert_eq!(st, 200, "{head}");
+    let bytes = dechunk(&head, &body);
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("a zip");
+    for who in ["ann", "bob"] {
+        let mut f = z
+            .by_name(&format!("{who}/workspace/src/a.txt"))
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+        assert_eq!(f.unix_mode().unwrap() & 0o7777, 0o640);
+        let mut text = String::new();
+        f.read_to_string(&mut text).unwrap();
+        assert_eq!(text, format!("hello from {who}"));
+    }
+    for i in 0..z.len() {
+        let name = z.by_index(i).unwrap().name().unwrap().to_string();
+        assert!(
+            name.starts_with("ann/") || name.starts_with("bob/"),
+            "{name}"
+        );
+        assert!(!name.split('/').any(|c| c == ".."), "{name}");
+    }
+    // Students and other teachers do not get it.
+    assert_eq!(get_bytes(&s, &zpath, &ann).0, 403);
+    assert_eq!(get_bytes(&s, &zpath, &t2).0, 404);
+}

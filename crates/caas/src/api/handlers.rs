@@ -712,11 +712,11 @@ pub async fn list_sessions(
         Role::Teacher => SessionFilter::Teacher(&who.id),
         Role::Student => SessionFilter::Student(&who.id),
     };
-    let list: Vec<Session> = st.store().sessions(filter, q.active).await?;
-    ok(list
-        .into_iter()
-        .map(|s| st.manager.annotate(s))
-        .collect::<Vec<_>>())
+    let mut out = Vec::new();
+    for s in st.store().sessions(filter, q.active).await? {
+        out.push(st.manager.annotate(s).await?);
+    }
+    ok(out)
 }
 
 #[derive(Deserialize)]
@@ -780,7 +780,10 @@ pub async fn get_session(
     who: Caller,
     Path(id): Path<String>,
 ) -> Result<J> {
-    ok(st.manager.annotate(visible_session(&st, &who, &id).await?))
+    ok(st
+        .manager
+        .annotate(visible_session(&st, &who, &id).await?)
+        .await?)
 }
 
 pub async fn stop_session(

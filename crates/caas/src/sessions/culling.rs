@@ -47,7 +47,6 @@ pub struct IdleInfo {
 }
 
 struct Track {
-    timeout: i64,
     /// The last CPU sample: total ns and when it was taken.
     cpu: Option<(u64, Instant)>,
     /// Unix seconds of the last round that saw the sandbox busy.
@@ -59,6 +58,8 @@ pub struct Culler {
     /// When this process started counting (a restart never culls early).
     since: i64,
     map: Mutex<HashMap<String, Track>>,
+    /// Idle timeout per template (templates never change once saved).
+    timeouts: Mutex<HashMap<String, Option<i64>>>,
 }
 
 impl Default for Culler {
@@ -66,6 +67,7 @@ impl Default for Culler {
         Culler {
             since: crate::store::now(),
             map: Mutex::new(HashMap::new()),
+            timeouts: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -77,16 +79,35 @@ impl Culler {
 }
 
 impl Manager {
-    /// The last activity of a tracked session, seen now.
-    fn idle_info(&self, s: &Session) -> Option<IdleInfo> {
-        if s.state != State::Ready {
-            return None;
+    /// The template's idle timeout in seconds, if it has one.
+    async fn idle_timeout(&self, template_id: &str) -> Result<Option<i64>> {
+        if let Some(t) = self
+            .culler
+            .timeouts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(template_id)
+        {
+            return Ok(*t);
         }
-        let (timeout, busy_at) = {
-            let map = self.culler.lock();
-            let t = map.get(&s.id)?;
-            (t.timeout, t.busy_at)
-        };
+        let t = self
+            .store
+            .template(template_id)
+            .await?
+            .spec
+            .idle_timeout_secs
+            .map(|t| i64::try_from(t).unwrap_or(i64::MAX / 4));
+        self.culler
+            .timeouts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(template_id.to_string(), t);
+        Ok(t)
+    }
+
+    /// The idle timer of a ready session, seen now.
+    fn idle_info(&self, s: &Session, timeout: i64) -> IdleInfo {
+        let busy_at = self.culler.lock().get(&s.id).map_or(0, |t| t.busy_at);
         let last = [
             busy_at,
             self.culler.since,
@@ -98,17 +119,22 @@ impl Manager {
         .unwrap_or(0);
         let cull_at = last + timeout;
         let idle_warning_at = cull_at - warning_secs(timeout);
-        Some(IdleInfo {
+        IdleInfo {
             idle_warning_at,
             cull_at,
             idle_warning: crate::store::now() >= idle_warning_at,
-        })
+        }
     }
 
-    /// Adds the idle timer to a session about to be shown.
-    pub fn annotate(&self, mut s: Session) -> Session {
-        s.idle = self.idle_info(&s);
-        s
+    /// Adds the idle timer to a session about to be shown (ready sessions
+    /// whose template has an idle timeout).
+    pub async fn annotate(&self, mut s: Session) -> Result<Session> {
+        if s.state == State::Ready {
+            if let Some(timeout) = self.idle_timeout(&s.template_id).await? {
+                s.idle = Some(self.idle_info(&s, timeout));
+            }
+        }
+        Ok(s)
     }
 
     /// One culling round: samples CPU use of ready sessions with an idle
@@ -122,18 +148,12 @@ impl Manager {
             .into_iter()
             .filter(|s| s.state == State::Ready)
             .collect();
-        let mut timeouts = HashMap::new();
         let mut keep = std::collections::HashSet::new();
         for s in &ready {
-            if !timeouts.contains_key(&s.template_id) {
-                let t = self.store.template(&s.template_id).await?;
-                timeouts.insert(s.template_id.clone(), t.spec.idle_timeout_secs);
-            }
-            let Some(timeout) = timeouts[&s.template_id] else {
+            let Some(timeout) = self.idle_timeout(&s.template_id).await? else {
                 continue;
             };
             keep.insert(s.id.clone());
-            let timeout = i64::try_from(timeout).unwrap_or(i64::MAX / 4);
             let sample = match self.backend.cpu_usage_ns(&s.sandbox).await {
                 Ok(v) => v,
                 Err(e) => {
@@ -147,11 +167,9 @@ impl Manager {
             {
                 let mut map = self.culler.lock();
                 let t = map.entry(s.id.clone()).or_insert(Track {
-                    timeout,
                     cpu: None,
                     busy_at: 0,
                 });
-                t.timeout = timeout;
                 let at = Instant::now();
                 match (sample, t.cpu) {
                     (None, _) => t.busy_at = now,
@@ -167,9 +185,7 @@ impl Manager {
                     t.cpu = Some((ns, at));
                 }
             }
-            let Some(info) = self.idle_info(s) else {
-                continue;
-            };
+            let info = self.idle_info(s, timeout);
             if now >= info.cull_at
                 && self
                     .store
