@@ -1092,3 +1092,172 @@ fn teachers_browse_and_zip_a_class_nobody_reads_others_work() {
     assert_eq!(get_bytes(&s, &zpath, &ann).0, 403);
     assert_eq!(get_bytes(&s, &zpath, &t2).0, 404);
 }
+
+#[test]
+fn sized_workspace_fills_with_enospc_inside_and_still_archives() {
+    let s = Serve::start("caas-arch-sized", DbKind::Sqlite, &[]);
+    s.user("t1", "teacher", "t1-pass-123");
+    s.user("ann", "student", "ann-pass-123");
+    s.user("bob", "student", "bob-pass-123");
+    let t1 = s.token("t1", "t1-pass-123");
+    let ann = s.token("ann", "ann-pass-123");
+    let bob = s.token("bob", "bob-pass-123");
+    let tpl = s.ok(
+        "POST",
+        "/api/templates",
+        Some(&t1),
+        Some(
+            json!({"name": "sized", "spec": {"image": IMAGE, "port": 8080,
+            "memory_bytes": 64 << 20, "workspace_size_bytes": 16 << 20}}),
+        ),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cid = s.ok(
+        "POST",
+        "/api/classes",
+        Some(&t1),
+        Some(json!({"name": "Sized", "code": "sized", "capacity": 2, "template_id": tpl})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for u in ["ann", "bob"] {
+        s.ok(
+            "POST",
+            &format!("/api/classes/{cid}/students"),
+            Some(&t1),
+            Some(json!({ "username": u })),
+        );
+    }
+    let a = start(&s, &ann, &cid);
+    let b = start(&s, &bob, &cid);
+    let (sa, sb) = (
+        a["sandbox"].as_str().unwrap().to_string(),
+        b["sandbox"].as_str().unwrap().to_string(),
+    );
+    let ann_id = a["student_id"].as_str().unwrap();
+    let vol = volume_of(&s, &cid, ann_id);
+
+    // Ann fills her workspace: ENOSPC inside.
+    let out = s.d.docker(&[
+        "exec",
+        &sa,
+        "sh",
+        "-c",
+        "echo kept > /workspace/marker; dd if=/dev/zero of=/workspace/fill bs=1M count=64; echo dd=$?",
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("No space left on device"), "{text}");
+    assert!(text.contains("dd=1"), "{text}");
+    // Nothing outside: Bob writes as usual, and the host holds at most the
+    // cap for Ann's volume.
+    assert_eq!(
+        sh(
+            &s,
+            &sb,
+            "dd if=/dev/zero of=/workspace/f bs=1M count=4 2>/dev/null && echo ok"
+        )
+        .trim(),
+        "ok"
+    );
+    let img = std::fs::metadata(s.d.root().join("volumes").join(&vol).join("disk.img"))
+        .expect("a sized volume is a filesystem image");
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        img.blocks() * 512 <= 16 << 20,
+        "{} bytes",
+        img.blocks() * 512
+    );
+
+    // The full workspace is still archived, then removed.
+    let sid = a["id"].as_str().unwrap();
+    s.ok(
+        "POST",
+        &format!("/api/sessions/{sid}/stop"),
+        Some(&ann),
+        None,
+    );
+    let done = s.until(&format!("/api/sessions/{sid}"), &ann, 120, |v| {
+        v["state"] == "stopped" || v["state"] == "archive_pending"
+    });
+    assert_eq!(done["state"], "stopped", "{done}");
+    assert!(!exists(&s, "volume", &vol), "volume left behind");
+    let list = s.ok("GET", "/api/archives", Some(&ann), None);
+    let body = download(&s, &list[0], &ann);
+    let files = files_of(&body);
+    assert!(
+        files.contains(&("workspace/marker".into(), 0o644, "kept\n".into())),
+        "{:?}",
+        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn kill9_of_engine_mid_archive_keeps_the_workspace_then_finishes() {
+    let mut s = Serve::start("caas-arch-ekill", DbKind::Sqlite, &[]);
+    let cid = class_with_students(&s);
+    let ann = s.token("ann", "ann-pass-123");
+    let root = s.token("root", "admin-pass-1");
+    let ann_id = s.ok("GET", "/api/auth/me", Some(&ann), None)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sess = start(&s, &ann, &cid);
+    let sb = sess["sandbox"].as_str().unwrap().to_string();
+    let vol = volume_of(&s, &cid, &ann_id);
+    let sum = sh(
+        &s,
+        &sb,
+        "dd if=/dev/urandom of=/workspace/big bs=1M count=48 2>/dev/null && sha256sum /workspace/big",
+    );
+    let sum = sum.split_whitespace().next().unwrap().to_string();
+    let sid = sess["id"].as_str().unwrap().to_string();
+    s.ok(
+        "POST",
+        &format!("/api/sessions/{sid}/stop"),
+        Some(&ann),
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(150));
+    let at_kill = s.ok("GET", &format!("/api/sessions/{sid}"), Some(&ann), None);
+    // The engine daemon dies in the middle of the export.
+    s.d.kill9_and_restart();
+    assert_eq!(
+        at_kill["state"], "stopping",
+        "the kill came after the archive was done: nothing to recover"
+    );
+    // Whatever the service saw: while the session is not done, the volume
+    // is still there; pending ones are retried (operator retry, so as not
+    // to wait for the back-off) until archived.
+    let path = format!("/api/sessions/{sid}");
+    let retry = format!("/api/sessions/{sid}/archive/retry");
+    let mut saw_pending = false;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let done = loop {
+        let v = s.ok("GET", &path, Some(&ann), None);
+        if v["state"] == "stopped" {
+            break v;
+        }
+        if v["state"] == "archive_pending" {
+            saw_pending = true;
+            assert!(exists(&s, "volume", &vol), "pending, volume gone: {v}");
+            let _ = s.try_req("POST", &retry, Some(&root), None);
+        }
+        assert!(Instant::now() < deadline, "never finished: {v}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    eprintln!("engine kill: archive_pending seen: {saw_pending}; end: {done}");
+    assert!(!exists(&s, "container", &sb), "sandbox left behind");
+    assert!(!exists(&s, "volume", &vol), "volume left behind");
+    let list = s.ok("GET", "/api/archives", Some(&ann), None);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let body = download(&s, &list[0], &ann);
+    assert_eq!(entry_sha256(&body, "workspace/big"), Some(sum));
+}
