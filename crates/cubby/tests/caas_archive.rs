@@ -1261,3 +1261,95 @@ fn kill9_of_engine_mid_archive_keeps_the_workspace_then_finishes() {
     let body = download(&s, &list[0], &ann);
     assert_eq!(entry_sha256(&body, "workspace/big"), Some(sum));
 }
+
+/// A tmpfs mounted for the test, unmounted even if it fails.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "mount tmpfs on {} (needs root)",
+            dir.display()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_object_store_disk_deletes_nothing_then_finishes() {
+    let objects = tempfile::tempdir().unwrap();
+    let fs = Tmpfs::mount(objects.path(), "4m");
+    let dir = objects.path().to_str().unwrap().to_string();
+    let s = Serve::start("caas-arch-full", DbKind::Sqlite, &["--archive-dir", &dir]);
+    let cid = class_with_students(&s);
+    let ann = s.token("ann", "ann-pass-123");
+    let root = s.token("root", "admin-pass-1");
+    let ann_id = s.ok("GET", "/api/auth/me", Some(&ann), None)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sess = start(&s, &ann, &cid);
+    let sb = sess["sandbox"].as_str().unwrap().to_string();
+    let vol = volume_of(&s, &cid, &ann_id);
+    // 16 MB that does not compress, for a 4 MB object disk.
+    let sum = sh(
+        &s,
+        &sb,
+        "dd if=/dev/urandom of=/workspace/big bs=1M count=16 2>/dev/null && sha256sum /workspace/big",
+    );
+    let sum = sum.split_whitespace().next().unwrap().to_string();
+    let sid = sess["id"].as_str().unwrap().to_string();
+    let path = format!("/api/sessions/{sid}");
+    s.ok("POST", &format!("{path}/stop"), Some(&ann), None);
+    let v = s.until(&path, &ann, 120, |v| v["state"] != "stopping");
+    assert_eq!(v["state"], "archive_pending", "{v}");
+    assert!(v["reason"].as_str().unwrap_or("").len() > 5, "{v}");
+    // Nothing deleted, nothing recorded.
+    assert!(exists(&s, "container", &sb), "sandbox gone while pending");
+    assert!(exists(&s, "volume", &vol), "volume gone while pending");
+    assert_eq!(s.ok("GET", "/api/archives", Some(&ann), None), json!([]));
+    let pending = s.ok("GET", "/api/archive-pending", Some(&root), None);
+    assert!(
+        pending
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == sid.as_str()),
+        "{pending}"
+    );
+
+    // Space again: the retry archives, verifies and removes.
+    fs.resize("200m");
+    s.ok("POST", &format!("{path}/archive/retry"), Some(&root), None);
+    let done = s.until(&path, &ann, 120, |v| v["state"] == "stopped");
+    assert_eq!(done["state"], "stopped", "{done}");
+    assert!(!exists(&s, "container", &sb), "sandbox left behind");
+    assert!(!exists(&s, "volume", &vol), "volume left behind");
+    let list = s.ok("GET", "/api/archives", Some(&ann), None);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let body = download(&s, &list[0], &ann);
+    assert_eq!(entry_sha256(&body, "workspace/big"), Some(sum));
+    drop(s);
+}
