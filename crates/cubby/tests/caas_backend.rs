@@ -133,7 +133,7 @@ async fn sandbox_lifecycle_through_the_engine() {
     let mut sized = spec("life-sized", &net);
     sized.workspace_size_bytes = Some(32 << 20);
     b.start_sandbox(&sized).await.unwrap();
-    let (code, out, err) = sh(&b, "life-sized", "df -k /workspace | tail -1").await;
+    let (code, out, err) = sh(b, "life-sized", "df -k /workspace | tail -1").await;
     assert_eq!(code, 0, "{err}");
     let kib: u64 = out
         .split_whitespace()
