@@ -148,8 +148,9 @@ pub async fn connect(
     let req: NetworkConnectRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid connect body: {e}")))?;
     let what = req.container.clone().unwrap_or_default();
-    d.connect_network(&id, &what, req.endpoint_config.unwrap_or_default())
-        .await?;
+    let ep = crate::config::endpoints::endpoint(&req.endpoint_config.unwrap_or_default())
+        .map_err(crate::service::EngineError::from)?;
+    d.connect_network(&id, &what, ep).await?;
     Ok(StatusCode::OK)
 }
 
