@@ -14,6 +14,7 @@ pub mod error;
 pub mod exec;
 pub mod mounts;
 pub mod networks;
+pub mod volumes;
 
 pub use containers::{CreateBody, CreateOptions};
 pub use error::{EngineError, EngineResult};
