@@ -12,6 +12,7 @@ pub mod conn;
 pub mod containers;
 pub mod error;
 pub mod exec;
+pub mod filters;
 pub mod mounts;
 pub mod networks;
 pub mod volumes;

@@ -15,7 +15,7 @@ use super::{blocking, Engine, Shared};
 use crate::monitor::events::Event;
 use crate::protocol::Request;
 use bollard_stubs::models::EndpointSettings;
-use cubby_network::{AttachReq, NetError, NetworkStore, PortMap};
+use cubby_network::{AttachReq, Endpoint, NetError, Network, NetworkStore, PortMap};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -90,6 +90,62 @@ impl Engine {
         self.publish(Event::new("network", "destroy", &n.id).attr("name", n.name))
             .await;
         Ok(())
+    }
+
+    /// The networks `filters` select (`name`, `id`, `driver`, `label`,
+    /// `type`), each with its endpoints.
+    pub async fn network_list(
+        self: &Shared,
+        filters: super::filters::Filters,
+    ) -> EngineResult<Vec<(Network, Vec<Endpoint>)>> {
+        with_store(self, move |s| {
+            s.list()?
+                .into_iter()
+                .filter(|n| keep(n, &filters))
+                .map(|n| {
+                    let eps = s.endpoints(&n)?;
+                    Ok((n, eps))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Network `id` (name, id or id prefix) and its endpoints.
+    pub async fn network_inspect(
+        self: &Shared,
+        id: &str,
+    ) -> EngineResult<(Network, Vec<Endpoint>)> {
+        let id = id.to_string();
+        with_store(self, move |s| {
+            let n = s.get(&id)?;
+            let eps = s.endpoints(&n)?;
+            Ok((n, eps))
+        })
+        .await
+    }
+
+    /// Removes the user-defined networks without containers that
+    /// `filters` select; returns their names.
+    pub async fn network_prune(
+        self: &Shared,
+        filters: super::filters::Filters,
+    ) -> EngineResult<Vec<String>> {
+        with_store(self, move |s| {
+            let mut out = Vec::new();
+            for n in s.list()? {
+                if n.user_defined() && keep(&n, &filters) && s.endpoints(&n)?.is_empty() {
+                    match s.remove(&n.name) {
+                        Ok(_) => out.push(n.name),
+                        // Someone attached meanwhile: not unused any more.
+                        Err(NetError::InUse { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// Connects container `what` to network `net` (Docker's `network
@@ -339,6 +395,20 @@ pub(crate) fn setup(
     }
     spec.set_mounts(Some(mounts));
     Ok(())
+}
+
+fn keep(n: &Network, filters: &super::filters::Filters) -> bool {
+    filters.iter().all(|(key, values)| {
+        let any = |f: &dyn Fn(&str) -> bool| values.is_empty() || values.iter().any(|v| f(v));
+        match key.as_str() {
+            "name" => any(&|v| n.name.contains(v)),
+            "id" => any(&|v| n.id.starts_with(v)),
+            "driver" => any(&|v| v == "bridge"),
+            "label" => super::filters::labels_match(values, &n.labels),
+            "type" => any(&|v| (v == "custom") == n.user_defined()),
+            _ => true,
+        }
+    })
 }
 
 /// Releases the container's networking (removal); failures are logged, not

@@ -7,10 +7,9 @@
 use super::error::{EngineError, EngineResult};
 use super::{blocking, Engine};
 use crate::volumes::{CreateOptions, VolumeRecord};
-use std::collections::BTreeMap;
 
-/// Docker's filters: key to the values asked for.
-pub type Filters = BTreeMap<String, Vec<String>>;
+use super::filters::labels_match;
+pub use super::filters::Filters;
 
 impl Engine {
     /// The volumes `filters` select, and one warning per volume that could
@@ -85,14 +84,14 @@ impl Engine {
     }
 }
 
-pub fn check_keys(filters: &BTreeMap<String, Vec<String>>, allowed: &[&str]) -> EngineResult<()> {
+pub fn check_keys(filters: &Filters, allowed: &[&str]) -> EngineResult<()> {
     match filters.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(EngineError::invalid(format!("invalid filter '{k}'"))),
         None => Ok(()),
     }
 }
 
-fn bool_filter(filters: &BTreeMap<String, Vec<String>>, key: &str) -> EngineResult<Option<bool>> {
+fn bool_filter(filters: &Filters, key: &str) -> EngineResult<Option<bool>> {
     let Some(vals) = filters.get(key) else {
         return Ok(None);
     };
@@ -107,20 +106,8 @@ fn bool_filter(filters: &BTreeMap<String, Vec<String>>, key: &str) -> EngineResu
     Ok(out)
 }
 
-/// `label=k` or `label=k=v` against a volume's labels.
-fn label_matches(labels: &BTreeMap<String, String>, want: &str) -> bool {
-    match want.split_once('=') {
-        Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
-        None => labels.contains_key(want),
-    }
-}
-
 /// Whether `v` passes the list filters (`in_use`: some container mounts it).
-pub fn list_matches(
-    filters: &BTreeMap<String, Vec<String>>,
-    v: &VolumeRecord,
-    in_use: bool,
-) -> EngineResult<bool> {
+pub fn list_matches(filters: &Filters, v: &VolumeRecord, in_use: bool) -> EngineResult<bool> {
     if let Some(names) = filters.get("name") {
         if !names.iter().any(|n| v.name.contains(n.as_str())) {
             return Ok(false);
@@ -132,7 +119,7 @@ pub fn list_matches(
         }
     }
     if let Some(labels) = filters.get("label") {
-        if !labels.iter().all(|l| label_matches(&v.labels, l)) {
+        if !labels_match(labels, &v.labels) {
             return Ok(false);
         }
     }
@@ -145,21 +132,21 @@ pub fn list_matches(
 }
 
 /// Whether unused volume `v` is pruned by `filters` (`all`, `label`, `label!`).
-pub fn prune_matches(
-    filters: &BTreeMap<String, Vec<String>>,
-    v: &VolumeRecord,
-) -> EngineResult<bool> {
+pub fn prune_matches(filters: &Filters, v: &VolumeRecord) -> EngineResult<bool> {
     let all = bool_filter(filters, "all")?.unwrap_or(false);
     if !all && !v.anonymous() {
         return Ok(false);
     }
     if let Some(labels) = filters.get("label") {
-        if !labels.iter().all(|l| label_matches(&v.labels, l)) {
+        if !labels_match(labels, &v.labels) {
             return Ok(false);
         }
     }
     if let Some(labels) = filters.get("label!") {
-        if labels.iter().any(|l| label_matches(&v.labels, l)) {
+        if labels
+            .iter()
+            .any(|l| labels_match(std::slice::from_ref(l), &v.labels))
+        {
             return Ok(false);
         }
     }
