@@ -63,13 +63,7 @@ pub fn parse_filters(q: &Query) -> ApiResult<BTreeMap<String, Vec<String>>> {
     Ok(out)
 }
 
-/// `label` filter values (`key` or `key=value`) against a label map.
-pub fn labels_match(wanted: &[String], labels: &BTreeMap<String, String>) -> bool {
-    wanted.iter().all(|w| match w.split_once('=') {
-        Some((k, v)) => labels.get(k).is_some_and(|l| l == v),
-        None => labels.contains_key(w.as_str()),
-    })
-}
+pub use crate::service::filters::labels_match;
 
 fn matches(e: &Event, filters: &BTreeMap<String, Vec<String>>) -> bool {
     filters.iter().all(|(key, values)| {

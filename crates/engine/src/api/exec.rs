@@ -11,8 +11,6 @@ use super::error::ApiError;
 use super::hijack::{hijack_then, Streams};
 use super::util::Query;
 use super::{ApiResult, Shared};
-use crate::protocol::{ExecRequest, Request, Response};
-use crate::service::{conn, EngineError, ExecEntry};
 use axum::body::Bytes;
 use axum::extract::{Path, Query as Q, Request as HttpRequest, State};
 use axum::http::StatusCode;
@@ -30,10 +28,6 @@ pub async fn create(
         .map_err(|e| ApiError::bad_request(format!("invalid exec body: {e}")))?;
     let exec_id = d.exec_create(&id, config).await?;
     Ok((StatusCode::CREATED, Json(json!({ "Id": exec_id }))))
-}
-
-fn entry(d: &Shared, exec_id: &str) -> ApiResult<ExecEntry> {
-    Ok(d.exec_entry(exec_id)?)
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -58,73 +52,20 @@ pub async fn start(
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad_request(format!("invalid exec start body: {e}")))?
     };
-    let e = entry(&d, &exec_id)?;
-    if e.started {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("Error: Exec command {exec_id} has already run"),
-        ));
-    }
-    if let Ok(mut execs) = d.execs.lock() {
-        if let Some(x) = execs.get_mut(&exec_id) {
-            x.started = true;
-        }
-    }
-    let c = &e.config;
-    let tty = body.tty.or(c.tty).unwrap_or(false);
-    let stdin = c.attach_stdin.unwrap_or(false) && !body.detach;
-    let req = ExecRequest {
-        id: e.container.clone(),
-        exec_id: exec_id.clone(),
-        cmd: c.cmd.clone().unwrap_or_default(),
-        env: c.env.clone().unwrap_or_default(),
-        user: c.user.clone().unwrap_or_default(),
-        workdir: c.working_dir.clone().unwrap_or_default(),
-        tty,
-        stdin,
-        detach: body.detach,
-    };
-    let launched = |d: &Shared, exec_id: &str| {
-        if let Ok(mut execs) = d.execs.lock() {
-            if let Some(x) = execs.get_mut(exec_id) {
-                x.launched = true;
-            }
-        }
-    };
+    let e = d.exec_entry(&exec_id)?;
+    let req = d.exec_begin(&exec_id, body.detach, body.tty)?;
     if body.detach {
-        let sent = d.call(Request::Exec(Box::new(req))).await;
-        if sent.is_err() {
-            if let Ok(mut execs) = d.execs.lock() {
-                if let Some(x) = execs.get_mut(&exec_id) {
-                    x.failed = Some(126);
-                }
-            }
-        }
-        sent?;
-        launched(&d, &exec_id);
+        d.exec_run_detached(req).await?;
         return Ok(StatusCode::OK.into_response());
     }
+    let c = &e.config;
     let streams = Streams {
         stdout: c.attach_stdout.unwrap_or(true),
         stderr: c.attach_stderr.unwrap_or(true),
-        tty,
+        tty: req.tty,
     };
     let d2 = d.clone();
-    let open = async move {
-        let opened = conn::open_stream(&d2.monitor_socket, &Request::Exec(Box::new(req))).await;
-        if opened.is_ok() {
-            launched(&d2, &exec_id);
-        } else {
-            // Never started: inspect reports the code Docker gives a
-            // command that cannot run.
-            if let Ok(mut execs) = d2.execs.lock() {
-                if let Some(x) = execs.get_mut(&exec_id) {
-                    x.failed = Some(126);
-                }
-            }
-        }
-        opened.map_err(ApiError::from)
-    };
+    let open = async move { d2.exec_open(req).await.map_err(ApiError::from) };
     Ok(hijack_then(
         HttpRequest::from_parts(parts, axum::body::Body::empty()),
         streams,
@@ -136,34 +77,7 @@ pub async fn inspect(
     State(d): State<Shared>,
     Path(exec_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let e = entry(&d, &exec_id)?;
-    let state = if e.started {
-        match d
-            .call(Request::ExecInspect {
-                exec_id: exec_id.clone(),
-            })
-            .await
-        {
-            Ok(Response::Exec(s)) => Some(s),
-            Ok(_) => None,
-            // Started but not yet with the monitor (an attached exec starts
-            // once its client has the 101): running, no exit code yet.
-            Err(EngineError::NotFound(_)) if !e.launched && e.failed.is_none() => {
-                Some(crate::protocol::ExecState {
-                    exec_id: exec_id.clone(),
-                    id: e.container.clone(),
-                    running: true,
-                    exit_code: None,
-                    pid: 0,
-                })
-            }
-            // The monitor forgot it (restarted): ended, code unknown.
-            Err(EngineError::NotFound(_)) => None,
-            Err(err) => return Err(err.into()),
-        }
-    } else {
-        None
-    };
+    let (e, state) = d.exec_inspect(&exec_id).await?;
     let c = &e.config;
     let cmd = c.cmd.clone().unwrap_or_default();
     Ok(Json(json!({
@@ -192,18 +106,11 @@ pub async fn resize(
     Path(exec_id): Path<String>,
     Q(q): Q<Query>,
 ) -> ApiResult<StatusCode> {
-    let e = entry(&d, &exec_id)?;
     let num = |k: &str| -> ApiResult<u16> {
         let v = q.get(k).map(String::as_str).unwrap_or("");
         v.parse()
             .map_err(|_| ApiError::bad_request(format!("invalid {k} {v:?}")))
     };
-    d.call(Request::Resize {
-        id: e.container,
-        exec_id: Some(exec_id),
-        height: num("h")?,
-        width: num("w")?,
-    })
-    .await?;
+    d.exec_resize(&exec_id, num("h")?, num("w")?).await?;
     Ok(StatusCode::OK)
 }

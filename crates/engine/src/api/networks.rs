@@ -4,7 +4,7 @@
 use super::error::ApiError;
 use super::util::Query;
 use super::{ApiResult, Shared};
-use crate::service::networks::{with_store, ISOLATE_HOST_OPTION};
+use crate::service::networks::ISOLATE_HOST_OPTION;
 use axum::body::Bytes;
 use axum::extract::{Path, Query as Q, State};
 use axum::http::StatusCode;
@@ -13,23 +13,22 @@ use bollard_stubs::models::{
     Ipam, IpamConfig, Network as DockerNetwork, NetworkConnectRequest, NetworkContainer,
     NetworkCreateRequest, NetworkDisconnectRequest,
 };
-use cubby_network::{NetError, Network, NetworkStore};
+use cubby_network::{Endpoint, Network};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-fn docker_network(s: &NetworkStore, n: &Network) -> cubby_network::Result<DockerNetwork> {
-    let containers: HashMap<String, NetworkContainer> = s
-        .endpoints(n)?
-        .into_iter()
+fn docker_network(n: &Network, endpoints: &[Endpoint]) -> DockerNetwork {
+    let containers: HashMap<String, NetworkContainer> = endpoints
+        .iter()
         .map(|ep| {
             let c = NetworkContainer {
-                name: Some(ep.container_name),
-                endpoint_id: Some(ep.id),
-                mac_address: Some(ep.mac),
+                name: Some(ep.container_name.clone()),
+                endpoint_id: Some(ep.id.clone()),
+                mac_address: Some(ep.mac.clone()),
                 ipv4_address: Some(format!("{}/{}", ep.ip, n.subnet.prefix)),
                 ipv6_address: Some(String::new()),
             };
-            (ep.container_id, c)
+            (ep.container_id.clone(), c)
         })
         .collect();
     let mut options = HashMap::from([(
@@ -39,7 +38,7 @@ fn docker_network(s: &NetworkStore, n: &Network) -> cubby_network::Result<Docker
     if n.isolate_host {
         options.insert(ISOLATE_HOST_OPTION.into(), "true".into());
     }
-    Ok(DockerNetwork {
+    DockerNetwork {
         name: Some(n.name.clone()),
         id: Some(n.id.clone()),
         created: Some(n.created.clone()),
@@ -64,41 +63,22 @@ fn docker_network(s: &NetworkStore, n: &Network) -> cubby_network::Result<Docker
         options: Some(options),
         labels: Some(n.labels.clone().into_iter().collect()),
         ..Default::default()
-    })
-}
-
-fn keep(n: &Network, filters: &BTreeMap<String, Vec<String>>) -> bool {
-    filters.iter().all(|(key, values)| {
-        let any = |f: &dyn Fn(&str) -> bool| values.is_empty() || values.iter().any(|v| f(v));
-        match key.as_str() {
-            "name" => any(&|v| n.name.contains(v)),
-            "id" => any(&|v| n.id.starts_with(v)),
-            "driver" => any(&|v| v == "bridge"),
-            "label" => super::events::labels_match(values, &n.labels),
-            "type" => any(&|v| (v == "custom") == n.user_defined()),
-            _ => true,
-        }
-    })
+    }
 }
 
 /// `GET /networks`.
 pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Value>> {
-    let filters = super::events::parse_filters(&q)?;
-    let nets = with_store(&d, move |s| {
-        s.list()?
-            .iter()
-            .filter(|n| keep(n, &filters))
-            .map(|n| docker_network(s, n))
-            .collect::<cubby_network::Result<Vec<_>>>()
-    })
-    .await?;
-    Ok(Json(json!(nets)))
+    let nets = d.network_list(super::events::parse_filters(&q)?).await?;
+    Ok(Json(json!(nets
+        .iter()
+        .map(|(n, eps)| docker_network(n, eps))
+        .collect::<Vec<_>>())))
 }
 
 /// `GET /networks/{id}`.
 pub async fn inspect(State(d): State<Shared>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let n = with_store(&d, move |s| docker_network(s, &s.get(&id)?)).await?;
-    Ok(Json(json!(n)))
+    let (n, eps) = d.network_inspect(&id).await?;
+    Ok(Json(json!(docker_network(&n, &eps))))
 }
 
 /// `POST /networks/create`.
@@ -120,22 +100,7 @@ pub async fn remove(State(d): State<Shared>, Path(id): Path<String>) -> ApiResul
 
 /// `POST /networks/prune`: user-defined networks without containers.
 pub async fn prune(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Value>> {
-    let filters = super::events::parse_filters(&q)?;
-    let deleted = with_store(&d, move |s| {
-        let mut out = Vec::new();
-        for n in s.list()? {
-            if n.user_defined() && keep(&n, &filters) && s.endpoints(&n)?.is_empty() {
-                match s.remove(&n.name) {
-                    Ok(_) => out.push(n.name),
-                    // Someone attached meanwhile: not unused any more.
-                    Err(NetError::InUse { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(out)
-    })
-    .await?;
+    let deleted = d.network_prune(super::events::parse_filters(&q)?).await?;
     Ok(Json(json!({ "NetworksDeleted": deleted })))
 }
 
@@ -148,8 +113,9 @@ pub async fn connect(
     let req: NetworkConnectRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("invalid connect body: {e}")))?;
     let what = req.container.clone().unwrap_or_default();
-    d.connect_network(&id, &what, req.endpoint_config.unwrap_or_default())
-        .await?;
+    let ep = crate::config::endpoints::endpoint(&req.endpoint_config.unwrap_or_default())
+        .map_err(crate::service::EngineError::from)?;
+    d.connect_network(&id, &what, ep).await?;
     Ok(StatusCode::OK)
 }
 

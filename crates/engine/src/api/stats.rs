@@ -15,7 +15,6 @@ use crate::service::Engine;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as Q, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bollard_stubs::models::{
@@ -425,10 +424,11 @@ pub async fn top(
     let r = d.find(&id).await?;
     // Paused counts as running, as in Docker.
     if !r.status.is_live() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("Container {} is not running", r.id),
-        ));
+        return Err(crate::service::EngineError::conflict(format!(
+            "Container {} is not running",
+            r.id
+        ))
+        .into());
     }
     let cg = container_cgroup(&d, &r.id)?;
     let args = q.get("ps_args").map_or("", |s| s.trim()).to_string();

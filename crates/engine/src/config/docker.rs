@@ -47,13 +47,13 @@ const CONFIG_HANDLED: &[&str] = &[
 /// HostConfig fields cubby honours (some only with certain values,
 /// checked in [`from_body`]).
 pub const HANDLED: &[&str] = &[
-    // api/mounts.rs
+    // config/storage.rs, realised by service/mounts.rs
     "Binds",
     "Mounts",
     "Tmpfs",
     "VolumeDriver",
     "VolumesFrom",
-    // api/networks.rs
+    // config/endpoints.rs, attached by service/networks.rs
     "NetworkMode",
     "PortBindings",
     // api/logs.rs
@@ -336,6 +336,16 @@ pub fn from_body(
         .into_iter()
         .collect();
     cfg.log = log_options(Some(&hc))?;
+    let mut config_volumes: Vec<String> = body
+        .volumes
+        .iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .collect();
+    config_volumes.sort();
+    cfg.storage = super::storage::plan(&hc, &config_volumes)?;
+    cfg.endpoints = super::endpoints::endpoints(body)?;
+    cfg.ports = super::endpoints::ports(&hc)?;
     Ok(cfg)
 }
 
@@ -728,7 +738,19 @@ mod tests {
             "Tty": true,
             "WorkingDir": "/srv",
             "Labels": {"course": "os", "lab": "3"},
+            "Volumes": {"/cache": {}},
+            "NetworkingConfig": {"EndpointsConfig": {
+                "lab-net": {"Aliases": ["web"], "IPAMConfig": {"IPv4Address": "10.9.0.5"}},
+                "default": {"Aliases": ["b"]}
+            }},
             "HostConfig": {
+                "Binds": ["/h:/data:ro"],
+                "Mounts": [{"Type": "volume", "Source": "v1", "Target": "/v"}],
+                "Tmpfs": {"/run": "size=64m"},
+                "PortBindings": {
+                    "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}],
+                    "53/udp": [{"HostPort": ""}]
+                },
                 "ReadonlyRootfs": true,
                 "CapAdd": ["SYS_TIME"], "CapDrop": ["NET_RAW"],
                 "SecurityOpt": ["no-new-privileges=false", "seccomp=unconfined"],
@@ -791,6 +813,60 @@ mod tests {
             userns: None,
             network: NetworkMode::Named("lab-net".into()),
             mounts: Vec::new(),
+            storage: {
+                use crate::config::storage::{parse_bind, parse_mount, parse_tmpfs};
+                let mut anon = crate::config::storage::MountRequest::new(
+                    crate::config::storage::Kind::Volume,
+                    "/cache".into(),
+                );
+                anon.create_source = true;
+                let mount = serde_json::from_value(
+                    json!({"Type": "volume", "Source": "v1", "Target": "/v"}),
+                )
+                .unwrap();
+                vec![
+                    parse_bind("/h:/data:ro").unwrap(),
+                    parse_mount(&mount).unwrap(),
+                    parse_tmpfs("/run", "size=64m").unwrap(),
+                    anon,
+                ]
+            },
+            endpoints: [
+                (
+                    "lab-net".to_string(),
+                    crate::config::Endpoint {
+                        aliases: vec!["web".into()],
+                        ip: Some("10.9.0.5".parse().unwrap()),
+                    },
+                ),
+                (
+                    cubby_network::DEFAULT_NETWORK.to_string(),
+                    crate::config::Endpoint {
+                        aliases: vec!["b".into()],
+                        ip: None,
+                    },
+                ),
+            ]
+            .into(),
+            ports: {
+                let mut p = vec![
+                    crate::config::PublishedPort {
+                        proto: "udp".into(),
+                        host_ip: None,
+                        host_port: None,
+                        port: 53,
+                    },
+                    crate::config::PublishedPort {
+                        proto: "tcp".into(),
+                        host_ip: Some("127.0.0.1".parse().unwrap()),
+                        host_port: Some(8080),
+                        port: 80,
+                    },
+                ];
+                // PortBindings is a map: its order is not the body's.
+                p.sort_by_key(|x| x.port);
+                p
+            },
             cgroup_path: None,
             restart: RestartPolicy {
                 name: RestartName::OnFailure,
@@ -806,7 +882,23 @@ mod tests {
                 max_file: 2,
             },
         };
+        let mut cfg = cfg;
+        cfg.ports.sort_by_key(|x| x.port);
         assert_eq!(cfg, want);
+        // ... and into the spec: storage and endpoints are the engine's to
+        // realise (volumes, netns), never half-applied by the builder.
+        let root = rootfs();
+        let spec = build(&cfg, root.path()).unwrap();
+        let dests: Vec<_> = spec
+            .mounts()
+            .iter()
+            .flatten()
+            .map(|m| m.destination().clone())
+            .collect();
+        assert!(
+            !dests.iter().any(|d| d == std::path::Path::new("/data")),
+            "{dests:?}"
+        );
     }
 
     #[test]

@@ -9,9 +9,11 @@
 //! namespace, mounts), in the manner of containerd's `SpecOpts`.
 
 pub mod docker;
+pub mod endpoints;
 pub mod parse;
 pub mod seccomp;
 pub mod steps;
+pub mod storage;
 
 use oci_spec::runtime::{Capability, LinuxSeccomp, Mount, PosixRlimit, Spec};
 use std::path::{Path, PathBuf};
@@ -29,6 +31,12 @@ pub enum ConfigError {
         option: String,
         hint: Option<String>,
     },
+    /// A refusal worded in full by the caller (Docker's own message).
+    #[error("{0}")]
+    Refused(String),
+    /// Something the option names does not exist (a volume plugin).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl ConfigError {
@@ -85,6 +93,14 @@ pub struct ContainerConfig {
     /// Extra mounts (binds, tmpfs), each replacing a default one at the
     /// same destination.
     pub mounts: Vec<Mount>,
+    /// Binds, volumes and tmpfs the engine makes real at create (volumes
+    /// created and filled, `-v` sources made); [`build`] leaves them to it.
+    pub storage: Vec<storage::MountRequest>,
+    /// Per network (the primary one included, under its name): aliases
+    /// and a static address.
+    pub endpoints: std::collections::BTreeMap<String, Endpoint>,
+    /// Published ports (`-p`).
+    pub ports: Vec<PublishedPort>,
     /// `linux.cgroupsPath`.
     pub cgroup_path: Option<PathBuf>,
     /// What the monitor does when the container exits.
@@ -127,6 +143,26 @@ impl NetworkMode {
             m => NetworkMode::Named(m.to_string()),
         })
     }
+}
+
+/// A container's settings on one network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    pub aliases: Vec<String>,
+    /// A static IPv4 address (`--ip`).
+    pub ip: Option<std::net::Ipv4Addr>,
+}
+
+/// `-p [IP:][HOST:]CTR[/proto]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedPort {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// None: every host address.
+    pub host_ip: Option<std::net::Ipv4Addr>,
+    /// None: a free port the engine picks at create.
+    pub host_port: Option<u16>,
+    pub port: u16,
 }
 
 impl ContainerConfig {

@@ -166,9 +166,9 @@ impl Engine {
             e
         };
         let mut spec = crate::config::build(&cfg, &rootfs).map_err(|e| undo(e.into()))?;
-        let mounts = super::mounts::apply(self, monitor, id, &mut spec, &rootfs, &body, &config)
+        let mounts = super::mounts::apply(self, monitor, id, &mut spec, &rootfs, &cfg, &config)
             .map_err(undo)?;
-        super::networks::setup(self, id, name, &cfg, &body, &mut spec).map_err(undo)?;
+        super::networks::setup(self, id, name, &cfg, &mut spec).map_err(undo)?;
         let mut body = body;
         let host_config = body.host_config.take().unwrap_or_default();
         let (open_stdin, stdin_once) = (

@@ -121,9 +121,14 @@ impl EngineError {
 
 impl From<crate::config::ConfigError> for EngineError {
     fn from(e: crate::config::ConfigError) -> EngineError {
-        // Docker refuses a create option it cannot apply with a 400, as
-        // any other bad value: so is an option cubby does not implement.
-        EngineError::InvalidArgument(e.to_string())
+        use crate::config::ConfigError as C;
+        match e {
+            C::Refused(m) => EngineError::Unsupported(m),
+            C::NotFound(m) => EngineError::NotFound(m),
+            // Docker refuses a create option it cannot apply with a 400, as
+            // any other bad value: so is an option cubby does not implement.
+            e => EngineError::InvalidArgument(e.to_string()),
+        }
     }
 }
 

@@ -12,8 +12,10 @@ pub mod conn;
 pub mod containers;
 pub mod error;
 pub mod exec;
+pub mod filters;
 pub mod mounts;
 pub mod networks;
+pub mod volumes;
 
 pub use containers::{CreateBody, CreateOptions};
 pub use error::{EngineError, EngineResult};

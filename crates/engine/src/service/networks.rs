@@ -15,9 +15,9 @@ use super::{blocking, Engine, Shared};
 use crate::monitor::events::Event;
 use crate::protocol::Request;
 use bollard_stubs::models::EndpointSettings;
-use cubby_network::{AttachReq, NetError, NetworkStore, PortMap};
+use cubby_network::{AttachReq, Endpoint, NetError, Network, NetworkStore, PortMap};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use tokio::io::AsyncBufReadExt;
 
@@ -92,23 +92,78 @@ impl Engine {
         Ok(())
     }
 
+    /// The networks `filters` select (`name`, `id`, `driver`, `label`,
+    /// `type`), each with its endpoints.
+    pub async fn network_list(
+        self: &Shared,
+        filters: super::filters::Filters,
+    ) -> EngineResult<Vec<(Network, Vec<Endpoint>)>> {
+        with_store(self, move |s| {
+            s.list()?
+                .into_iter()
+                .filter(|n| keep(n, &filters))
+                .map(|n| {
+                    let eps = s.endpoints(&n)?;
+                    Ok((n, eps))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Network `id` (name, id or id prefix) and its endpoints.
+    pub async fn network_inspect(
+        self: &Shared,
+        id: &str,
+    ) -> EngineResult<(Network, Vec<Endpoint>)> {
+        let id = id.to_string();
+        with_store(self, move |s| {
+            let n = s.get(&id)?;
+            let eps = s.endpoints(&n)?;
+            Ok((n, eps))
+        })
+        .await
+    }
+
+    /// Removes the user-defined networks without containers that
+    /// `filters` select; returns their names.
+    pub async fn network_prune(
+        self: &Shared,
+        filters: super::filters::Filters,
+    ) -> EngineResult<Vec<String>> {
+        with_store(self, move |s| {
+            let mut out = Vec::new();
+            for n in s.list()? {
+                if n.user_defined() && keep(&n, &filters) && s.endpoints(&n)?.is_empty() {
+                    match s.remove(&n.name) {
+                        Ok(_) => out.push(n.name),
+                        // Someone attached meanwhile: not unused any more.
+                        Err(NetError::InUse { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Connects container `what` to network `net` (Docker's `network
     /// connect`): an endpoint with `ep`'s aliases and address.
     pub async fn connect_network(
         self: &Shared,
         net: &str,
         what: &str,
-        ep: EndpointSettings,
+        ep: crate::config::Endpoint,
     ) -> EngineResult<()> {
         let r = self.find(what).await?;
-        let ip = requested_ip(&ep)?;
         let attach = AttachReq {
             container_id: r.id.clone(),
             container_name: r.name.clone(),
             hostname: hostname_of(&r),
-            aliases: ep.aliases.unwrap_or_default(),
+            aliases: ep.aliases,
             ports: Vec::new(),
-            ip,
+            ip: ep.ip,
         };
         let net = net.to_string();
         let net_id = with_store(self, move |s| {
@@ -178,58 +233,22 @@ fn hostname_of(r: &crate::records::ContainerRecord) -> String {
         .unwrap_or_else(|| r.id[..r.id.len().min(12)].to_string())
 }
 
-fn requested_ip(ep: &EndpointSettings) -> EngineResult<Option<Ipv4Addr>> {
-    ep.ipam_config
-        .as_ref()
-        .and_then(|c| c.ipv4_address.as_deref())
-        .filter(|a| !a.is_empty())
-        .map(|a| {
-            a.parse()
-                .map_err(|_| EngineError::invalid(format!("invalid IPv4 address {a:?}")))
+/// The published ports with a free host port picked where none was given.
+fn port_maps(ports: &[crate::config::PublishedPort]) -> EngineResult<Vec<PortMap>> {
+    ports
+        .iter()
+        .map(|p| {
+            Ok(PortMap {
+                proto: p.proto.clone(),
+                host_ip: p.host_ip,
+                host_port: match p.host_port {
+                    Some(port) => port,
+                    None => free_port(p.host_ip, &p.proto)?,
+                },
+                port: p.port,
+            })
         })
-        .transpose()
-}
-
-/// HostConfig.PortBindings → port maps (`-p [IP:]HOST:CTR[/proto]`); an
-/// empty host port gets a free one from the kernel.
-fn port_maps(host: &bollard_stubs::models::HostConfig) -> EngineResult<Vec<PortMap>> {
-    let mut out = Vec::new();
-    for (key, bindings) in host.port_bindings.iter().flatten() {
-        let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
-        let port: u16 = port
-            .parse()
-            .map_err(|_| EngineError::invalid(format!("invalid container port {key:?}")))?;
-        if proto != "tcp" && proto != "udp" {
-            return Err(EngineError::invalid(format!(
-                "port {key}: only tcp and udp can be published"
-            )));
-        }
-        for b in bindings.iter().flatten() {
-            let host_ip = match b.host_ip.as_deref().unwrap_or("") {
-                "" | "0.0.0.0" => None,
-                // The CLI adds an IPv6 twin of every binding; cubby is IPv4 only.
-                "::" => continue,
-                ip => Some(ip.parse::<Ipv4Addr>().map_err(|_| {
-                    EngineError::invalid(format!("invalid host IP {ip:?} in -p (IPv4 only)"))
-                })?),
-            };
-            let host_port = match b.host_port.as_deref().unwrap_or("") {
-                "" | "0" => free_port(host_ip, proto)?,
-                p => p.parse::<u16>().map_err(|_| {
-                    EngineError::invalid(format!(
-                        "invalid host port {p:?}: give one port (ranges are not supported)"
-                    ))
-                })?,
-            };
-            out.push(PortMap {
-                proto: proto.to_string(),
-                host_ip,
-                host_port,
-                port,
-            });
-        }
-    }
-    Ok(out)
+        .collect()
 }
 
 fn free_port(ip: Option<Ipv4Addr>, proto: &str) -> EngineResult<u16> {
@@ -281,12 +300,10 @@ pub(crate) fn setup(
     id: &str,
     name: &str,
     cfg: &crate::config::ContainerConfig,
-    body: &super::containers::CreateBody,
     spec: &mut oci_spec::runtime::Spec,
 ) -> EngineResult<()> {
     use crate::config::NetworkMode;
     use oci_spec::runtime::{LinuxNamespaceType, MountBuilder};
-    let host = body.host_config.clone().unwrap_or_default();
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
     let primary = match &cfg.network {
@@ -304,19 +321,8 @@ pub(crate) fn setup(
             .err()
             .unwrap_or_else(|| EngineError::internal("no networking")));
     };
-    // The CLI names the default network "default" here too.
-    let endpoints: HashMap<String, EndpointSettings> = body
-        .networking_config
-        .as_ref()
-        .and_then(|n| n.endpoints_config.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| match k.as_str() {
-            "" | "default" => (cubby_network::DEFAULT_NETWORK.to_string(), v),
-            _ => (k, v),
-        })
-        .collect();
-    let ports = port_maps(&host)?;
+    let endpoints = &cfg.endpoints;
+    let ports = port_maps(&cfg.ports)?;
     if !ports.is_empty() {
         check_ports(s, &ports)?;
     }
@@ -324,15 +330,15 @@ pub(crate) fn setup(
         .hostname()
         .clone()
         .unwrap_or_else(|| id[..12].to_string());
-    let mut nets: Vec<(String, EndpointSettings)> = vec![(
+    let mut nets: Vec<(String, crate::config::Endpoint)> = vec![(
         primary.clone(),
         endpoints.get(&primary).cloned().unwrap_or_default(),
     )];
     for (n, ep) in endpoints {
-        let same = s.find(&n).ok().flatten().map(|x| x.id)
-            == s.find(&primary).ok().flatten().map(|x| x.id);
-        if n != primary && !same {
-            nets.push((n, ep));
+        let same =
+            s.find(n).ok().flatten().map(|x| x.id) == s.find(&primary).ok().flatten().map(|x| x.id);
+        if *n != primary && !same {
+            nets.push((n.clone(), ep.clone()));
         }
     }
     let attach_all = || -> EngineResult<std::path::PathBuf> {
@@ -344,10 +350,10 @@ pub(crate) fn setup(
                     container_id: id.to_string(),
                     container_name: name.to_string(),
                     hostname: hostname.clone(),
-                    aliases: ep.aliases.clone().unwrap_or_default(),
+                    aliases: ep.aliases.clone(),
                     // Published ports go to the primary network's address.
                     ports: if i == 0 { ports.clone() } else { Vec::new() },
-                    ip: requested_ip(ep)?,
+                    ip: ep.ip,
                 },
             )
             .map_err(EngineError::from)?;
@@ -389,6 +395,20 @@ pub(crate) fn setup(
     }
     spec.set_mounts(Some(mounts));
     Ok(())
+}
+
+fn keep(n: &Network, filters: &super::filters::Filters) -> bool {
+    filters.iter().all(|(key, values)| {
+        let any = |f: &dyn Fn(&str) -> bool| values.is_empty() || values.iter().any(|v| f(v));
+        match key.as_str() {
+            "name" => any(&|v| n.name.contains(v)),
+            "id" => any(&|v| n.id.starts_with(v)),
+            "driver" => any(&|v| v == "bridge"),
+            "label" => super::filters::labels_match(values, &n.labels),
+            "type" => any(&|v| (v == "custom") == n.user_defined()),
+            _ => true,
+        }
+    })
 }
 
 /// Releases the container's networking (removal); failures are logged, not
