@@ -169,8 +169,7 @@ pub fn parse_filters(q: &Query) -> ApiResult<HashMap<String, Vec<String>>> {
     let Some(raw) = q.get("filters").filter(|f| !f.is_empty()) else {
         return Ok(HashMap::new());
     };
-    let v: Value = serde_json::from_str(raw)
-        .map_err(|e| ApiError::bad_request(format!("invalid filters {raw:?}: {e}")))?;
+    let v: Value = super::json::decode(raw.as_bytes(), &format!("filters {raw:?}"))?;
     let mut out = HashMap::new();
     for (k, vals) in v.as_object().into_iter().flatten() {
         let list: Vec<String> = match vals {
@@ -727,8 +726,7 @@ pub fn registry_auth(headers: &HeaderMap) -> ApiResult<Option<Credentials>> {
         #[serde(default)]
         password: String,
     }
-    let auth: Auth = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("X-Registry-Auth: invalid JSON: {e}")))?;
+    let auth: Auth = super::json::decode(&bytes, "X-Registry-Auth")?;
     Ok((!auth.username.is_empty()).then_some(Credentials {
         username: auth.username,
         password: auth.password,

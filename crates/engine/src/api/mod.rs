@@ -26,6 +26,7 @@ mod events;
 mod exec;
 mod hijack;
 pub mod images;
+pub mod json;
 mod lifecycle;
 pub mod logs;
 pub mod networks;

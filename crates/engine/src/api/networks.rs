@@ -1,7 +1,6 @@
 //! `/networks/...`: Docker's network documents and handlers over
 //! [`crate::service::networks`] (which does a container's networking).
 
-use super::error::ApiError;
 use super::util::Query;
 use super::{ApiResult, Shared};
 use crate::service::networks::{with_store, ISOLATE_HOST_OPTION};
@@ -103,8 +102,7 @@ pub async fn inspect(State(d): State<Shared>, Path(id): Path<String>) -> ApiResu
 
 /// `POST /networks/create`.
 pub async fn create(State(d): State<Shared>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
-    let req: NetworkCreateRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid network create body: {e}")))?;
+    let req: NetworkCreateRequest = super::json::decode(&body, "network create body")?;
     let n = d.create_network(req).await?;
     Ok((
         StatusCode::CREATED,
@@ -145,8 +143,7 @@ pub async fn connect(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let req: NetworkConnectRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid connect body: {e}")))?;
+    let req: NetworkConnectRequest = super::json::decode(&body, "connect body")?;
     let what = req.container.clone().unwrap_or_default();
     d.connect_network(&id, &what, req.endpoint_config.unwrap_or_default())
         .await?;
@@ -159,8 +156,7 @@ pub async fn disconnect(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let req: NetworkDisconnectRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid disconnect body: {e}")))?;
+    let req: NetworkDisconnectRequest = super::json::decode(&body, "disconnect body")?;
     let what = req.container.clone().unwrap_or_default();
     d.disconnect_network(&id, &what).await?;
     Ok(StatusCode::OK)
