@@ -132,7 +132,7 @@ sc("run:--mount volume", run("--mount type=volume,src=d15v,dst=/v", "echo hi > /
 sc("run:--mount tmpfs", run("--mount type=tmpfs,dst=/t,tmpfs-size=1m", "grep ' /t ' /proc/mounts | cut -d' ' -f1-3"))
 sc("run:--name", "docker run --name d15name $IMG true", "docker ps -a --filter name=d15name --format '{{.Names}} {{.Status}}'")
 sc("run:--network none", run("--network none", "ls /sys/class/net | sort"))
-sc("run:--network host", run("--network host", "hostname >/dev/null; [ -e /sys/class/net/lo ] && echo lo; ls /sys/class/net | wc -l"), "ls /sys/class/net | wc -l")
+sc("run:--network host", run("--network host", "[ -e /sys/class/net/eth0 ] && echo host-eth0; hostname"), "hostname")
 sc("run:--network user", "docker network create d15n", run("--network d15n", "ls /sys/class/net | sort"))
 sc("run:--network-alias", "docker network create d15n", "docker run -d --name d15al --network d15n --network-alias svc1 $IMG sleep 30",
    run("--network d15n", "ping -c1 -W2 svc1 >/dev/null && echo reached"))
@@ -214,7 +214,7 @@ sc("tag/rmi", "docker tag $IMG d15img:t1", "docker images --format '{{.Repositor
 sc("history", "docker history --format '{{.CreatedBy}}' $IMG | wc -l")
 sc("save/load", "docker tag $IMG d15sv:1", "docker save -o $TMPD/img.tar d15sv:1", "tar -tf $TMPD/img.tar | grep -c -e manifest.json -e repositories",
    "docker rmi d15sv:1", "docker load -i $TMPD/img.tar", "docker images --format '{{.Repository}}:{{.Tag}}' d15sv", "docker rmi d15sv:1")
-sc("import --change", "docker create --name d15im $IMG", "docker export d15im > $TMPD/fs.tar",
+sc("import --change", "scripts/mk-busybox-rootfs.sh $TMPD/rootfs >/dev/null 2>&1 && tar -C $TMPD/rootfs -cf $TMPD/fs.tar . && echo made",
    "docker import -c 'CMD [\"echo\",\"imported\"]' -c 'ENV IA=1' -c 'WORKDIR /tmp' -c 'USER 1' -c 'EXPOSE 81' -c 'ENTRYPOINT [\"/bin/sh\",\"-c\",\"exec \\\"$@\\\"\",\"--\"]' $TMPD/fs.tar d15imp:1",
    "docker run --rm d15imp:1", "docker run --rm d15imp:1 sh -c 'echo $IA; pwd; id -u'", "docker image inspect --format '{{json .Config.ExposedPorts}}' d15imp:1", "docker rmi d15imp:1")
 sc("image prune", "docker image prune -f | tail -1 | sed 's/[0-9.]\\+[kMG]\\?B/N/'")
@@ -222,24 +222,27 @@ sc("image prune", "docker image prune -f | tail -1 | sed 's/[0-9.]\\+[kMG]\\?B/N
 # ---- system -------------------------------------------------------------------
 sc("info", "docker info --format '{{.Containers}} {{.ContainersRunning}} {{.Images}} {{gt .MemTotal 0}} {{.NCPU}} {{.OSType}} {{.Architecture}} {{.CgroupVersion}}'")
 sc("info counts", "docker create --name d15ic $IMG", "docker info --format '{{.Containers}} {{.ContainersStopped}}'")
-sc("version", "docker version --format '{{.Server.Os}} {{.Server.Arch}} {{.Server.APIVersion}} {{.Server.MinAPIVersion}}'")
+# The API versions differ by design (dockerd 20.10 speaks 1.41, cubby 1.43).
+sc("version", "docker version --format '{{.Server.Os}} {{.Server.Arch}} {{.Client.Os}}'")
 sc("system df", "docker system df --format '{{.Type}} {{.TotalCount}} {{.Active}}'", "docker system df -v --format '{{json .Images}}' | head -c 0; echo ok")
 sc("system prune", "docker create --name d15sp $IMG", "docker network create d15n", "docker system prune -f | grep -c -e d15n -e '^[0-9a-f]\\{64\\}'", "docker ps -aq | wc -l")
 sc("events --since", "docker run --name d15ev $IMG true", "docker rm d15ev",
-   "docker events --since 30s --until 0s --filter container=d15ev --format '{{.Type}} {{.Action}}'")
+   "docker events --since 30s --until $(( $(date +%s) + 1 )) --filter container=d15ev --format '{{.Type}} {{.Action}}'")
 sc("events live", "(timeout 6 docker events --filter type=container --filter event=start --filter event=die --filter event=destroy --format '{{.Type}} {{.Action}} {{.Actor.Attributes.name}}' > $TMPD/ev &) ; sleep 1",
    "docker run --rm --name d15evl $IMG true", "sleep 6", "cat $TMPD/ev")
-sc("events filter image", "docker run --name d15evi $IMG true", "docker events --since 30s --until 0s --filter image=$IMG --filter container=d15evi --format '{{.Action}}' | sort -u")
+sc("events filter image", "docker run --name d15evi $IMG true", "docker events --since 30s --until $(( $(date +%s) + 1 )) --filter image=$IMG --filter container=d15evi --format '{{.Action}}' | sort -u")
 
 # ---- volumes ------------------------------------------------------------------
 sc("volume lifecycle", "docker volume create d15vol", "docker volume create --label k=v d15vol2", "docker volume ls --format '{{.Driver}} {{.Name}}' --filter name=d15vol",
    "docker volume inspect --format '{{.Name}} {{.Driver}} {{.Mountpoint}} {{json .Labels}}' d15vol2 | sed 's| /.*/d15vol2/_data| MP|'",
    "docker volume ls -q --filter label=k=v", "docker volume rm d15vol d15vol2", "docker volume rm d15vol")
 sc("volume in use", "docker volume create d15vu", "docker create --name d15vuc -v d15vu:/x $IMG", "docker volume rm d15vu", "docker volume prune -f | tail -1")
-sc("volume prune", "docker volume create d15vp", "docker volume prune -a -f | grep -c d15vp", "docker volume ls -q --filter name=d15vp | wc -l")
+# Anonymous volumes: API 1.41 (dockerd 20.10) prunes all unused volumes, 1.42+ only anonymous ones.
+sc("volume prune", "docker create --name d15vpc -v /anon $IMG", "docker rm d15vpc", "docker volume ls -q | wc -l", "docker volume prune -f | grep -c '^[0-9a-f]\\{64\\}'", "docker volume ls -q | wc -l")
 
 # ---- networks -----------------------------------------------------------------
-sc("network ls", "docker network ls --format '{{.Name}} {{.Driver}} {{.Scope}}' | sort")
+# The reference runs with --bridge=none: no default bridge to compare.
+sc("network ls", "docker network ls --format '{{.Name}} {{.Driver}} {{.Scope}}' | grep -v '^bridge ' | sort")
 sc("network lifecycle", "docker network create --subnet 10.253.16.0/24 --label k=v d15net", "docker network inspect --format '{{.Name}} {{.Driver}} {{range .IPAM.Config}}{{.Subnet}}{{end}} {{json .Labels}} {{.Internal}}' d15net",
    "docker network ls --filter name=d15net --format '{{.Name}}'", "docker network create d15net", "docker network rm d15net", "docker network rm d15net")
 sc("network connect", "docker network create d15n", "docker run -d --name d15nc --network none $IMG sleep 30", "docker network connect d15n d15nc",

@@ -246,6 +246,8 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Vec
                     continue;
                 }
             }
+            let mut tags = tags;
+            let mut digests = img.digests();
             if let Some(pats) = filters.get("reference") {
                 if !tags
                     .iter()
@@ -253,6 +255,12 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Vec
                 {
                     continue;
                 }
+                // dockerd lists only the tags the filter matched.
+                tags.retain(|t| pats.iter().any(|p| reference_matches(p, t)));
+                digests.retain(|dg| {
+                    let name = dg.split_once('@').map_or(dg.as_str(), |(n, _)| n);
+                    pats.iter().any(|p| reference_matches(p, name))
+                });
             }
             // A broken config must not hide the whole list.
             let config = read_config(&d, &img.id).unwrap_or(Value::Null);
@@ -274,7 +282,7 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Vec
                 id: img.id.to_string(),
                 parent_id: String::new(),
                 repo_tags: tags,
-                repo_digests: img.digests(),
+                repo_digests: digests,
                 created,
                 size: img.size() as i64,
                 shared_size: -1,
@@ -306,6 +314,7 @@ pub async fn get(State(d): State<Shared>, Path(path): Path<String>) -> ApiResult
         (name, "history") => history(d, name.to_string())
             .await
             .map(IntoResponse::into_response),
+        (name, "get") => super::image_archive::save(d, vec![name.to_string()]).await,
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, "page not found")),
     }
 }
@@ -747,13 +756,12 @@ pub fn pull_reference(from: &str, tag: Option<&str>) -> ApiResult<Reference> {
 pub async fn create(
     State(d): State<Shared>,
     Q(q): Q<Query>,
+    Q(pairs): Q<Vec<(String, String)>>,
     headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<Response> {
     if q.get("fromSrc").is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "importing through the API (fromSrc) is not supported by cubby yet: use `cubby import`",
-        ));
+        return super::image_archive::import(d, pairs, body).await;
     }
     let from = q.get("fromImage").cloned().unwrap_or_default();
     if from.is_empty() {

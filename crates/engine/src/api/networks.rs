@@ -80,22 +80,94 @@ fn keep(n: &Network, filters: &BTreeMap<String, Vec<String>>) -> bool {
     })
 }
 
+/// The network modes `host` and `none`, listed as networks as dockerd
+/// lists them (drivers `host` and `null`; no store record, nothing to
+/// remove). Their ids are fixed: they are the same on every cubby host.
+const BUILTIN: [(&str, &str, &str); 2] = [
+    (
+        "host",
+        "host",
+        "686f737400000000000000000000000000000000000000000000000000000000",
+    ),
+    (
+        "none",
+        "null",
+        "6e6f6e6500000000000000000000000000000000000000000000000000000000",
+    ),
+];
+
+fn builtin(name: &str, driver: &str, id: &str) -> DockerNetwork {
+    DockerNetwork {
+        name: Some(name.into()),
+        id: Some(id.into()),
+        created: Some("0001-01-01T00:00:00Z".into()),
+        scope: Some("local".into()),
+        driver: Some(driver.into()),
+        enable_ipv4: Some(false),
+        enable_ipv6: Some(false),
+        ipam: Some(Ipam {
+            driver: Some("default".into()),
+            config: Some(Vec::new()),
+            options: Some(HashMap::new()),
+        }),
+        internal: Some(false),
+        attachable: Some(false),
+        ingress: Some(false),
+        config_only: Some(false),
+        containers: Some(HashMap::new()),
+        options: Some(HashMap::new()),
+        labels: Some(HashMap::new()),
+        ..Default::default()
+    }
+}
+
+fn keep_builtin(
+    name: &str,
+    driver: &str,
+    id: &str,
+    filters: &BTreeMap<String, Vec<String>>,
+) -> bool {
+    filters.iter().all(|(key, values)| {
+        let any = |f: &dyn Fn(&str) -> bool| values.is_empty() || values.iter().any(|v| f(v));
+        match key.as_str() {
+            "name" => any(&|v| name.contains(v)),
+            "id" => any(&|v| id.starts_with(v)),
+            "driver" => any(&|v| v == driver),
+            "label" => false,
+            "type" => any(&|v| v == "builtin"),
+            _ => true,
+        }
+    })
+}
+
 /// `GET /networks`.
 pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Value>> {
     let filters = super::events::parse_filters(&q)?;
-    let nets = with_store(&d, move |s| {
+    let f2 = filters.clone();
+    let mut nets = with_store(&d, move |s| {
         s.list()?
             .iter()
-            .filter(|n| keep(n, &filters))
+            .filter(|n| keep(n, &f2))
             .map(|n| docker_network(s, n))
             .collect::<cubby_network::Result<Vec<_>>>()
     })
     .await?;
+    for (name, driver, id) in BUILTIN {
+        if keep_builtin(name, driver, id, &filters) {
+            nets.push(builtin(name, driver, id));
+        }
+    }
     Ok(Json(json!(nets)))
 }
 
 /// `GET /networks/{id}`.
 pub async fn inspect(State(d): State<Shared>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    if let Some((name, driver, bid)) = BUILTIN
+        .iter()
+        .find(|(n, _, i)| *n == id || (id.len() >= 12 && i.starts_with(&id)))
+    {
+        return Ok(Json(json!(builtin(name, driver, bid))));
+    }
     let n = with_store(&d, move |s| docker_network(s, &s.get(&id)?)).await?;
     Ok(Json(json!(n)))
 }

@@ -8,12 +8,14 @@
 //! live in a multi-threaded process.
 
 pub mod archive;
+pub mod changes;
 pub mod conn;
 pub mod containers;
 pub mod error;
 pub mod exec;
 pub mod mounts;
 pub mod networks;
+pub mod prune;
 
 pub use containers::{CreateBody, CreateOptions};
 pub use error::{EngineError, EngineResult};

@@ -179,6 +179,19 @@ fn hostname_of(r: &crate::records::ContainerRecord) -> String {
 }
 
 fn requested_ip(ep: &EndpointSettings) -> EngineResult<Option<Ipv4Addr>> {
+    if let Some(c) = &ep.ipam_config {
+        if c.link_local_ips.as_ref().is_some_and(|l| !l.is_empty()) {
+            return Err(EngineError::Unsupported(
+                "cubby does not support --link-local-ip (IPAMConfig.LinkLocalIPs)".into(),
+            ));
+        }
+        if c.ipv6_address.as_deref().is_some_and(|a| !a.is_empty()) {
+            return Err(EngineError::Unsupported(
+                "cubby does not support --ip6 (IPAMConfig.IPv6Address): its networks are IPv4 only"
+                    .into(),
+            ));
+        }
+    }
     ep.ipam_config
         .as_ref()
         .and_then(|c| c.ipv4_address.as_deref())
