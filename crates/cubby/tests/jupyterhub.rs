@@ -100,6 +100,9 @@ hub = subprocess.Popen(["jupyterhub", "-f", f"{work}/jupyterhub_config.py"], cwd
                        stdout=log, stderr=subprocess.STDOUT)
 base = f"http://127.0.0.1:{pub}"
 
+class HttpFail(Exception):
+    pass
+
 def call(method, path, body=None, ok=(200, 201, 202, 204)):
     req = urllib.request.Request(base + path, method=method, data=None if body is None else json.dumps(body).encode(),
                                  headers={"Authorization": f"token {token}"})
@@ -110,10 +113,11 @@ def call(method, path, body=None, ok=(200, 201, 202, 204)):
     except urllib.error.HTTPError as e:
         if e.code in ok:
             return e.code, None
-        raise SystemExit(f"{method} {path}: {e.code} {e.read()[:500]!r}")
+        raise HttpFail(f"{method} {path}: {e.code} {e.read()[:500]!r}")
 
 def until(what, f, secs=180):
     end = time.time() + secs
+    last = None
     while time.time() < end:
         if hub.poll() is not None:
             raise SystemExit(f"jupyterhub exited {hub.returncode} while waiting for {what}")
@@ -121,10 +125,10 @@ def until(what, f, secs=180):
             v = f()
             if v:
                 return v
-        except (OSError, urllib.error.URLError):
-            pass
+        except (OSError, urllib.error.URLError, HttpFail) as e:
+            last = e
         time.sleep(0.5)
-    raise SystemExit(f"timed out: {what}")
+    raise SystemExit(f"timed out: {what} (last error: {last})")
 
 dc = docker.DockerClient(base_url="unix://" + sock, timeout=60)
 try:
@@ -156,6 +160,11 @@ finally:
         hub.kill()
         hub.wait()
     log.close()
+    # The hub leaves its proxy running when it is stopped: stop it by its pid file.
+    try:
+        os.kill(int(open(f"{work}/jupyterhub-proxy.pid").read().strip()), 15)
+    except (OSError, ValueError):
+        pass
 "#;
 
 #[test]
