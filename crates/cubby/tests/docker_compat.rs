@@ -7,8 +7,42 @@
 mod common;
 #[path = "common/daemon.rs"]
 mod daemon;
+#[path = "common/images.rs"]
+mod images_common;
 
 use daemon::Daemon;
+use images_common::Registry;
+
+/// `cubby run IMAGE` through the daemon pulls a missing image, as `docker
+/// run` does; `--pull never` refuses instead.
+#[test]
+fn cubby_run_through_the_daemon_pulls_a_missing_image() {
+    let d = Daemon::start("runpull");
+    let reg = Registry::start(None);
+    reg.push_test_images("busybox", None);
+    let image = reg.image("test/busybox:latest");
+    let cubby = |args: &[&str]| {
+        d.cubby()
+            .arg("--host")
+            .arg(format!("unix://{}", d.socket.display()))
+            .args(args)
+            .env_remove("CUBBY_HOST")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = cubby(&["run", "--rm", "--pull", "never", &image, "echo", "hi"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such image"));
+    let out = cubby(&["run", "--rm", &image, "echo", "pulled-and-ran"]);
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{o}{e}");
+    assert_eq!(o.trim(), "pulled-and-ran");
+    assert!(e.contains("Unable to find image"), "{e}");
+}
 
 #[test]
 fn import_change_save_load_diff_prune_df() {
