@@ -56,7 +56,7 @@ pub fn import_demo_image_from(root: &Path, reference: &str, busybox: &Path) -> R
     )));
     write_layer(&tarball.0, &bin, &applets)
         .with_context(|| format!("write the demo layer {}", tarball.0.display()))?;
-    let rec = cubby_image::archive::import(&store, &tarball.0, &r.to_string())
+    let rec = cubby_image::archive::import(&store, &tarball.0, &r.to_string(), &[])
         .context("import the demo image")?;
     set_config(&store, rec).context("set the demo image's config")
 }

@@ -271,9 +271,9 @@ impl Images {
         Ok(())
     }
 
-    pub fn import(&self, tarball: &Path, name: &str) -> Result<()> {
+    pub fn import(&self, tarball: &Path, name: &str, changes: &[String]) -> Result<()> {
         let r = Reference::parse(name)?;
-        let rec = cubby_image::archive::import(&self.store, tarball, &r.to_string())
+        let rec = cubby_image::archive::import(&self.store, tarball, &r.to_string(), changes)
             .with_context(|| format!("import {}", tarball.display()))?;
         println!("{}", rec.config_digest);
         Ok(())

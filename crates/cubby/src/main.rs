@@ -171,7 +171,14 @@ enum Cmd {
         images: Vec<String>,
     },
     /// Import a root filesystem tarball (.tar, .tar.gz, .tar.zst) as an image.
-    Import { file: PathBuf, image: String },
+    Import {
+        file: PathBuf,
+        image: String,
+        /// A Dockerfile instruction for the image's config (CMD, ENTRYPOINT,
+        /// ENV, USER, WORKDIR, EXPOSE, LABEL, STOPSIGNAL, VOLUME); repeatable.
+        #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+        changes: Vec<String>,
+    },
     /// Save images to a tar archive (OCI image layout and docker-save
     /// manifest.json in one), to -o FILE or stdout.
     Save {
@@ -308,8 +315,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
             images()?.tag(&source, &target)?;
             Ok(0)
         }
-        Cmd::Import { file, image } => {
-            images()?.import(&file, &image)?;
+        Cmd::Import {
+            file,
+            image,
+            changes,
+        } => {
+            images()?.import(&file, &image, &changes)?;
             Ok(0)
         }
         Cmd::Save {

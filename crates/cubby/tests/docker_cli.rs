@@ -68,7 +68,7 @@ fn docker_cli_drives_the_daemon() {
     // A running container is not removed without force.
     let out = h.docker(&["rm", "hello"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("container is running"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot remove a running container"));
 
     assert_eq!(h.ok(&["kill", "hello"]).trim(), "hello");
     let ps = eventually("docker ps -a shows it exited", || {

@@ -35,8 +35,21 @@ fn decompressed(path: &Path) -> Result<Box<dyn Read>> {
     })
 }
 
-/// Imports `tarball` as image `name` (canonical reference string).
-pub fn import(store: &Store, tarball: &Path, name: &str) -> Result<ImageRecord> {
+/// Imports `tarball` as image `name` (canonical reference string), its
+/// config changed by `changes` (Dockerfile instructions, see
+/// [`crate::changes`]; checked before anything is stored).
+pub fn import(
+    store: &Store,
+    tarball: &Path,
+    name: &str,
+    changes: &[String],
+) -> Result<ImageRecord> {
+    let mut image_config = serde_json::Map::new();
+    image_config.insert(
+        "Env".into(),
+        serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]),
+    );
+    crate::changes::apply(&mut image_config, changes)?;
     let _pin = store.pin()?;
     // Pass 1: hash the tar (diff_id) while writing the gzip blob to a temp file.
     let tmp = tempfile_in(store)?;
@@ -70,7 +83,7 @@ pub fn import(store: &Store, tarball: &Path, name: &str) -> Result<ImageRecord> 
         "created": created,
         "architecture": arch,
         "os": "linux",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
         "history": [{"created": created, "created_by": format!("cubby import {}", tarball.display())}]
     });

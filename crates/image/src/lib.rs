@@ -14,6 +14,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod changes;
 pub mod config;
 pub mod digest;
 pub mod error;

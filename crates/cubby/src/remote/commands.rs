@@ -270,15 +270,56 @@ fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
+/// Pulls `image` through the daemon (`POST /images/create`), printing the
+/// summary lines as docker does; an error line of the stream fails it.
+async fn pull_through(c: &Client, image: &str) -> Result<()> {
+    let bytes = c
+        .call(
+            Method::POST,
+            &format!("/images/create?fromImage={}", enc(image)),
+            None,
+        )
+        .await?;
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let v: Value = serde_json::from_slice(line).context("the daemon's pull progress")?;
+        if let Some(e) = v["error"].as_str() {
+            bail!("pull {image}: {e}");
+        }
+        if v["id"].is_null() {
+            if let Some(status) = v["status"].as_str() {
+                eprintln!("{status}");
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(c: &Client, args: &RunArgs) -> Result<i32> {
+    use crate::images::PullPolicy;
     let body = create_body(args)?;
+    let image = body.image.clone().unwrap_or_default();
     let mut path = "/containers/create".to_string();
     if let Some(name) = &args.name {
         path.push_str(&format!("?name={}", enc(name)));
     }
-    let created: ContainerCreateResponse = c
-        .json(Method::POST, &path, Some(&serde_json::to_value(&body)?))
-        .await?;
+    if args.pull == PullPolicy::Always {
+        pull_through(c, &image).await?;
+    }
+    let body = serde_json::to_value(&body)?;
+    // As `docker run`: a missing image is pulled (unless --pull never),
+    // then the create is tried once more.
+    let created: ContainerCreateResponse = match c.json(Method::POST, &path, Some(&body)).await {
+        Err(ClientError::Daemon { status, message })
+            if status == hyper::StatusCode::NOT_FOUND
+                && message.starts_with("No such image")
+                && args.pull == PullPolicy::Missing =>
+        {
+            eprintln!("Unable to find image '{image}' locally");
+            pull_through(c, &image).await?;
+            c.json(Method::POST, &path, Some(&body)).await?
+        }
+        other => other?,
+    };
     for w in &created.warnings {
         eprintln!("WARNING: {w}");
     }

@@ -122,8 +122,13 @@ pub fn inspect_doc(r: &ContainerRecord) -> Value {
         Value::Object(_) => r.config["HostConfig"].clone(),
         _ => json!({}),
     };
-    if host["LogConfig"].is_null() || host["LogConfig"]["Type"].as_str().unwrap_or("").is_empty() {
-        host["LogConfig"] = json!({ "Type": "json-file", "Config": {} });
+    // The CLI sends the options with an empty driver (the default one).
+    if host["LogConfig"]["Type"].as_str().unwrap_or("").is_empty() {
+        let opts = match &host["LogConfig"]["Config"] {
+            Value::Object(o) => Value::Object(o.clone()),
+            _ => json!({}),
+        };
+        host["LogConfig"] = json!({ "Type": "json-file", "Config": opts });
     }
     if host["NetworkMode"].is_null() {
         host["NetworkMode"] = json!("default");

@@ -2,7 +2,6 @@
 //! not handle (refused by name, never dropped), then
 //! [`crate::service::Engine::create`] makes the container.
 
-use super::error::ApiError;
 use super::util::Query;
 use super::{ApiResult, Shared};
 use crate::service::{CreateBody, CreateOptions};
@@ -17,12 +16,10 @@ pub async fn create(
     Q(q): Q<Query>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let raw: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid create body: {e}")))?;
+    let raw: Value = super::json::decode(&body, "create body")?;
     // Nothing asked for is dropped: unknown or unhandled fields are refused.
     crate::config::docker::check_supported(&raw)?;
-    let body: CreateBody = serde_json::from_value(raw)
-        .map_err(|e| ApiError::bad_request(format!("invalid create body: {e}")))?;
+    let body: CreateBody = super::json::from_value(raw, "create body")?;
     let id = d
         .create(
             body,

@@ -39,8 +39,7 @@ pub fn parse_filters(q: &Query) -> ApiResult<BTreeMap<String, Vec<String>>> {
     let Some(raw) = q.get("filters").filter(|f| !f.is_empty()) else {
         return Ok(BTreeMap::new());
     };
-    let v: Value = serde_json::from_str(raw)
-        .map_err(|e| ApiError::bad_request(format!("invalid filters {raw:?}: {e}")))?;
+    let v: Value = super::json::decode(raw.as_bytes(), &format!("filters {raw:?}"))?;
     let mut out = BTreeMap::new();
     let Value::Object(map) = v else {
         return Err(ApiError::bad_request(format!("invalid filters {raw:?}")));

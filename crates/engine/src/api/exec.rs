@@ -24,15 +24,14 @@ pub async fn create(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let config: ExecConfig = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid exec body: {e}")))?;
+    let config: ExecConfig = super::json::decode(&body, "exec body")?;
     let exec_id = d.exec_create(&id, config).await?;
     Ok((StatusCode::CREATED, Json(json!({ "Id": exec_id }))))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-struct StartBody {
+pub(super) struct StartBody {
     detach: bool,
     tty: Option<bool>,
 }
@@ -46,12 +45,7 @@ pub async fn start(
     let bytes = axum::body::to_bytes(body, 1 << 20)
         .await
         .map_err(|e| ApiError::bad_request(format!("exec start body: {e}")))?;
-    let body: StartBody = if bytes.iter().all(u8::is_ascii_whitespace) {
-        StartBody::default()
-    } else {
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("invalid exec start body: {e}")))?
-    };
+    let body: StartBody = super::json::decode(&bytes, "exec start body")?;
     let e = d.exec_entry(&exec_id)?;
     let req = d.exec_begin(&exec_id, body.detach, body.tty)?;
     if body.detach {

@@ -169,8 +169,7 @@ pub fn parse_filters(q: &Query) -> ApiResult<HashMap<String, Vec<String>>> {
     let Some(raw) = q.get("filters").filter(|f| !f.is_empty()) else {
         return Ok(HashMap::new());
     };
-    let v: Value = serde_json::from_str(raw)
-        .map_err(|e| ApiError::bad_request(format!("invalid filters {raw:?}: {e}")))?;
+    let v: Value = super::json::decode(raw.as_bytes(), &format!("filters {raw:?}"))?;
     let mut out = HashMap::new();
     for (k, vals) in v.as_object().into_iter().flatten() {
         let list: Vec<String> = match vals {
@@ -247,6 +246,8 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Vec
                     continue;
                 }
             }
+            let mut tags = tags;
+            let mut digests = img.digests();
             if let Some(pats) = filters.get("reference") {
                 if !tags
                     .iter()
@@ -254,6 +255,12 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Vec
                 {
                     continue;
                 }
+                // dockerd lists only the tags the filter matched.
+                tags.retain(|t| pats.iter().any(|p| reference_matches(p, t)));
+                digests.retain(|dg| {
+                    let name = dg.split_once('@').map_or(dg.as_str(), |(n, _)| n);
+                    pats.iter().any(|p| reference_matches(p, name))
+                });
             }
             // A broken config must not hide the whole list.
             let config = read_config(&d, &img.id).unwrap_or(Value::Null);
@@ -275,7 +282,7 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Vec
                 id: img.id.to_string(),
                 parent_id: String::new(),
                 repo_tags: tags,
-                repo_digests: img.digests(),
+                repo_digests: digests,
                 created,
                 size: img.size() as i64,
                 shared_size: -1,
@@ -307,6 +314,7 @@ pub async fn get(State(d): State<Shared>, Path(path): Path<String>) -> ApiResult
         (name, "history") => history(d, name.to_string())
             .await
             .map(IntoResponse::into_response),
+        (name, "get") => super::image_archive::save(d, vec![name.to_string()]).await,
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, "page not found")),
     }
 }
@@ -727,8 +735,7 @@ pub fn registry_auth(headers: &HeaderMap) -> ApiResult<Option<Credentials>> {
         #[serde(default)]
         password: String,
     }
-    let auth: Auth = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("X-Registry-Auth: invalid JSON: {e}")))?;
+    let auth: Auth = super::json::decode(&bytes, "X-Registry-Auth")?;
     Ok((!auth.username.is_empty()).then_some(Credentials {
         username: auth.username,
         password: auth.password,
@@ -749,13 +756,12 @@ pub fn pull_reference(from: &str, tag: Option<&str>) -> ApiResult<Reference> {
 pub async fn create(
     State(d): State<Shared>,
     Q(q): Q<Query>,
+    Q(pairs): Q<Vec<(String, String)>>,
     headers: HeaderMap,
+    body: Body,
 ) -> ApiResult<Response> {
     if q.get("fromSrc").is_some_and(|s| !s.is_empty()) {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "importing through the API (fromSrc) is not supported by cubby yet: use `cubby import`",
-        ));
+        return super::image_archive::import(d, pairs, body).await;
     }
     let from = q.get("fromImage").cloned().unwrap_or_default();
     if from.is_empty() {

@@ -19,24 +19,29 @@
 //! Not yet: stop/restart, attach, exec, events, follow logs, pull.
 
 mod archive;
+mod changes;
 mod containers;
 mod create;
 pub mod error;
 mod events;
 mod exec;
 mod hijack;
+mod image_archive;
 pub mod images;
+pub mod json;
 mod lifecycle;
 pub mod logs;
 pub mod networks;
+mod prune;
 pub mod stats;
 mod system;
+mod system_df;
 pub mod util;
 mod volumes;
 
 pub use error::{ApiError, ApiResult};
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, Uri};
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -68,11 +73,21 @@ pub fn router(daemon: Shared) -> Router {
         .route("/images/json", get(images::list))
         .route("/images/create", post(images::create))
         .route("/images/prune", post(images::prune))
+        .route("/images/get", get(save_images))
+        .route(
+            "/images/load",
+            post(|State(d): State<Shared>, body: axum::body::Body| image_archive::load(d, body)),
+        )
         .route(
             "/images/{*name}",
             get(images::get).post(images::post).delete(images::delete),
         )
         .route("/containers/json", get(containers::list))
+        .route("/containers/prune", post(prune::containers))
+        .route("/containers/{id}/changes", get(changes::changes))
+        .route("/containers/{id}/update", post(update_refused))
+        .route("/build/prune", post(prune::build))
+        .route("/system/df", get(system_df::df))
         .route("/containers/{id}/json", get(containers::inspect))
         .route("/containers/{id}/logs", get(logs::logs))
         .route("/containers/{id}/stats", get(stats::stats))
@@ -116,6 +131,28 @@ pub fn router(daemon: Shared) -> Router {
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "page not found") })
         .with_state(daemon)
+}
+
+/// `docker update`: refused by name (limits and restart policy are fixed
+/// at create in cubby; the monitor applies them when it starts the process).
+async fn update_refused() -> ApiError {
+    crate::service::EngineError::Unsupported(
+        "docker update: cubby does not change a created container's resources or restart policy; recreate the container with the new options".into(),
+    )
+    .into()
+}
+
+/// `GET /images/get?names=A&names=B` (names repeat: not a map).
+async fn save_images(
+    State(d): State<Shared>,
+    axum::extract::Query(pairs): axum::extract::Query<Vec<(String, String)>>,
+) -> ApiResult<axum::response::Response> {
+    let names = pairs
+        .into_iter()
+        .filter(|(k, _)| k == "names")
+        .map(|(_, v)| v)
+        .collect();
+    image_archive::save(d, names).await
 }
 
 /// `/v1.43/containers/json?all=1` → `/containers/json?all=1`; other paths

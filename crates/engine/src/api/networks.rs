@@ -1,7 +1,6 @@
 //! `/networks/...`: Docker's network documents and handlers over
 //! [`crate::service::networks`] (which does a container's networking).
 
-use super::error::ApiError;
 use super::util::Query;
 use super::{ApiResult, Shared};
 use crate::service::networks::ISOLATE_HOST_OPTION;
@@ -66,25 +65,97 @@ fn docker_network(n: &Network, endpoints: &[Endpoint]) -> DockerNetwork {
     }
 }
 
+/// The network modes `host` and `none`, listed as networks as dockerd
+/// lists them (drivers `host` and `null`; no store record, nothing to
+/// remove). Their ids are fixed: they are the same on every cubby host.
+const BUILTIN: [(&str, &str, &str); 2] = [
+    (
+        "host",
+        "host",
+        "686f737400000000000000000000000000000000000000000000000000000000",
+    ),
+    (
+        "none",
+        "null",
+        "6e6f6e6500000000000000000000000000000000000000000000000000000000",
+    ),
+];
+
+fn builtin(name: &str, driver: &str, id: &str) -> DockerNetwork {
+    DockerNetwork {
+        name: Some(name.into()),
+        id: Some(id.into()),
+        created: Some("0001-01-01T00:00:00Z".into()),
+        scope: Some("local".into()),
+        driver: Some(driver.into()),
+        enable_ipv4: Some(false),
+        enable_ipv6: Some(false),
+        ipam: Some(Ipam {
+            driver: Some("default".into()),
+            config: Some(Vec::new()),
+            options: Some(HashMap::new()),
+        }),
+        internal: Some(false),
+        attachable: Some(false),
+        ingress: Some(false),
+        config_only: Some(false),
+        containers: Some(HashMap::new()),
+        options: Some(HashMap::new()),
+        labels: Some(HashMap::new()),
+        ..Default::default()
+    }
+}
+
+fn keep_builtin(
+    name: &str,
+    driver: &str,
+    id: &str,
+    filters: &crate::service::filters::Filters,
+) -> bool {
+    filters.iter().all(|(key, values)| {
+        let any = |f: &dyn Fn(&str) -> bool| values.is_empty() || values.iter().any(|v| f(v));
+        match key.as_str() {
+            "name" => any(&|v| name.contains(v)),
+            "id" => any(&|v| id.starts_with(v)),
+            "driver" => any(&|v| v == driver),
+            "label" => false,
+            "type" => any(&|v| v == "builtin"),
+            _ => true,
+        }
+    })
+}
+
 /// `GET /networks`.
 pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Value>> {
-    let nets = d.network_list(super::events::parse_filters(&q)?).await?;
-    Ok(Json(json!(nets
+    let filters = super::events::parse_filters(&q)?;
+    let nets = d.network_list(filters.clone()).await?;
+    let mut out: Vec<DockerNetwork> = nets
         .iter()
         .map(|(n, eps)| docker_network(n, eps))
-        .collect::<Vec<_>>())))
+        .collect();
+    for (name, driver, id) in BUILTIN {
+        if keep_builtin(name, driver, id, &filters) {
+            out.push(builtin(name, driver, id));
+        }
+    }
+    Ok(Json(json!(out)))
 }
 
 /// `GET /networks/{id}`.
 pub async fn inspect(State(d): State<Shared>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    if let Some((name, driver, bid)) = BUILTIN
+        .iter()
+        .find(|(n, _, i)| *n == id || (id.len() >= 12 && i.starts_with(&id)))
+    {
+        return Ok(Json(json!(builtin(name, driver, bid))));
+    }
     let (n, eps) = d.network_inspect(&id).await?;
     Ok(Json(json!(docker_network(&n, &eps))))
 }
 
 /// `POST /networks/create`.
 pub async fn create(State(d): State<Shared>, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
-    let req: NetworkCreateRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid network create body: {e}")))?;
+    let req: NetworkCreateRequest = super::json::decode(&body, "network create body")?;
     let n = d.create_network(req).await?;
     Ok((
         StatusCode::CREATED,
@@ -110,8 +181,7 @@ pub async fn connect(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let req: NetworkConnectRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid connect body: {e}")))?;
+    let req: NetworkConnectRequest = super::json::decode(&body, "connect body")?;
     let what = req.container.clone().unwrap_or_default();
     let ep = crate::config::endpoints::endpoint(&req.endpoint_config.unwrap_or_default())
         .map_err(crate::service::EngineError::from)?;
@@ -125,8 +195,7 @@ pub async fn disconnect(
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
-    let req: NetworkDisconnectRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid disconnect body: {e}")))?;
+    let req: NetworkDisconnectRequest = super::json::decode(&body, "disconnect body")?;
     let what = req.container.clone().unwrap_or_default();
     d.disconnect_network(&id, &what).await?;
     Ok(StatusCode::OK)

@@ -18,8 +18,8 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bollard_stubs::models::{
-    ContainerCpuStats, ContainerCpuUsage, ContainerMemoryStats, ContainerPidsStats,
-    ContainerStatsResponse, ContainerTopResponse,
+    ContainerBlkioStatEntry, ContainerBlkioStats, ContainerCpuStats, ContainerCpuUsage,
+    ContainerMemoryStats, ContainerPidsStats, ContainerStatsResponse, ContainerTopResponse,
 };
 use cubby_runtime::cgroups::{Cgroup, Hierarchy, Stats};
 use serde_json::Value;
@@ -136,6 +136,21 @@ pub fn stats_doc(
             limit: st.pids_limit,
         }),
         cpu_stats: Some(cpu_stats(cur)),
+        blkio_stats: Some(ContainerBlkioStats {
+            io_service_bytes_recursive: Some(
+                st.io_bytes
+                    .iter()
+                    .map(|(major, minor, op, value)| ContainerBlkioStatEntry {
+                        major: Some(*major),
+                        minor: Some(*minor),
+                        op: Some(op.clone()),
+                        value: Some(*value),
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        num_procs: Some(0),
         precpu_stats: Some(prev.map(cpu_stats).unwrap_or_default()),
         memory_stats: Some(ContainerMemoryStats {
             usage: Some(st.memory_bytes),

@@ -111,7 +111,7 @@ pub async fn info(State(d): State<Shared>) -> ApiResult<Json<Value>> {
         "OSType": "linux",
         "Architecture": std::env::consts::ARCH,
         "NCPU": cpus,
-        "MemTotal": 0,
+        "MemTotal": mem_total(),
         "IndexServerAddress": "https://index.docker.io/v1/",
         "RegistryConfig": { "InsecureRegistryCIDRs": [], "IndexConfigs": {}, "Mirrors": [] },
         "DockerRootDir": d.root,
@@ -131,4 +131,16 @@ pub async fn info(State(d): State<Shared>) -> ApiResult<Json<Value>> {
         doc.extend(more);
     }
     Ok(Json(doc))
+}
+
+/// The host's memory in bytes (`MemTotal` of /proc/meminfo); 0 if unknown.
+fn mem_total() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }

@@ -19,7 +19,7 @@ pub fn parse_filters(q: &Query) -> ApiResult<BTreeMap<String, Vec<String>>> {
         return Ok(BTreeMap::new());
     };
     let bad = |e: String| ApiError::bad_request(format!("invalid filters {raw:?}: {e}"));
-    let v: serde_json::Value = serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?;
+    let v: serde_json::Value = super::json::decode(raw.as_bytes(), &format!("filters {raw:?}"))?;
     let obj = v
         .as_object()
         .ok_or_else(|| bad("not a JSON object".into()))?;
@@ -52,12 +52,7 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Vol
 }
 
 pub async fn create(State(d): State<Shared>, body: Bytes) -> ApiResult<(StatusCode, Json<Volume>)> {
-    let body: VolumeCreateOptions = if body.is_empty() {
-        VolumeCreateOptions::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid volume create body: {e}")))?
-    };
+    let body: VolumeCreateOptions = super::json::decode(&body, "volume create body")?;
     if body.cluster_volume_spec.is_some() {
         return Err(crate::service::EngineError::Unsupported(
             "cluster volumes need swarm, which cubby does not have".into(),

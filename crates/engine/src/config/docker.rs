@@ -63,6 +63,8 @@ pub const HANDLED: &[&str] = &[
     "AutoRemove",
     // the terminal's first size: the client resizes after attaching
     "ConsoleSize",
+    // `--cidfile`: the CLI writes the file itself; daemons ignore it
+    "ContainerIDFile",
     // here
     "Memory",
     "MemorySwap",

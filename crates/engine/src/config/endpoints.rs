@@ -36,6 +36,19 @@ pub fn endpoint(ep: &EndpointSettings) -> ConfigResult<Endpoint> {
 }
 
 fn requested_ip(ep: &EndpointSettings) -> ConfigResult<Option<Ipv4Addr>> {
+    if let Some(c) = &ep.ipam_config {
+        if c.link_local_ips.as_ref().is_some_and(|l| !l.is_empty()) {
+            return Err(ConfigError::unsupported(
+                "--link-local-ip (IPAMConfig.LinkLocalIPs)",
+            ));
+        }
+        if c.ipv6_address.as_deref().is_some_and(|a| !a.is_empty()) {
+            return Err(ConfigError::unsupported_because(
+                "--ip6 (IPAMConfig.IPv6Address)",
+                "its networks are IPv4 only",
+            ));
+        }
+    }
     ep.ipam_config
         .as_ref()
         .and_then(|c| c.ipv4_address.as_deref())

@@ -45,6 +45,49 @@ fn check_name(name: &str) -> EngineResult<()> {
     }
 }
 
+/// What inspect shows as `Config`: the body completed with the image's
+/// config, as Docker records it (environment: the body's, then the
+/// image's variables the body does not set; exposed ports: both).
+fn merge_image_config(
+    body: &mut CreateBody,
+    image: &oci_spec::image::ImageConfiguration,
+    exposed_ports: &[String],
+) {
+    let Some(ic) = image.config() else {
+        return;
+    };
+    let mut env = body.env.clone().unwrap_or_default();
+    let key = |e: &str| e.split('=').next().unwrap_or("").to_string();
+    let set: std::collections::HashSet<String> = env.iter().map(|e| key(e)).collect();
+    for e in ic.env().iter().flatten() {
+        if !set.contains(&key(e)) {
+            env.push(e.clone());
+        }
+    }
+    if !env.is_empty() {
+        body.env = Some(env);
+    }
+    if !exposed_ports.is_empty() {
+        let ports = body.exposed_ports.get_or_insert_with(Default::default);
+        for p in exposed_ports {
+            ports.entry(p.clone()).or_default();
+        }
+    }
+    if body.working_dir.as_deref().unwrap_or("").is_empty() {
+        body.working_dir = ic.working_dir().clone();
+    }
+    if body.user.as_deref().unwrap_or("").is_empty() {
+        body.user = ic.user().clone();
+    }
+    let no_entrypoint = body.entrypoint.as_ref().is_none_or(|e| e.is_empty());
+    if no_entrypoint {
+        body.entrypoint = ic.entrypoint().clone();
+        if body.cmd.as_ref().is_none_or(|c| c.is_empty()) {
+            body.cmd = ic.cmd().clone();
+        }
+    }
+}
+
 impl Engine {
     /// Makes a container (state Created) from `body`; returns its id.
     /// Every option in the body is checked before anything exists; a
@@ -110,7 +153,13 @@ impl Engine {
     fn find_image(&self, name: &str) -> EngineResult<ImageRecord> {
         crate::snapshots::find_image(&self.images, name)
             .map_err(|e| EngineError::internal(e.to_string()))?
-            .ok_or_else(|| EngineError::not_found(format!("No such image: {name}")))
+            .ok_or_else(|| {
+                // Docker names the image as it looked for it (`x:latest`).
+                let shown = cubby_image::reference::Reference::parse(name)
+                    .map(|r| r.familiar())
+                    .unwrap_or_else(|_| name.to_string());
+                EngineError::not_found(format!("No such image: {shown}"))
+            })
     }
 
     /// Mounts the snapshot and builds the monitor's request (blocking);
@@ -152,6 +201,13 @@ impl Engine {
                 user: defaults.user,
             },
         )?;
+        if cfg.hostname.is_none() && cfg.network == crate::config::NetworkMode::Host {
+            // Docker: a container on the host's network has its hostname.
+            cfg.hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty());
+        }
         cfg.hostname.get_or_insert_with(|| id[..12].to_string());
         cfg.cgroup_path = Some(PathBuf::from(format!(
             "/{}/{id}",
@@ -165,11 +221,19 @@ impl Engine {
             let _ = snapshot.remove();
             e
         };
+        // Docker creates a missing working directory (resolved inside the
+        // rootfs: a symlink in the image cannot lead it out).
+        if let Some(wd) = cfg.workdir.as_ref().and_then(|w| w.to_str()) {
+            crate::container_fs::ContainerRoot::at(&rootfs)
+                .and_then(|root| root.make_mountpoint(wd, true))
+                .map_err(|e| undo(EngineError::from_fs(e, wd, "the working directory")))?;
+        }
         let mut spec = crate::config::build(&cfg, &rootfs).map_err(|e| undo(e.into()))?;
         let mounts = super::mounts::apply(self, monitor, id, &mut spec, &rootfs, &cfg, &config)
             .map_err(undo)?;
         super::networks::setup(self, id, name, &cfg, &mut spec).map_err(undo)?;
         let mut body = body;
+        merge_image_config(&mut body, &config, &exposed_ports);
         let host_config = body.host_config.take().unwrap_or_default();
         let (open_stdin, stdin_once) = (
             body.open_stdin.unwrap_or(false),
@@ -324,8 +388,9 @@ impl Engine {
     pub async fn kill(&self, what: &str, signal: Signal) -> EngineResult<()> {
         let r = self.find(what).await?;
         if !r.status.is_live() {
+            // Docker's wording (clients match on it).
             return Err(EngineError::conflict(format!(
-                "Cannot kill container: {}: container is not running",
+                "Cannot kill container: {what}: Container {} is not running",
                 r.id
             )));
         }
@@ -424,8 +489,8 @@ impl Engine {
         let r = self.find(what).await?;
         if r.status.is_live() && !force {
             return Err(EngineError::conflict(format!(
-                "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
-                r.name
+                "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                r.id
             )));
         }
         let id = r.id.clone();

@@ -8,6 +8,7 @@
 //! live in a multi-threaded process.
 
 pub mod archive;
+pub mod changes;
 pub mod conn;
 pub mod containers;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod exec;
 pub mod filters;
 pub mod mounts;
 pub mod networks;
+pub mod prune;
 pub mod volumes;
 
 pub use containers::{CreateBody, CreateOptions};

@@ -100,6 +100,58 @@ pub struct Stats {
     /// memory.stat as the kernel lists it (v1: `cache`, `total_inactive_file`...;
     /// v2: `anon`, `file`, `inactive_file`...), for Docker's `memory_stats.stats`.
     pub memory_stat: std::collections::BTreeMap<String, u64>,
+    /// Bytes read and written per block device: (major, minor, "read" or
+    /// "write", bytes), from blkio.throttle.io_service_bytes_recursive (v1)
+    /// or io.stat (v2), for Docker's `blkio_stats`.
+    pub io_bytes: Vec<(u64, u64, String, u64)>,
+}
+
+/// `MAJ:MIN Read N` lines (v1 blkio), read and write only.
+pub(crate) fn parse_v1_io(text: &str) -> Vec<(u64, u64, String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (dev, op, n) = (w.next()?, w.next()?, w.next()?);
+            let (maj, min) = dev.split_once(':')?;
+            let op = match op {
+                "Read" => "read",
+                "Write" => "write",
+                _ => return None,
+            };
+            Some((
+                maj.parse().ok()?,
+                min.parse().ok()?,
+                op.to_string(),
+                n.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// `MAJ:MIN rbytes=N wbytes=N ...` lines (v2 io.stat).
+pub(crate) fn parse_v2_io(text: &str) -> Vec<(u64, u64, String, u64)> {
+    let mut out = Vec::new();
+    for l in text.lines() {
+        let mut w = l.split_whitespace();
+        let Some((maj, min)) = w.next().and_then(|d| d.split_once(':')) else {
+            continue;
+        };
+        let (Ok(maj), Ok(min)) = (maj.parse(), min.parse()) else {
+            continue;
+        };
+        for kv in w {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let op = match k {
+                "rbytes" => "read",
+                "wbytes" => "write",
+                _ => continue,
+            };
+            if let Ok(n) = v.parse() {
+                out.push((maj, min, op.to_string(), n));
+            }
+        }
+    }
+    out
 }
 
 /// One container's cgroup (a directory per controller on v1, one on v2).
@@ -391,5 +443,28 @@ mod tests {
             Hierarchy::detect_at(&dir.path().join("missing")),
             Err(CgroupError::Io { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod io_tests {
+    #[test]
+    fn block_io_lines() {
+        let v1 = "8:0 Read 4096\n8:0 Write 512\n8:0 Sync 1\n8:0 Total 4608\nTotal 4608\n";
+        assert_eq!(
+            super::parse_v1_io(v1),
+            [
+                (8, 0, "read".to_string(), 4096),
+                (8, 0, "write".to_string(), 512)
+            ]
+        );
+        let v2 = "253:0 rbytes=100 wbytes=20 rios=1 wios=1 dbytes=0 dios=0\n";
+        assert_eq!(
+            super::parse_v2_io(v2),
+            [
+                (253, 0, "read".to_string(), 100),
+                (253, 0, "write".to_string(), 20)
+            ]
+        );
     }
 }

@@ -587,6 +587,10 @@ pub(crate) fn stats(root: &Path, path: &Path) -> Result<Stats, CgroupError> {
     if max.exists() {
         s.pids_limit = fs::read_limit(&max)?;
     }
+    let io = dir(root, path, "blkio").join("blkio.throttle.io_service_bytes_recursive");
+    if io.exists() {
+        s.io_bytes = super::parse_v1_io(&fs::read(&io)?);
+    }
     let current = dir(root, path, "pids").join("pids.current");
     s.pids = if current.exists() {
         fs::read_u64(&current)?

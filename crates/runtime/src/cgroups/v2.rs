@@ -385,6 +385,9 @@ pub(crate) fn stats(root: &Path, path: &Path) -> Result<Stats, CgroupError> {
     if d.join("pids.max").exists() {
         s.pids_limit = fs::read_limit(&d.join("pids.max"))?;
     }
+    if d.join("io.stat").exists() {
+        s.io_bytes = super::parse_v2_io(&fs::read(&d.join("io.stat"))?);
+    }
     Ok(s)
 }
 

@@ -1,0 +1,263 @@
+//! `docker save` (`GET /images/get`, `GET /images/{name}/get`), `docker
+//! load` (`POST /images/load`) and `docker import` (`POST
+//! /images/create?fromSrc=-` with `changes`): the image layer's archive
+//! functions, streamed between the HTTP body and a blocking thread through
+//! a channel of a few chunks, so memory stays bounded whatever the image
+//! size (the archive is never held whole).
+
+use super::error::ApiError;
+use super::{blocking, ApiResult, Shared};
+use crate::service::EngineError;
+use axum::body::{Body, Bytes};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use cubby_image::archive::{self, SaveItem};
+use cubby_image::reference::Reference;
+use futures_util::StreamExt;
+use serde_json::json;
+use std::io::{self, Read, Write};
+use tokio::sync::mpsc;
+
+/// Chunks in flight between the HTTP side and the archive's thread.
+const CHUNKS: usize = 8;
+const CHUNK: usize = 256 * 1024;
+
+fn image_err(e: cubby_image::ImageError) -> ApiError {
+    EngineError::from(e).into()
+}
+
+/// A `Write` that hands full chunks to the response body.
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+/// A `Read` over the request body's chunks.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    cur: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len());
+        out[..n].copy_from_slice(&self.cur.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Forwards the request body to a [`ChannelReader`] (on a task of its own).
+fn body_reader(body: Body) -> ChannelReader {
+    let (tx, rx) = mpsc::channel(CHUNKS);
+    tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let item = chunk.map_err(|e| io::Error::other(format!("request body: {e}")));
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    ChannelReader {
+        rx,
+        cur: Bytes::new(),
+    }
+}
+
+/// `GET /images/get?names=A&names=B` and `GET /images/{name}/get`.
+pub async fn save(d: Shared, names: Vec<String>) -> ApiResult<Response> {
+    if names.is_empty() {
+        return Err(ApiError::bad_request("no image names given"));
+    }
+    let d2 = d.clone();
+    // Every name is resolved before the first byte: a missing image is a
+    // 404, not a truncated archive.
+    let items = blocking(move || {
+        let mut items = Vec::new();
+        for name in &names {
+            let rec = crate::snapshots::find_image(&d2.images, name)
+                .map_err(image_err)?
+                .ok_or_else(|| {
+                    ApiError::from(EngineError::not_found(format!("No such image: {name}")))
+                })?;
+            let named = Reference::parse(name)
+                .ok()
+                .filter(|r| r.to_string() == rec.name);
+            items.push(SaveItem {
+                name: named,
+                record: rec,
+            });
+        }
+        Ok(items)
+    })
+    .await?;
+    let (tx, rx) = mpsc::channel(CHUNKS);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let r = archive::save(&d.images, &items, &mut w).and_then(|_| {
+            w.flush()
+                .map_err(|e| cubby_image::ImageError::io(std::path::Path::new("response"), e))
+        });
+        if let Err(e) = r {
+            // Aborts the response: the client sees a broken transfer.
+            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((
+        [(CONTENT_TYPE, "application/x-tar")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn json_lines(lines: Vec<serde_json::Value>) -> Response {
+    let mut out = String::new();
+    for l in lines {
+        out.push_str(&l.to_string());
+        out.push('\n');
+    }
+    ([(CONTENT_TYPE, "application/json")], out).into_response()
+}
+
+/// `POST /images/load`: Docker's `{"stream": "Loaded image: ..."}` lines.
+pub async fn load(d: Shared, body: Body) -> ApiResult<Response> {
+    let reader = body_reader(body);
+    let loaded = blocking(move || archive::load(&d.images, reader).map_err(image_err)).await?;
+    let lines = loaded
+        .iter()
+        .map(|l| {
+            let text = match &l.name {
+                Some(r) => format!("Loaded image: {}\n", r.familiar()),
+                None => format!("Loaded image ID: {}\n", l.record.config_digest),
+            };
+            json!({ "stream": text })
+        })
+        .collect();
+    Ok(json_lines(lines))
+}
+
+/// `POST /images/create?fromSrc=-&repo=R&tag=T&changes=...`: the body is
+/// a root filesystem tar (plain, gzip or zstd).
+pub async fn import(d: Shared, pairs: Vec<(String, String)>, body: Body) -> ApiResult<Response> {
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(n, v)| n == k && !v.is_empty())
+            .map(|(_, v)| v.clone())
+    };
+    if get("fromSrc").as_deref() != Some("-") {
+        return Err(EngineError::Unsupported(
+            "docker import from a URL (fromSrc): cubby imports only a tar sent with the request (`docker import FILE` or `-`)".into(),
+        )
+        .into());
+    }
+    if let Some(p) = get("platform") {
+        let host = cubby_image::pull::Platform::host();
+        if !p.ends_with(&host.architecture) {
+            return Err(EngineError::Unsupported(format!(
+                "docker import --platform {p}: cubby imports for this host's platform only"
+            ))
+            .into());
+        }
+    }
+    let changes: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k == "changes")
+        .map(|(_, v)| v.clone())
+        .collect();
+    let name = match get("repo") {
+        Some(repo) => {
+            let full = match get("tag") {
+                Some(t) => format!("{repo}:{t}"),
+                None => repo,
+            };
+            Some(
+                Reference::parse(&full)
+                    .map_err(|e| ApiError::bad_request(format!("invalid reference format: {e}")))?
+                    .to_string(),
+            )
+        }
+        None => None,
+    };
+    if get("message").is_some() {
+        return Err(EngineError::Unsupported(
+            "docker import --message: cubby does not record a commit message".into(),
+        )
+        .into());
+    }
+    let mut reader = body_reader(body);
+    let rec = blocking(move || {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| t.as_nanos())
+            .unwrap_or(0);
+        let tmp = d
+            .images
+            .tmp_dir()
+            .join(format!("import-{}-{nanos}.tar", std::process::id()));
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)
+                .map_err(|e| ApiError::internal(format!("{}: {e}", tmp.display())))?;
+            io::copy(&mut reader, &mut f)
+                .map_err(|e| ApiError::bad_request(format!("import: reading the tar: {e}")))?;
+            let Some(name) = name else {
+                // Without a name Docker keeps the image dangling (id only):
+                // imported under a private name, then recorded as dangling.
+                let tmp_name = format!("cubby-import.invalid/tmp-{nanos}:latest");
+                let mut rec =
+                    archive::import(&d.images, &tmp, &tmp_name, &changes).map_err(image_err)?;
+                rec.name = archive::dangling_name(&rec.config_digest);
+                d.images.put_image(rec.clone()).map_err(image_err)?;
+                d.images.remove_image(&tmp_name).map_err(image_err)?;
+                return Ok(rec);
+            };
+            archive::import(&d.images, &tmp, &name, &changes).map_err(image_err)
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        result
+    })
+    .await?;
+    Ok(json_lines(vec![
+        json!({ "status": rec.config_digest.to_string() }),
+    ]))
+}
