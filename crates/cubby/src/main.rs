@@ -172,6 +172,15 @@ enum Cmd {
     },
     /// Import a root filesystem tarball (.tar, .tar.gz, .tar.zst) as an image.
     Import { file: PathBuf, image: String },
+    /// Build an image from a Dockerfile (runs here, with or without a daemon).
+    Build(cubby::build::BuildArgs),
+    /// Runs one RUN step of a build (internal: started by the builder).
+    #[command(hide = true)]
+    BuildStep {
+        #[arg(long)]
+        id: String,
+        bundle: PathBuf,
+    },
     /// Save images to a tar archive (OCI image layout and docker-save
     /// manifest.json in one), to -o FILE or stdout.
     Save {
@@ -307,6 +316,17 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Tag { source, target } => {
             images()?.tag(&source, &target)?;
             Ok(0)
+        }
+        Cmd::Build(args) => {
+            if cli.host.is_some() {
+                bail!("cubby build runs on this machine's store (--root); it does not use --host / CUBBY_HOST: unset it");
+            }
+            cubby::build::build(&images()?, &cli.state_dir, args)?;
+            Ok(0)
+        }
+        Cmd::BuildStep { id, bundle } => {
+            cloned_exe::ensure_sealed()?;
+            Ok(cubby_build::run::step_main(&cli.state_dir, &id, &bundle)?)
         }
         Cmd::Import { file, image } => {
             images()?.import(&file, &image)?;
