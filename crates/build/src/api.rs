@@ -51,7 +51,10 @@ const HANDLED: &[&str] = &[
 
 /// A query value that says "not set", as the docker CLI sends defaults.
 fn unset(v: &str) -> bool {
-    matches!(v, "" | "0" | "false" | "null" | "[]" | "{}")
+    matches!(
+        v.to_ascii_lowercase().as_str(),
+        "" | "0" | "false" | "null" | "none" | "[]" | "{}"
+    )
 }
 
 fn truthy(v: &str) -> bool {
@@ -150,7 +153,8 @@ async fn build(
             };
             let insecure = engine.insecure_registries.clone();
             let store = &engine.images;
-            let pull = move |name: &str| -> Result<(), String> { pull_image(store, &insecure, name) };
+            let pull =
+                move |name: &str| -> Result<(), String> { pull_image(store, &insecure, name) };
             let builder = Builder::new(&engine.images, runner, Some(&pull));
             let mut out = |s: &str| {
                 if !quiet {

@@ -145,7 +145,8 @@ impl State {
     }
 
     fn history(&mut self, created_by: String, empty: bool) {
-        let mut h = json!({"created": self.created, "created_by": created_by, "comment": "cubby build"});
+        let mut h =
+            json!({"created": self.created, "created_by": created_by, "comment": "cubby build"});
         if empty {
             h["empty_layer"] = json!(true);
         }
@@ -173,7 +174,8 @@ struct Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = Snapshot::at(&self.dir).remove();
+        // Every scratch dir keeps its snapshot (if any) at `snap/`.
+        let _ = Snapshot::at(self.dir.join("snap")).remove();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -201,11 +203,10 @@ impl<'a> Builder<'a> {
     }
 
     fn scratch(&self, what: &str) -> Result<Scratch> {
-        let dir = self.work.join("tmp").join(format!(
-            "{what}-{}-{}",
-            std::process::id(),
-            unique()
-        ));
+        let dir = self
+            .work
+            .join("tmp")
+            .join(format!("{what}-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir).map_err(|e| BuildError::io_path(&dir, e))?;
         Ok(Scratch { dir })
     }
@@ -216,8 +217,9 @@ impl<'a> Builder<'a> {
             Some(p) => opts.context.join(p),
             None => opts.context.join("Dockerfile"),
         };
-        let text = std::fs::read_to_string(&df_path)
-            .map_err(|e| BuildError::io(format!("reading the Dockerfile {}", df_path.display()), e))?;
+        let text = std::fs::read_to_string(&df_path).map_err(|e| {
+            BuildError::io(format!("reading the Dockerfile {}", df_path.display()), e)
+        })?;
         let df = dockerfile::parse(&text)?;
         let esc = df.escape;
         let ctx = Source::context(&opts.context)?;
@@ -256,8 +258,13 @@ impl<'a> Builder<'a> {
             None => stages_ins.len() - 1,
             Some(t) => stages_ins
                 .iter()
-                .position(|s| stage_name(s[0], esc, &global).ok().flatten().as_deref() == Some(t.to_ascii_lowercase().as_str()))
-                .ok_or_else(|| BuildError::invalid(format!("target stage {t:?} could not be found")))?,
+                .position(|s| {
+                    stage_name(s[0], esc, &global).ok().flatten().as_deref()
+                        == Some(t.to_ascii_lowercase().as_str())
+                })
+                .ok_or_else(|| {
+                    BuildError::invalid(format!("target stage {t:?} could not be found"))
+                })?,
         };
         let total: usize = stages_ins[..=last].iter().map(|s| s.len()).sum();
         let mut step_no = 0;
@@ -270,7 +277,17 @@ impl<'a> Builder<'a> {
                 if ins.keyword == "FROM" {
                     stage = Some(self.from(ins, esc, &global, &stages, opts, out)?);
                 } else if let Some(st) = stage.as_mut() {
-                    self.step(ins, esc, st, &stages, &ctx, &global, &mut consumed, opts, out)?;
+                    self.step(
+                        ins,
+                        esc,
+                        st,
+                        &stages,
+                        &ctx,
+                        &global,
+                        &mut consumed,
+                        opts,
+                        out,
+                    )?;
                 }
                 if let Some(st) = &stage {
                     out(&format!(" ---> {}\n", &st.state.hash()[..12]));
@@ -323,7 +340,9 @@ impl<'a> Builder<'a> {
         let w = dockerfile::words(text, esc, &vars)?;
         let (image, name) = match w.as_slice() {
             [i] => (i.clone(), None),
-            [i, as_, n] if as_.eq_ignore_ascii_case("as") => (i.clone(), Some(n.to_ascii_lowercase())),
+            [i, as_, n] if as_.eq_ignore_ascii_case("as") => {
+                (i.clone(), Some(n.to_ascii_lowercase()))
+            }
             _ => return Err(ins.syntax("FROM takes IMAGE [AS NAME]")),
         };
         for (f, v) in &ins.flags {
@@ -396,7 +415,10 @@ impl<'a> Builder<'a> {
                 diff_id,
                 blob: l["digest"].as_str().unwrap_or("").parse()?,
                 blob_size: l["size"].as_u64().unwrap_or(0),
-                media_type: l["mediaType"].as_str().unwrap_or(layer::GZIP_LAYER).to_string(),
+                media_type: l["mediaType"]
+                    .as_str()
+                    .unwrap_or(layer::GZIP_LAYER)
+                    .to_string(),
             });
         }
         let cfg = config["config"].as_object().cloned().unwrap_or_default();
@@ -404,7 +426,10 @@ impl<'a> Builder<'a> {
             layers,
             config: cfg,
             history: config["history"].as_array().cloned().unwrap_or_default(),
-            created: config["created"].as_str().unwrap_or("1970-01-01T00:00:00Z").to_string(),
+            created: config["created"]
+                .as_str()
+                .unwrap_or("1970-01-01T00:00:00Z")
+                .to_string(),
             author: config["author"].as_str().map(String::from),
         })
     }
@@ -433,7 +458,9 @@ impl<'a> Builder<'a> {
             Args::Shell(s) => s.clone(),
             Args::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
         };
-        if !matches!(ins.keyword.as_str(), "RUN" | "COPY" | "ADD" | "HEALTHCHECK") && !ins.flags.is_empty() {
+        if !matches!(ins.keyword.as_str(), "RUN" | "COPY" | "ADD" | "HEALTHCHECK")
+            && !ins.flags.is_empty()
+        {
             return Err(ins.syntax(format!("{} takes no flags", ins.keyword)));
         }
         let s = &mut st.state;
@@ -469,7 +496,11 @@ impl<'a> Builder<'a> {
             }
             "EXPOSE" => {
                 for p in dockerfile::words(&text, esc, &vars)? {
-                    let port = if p.contains('/') { p.to_ascii_lowercase() } else { format!("{p}/tcp") };
+                    let port = if p.contains('/') {
+                        p.to_ascii_lowercase()
+                    } else {
+                        format!("{p}/tcp")
+                    };
                     let (num, proto) = port.split_once('/').unwrap_or((&port, "tcp"));
                     if num.parse::<u16>().is_err() || !matches!(proto, "tcp" | "udp" | "sctp") {
                         return Err(ins.syntax(format!("invalid port {p:?}")));
@@ -503,7 +534,9 @@ impl<'a> Builder<'a> {
             }
             "SHELL" => {
                 let Args::Exec(v) = &ins.args else {
-                    return Err(ins.syntax("SHELL requires the JSON form: SHELL [\"executable\", \"parameters\"]"));
+                    return Err(ins.syntax(
+                        "SHELL requires the JSON form: SHELL [\"executable\", \"parameters\"]",
+                    ));
                 };
                 if v.is_empty() {
                     return Err(ins.syntax("SHELL requires at least one argument"));
@@ -545,27 +578,48 @@ impl<'a> Builder<'a> {
             }
             "WORKDIR" => {
                 let w = dockerfile::expand(&text, esc, &vars)?;
-                let abs = if w.starts_with('/') { w } else { format!("{}/{w}", s.workdir()) };
+                let abs = if w.starts_with('/') {
+                    w
+                } else {
+                    format!("{}/{w}", s.workdir())
+                };
                 let abs = format!("/{}", context::clean(&abs).unwrap_or_default());
                 s.config.insert("WorkingDir".into(), json!(abs));
                 let dirs = self.layer_dirs(s);
-                if !abs.trim_matches('/').is_empty() && layer::lookup(&dirs, abs.trim_matches('/')).is_none() {
+                if !abs.trim_matches('/').is_empty()
+                    && layer::lookup(&dirs, abs.trim_matches('/')).is_none()
+                {
                     // Made like Docker does: a layer with the new directory.
                     let key = cache_key(s, &format!("WORKDIR {abs}"), "");
-                    self.cached_or(key, st, opts, out, |b, state, _out| {
-                        let scratch = b.scratch("workdir")?;
-                        let stage_dir = scratch.dir.join("fs");
-                        make_parents(&dirs, &stage_dir, abs.trim_matches('/'), true)?;
-                        let l = layer::commit_dir(b.store, &stage_dir, state.layers.last().map(|l| &l.chain), &scratch.dir)?;
-                        Ok(vec![l])
-                    }, format!("WORKDIR {abs}"))?;
+                    self.cached_or(
+                        key,
+                        st,
+                        opts,
+                        out,
+                        |b, state, _out| {
+                            let scratch = b.scratch("workdir")?;
+                            let stage_dir = scratch.dir.join("fs");
+                            make_parents(&dirs, &stage_dir, abs.trim_matches('/'), true)?;
+                            let l = layer::commit_dir(
+                                b.store,
+                                &stage_dir,
+                                state.layers.last().map(|l| &l.chain),
+                                &scratch.dir,
+                            )?;
+                            Ok(vec![l])
+                        },
+                        format!("WORKDIR {abs}"),
+                    )?;
                 } else {
                     st.state.history(format!("WORKDIR {abs}"), true);
                 }
             }
             "RUN" => {
                 if let Some((f, _)) = ins.flags.first() {
-                    return Err(BuildError::Unsupported(format!("RUN --{f} (line {})", ins.line)));
+                    return Err(BuildError::Unsupported(format!(
+                        "RUN --{f} (line {})",
+                        ins.line
+                    )));
                 }
                 let command = match &ins.args {
                     Args::Exec(v) => v.clone(),
@@ -575,15 +629,26 @@ impl<'a> Builder<'a> {
                         c
                     }
                 };
-                let arg_env: Vec<String> = st.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let arg_env: Vec<String> =
+                    st.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let created_by = format!("RUN {}", command.join(" "));
                 let key = cache_key(
                     s,
-                    &format!("RUN {}", serde_json::to_string(&command).unwrap_or_default()),
+                    &format!(
+                        "RUN {}",
+                        serde_json::to_string(&command).unwrap_or_default()
+                    ),
                     &format!("{arg_env:?} {:?}", opts.network),
                 );
                 let network = opts.network.clone();
-                self.cached_or(key, st, opts, out, |b, state, out| b.run(state, command, arg_env, network, out), created_by)?;
+                self.cached_or(
+                    key,
+                    st,
+                    opts,
+                    out,
+                    |b, state, out| b.run(state, command, arg_env, network, out),
+                    created_by,
+                )?;
             }
             "COPY" | "ADD" => {
                 self.copy(ins, esc, &vars, st, stages, ctx, opts, out)?;
@@ -594,7 +659,10 @@ impl<'a> Builder<'a> {
     }
 
     fn layer_dirs(&self, s: &State) -> Vec<PathBuf> {
-        s.layers.iter().map(|l| self.store.layer_dir(&l.chain)).collect()
+        s.layers
+            .iter()
+            .map(|l| self.store.layer_dir(&l.chain))
+            .collect()
     }
 
     /// A layer step: the cached result for `key`, or `make` run and cached.
@@ -682,7 +750,12 @@ impl<'a> Builder<'a> {
             });
         }
         let upper = snap.dir.join("upper");
-        let l = layer::commit_dir(self.store, &upper, s.layers.last().map(|l| &l.chain), &scratch.dir)?;
+        let l = layer::commit_dir(
+            self.store,
+            &upper,
+            s.layers.last().map(|l| &l.chain),
+            &scratch.dir,
+        )?;
         Ok(vec![l])
     }
 
@@ -727,7 +800,10 @@ impl<'a> Builder<'a> {
             Args::Shell(t) => dockerfile::words(t, esc, vars)?,
         };
         if w.len() < 2 {
-            return Err(ins.syntax(format!("{} requires at least two arguments: SRC... DEST", ins.keyword)));
+            return Err(ins.syntax(format!(
+                "{} requires at least two arguments: SRC... DEST",
+                ins.keyword
+            )));
         }
         let dest = w.pop().unwrap_or_default();
         let srcs = w;
@@ -744,7 +820,10 @@ impl<'a> Builder<'a> {
         let source = match &from {
             None => None,
             Some(f) => {
-                let state = if let Some(s) = stages.iter().find(|s| s.name.as_deref() == Some(f.to_ascii_lowercase().as_str())) {
+                let state = if let Some(s) = stages
+                    .iter()
+                    .find(|s| s.name.as_deref() == Some(f.to_ascii_lowercase().as_str()))
+                {
                     s.state.clone()
                 } else if let Some(s) = f.parse::<usize>().ok().and_then(|i| stages.get(i)) {
                     s.state.clone()
@@ -771,7 +850,11 @@ impl<'a> Builder<'a> {
         }
         let many = srcs.len() > 1 || srcs.iter().any(|s| context::has_glob(s));
         let workdir = st.state.workdir();
-        let dest_abs = if dest.starts_with('/') { dest.clone() } else { format!("{workdir}/{dest}") };
+        let dest_abs = if dest.starts_with('/') {
+            dest.clone()
+        } else {
+            format!("{workdir}/{dest}")
+        };
         let dest_rel = context::clean(&dest_abs).unwrap_or_default();
         let dirs = self.layer_dirs(&st.state);
         let dest_is_dir = dest.ends_with('/')
@@ -796,7 +879,7 @@ impl<'a> Builder<'a> {
             dest_is_dir
         );
         let key = cache_key(&st.state, &what, &hex(&h.finalize()));
-        let created_by = format!("{} {} /{dest_rel}", ins.keyword, srcs.join(" "));
+        let created_by = ins.original.clone();
         self.cached_or(
             key,
             st,
@@ -805,12 +888,22 @@ impl<'a> Builder<'a> {
             |b, state, _out| {
                 let scratch = b.scratch("copy")?;
                 let stage_dir = scratch.dir.join("fs");
-                std::fs::create_dir_all(&stage_dir).map_err(|e| BuildError::io_path(&stage_dir, e))?;
-                let cp = Copier { src, owner, chmod, keep_owner: !src.is_context() };
+                std::fs::create_dir_all(&stage_dir)
+                    .map_err(|e| BuildError::io_path(&stage_dir, e))?;
+                let cp = Copier {
+                    src,
+                    owner,
+                    chmod,
+                    keep_owner: !src.is_context(),
+                };
                 for rel in &flat {
                     let host = src.resolve(rel)?;
-                    let meta = std::fs::metadata(&host).map_err(|_| BuildError::MissingSource(rel.clone()))?;
-                    let base = Path::new(rel).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let meta = std::fs::metadata(&host)
+                        .map_err(|_| BuildError::MissingSource(rel.clone()))?;
+                    let base = Path::new(rel)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     if meta.is_dir() {
                         make_parents(&dirs, &stage_dir, &dest_rel, true)?;
                         cp.copy_dir_contents(&host, rel, &stage_dir.join(&dest_rel))?;
@@ -818,12 +911,21 @@ impl<'a> Builder<'a> {
                         make_parents(&dirs, &stage_dir, &dest_rel, true)?;
                         unpack_archive(&host, &stage_dir.join(&dest_rel))?;
                     } else {
-                        let target = if dest_is_dir { format!("{dest_rel}/{base}") } else { dest_rel.clone() };
+                        let target = if dest_is_dir {
+                            format!("{dest_rel}/{base}")
+                        } else {
+                            dest_rel.clone()
+                        };
                         make_parents(&dirs, &stage_dir, &target, false)?;
                         cp.copy_entry(&host, &meta, &stage_dir.join(&target))?;
                     }
                 }
-                let l = layer::commit_dir(b.store, &stage_dir, state.layers.last().map(|l| &l.chain), &scratch.dir)?;
+                let l = layer::commit_dir(
+                    b.store,
+                    &stage_dir,
+                    state.layers.last().map(|l| &l.chain),
+                    &scratch.dir,
+                )?;
                 Ok(vec![l])
             },
             created_by,
@@ -846,7 +948,8 @@ impl<'a> Builder<'a> {
         if let Some(a) = &s.author {
             config["author"] = json!(a);
         }
-        let config_bytes = serde_json::to_vec(&config).map_err(|e| BuildError::invalid(e.to_string()))?;
+        let config_bytes =
+            serde_json::to_vec(&config).map_err(|e| BuildError::invalid(e.to_string()))?;
         let config_digest = self.store.put_blob(&config_bytes)?;
         let manifest = json!({
             "schemaVersion": 2,
@@ -855,7 +958,8 @@ impl<'a> Builder<'a> {
                        "digest": config_digest.to_string(), "size": config_bytes.len()},
             "layers": s.layers.iter().map(|l| json!({"mediaType": l.media_type, "digest": l.blob.to_string(), "size": l.blob_size})).collect::<Vec<_>>(),
         });
-        let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| BuildError::invalid(e.to_string()))?;
+        let manifest_bytes =
+            serde_json::to_vec(&manifest).map_err(|e| BuildError::invalid(e.to_string()))?;
         let manifest_digest = self.store.put_blob(&manifest_bytes)?;
         let mut blobs = vec![manifest_digest.clone(), config_digest.clone()];
         blobs.extend(s.layers.iter().map(|l| l.blob.clone()));
@@ -877,7 +981,10 @@ impl<'a> Builder<'a> {
                 created: s.created.clone(),
             })?;
         }
-        Ok(Built { id: config_digest, names })
+        Ok(Built {
+            id: config_digest,
+            names,
+        })
     }
 }
 
@@ -901,9 +1008,15 @@ fn cache_key(parent: &State, what: &str, extra: &str) -> String {
     hex(&h.finalize())
 }
 
-fn stage_name(from: &Instruction, esc: char, global: &BTreeMap<String, String>) -> Result<Option<String>> {
+fn stage_name(
+    from: &Instruction,
+    esc: char,
+    global: &BTreeMap<String, String>,
+) -> Result<Option<String>> {
     let vars: HashMap<String, String> = global.clone().into_iter().collect();
-    let Args::Shell(t) = &from.args else { return Ok(None) };
+    let Args::Shell(t) = &from.args else {
+        return Ok(None);
+    };
     let w = dockerfile::words(t, esc, &vars)?;
     Ok(match w.as_slice() {
         [_, a, n] if a.eq_ignore_ascii_case("as") => Some(n.to_ascii_lowercase()),
@@ -912,7 +1025,11 @@ fn stage_name(from: &Instruction, esc: char, global: &BTreeMap<String, String>) 
 }
 
 /// `ARG a b=c`: names with optional defaults.
-fn arg_decls(ins: &Instruction, esc: char, vars: &HashMap<String, String>) -> Result<Vec<(String, Option<String>)>> {
+fn arg_decls(
+    ins: &Instruction,
+    esc: char,
+    vars: &HashMap<String, String>,
+) -> Result<Vec<(String, Option<String>)>> {
     let Args::Shell(t) = &ins.args else {
         return Err(ins.syntax("ARG takes NAME[=DEFAULT]"));
     };
@@ -941,7 +1058,10 @@ fn key_values(
     let first = text.split_whitespace().next().unwrap_or("");
     if legacy && !first.contains('=') {
         let rest = text[first.len()..].trim_start();
-        return Ok(vec![(first.to_string(), dockerfile::expand(rest, esc, vars)?)]);
+        return Ok(vec![(
+            first.to_string(),
+            dockerfile::expand(rest, esc, vars)?,
+        )]);
     }
     let mut out = Vec::new();
     for w in dockerfile::words(text, esc, vars)? {
@@ -970,7 +1090,9 @@ fn duration_ns(ins: &Instruction, v: &str) -> Result<i64> {
             unit.push('s');
             chars.next();
         }
-        let n: f64 = num.parse().map_err(|_| ins.syntax(format!("invalid duration {v:?}")))?;
+        let n: f64 = num
+            .parse()
+            .map_err(|_| ins.syntax(format!("invalid duration {v:?}")))?;
         num.clear();
         total += n * match unit.as_str() {
             "h" => 3600e9,
@@ -995,7 +1117,9 @@ fn healthcheck(ins: &Instruction, shell: &[String]) -> Result<Value> {
             "start-period" => "StartPeriod",
             "start-interval" => "StartInterval",
             "retries" => {
-                let n: i64 = v.parse().map_err(|_| ins.syntax(format!("--retries={v}")))?;
+                let n: i64 = v
+                    .parse()
+                    .map_err(|_| ins.syntax(format!("--retries={v}")))?;
                 hc.insert("Retries".into(), json!(n));
                 continue;
             }
@@ -1050,7 +1174,11 @@ fn resolve_owner(dirs: &[PathBuf], spec: &str) -> Result<(u32, u32)> {
 /// the staging dir, each with the mode and owner it has in the image.
 fn make_parents(dirs: &[PathBuf], stage: &Path, rel: &str, is_dir: bool) -> Result<()> {
     let segs: Vec<&str> = rel.split('/').filter(|s| !s.is_empty()).collect();
-    let upto = if is_dir { segs.len() } else { segs.len().saturating_sub(1) };
+    let upto = if is_dir {
+        segs.len()
+    } else {
+        segs.len().saturating_sub(1)
+    };
     let mut cur = String::new();
     for s in &segs[..upto] {
         if !cur.is_empty() {
@@ -1066,8 +1194,10 @@ fn make_parents(dirs: &[PathBuf], stage: &Path, rel: &str, is_dir: bool) -> Resu
             Some(m) if m.is_dir() => (m.mode() & 0o7777, m.uid(), m.gid()),
             _ => (0o755, 0, 0),
         };
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(|e| BuildError::io_path(&p, e))?;
-        std::os::unix::fs::lchown(&p, Some(uid), Some(gid)).map_err(|e| BuildError::io_path(&p, e))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| BuildError::io_path(&p, e))?;
+        std::os::unix::fs::lchown(&p, Some(uid), Some(gid))
+            .map_err(|e| BuildError::io_path(&p, e))?;
     }
     if stage.exists() {
         return Ok(());
@@ -1151,7 +1281,9 @@ impl Copier<'_> {
 
 fn is_archive(p: &Path) -> bool {
     let mut head = [0u8; 512];
-    let Ok(mut f) = std::fs::File::open(p) else { return false };
+    let Ok(mut f) = std::fs::File::open(p) else {
+        return false;
+    };
     let n = std::io::Read::read(&mut f, &mut head).unwrap_or(0);
     (n >= 2 && head[..2] == [0x1f, 0x8b]) || (n >= 262 && &head[257..262] == b"ustar")
 }
@@ -1172,7 +1304,7 @@ fn unpack_archive(p: &Path, dest: &Path) -> Result<()> {
     a.set_preserve_permissions(true);
     a.set_preserve_ownerships(true);
     a.set_overwrite(true);
-    a.unpack(dest)
-        .map_err(|e| BuildError::invalid(format!("ADD {}: not a valid tar archive: {e}", p.display())))
+    a.unpack(dest).map_err(|e| {
+        BuildError::invalid(format!("ADD {}: not a valid tar archive: {e}", p.display()))
+    })
 }
-

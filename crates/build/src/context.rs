@@ -255,7 +255,8 @@ impl Source {
                             "too many levels of symbolic links in {rel}"
                         )));
                     }
-                    let target = std::fs::read_link(&host).map_err(|e| BuildError::io_path(&host, e))?;
+                    let target =
+                        std::fs::read_link(&host).map_err(|e| BuildError::io_path(&host, e))?;
                     if target.is_absolute() {
                         if self.is_context {
                             return Err(BuildError::ContextEscape(format!(
@@ -310,7 +311,16 @@ pub fn hash_sources(src: &Source, rels: &[String], h: &mut impl sha2::Digest) ->
 fn hash_tree(src: &Source, p: &Path, rel: &str, h: &mut impl sha2::Digest) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::symlink_metadata(p).map_err(|e| BuildError::io_path(p, e))?;
-    h.update(format!("{rel}\0{:o}\0{}\0{}\0{}\0", m.mode(), m.uid(), m.gid(), m.len()).as_bytes());
+    h.update(
+        format!(
+            "{rel}\0{:o}\0{}\0{}\0{}\0",
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.len()
+        )
+        .as_bytes(),
+    );
     if m.file_type().is_symlink() {
         let t = std::fs::read_link(p).map_err(|e| BuildError::io_path(p, e))?;
         h.update(t.as_os_str().as_encoded_bytes());
@@ -367,7 +377,11 @@ mod tests {
     #[test]
     fn dockerignore_and_escapes() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join(".dockerignore"), "# c\n*.log\nsecret/\n!keep.log\n").unwrap();
+        std::fs::write(
+            d.path().join(".dockerignore"),
+            "# c\n*.log\nsecret/\n!keep.log\n",
+        )
+        .unwrap();
         std::fs::create_dir(d.path().join("secret")).unwrap();
         std::fs::write(d.path().join("secret/k"), "x").unwrap();
         for f in ["a.log", "keep.log", "b.txt"] {
@@ -379,11 +393,23 @@ mod tests {
         let s = Source::context(d.path()).unwrap();
         assert!(s.ignored("a.log") && s.ignored("secret/k") && !s.ignored("keep.log"));
         assert_eq!(s.expand("*.log").unwrap(), ["keep.log"]);
-        assert!(matches!(s.expand("a.log"), Err(BuildError::MissingSource(_))));
-        assert!(matches!(s.expand("nope"), Err(BuildError::MissingSource(_))));
-        assert!(matches!(s.expand("../x"), Err(BuildError::ContextEscape(_))));
+        assert!(matches!(
+            s.expand("a.log"),
+            Err(BuildError::MissingSource(_))
+        ));
+        assert!(matches!(
+            s.expand("nope"),
+            Err(BuildError::MissingSource(_))
+        ));
+        assert!(matches!(
+            s.expand("../x"),
+            Err(BuildError::ContextEscape(_))
+        ));
         assert!(matches!(s.expand("out"), Err(BuildError::ContextEscape(_))));
-        assert!(matches!(s.expand("up/passwd"), Err(BuildError::ContextEscape(_))));
+        assert!(matches!(
+            s.expand("up/passwd"),
+            Err(BuildError::ContextEscape(_))
+        ));
         assert_eq!(s.resolve("in").unwrap(), s.root.join("b.txt"));
         // In a stage's root, absolute links stay inside it.
         let r = Source::rootfs(d.path());

@@ -229,7 +229,9 @@ fn has_heredoc(s: &str) -> bool {
                 if matches!(b.get(j), Some(&b'"') | Some(&b'\'')) {
                     j += 1;
                 }
-                if b.get(j).is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') {
+                if b.get(j)
+                    .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+                {
                     return true;
                 }
             }
@@ -248,7 +250,10 @@ pub fn words(s: &str, escape: char, vars: &HashMap<String, String>) -> Result<Ve
 
 /// [`words`] without splitting: one string (WORKDIR, USER, ...).
 pub fn expand(s: &str, escape: char, vars: &HashMap<String, String>) -> Result<String> {
-    Ok(lex(s, escape, vars, false)?.into_iter().next().unwrap_or_default())
+    Ok(lex(s, escape, vars, false)?
+        .into_iter()
+        .next()
+        .unwrap_or_default())
 }
 
 fn lex(s: &str, escape: char, vars: &HashMap<String, String>, split: bool) -> Result<Vec<String>> {
@@ -387,11 +392,7 @@ mod tests {
             "# syntax=docker/dockerfile:1\nARG BASE=busybox\nFROM ${BASE} AS build\n\n# a comment\nRUN echo a \\\n  # inner comment\n  && echo b\nCOPY --from=build --chown=1:2 /a /b\nCMD [\"sh\", \"-c\", \"echo hi\"]\nENTRYPOINT echo x\n",
         )
         .unwrap();
-        let k: Vec<&str> = df
-            .instructions
-            .iter()
-            .map(|i| i.keyword.as_str())
-            .collect();
+        let k: Vec<&str> = df.instructions.iter().map(|i| i.keyword.as_str()).collect();
         assert_eq!(k, ["ARG", "FROM", "RUN", "COPY", "CMD", "ENTRYPOINT"]);
         assert_eq!(df.instructions[1].line, 3);
         assert_eq!(
@@ -411,16 +412,16 @@ mod tests {
     fn escape_directive() {
         let df = parse("# escape=`\nFROM scratch\nCOPY a `\n  c:\\dir\\\n").unwrap();
         assert_eq!(df.escape, '`');
-        assert_eq!(
-            df.instructions[1].args,
-            Args::Shell("a   c:\\dir\\".into())
-        );
+        assert_eq!(df.instructions[1].args, Args::Shell("a   c:\\dir\\".into()));
     }
 
     #[test]
     fn errors_name_the_line() {
         let e = parse("FROM busybox\n\nFOO bar\n").unwrap_err().to_string();
-        assert!(e.contains("line 3") && e.contains("unknown instruction: FOO"), "{e}");
+        assert!(
+            e.contains("line 3") && e.contains("unknown instruction: FOO"),
+            "{e}"
+        );
         let e = parse("FROM busybox\nRUN <<EOF\necho\nEOF\n")
             .unwrap_err()
             .to_string();

@@ -1,7 +1,5 @@
 //! Typed errors of the builder.
 
-use std::path::PathBuf;
-
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// The Dockerfile does not parse; `line` is 1-based.
@@ -54,8 +52,3 @@ impl BuildError {
 }
 
 pub type Result<T> = std::result::Result<T, BuildError>;
-
-#[allow(dead_code)]
-pub(crate) fn path_err(p: &PathBuf) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
-    move |e| BuildError::io_path(p, e)
-}

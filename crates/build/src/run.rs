@@ -64,9 +64,7 @@ impl Runner {
 
         // stdout and stderr share one pipe: lines stay in order.
         let (r, w) = nix::unistd::pipe().map_err(|e| BuildError::io("pipe", e.into()))?;
-        let w2: OwnedFd = w
-            .try_clone()
-            .map_err(|e| BuildError::io("pipe", e))?;
+        let w2: OwnedFd = w.try_clone().map_err(|e| BuildError::io("pipe", e))?;
         let mut child = Command::new(&self.exe)
             .arg("--state-dir")
             .arg(&self.state_dir)

@@ -68,9 +68,9 @@ pub fn build(images: &Images, state_dir: &Path, args: BuildArgs) -> Result<()> {
     let network = match args.network.as_str() {
         "none" | "default" => NetworkMode::None,
         "host" => NetworkMode::Host,
-        "bridge" => bail!(
-            "--network bridge: standalone builds have no bridge; use --network host, or none"
-        ),
+        "bridge" => {
+            bail!("--network bridge: standalone builds have no bridge; use --network host, or none")
+        }
         other => bail!("--network {other}: use none or host"),
     };
     let opts = BuildOptions {

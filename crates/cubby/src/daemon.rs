@@ -171,14 +171,12 @@ async fn serve(
             let _ = stop.wait_for(|s| *s).await;
         };
         let server = match (addr, &tls) {
-            (Addr::Unix(path), _) => {
-                tokio::spawn(api::serve_with(
-                    bind(path)?,
-                    daemon.clone(),
-                    cubby_build::api::router(daemon.clone()),
-                    shutdown,
-                ))
-            }
+            (Addr::Unix(path), _) => tokio::spawn(api::serve_with(
+                bind(path)?,
+                daemon.clone(),
+                cubby_build::api::router(daemon.clone()),
+                shutdown,
+            )),
             (Addr::Tcp(sock), Some(config)) => {
                 let tcp = tokio::net::TcpListener::bind(sock)
                     .await
