@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 pub fn router(engine: Shared) -> Router {
     Router::new()
         .route("/build", post(build))
+        .route("/commit", post(commit))
+        .route("/containers/{id}/export", axum::routing::get(export))
         .with_state(engine)
 }
 
@@ -253,4 +255,143 @@ fn pull_image(
     cubby_image::pull::pull(&client, store, &r, &opts)
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// Engine errors get the engine API's statuses (one mapping, the engine's).
+fn engine_error(e: cubby_engine::EngineError) -> Response {
+    cubby_engine::api::ApiError::from(e).into_response()
+}
+
+fn build_error(e: BuildError) -> Response {
+    let status = if e.is_user_error() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    error(status, e.to_string())
+}
+
+fn builder(engine: &Shared) -> Builder<'_> {
+    Builder::new(
+        &engine.images,
+        Runner {
+            exe: PathBuf::from("/proc/self/exe"),
+            state_dir: engine.root.join("build").join("state"),
+            cgroup_parent: engine.cgroup_parent.clone(),
+        },
+        None,
+    )
+}
+
+/// `POST /commit?container=X&repo=R&tag=T&comment=&author=&pause=&changes=`
+/// with a container config body (`docker commit`). A running container
+/// is paused while its changes are read, unless `pause=0`.
+async fn commit(
+    State(engine): State<Shared>,
+    Query(q): Query<Vec<(String, String)>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let get = |k: &str| q.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let Some(container) = get("container").filter(|c| !c.is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "container is required");
+    };
+    let mut opts = crate::builder::CommitOptions {
+        comment: get("comment").filter(|c| !c.is_empty()),
+        author: get("author").filter(|c| !c.is_empty()),
+        ..Default::default()
+    };
+    for (k, v) in &q {
+        if k == "changes" && !v.is_empty() {
+            opts.changes.extend(v.lines().map(String::from));
+        }
+    }
+    if let Some(repo) = get("repo").filter(|r| !r.is_empty()) {
+        let tag = get("tag").filter(|t| !t.is_empty());
+        opts.tags.push(match tag {
+            Some(t) => format!("{repo}:{t}"),
+            None => repo,
+        });
+    }
+    if !body.is_empty() {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(m)) => opts.config = m,
+            Ok(Value::Null) => {}
+            Ok(_) | Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "the body must be a container config object",
+                )
+            }
+        }
+    }
+    let pause = get("pause").map(|p| truthy(&p)).unwrap_or(true);
+    let rec = match engine.find(&container).await {
+        Ok(r) => r,
+        Err(e) => return engine_error(e),
+    };
+    let running = rec.status == cubby_engine::records::Status::Running;
+    if pause && running {
+        if let Err(e) = engine.pause(&rec.id).await {
+            return engine_error(e);
+        }
+    }
+    let dir = engine.root.join("containers").join(&rec.id);
+    let e2 = engine.clone();
+    let result = tokio::task::spawn_blocking(move || builder(&e2).commit(&dir, &opts)).await;
+    if pause && running {
+        let _ = engine.unpause(&rec.id).await;
+    }
+    match result {
+        Ok(Ok(b)) => (
+            StatusCode::CREATED,
+            axum::Json(json!({"Id": b.id.to_string()})),
+        )
+            .into_response(),
+        Ok(Err(e)) => build_error(e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// A writer into the response body.
+struct ChannelWriter(tokio::sync::mpsc::Sender<Vec<u8>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(buf.to_vec())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `GET /containers/{id}/export`: the container's filesystem as a tar.
+async fn export(
+    State(engine): State<Shared>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let rec = match engine.find(&id).await {
+        Ok(r) => r,
+        Err(e) => return engine_error(e),
+    };
+    let dir = engine.root.join("containers").join(&rec.id);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    tokio::task::spawn_blocking(move || {
+        let w = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx));
+        // A failure mid-stream can only cut the tar short: the client sees
+        // a truncated archive, as with Docker.
+        let _ = builder(&engine).export(&dir, w);
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-tar")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "response"))
 }

@@ -1308,3 +1308,155 @@ fn unpack_archive(p: &Path, dest: &Path) -> Result<()> {
         BuildError::invalid(format!("ADD {}: not a valid tar archive: {e}", p.display()))
     })
 }
+
+/// What `commit` makes of a container.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    /// Names for the image (none: a dangling image).
+    pub tags: Vec<String>,
+    /// Dockerfile instructions applied to the config (`--change`): CMD,
+    /// ENTRYPOINT, ENV, LABEL, EXPOSE, USER, WORKDIR, VOLUME, STOPSIGNAL,
+    /// ONBUILD refused.
+    pub changes: Vec<String>,
+    /// Docker's commit body (a container config): Cmd, Entrypoint, Env,
+    /// Labels, WorkingDir, User, ExposedPorts, Volumes, StopSignal.
+    pub config: Map<String, Value>,
+    pub comment: Option<String>,
+    pub author: Option<String>,
+}
+
+impl Builder<'_> {
+    /// The container whose snapshot is `dir` (`upper`, and `image` naming
+    /// its image) as a new image: its image's layers plus the changes.
+    pub fn commit(&self, dir: &Path, opts: &CommitOptions) -> Result<Built> {
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .map(|s| s.trim().to_string())
+                .map_err(|e| BuildError::io_path(&dir.join(f), e))
+        };
+        let image = read("image")?;
+        let rec = cubby_engine::snapshots::find_image(self.store, &image)?
+            .ok_or_else(|| BuildError::invalid(format!("the container's image {image} is gone")))?;
+        let mut state = self.state_of(&rec)?;
+        let upper = dir.join("upper");
+        let scratch = self.scratch("commit")?;
+        let l = layer::commit_dir(
+            self.store,
+            &upper,
+            state.layers.last().map(|l| &l.chain),
+            &scratch.dir,
+        )?;
+        state.layers.push(l);
+        state.created = cubby_runtime::state::rfc3339_now();
+        const FIELDS: &[&str] = &[
+            "Cmd",
+            "Entrypoint",
+            "WorkingDir",
+            "User",
+            "ExposedPorts",
+            "Volumes",
+            "StopSignal",
+            "Healthcheck",
+        ];
+        for (k, v) in &opts.config {
+            if v.is_null() || *v == json!([]) || *v == json!({}) || *v == json!("") {
+                continue;
+            }
+            match k.as_str() {
+                "Env" => {
+                    for e in v.as_array().into_iter().flatten().filter_map(Value::as_str) {
+                        let (k, v) = e.split_once('=').unwrap_or((e, ""));
+                        state.set_env(k, v);
+                    }
+                }
+                "Labels" => {
+                    for (lk, lv) in v.as_object().into_iter().flatten() {
+                        state.map_insert("Labels", lk.clone(), lv.clone());
+                    }
+                }
+                k if FIELDS.contains(&k) => {
+                    state.config.insert(k.to_string(), v.clone());
+                }
+                // The docker CLI sends the container's own fields back; only
+                // the ones above change an image.
+                "Hostname" | "Domainname" | "AttachStdin" | "AttachStdout" | "AttachStderr"
+                | "Tty" | "OpenStdin" | "StdinOnce" | "Image" => {}
+                k => return Err(BuildError::Unsupported(format!("commit config field {k}"))),
+            }
+        }
+        if !opts.changes.is_empty() {
+            let df = dockerfile::parse(&opts.changes.join("\n"))?;
+            let mut stage = Stage {
+                name: None,
+                state,
+                args: BTreeMap::new(),
+                cmd_set: false,
+            };
+            let ctx = Source::rootfs(&scratch.dir);
+            for ins in &df.instructions {
+                if !matches!(
+                    ins.keyword.as_str(),
+                    "CMD"
+                        | "ENTRYPOINT"
+                        | "ENV"
+                        | "LABEL"
+                        | "EXPOSE"
+                        | "USER"
+                        | "VOLUME"
+                        | "STOPSIGNAL"
+                        | "HEALTHCHECK"
+                        | "SHELL"
+                ) {
+                    return Err(BuildError::Unsupported(format!(
+                        "{} in a commit change (metadata instructions only)",
+                        ins.keyword
+                    )));
+                }
+                let mut consumed = Vec::new();
+                self.step(
+                    ins,
+                    df.escape,
+                    &mut stage,
+                    &[],
+                    &ctx,
+                    &BTreeMap::new(),
+                    &mut consumed,
+                    &BuildOptions::default(),
+                    &mut |_| {},
+                )?;
+            }
+            state = stage.state;
+            // The change steps' history entries are folded into the commit's.
+            state
+                .history
+                .truncate(state.history.len() - df.instructions.len());
+        }
+        if let Some(a) = &opts.author {
+            state.author = Some(a.clone());
+        }
+        let mut h = json!({"created": state.created, "created_by": format!("cubby commit {}", dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())});
+        if let Some(c) = &opts.comment {
+            h["comment"] = json!(c);
+        }
+        state.history.push(h);
+        self.write_image(&state, &opts.tags)
+    }
+
+    /// Writes the container's whole filesystem (its image's layers and its
+    /// changes, merged) as a tar to `out`.
+    pub fn export(&self, dir: &Path, out: impl std::io::Write) -> Result<()> {
+        let layers = std::fs::read_to_string(dir.join("layers"))
+            .map_err(|e| BuildError::io_path(&dir.join("layers"), e))?;
+        let mut lowers: Vec<PathBuf> = layers
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().parse::<Digest>().map(|d| self.store.layer_dir(&d)))
+            .collect::<std::result::Result<_, _>>()?;
+        // The container's upper dir as the topmost lower: its whiteouts apply.
+        lowers.push(dir.join("upper"));
+        let scratch = self.scratch("export")?;
+        let snap = Snapshot::at(scratch.dir.join("snap"));
+        let rootfs = snap.mount(&lowers)?;
+        layer::write_tar(&rootfs, out)
+    }
+}

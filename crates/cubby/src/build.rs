@@ -119,3 +119,63 @@ pub fn build(images: &Images, state_dir: &Path, args: BuildArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args, Debug, Clone)]
+pub struct CommitArgs {
+    /// Commit message (kept in the image's history).
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Author.
+    #[arg(short, long)]
+    pub author: Option<String>,
+    /// A Dockerfile instruction for the image config (CMD, ENV, LABEL, ...).
+    #[arg(short, long = "change")]
+    pub changes: Vec<String>,
+    /// The container (id, unique id prefix, or standalone name).
+    pub container: String,
+    /// The image name.
+    pub repository: Option<String>,
+}
+
+/// `cubby commit`: the container's snapshot under `<root>/containers`.
+pub fn commit(images: &Images, args: CommitArgs) -> Result<()> {
+    let dir = images.containers_dir();
+    let exact = dir.join(&args.container);
+    let snap = if exact.join("upper").is_dir() {
+        exact
+    } else {
+        let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&args.container))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        match found.as_slice() {
+            [one] => one.clone(),
+            [] => bail!("no such container: {}", args.container),
+            _ => bail!(
+                "{} names several containers: give more of the id",
+                args.container
+            ),
+        }
+    };
+    let runner = Runner {
+        exe: PathBuf::from("/proc/self/exe"),
+        state_dir: PathBuf::new(),
+        cgroup_parent: "cubby".into(),
+    };
+    let opts = cubby_build::builder::CommitOptions {
+        tags: args.repository.into_iter().collect(),
+        changes: args.changes,
+        comment: args.message,
+        author: args.author,
+        ..Default::default()
+    };
+    let built = Builder::new(&images.store, runner, None)
+        .commit(&snap, &opts)
+        .with_context(|| format!("committing {}", args.container))?;
+    println!("{}", built.id);
+    Ok(())
+}

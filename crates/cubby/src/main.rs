@@ -174,6 +174,8 @@ enum Cmd {
     Import { file: PathBuf, image: String },
     /// Build an image from a Dockerfile (runs here, with or without a daemon).
     Build(cubby::build::BuildArgs),
+    /// Make an image of a container's changes (on this machine's store).
+    Commit(cubby::build::CommitArgs),
     /// Runs one RUN step of a build (internal: started by the builder).
     #[command(hide = true)]
     BuildStep {
@@ -322,6 +324,13 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 bail!("cubby build runs on this machine's store (--root); it does not use --host / CUBBY_HOST: unset it");
             }
             cubby::build::build(&images()?, &cli.state_dir, args)?;
+            Ok(0)
+        }
+        Cmd::Commit(args) => {
+            if cli.host.is_some() {
+                bail!("cubby commit works on this machine's store (--root); with a remote daemon use `docker commit`");
+            }
+            cubby::build::commit(&images()?, args)?;
             Ok(0)
         }
         Cmd::BuildStep { id, bundle } => {

@@ -174,6 +174,20 @@ fn cubby_build_multistage_cache_and_run() {
         "{changed}"
     );
 
+    // cubby commit of a standalone container.
+    c.ok(&[
+        "run",
+        "--name",
+        "b14c",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /kept",
+    ]);
+    c.ok(&["commit", "-c", "CMD cat /kept", "b14c", "kept:1"]);
+    assert_eq!(c.ok(&["run", "--rm", "kept:1"]), "kept\n");
+    c.ok(&["rm", "b14c"]);
+
     // An image config with history for each step.
     let inspect = c.ok(&["image", "inspect", "app:1"]);
     assert!(inspect.contains("org.example"), "{inspect}");
@@ -318,6 +332,55 @@ fn docker_cli_and_docker_py_build_against_the_daemon() {
         stderr(&out)
     );
     d.fails(&["image", "inspect", "dbad"]);
+
+    // docker commit (paused while running, --change) and docker export.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo data > /f; rm /bin/vi; sleep 30",
+    ]);
+    daemon::eventually("c1 wrote /f", || {
+        let o = d.docker(&["exec", "c1", "cat", "/f"]);
+        o.status.success().then_some(())
+    });
+    d.ok(&[
+        "commit",
+        "--change",
+        "CMD [\"cat\", \"/f\"]",
+        "-m",
+        "snap",
+        "c1",
+        "committed:1",
+    ]);
+    assert_eq!(d.ok(&["run", "--rm", "committed:1"]), "data\n");
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "committed:1",
+            "sh",
+            "-c",
+            "test ! -e /bin/vi && echo gone"
+        ]),
+        "gone\n"
+    );
+    let hist = d.ok(&["history", "--no-trunc", "committed:1"]);
+    assert!(hist.contains("snap"), "{hist}");
+    let tar = d.tmp.path().join("c1.tar");
+    d.ok(&["export", "-o", tar.to_str().unwrap(), "c1"]);
+    let list = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    let list = stdout(&list);
+    assert!(
+        list.lines().any(|l| l == "f") && list.lines().any(|l| l == "bin/sh"),
+        "{list}"
+    );
+    assert!(!list.lines().any(|l| l == "bin/vi"), "{list}");
+    d.ok(&["rm", "-f", "c1"]);
 
     let py = Command::new("python3")
         .arg("-c")
