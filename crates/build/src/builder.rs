@@ -222,6 +222,9 @@ impl<'a> Builder<'a> {
         })?;
         let df = dockerfile::parse(&text)?;
         let esc = df.escape;
+        // Keeps gc from removing the layers of earlier steps before the
+        // image that uses them is recorded.
+        let _pin = self.store.pin()?;
         let ctx = Source::context(&opts.context)?;
 
         // ARGs before the first FROM, then the stages.
@@ -1186,7 +1189,8 @@ fn make_parents(dirs: &[PathBuf], stage: &Path, rel: &str, is_dir: bool) -> Resu
         }
         cur.push_str(s);
         let p = stage.join(&cur);
-        if p.is_dir() {
+        clear_for(&p, true)?;
+        if std::fs::symlink_metadata(&p).is_ok() {
             continue;
         }
         std::fs::create_dir_all(&p).map_err(|e| BuildError::io_path(&p, e))?;
@@ -1225,14 +1229,14 @@ impl Copier<'_> {
 
     fn copy_entry(&self, host: &Path, m: &std::fs::Metadata, dest: &Path) -> Result<()> {
         let err = |e| BuildError::io_path(dest, e);
+        clear_for(dest, m.is_dir())?;
         if m.file_type().is_symlink() {
             let t = std::fs::read_link(host).map_err(|e| BuildError::io_path(host, e))?;
-            let _ = std::fs::remove_file(dest);
             std::os::unix::fs::symlink(t, dest).map_err(err)?;
             return self.own(dest, m);
         }
         if m.is_dir() {
-            if !dest.is_dir() {
+            if std::fs::symlink_metadata(dest).is_err() {
                 std::fs::create_dir(dest).map_err(err)?;
             }
         } else if m.is_file() {
@@ -1335,6 +1339,7 @@ impl Builder<'_> {
                 .map_err(|e| BuildError::io_path(&dir.join(f), e))
         };
         let image = read("image")?;
+        let _pin = self.store.pin()?;
         let rec = cubby_engine::snapshots::find_image(self.store, &image)?
             .ok_or_else(|| BuildError::invalid(format!("the container's image {image} is gone")))?;
         let mut state = self.state_of(&rec)?;
@@ -1458,5 +1463,20 @@ impl Builder<'_> {
         let snap = Snapshot::at(scratch.dir.join("snap"));
         let rootfs = snap.mount(&lowers)?;
         layer::write_tar(&rootfs, out)
+    }
+}
+
+/// Makes way for a new entry at `dest` in a staging dir: an existing
+/// directory stays when a directory is wanted; anything else (a symlink
+/// copied by an earlier source above all) is removed, so no later write
+/// goes through a link to outside the staging dir.
+fn clear_for(dest: &Path, want_dir: bool) -> Result<()> {
+    match std::fs::symlink_metadata(dest) {
+        Ok(m) if m.is_dir() && want_dir => Ok(()),
+        Ok(m) if m.is_dir() => {
+            std::fs::remove_dir_all(dest).map_err(|e| BuildError::io_path(dest, e))
+        }
+        Ok(_) => std::fs::remove_file(dest).map_err(|e| BuildError::io_path(dest, e)),
+        Err(_) => Ok(()),
     }
 }

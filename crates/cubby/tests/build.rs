@@ -228,6 +228,29 @@ fn cubby_build_bad_input() {
     let (_, e) = fails("FROM busybox\nRUN --mount=type=cache,target=/c true\n");
     assert!(e.contains("RUN --mount"), "{e}");
 
+    // A symlink copied by one source is not a way out for the next one.
+    let outside = c.world.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::create_dir_all(ctx.join("d1")).unwrap();
+    std::os::unix::fs::symlink(&outside, ctx.join("d1/x")).unwrap();
+    write(
+        &ctx,
+        &[
+            ("d2/x/pwned", "p"),
+            ("Dockerfile", "FROM busybox\nCOPY d1 d2 /dst/\n"),
+        ],
+    );
+    c.ok(&["build", "-q", "-t", "links:1", ctx_s]);
+    assert!(
+        !outside.join("pwned").exists(),
+        "COPY wrote through a symlink"
+    );
+    assert_eq!(
+        c.ok(&["run", "--rm", "links:1", "cat", "/dst/x/pwned"]),
+        "p"
+    );
+    c.ok(&["rmi", "links:1"]);
+
     // Nothing half-made: no image, no mount, no container, no scratch.
     assert_eq!(c.ok(&["images", "-q"]), images_before);
     c.no_mounts_left();
