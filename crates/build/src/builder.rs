@@ -212,6 +212,10 @@ impl<'a> Builder<'a> {
     }
 
     pub fn build(&self, opts: &BuildOptions, out: Out) -> Result<Built> {
+        // A bad -t fails before any work.
+        for t in &opts.tags {
+            cubby_image::reference::Reference::parse(t)?;
+        }
         let df_path = match &opts.dockerfile {
             Some(p) if p.is_absolute() => p.clone(),
             Some(p) => opts.context.join(p),
@@ -322,7 +326,11 @@ impl<'a> Builder<'a> {
         let built = self.write_image(&fin, &opts.tags)?;
         out(&format!("Successfully built {}\n", &built.id.hex()[..12]));
         for t in &opts.tags {
-            out(&format!("Successfully tagged {t}\n"));
+            // As Docker prints it: `app:latest`, `host:5000/x:1`.
+            let shown = cubby_image::reference::Reference::parse(t)
+                .map(|r| r.familiar())
+                .unwrap_or_else(|_| t.clone());
+            out(&format!("Successfully tagged {shown}\n"));
         }
         Ok(built)
     }
