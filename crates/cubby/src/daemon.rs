@@ -171,15 +171,23 @@ async fn serve(
             let _ = stop.wait_for(|s| *s).await;
         };
         let server = match (addr, &tls) {
-            (Addr::Unix(path), _) => {
-                tokio::spawn(api::serve(bind(path)?, daemon.clone(), shutdown))
-            }
+            (Addr::Unix(path), _) => tokio::spawn(api::serve_with(
+                bind(path)?,
+                daemon.clone(),
+                cubby_build::api::router(daemon.clone()),
+                shutdown,
+            )),
             (Addr::Tcp(sock), Some(config)) => {
                 let tcp = tokio::net::TcpListener::bind(sock)
                     .await
                     .with_context(|| format!("listen on tcp://{sock}"))?;
                 let listener = TlsListener::new(tcp, config.clone())?;
-                tokio::spawn(api::serve(listener, daemon.clone(), shutdown))
+                tokio::spawn(api::serve_with(
+                    listener,
+                    daemon.clone(),
+                    cubby_build::api::router(daemon.clone()),
+                    shutdown,
+                ))
             }
             (Addr::Tcp(sock), None) => bail!("tcp://{sock} needs TLS"),
         };

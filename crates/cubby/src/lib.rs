@@ -1,5 +1,6 @@
 //! cubby command-line library: the pieces of `cubby` that can be unit tested.
 
+pub mod build;
 pub mod daemon;
 pub mod demo_image;
 pub mod images;

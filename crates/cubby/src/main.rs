@@ -179,6 +179,17 @@ enum Cmd {
         #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
         changes: Vec<String>,
     },
+    /// Build an image from a Dockerfile (runs here, with or without a daemon).
+    Build(cubby::build::BuildArgs),
+    /// Make an image of a container's changes (on this machine's store).
+    Commit(cubby::build::CommitArgs),
+    /// Runs one RUN step of a build (internal: started by the builder).
+    #[command(hide = true)]
+    BuildStep {
+        #[arg(long)]
+        id: String,
+        bundle: PathBuf,
+    },
     /// Save images to a tar archive (OCI image layout and docker-save
     /// manifest.json in one), to -o FILE or stdout.
     Save {
@@ -314,6 +325,24 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Tag { source, target } => {
             images()?.tag(&source, &target)?;
             Ok(0)
+        }
+        Cmd::Build(args) => {
+            if cli.host.is_some() {
+                bail!("cubby build runs on this machine's store (--root); it does not use --host / CUBBY_HOST: unset it");
+            }
+            cubby::build::build(&images()?, &cli.state_dir, args)?;
+            Ok(0)
+        }
+        Cmd::Commit(args) => {
+            if cli.host.is_some() {
+                bail!("cubby commit works on this machine's store (--root); with a remote daemon use `docker commit`");
+            }
+            cubby::build::commit(&images()?, args)?;
+            Ok(0)
+        }
+        Cmd::BuildStep { id, bundle } => {
+            cloned_exe::ensure_sealed()?;
+            Ok(cubby_build::run::step_main(&cli.state_dir, &id, &bundle)?)
         }
         Cmd::Import {
             file,

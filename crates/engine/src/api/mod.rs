@@ -192,7 +192,22 @@ where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    let app = axum::middleware::map_request(rewrite).layer(router(daemon));
+    serve_with(listener, daemon, Router::new(), shutdown).await
+}
+
+/// [`serve`] with more routes from crates above the engine (the image
+/// builder's `/build`), under the same version prefixes.
+pub async fn serve_with<L>(
+    listener: L,
+    daemon: Shared,
+    extra: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let app = axum::middleware::map_request(rewrite).layer(extra.merge(router(daemon)));
     axum::serve(
         listener,
         axum::ServiceExt::<Request>::into_make_service(app),

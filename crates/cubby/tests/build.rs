@@ -1,0 +1,422 @@
+//! Image builds (issue 14): `cubby build` alone, and the real `docker` CLI
+//! (classic builder) and docker-py against `cubby daemon`, on multi-stage
+//! Dockerfiles over a busybox image made here (never Docker Hub). Needs
+//! root, cgroups, busybox-static, the docker CLI, python3 with `docker`,
+//! docker-registry and skopeo.
+
+mod common;
+#[path = "common/daemon.rs"]
+mod daemon;
+#[path = "common/images.rs"]
+mod images_common;
+
+use common::{stderr, stdout};
+use daemon::Daemon;
+use images_common::{Cubby, Registry};
+use std::path::Path;
+use std::process::Command;
+
+const MULTI: &str = r#"# a three-stage build
+ARG BASE=busybox
+FROM $BASE AS build
+ARG MSG=hi
+WORKDIR /src
+COPY . /ctx/
+COPY hello.txt sub/ ./
+RUN test ! -e /ctx/x.log && test -e /ctx/keep.txt \
+    && echo "$MSG from build" > out.txt \
+    && rm -f /bin/vi && cat hello.txt
+FROM busybox AS other
+RUN echo other > /o
+FROM scratch
+COPY --from=build /bin/busybox /bin/busybox
+COPY --from=build /src/out.txt /src/a.txt /data/
+COPY --from=other --chown=1000:1000 /o /o
+ENV A=1 B="two words"
+LABEL org.example=yes
+USER 1000
+CMD ["/bin/busybox", "cat", "/data/out.txt"]
+"#;
+
+fn write(dir: &Path, files: &[(&str, &str)]) {
+    for (name, text) in files {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+}
+
+fn context(dir: &Path) {
+    write(
+        dir,
+        &[
+            ("Dockerfile", MULTI),
+            ("hello.txt", "hello\n"),
+            ("sub/a.txt", "a\n"),
+            ("x.log", "secret\n"),
+            ("keep.txt", "k\n"),
+            (".dockerignore", "*.log\n"),
+        ],
+    );
+}
+
+/// A cubby with its own store holding `busybox:latest` (imported).
+fn cubby_with_busybox() -> Cubby {
+    let c = Cubby::new();
+    let tarball = c.world.dir.path().join("busybox.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(c.world.rootfs())
+        .arg("-cf")
+        .arg(&tarball)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    c.ok(&["import", tarball.to_str().unwrap(), "busybox:latest"]);
+    c
+}
+
+fn scratch_left(c: &Cubby) -> Vec<String> {
+    std::fs::read_dir(c.root().join("build/tmp"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn cubby_build_multistage_cache_and_run() {
+    let c = cubby_with_busybox();
+    let ctx = c.world.dir.path().join("ctx");
+    context(&ctx);
+    let ctx_s = ctx.to_str().unwrap();
+    let out = c.ok(&["build", "-t", "app:1", "--build-arg", "MSG=hey", ctx_s]);
+    assert!(
+        out.contains("Running in") && out.contains("hello\n"),
+        "{out}"
+    );
+    assert!(out.contains("Successfully tagged app:1"), "{out}");
+
+    // The image runs, with its config (user, env, owner of a --chown copy).
+    assert_eq!(c.ok(&["run", "--rm", "app:1"]), "hey from build\n");
+    let env = c.ok(&["run", "--rm", "app:1", "/bin/busybox", "env"]);
+    assert!(env.contains("B=two words") && env.contains("A=1"), "{env}");
+    assert_eq!(
+        c.ok(&["run", "--rm", "app:1", "/bin/busybox", "id", "-u"]),
+        "1000\n"
+    );
+    assert_eq!(
+        c.ok(&[
+            "run",
+            "--rm",
+            "app:1",
+            "/bin/busybox",
+            "stat",
+            "-c",
+            "%u",
+            "/o"
+        ]),
+        "1000\n"
+    );
+    // --target: the first stage, whose RUN deleted /bin/vi (a whiteout).
+    c.ok(&["build", "-q", "--target", "build", "-t", "app:build", ctx_s]);
+    let check = c.ok(&[
+        "run",
+        "--rm",
+        "app:build",
+        "sh",
+        "-c",
+        "test ! -e /bin/vi && cat /src/out.txt && pwd",
+    ]);
+    assert_eq!(check, "hi from build\n/src\n");
+
+    // Unchanged: everything from the cache, the same image id.
+    let id1 = c.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "app:1",
+        "--build-arg",
+        "MSG=hey",
+        ctx_s,
+    ]);
+    let t = std::time::Instant::now();
+    let again = c.ok(&["build", "-t", "app:1", "--build-arg", "MSG=hey", ctx_s]);
+    eprintln!("fully cached rebuild: {:?}", t.elapsed());
+    assert!(!again.contains("Running in"), "{again}");
+    assert_eq!(again.matches("Using cache").count(), 8, "{again}");
+    let id2 = c.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "app:1",
+        "--build-arg",
+        "MSG=hey",
+        ctx_s,
+    ]);
+    assert_eq!(id1, id2);
+
+    // One changed file: the steps before its COPY are cached, then rebuilt.
+    write(&ctx, &[("hello.txt", "changed\n")]);
+    let changed = c.ok(&["build", "-t", "app:1", "--build-arg", "MSG=hey", ctx_s]);
+    let (before, after) = changed.split_once("COPY hello.txt").unwrap();
+    assert!(before.contains("Using cache"), "{changed}");
+    assert!(
+        after.contains("Running in") && after.contains("changed\n"),
+        "{changed}"
+    );
+    // The other stage did not change.
+    assert!(
+        after.contains("RUN echo other > /o\n ---> Using cache"),
+        "{changed}"
+    );
+
+    // cubby commit of a standalone container.
+    c.ok(&[
+        "run",
+        "--name",
+        "b14c",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /kept",
+    ]);
+    c.ok(&["commit", "-c", "CMD cat /kept", "b14c", "kept:1"]);
+    assert_eq!(c.ok(&["run", "--rm", "kept:1"]), "kept\n");
+    c.ok(&["rm", "b14c"]);
+
+    // An image config with history for each step.
+    let inspect = c.ok(&["image", "inspect", "app:1"]);
+    assert!(inspect.contains("org.example"), "{inspect}");
+    c.no_mounts_left();
+    assert!(scratch_left(&c).is_empty(), "{:?}", scratch_left(&c));
+}
+
+#[test]
+fn cubby_build_bad_input() {
+    let c = cubby_with_busybox();
+    let ctx = c.world.dir.path().join("bad");
+    write(&ctx, &[("ok.txt", "x")]);
+    std::os::unix::fs::symlink("/etc/passwd", ctx.join("link")).unwrap();
+    let ctx_s = ctx.to_str().unwrap();
+    let fails = |df: &str| -> (String, String) {
+        write(&ctx, &[("Dockerfile", df)]);
+        let out = c.run(&["build", "-t", "bad:1", ctx_s]);
+        assert!(!out.status.success(), "{df} built: {}", stdout(&out));
+        (stdout(&out), stderr(&out))
+    };
+    let images_before = c.ok(&["images", "-q"]);
+
+    let (_, e) = fails("FROM busybox\nRUN true\n\nBOGUS x\n");
+    assert!(e.contains("line 4") && e.contains("BOGUS"), "{e}");
+    let (_, e) = fails("FROM busybox\nRUN <<EOF\necho\nEOF\n");
+    assert!(e.contains("line 2") && e.contains("heredoc"), "{e}");
+    let (o, e) = fails("FROM busybox\nRUN echo out-before-failure; exit 7\n");
+    assert!(o.contains("out-before-failure"), "{o}");
+    assert!(e.contains("non-zero code: 7"), "{e}");
+    let (_, e) = fails("FROM busybox\nCOPY missing-file.txt /\n");
+    assert!(e.contains("missing-file.txt"), "{e}");
+    let (_, e) = fails("FROM busybox\nCOPY ../etc/passwd /\n");
+    assert!(e.contains("outside the build context"), "{e}");
+    let (_, e) = fails("FROM busybox\nCOPY link /x\n");
+    assert!(e.contains("outside the build context"), "{e}");
+    let (_, e) = fails("FROM busybox\nADD http://127.0.0.1:1/x /x\n");
+    assert!(e.contains("URL"), "{e}");
+    let (_, e) = fails("FROM busybox\nRUN --mount=type=cache,target=/c true\n");
+    assert!(e.contains("RUN --mount"), "{e}");
+
+    // A symlink copied by one source is not a way out for the next one.
+    let outside = c.world.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::create_dir_all(ctx.join("d1")).unwrap();
+    std::os::unix::fs::symlink(&outside, ctx.join("d1/x")).unwrap();
+    write(
+        &ctx,
+        &[
+            ("d2/x/pwned", "p"),
+            ("Dockerfile", "FROM busybox\nCOPY d1 d2 /dst/\n"),
+        ],
+    );
+    c.ok(&["build", "-q", "-t", "links:1", ctx_s]);
+    assert!(
+        !outside.join("pwned").exists(),
+        "COPY wrote through a symlink"
+    );
+    assert_eq!(
+        c.ok(&["run", "--rm", "links:1", "cat", "/dst/x/pwned"]),
+        "p"
+    );
+    c.ok(&["rmi", "links:1"]);
+
+    // Nothing half-made: no image, no mount, no container, no scratch.
+    assert_eq!(c.ok(&["images", "-q"]), images_before);
+    c.no_mounts_left();
+    assert!(scratch_left(&c).is_empty(), "{:?}", scratch_left(&c));
+    let ps = c.ok(&["ps", "-a", "-q"]);
+    assert!(ps.trim().is_empty(), "containers left: {ps}");
+}
+
+#[test]
+fn built_image_pushes_and_skopeo_reads_it() {
+    assert!(
+        Path::new("/usr/bin/skopeo").exists(),
+        "skopeo missing: apt-get install -y skopeo"
+    );
+    let reg = Registry::start(None);
+    let c = cubby_with_busybox();
+    let ctx = c.world.dir.path().join("ctx");
+    context(&ctx);
+    let name = reg.image("built/app:1");
+    c.ok(&["build", "-q", "-t", &name, ctx.to_str().unwrap()]);
+    c.ok(&["push", &name]);
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{name}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["Layers"].as_array().map(|l| l.len()), Some(3), "{v}");
+    assert_eq!(v["Labels"]["org.example"], "yes", "{v}");
+}
+
+const PY: &str = r#"
+import sys, docker
+c = docker.DockerClient(base_url="unix://" + sys.argv[1], version="auto", timeout=120)
+img, logs = c.images.build(path=sys.argv[2], tag="pyapp:2", buildargs={"MSG": "py"}, rm=True)
+assert "pyapp:2" in img.tags, img.tags
+out = c.containers.run("pyapp:2", remove=True)
+assert out == b"py from build\n", out
+hist = [h["CreatedBy"] for h in img.history()]
+assert any(h.startswith("COPY --from=build") for h in hist), hist
+try:
+    c.images.build(path=sys.argv[3])
+    raise SystemExit("a failing RUN must raise BuildError")
+except docker.errors.BuildError as e:
+    assert "non-zero code: 5" in str(e), e
+print("py-ok")
+"#;
+
+#[test]
+fn docker_cli_and_docker_py_build_against_the_daemon() {
+    let d = Daemon::start("build");
+    d.import_busybox();
+    let ctx = d.tmp.path().join("ctx");
+    context(&ctx);
+    let bad = d.tmp.path().join("bad");
+    write(
+        &bad,
+        &[("Dockerfile", "FROM busybox\nRUN echo failing; exit 5\n")],
+    );
+
+    let build = |args: &[&str]| {
+        d.docker_cmd(args)
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap()
+    };
+    let out = build(&[
+        "build",
+        "-t",
+        "dapp",
+        "--build-arg",
+        "MSG=yo",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "docker build: {}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("Successfully built"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(d.ok(&["run", "--rm", "dapp"]), "yo from build\n");
+    let hist = d.ok(&["history", "--no-trunc", "dapp"]);
+    for step in [
+        "COPY --from=other --chown=1000:1000 /o /o",
+        "ENV A=1",
+        "USER 1000",
+        "CMD",
+    ] {
+        assert!(hist.contains(step), "{step} missing from\n{hist}");
+    }
+    let out = build(&["build", "-t", "dbad", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stdout(&out).contains("failing"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("non-zero code: 5"),
+        "{}",
+        stderr(&out)
+    );
+    d.fails(&["image", "inspect", "dbad"]);
+
+    // docker commit (paused while running, --change) and docker export.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo data > /f; rm /bin/vi; sleep 30",
+    ]);
+    daemon::eventually("c1 wrote /f", || {
+        let o = d.docker(&["exec", "c1", "cat", "/f"]);
+        o.status.success().then_some(())
+    });
+    d.ok(&[
+        "commit",
+        "--change",
+        "CMD [\"cat\", \"/f\"]",
+        "-m",
+        "snap",
+        "c1",
+        "committed:1",
+    ]);
+    assert_eq!(d.ok(&["run", "--rm", "committed:1"]), "data\n");
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "committed:1",
+            "sh",
+            "-c",
+            "test ! -e /bin/vi && echo gone"
+        ]),
+        "gone\n"
+    );
+    let hist = d.ok(&["history", "--no-trunc", "committed:1"]);
+    assert!(hist.contains("snap"), "{hist}");
+    let tar = d.tmp.path().join("c1.tar");
+    d.ok(&["export", "-o", tar.to_str().unwrap(), "c1"]);
+    let list = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    let list = stdout(&list);
+    assert!(
+        list.lines().any(|l| l == "f") && list.lines().any(|l| l == "bin/sh"),
+        "{list}"
+    );
+    assert!(!list.lines().any(|l| l == "bin/vi"), "{list}");
+    d.ok(&["rm", "-f", "c1"]);
+
+    let py = Command::new("python3")
+        .arg("-c")
+        .arg(PY)
+        .arg(&d.socket)
+        .arg(&ctx)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success() && stdout(&py).contains("py-ok"),
+        "docker-py: {}\n{}",
+        stdout(&py),
+        stderr(&py)
+    );
+}
