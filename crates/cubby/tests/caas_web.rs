@@ -209,7 +209,11 @@ fn ws_open(
 /// upgrades, ended and unknown sessions, activity.
 #[test]
 fn proxy_access_control_and_forwarding() {
-    let mut s = Serve::start("caas-web-proxy", DbKind::Sqlite, &["--domain", "apps.test"]);
+    let mut s = Serve::start(
+        "caas-web-proxy",
+        DbKind::Sqlite,
+        &["--domain", "apps.test", "--path-routing"],
+    );
     let (teach, ann, bob, admin, class) = class_of_two(&s, "webp");
     let a = start(&s, &ann, &class);
     let b = start(&s, &bob, &class);
@@ -250,6 +254,12 @@ fn proxy_access_control_and_forwarding() {
         let (st, _, body) = get(&s, &format!("/r/{a}/t"), Some(t), "");
         assert_eq!(st, 200, "{body}");
     }
+    // Logins are cached for speed, revocation still cuts at once: a login
+    // used through the proxy, then logged out, is refused on its next use.
+    let short_lived = s.token("ann", "ann-pass-123");
+    assert_eq!(get(&s, &format!("/r/{a}/t"), Some(&short_lived), "").0, 200);
+    s.ok("POST", "/api/auth/logout", Some(&short_lived), None);
+    assert_eq!(get(&s, &format!("/r/{a}/t"), Some(&short_lived), "").0, 401);
     // Another student, no login, a forged token: refused with a page.
     let (st, _, body) = get(&s, &format!("/r/{a}/"), Some(&bob), "");
     assert_eq!(st, 404, "{body}");
@@ -408,7 +418,11 @@ fn proxy_access_control_and_forwarding() {
     assert!(body.contains("ended"), "{body}");
 
     // Expired tokens are refused by the proxy too.
-    s.extra = vec!["--access-token-ttl".into(), "3".into()];
+    s.extra = vec![
+        "--path-routing".into(),
+        "--access-token-ttl".into(),
+        "3".into(),
+    ];
     s.kill9_and_restart();
     let short = s.token("bob", "bob-pass-123");
     assert_eq!(get(&s, &format!("/r/{b}/"), Some(&short), "").0, 200);
@@ -423,6 +437,14 @@ fn terminal_shell_in_the_sandbox() {
     let s = Serve::start("caas-web-term", DbKind::Sqlite, &[]);
     let (teach, ann, bob, _admin, class) = class_of_two(&s, "webt");
     let a = start(&s, &ann, &class);
+    // Without --path-routing (the default) apps are never served on the
+    // service's origin; without --domain either, "open" explains why.
+    let (st, _, body) = get(&s, &format!("/r/{a}/"), Some(&ann), "");
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("Open app"), "{body}");
+    let (st, _, body) = get(&s, &format!("/api/sessions/{a}/open"), Some(&ann), "");
+    assert_eq!(st, 409, "{body}");
+    assert!(body.contains("--domain"), "{body}");
     let path = format!("/api/sessions/{a}/terminal");
     let origin = format!("http://127.0.0.1:{}", s.port);
     let mut ws = ws_open(&s, &path, &ann, Some(&origin)).expect("terminal");

@@ -34,6 +34,10 @@ pub struct AuthConfig {
     /// Serve each session's app also at `{session}.{app_domain}` (its own
     /// origin), entered through a one-time code (see proxy).
     pub app_domain: Option<String>,
+    /// Also serve apps at `/r/{session}/` on the service's own origin. Off
+    /// by default: an app there shares the origin of the UI and the API, so
+    /// its JavaScript acts with the visitor's login (trusted templates only).
+    pub path_routing: bool,
 }
 
 impl Default for AuthConfig {
@@ -46,6 +50,7 @@ impl Default for AuthConfig {
             per_user_per_min: 10,
             per_addr_per_min: 60,
             app_domain: None,
+            path_routing: false,
         }
     }
 }
@@ -66,6 +71,8 @@ pub struct Inner {
     pub app_signer: Signer,
     /// One-time codes that carry a login to a `{session}.{domain}` host.
     pub handoffs: crate::proxy::Handoffs,
+    /// Recently verified logins (see authn::LiveLogins).
+    pub live_logins: authn::LiveLogins,
 }
 
 impl std::ops::Deref for AppState {
@@ -90,6 +97,7 @@ impl AppState {
             signer: Signer::new(key.as_bytes()),
             app_signer: Signer::new(format!("{key}/app-hosts").as_bytes()),
             handoffs: crate::proxy::Handoffs::default(),
+            live_logins: authn::LiveLogins::default(),
             rl_user: RateLimiter::new(auth.per_user_per_min, minute),
             rl_addr: RateLimiter::new(auth.per_addr_per_min, minute),
             auth,
