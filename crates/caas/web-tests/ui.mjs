@@ -78,17 +78,37 @@ try {
   const appHref = await card.getByRole('link', { name: 'Open app' }).getAttribute('href');
   const sid = appHref.split('/')[3];
 
-  // The teacher's roster changed by itself.
+  // The teacher's roster changed by itself, and shows what the sandbox uses
+  // (memory at once, CPU from the second sample on).
   await annRow.locator('[data-state="ready"]').waitFor();
+  await annRow.locator('td[data-memory]:not([data-memory=""])').waitFor();
+  await annRow.locator('td[data-cpu$="%"]').waitFor();
   await shot(teacher, 'ui-teacher-roster');
 
-  // The student's terminal: type, see the output.
+  // The student's terminal: type, see the output. Its websocket goes
+  // through a route the test can cut, like a network blip.
+  const termSockets = [];
+  await ann.routeWebSocket(/\/terminal/, (ws) => { ws.connectToServer(); termSockets.push(ws); });
   await card.getByRole('link', { name: 'Terminal' }).click();
   await ann.waitForSelector('#term-status:has-text("connected")');
   await termSees(ann, '$ ');  // the prompt: the shell is reading
   await ann.click('.xterm');
   await ann.keyboard.type('echo hello-$((6*7)) as $(id -u)\n');
   await termSees(ann, 'hello-42 as 1000');
+  // A network blip: the connection drops; the page reconnects by itself to
+  // the same shell (its variable is still set).
+  await ann.keyboard.type('BLIP=kept-$((5*3))\n');
+  await ann.waitForTimeout(300);
+  await termSockets[0].close({ code: 4001, reason: 'network blip' });
+  for (let i = 0; termSockets.length < 2; i++) {
+    if (i > 200) fail('the terminal did not reconnect after the blip');
+    await ann.waitForTimeout(100);
+  }
+  await ann.waitForSelector('#term-status:text-is("connected")');
+  await ann.keyboard.type('echo "$BLIP"\n');
+  await termSees(ann, 'kept-15');
+  const rowsNow = await ann.locator('.xterm-rows').textContent();
+  if (rowsNow.includes('a new one')) fail('the reconnect got a new shell');
   // A student's app is untrusted: this one's JavaScript tries to use the
   // visitor's sign-in on the service (the service's API by its own address,
   // and relative to the app's origin), then reports what it got.
@@ -134,7 +154,7 @@ try {
   // origin, so its script cannot use the teacher's sign-in on the service.
   const teacherApp = await teachCtx.newPage();
   teacherApp.setDefaultTimeout(T);
-  const tr = await teacherApp.goto(base + await annRow.getByRole('link', { name: 'Open app' }).getAttribute('href'));
+  const tr = await teacherApp.goto(base + `/api/sessions/${sid}/open`);
   if (tr.status() !== 200) fail(`the teacher's app answered ${tr.status()}`);
   await teacherApp.goto(new URL(teacherApp.url()).origin + '/evil.html');
   await teacherApp.waitForSelector('body[data-done="1"]');
@@ -165,6 +185,23 @@ try {
   const r3 = await ann.goto(appOrigin + '/?after-stop');
   if (r3.status() !== 410) fail(`a stopped session's app answered ${r3.status()}`);
   await ann.waitForSelector('text=This session has ended');
+  // Her work was saved at the stop: she downloads it from her classes page.
+  await ann.goto(base + '/#/');
+  const dl = card.getByRole('link', { name: 'Download my work' });
+  await dl.waitFor();
+  const got2 = await ann.request.get(base + await dl.getAttribute('href'));
+  if (got2.status() !== 200 || (await got2.body()).length < 64) fail(`download of my work: ${got2.status()}`);
+  // The teacher downloads it from the roster too.
+  await annRow.getByRole('link', { name: 'Download' }).waitFor();
+
+  // The admin's health page: database, engine, sandboxes.
+  const adminCtx = await browser.newContext();
+  const admin = await signIn(adminCtx, 'root', 'root-pass-123');
+  await admin.goto(base + '/#/health');
+  for (const what of ['Database', 'Engine', 'Sandboxes the engine runs']) {
+    await admin.locator(`dt:text-is("${what}") + dd[data-ok="yes"]`).waitFor();
+  }
+  await shot(admin, 'ui-admin-health');
   console.log('browser test passed');
 } finally {
   await browser.close();

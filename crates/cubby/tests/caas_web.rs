@@ -486,6 +486,53 @@ fn terminal_shell_in_the_sandbox() {
     ))
     .unwrap();
     read_until(&mut t, "teacher-6").unwrap();
+    // A dropped websocket keeps the shell: a reconnect with the token from
+    // the first frame (same user) gets it back, variables and all; one
+    // while the old socket still looks alive takes it over; someone else's
+    // token gets a fresh shell.
+    let hello = |ws: &mut tungstenite::WebSocket<TcpStream>| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(tungstenite::Message::Text(t)) = ws.read() {
+                return serde_json::from_str(t.as_str()).unwrap();
+            }
+        }
+        panic!("no hello frame");
+    };
+    let mut k = ws_open(&s, &path, &ann, None).expect("terminal");
+    let first = hello(&mut k);
+    assert_eq!(first["fresh"], true, "{first}");
+    let token = first["resume"].as_str().unwrap().to_string();
+    read_until(&mut k, "$ ").unwrap();
+    k.send(tungstenite::Message::Binary(
+        "V=kept-$((5*3)); echo set-$V\n".into(),
+    ))
+    .unwrap();
+    read_until(&mut k, "set-kept-15").unwrap();
+    drop(k); // the TCP connection just goes away
+    let resumed = format!("{path}?resume={token}");
+    let mut k = ws_open(&s, &resumed, &ann, None).expect("resume");
+    assert_eq!(hello(&mut k)["fresh"], false);
+    k.send(tungstenite::Message::Binary("echo again-$V\n".into()))
+        .unwrap();
+    read_until(&mut k, "again-kept-15").unwrap();
+    // Half-open: the old socket is still up; the new one takes over.
+    let mut k2 = ws_open(&s, &resumed, &ann, None).expect("take over");
+    assert_eq!(hello(&mut k2)["fresh"], false);
+    k2.send(tungstenite::Message::Binary("echo over-$V\n".into()))
+        .unwrap();
+    read_until(&mut k2, "over-kept-15").unwrap();
+    assert!(read_until(&mut k, "never-printed")
+        .unwrap_err()
+        .contains("closed"));
+    let mut other = ws_open(&s, &resumed, &teach, None).expect("teacher");
+    assert_eq!(hello(&mut other)["fresh"], true);
+    drop(other);
+    k2.send(tungstenite::Message::Binary("exit\n".into()))
+        .unwrap();
+    assert!(read_until(&mut k2, "never-printed")
+        .unwrap_err()
+        .contains("closed"));
     // Typing counts as activity.
     let act = s.ok(
         "GET",
@@ -546,6 +593,7 @@ fn browser_student_teacher_and_intruder() {
     s.user("teach", "teacher", "teach-pass-123");
     s.user("ann", "student", "ann-pass-123");
     s.user("bob", "student", "bob-pass-123");
+    s.user("root", "admin", "root-pass-123");
     let teach = s.token("teach", "teach-pass-123");
     let tpl = s.ok(
         "POST",

@@ -6,6 +6,7 @@ mod archives;
 pub mod authn;
 pub mod error;
 pub(crate) mod handlers;
+mod monitor;
 mod openapi;
 
 use std::sync::Arc;
@@ -73,6 +74,8 @@ pub struct Inner {
     pub handoffs: crate::proxy::Handoffs,
     /// Recently verified logins (see authn::LiveLogins).
     pub live_logins: authn::LiveLogins,
+    /// Web terminal shells, parked between websockets (web::terminal).
+    pub shells: crate::web::terminal::Shells,
 }
 
 impl std::ops::Deref for AppState {
@@ -98,6 +101,7 @@ impl AppState {
             app_signer: Signer::new(format!("{key}/app-hosts").as_bytes()),
             handoffs: crate::proxy::Handoffs::default(),
             live_logins: authn::LiveLogins::default(),
+            shells: crate::web::terminal::Shells::default(),
             rl_user: RateLimiter::new(auth.per_user_per_min, minute),
             rl_addr: RateLimiter::new(auth.per_addr_per_min, minute),
             auth,
@@ -176,6 +180,8 @@ pub fn routes() -> Vec<Route> {
         route!(GET, "/api/sessions/{id}/terminal", "sessions", "its student, teacher of its class, admin", "Websocket: a shell with a pty in the sandbox as its user (binary frames: bytes both ways; text frames: {\"resize\":[cols,rows]})", None, crate::web::terminal::terminal),
         route!(GET, "/api/sessions/{id}/open", "sessions", "its student, teacher of its class, admin", "Open the session's app: 303 to /r/{id}/, or with --domain to {id}.DOMAIN through a one-time code (30 s)", None, crate::proxy::open),
         route!(GET, "/api/sessions/{id}/activity", "sessions", "its student, teacher of its class, admin", "Proxied requests and bytes, terminal input and the last activity time (for idle culling)", None, crate::web::terminal::activity),
+        route!(GET, "/api/classes/{id}/usage", "classes", "teacher of the class, admin", "CPU time (ns, cumulative) and memory (bytes) of each ready sandbox of the class, sampled now", None, monitor::class_usage),
+        route!(GET, "/api/admin/health", "admin", "admin", "Health: database, engine, sandboxes the engine runs, active sessions by state", None, monitor::admin_health),
         route!(GET, "/api/audit", "admin", "admin", "The audit log, newest first (?limit=N)", None, h::audit_log),
         route!(GET, "/api/orphans", "admin", "admin", "Sandboxes with this service's labels and no session (found at start: archived and verified, then removed; a stopped one is kept)", None, h::orphans),
         route!(GET, "/api/archives", "archives", "any", "Archived workspaces: mine (student), my classes' (teacher), all (admin); ?class_id=&student_id=", None, archives::list_archives),
