@@ -193,6 +193,11 @@ try {
   if (got2.status() !== 200 || (await got2.body()).length < 64) fail(`download of my work: ${got2.status()}`);
   // The teacher downloads it from the roster too.
   await annRow.getByRole('link', { name: 'Download' }).waitFor();
+  // "Download whole class" shows exactly when the API serves it.
+  const doc = await (await teacher.request.get(base + '/api/openapi.json')).json();
+  const whole = teacher.getByRole('link', { name: 'Download whole class' });
+  if (doc.paths['/api/classes/{id}/archives.zip']) await whole.waitFor();
+  else if (await whole.isVisible()) fail('a whole-class download link to nothing');
 
   // The admin's health page: database, engine, sandboxes.
   const adminCtx = await browser.newContext();

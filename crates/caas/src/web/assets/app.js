@@ -271,6 +271,13 @@ function classPage(id) {
       h('form', { onsubmit: guard(() => api.put(`/api/classes/${id}/template`, { template_id: tpl.value })) },
         h('label', { for: 'tpl', text: 'Template' }), tpl,
         h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Use this template' })))));
+  // The whole class's saved work as one file, where the service offers it
+  // (the API says what it serves: /api/openapi.json).
+  const whole = h('a', { class: 'button secondary', href: `/api/classes/${id}/archives.zip`, download: '', text: 'Download whole class', hidden: true });
+  head.after(h('div', { class: 'row' }, whole));
+  api.get('/api/openapi.json').then((doc) => {
+    whole.hidden = !(doc && doc.paths && doc.paths['/api/classes/{id}/archives.zip']);
+  }).catch(() => {});
   api.get('/api/templates').then((ts) => {
     tpl.replaceChildren(...ts.map((t) => h('option', { value: t.id, text: t.name })));
   }).catch((e) => say(e.message));
