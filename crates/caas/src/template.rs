@@ -74,8 +74,9 @@ pub struct TemplateSpec {
     pub workspace_path: String,
     #[serde(default = "default_policy")]
     pub network: NetworkPolicy,
-    /// Stop after this long without activity. The proxy and terminal count
-    /// activity, but nothing culls on it yet: until then a value is refused.
+    /// End a ready session after this long without activity (proxied
+    /// requests, terminal input, the sandbox's own CPU use); see
+    /// sessions/culling.rs.
     #[serde(default)]
     pub idle_timeout_secs: Option<u64>,
     /// A ready session is stopped this long after it started.
@@ -146,12 +147,13 @@ impl TemplateSpec {
         if self.max_session_secs == 0 {
             return bad("max_session_secs must be above 0".into());
         }
-        if self.idle_timeout_secs.is_some() {
-            return bad(
-                "idle_timeout_secs: not enforced yet (activity is measured by the routing proxy, a later \
-                 issue); leave it out and use max_session_secs"
-                    .into(),
-            );
+        if let Some(t) = self.idle_timeout_secs {
+            if t < 10 {
+                return bad(format!(
+                    "idle_timeout_secs {t}: use at least 10 (activity is checked every 5 s), or leave \
+                     it out for no idle timeout"
+                ));
+            }
         }
         Ok(())
     }
@@ -248,7 +250,7 @@ mod tests {
             (r#"{"image":"x","workspace_path":"rel"}"#, "absolute"),
             (r#"{"image":"x","env":["NOEQUALS"]}"#, "KEY=VALUE"),
             (r#"{"image":""}"#, "image"),
-            (r#"{"image":"x","idle_timeout_secs":60}"#, "not enforced"),
+            (r#"{"image":"x","idle_timeout_secs":5}"#, "at least 10"),
         ] {
             let t: TemplateSpec = serde_json::from_str(patch).unwrap();
             let e = t.validate().unwrap_err().to_string();

@@ -839,3 +839,515 @@ fn orphan_is_archived_then_removed() {
         "hello from ann"
     );
 }
+
+#[test]
+fn idle_session_is_warned_then_culled_and_archived() {
+    let s = Serve::start("caas-arch-idle", DbKind::Sqlite, &[]);
+    s.user("t1", "teacher", "t1-pass-123");
+    s.user("ann", "student", "ann-pass-123");
+    let t1 = s.token("t1", "t1-pass-123");
+    let ann = s.token("ann", "ann-pass-123");
+    // Refused below the culling round's resolution, accepted from 10 s.
+    s.expect(
+        400,
+        "POST",
+        "/api/templates",
+        Some(&t1),
+        Some(json!({"name": "fast", "spec": {"image": IMAGE, "idle_timeout_secs": 3}})),
+    );
+    let tpl = s.ok(
+        "POST",
+        "/api/templates",
+        Some(&t1),
+        Some(
+            json!({"name": "idle", "spec": {"image": IMAGE, "port": 8080,
+            "memory_bytes": 64 << 20, "idle_timeout_secs": 10}}),
+        ),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cid = s.ok(
+        "POST",
+        "/api/classes",
+        Some(&t1),
+        Some(json!({"name": "Idle", "code": "idle", "capacity": 2, "template_id": tpl})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.ok(
+        "POST",
+        &format!("/api/classes/{cid}/students"),
+        Some(&t1),
+        Some(json!({"username": "ann"})),
+    );
+    let sess = start(&s, &ann, &cid);
+    let sid = sess["id"].as_str().unwrap().to_string();
+    let sandbox = sess["sandbox"].as_str().unwrap().to_string();
+    write_work(&s, &sandbox, "ann");
+    let path = format!("/api/sessions/{sid}");
+    let v = s.ok("GET", &path, Some(&ann), None);
+    assert!(v["cull_at"].as_i64().is_some(), "{v}");
+
+    // 16 s of requests through the proxy (past the 10 s timeout): kept.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(16) {
+        let (st, head, _) = get_bytes(&s, &format!("/r/{sid}/"), &ann);
+        assert_eq!(st, 200, "{head}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let v = s.ok("GET", &path, Some(&ann), None);
+    assert_eq!(v["state"], "ready", "requests are activity: {v}");
+    assert_eq!(v["idle_warning"], false, "{v}");
+
+    // 16 s of the sandbox's own CPU use (a busy loop, nobody connected): kept.
+    let mut busy =
+        s.d.docker_cmd(&[
+            "exec",
+            &sandbox,
+            "sh",
+            "-c",
+            "e=$(($(date +%s)+16)); while [ $(date +%s) -lt $e ]; do :; done",
+        ])
+        .spawn()
+        .unwrap();
+    assert!(busy.wait().unwrap().success());
+    let v = s.ok("GET", &path, Some(&ann), None);
+    assert_eq!(v["state"], "ready", "CPU use is activity: {v}");
+
+    // Then nothing: the warning shows before the cull, in the session the
+    // student's page reads.
+    let warned = s.until(&path, &ann, 30, |v| {
+        v["idle_warning"] == true || v["state"] != "ready"
+    });
+    assert_eq!(
+        warned["state"], "ready",
+        "culled without a warning: {warned}"
+    );
+    let now = unix_now();
+    assert!(
+        warned["idle_warning_at"].as_i64().unwrap() <= now
+            && now <= warned["cull_at"].as_i64().unwrap(),
+        "{warned} at {now}"
+    );
+    let list = s.ok("GET", "/api/sessions", Some(&ann), None);
+    assert_eq!(list[0]["idle_warning"], true, "{list}");
+
+    // Culled: reason idle, archived, then removed.
+    let done = s.until(&path, &ann, 60, |v| {
+        v["state"] == "stopped" || v["state"] == "archive_pending"
+    });
+    assert_eq!(done["state"], "stopped", "{done}");
+    assert_eq!(done["reason"], "idle", "{done}");
+    assert!(!exists(&s, "container", &sandbox), "sandbox left behind");
+    let archives = s.ok("GET", "/api/archives", Some(&ann), None);
+    let finals: Vec<&Value> = archives
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "final")
+        .collect();
+    assert_eq!(finals.len(), 1, "{archives}");
+    let body = download(&s, finals[0], &ann);
+    assert_eq!(files_of(&body), expected("ann"));
+}
+
+/// A chunked HTTP/1.1 body decoded (the class zip has no length up front).
+fn dechunk(head: &str, body: &[u8]) -> Vec<u8> {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_vec();
+    }
+    let mut out = Vec::new();
+    let mut rest = body;
+    loop {
+        let nl = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size");
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&rest[..nl])
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .trim(),
+            16,
+        )
+        .unwrap();
+        rest = &rest[nl + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+#[test]
+fn teachers_browse_and_zip_a_class_nobody_reads_others_work() {
+    let s = Serve::start("caas-arch-browse", DbKind::Sqlite, &[]);
+    let cid = class_with_students(&s);
+    let t1 = s.token("t1", "t1-pass-123");
+    let t2 = s.token("t2", "t2-pass-123");
+    let ann = s.token("ann", "ann-pass-123");
+    let bob = s.token("bob", "bob-pass-123");
+    for (tok, who) in [(&ann, "ann"), (&bob, "bob")] {
+        let sess = start(&s, tok, &cid);
+        write_work(&s, sess["sandbox"].as_str().unwrap(), who);
+        let sid = sess["id"].as_str().unwrap();
+        s.ok(
+            "POST",
+            &format!("/api/sessions/{sid}/stop"),
+            Some(tok),
+            None,
+        );
+        let done = s.until(&format!("/api/sessions/{sid}"), tok, 120, |v| {
+            v["state"] == "stopped" || v["state"] == "archive_pending"
+        });
+        assert_eq!(done["state"], "stopped", "{done}");
+    }
+    let list = s.ok("GET", "/api/archives", Some(&ann), None);
+    let aid = list[0]["id"].as_str().unwrap().to_string();
+
+    // The file tree, for the teacher and the student.
+    for tok in [&t1, &ann] {
+        let files = s.ok(
+            "GET",
+            &format!("/api/archives/{aid}/files"),
+            Some(tok),
+            None,
+        );
+        let a = files
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["path"] == "workspace/src/a.txt")
+            .unwrap_or_else(|| panic!("{files}"));
+        assert_eq!(a["kind"], "file");
+        assert_eq!(a["mode"], 0o640);
+        assert_eq!(a["size"], 14);
+    }
+    // One file, as an attachment that is never rendered.
+    let file = format!("/api/archives/{aid}/file?path=workspace/src/a.txt");
+    for tok in [&t1, &ann] {
+        let (st, head, body) = get_bytes(&s, &file, tok);
+        assert_eq!(st, 200, "{head}");
+        assert_eq!(dechunk(&head, &body), b"hello from ann");
+        let h = head.to_ascii_lowercase();
+        assert!(h.contains("content-disposition: attachment"), "{head}");
+        assert!(h.contains("x-content-type-options: nosniff"), "{head}");
+    }
+    // From the attacker's side: another student, another class's teacher.
+    for tok in [&bob, &t2] {
+        for p in [
+            format!("/api/archives/{aid}/files"),
+            file.clone(),
+            format!("/api/archives/{aid}/download"),
+        ] {
+            assert_eq!(get_bytes(&s, &p, tok).0, 404, "{p}");
+        }
+    }
+    // Path tricks are refused or simply not found, never resolved.
+    for (p, want) in [
+        ("workspace/../workspace/src/a.txt", 400),
+        ("/workspace/src/a.txt", 400),
+        ("workspace%2F..%2Fworkspace%2Fsrc%2Fa.txt", 400),
+        ("workspace/./src/a.txt", 400),
+        ("..%2F..%2Fetc%2Fpasswd", 400),
+        ("workspace/src", 404),
+        ("workspace/src/nothing", 404),
+    ] {
+        let (st, head, _) = get_bytes(&s, &format!("/api/archives/{aid}/file?path={p}"), &t1);
+        assert_eq!(st, want, "{p}: {head}");
+    }
+
+    // The whole class as one zip: each student's newest archive.
+    let zpath = format!("/api/classes/{cid}/archives.zip");
+    let (st, head, body) = get_bytes(&s, &zpath, &t1);
+    assert_eq!(st, 200, "{head}");
+    let bytes = dechunk(&head, &body);
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("a zip");
+    for who in ["ann", "bob"] {
+        let mut f = z
+            .by_name(&format!("{who}/workspace/src/a.txt"))
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+        assert_eq!(f.unix_mode().unwrap() & 0o7777, 0o640);
+        let mut text = String::new();
+        f.read_to_string(&mut text).unwrap();
+        assert_eq!(text, format!("hello from {who}"));
+    }
+    for i in 0..z.len() {
+        let name = z.by_index(i).unwrap().name().unwrap().to_string();
+        assert!(
+            name.starts_with("ann/") || name.starts_with("bob/"),
+            "{name}"
+        );
+        assert!(!name.split('/').any(|c| c == ".."), "{name}");
+    }
+    // Students and other teachers do not get it.
+    assert_eq!(get_bytes(&s, &zpath, &ann).0, 403);
+    assert_eq!(get_bytes(&s, &zpath, &t2).0, 404);
+}
+
+#[test]
+fn sized_workspace_fills_with_enospc_inside_and_still_archives() {
+    let s = Serve::start("caas-arch-sized", DbKind::Sqlite, &[]);
+    s.user("t1", "teacher", "t1-pass-123");
+    s.user("ann", "student", "ann-pass-123");
+    s.user("bob", "student", "bob-pass-123");
+    let t1 = s.token("t1", "t1-pass-123");
+    let ann = s.token("ann", "ann-pass-123");
+    let bob = s.token("bob", "bob-pass-123");
+    let tpl = s.ok(
+        "POST",
+        "/api/templates",
+        Some(&t1),
+        Some(
+            json!({"name": "sized", "spec": {"image": IMAGE, "port": 8080,
+            "memory_bytes": 64 << 20, "workspace_size_bytes": 16 << 20}}),
+        ),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cid = s.ok(
+        "POST",
+        "/api/classes",
+        Some(&t1),
+        Some(json!({"name": "Sized", "code": "sized", "capacity": 2, "template_id": tpl})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for u in ["ann", "bob"] {
+        s.ok(
+            "POST",
+            &format!("/api/classes/{cid}/students"),
+            Some(&t1),
+            Some(json!({ "username": u })),
+        );
+    }
+    let a = start(&s, &ann, &cid);
+    let b = start(&s, &bob, &cid);
+    let (sa, sb) = (
+        a["sandbox"].as_str().unwrap().to_string(),
+        b["sandbox"].as_str().unwrap().to_string(),
+    );
+    let ann_id = a["student_id"].as_str().unwrap();
+    let vol = volume_of(&s, &cid, ann_id);
+
+    // Ann fills her workspace: ENOSPC inside.
+    let out = s.d.docker(&[
+        "exec",
+        &sa,
+        "sh",
+        "-c",
+        "echo kept > /workspace/marker; dd if=/dev/zero of=/workspace/fill bs=1M count=64; echo dd=$?",
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("No space left on device"), "{text}");
+    assert!(text.contains("dd=1"), "{text}");
+    // Nothing outside: Bob writes as usual, and the host holds at most the
+    // cap for Ann's volume.
+    assert_eq!(
+        sh(
+            &s,
+            &sb,
+            "dd if=/dev/zero of=/workspace/f bs=1M count=4 2>/dev/null && echo ok"
+        )
+        .trim(),
+        "ok"
+    );
+    let img = std::fs::metadata(s.d.root().join("volumes").join(&vol).join("disk.img"))
+        .expect("a sized volume is a filesystem image");
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        img.blocks() * 512 <= 16 << 20,
+        "{} bytes",
+        img.blocks() * 512
+    );
+
+    // The full workspace is still archived, then removed.
+    let sid = a["id"].as_str().unwrap();
+    s.ok(
+        "POST",
+        &format!("/api/sessions/{sid}/stop"),
+        Some(&ann),
+        None,
+    );
+    let done = s.until(&format!("/api/sessions/{sid}"), &ann, 120, |v| {
+        v["state"] == "stopped" || v["state"] == "archive_pending"
+    });
+    assert_eq!(done["state"], "stopped", "{done}");
+    assert!(!exists(&s, "volume", &vol), "volume left behind");
+    let list = s.ok("GET", "/api/archives", Some(&ann), None);
+    let body = download(&s, &list[0], &ann);
+    let files = files_of(&body);
+    assert!(
+        files.contains(&("workspace/marker".into(), 0o644, "kept\n".into())),
+        "{:?}",
+        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn kill9_of_engine_mid_archive_keeps_the_workspace_then_finishes() {
+    let mut s = Serve::start("caas-arch-ekill", DbKind::Sqlite, &[]);
+    let cid = class_with_students(&s);
+    let ann = s.token("ann", "ann-pass-123");
+    let root = s.token("root", "admin-pass-1");
+    let ann_id = s.ok("GET", "/api/auth/me", Some(&ann), None)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sess = start(&s, &ann, &cid);
+    let sb = sess["sandbox"].as_str().unwrap().to_string();
+    let vol = volume_of(&s, &cid, &ann_id);
+    let sum = sh(
+        &s,
+        &sb,
+        "dd if=/dev/urandom of=/workspace/big bs=1M count=48 2>/dev/null && sha256sum /workspace/big",
+    );
+    let sum = sum.split_whitespace().next().unwrap().to_string();
+    let sid = sess["id"].as_str().unwrap().to_string();
+    s.ok(
+        "POST",
+        &format!("/api/sessions/{sid}/stop"),
+        Some(&ann),
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(150));
+    let at_kill = s.ok("GET", &format!("/api/sessions/{sid}"), Some(&ann), None);
+    // The engine daemon dies in the middle of the export.
+    s.d.kill9_and_restart();
+    assert_eq!(
+        at_kill["state"], "stopping",
+        "the kill came after the archive was done: nothing to recover"
+    );
+    // Whatever the service saw: while the session is not done, the volume
+    // is still there; pending ones are retried (operator retry, so as not
+    // to wait for the back-off) until archived.
+    let path = format!("/api/sessions/{sid}");
+    let retry = format!("/api/sessions/{sid}/archive/retry");
+    let mut saw_pending = false;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let done = loop {
+        let v = s.ok("GET", &path, Some(&ann), None);
+        if v["state"] == "stopped" {
+            break v;
+        }
+        if v["state"] == "archive_pending" {
+            saw_pending = true;
+            assert!(exists(&s, "volume", &vol), "pending, volume gone: {v}");
+            let _ = s.try_req("POST", &retry, Some(&root), None);
+        }
+        assert!(Instant::now() < deadline, "never finished: {v}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    eprintln!("engine kill: archive_pending seen: {saw_pending}; end: {done}");
+    assert!(!exists(&s, "container", &sb), "sandbox left behind");
+    assert!(!exists(&s, "volume", &vol), "volume left behind");
+    let list = s.ok("GET", "/api/archives", Some(&ann), None);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let body = download(&s, &list[0], &ann);
+    assert_eq!(entry_sha256(&body, "workspace/big"), Some(sum));
+}
+
+/// A tmpfs mounted for the test, unmounted even if it fails.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "mount tmpfs on {} (needs root)",
+            dir.display()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let st = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_object_store_disk_deletes_nothing_then_finishes() {
+    let objects = tempfile::tempdir().unwrap();
+    let fs = Tmpfs::mount(objects.path(), "4m");
+    let dir = objects.path().to_str().unwrap().to_string();
+    let s = Serve::start("caas-arch-full", DbKind::Sqlite, &["--archive-dir", &dir]);
+    let cid = class_with_students(&s);
+    let ann = s.token("ann", "ann-pass-123");
+    let root = s.token("root", "admin-pass-1");
+    let ann_id = s.ok("GET", "/api/auth/me", Some(&ann), None)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sess = start(&s, &ann, &cid);
+    let sb = sess["sandbox"].as_str().unwrap().to_string();
+    let vol = volume_of(&s, &cid, &ann_id);
+    // 16 MB that does not compress, for a 4 MB object disk.
+    let sum = sh(
+        &s,
+        &sb,
+        "dd if=/dev/urandom of=/workspace/big bs=1M count=16 2>/dev/null && sha256sum /workspace/big",
+    );
+    let sum = sum.split_whitespace().next().unwrap().to_string();
+    let sid = sess["id"].as_str().unwrap().to_string();
+    let path = format!("/api/sessions/{sid}");
+    s.ok("POST", &format!("{path}/stop"), Some(&ann), None);
+    let v = s.until(&path, &ann, 120, |v| v["state"] != "stopping");
+    assert_eq!(v["state"], "archive_pending", "{v}");
+    assert!(v["reason"].as_str().unwrap_or("").len() > 5, "{v}");
+    // Nothing deleted, nothing recorded.
+    assert!(exists(&s, "container", &sb), "sandbox gone while pending");
+    assert!(exists(&s, "volume", &vol), "volume gone while pending");
+    assert_eq!(s.ok("GET", "/api/archives", Some(&ann), None), json!([]));
+    // (Listed while pending; a back-off retry may be running meanwhile.)
+    s.until("/api/archive-pending", &root, 60, |l| {
+        l.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == sid.as_str())
+    });
+
+    // Space again: the retry archives, verifies and removes.
+    fs.resize("200m");
+    // 409 if the back-off's own retry is under way already: either is fine.
+    let _ = s.try_req("POST", &format!("{path}/archive/retry"), Some(&root), None);
+    let done = s.until(&path, &ann, 120, |v| v["state"] == "stopped");
+    assert_eq!(done["state"], "stopped", "{done}");
+    assert!(!exists(&s, "container", &sb), "sandbox left behind");
+    assert!(!exists(&s, "volume", &vol), "volume left behind");
+    let list = s.ok("GET", "/api/archives", Some(&ann), None);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let body = download(&s, &list[0], &ann);
+    assert_eq!(entry_sha256(&body, "workspace/big"), Some(sum));
+}

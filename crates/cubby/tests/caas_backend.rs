@@ -128,13 +128,21 @@ async fn sandbox_lifecycle_through_the_engine() {
     b.ensure_network(&net).await.unwrap();
     b.ensure_network(&net).await.unwrap(); // idempotent
 
-    // Options the engine cannot enforce are refused, never ignored.
+    // A sized workspace is a volume of that size (the engine's `size`
+    // option): its filesystem inside the sandbox is no bigger.
     let mut sized = spec("life-sized", &net);
-    sized.workspace_size_bytes = Some(1 << 30);
-    match b.start_sandbox(&sized).await {
-        Err(BackendError::Unsupported(m)) => assert!(m.contains("workspace size"), "{m}"),
-        other => panic!("sized workspace: {other:?}"),
-    }
+    sized.workspace_size_bytes = Some(32 << 20);
+    b.start_sandbox(&sized).await.unwrap();
+    let (code, out, err) = sh(b, "life-sized", "df -k /workspace | tail -1").await;
+    assert_eq!(code, 0, "{err}");
+    let kib: u64 = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("df: {out}"));
+    assert!(kib > 0 && kib <= 32 << 10, "{out}");
+    b.remove_sandbox("life-sized").await.unwrap();
+    b.remove_volume("life-sized-ws").await.unwrap();
     let mut ghost = spec("life-ghost", &net);
     ghost.image = "no-such-image:1".into();
     match b.start_sandbox(&ghost).await {

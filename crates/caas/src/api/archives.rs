@@ -15,6 +15,7 @@ use super::authn::Caller;
 use super::error::{Json, Query};
 use super::handlers::{audit, managed_class, ok, visible_session};
 use super::AppState;
+use crate::archive::browse;
 use crate::error::{Error, Result};
 use crate::store::archives::{Archive, ArchiveFilter};
 use crate::store::users::Role;
@@ -118,6 +119,140 @@ pub async fn download_archive(
             ),
         ],
         Body::from_stream(body.map(|r| r.map_err(std::io::Error::other))),
+    )
+        .into_response())
+}
+
+/// The archive's tar stream, for reading on a blocking thread.
+async fn tar_of(st: &AppState, a: &Archive) -> Result<browse::StreamRead> {
+    let tar = st.manager.objects().get_tar(&a.object_key).await?;
+    Ok(browse::StreamRead::new(
+        tokio::runtime::Handle::current(),
+        tar,
+    ))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("reading the archive: {e}")))?
+}
+
+/// The archive's file tree (every entry: path, kind, mode, size, mtime).
+pub async fn archive_files(
+    State(st): State<AppState>,
+    who: Caller,
+    Path(id): Path<String>,
+) -> Result<J> {
+    let a = visible_archive(&st, &who, &id).await?;
+    let r = tar_of(&st, &a).await?;
+    ok(blocking(move || browse::tree(r)).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileQuery {
+    /// As listed by the archive's files, e.g. `workspace/src/a.txt`.
+    path: String,
+}
+
+/// One regular file of an archive, streamed as an attachment (never
+/// rendered in cubby's origin: it is the student's content).
+pub async fn archive_file(
+    State(st): State<AppState>,
+    who: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<FileQuery>,
+) -> Result<Response> {
+    browse::check_path(&q.path)?;
+    let a = visible_archive(&st, &who, &id).await?;
+    let r = tar_of(&st, &a).await?;
+    let p = q.path.clone();
+    let size = blocking(move || browse::has_file(r, &p))
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("file {} in archive {id}", q.path)))?;
+    let r = tar_of(&st, &a).await?;
+    audit(&st, &who, "archive.read_file", &id, Some(&q.path)).await;
+    let base = q.path.rsplit('/').next().unwrap_or("file");
+    let name = browse::folder_name(base);
+    let p = q.path.clone();
+    let body = browse::body_from_blocking(move |w| {
+        if browse::copy_file(r, &p, w)? {
+            Ok(())
+        } else {
+            Err(Error::Internal(format!(
+                "file {p} vanished from the archive"
+            )))
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The newest archive of every student who has one in the class, as one
+/// zip (`USERNAME/workspace/...`), streamed while it is made.
+pub async fn class_zip(
+    State(st): State<AppState>,
+    who: Caller,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let class = managed_class(&st, &who, &id).await?;
+    let names: std::collections::HashMap<String, String> =
+        st.store().students(&id).await?.into_iter().collect();
+    // Newest per student (the list is oldest first).
+    let mut latest: std::collections::BTreeMap<String, Archive> = Default::default();
+    for a in st.store().archives(ArchiveFilter::Class(&id)).await? {
+        latest.insert(a.student_id.clone(), a);
+    }
+    let mut items: Vec<(String, String)> = latest
+        .into_values()
+        .map(|a| {
+            let who = names.get(&a.student_id).unwrap_or(&a.student_id);
+            (browse::folder_name(who), a.object_key)
+        })
+        .collect();
+    items.sort();
+    audit(
+        &st,
+        &who,
+        "archive.class_zip",
+        &id,
+        Some(&format!("{} archives", items.len())),
+    )
+    .await;
+    let objects = st.manager.objects().clone();
+    let rt = tokio::runtime::Handle::current();
+    let body = browse::body_from_blocking(move |w| {
+        let mut zip = zip::ZipWriter::new_stream(w);
+        for (folder, key) in items {
+            let tar = rt.block_on(objects.get_tar(&key))?;
+            browse::tar_into_zip(&mut zip, &folder, browse::StreamRead::new(rt.clone(), tar))?;
+        }
+        zip.finish()
+            .map_err(|e| Error::Internal(format!("writing the zip: {e}")))?;
+        Ok(())
+    });
+    let name = format!("{}-archives.zip", browse::folder_name(&class.code));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
     )
         .into_response())
 }

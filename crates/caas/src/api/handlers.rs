@@ -712,7 +712,11 @@ pub async fn list_sessions(
         Role::Teacher => SessionFilter::Teacher(&who.id),
         Role::Student => SessionFilter::Student(&who.id),
     };
-    ok(st.store().sessions(filter, q.active).await?)
+    let mut out = Vec::new();
+    for s in st.store().sessions(filter, q.active).await? {
+        out.push(st.manager.annotate(s).await?);
+    }
+    ok(out)
 }
 
 #[derive(Deserialize)]
@@ -776,7 +780,10 @@ pub async fn get_session(
     who: Caller,
     Path(id): Path<String>,
 ) -> Result<J> {
-    ok(visible_session(&st, &who, &id).await?)
+    ok(st
+        .manager
+        .annotate(visible_session(&st, &who, &id).await?)
+        .await?)
 }
 
 pub async fn stop_session(

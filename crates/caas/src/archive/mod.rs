@@ -9,6 +9,7 @@
 //! The steps live in [`crate::sessions::Manager`] (`end_session`,
 //! `restore`); this module holds the object store and the key layout.
 
+pub mod browse;
 pub mod objects;
 
 pub use objects::{Objects, S3Config, Written};

@@ -146,51 +146,51 @@ impl Objects {
 
     /// Compresses `tar` (zstd) and stores it at `key`, hashing as it goes.
     /// Nothing is visible at `key` unless the whole stream made it.
+    ///
+    /// Three stages overlap: reading from the engine (this task), zstd and
+    /// sha256 (a blocking thread: CPU work off the async workers), and the
+    /// upload (this task). Channels of 8 chunks between them keep memory
+    /// bounded.
     pub async fn put_compressed(&self, key: &str, mut tar: ByteStream) -> Result<Written> {
         let path = Self::path(key)?;
         let mut w =
             BufWriter::with_capacity(self.store.clone(), path, PART).with_max_concurrency(2);
-        let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(256 << 10), ZSTD_LEVEL)
-            .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
-        let mut hash = Sha256::new();
-        let mut size = 0u64;
-        let mut shut = false;
-        let result: Result<()> = async {
+        let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+        let compress = tokio::task::spawn_blocking(move || compress(in_rx, out_tx));
+        let feed = async move {
             while let Some(chunk) = tar.next().await {
-                let chunk = chunk.map_err(Error::Backend)?;
-                std::io::Write::write_all(&mut enc, &chunk)
-                    .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
-                let out = std::mem::take(enc.get_mut());
-                if !out.is_empty() {
-                    hash.update(&out);
-                    size += out.len() as u64;
-                    w.write_all(&out).await.map_err(|e| storage(key, e))?;
+                if in_tx.send(chunk.map_err(Error::Backend)?).await.is_err() {
+                    // The compressor stopped: its error is the one to report.
+                    break;
                 }
             }
-            let out = enc
-                .finish()
-                .map_err(|e| Error::Internal(format!("zstd: {e}")))?;
-            hash.update(&out);
-            size += out.len() as u64;
-            w.write_all(&out).await.map_err(|e| storage(key, e))?;
+            Ok::<(), Error>(())
+        };
+        let mut shut = false;
+        let result: Result<Written> = async {
+            let upload = async {
+                while let Some(out) = out_rx.recv().await {
+                    w.write_all(&out).await.map_err(|e| storage(key, e))?;
+                }
+                Ok::<(), Error>(())
+            };
+            tokio::try_join!(feed, upload)?;
+            let written = compress
+                .await
+                .map_err(|e| Error::Internal(format!("zstd: {e}")))??;
             shut = true;
             w.shutdown().await.map_err(|e| storage(key, e))?;
-            Ok(())
+            Ok(written)
         }
         .await;
-        if let Err(e) = result {
+        if result.is_err() && !shut {
             // Drop the partial upload (multipart parts, temp files); after
             // a failed shutdown the writer cannot abort (the store's own
             // clean-up of incomplete uploads applies).
-            if !shut {
-                let _ = w.abort().await;
-            }
-            return Err(e);
+            let _ = w.abort().await;
         }
-        Ok(Written {
-            size,
-            sha256: crate::store::hex(&hash.finalize()),
-        })
+        result
     }
 
     /// Reads the object back and checks its size and sha256.
@@ -278,4 +278,42 @@ impl Objects {
             Err(e) => Err(storage(key, e)),
         }
     }
+}
+
+/// The compressing stage of [`Objects::put_compressed`]: tar chunks in,
+/// zstd frames out (in pieces of at least 256 KiB), size and sha256 of
+/// what went out. Ends with an error if the output side went away (the
+/// upload failed) so that a partial stream is never taken as whole.
+fn compress(
+    mut input: tokio::sync::mpsc::Receiver<Bytes>,
+    output: tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> Result<Written> {
+    const PIECE: usize = 256 << 10;
+    let zerr = |e: std::io::Error| Error::Internal(format!("zstd: {e}"));
+    let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(2 * PIECE), ZSTD_LEVEL)
+        .map_err(zerr)?;
+    let mut hash = Sha256::new();
+    let mut size = 0u64;
+    let mut send = |out: Vec<u8>, hash: &mut Sha256| -> Result<()> {
+        hash.update(&out);
+        size += out.len() as u64;
+        output
+            .blocking_send(out)
+            .map_err(|_| Error::Internal("archive upload ended early".into()))
+    };
+    while let Some(chunk) = input.blocking_recv() {
+        std::io::Write::write_all(&mut enc, &chunk).map_err(zerr)?;
+        if enc.get_ref().len() >= PIECE {
+            let out = std::mem::replace(enc.get_mut(), Vec::with_capacity(2 * PIECE));
+            send(out, &mut hash)?;
+        }
+    }
+    let out = enc.finish().map_err(zerr)?;
+    if !out.is_empty() {
+        send(out, &mut hash)?;
+    }
+    Ok(Written {
+        size,
+        sha256: crate::store::hex(&hash.finalize()),
+    })
 }

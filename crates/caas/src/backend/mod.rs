@@ -229,6 +229,13 @@ pub trait Backend: Send + Sync + 'static {
             "usage of sandbox {name}"
         )))
     }
+    /// The CPU time (ns) the sandbox has used so far, for idle culling;
+    /// `None` when it is not running.
+    async fn cpu_usage_ns(&self, name: &str) -> Result<Option<u64>, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "CPU use of sandbox {name}"
+        )))
+    }
     /// Sandbox events from now on (exits with their OOM flag, removals).
     async fn events(
         &self,

@@ -8,6 +8,7 @@
 //! instance drives a session at a time and a dead one's work is taken over.
 
 pub mod activity;
+pub mod culling;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -77,6 +78,8 @@ pub struct Manager {
     inflight: Mutex<HashSet<String>>,
     /// Proxied traffic and terminal input per session (idle culling).
     pub activity: activity::Activity,
+    /// Idle timers and CPU samples (culling.rs).
+    culler: culling::Culler,
     /// Sessions being checkpointed right now (one at a time each).
     checkpointing: Mutex<HashSet<String>>,
     checkpoint_permits: Arc<Semaphore>,
@@ -126,6 +129,7 @@ impl Manager {
             cfg,
             inflight: Mutex::new(HashSet::new()),
             activity: activity::Activity::default(),
+            culler: culling::Culler::default(),
             checkpointing: Mutex::new(HashSet::new()),
             checkpoint_permits: Arc::new(Semaphore::new(2)),
             networks: Mutex::new(HashSet::new()),
@@ -688,6 +692,9 @@ impl Manager {
             }
             if let Err(e) = self.enforce_max_length().await {
                 eprintln!("cubby serve: session time limits: {e}");
+            }
+            if let Err(e) = self.cull_idle().await {
+                eprintln!("cubby serve: idle culling: {e}");
             }
         }
     }

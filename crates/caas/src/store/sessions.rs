@@ -80,6 +80,10 @@ pub struct Session {
     /// The archive the workspace starts from (see `restore_state`).
     pub restore_from: Option<String>,
     pub restore_state: String,
+    /// The idle timer, when the template has one (filled in by the manager
+    /// when the session is shown; not stored).
+    #[serde(flatten)]
+    pub idle: Option<crate::sessions::culling::IdleInfo>,
 }
 
 const COLS: &str = "id, class_id, student_id, template_id, state, reason, sandbox, address, owner, lease_until, created_by, created_at, updated_at, archive_attempts, retry_at, restore_from, restore_state";
@@ -106,6 +110,7 @@ fn from_row(r: &AnyRow) -> Result<Session> {
         retry_at: r.try_get("retry_at")?,
         restore_from: r.try_get("restore_from")?,
         restore_state: r.try_get("restore_state")?,
+        idle: None,
     })
 }
 

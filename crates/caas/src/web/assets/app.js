@@ -115,6 +115,15 @@ function latest(sessions, key) {
 }
 const isActive = (s) => s && !['stopped', 'failed'].includes(s.state);
 
+// Idle culling (sessions/culling.rs): the server says when the warning
+// shows; the banner says when the sandbox will be stopped and saved.
+function idleBanner(s) {
+  if (!s || s.state !== 'ready' || !s.idle_warning) return null;
+  const left = Math.max(0, s.cull_at - Math.floor(Date.now() / 1000));
+  return h('p', { class: 'idle-warning', role: 'alert',
+    text: `No activity for a while: this sandbox will be stopped (your work is saved) in about ${left} s unless you use it.` });
+}
+
 function sessionActions(s, start) {
   const out = [];
   if (!isActive(s)) {
@@ -215,6 +224,7 @@ function studentHome() {
         h('h2', { text: `${c.name} (${c.code})` }),
         h('div', { class: 'row' }, h('span', { text: 'My sandbox:' }), stateBadge(s),
           ...sessionActions(s, () => api.post('/api/sessions', { class_id: c.id }))),
+        idleBanner(s),
         saved.get(c.id) ? h('div', { class: 'row' }, h('span', { class: 'muted', text: `Saved work from ${when(saved.get(c.id).created_at)}:` }),
           downloadLink(saved.get(c.id), 'Download my work')) : null);
     }));
