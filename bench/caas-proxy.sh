@@ -11,10 +11,16 @@
 # (`Connection: close`). Reports the median requests/s per case and the
 # ratios cubby/direct and cubby/nginx. Targets (issue 12): cubby >= 90% of
 # direct and >= nginx.
+# Then latency, interleaved in ROUNDS rounds of ECHOES round trips each:
+#   websocket echo RTT through the proxy vs straight to a second sandbox
+#   whose app answers the handshake and echoes bytes (target: p50 overhead
+#   < 0.2 ms), and terminal keystroke-to-echo through
+#   /api/sessions/ID/terminal (one byte typed, its echo by the pty seen;
+#   target: p50 < 5 ms).
 #
 #   bench/caas-proxy.sh                 # ROUNDS=3 DURATION=5 CONNS=16
-# Env: ROUNDS, DURATION (s per wrk run), CONNS, THREADS (2), CUBBY, KEEP=1.
-# Not measured here (yet): websocket echo RTT and terminal keystroke-to-echo.
+# Env: ROUNDS, DURATION (s per wrk run), CONNS, THREADS (2), ECHOES (1000),
+# CUBBY, KEEP=1, ONLY=latency (skip wrk).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,6 +29,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 CONNS=${CONNS:-16}
 THREADS=${THREADS:-2}
+ECHOES=${ECHOES:-1000}
 
 die() { echo "bench: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root"
@@ -84,7 +91,7 @@ export CUBBY_DATABASE="sqlite://$work/caas.db"
 admin_pw=$(awk '$1 == "admin" {print $3}' "$work/demo.txt")
 port=$(free_port)
 "$cubby" --root "$work/data" serve --listen "127.0.0.1:$port" \
-    --engine "unix://$work/run/cubby.sock" --stop-grace 1 >"$work/serve.log" 2>&1 &
+    --engine "unix://$work/run/cubby.sock" --stop-grace 1 --path-routing >"$work/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 100); do
     python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/api/health')" 2>/dev/null && break
@@ -92,7 +99,7 @@ for _ in $(seq 100); do
 done
 
 # Admin token, a session for student1 in demo101, its address.
-read -r token session addr < <(python3 - "$port" "$admin_pw" <<'PY'
+read -r token session addr wsession waddr < <(python3 - "$port" "$admin_pw" <<'PY'
 import http.client, json, sys
 port, pw = int(sys.argv[1]), sys.argv[2]
 def api(method, path, body=None, token=None):
@@ -108,7 +115,27 @@ cls = [c for c in api("GET", "/api/classes", token=tok) if c["code"] == "demo101
 stu = [u for u in api("GET", f"/api/classes/{cls['id']}/students", token=tok) if u["username"] == "student1"][0]
 s = api("POST", "/api/sessions?wait=true", {"class_id": cls["id"], "student_id": stu["id"]}, token=tok)
 if s["state"] != "ready": raise SystemExit(f"bench: session {s}")
-print(tok, s["id"], s["address"])
+# A second class whose template's app answers a websocket handshake, then
+# echoes every byte (busybox nc + sh, as in tests/caas_web.rs).
+app = r'''cr=$(printf '\r')
+: > /tmp/req.$$
+while IFS= read -r line; do line=${line%"$cr"}; echo "$line" >> /tmp/req.$$; [ -z "$line" ] && break; done
+key=$(grep -i '^sec-websocket-key:' /tmp/req.$$ | cut -d ':' -f 2 | tr -d ' \r')
+accept=$(printf '%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11' "$key" | sha1sum | cut -d ' ' -f 1 | xxd -r -p | base64)
+printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n' "$accept"
+exec cat
+'''
+import base64
+image = api("GET", f"/api/templates/{cls['template_id']}", token=tok)["spec"]["image"]
+tpl = api("POST", "/api/templates", {"name": "ws-echo", "spec": {"image": image, "port": 8080, "memory_bytes": 64 << 20, "cpus": 0.5, "pids": 64,
+      "env": ["APP=" + base64.b64encode(app.encode()).decode()],
+      "command": ["sh", "-c", "echo \"$APP\" | base64 -d > /tmp/app.sh && exec nc -ll -p 8080 -e /bin/sh /tmp/app.sh"]}}, token=tok)
+wcls = api("POST", "/api/classes", {"name": "ws bench", "code": "wsbench", "capacity": 2, "template_id": tpl["id"]}, token=tok)
+api("POST", f"/api/classes/{wcls['id']}/students", {"username": "student2"}, token=tok)
+stu2 = [u for u in api("GET", f"/api/classes/{wcls['id']}/students", token=tok) if u["username"] == "student2"][0]
+w = api("POST", "/api/sessions?wait=true", {"class_id": wcls["id"], "student_id": stu2["id"]}, token=tok)
+if w["state"] != "ready": raise SystemExit(f"bench: session {w}")
+print(tok, s["id"], s["address"], w["id"], w["address"])
 PY
 )
 DOCKER_HOST="unix://$work/run/cubby.sock" docker exec "caas-$session" sh -c \
@@ -153,6 +180,7 @@ done
 
 results="$work/results.txt"
 : > "$results"
+if [ "${ONLY:-}" != latency ]; then
 echo "== wrk: ${DURATION}s per run, $CONNS connections, $THREADS threads, $ROUNDS rounds (interleaved)"
 for round in $(seq "$ROUNDS"); do
     for file in 1k 1m; do
@@ -182,4 +210,106 @@ for f in ("1k", "1m"):
     for c in ("keepalive", "close"):
         d, cu, n = (statistics.median(med[(f, c, t)]) for t in ("direct", "cubby", "nginx"))
         print(f"{f + ' ' + c:22} {d:10.0f} {cu:10.0f} {n:10.0f} {cu / d if d else 0:13.2f} {cu / n if n else 0:12.2f}")
+PY
+fi
+
+echo "== latency: $ROUNDS rounds of $ECHOES round trips each (interleaved)"
+python3 - "$port" "$token" "$session" "$wsession" "$waddr" "$ROUNDS" "$ECHOES" <<'PY'
+import base64, os, socket, statistics, sys, time
+port, token, session, wsession, waddr = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+rounds, n = int(sys.argv[6]), int(sys.argv[7])
+
+def ws_connect(host, p, path, auth):
+    s = socket.create_connection((host, p))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    key = base64.b64encode(os.urandom(16)).decode()
+    hdr = f"GET {path} HTTP/1.1\r\nHost: {host}:{p}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" \
+          f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+    if auth: hdr += f"Authorization: Bearer {auth}\r\n"
+    s.sendall((hdr + "\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        c = s.recv(4096)
+        if not c: raise SystemExit(f"bench: {path}: closed during the handshake: {buf!r}")
+        buf += c
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    if b" 101 " not in head.split(b"\r\n")[0]: raise SystemExit(f"bench: {path}: {head!r}")
+    return s, rest
+
+def frame(payload, opcode=2):
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + body
+
+def recv_exact(s, k, pending):
+    while len(pending) < k:
+        c = s.recv(65536)
+        if not c: raise SystemExit("bench: connection closed")
+        pending += c
+    return pending[:k], pending[k:]
+
+def echo_rtts(host, p, path, auth):
+    # The app echoes raw bytes: our masked frame comes back as sent.
+    s, pending = ws_connect(host, p, path, auth)
+    out = []
+    for i in range(n):
+        f = frame(b"ping-%06d" % i)
+        t0 = time.perf_counter_ns()
+        s.sendall(f)
+        got, pending = recv_exact(s, len(f), pending)
+        out.append((time.perf_counter_ns() - t0) / 1e6)
+        if got != f: raise SystemExit(f"bench: echo mismatch {got!r}")
+    s.close()
+    return out
+
+def read_frame(s, pending):
+    hdr, pending = recv_exact(s, 2, pending)
+    ln = hdr[1] & 0x7f
+    if ln == 126:
+        ext, pending = recv_exact(s, 2, pending); ln = int.from_bytes(ext, "big")
+    elif ln == 127:
+        ext, pending = recv_exact(s, 8, pending); ln = int.from_bytes(ext, "big")
+    payload, pending = recv_exact(s, ln, pending)
+    return hdr[0] & 0x0f, payload, pending
+
+def keystrokes():
+    s, pending = ws_connect("127.0.0.1", port, f"/api/sessions/{session}/terminal", token)
+    seen = b""
+    while b"$ " not in seen:
+        op, pl, pending = read_frame(s, pending); seen += pl
+    out = []
+    for i in range(n):
+        if i % 50 == 49:
+            # Ctrl-U: an empty line again, its echo drained.
+            s.sendall(frame(b"\x15"))
+            time.sleep(0.02)
+            s.settimeout(0.05)
+            try:
+                while True:
+                    c = s.recv(65536)
+                    if not c: break
+            except socket.timeout:
+                pass
+            s.settimeout(None); pending = b""
+        t0 = time.perf_counter_ns()
+        s.sendall(frame(b"x"))
+        got = b""
+        while b"x" not in got:
+            op, pl, pending = read_frame(s, pending); got += pl
+        out.append((time.perf_counter_ns() - t0) / 1e6)
+    s.close()
+    return out
+
+p50 = lambda xs: statistics.median(xs)
+direct, proxied, keys = [], [], []
+for r in range(rounds):
+    d = echo_rtts(waddr, 8080, "/", None)
+    c = echo_rtts("127.0.0.1", port, f"/r/{wsession}/", token)
+    k = keystrokes()
+    direct.append(p50(d)); proxied.append(p50(c)); keys.append(p50(k))
+    print(f"round {r + 1}: ws echo p50 direct {p50(d):.3f} ms, cubby {p50(c):.3f} ms; keystroke-to-echo p50 {p50(k):.3f} ms")
+dm, cm, km = p50(direct), p50(proxied), p50(keys)
+print("\n== latency medians of the per-round p50s")
+print(f"websocket echo RTT: direct {dm:.3f} ms, through cubby {cm:.3f} ms, overhead {cm - dm:.3f} ms (target < 0.2), ratio {cm / dm:.2f}")
+print(f"terminal keystroke-to-echo: {km:.3f} ms (target < 5)")
 PY

@@ -78,17 +78,54 @@ try {
   const appHref = await card.getByRole('link', { name: 'Open app' }).getAttribute('href');
   const sid = appHref.split('/')[3];
 
-  // The teacher's roster changed by itself.
+  // The teacher's roster changed by itself, and shows what the sandbox uses
+  // (memory at once, CPU from the second sample on).
   await annRow.locator('[data-state="ready"]').waitFor();
+  await annRow.locator('td[data-memory]:not([data-memory=""])').waitFor();
+  await annRow.locator('td[data-cpu$="%"]').waitFor();
   await shot(teacher, 'ui-teacher-roster');
 
-  // The student's terminal: type, see the output.
+  // The student's terminal: type, see the output. Its websocket goes
+  // through a route the test can cut, like a network blip.
+  const termSockets = [];
+  await ann.routeWebSocket(/\/terminal/, (ws) => { ws.connectToServer(); termSockets.push(ws); });
   await card.getByRole('link', { name: 'Terminal' }).click();
   await ann.waitForSelector('#term-status:has-text("connected")');
   await termSees(ann, '$ ');  // the prompt: the shell is reading
   await ann.click('.xterm');
   await ann.keyboard.type('echo hello-$((6*7)) as $(id -u)\n');
   await termSees(ann, 'hello-42 as 1000');
+  // A network blip: the connection drops; the page reconnects by itself to
+  // the same shell (its variable is still set).
+  await ann.keyboard.type('BLIP=kept-$((5*3))\n');
+  await ann.waitForTimeout(300);
+  await termSockets[0].close({ code: 4001, reason: 'network blip' });
+  for (let i = 0; termSockets.length < 2; i++) {
+    if (i > 200) fail('the terminal did not reconnect after the blip');
+    await ann.waitForTimeout(100);
+  }
+  await ann.waitForSelector('#term-status:text-is("connected")');
+  await ann.keyboard.type('echo "$BLIP"\n');
+  await termSees(ann, 'kept-15');
+  const rowsNow = await ann.locator('.xterm-rows').textContent();
+  if (rowsNow.includes('a new one')) fail('the reconnect got a new shell');
+  // A student's app is untrusted: this one's JavaScript tries to use the
+  // visitor's sign-in on the service (the service's API by its own address,
+  // and relative to the app's origin), then reports what it got.
+  const evil = `<!doctype html><title>evil</title><pre id=o></pre><script>
+(async () => {
+  const out = [];
+  for (const u of ['/api/auth/me', location.protocol + '//127.0.0.1:' + location.port + '/api/auth/me',
+                   location.protocol + '//127.0.0.1:' + location.port + '/api/sessions']) {
+    try { const r = await fetch(u, { credentials: 'include' }); out.push(u + ' ' + r.status + ' ' + (await r.text()).slice(0, 300)); }
+    catch (e) { out.push(u + ' blocked: ' + e); }
+  }
+  document.getElementById('o').textContent = out.join('\\n');
+  document.body.dataset.done = '1';
+})();
+</script>`;
+  await ann.keyboard.type(`echo ${Buffer.from(evil).toString('base64')} | base64 -d > evil.html; echo written-$((1+1))\n`);
+  await termSees(ann, 'written-2');
   await ann.setViewportSize({ width: 1000, height: 700 });
   await shot(ann, 'ui-terminal');
 
@@ -100,9 +137,10 @@ try {
   await ann.waitForSelector('text=Hello from your cubby sandbox');
   const appOrigin = new URL(ann.url()).origin;
   if (!appOrigin.startsWith(`http://${sid}.localhost:`)) fail(`the app is not on its own origin: ${ann.url()}`);
-  // The same app by path, on the service's origin.
+  // Never by path on the service's origin (no --path-routing).
   const byPath = await ann.goto(base + `/r/${sid}/`);
-  if (byPath.status() !== 200) fail(`/r/ answered ${byPath.status()}`);
+  if (byPath.status() !== 403) fail(`/r/ answered ${byPath.status()}`);
+  await ann.waitForSelector('text=Apps are not opened by path here');
 
   // The teacher opens the student's terminal from the roster.
   await annRow.getByRole('link', { name: 'Terminal' }).click();
@@ -112,12 +150,24 @@ try {
   await teacher.keyboard.type('echo teacher-$((2*3)) in $(pwd)\n');
   await termSees(teacher, 'teacher-6 in /workspace');
 
+  // The teacher opens the student's (malicious) app: it runs on its own
+  // origin, so its script cannot use the teacher's sign-in on the service.
+  const teacherApp = await teachCtx.newPage();
+  teacherApp.setDefaultTimeout(T);
+  const tr = await teacherApp.goto(base + `/api/sessions/${sid}/open`);
+  if (tr.status() !== 200) fail(`the teacher's app answered ${tr.status()}`);
+  await teacherApp.goto(new URL(teacherApp.url()).origin + '/evil.html');
+  await teacherApp.waitForSelector('body[data-done="1"]');
+  const got = await teacherApp.locator('#o').textContent();
+  if (got.includes('"role"') || got.includes('teach') || got.includes('"state"')) fail(`the app used the teacher's sign-in:\n${got}`);
+  if (!got.includes('blocked')) fail(`the service answered the app's script:\n${got}`);
+  await teacherApp.close();
+
   // Another student (keyboard only) is refused the first one's URLs.
   const bobCtx = await browser.newContext();
   const bob = await signIn(bobCtx, 'bob', 'bob-pass-123', true);
-  const r2 = await bob.goto(base + `/r/${sid}/`);
+  const r2 = await bob.goto(base + `/api/sessions/${sid}/open`);
   if (r2.status() !== 404) fail(`bob opened ann's app: ${r2.status()}`);
-  await bob.waitForSelector('text=No such sandbox');
   const r2b = await bob.goto(appOrigin + '/');
   if (r2b.status() !== 401) fail(`bob opened ann's app host: ${r2b.status()}`);
   await bob.goto(base + '/#/terminal/' + sid);
@@ -132,8 +182,31 @@ try {
   await teacher.goto(base + '/#/class/' + process.env.CUBBY_CLASS);
   await annRow.locator('[data-state="stopped"]').waitFor();
   // (a fresh URL: the browser may keep the app's page in its cache)
-  const r3 = await ann.goto(base + `/r/${sid}/?after-stop`);
+  const r3 = await ann.goto(appOrigin + '/?after-stop');
   if (r3.status() !== 410) fail(`a stopped session's app answered ${r3.status()}`);
+  await ann.waitForSelector('text=This session has ended');
+  // Her work was saved at the stop: she downloads it from her classes page.
+  await ann.goto(base + '/#/');
+  const dl = card.getByRole('link', { name: 'Download my work' });
+  await dl.waitFor();
+  const got2 = await ann.request.get(base + await dl.getAttribute('href'));
+  if (got2.status() !== 200 || (await got2.body()).length < 64) fail(`download of my work: ${got2.status()}`);
+  // The teacher downloads it from the roster too.
+  await annRow.getByRole('link', { name: 'Download' }).waitFor();
+  // "Download whole class" shows exactly when the API serves it.
+  const doc = await (await teacher.request.get(base + '/api/openapi.json')).json();
+  const whole = teacher.getByRole('link', { name: 'Download whole class' });
+  if (doc.paths['/api/classes/{id}/archives.zip']) await whole.waitFor();
+  else if (await whole.isVisible()) fail('a whole-class download link to nothing');
+
+  // The admin's health page: database, engine, sandboxes.
+  const adminCtx = await browser.newContext();
+  const admin = await signIn(adminCtx, 'root', 'root-pass-123');
+  await admin.goto(base + '/#/health');
+  for (const what of ['Database', 'Engine', 'Sandboxes the engine runs']) {
+    await admin.locator(`dt:text-is("${what}") + dd[data-ok="yes"]`).waitFor();
+  }
+  await shot(admin, 'ui-admin-health');
   console.log('browser test passed');
 } finally {
   await browser.close();

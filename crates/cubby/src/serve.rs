@@ -48,11 +48,17 @@ pub struct ServeArgs {
     /// A new login signs the user out everywhere else.
     #[arg(long)]
     pub single_login: bool,
-    /// Also serve each session's app at SESSION.DOMAIN (its own origin; a
-    /// wildcard DNS name pointing here is the operator's job). Without it
-    /// apps are only at /r/SESSION/ on the service's own origin.
+    /// Serve each session's app at SESSION.DOMAIN (its own origin; a
+    /// wildcard DNS name pointing here is the operator's job). "Open app"
+    /// goes there.
     #[arg(long, value_name = "DOMAIN")]
     pub domain: Option<String>,
+    /// Also serve apps at /r/SESSION/ on the service's own origin. An app
+    /// there can act on the service with its visitor's login (a teacher
+    /// opening a student's app): trusted templates only. Without --domain
+    /// and without this, apps cannot be opened.
+    #[arg(long)]
+    pub path_routing: bool,
     /// Lifetime of access tokens.
     #[arg(long, default_value_t = 900, value_name = "SECONDS")]
     pub access_token_ttl: u64,
@@ -260,6 +266,9 @@ fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {
     .with_no_client_auth()
     .with_single_cert(certs, key)
     .context("--tls-cert/--tls-key: the key does not match the certificate")?;
+    let mut config = config;
+    // Browsers get HTTP/2 when they offer it (the listener speaks both).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -358,12 +367,16 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
             access_ttl: Duration::from_secs(args.access_token_ttl.max(1)),
             single_login: args.single_login,
             secure_cookies: tls.is_some(),
+            path_routing: args.path_routing,
             app_domain: args
                 .domain
                 .as_ref()
                 .map(|d| d.trim_matches('.').to_ascii_lowercase()),
             ..AuthConfig::default()
         };
+        if auth.app_domain.is_none() && !auth.path_routing {
+            eprintln!("cubby serve: apps cannot be opened: give --domain DOMAIN (each app on its own origin) or, for trusted templates only, --path-routing");
+        }
         let service = cubby_caas::serve::start(store, backend, mcfg, auth).await?;
         let tcp = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -858,6 +858,26 @@ fn demo_over_tls_with_single_login() {
     let session = curl(&curls[1]);
     assert_eq!(session["state"], "ready", "{session}");
     assert_eq!(curl(&curls[2]).as_array().unwrap().len(), 1);
+    // Browsers get HTTP/2 (ALPN h2); a cookie-authenticated change from the
+    // service's own origin still passes the Origin check (HTTP/2 names the
+    // host in :authority, not Host).
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "curl -s --http2 --cacert {} -w '\\n%{{http_version}}' -H 'Origin: https://127.0.0.1:{port}' {}",
+            cert.display(),
+            curls[1]
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, version) = text.rsplit_once('\n').unwrap_or(("", ""));
+    assert_eq!(version, "2", "not HTTP/2: {text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(body).unwrap()["state"],
+        "ready",
+        "{text}"
+    );
     // --single-login: signing in again ends the first login.
     let first = login["access_token"].as_str().unwrap();
     let again = curl(&curls[0]);

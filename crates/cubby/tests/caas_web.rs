@@ -209,7 +209,11 @@ fn ws_open(
 /// upgrades, ended and unknown sessions, activity.
 #[test]
 fn proxy_access_control_and_forwarding() {
-    let mut s = Serve::start("caas-web-proxy", DbKind::Sqlite, &["--domain", "apps.test"]);
+    let mut s = Serve::start(
+        "caas-web-proxy",
+        DbKind::Sqlite,
+        &["--domain", "apps.test", "--path-routing"],
+    );
     let (teach, ann, bob, admin, class) = class_of_two(&s, "webp");
     let a = start(&s, &ann, &class);
     let b = start(&s, &bob, &class);
@@ -250,6 +254,12 @@ fn proxy_access_control_and_forwarding() {
         let (st, _, body) = get(&s, &format!("/r/{a}/t"), Some(t), "");
         assert_eq!(st, 200, "{body}");
     }
+    // Logins are cached for speed, revocation still cuts at once: a login
+    // used through the proxy, then logged out, is refused on its next use.
+    let short_lived = s.token("ann", "ann-pass-123");
+    assert_eq!(get(&s, &format!("/r/{a}/t"), Some(&short_lived), "").0, 200);
+    s.ok("POST", "/api/auth/logout", Some(&short_lived), None);
+    assert_eq!(get(&s, &format!("/r/{a}/t"), Some(&short_lived), "").0, 401);
     // Another student, no login, a forged token: refused with a page.
     let (st, _, body) = get(&s, &format!("/r/{a}/"), Some(&bob), "");
     assert_eq!(st, 404, "{body}");
@@ -408,7 +418,11 @@ fn proxy_access_control_and_forwarding() {
     assert!(body.contains("ended"), "{body}");
 
     // Expired tokens are refused by the proxy too.
-    s.extra = vec!["--access-token-ttl".into(), "3".into()];
+    s.extra = vec![
+        "--path-routing".into(),
+        "--access-token-ttl".into(),
+        "3".into(),
+    ];
     s.kill9_and_restart();
     let short = s.token("bob", "bob-pass-123");
     assert_eq!(get(&s, &format!("/r/{b}/"), Some(&short), "").0, 200);
@@ -423,6 +437,14 @@ fn terminal_shell_in_the_sandbox() {
     let s = Serve::start("caas-web-term", DbKind::Sqlite, &[]);
     let (teach, ann, bob, _admin, class) = class_of_two(&s, "webt");
     let a = start(&s, &ann, &class);
+    // Without --path-routing (the default) apps are never served on the
+    // service's origin; without --domain either, "open" explains why.
+    let (st, _, body) = get(&s, &format!("/r/{a}/"), Some(&ann), "");
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("Open app"), "{body}");
+    let (st, _, body) = get(&s, &format!("/api/sessions/{a}/open"), Some(&ann), "");
+    assert_eq!(st, 409, "{body}");
+    assert!(body.contains("--domain"), "{body}");
     let path = format!("/api/sessions/{a}/terminal");
     let origin = format!("http://127.0.0.1:{}", s.port);
     let mut ws = ws_open(&s, &path, &ann, Some(&origin)).expect("terminal");
@@ -464,6 +486,53 @@ fn terminal_shell_in_the_sandbox() {
     ))
     .unwrap();
     read_until(&mut t, "teacher-6").unwrap();
+    // A dropped websocket keeps the shell: a reconnect with the token from
+    // the first frame (same user) gets it back, variables and all; one
+    // while the old socket still looks alive takes it over; someone else's
+    // token gets a fresh shell.
+    let hello = |ws: &mut tungstenite::WebSocket<TcpStream>| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(tungstenite::Message::Text(t)) = ws.read() {
+                return serde_json::from_str(t.as_str()).unwrap();
+            }
+        }
+        panic!("no hello frame");
+    };
+    let mut k = ws_open(&s, &path, &ann, None).expect("terminal");
+    let first = hello(&mut k);
+    assert_eq!(first["fresh"], true, "{first}");
+    let token = first["resume"].as_str().unwrap().to_string();
+    read_until(&mut k, "$ ").unwrap();
+    k.send(tungstenite::Message::Binary(
+        "V=kept-$((5*3)); echo set-$V\n".into(),
+    ))
+    .unwrap();
+    read_until(&mut k, "set-kept-15").unwrap();
+    drop(k); // the TCP connection just goes away
+    let resumed = format!("{path}?resume={token}");
+    let mut k = ws_open(&s, &resumed, &ann, None).expect("resume");
+    assert_eq!(hello(&mut k)["fresh"], false);
+    k.send(tungstenite::Message::Binary("echo again-$V\n".into()))
+        .unwrap();
+    read_until(&mut k, "again-kept-15").unwrap();
+    // Half-open: the old socket is still up; the new one takes over.
+    let mut k2 = ws_open(&s, &resumed, &ann, None).expect("take over");
+    assert_eq!(hello(&mut k2)["fresh"], false);
+    k2.send(tungstenite::Message::Binary("echo over-$V\n".into()))
+        .unwrap();
+    read_until(&mut k2, "over-kept-15").unwrap();
+    assert!(read_until(&mut k, "never-printed")
+        .unwrap_err()
+        .contains("closed"));
+    let mut other = ws_open(&s, &resumed, &teach, None).expect("teacher");
+    assert_eq!(hello(&mut other)["fresh"], true);
+    drop(other);
+    k2.send(tungstenite::Message::Binary("exit\n".into()))
+        .unwrap();
+    assert!(read_until(&mut k2, "never-printed")
+        .unwrap_err()
+        .contains("closed"));
     // Typing counts as activity.
     let act = s.ok(
         "GET",
@@ -524,6 +593,7 @@ fn browser_student_teacher_and_intruder() {
     s.user("teach", "teacher", "teach-pass-123");
     s.user("ann", "student", "ann-pass-123");
     s.user("bob", "student", "bob-pass-123");
+    s.user("root", "admin", "root-pass-123");
     let teach = s.token("teach", "teach-pass-123");
     let tpl = s.ok(
         "POST",

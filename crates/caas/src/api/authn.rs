@@ -2,6 +2,11 @@
 //! httpOnly cookie, verified, and its login checked live in the database
 //! (so logout, password changes and disabling take effect at once).
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
@@ -67,7 +72,7 @@ impl FromRequestParts<AppState> for Caller {
             }
         };
         let claims = st.signer.verify(&token, crate::store::now())?;
-        if !st.store().login_active(&claims.sid, &claims.sub).await? {
+        if !login_live(st, &claims.sid, &claims.sub).await? {
             return Err(Error::Unauthenticated("this login was revoked (logout, password change or account disabled): sign in again".into()));
         }
         Ok(Caller {
@@ -76,6 +81,51 @@ impl FromRequestParts<AppState> for Caller {
             login: claims.sid,
         })
     }
+}
+
+/// How long a "this login is live" answer is reused. A revocation by this
+/// process (logout, password change, disabling) drops every cached answer at
+/// once ([`crate::store::Epochs`]); one made by another instance on the same
+/// database takes effect within this bound.
+pub const LIVE_LOGIN_TTL: Duration = Duration::from_secs(1);
+
+/// Cached positive answers of [`crate::store::Store::login_active`]: one
+/// database read per login per second instead of one per request (the
+/// proxy serves thousands of requests a second per login).
+#[derive(Default)]
+pub struct LiveLogins {
+    /// login id -> (user id, checked at, logins epoch when read)
+    seen: Mutex<HashMap<String, (String, Instant, u64)>>,
+}
+
+impl LiveLogins {
+    fn hit(&self, login: &str, user: &str, epoch: u64) -> bool {
+        let m = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        matches!(m.get(login), Some((u, at, e)) if u == user && *e == epoch && at.elapsed() < LIVE_LOGIN_TTL)
+    }
+
+    fn put(&self, login: &str, user: &str, epoch: u64) {
+        let mut m = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= 10_000 {
+            m.retain(|_, (_, at, e)| *e == epoch && at.elapsed() < LIVE_LOGIN_TTL);
+        }
+        m.insert(login.to_string(), (user.to_string(), Instant::now(), epoch));
+    }
+}
+
+/// Is this login live and its user enabled (see [`LiveLogins`])?
+pub async fn login_live(st: &AppState, login: &str, user: &str) -> Result<bool> {
+    // Read before the query: a revocation that lands meanwhile moves the
+    // epoch, so what we store is never used.
+    let epoch = st.store().epochs.logins.load(Ordering::SeqCst);
+    if st.live_logins.hit(login, user, epoch) {
+        return Ok(true);
+    }
+    let live = st.store().login_active(login, user).await?;
+    if live {
+        st.live_logins.put(login, user, epoch);
+    }
+    Ok(live)
 }
 
 /// Cookies ride along on cross-site requests: besides SameSite=Strict, a

@@ -6,6 +6,7 @@ mod archives;
 pub mod authn;
 pub mod error;
 pub(crate) mod handlers;
+mod monitor;
 mod openapi;
 
 use std::sync::Arc;
@@ -34,6 +35,10 @@ pub struct AuthConfig {
     /// Serve each session's app also at `{session}.{app_domain}` (its own
     /// origin), entered through a one-time code (see proxy).
     pub app_domain: Option<String>,
+    /// Also serve apps at `/r/{session}/` on the service's own origin. Off
+    /// by default: an app there shares the origin of the UI and the API, so
+    /// its JavaScript acts with the visitor's login (trusted templates only).
+    pub path_routing: bool,
 }
 
 impl Default for AuthConfig {
@@ -46,6 +51,7 @@ impl Default for AuthConfig {
             per_user_per_min: 10,
             per_addr_per_min: 60,
             app_domain: None,
+            path_routing: false,
         }
     }
 }
@@ -66,6 +72,10 @@ pub struct Inner {
     pub app_signer: Signer,
     /// One-time codes that carry a login to a `{session}.{domain}` host.
     pub handoffs: crate::proxy::Handoffs,
+    /// Recently verified logins (see authn::LiveLogins).
+    pub live_logins: authn::LiveLogins,
+    /// Web terminal shells, parked between websockets (web::terminal).
+    pub shells: crate::web::terminal::Shells,
 }
 
 impl std::ops::Deref for AppState {
@@ -90,6 +100,8 @@ impl AppState {
             signer: Signer::new(key.as_bytes()),
             app_signer: Signer::new(format!("{key}/app-hosts").as_bytes()),
             handoffs: crate::proxy::Handoffs::default(),
+            live_logins: authn::LiveLogins::default(),
+            shells: crate::web::terminal::Shells::default(),
             rl_user: RateLimiter::new(auth.per_user_per_min, minute),
             rl_addr: RateLimiter::new(auth.per_addr_per_min, minute),
             auth,
@@ -168,6 +180,8 @@ pub fn routes() -> Vec<Route> {
         route!(GET, "/api/sessions/{id}/terminal", "sessions", "its student, teacher of its class, admin", "Websocket: a shell with a pty in the sandbox as its user (binary frames: bytes both ways; text frames: {\"resize\":[cols,rows]})", None, crate::web::terminal::terminal),
         route!(GET, "/api/sessions/{id}/open", "sessions", "its student, teacher of its class, admin", "Open the session's app: 303 to /r/{id}/, or with --domain to {id}.DOMAIN through a one-time code (30 s)", None, crate::proxy::open),
         route!(GET, "/api/sessions/{id}/activity", "sessions", "its student, teacher of its class, admin", "Proxied requests and bytes, terminal input and the last activity time (for idle culling)", None, crate::web::terminal::activity),
+        route!(GET, "/api/classes/{id}/usage", "classes", "teacher of the class, admin", "CPU time (ns, cumulative) and memory (bytes) of each ready sandbox of the class, sampled now", None, monitor::class_usage),
+        route!(GET, "/api/admin/health", "admin", "admin", "Health: database, engine, sandboxes the engine runs, active sessions by state", None, monitor::admin_health),
         route!(GET, "/api/audit", "admin", "admin", "The audit log, newest first (?limit=N)", None, h::audit_log),
         route!(GET, "/api/orphans", "admin", "admin", "Sandboxes with this service's labels and no session (found at start: archived and verified, then removed; a stopped one is kept)", None, h::orphans),
         route!(GET, "/api/archives", "archives", "any", "Archived workspaces: mine (student), my classes' (teacher), all (admin); ?class_id=&student_id=", None, archives::list_archives),

@@ -789,7 +789,16 @@ impl Backend for DockerBackend {
             )));
         };
         // The pty's first size; the browser resizes as its window changes.
-        self.resize_terminal(&exec.id, size).await?;
+        // An engine may answer the attach before the exec's pty is
+        // registered (cubby's engine does, briefly): retry for up to 1 s.
+        let mut tries = 0;
+        while let Err(e) = self.resize_terminal(&exec.id, size).await {
+            tries += 1;
+            if tries >= 50 {
+                return Err(e);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let endpoint = self.endpoint.clone();
         let output = output
             .map(move |chunk| match chunk {
@@ -818,6 +827,32 @@ impl Backend for DockerBackend {
             )
             .await
             .map_err(|e| self.err(e))
+    }
+
+    async fn usage(&self, name: &str) -> Result<Option<super::Usage>, BackendError> {
+        // One sample, without the engine's wait for a second one.
+        let mut st = self.docker.stats(
+            name,
+            Some(StatsOptions {
+                stream: false,
+                one_shot: true,
+            }),
+        );
+        match st.next().await {
+            Some(Ok(r)) => Ok(Some(super::Usage {
+                cpu_ns: r
+                    .cpu_stats
+                    .and_then(|c| c.cpu_usage)
+                    .and_then(|u| u.total_usage)
+                    .unwrap_or(0),
+                memory_bytes: r.memory_stats.and_then(|m| m.usage).unwrap_or(0),
+            })),
+            Some(Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            })) => Ok(None),
+            Some(Err(e)) => Err(self.err(e)),
+            None => Ok(None),
+        }
     }
 
     async fn exec(

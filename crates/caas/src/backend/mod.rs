@@ -154,6 +154,15 @@ pub enum BackendError {
     NotReady { name: String, reason: String },
 }
 
+/// What a running sandbox uses now (the roster shows it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    /// CPU time used since it started, in ns (a rate needs two samples).
+    pub cpu_ns: u64,
+    /// Memory in use, in bytes.
+    pub memory_bytes: u64,
+}
+
 /// Provisions sandboxes. Implementations: `docker` (any Docker Engine API).
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -213,6 +222,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn resize_terminal(&self, id: &str, size: (u16, u16)) -> Result<(), BackendError> {
         let _ = size;
         Err(BackendError::Unsupported(format!("terminal {id}")))
+    }
+    /// CPU and memory use now; `None` when the sandbox is not running.
+    async fn usage(&self, name: &str) -> Result<Option<Usage>, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "usage of sandbox {name}"
+        )))
     }
     /// The CPU time (ns) the sandbox has used so far, for idle culling;
     /// `None` when it is not running.

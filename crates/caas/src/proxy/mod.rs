@@ -33,11 +33,13 @@ use crate::error::Error;
 use crate::sessions::activity::{Activity, Event};
 use crate::store::sessions::State as SessionState;
 
-/// The pooled client for plain requests, and what the proxy needs of each
-/// template (templates never change once saved: one lookup per process).
+/// The pooled client for plain requests, what the proxy needs of each
+/// template (templates never change once saved: one lookup per process),
+/// and recent routing decisions.
 pub struct Upstream {
     client: Client<HttpConnector, Body>,
     templates: std::sync::Mutex<std::collections::HashMap<String, (Option<u16>, bool)>>,
+    routes: Routes,
 }
 
 impl Default for Upstream {
@@ -47,10 +49,52 @@ impl Default for Upstream {
         http.set_connect_timeout(Some(Duration::from_secs(5)));
         Upstream {
             client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
+                // Below the shortest keep-alive servers commonly use (Node's
+                // 5 s), so an idle connection is dropped by us first, not
+                // closed under a request by the app.
+                .pool_idle_timeout(Duration::from_secs(4))
+                .pool_max_idle_per_host(64)
                 .build(http),
             templates: Default::default(),
+            routes: Routes::default(),
         }
+    }
+}
+
+/// How long a routing decision (caller may open session S, whose app is at
+/// A) is reused. Any session state change made by this process drops them
+/// all at once ([`crate::store::Epochs`]); one made by another instance on
+/// the same database (or a teacher removed from a class) is seen within
+/// this bound.
+pub const ROUTE_TTL: Duration = Duration::from_secs(1);
+
+/// A cached route: the app's address, keep the prefix, when it was
+/// decided, the sessions epoch it was decided at.
+type Cached = (SocketAddr, bool, std::time::Instant, u64);
+
+/// Cached positive decisions of [`target`]; refusals are never cached.
+#[derive(Default)]
+struct Routes {
+    /// (caller id, session id) -> decision
+    seen: std::sync::Mutex<std::collections::HashMap<(String, String), Cached>>,
+}
+
+impl Routes {
+    fn get(&self, who: &str, session: &str, epoch: u64) -> Option<(SocketAddr, bool)> {
+        let m = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (addr, keep, at, e) = m.get(&(who.to_string(), session.to_string()))?;
+        (*e == epoch && at.elapsed() < ROUTE_TTL).then_some((*addr, *keep))
+    }
+
+    fn put(&self, who: &str, session: &str, epoch: u64, t: (SocketAddr, bool)) {
+        let mut m = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= 10_000 {
+            m.retain(|_, (_, _, at, e)| *e == epoch && at.elapsed() < ROUTE_TTL);
+        }
+        m.insert(
+            (who.to_string(), session.to_string()),
+            (t.0, t.1, std::time::Instant::now(), epoch),
+        );
     }
 }
 
@@ -277,8 +321,29 @@ pub fn check_same_origin(h: &HeaderMap) -> Result<(), Error> {
     Ok(())
 }
 
-/// Where a session's app answers, if it may be opened now.
+/// Where a session's app answers, if it may be opened now (cached, see
+/// [`ROUTE_TTL`]).
 async fn target(st: &AppState, who: &Caller, id: &str) -> Result<(SocketAddr, bool), Response> {
+    // Read before the lookups: a state change meanwhile moves the epoch and
+    // what we store is never used.
+    let epoch = st
+        .store()
+        .epochs
+        .sessions
+        .load(std::sync::atomic::Ordering::SeqCst);
+    if let Some(t) = st.upstream.routes.get(&who.id, id, epoch) {
+        return Ok(t);
+    }
+    let t = target_uncached(st, who, id).await?;
+    st.upstream.routes.put(&who.id, id, epoch, t);
+    Ok(t)
+}
+
+async fn target_uncached(
+    st: &AppState,
+    who: &Caller,
+    id: &str,
+) -> Result<(SocketAddr, bool), Response> {
     let s = crate::api::handlers::visible_session(st, who, id)
         .await
         .map_err(error_page)?;
@@ -349,6 +414,15 @@ async fn target(st: &AppState, who: &Caller, id: &str) -> Result<(SocketAddr, bo
 
 /// `/r/{session}/...`: checks, then forwards.
 pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
+    if !st.auth.path_routing {
+        // Refused before any lookup: the same answer for every session.
+        return page(
+            StatusCode::FORBIDDEN,
+            "Apps are not opened by path here",
+            "This service opens every app on an address of its own (so an app can never act on the service with your sign-in). Use \"Open app\" on your classes page.",
+            None,
+        );
+    }
     let raw_path = req.uri().path().to_string();
     let route = match parse_path(&raw_path) {
         Ok(r) => r,
@@ -456,11 +530,28 @@ async fn forward(
         }
         f
     }));
+    // A bodiless GET/HEAD may be sent again: a pooled connection the app
+    // closed just as we reused it fails the first try.
+    let again = (matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) && axum::body::HttpBody::is_end_stream(&body))
+    .then(|| (parts.method.clone(), uri.clone(), headers.clone()));
     let mut out = axum::http::Request::new(body);
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
     *out.headers_mut() = headers;
-    match st.upstream.client.request(out).await {
+    let mut sent = st.upstream.client.request(out).await;
+    if let (Err(e), Some((m, u, h))) = (&sent, again) {
+        if !e.is_connect() {
+            let mut out = axum::http::Request::new(Body::empty());
+            *out.method_mut() = m;
+            *out.uri_mut() = u;
+            *out.headers_mut() = h;
+            sent = st.upstream.client.request(out).await;
+        }
+    }
+    match sent {
         Ok(resp) => {
             let (mut rp, rb) = resp.into_parts();
             clean_response_headers(&mut rp.headers);
@@ -534,7 +625,12 @@ pub async fn open(
 ) -> Result<Response, Error> {
     crate::api::handlers::visible_session(&st, &who, &id).await?;
     let to = match &st.auth.app_domain {
-        None => format!("/r/{id}/"),
+        None if st.auth.path_routing => format!("/r/{id}/"),
+        None => {
+            return Err(Error::Conflict(
+                "apps cannot be opened on this service yet: the operator runs `cubby serve` with --domain DOMAIN (each app on its own address), or --path-routing for trusted templates only".into(),
+            ))
+        }
         Some(domain) => {
             let host = headers
                 .get(header::HOST)
@@ -572,9 +668,21 @@ fn session_host<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
 /// (all paths: that origin is the app's); everything else passes on.
 pub async fn host_dispatch(
     State(st): State<AppState>,
-    req: Request,
+    mut req: Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // HTTP/2 names the host in `:authority`, not `Host`: give every layer
+    // below (session hosts, Origin checks, what apps receive) one place to
+    // read it.
+    if !req.headers().contains_key(header::HOST) {
+        let authority = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        if let Some(a) = authority {
+            req.headers_mut().insert(header::HOST, a);
+        }
+    }
     let session = st.auth.app_domain.as_deref().and_then(|d| {
         req.headers()
             .get(header::HOST)
@@ -661,7 +769,7 @@ async fn app_caller(st: &AppState, h: &HeaderMap) -> Result<Caller, Error> {
     let token = crate::api::authn::cookie(h, APP_COOKIE)
         .ok_or_else(|| Error::Unauthenticated("open the sandbox from your classes page".into()))?;
     let claims = st.app_signer.verify(&token, crate::store::now())?;
-    if !st.store().login_active(&claims.sid, &claims.sub).await? {
+    if !crate::api::authn::login_live(st, &claims.sid, &claims.sub).await? {
         return Err(Error::Unauthenticated("this login was revoked".into()));
     }
     Ok(Caller {
@@ -834,6 +942,19 @@ mod tests {
         ] {
             assert!(parse_path(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cached_routes_die_with_the_epoch_and_the_ttl() {
+        let r = Routes::default();
+        let a: SocketAddr = "10.0.0.2:8080".parse().unwrap();
+        r.put("u", S, 7, (a, false));
+        assert_eq!(r.get("u", S, 7), Some((a, false)));
+        // Another caller, or any session state change since: not used.
+        assert_eq!(r.get("v", S, 7), None);
+        assert_eq!(r.get("u", S, 8), None);
+        std::thread::sleep(ROUTE_TTL + Duration::from_millis(20));
+        assert_eq!(r.get("u", S, 7), None);
     }
 
     #[test]

@@ -38,7 +38,11 @@ pub enum Event {
 impl Activity {
     pub fn record(&self, session: &str, ev: Event) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let c = map.entry(session.to_string()).or_default();
+        // Called per proxied body chunk: no key allocation once it exists.
+        let c = match map.get_mut(session) {
+            Some(c) => c,
+            None => map.entry(session.to_string()).or_default(),
+        };
         match ev {
             Event::Request => c.proxied_requests += 1,
             Event::ToSandbox(n) => c.bytes_to_sandbox += n,

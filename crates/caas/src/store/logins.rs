@@ -45,6 +45,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        if single {
+            self.epochs.bump_logins();
+        }
         Ok(())
     }
 
@@ -92,6 +95,7 @@ impl Store {
             .bind(id)
             .execute(&self.pool)
             .await?;
+        self.epochs.bump_logins();
         Ok(())
     }
 

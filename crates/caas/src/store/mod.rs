@@ -28,6 +28,30 @@ pub enum DbKind {
 pub struct Store {
     pub pool: AnyPool,
     pub kind: DbKind,
+    /// Bumped by this process's writes that can change who gets through or
+    /// where to: in-memory caches above the store (the proxy's routes, live
+    /// logins) drop what they hold when it moves.
+    pub epochs: std::sync::Arc<Epochs>,
+}
+
+/// Change counters, see [`Store::epochs`].
+#[derive(Default, Debug)]
+pub struct Epochs {
+    /// A session changed state or address.
+    pub sessions: std::sync::atomic::AtomicU64,
+    /// A login was revoked or a user disabled.
+    pub logins: std::sync::atomic::AtomicU64,
+}
+
+impl Epochs {
+    pub fn bump_sessions(&self) {
+        self.sessions
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn bump_logins(&self) {
+        self.logins
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Seconds since the epoch.
@@ -101,7 +125,11 @@ impl Store {
             .connect(&connect_url)
             .await
             .map_err(|e| Error::Database(format!("cannot open {what}: {e}")))?;
-        let store = Store { pool, kind };
+        let store = Store {
+            pool,
+            kind,
+            epochs: Default::default(),
+        };
         if kind == DbKind::Sqlite {
             // The first real read: a file that is not a database fails here,
             // before anything is written.

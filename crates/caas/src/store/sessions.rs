@@ -274,6 +274,9 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
+        if n == 1 {
+            self.epochs.bump_sessions();
+        }
         Ok(n == 1)
     }
 
@@ -306,6 +309,10 @@ impl Store {
         if let Some(a) = address {
             query = query.bind(a);
         }
-        Ok(query.execute(&self.pool).await?.rows_affected() == 1)
+        let moved = query.execute(&self.pool).await?.rows_affected() == 1;
+        if moved {
+            self.epochs.bump_sessions();
+        }
+        Ok(moved)
     }
 }

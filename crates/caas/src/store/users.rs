@@ -211,6 +211,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.epochs.bump_logins();
         Ok(())
     }
 
@@ -233,6 +234,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        self.epochs.bump_logins();
         Ok(())
     }
 }

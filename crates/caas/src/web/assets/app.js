@@ -72,7 +72,35 @@ const api = {
 function stateBadge(s) {
   const label = s ? s.state : 'not started';
   const why = s && s.reason ? ` (${s.reason})` : '';
-  return h('span', { class: `state ${s ? s.state : ''}`, 'data-state': label, text: label + why });
+  // Waiting for a free slot: where in the queue (when the service says).
+  const pos = s && s.queue_position !== undefined && s.queue_position !== null ? ` · number ${s.queue_position} in the queue` : '';
+  return h('span', { class: `state ${s ? s.state : ''}`, 'data-state': label, text: label + why + pos });
+}
+
+function bytes(n) {
+  if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(1)} GiB`;
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(0)} MiB`;
+  return `${(n / 1024).toFixed(0)} KiB`;
+}
+
+function when(secs) {
+  return new Date(secs * 1000).toLocaleString();
+}
+
+// The newest archive (final or checkpoint) per key.
+function newestArchive(archives, key) {
+  const m = new Map();
+  for (const a of archives) {
+    const o = m.get(key(a));
+    if (!o || a.created_at > o.created_at) m.set(key(a), a);
+  }
+  return m;
+}
+
+function downloadLink(a, text) {
+  if (!a) return null;
+  return h('a', { class: 'button secondary', href: `/api/archives/${a.id}/download`, download: `${text.replace(/\W+/g, '-')}-${a.id.slice(0, 8)}.tar.zst`,
+    title: `${a.kind}, ${bytes(a.size)}, ${when(a.created_at)}`, text });
 }
 
 // The newest session per key (class, or class+student).
@@ -182,8 +210,10 @@ function studentHome() {
   const list = h('div');
   main.replaceChildren(h('h1', { text: 'My classes' }), list);
   live(async () => {
-    const [classes, sessions] = await Promise.all([api.get('/api/classes'), api.get('/api/sessions')]);
+    const [classes, sessions, archives] = await Promise.all([api.get('/api/classes'), api.get('/api/sessions'),
+      api.get('/api/archives').catch(() => [])]);
     const by = latest(sessions, (s) => s.class_id);
+    const saved = newestArchive(archives, (a) => a.class_id);
     if (!classes.length) {
       list.replaceChildren(h('p', { class: 'muted', text: 'You are not in any class yet. Ask your teacher for a join code.' }));
       return;
@@ -194,7 +224,9 @@ function studentHome() {
         h('h2', { text: `${c.name} (${c.code})` }),
         h('div', { class: 'row' }, h('span', { text: 'My sandbox:' }), stateBadge(s),
           ...sessionActions(s, () => api.post('/api/sessions', { class_id: c.id }))),
-        idleBanner(s));
+        idleBanner(s),
+        saved.get(c.id) ? h('div', { class: 'row' }, h('span', { class: 'muted', text: `Saved work from ${when(saved.get(c.id).created_at)}:` }),
+          downloadLink(saved.get(c.id), 'Download my work')) : null);
     }));
   });
 }
@@ -230,7 +262,9 @@ function classPage(id) {
   const head = h('div');
   const roster = h('tbody');
   const table = h('table', { 'aria-label': 'Roster' },
-    h('thead', {}, h('tr', {}, h('th', { text: 'Student' }), h('th', { text: 'Sandbox' }), h('th', { text: 'Actions' }))), roster);
+    h('thead', {}, h('tr', {}, h('th', { text: 'Student' }), h('th', { text: 'Sandbox' }), h('th', { text: 'CPU' }),
+      h('th', { text: 'Memory' }), h('th', { text: 'Saved work' }), h('th', { text: 'Actions' }))), roster);
+  const cpuPrev = new Map();  // session -> last sample, for a CPU rate
   const add = h('input', { id: 'add-student', placeholder: 'user name' });
   const tpl = h('select', { id: 'tpl' });
   main.replaceChildren(head,
@@ -247,20 +281,39 @@ function classPage(id) {
       h('form', { onsubmit: guard(() => api.put(`/api/classes/${id}/template`, { template_id: tpl.value })) },
         h('label', { for: 'tpl', text: 'Template' }), tpl,
         h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Use this template' })))));
+  // The whole class's saved work as one file, where the service offers it
+  // (the API says what it serves: /api/openapi.json).
+  const whole = h('a', { class: 'button secondary', href: `/api/classes/${id}/archives.zip`, download: '', text: 'Download whole class', hidden: true });
+  head.after(h('div', { class: 'row' }, whole));
+  api.get('/api/openapi.json').then((doc) => {
+    whole.hidden = !(doc && doc.paths && doc.paths['/api/classes/{id}/archives.zip']);
+  }).catch(() => {});
   api.get('/api/templates').then((ts) => {
     tpl.replaceChildren(...ts.map((t) => h('option', { value: t.id, text: t.name })));
   }).catch((e) => say(e.message));
   live(async () => {
-    const [c, students, sessions] = await Promise.all([
-      api.get(`/api/classes/${id}`), api.get(`/api/classes/${id}/students`), api.get('/api/sessions')]);
+    const [c, students, sessions, usage, archives] = await Promise.all([
+      api.get(`/api/classes/${id}`), api.get(`/api/classes/${id}/students`), api.get('/api/sessions'),
+      api.get(`/api/classes/${id}/usage`).catch(() => []), api.get(`/api/archives?class_id=${id}`).catch(() => [])]);
+    const use = new Map(usage.map((u) => [u.session_id, u]));
+    const saved = newestArchive(archives, (a) => a.student_id);
     if (c.template_id) tpl.value = c.template_id;
     head.replaceChildren(h('h1', { text: `${c.name} (${c.code})` }),
       h('p', { class: 'muted', text: `${c.enrolled} of ${c.capacity} students · join code ${c.join_code}` }));
     const by = latest(sessions.filter((s) => s.class_id === id), (s) => s.student_id);
     roster.replaceChildren(...students.map((st) => {
       const s = by.get(st.id);
+      const u = s && use.get(s.id);
+      let cpu = '';
+      if (u) {
+        const p = cpuPrev.get(s.id);
+        if (p && u.at_ms > p.at_ms) cpu = `${(((u.cpu_ns - p.cpu_ns) / 1e6 / (u.at_ms - p.at_ms)) * 100).toFixed(0)} %`;
+        cpuPrev.set(s.id, u);
+      }
       return h('tr', { 'data-student': st.username },
         h('td', { text: st.username }), h('td', {}, stateBadge(s)),
+        h('td', { 'data-cpu': cpu, text: cpu }), h('td', { 'data-memory': u ? u.memory_bytes : '', text: u ? bytes(u.memory_bytes) : '' }),
+        h('td', {}, downloadLink(saved.get(st.id), 'Download')),
         h('td', {}, h('div', { class: 'row' }, ...sessionActions(s,
           () => api.post('/api/sessions', { class_id: id, student_id: st.id })))));
     }));
@@ -327,6 +380,22 @@ function sandboxesPage() {
   }, 2000);
 }
 
+function healthPage() {
+  const box = h('dl', { class: 'card health' });
+  main.replaceChildren(h('h1', { text: 'Health' }), box);
+  const line = (name, part, detail) => [h('dt', { text: name }),
+    h('dd', { 'data-ok': part.ok ? 'yes' : 'no', text: part.ok ? `OK — ${detail}` : `NOT OK — ${part.error}` })];
+  live(async () => {
+    const x = await api.get('/api/admin/health');
+    const states = Object.entries(x.active_sessions).map(([k, v]) => `${v} ${k}`).join(', ') || 'none';
+    box.replaceChildren(
+      ...line('Database', x.database, x.database.kind),
+      ...line('Engine', x.engine, x.engine.describe),
+      ...line('Sandboxes the engine runs', x.sandboxes, String(x.sandboxes.count)),
+      h('dt', { text: 'Active sessions' }), h('dd', { text: states }));
+  }, 3000);
+}
+
 async function terminalPage(id) {
   const { Terminal } = await import('/assets/vendor/xterm/xterm.mjs');
   const status = h('span', { id: 'term-status', class: 'muted', role: 'status', text: 'connecting…' });
@@ -339,6 +408,8 @@ async function terminalPage(id) {
   term.open(box);
   let ws = null;
   let closed = false;
+  let resume = null;     // names our shell on the server: a reconnect gets it back
+  let retries = 0;
   const enc = new TextEncoder();
   // Columns and rows that fit the box, from the rendered cell size.
   const fit = () => {
@@ -355,17 +426,43 @@ async function terminalPage(id) {
   term.onData((d) => { if (ws && ws.readyState === 1) ws.send(enc.encode(d)); });
   const connect = () => {
     again.hidden = true;
-    status.textContent = 'connecting…';
+    status.textContent = retries ? 'reconnecting…' : 'connecting…';
     const proto = location.protocol === 'https:' ? 'wss' : 'ws';
-    ws = new WebSocket(`${proto}://${location.host}/api/sessions/${id}/terminal`);
-    ws.binaryType = 'arraybuffer';
-    ws.onopen = () => { status.textContent = 'connected'; fit(); sendSize(); term.focus(); };
-    ws.onmessage = (m) => term.write(typeof m.data === 'string' ? m.data : new Uint8Array(m.data));
-    ws.onclose = () => {
-      if (closed) return;
-      status.textContent = 'disconnected: the shell ended or the network dropped';
+    const q = resume ? `?resume=${encodeURIComponent(resume)}` : '';
+    const sock = new WebSocket(`${proto}://${location.host}/api/sessions/${id}/terminal${q}`);
+    let opened = false;
+    ws = sock;
+    sock.binaryType = 'arraybuffer';
+    sock.onopen = () => { opened = true; retries = 0; status.textContent = 'connected'; fit(); sendSize(); term.focus(); };
+    sock.onmessage = (m) => {
+      if (typeof m.data !== 'string') return term.write(new Uint8Array(m.data));
+      // Text frames are the server's: which shell this is.
+      let c = null;
+      try { c = JSON.parse(m.data); } catch (_) { return; }
+      if (c && c.resume) {
+        if (resume && c.fresh) term.write('\r\n[the previous shell had ended: this is a new one]\r\n');
+        resume = c.resume;
+      }
+    };
+    sock.onclose = (ev) => {
+      if (closed || sock !== ws) return;
+      const ended = ev.code === 1000 && ev.reason === 'the shell ended';
+      const elsewhere = ev.code === 4000;  // another window took this shell
+      if (ended) resume = null;
+      // A dropped connection that had worked: come back to the same shell
+      // (the server keeps it for a minute), a few times with back-off.
+      if (!ended && !elsewhere && resume && (opened || retries > 0) && retries < 8) {
+        retries += 1;
+        status.textContent = 'reconnecting…';
+        setTimeout(() => { if (!closed) connect(); }, Math.min(250 * 2 ** retries, 8000));
+        return;
+      }
+      retries = 0;
+      status.textContent = ended ? 'disconnected: the shell ended'
+        : elsewhere ? 'disconnected: this shell was opened in another window'
+          : 'disconnected: the network dropped or access was refused';
       again.hidden = false;
-      term.write('\r\n[disconnected — press Reconnect for a new shell]\r\n');
+      term.write('\r\n[disconnected — press Reconnect]\r\n');
     };
   };
   again.addEventListener('click', connect);
@@ -379,7 +476,7 @@ async function terminalPage(id) {
 
 function nav() {
   const links = [['#/', me.role === 'student' ? 'My classes' : 'Classes']];
-  if (me.role === 'admin') links.push(['#/users', 'Users'], ['#/templates', 'Templates'], ['#/sandboxes', 'Sandboxes']);
+  if (me.role === 'admin') links.push(['#/users', 'Users'], ['#/templates', 'Templates'], ['#/sandboxes', 'Sandboxes'], ['#/health', 'Health']);
   if (me.role === 'teacher') links.push(['#/templates', 'Templates']);
   links.push(['#/password', 'Password']);
   const here = location.hash || '#/';
@@ -403,6 +500,7 @@ async function route() {
     case 'users': return usersPage();
     case 'templates': return templatesPage();
     case 'sandboxes': return sandboxesPage();
+    case 'health': return healthPage();
     default: return me.role === 'student' ? studentHome() : classesHome();
   }
 }
