@@ -712,7 +712,14 @@ pub async fn list_sessions(
         Role::Teacher => SessionFilter::Teacher(&who.id),
         Role::Student => SessionFilter::Student(&who.id),
     };
-    ok(st.store().sessions(filter, q.active).await?)
+    let sessions: Vec<Session> = st
+        .store()
+        .sessions(filter, q.active)
+        .await?
+        .into_iter()
+        .map(|s| st.manager.with_position(s))
+        .collect();
+    ok(sessions)
 }
 
 #[derive(Deserialize)]
@@ -776,7 +783,9 @@ pub async fn get_session(
     who: Caller,
     Path(id): Path<String>,
 ) -> Result<J> {
-    ok(visible_session(&st, &who, &id).await?)
+    ok(st
+        .manager
+        .with_position(visible_session(&st, &who, &id).await?))
 }
 
 pub async fn stop_session(

@@ -24,6 +24,9 @@ pub struct Counters {
 #[derive(Default)]
 pub struct Activity {
     map: Mutex<HashMap<String, Counters>>,
+    /// Since start, over all sessions (forgetting one keeps its share):
+    /// the service's metrics.
+    totals: Mutex<Counters>,
 }
 
 /// One kind of activity.
@@ -37,15 +40,31 @@ pub enum Event {
 
 impl Activity {
     pub fn record(&self, session: &str, ev: Event) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let c = map.entry(session.to_string()).or_default();
-        match ev {
-            Event::Request => c.proxied_requests += 1,
-            Event::ToSandbox(n) => c.bytes_to_sandbox += n,
-            Event::FromSandbox(n) => c.bytes_from_sandbox += n,
-            Event::TerminalInput(n) => c.terminal_input_bytes += n,
-        }
-        c.last_active = crate::store::now();
+        let now = crate::store::now();
+        let add = |c: &mut Counters| {
+            match ev {
+                Event::Request => c.proxied_requests += 1,
+                Event::ToSandbox(n) => c.bytes_to_sandbox += n,
+                Event::FromSandbox(n) => c.bytes_from_sandbox += n,
+                Event::TerminalInput(n) => c.terminal_input_bytes += n,
+            }
+            c.last_active = now;
+        };
+        add(self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(session.to_string())
+            .or_default());
+        add(&mut self.totals.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Totals since the process started.
+    pub fn totals(&self) -> Counters {
+        self.totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn get(&self, session: &str) -> Counters {

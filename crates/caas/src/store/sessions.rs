@@ -80,6 +80,10 @@ pub struct Session {
     /// The archive the workspace starts from (see `restore_state`).
     pub restore_from: Option<String>,
     pub restore_state: String,
+    /// 1-based place in the admission queue while waiting to be provisioned
+    /// (filled in by the session manager, not stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<usize>,
 }
 
 const COLS: &str = "id, class_id, student_id, template_id, state, reason, sandbox, address, owner, lease_until, created_by, created_at, updated_at, archive_attempts, retry_at, restore_from, restore_state";
@@ -106,6 +110,7 @@ fn from_row(r: &AnyRow) -> Result<Session> {
         retry_at: r.try_get("retry_at")?,
         restore_from: r.try_get("restore_from")?,
         restore_state: r.try_get("restore_state")?,
+        queue_position: None,
     })
 }
 
