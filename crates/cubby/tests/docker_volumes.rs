@@ -646,3 +646,140 @@ fn create_start_restart_keep_their_mounts() {
     h.ok(&["rm", "c1"]);
     assert_eq!(h.ok(&["volume", "rm", "count"]).trim(), "count");
 }
+
+/// Loop devices whose backing file lies under `dir`.
+fn loops_under(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            backing
+                .starts_with(&prefix)
+                .then(|| format!("{}: {}", e.file_name().to_string_lossy(), backing.trim()))
+        })
+        .collect()
+}
+
+/// What the docker CLI printed, both streams.
+fn both(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn sized_volumes_are_filesystems_of_their_own() {
+    let mut h = Harness::start("vol-sized");
+    h.import_busybox();
+    assert_eq!(
+        h.ok(&["volume", "create", "--opt", "size=32M", "small"])
+            .trim(),
+        "small"
+    );
+    h.ok(&["volume", "create", "-o", "size=16MiB", "other"]);
+    let doc = inspect(&h, &["volume", "inspect", "small"]);
+    assert_eq!(doc[0]["Options"]["size"], "32M", "{doc}");
+    assert_eq!(doc[0]["Driver"], "local");
+    let err = h.fails(&["volume", "create", "-o", "size=tiny", "bad1"]);
+    assert!(err.contains("size=\"tiny\""), "{err}");
+    let err = h.fails(&["volume", "create", "-o", "device=/dev/sda", "bad2"]);
+    assert!(err.contains("\"device\""), "{err}");
+    let err = h.fails(&["volume", "create", "-o", "colour=red", "bad3"]);
+    assert!(err.contains("colour"), "{err}");
+
+    // Filling one volume: ENOSPC inside, the other one untouched.
+    let out = h.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        "small:/data",
+        "-v",
+        "other:/other",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /data/marker; dd if=/dev/zero of=/data/fill bs=1M count=64; \
+         echo dd=$?; ls /other | wc -l; dd if=/dev/zero of=/other/f bs=1M count=4 && echo other-ok",
+    ]);
+    let text = both(&out);
+    assert!(text.contains("No space left on device"), "{text}");
+    assert!(text.contains("dd=1"), "{text}");
+    assert!(text.contains("other-ok"), "{text}");
+    assert!(lines(&text).contains(&"0"), "other was not empty: {text}");
+    // The host's disk holds at most the image's size, and the data is not
+    // in the volume's directory on the host's filesystem.
+    let vol = h.root().join("volumes/small");
+    let img = std::fs::metadata(vol.join("disk.img")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        img.blocks() * 512 <= 32 << 20,
+        "{} bytes",
+        img.blocks() * 512
+    );
+    let data = std::fs::metadata(vol.join("_data")).unwrap();
+    assert_ne!(data.dev(), std::fs::metadata(&vol).unwrap().dev());
+
+    // A daemon restart keeps the data.
+    h.kill9_and_restart();
+    let out = h.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "small:/data",
+        "busybox",
+        "cat",
+        "/data/marker",
+    ]);
+    assert_eq!(out.trim(), "kept");
+
+    // Unmounted (as after a reboot): a start, a run and a copy mount it again.
+    h.ok(&[
+        "create",
+        "--name",
+        "c1",
+        "-v",
+        "small:/data",
+        "busybox",
+        "cat",
+        "/data/marker",
+    ]);
+    let unmount = || {
+        nix::mount::umount2(&vol.join("_data"), nix::mount::MntFlags::MNT_DETACH).unwrap();
+        assert!(!vol.join("_data/marker").exists());
+    };
+    unmount();
+    assert_eq!(h.ok(&["start", "-a", "c1"]).trim(), "kept");
+    unmount();
+    let copied = h.tmp.path().join("marker-copy");
+    h.ok(&["cp", "c1:/data/marker", copied.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&copied).unwrap().trim(), "kept");
+    unmount();
+    let out = h.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "small:/data",
+        "busybox",
+        "cat",
+        "/data/marker",
+    ]);
+    assert_eq!(out.trim(), "kept");
+
+    // rm unmounts, frees the loop device and deletes the image.
+    let err = h.fails(&["volume", "rm", "small"]);
+    assert!(err.contains("volume is in use"), "{err}");
+    h.ok(&["rm", "c1"]);
+    h.ok(&["volume", "rm", "small", "other"]);
+    assert!(!vol.exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let volumes = h.root().join("volumes");
+    assert!(!mounts.contains(&*volumes.to_string_lossy()), "{mounts}");
+    daemon::eventually("loop devices freed", || {
+        loops_under(&volumes).is_empty().then_some(())
+    });
+}

@@ -17,6 +17,7 @@ pub mod config;
 pub mod container_fs;
 pub mod error;
 pub mod logs;
+pub mod loopfs;
 pub mod monitor;
 pub mod protocol;
 pub mod records;

@@ -10,6 +10,14 @@
 //! directory to a hidden name, so a crash mid-delete leaves nothing that
 //! lists as a volume (the leftovers are deleted by the next `open`).
 //!
+//! A volume created with the driver option `size` (`docker volume create
+//! --opt size=1G`) is a filesystem of its own: `<name>/disk.img`, a sparse
+//! ext4 image loop-mounted on `_data` (see [`crate::loopfs`]), so a
+//! container filling it gets ENOSPC and the host's disk is untouched. The
+//! mount is made at create and again on use ([`VolumeStore::ensure_mounted`],
+//! called before a container is made or started and before a copy), so
+//! the volume survives a reboot or a daemon restart; remove unmounts it.
+//!
 //! "In use" means: some container record's `config["Mounts"]` has a
 //! `{"Type": "volume", "Name": <name>}` entry (running or not, as Docker).
 
@@ -31,6 +39,11 @@ pub const ANONYMOUS_LABEL: &str = "com.docker.volume.anonymous";
 const META_FILE: &str = "volume.json";
 const DATA_DIR: &str = "_data";
 const LOCK_FILE: &str = ".lock";
+const IMAGE_FILE: &str = "disk.img";
+/// The driver option that makes a sized volume.
+pub const SIZE_OPT: &str = "size";
+/// Smallest sized volume: ext4 with a journal needs a few MiB.
+const MIN_SIZE: u64 = 8 << 20;
 const REMOVING: &str = ".removing-";
 
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +60,20 @@ pub enum VolumeError {
     DriverConflict { name: String, driver: String },
     #[error("invalid option: {0:?}")]
     InvalidOption(String),
-    #[error("volume {name}: local driver option {option:?} is not supported by cubby yet (create the volume without -o/--opt)")]
+    #[error("volume {name}: local driver option {option:?} is not supported by cubby (its only driver option is size, e.g. --opt size=1G)")]
     Unsupported { name: String, option: String },
+    #[error("volume {name}: invalid driver option size={value:?}: {reason}")]
+    InvalidSize {
+        name: String,
+        value: String,
+        reason: String,
+    },
+    #[error("volume {name}: {source}")]
+    Loop {
+        name: String,
+        #[source]
+        source: crate::loopfs::LoopError,
+    },
     #[error("corrupt volume record {path}: {reason} (remove the directory {dir} to drop the volume)", dir = .path.parent().unwrap_or(Path::new("")).display())]
     Corrupt { path: PathBuf, reason: String },
     #[error("{what}: {source}")]
@@ -99,6 +124,11 @@ impl VolumeRecord {
         self.labels.contains_key(ANONYMOUS_LABEL)
     }
 
+    /// Whether this volume is a filesystem image of its own.
+    pub fn sized(&self) -> bool {
+        self.options.contains_key(SIZE_OPT)
+    }
+
     /// The Docker API document.
     pub fn to_api(&self) -> bollard_stubs::models::Volume {
         bollard_stubs::models::Volume {
@@ -121,6 +151,25 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() >= 2
         && name.len() <= 255
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// The bytes of a `size` option: a number of bytes, or with a unit
+/// (`512M`, `1G`, `1GiB`, `1gb`: powers of 1024, as Docker's sizes).
+pub fn parse_size(name: &str, value: &str) -> Result<u64> {
+    let bad = |reason: &str| VolumeError::InvalidSize {
+        name: name.into(),
+        value: value.into(),
+        reason: reason.into(),
+    };
+    let bytes = crate::config::docker::parse_size(value)
+        .filter(|b| *b >= 0)
+        .ok_or_else(|| {
+            bad("not a size (bytes, or a number with k, m, g or t, e.g. 512M, 1G, 1GiB)")
+        })? as u64;
+    if bytes < MIN_SIZE {
+        return Err(bad("smaller than the minimum of 8 MiB"));
+    }
+    Ok(bytes)
 }
 
 /// A fresh 64-hex-digit name, as Docker gives anonymous volumes.
@@ -209,6 +258,7 @@ impl VolumeStore {
         if let Ok(entries) = fs::read_dir(&store.dir) {
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().starts_with(REMOVING) {
+                    let _ = store.unmount_data("", &e.path());
                     let _ = fs::remove_dir_all(e.path());
                 }
             }
@@ -218,6 +268,68 @@ impl VolumeStore {
 
     fn vol_dir(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    fn image(&self, name: &str) -> PathBuf {
+        self.vol_dir(name).join(IMAGE_FILE)
+    }
+
+    fn loop_err(name: &str) -> impl FnOnce(crate::loopfs::LoopError) -> VolumeError + '_ {
+        move |source| VolumeError::Loop {
+            name: name.into(),
+            source,
+        }
+    }
+
+    /// Mounts a sized volume's filesystem on its data directory unless it
+    /// is mounted (after a reboot, or a crash between create and mount);
+    /// nothing for a plain volume. Call it before the data is used.
+    pub fn ensure_mounted(&self, name: &str) -> Result<()> {
+        let rec = self.get(name)?;
+        if !rec.sized() {
+            return Ok(());
+        }
+        let _lock = self.lock_volume(name)?;
+        self.mount_locked(name)
+    }
+
+    /// [`Self::ensure_mounted`] for every volume in `names` that exists
+    /// (a missing one is the caller's error to report).
+    pub fn ensure_all_mounted(&self, names: &[String]) -> Result<()> {
+        for n in names {
+            match self.ensure_mounted(n) {
+                Err(VolumeError::NotFound(_)) => {}
+                r => r?,
+            }
+        }
+        Ok(())
+    }
+
+    fn mount_locked(&self, name: &str) -> Result<()> {
+        let data = self.data_dir(name);
+        if crate::loopfs::is_mounted(&data).map_err(Self::loop_err(name))? {
+            return Ok(());
+        }
+        crate::loopfs::mount_image(&self.image(name), &data).map_err(Self::loop_err(name))
+    }
+
+    /// The per-volume lock (a flock on its directory) that serialises
+    /// mounting and populating one volume.
+    fn lock_volume(&self, name: &str) -> Result<Flock<fs::File>> {
+        let dir = self.vol_dir(name);
+        let handle = fs::File::open(&dir)
+            .map_err(|e| VolumeError::io(format!("open {}", dir.display()), e))?;
+        Flock::lock(handle, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| VolumeError::io(format!("lock {}", dir.display()), errno.into()))
+    }
+
+    /// Unmounts the data directory of `name` if something is mounted there.
+    fn unmount_data(&self, name: &str, dir: &Path) -> Result<()> {
+        let data = dir.join(DATA_DIR);
+        if data.is_dir() && crate::loopfs::is_mounted(&data).map_err(Self::loop_err(name))? {
+            crate::loopfs::unmount(&data).map_err(Self::loop_err(name))?;
+        }
+        Ok(())
     }
 
     /// Where the volume's data lives (what containers mount).
@@ -307,14 +419,19 @@ impl VolumeStore {
             None | Some("" | "local") => "local".to_string(),
             Some(other) => return Err(VolumeError::NoSuchDriver(other.into())),
         };
-        if let Some(key) = opts.driver_opts.keys().next() {
-            return Err(match key.as_str() {
-                "type" | "device" | "o" | "size" => VolumeError::Unsupported {
-                    name,
-                    option: key.clone(),
-                },
-                _ => VolumeError::InvalidOption(key.clone()),
-            });
+        let mut size = None;
+        for (key, value) in &opts.driver_opts {
+            match key.as_str() {
+                SIZE_OPT => size = Some(parse_size(&name, value)?),
+                // The local driver's mount(8) options (bind, tmpfs, nfs).
+                "type" | "device" | "o" => {
+                    return Err(VolumeError::Unsupported {
+                        name,
+                        option: key.clone(),
+                    })
+                }
+                _ => return Err(VolumeError::InvalidOption(key.clone())),
+            }
         }
         let _lock = self.lock()?;
         if let Some(existing) = self.read(&name)? {
@@ -328,8 +445,13 @@ impl VolumeStore {
         }
         let dir = self.vol_dir(&name);
         let data = self.data_dir(&name);
+        // A create that crashed may have left a mounted image.
+        self.unmount_data(&name, &dir)?;
         fs::create_dir_all(&data)
             .map_err(|e| VolumeError::io(format!("create {}", data.display()), e))?;
+        if let Some(size) = size {
+            self.make_sized(&name, size)?;
+        }
         let rec = VolumeRecord {
             name: name.clone(),
             driver,
@@ -352,6 +474,23 @@ impl VolumeStore {
         Ok((rec, true))
     }
 
+    /// Formats and mounts the image of new sized volume `name`, leaving
+    /// its root empty (no lost+found: an empty volume is filled from the
+    /// image's directory at first use, as a plain one).
+    fn make_sized(&self, name: &str, size: u64) -> Result<()> {
+        let image = self.image(name);
+        crate::loopfs::make_image(&image, size).map_err(Self::loop_err(name))?;
+        let _lock = self.lock_volume(name)?;
+        self.mount_locked(name)?;
+        let lost = self.data_dir(name).join("lost+found");
+        fs::remove_dir(&lost)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })
+            .map_err(|e| VolumeError::io(format!("remove {}", lost.display()), e))
+    }
+
     /// Removes volume `name` unless a container in `in_use` uses it.
     /// `force` (Docker's `purge on error`) only makes a missing volume a
     /// success; it never removes a volume in use. True if it was removed.
@@ -371,6 +510,7 @@ impl VolumeStore {
             });
         }
         let dir = self.vol_dir(name);
+        self.unmount_data(name, &dir)?;
         let doomed = self
             .dir
             .join(format!("{REMOVING}{name}-{}", anonymous_name()?));
@@ -382,8 +522,12 @@ impl VolumeStore {
         Ok(true)
     }
 
-    /// Bytes used by the volume's data (files counted once per inode).
+    /// Bytes used by the volume's data (files counted once per inode); for
+    /// a sized volume the disk its image takes.
     pub fn size(&self, name: &str) -> u64 {
+        if let Ok(m) = fs::metadata(self.image(name)) {
+            return m.blocks() * 512;
+        }
         let mut seen = std::collections::HashSet::new();
         disk_usage(&self.data_dir(name), &mut seen)
     }
@@ -394,12 +538,11 @@ impl VolumeStore {
     /// copied. Holds a lock on the volume's directory, so two containers
     /// created at once with one new volume do not copy into each other.
     pub fn populate(&self, name: &str, src: &Path) -> Result<bool> {
-        let dir = self.vol_dir(name);
-        let handle = fs::File::open(&dir)
-            .map_err(|e| VolumeError::io(format!("open {}", dir.display()), e))?;
-        let _lock = Flock::lock(handle, FlockArg::LockExclusive).map_err(|(_, errno)| {
-            VolumeError::io(format!("lock {}", dir.display()), errno.into())
-        })?;
+        let sized = self.get(name)?.sized();
+        let _lock = self.lock_volume(name)?;
+        if sized {
+            self.mount_locked(name)?;
+        }
         let data = self.data_dir(name);
         let empty = fs::read_dir(&data)
             .map_err(|e| VolumeError::io(format!("read {}", data.display()), e))?
@@ -664,6 +807,17 @@ mod tests {
         let mut o = named("x1");
         o.driver_opts.insert("bogus".into(), "1".into());
         assert!(matches!(s.create(&o), Err(VolumeError::InvalidOption(_))));
+        for key in ["device", "o"] {
+            let mut o = named("x1");
+            o.driver_opts.insert(key.into(), "x".into());
+            let e = s.create(&o).unwrap_err().to_string();
+            assert!(e.contains(&format!("driver option \"{key}\"")), "{e}");
+        }
+        let mut o = named("x1");
+        o.driver_opts.insert("size".into(), "huge".into());
+        let e = s.create(&o).unwrap_err().to_string();
+        assert!(e.contains("size=\"huge\""), "{e}");
+        assert!(matches!(s.get("x1"), Err(VolumeError::NotFound(_))));
         fs::create_dir_all(tmp.path().join("volumes/broken")).unwrap();
         fs::write(tmp.path().join("volumes/broken/volume.json"), "{").unwrap();
         let (vols, warnings) = s.list().unwrap();
@@ -672,6 +826,67 @@ mod tests {
             warnings[0].contains("corrupt volume record"),
             "{warnings:?}"
         );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("v", "512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("v", "1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("v", "1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size("v", "1gb").unwrap(), 1 << 30);
+        assert_eq!(parse_size("v", "16777216").unwrap(), 16 << 20);
+        for bad in ["", "-1", "1X", "lots", "1M"] {
+            let e = parse_size("v", bad).unwrap_err().to_string();
+            assert!(e.contains("invalid driver option size="), "{bad}: {e}");
+        }
+    }
+
+    /// Loop-mounts real filesystems: needs root and /dev/loop-control.
+    #[test]
+    fn sized_volume_is_a_filesystem_of_its_own() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test loop-mounts a filesystem: run it as root"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let s = VolumeStore::open(tmp.path()).unwrap();
+        let mut o = named("small");
+        o.driver_opts.insert("size".into(), "16M".into());
+        let (v, made) = s.create(&o).unwrap();
+        assert!(made && v.sized());
+        assert_eq!(v.options["size"], "16M");
+        let data = s.data_dir("small");
+        // Unmounts even when an assertion fails.
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let _guard = Unmount(data.clone());
+        assert!(crate::loopfs::is_mounted(&data).unwrap());
+        assert_eq!(fs::read_dir(&data).unwrap().count(), 0, "no lost+found");
+        // Writing past the size fails with ENOSPC inside the volume.
+        let mut f = fs::File::create(data.join("big")).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        let err = (0..64)
+            .find_map(|_| std::io::Write::write_all(&mut f, &chunk).err())
+            .expect("wrote 64 MiB into a 16 MiB volume");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+        drop(f);
+        // The image stays within its size on the host's disk.
+        assert!(s.size("small") <= 16 << 20, "{}", s.size("small"));
+        // Unmounted (a reboot): mounted again on use, data kept.
+        crate::loopfs::unmount(&data).unwrap();
+        assert!(!data.join("big").exists());
+        s.ensure_all_mounted(&["small".into(), "gone".into()])
+            .unwrap();
+        assert!(data.join("big").exists());
+        // Remove unmounts and deletes it.
+        assert!(s.remove("small", &InUse::default(), false).unwrap());
+        assert!(!tmp.path().join("volumes/small").exists());
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&*data.to_string_lossy()));
     }
 
     #[test]

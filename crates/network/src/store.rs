@@ -462,6 +462,9 @@ impl NetworkStore {
     /// before it starts: the runtime joins the netns, the engine bind-mounts
     /// the files). Idempotent.
     pub fn prepare(&self, container_id: &str, hostname: &str) -> Result<PathBuf> {
+        // Under the lock: a reconcile never sees a netns made after it
+        // took its set of live containers (see `reconcile_with`).
+        let _g = self.guard();
         let ns = netns::create(&self.cfg.netns_dir, container_id)?;
         let dir = self.files_dir(container_id);
         fs::create_dir_all(&dir)
@@ -660,6 +663,23 @@ impl NetworkStore {
     /// endpoints and rewrites the firewall table.
     pub fn reconcile(&self, live: &HashSet<String>) -> Result<ReconcileReport> {
         let _g = self.guard();
+        self.reconcile_locked(live)
+    }
+
+    /// [`Self::reconcile`] with the live set asked for under the store's
+    /// lock. A container whose create starts after `live` answered cannot
+    /// have prepared its netns yet (prepare waits for the lock), so the
+    /// reconcile never removes the namespace of a create in flight.
+    pub fn reconcile_with<E: From<NetError>>(
+        &self,
+        live: impl FnOnce() -> std::result::Result<HashSet<String>, E>,
+    ) -> std::result::Result<ReconcileReport, E> {
+        let _g = self.guard();
+        let live = live()?;
+        Ok(self.reconcile_locked(&live)?)
+    }
+
+    fn reconcile_locked(&self, live: &HashSet<String>) -> Result<ReconcileReport> {
         let mut report = ReconcileReport::default();
         let nets = self.list()?;
         let mut known_ifs: HashSet<String> = HashSet::new();

@@ -407,6 +407,7 @@ impl Monitor {
         }
         let req = self.load_request(id)?;
         self.restart_at.remove(id);
+        self.mount_volumes(&rec)?;
         // Runtime state left by a crash between create and our record.
         if self.state.dir(id).exists() {
             let _ = container::delete(&self.state, id, true);
@@ -930,6 +931,19 @@ impl Monitor {
                 .insert(id.to_string(), Instant::now() + delay);
         }
         Ok(())
+    }
+
+    /// Mounts the sized volumes `rec` uses that are not mounted (after a
+    /// reboot), so a start or restart never writes into the bare mount
+    /// point on the host's disk.
+    fn mount_volumes(&self, rec: &ContainerRecord) -> Result<()> {
+        let names = crate::volumes::mounted_by(rec);
+        if names.is_empty() {
+            return Ok(());
+        }
+        crate::volumes::VolumeStore::open(&self.root)
+            .and_then(|s| s.ensure_all_mounted(&names))
+            .map_err(|e| Error::Invalid(format!("volumes of {}: {e}", rec.id)))
     }
 
     fn remove_anonymous_volumes(&self, id: &str, names: &[String]) {

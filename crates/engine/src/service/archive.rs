@@ -67,6 +67,12 @@ pub async fn stopped_view(
         return Ok(None);
     }
     d.ensure_rootfs(&r.id).await?;
+    // A sized volume's filesystem may be unmounted (after a reboot).
+    let volumes = crate::volumes::mounted_by(r);
+    if !volumes.is_empty() {
+        let store = d.volume_store()?;
+        blocking(move || Ok::<_, EngineError>(store.ensure_all_mounted(&volumes)?)).await?;
+    }
     let rootfs = cubby_image::snapshot::Snapshot::at(
         d.root.join(crate::records::CONTAINERS_DIR).join(&r.id),
     )

@@ -271,12 +271,7 @@ impl Engine {
     /// The ids of containers made and being made: what a reconcile of
     /// per-container state (network endpoints) must keep.
     pub async fn live_ids(&self) -> EngineResult<std::collections::HashSet<String>> {
-        let u = self.volume_users().await?;
-        Ok(u.records
-            .into_iter()
-            .map(|r| r.id)
-            .chain(u.reserved.into_iter().map(|r| r.id))
-            .collect())
+        self.monitor(live_ids).await
     }
 
     /// Starts a created or stopped container (NotModified if running).
@@ -487,6 +482,20 @@ impl Engine {
         })
         .await;
     }
+}
+
+/// The ids of containers made and being made, from one monitor connection.
+pub(crate) fn live_ids(
+    c: &mut crate::client::MonitorClient,
+) -> crate::client::Result<std::collections::HashSet<String>> {
+    // Reservations first: a create that completes in between is then in
+    // the records.
+    let reserved = c.reservations()?;
+    Ok(c.list()?
+        .into_iter()
+        .map(|r| r.id)
+        .chain(reserved.into_iter().map(|r| r.id))
+        .collect())
 }
 
 #[cfg(test)]

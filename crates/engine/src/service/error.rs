@@ -146,11 +146,13 @@ impl From<crate::volumes::VolumeError> for EngineError {
         use crate::volumes::VolumeError as V;
         let m = e.to_string();
         match e {
-            V::InvalidName(_) | V::InvalidOption(_) => EngineError::InvalidArgument(m),
+            V::InvalidName(_) | V::InvalidOption(_) | V::InvalidSize { .. } => {
+                EngineError::InvalidArgument(m)
+            }
             V::NotFound(_) | V::NoSuchDriver(_) => EngineError::NotFound(m),
             V::InUse { .. } | V::DriverConflict { .. } => EngineError::Conflict(m),
             V::Unsupported { .. } => EngineError::Unsupported(m),
-            V::Corrupt { .. } | V::Io { .. } => EngineError::Internal(m),
+            V::Corrupt { .. } | V::Io { .. } | V::Loop { .. } => EngineError::Internal(m),
         }
     }
 }

@@ -654,6 +654,9 @@ fn volume_source(
         labels: p.labels.clone(),
         ..Default::default()
     })?;
+    if v.sized() {
+        store.ensure_mounted(&v.name)?;
+    }
     let data = store.data_dir(&v.name);
     if !p.subpath.is_empty() {
         // Symlinks in the volume (a container may have made them) resolve

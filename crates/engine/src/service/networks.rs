@@ -506,15 +506,21 @@ pub async fn watch(d: Shared) {
     loop {
         // Creates in flight (reserved in the monitor by any client) count
         // as live: their endpoint exists before their record does.
-        match d.live_ids().await {
-            Ok(live) => match with_store(&d, move |s| s.reconcile(&live)).await {
-                Ok(r) => {
-                    for e in &r.errors {
-                        eprintln!("cubby daemon: network reconcile: rebuild {e}");
-                    }
+        let d2 = d.clone();
+        let reconciled = blocking(move || {
+            let socket = d2.monitor_socket.clone();
+            store(&d2)?.reconcile_with(|| -> EngineResult<_> {
+                let mut c = crate::client::MonitorClient::connect(&socket)?;
+                Ok(super::containers::live_ids(&mut c)?)
+            })
+        })
+        .await;
+        match reconciled {
+            Ok(r) => {
+                for e in &r.errors {
+                    eprintln!("cubby daemon: network reconcile: rebuild {e}");
                 }
-                Err(e) => eprintln!("cubby daemon: network reconcile: {}", e),
-            },
+            }
             Err(e) => eprintln!("cubby daemon: network reconcile: {}", e),
         }
         let stream = super::conn::open_stream(
