@@ -8,7 +8,8 @@
 //! Layout: `store` (SQLite/PostgreSQL), `auth` (passwords, tokens, rate
 //! limits), `template` (what a sandbox is), `sessions` (state machine,
 //! reconcile, events), `api` (REST + OpenAPI), `proxy` (`/r/{session}/...`), `web` (UI
-//! assets, terminal), `serve` (wiring), `demo`.
+//! assets, terminal), `metrics` (/metrics, /healthz, /readyz), `serve`
+//! (wiring), `demo`.
 
 pub mod api;
 pub mod archive;
@@ -17,6 +18,7 @@ pub mod backend;
 pub mod csv;
 pub mod demo;
 pub mod error;
+pub mod metrics;
 pub mod proxy;
 pub mod serve;
 pub mod sessions;

@@ -312,7 +312,171 @@ async fn max_length_stops_sessions(db: &Db) {
     assert_eq!(fake.running(), 0);
 }
 
+/// A class presses start at once: at most `start_concurrency` sandboxes
+/// are provisioned together, the others wait in arrival order showing
+/// distinct queue positions, and every one becomes ready (none fails);
+/// then the caps refuse new sessions with a message naming them.
+async fn burst_is_queued_in_order_and_capped(db: &Db) {
+    let store = Store::open(&db.url("burst")).await.unwrap();
+    let (class, students) = world(&store, 40, 100).await;
+    for s in &students {
+        store.enrol(&class, s).await.unwrap();
+    }
+    let fake = Arc::new(Fake::new(Duration::from_millis(150)));
+    let m = Manager::new(
+        store.clone(),
+        fake.clone(),
+        ManagerConfig {
+            start_concurrency: 3,
+            caps: cubby_caas::sessions::admission::Caps {
+                per_class: Some(40),
+                total: Some(41),
+            },
+            ..cfg("burst")
+        },
+    )
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    for s in &students {
+        ids.push(m.start(&class, s, s).await.unwrap().id);
+    }
+    // While the burst drains, the waiting ones have distinct positions
+    // 1..=queued, and a session's position only moves forward.
+    let mut seen_queue = false;
+    let mut checked_state = false;
+    let mut last: std::collections::HashMap<String, usize> = Default::default();
+    for _ in 0..4000 {
+        let mut pos: Vec<usize> = Vec::new();
+        for id in &ids {
+            if let Some(p) = m.admission.position(id) {
+                if let Some(before) = last.insert(id.clone(), p) {
+                    assert!(p <= before, "{id} moved back from {before} to {p}");
+                }
+                pos.push(p);
+                if !checked_state && p > 3 {
+                    // Far enough back to be still waiting when read.
+                    let s = m.with_position(store.session(id).await.unwrap());
+                    assert_eq!(s.state, State::Requested, "a queued session is requested");
+                    assert!(s.queue_position.is_some(), "{s:?}");
+                    checked_state = true;
+                }
+            }
+        }
+        pos.sort();
+        if pos.len() > 1 {
+            seen_queue = true;
+            pos.dedup();
+            assert_eq!(
+                pos.len(),
+                *pos.last().unwrap(),
+                "positions not distinct: {pos:?}"
+            );
+        }
+        if m.admission.stats().queued == 0 && m.admission.stats().provisioning == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(checked_state, "no queued session was read back");
+    assert!(seen_queue, "40 starts with 3 slots never queued");
+    for id in &ids {
+        assert_eq!(settled(&m, id).await.state, State::Ready);
+    }
+    assert!(fake.max_starting.load(Ordering::SeqCst) <= 3);
+    assert_eq!(fake.creates.load(Ordering::SeqCst), 40);
+    let st = m.admission.stats();
+    assert_eq!((st.queued, st.provisioning, st.admitted), (0, 0, 40));
+    // The same, as Prometheus sees it.
+    let text = cubby_caas::metrics::render(&m).await.unwrap();
+    for line in [
+        "cubby_sessions{state=\"ready\"} 40",
+        "cubby_sessions{state=\"failed\"} 0",
+        "cubby_admission_queue_length 0",
+        "cubby_admission_slots 3",
+        "cubby_admission_wait_seconds_count 40",
+        "cubby_provision_seconds_count 40",
+        "cubby_provision_seconds_bucket{le=\"+Inf\"} 40",
+        "cubby_provision_failures_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+    assert!(cubby_caas::metrics::ready(&m).await.is_ok());
+    // The class cap (40) is reached: a 41st student is refused, named.
+    let extra = store
+        .create_user("s-extra", Role::Student, "x")
+        .await
+        .unwrap();
+    store.enrol(&class, &extra.id).await.unwrap();
+    match m.start(&class, &extra.id, &extra.id).await {
+        Err(Error::RateLimited(msg)) => {
+            assert!(msg.contains("class c1") && msg.contains("40"), "{msg}")
+        }
+        other => panic!("expected the class cap, got {other:?}"),
+    }
+    // Pressing start again on a running session is not a new sandbox.
+    assert_eq!(
+        m.start(&class, &students[0], &students[0])
+            .await
+            .unwrap()
+            .id,
+        ids[0]
+    );
+}
+
+/// A graceful shutdown finishes the provisioning in progress, starts
+/// nothing new and stops no sandbox; the next start of the service drives
+/// the sessions that were still queued.
+async fn drain_finishes_work_and_keeps_sandboxes(db: &Db) {
+    let store = Store::open(&db.url("drain")).await.unwrap();
+    let (class, students) = world(&store, 8, 30).await;
+    for s in &students {
+        store.enrol(&class, s).await.unwrap();
+    }
+    let fake = Arc::new(Fake::new(Duration::from_millis(300)));
+    let m = Manager::new(
+        store.clone(),
+        fake.clone(),
+        ManagerConfig {
+            start_concurrency: 2,
+            ..cfg("drain-a")
+        },
+    )
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    for s in &students {
+        ids.push(m.start(&class, s, s).await.unwrap().id);
+    }
+    while m.admission.stats().provisioning == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(m.drain(Duration::from_secs(20)).await, 0);
+    let mut ready = 0;
+    for id in &ids {
+        match store.session(id).await.unwrap().state {
+            State::Ready => ready += 1,
+            State::Requested => {}
+            other => panic!("{id}: {other:?} after a drain"),
+        }
+    }
+    assert!((1..8).contains(&ready), "ready after the drain: {ready}");
+    assert_eq!(fake.running(), ready, "a shutdown stops no sandbox");
+    // The next start of the service (another instance id) resumes them.
+    let m2 = Manager::new(store.clone(), fake.clone(), cfg("drain-b"))
+        .await
+        .unwrap();
+    m2.reconcile().await.unwrap();
+    for id in &ids {
+        assert_eq!(settled(&m2, id).await.state, State::Ready);
+    }
+    assert_eq!(fake.running(), 8);
+    assert_eq!(fake.creates.load(Ordering::SeqCst), 8);
+}
+
 async fn scenarios(db: Db) {
+    burst_is_queued_in_order_and_capped(&db).await;
+    drain_finishes_work_and_keeps_sandboxes(&db).await;
     max_length_stops_sessions(&db).await;
     capacity_is_atomic(&db).await;
     starts_are_idempotent_and_oom_shows(&db).await;

@@ -62,9 +62,23 @@ pub struct ServeArgs {
     /// Lifetime of access tokens.
     #[arg(long, default_value_t = 900, value_name = "SECONDS")]
     pub access_token_ttl: u64,
-    /// Sandboxes started at once (up-class is bounded by this).
-    #[arg(long, default_value_t = 8, value_name = "N")]
-    pub start_concurrency: usize,
+    /// Sandboxes provisioned at once (default: 4 per core); further
+    /// starts, up-class included, wait in one first-come queue and see
+    /// their position (queue_position).
+    #[arg(long, value_name = "N")]
+    pub start_concurrency: Option<usize>,
+    /// On SIGTERM/SIGINT: how long open requests, provisioning and
+    /// archiving in progress may take before the process exits anyway
+    /// (sandboxes are never stopped by a shutdown).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub shutdown_grace: u64,
+    /// At most this many sandboxes running or starting in total; a start
+    /// beyond it is refused (429) with a message naming the cap.
+    #[arg(long, value_name = "N")]
+    pub max_sandboxes: Option<usize>,
+    /// At most this many sandboxes running or starting per class.
+    #[arg(long, value_name = "N")]
+    pub max_sandboxes_per_class: Option<usize>,
     /// Seconds a stopping sandbox gets before it is killed.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub stop_grace: u64,
@@ -349,7 +363,15 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
         }
         let mcfg = ManagerConfig {
             instance: instance_id,
-            start_concurrency: args.start_concurrency,
+            start_concurrency: match args.start_concurrency {
+                Some(0) => anyhow::bail!("--start-concurrency 0: give at least 1"),
+                Some(n) => n,
+                None => cubby_caas::sessions::admission::default_concurrency(),
+            },
+            caps: cubby_caas::sessions::admission::Caps {
+                per_class: args.max_sandboxes_per_class,
+                total: args.max_sandboxes,
+            },
             stop_grace: Duration::from_secs(args.stop_grace),
             objects,
             checkpoint_every: (args.checkpoint_every > 0)
@@ -385,16 +407,66 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
         let app = service
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        match tls {
+        // SIGTERM/SIGINT: stop accepting, let open requests finish (at
+        // most the grace: a websocket may never end), finish provisioning
+        // and archiving in progress, leave every sandbox running.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            println!("cubby serve: shutting down (no new connections)");
+            let _ = stop_tx.send(true);
+        });
+        let grace = Duration::from_secs(args.shutdown_grace);
+        let mut rx = stop_rx.clone();
+        let graceful = async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        let mut rx = stop_rx.clone();
+        let give_up = async move {
+            let _ = rx.wait_for(|v| *v).await;
+            tokio::time::sleep(grace).await;
+        };
+        let served = match tls {
             Some(cfg) => {
                 // tap_io: gives the TLS listener the peer address (ConnectInfo).
                 use axum::serve::ListenerExt;
-                axum::serve(crate::tls::TlsListener::new(tcp, cfg)?.tap_io(|_| {}), app).await?
+                let l = crate::tls::TlsListener::new(tcp, cfg)?.tap_io(|_| {});
+                tokio::select! {
+                    r = axum::serve(l, app).with_graceful_shutdown(graceful) => r.map(|_| true),
+                    _ = give_up => Ok(false),
+                }
             }
-            None => axum::serve(tcp, app).await?,
+            None => tokio::select! {
+                r = axum::serve(tcp, app).with_graceful_shutdown(graceful) => r.map(|_| true),
+                _ = give_up => Ok(false),
+            },
+        }?;
+        if !served {
+            println!("cubby serve: connections still open after {grace:?}: closed");
         }
+        let busy = service.manager.drain(grace).await;
+        if busy > 0 {
+            println!("cubby serve: {busy} session(s) still provisioning or archiving after {grace:?}: the next start resumes them");
+        }
+        println!("cubby serve: stopped (sandboxes keep running)");
         anyhow::Ok(())
     })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            eprintln!("cubby serve: cannot watch SIGTERM ({e}); Ctrl-C still stops gracefully");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 fn read_password(from_stdin: bool) -> Result<(String, bool)> {

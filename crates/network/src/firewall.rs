@@ -3,9 +3,13 @@
 //!
 //! The whole table is rendered from the store's records and replaced in one
 //! `nft -f -` transaction (add-if-missing, delete, recreate). That makes
-//! every apply a reconcile: a rule for a removed network or container
+//! every full apply a reconcile: a rule for a removed network or container
 //! cannot survive, and a crash between two applies leaves the previous,
-//! consistent table.
+//! consistent table. Networks change the table's rules; containers only
+//! change elements of two DNAT maps (published ports), so a container's
+//! create or removal sends a small delta ([`port_delta`]) instead of the
+//! whole table, and the store falls back to the full rewrite if the delta
+//! fails (e.g. the table was flushed behind our back).
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -48,8 +52,6 @@ pub fn render(table: &str, nets: &[FwNetwork], ports: &[FwPort]) -> String {
     let mut fwd = String::new();
     let mut input = String::new();
     let mut post = String::new();
-    let mut dnat = String::new();
-    let mut dnat_out = String::new();
     for n in nets {
         let b = q(&n.bridge);
         fwd.push_str(&format!("    iifname {b} oifname {b} accept\n"));
@@ -79,23 +81,41 @@ pub fn render(table: &str, nets: &[FwNetwork], ports: &[FwPort]) -> String {
             ));
         }
     }
+    let (mut by_ip, mut any) = (Vec::new(), Vec::new());
     for p in ports {
-        let m = match p.host_ip {
-            Some(ip) => format!("ip daddr {ip}"),
-            None => "fib daddr type local".into(),
-        };
-        let rule = format!(
-            "    {m} {} dport {} dnat ip to {}:{}\n",
-            p.proto, p.host_port, p.ip, p.port
-        );
-        // Loopback never arrives from outside: only the host's own output.
-        if !p.host_ip.is_some_and(|ip| ip.is_loopback()) {
-            dnat.push_str(&rule);
+        match element(p) {
+            Ok((true, e)) => by_ip.push(e),
+            Ok((false, e)) => any.push(e),
+            // Refused at attach (see `check_port`): never in the records.
+            Err(_) => {}
         }
-        dnat_out.push_str(&rule);
     }
+    let elements = |v: &[String]| {
+        if v.is_empty() {
+            String::new()
+        } else {
+            format!(" elements = {{ {} }};", v.join(", "))
+        }
+    };
+    // Published ports are map elements: one lookup per new connection, and
+    // a container's ports come and go as element deltas. Loopback-bound
+    // ports never match in prerouting (only the host's own output).
+    let maps = format!(
+        "  map {MAP_IP} {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service;{} }}\n\
+         \x20 map {MAP_ANY} {{ type inet_proto . inet_service : ipv4_addr . inet_service;{} }}\n",
+        elements(&by_ip),
+        elements(&any)
+    );
+    let dnat = format!(
+        "    ip daddr != 127.0.0.0/8 dnat ip to ip daddr . meta l4proto . th dport map @{MAP_IP}\n\
+         \x20   fib daddr type local dnat ip to meta l4proto . th dport map @{MAP_ANY}\n"
+    );
+    let dnat_out = format!(
+        "    dnat ip to ip daddr . meta l4proto . th dport map @{MAP_IP}\n\
+         \x20   fib daddr type local dnat ip to meta l4proto . th dport map @{MAP_ANY}\n"
+    );
     s.push_str(&format!(
-        "table inet {table} {{\n\
+        "table inet {table} {{\n{maps}\
          \x20 chain forward {{\n    type filter hook forward priority filter; policy accept;\n\
          \x20   ct state established,related accept\n    ct status dnat accept\n{fwd}  }}\n\
          \x20 chain input {{\n    type filter hook input priority filter; policy accept;\n{input}  }}\n\
@@ -105,6 +125,59 @@ pub fn render(table: &str, nets: &[FwNetwork], ports: &[FwPort]) -> String {
          }}\n"
     ));
     s
+}
+
+/// The DNAT map of ports bound to one host address, and of ports bound to
+/// every local address (0.0.0.0).
+pub const MAP_IP: &str = "ports_ip";
+pub const MAP_ANY: &str = "ports_any";
+
+/// Refuses what cannot be an nft element (the protocol is user input).
+pub fn check_port(p: &FwPort) -> Result<()> {
+    if p.proto != "tcp" && p.proto != "udp" {
+        return Err(NetError::Invalid(format!(
+            "port protocol {:?}: use tcp or udp",
+            p.proto
+        )));
+    }
+    Ok(())
+}
+
+/// (in the by-address map?, element text).
+fn element(p: &FwPort) -> Result<(bool, String)> {
+    check_port(p)?;
+    Ok(match p.host_ip {
+        Some(ip) => (
+            true,
+            format!(
+                "{ip} . {} . {} : {} . {}",
+                p.proto, p.host_port, p.ip, p.port
+            ),
+        ),
+        None => (
+            false,
+            format!("{} . {} : {} . {}", p.proto, p.host_port, p.ip, p.port),
+        ),
+    })
+}
+
+/// The nft script that adds (or deletes) one container's published ports
+/// as elements of the table's DNAT maps: one small transaction, all or
+/// nothing.
+pub fn port_delta(table: &str, add: bool, ports: &[FwPort]) -> Result<String> {
+    let mut s = String::new();
+    for p in ports {
+        let (by_ip, e) = element(p)?;
+        let map = if by_ip { MAP_IP } else { MAP_ANY };
+        if add {
+            s.push_str(&format!("add element inet {table} {map} {{ {e} }}\n"));
+        } else {
+            // Deleting needs the key only.
+            let key = e.split(" : ").next().unwrap_or(&e);
+            s.push_str(&format!("delete element inet {table} {map} {{ {key} }}\n"));
+        }
+    }
+    Ok(s)
 }
 
 /// Runs `nft -f -` with `script`.
@@ -135,19 +208,31 @@ pub fn apply(script: &str) -> Result<()> {
 
 /// Number of rules in `inet <table>` (0 if absent), via `nft -j`.
 pub fn rule_count(table: &str) -> Result<usize> {
+    Ok(count(table)?.0)
+}
+
+/// Number of DNAT map elements (published ports) in `inet <table>`.
+pub fn port_count(table: &str) -> Result<usize> {
+    Ok(count(table)?.1)
+}
+
+fn count(table: &str) -> Result<(usize, usize)> {
     let out = Command::new("nft")
         .args(["-j", "list", "table", "inet", table])
         .output()
         .map_err(|e| NetError::Nft(format!("run nft: {e}")))?;
     if !out.status.success() {
-        return Ok(0);
+        return Ok((0, 0));
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| NetError::Nft(format!("parse nft -j output: {e}")))?;
-    Ok(v["nftables"]
-        .as_array()
-        .map(|a| a.iter().filter(|o| o.get("rule").is_some()).count())
-        .unwrap_or(0))
+    let objs = v["nftables"].as_array().cloned().unwrap_or_default();
+    let rules = objs.iter().filter(|o| o.get("rule").is_some()).count();
+    let elems = objs
+        .iter()
+        .filter_map(|o| o.get("map")?.get("elem")?.as_array().map(Vec::len))
+        .sum();
+    Ok((rules, elems))
 }
 
 /// Sets a per-interface IPv4 sysctl (e.g. route_localnet on a bridge).

@@ -215,6 +215,16 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
     }
 }
 
+fn fw_port(p: &PortMap, ip: Ipv4Addr) -> FwPort {
+    FwPort {
+        proto: p.proto.clone(),
+        host_ip: p.host_ip.filter(|ip| !ip.is_unspecified()),
+        host_port: p.host_port,
+        ip,
+        port: p.port,
+    }
+}
+
 fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     let data = serde_json::to_vec_pretty(v).map_err(|e| NetError::Corrupt {
         path: path.to_path_buf(),
@@ -482,6 +492,9 @@ impl NetworkStore {
                 req.container_name, net.name
             )));
         }
+        for p in &req.ports {
+            firewall::check_port(&fw_port(p, Ipv4Addr::UNSPECIFIED))?;
+        }
         let ns = self.netns_path(&req.container_id);
         if !netns::is_mounted(&ns) {
             return Err(NetError::Invalid(format!(
@@ -522,7 +535,12 @@ impl NetworkStore {
         };
         let o = ip.octets();
         let mac = [0x02, 0x42, o[0], o[1], o[2], o[3]];
-        let in_ns = netlink::list_links(Some(&ns))?;
+        // A container's first network gets eth0 without asking its netns.
+        let in_ns = if self.container_endpoints(&req.container_id)?.is_empty() {
+            vec!["lo".to_string()]
+        } else {
+            netlink::list_links(Some(&ns))?
+        };
         let ifname = (0..)
             .map(|i| format!("eth{i}"))
             .find(|n| !in_ns.contains(n))
@@ -575,13 +593,13 @@ impl NetworkStore {
             return Err(e);
         }
         if !ep.ports.is_empty() {
-            if let Err(e) = self.apply_firewall_locked() {
+            if let Err(e) = self.apply_ports_locked(&ep, true) {
                 let _ = netlink::delete_link(&ep.host_if);
                 undo(self);
                 return Err(e);
             }
         }
-        self.refresh_hosts(&net)?;
+        self.refresh_hosts(&net, &req.container_id)?;
         Ok(ep)
     }
 
@@ -613,11 +631,9 @@ impl NetworkStore {
         netlink::delete_link(&ep.host_if)?;
         self.write_ipam(net, &f)?;
         if !ep.ports.is_empty() {
-            self.apply_firewall_locked()?;
+            self.apply_ports_locked(&ep, false)?;
         }
-        self.refresh_hosts(net)?;
-        // Its own hosts file loses this network's peers.
-        self.write_hosts_of(container_id)?;
+        self.refresh_hosts(net, container_id)?;
         Ok(Some(ep))
     }
 
@@ -764,15 +780,7 @@ impl NetworkStore {
         let mut ports = Vec::new();
         for n in self.list()? {
             for ep in self.read_ipam(&n)?.endpoints.values() {
-                for p in &ep.ports {
-                    ports.push(FwPort {
-                        proto: p.proto.clone(),
-                        host_ip: p.host_ip.filter(|ip| !ip.is_unspecified()),
-                        host_port: p.host_port,
-                        ip: ep.ip,
-                        port: p.port,
-                    });
-                }
+                ports.extend(ep.ports.iter().map(|p| fw_port(p, ep.ip)));
             }
             nets.push(FwNetwork {
                 bridge: n.bridge,
@@ -784,23 +792,59 @@ impl NetworkStore {
         firewall::apply(&firewall::render(&self.cfg.table, &nets, &ports))
     }
 
-    /// Rewrites the hosts file of every container on `net`.
-    fn refresh_hosts(&self, net: &Network) -> Result<()> {
-        for cid in self.read_ipam(net)?.endpoints.keys() {
-            self.write_hosts_of(cid)?;
+    /// Adds (or deletes) one endpoint's published ports as a delta; on
+    /// failure rewrites the whole table from the records (which already
+    /// hold the change), so the table ends up right either way.
+    fn apply_ports_locked(&self, ep: &Endpoint, add: bool) -> Result<()> {
+        let ports: Vec<FwPort> = ep.ports.iter().map(|p| fw_port(p, ep.ip)).collect();
+        let delta = firewall::port_delta(&self.cfg.table, add, &ports)?;
+        if firewall::apply(&delta).is_ok() {
+            return Ok(());
+        }
+        self.apply_firewall_locked()
+    }
+
+    /// Rewrites the hosts files that `changed` joining or leaving `net`
+    /// affects: its own, and on a user-defined network (where containers
+    /// find each other by name) those of its peers. The records are read
+    /// once, not once per file: a class of hundreds on one network would
+    /// otherwise parse every record once per peer.
+    fn refresh_hosts(&self, net: &Network, changed: &str) -> Result<()> {
+        let all = self
+            .list()?
+            .into_iter()
+            .map(|n| {
+                let eps = self.read_ipam(&n)?.endpoints;
+                Ok((n, eps))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.write_hosts_from(&all, changed)?;
+        if net.user_defined() {
+            if let Some((_, eps)) = all.iter().find(|(n, _)| n.id == net.id) {
+                for cid in eps.keys().filter(|c| *c != changed) {
+                    self.write_hosts_from(&all, cid)?;
+                }
+            }
         }
         Ok(())
     }
 
-    fn write_hosts_of(&self, container_id: &str) -> Result<()> {
+    fn write_hosts_from(
+        &self,
+        all: &[(Network, BTreeMap<String, Endpoint>)],
+        container_id: &str,
+    ) -> Result<()> {
         let path = self.files_dir(container_id).join("hosts");
         if !path.parent().is_some_and(Path::exists) {
             return Ok(());
         }
-        let mine = self.container_endpoints(container_id)?;
+        let mine: Vec<(&Network, &Endpoint)> = all
+            .iter()
+            .filter_map(|(n, eps)| eps.get(container_id).map(|ep| (n, ep)))
+            .collect();
         let mut own = Vec::new();
         let mut peers = Vec::new();
-        for (net, ep) in &mine {
+        for (net, ep) in mine {
             let mut names = vec![ep.hostname.clone()];
             if ep.container_name != ep.hostname {
                 names.push(ep.container_name.clone());
@@ -809,7 +853,8 @@ impl NetworkStore {
             if !net.user_defined() {
                 continue;
             }
-            for other in self.read_ipam(net)?.endpoints.values() {
+            let others = all.iter().find(|(n, _)| n.id == net.id).map(|(_, eps)| eps);
+            for other in others.into_iter().flat_map(|eps| eps.values()) {
                 if other.container_id == container_id {
                     continue;
                 }

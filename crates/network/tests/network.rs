@@ -285,6 +285,7 @@ fn hundred_cycles_leak_nothing() {
         if i == 1 {
             links_before = Some(env.our_links());
             rules_before = Some(firewall::rule_count(&env.table).unwrap());
+            assert_eq!(firewall::port_count(&env.table).unwrap(), 0);
         }
         let id = format!("cyc{i}");
         env.store.prepare(&id, &id).unwrap();
@@ -314,6 +315,11 @@ fn hundred_cycles_leak_nothing() {
         Some(firewall::rule_count(&env.table).unwrap()),
         rules_before,
         "nft rules leaked"
+    );
+    assert_eq!(
+        firewall::port_count(&env.table).unwrap(),
+        0,
+        "published-port elements leaked"
     );
     assert!(
         netns::list(&env.netns_dir).unwrap().is_empty(),
@@ -440,4 +446,75 @@ fn reconcile_rebuilds_live_endpoints_after_a_reboot() {
         again.repaired.is_empty() && again.links.is_empty(),
         "{again:?}"
     );
+}
+
+/// A published port reached on 127.0.0.1 through the DNAT map element the
+/// attach added as a delta; after the table vanished behind our back the
+/// next delta fails and the store rewrites the whole table, so both ports
+/// answer; release deletes the elements.
+#[test]
+fn published_ports_as_deltas_with_full_rewrite_fallback() {
+    let env = Env::new();
+    env.net("pub", 0, false);
+    let port_of = |i: u16| 21000 + (std::process::id() % 500) as u16 * 4 + i;
+    let attach = |id: &str, host_port: u16| {
+        env.store.prepare(id, id).unwrap();
+        env.store
+            .attach(
+                "pub",
+                AttachReq {
+                    container_id: id.into(),
+                    container_name: id.into(),
+                    hostname: id.into(),
+                    ports: vec![cubby_network::PortMap {
+                        proto: "tcp".into(),
+                        host_ip: Some(Ipv4Addr::LOCALHOST),
+                        host_port,
+                        port: 7100,
+                    }],
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+    };
+    let a = attach("pa", port_of(0));
+    assert_eq!(firewall::port_count(&env.table).unwrap(), 1);
+    let srv = serve_once(&env.store.netns_path("pa"), a.ip, 7100);
+    tcp_roundtrip(Ipv4Addr::LOCALHOST, port_of(0)).expect("published port of pa");
+    srv.join().unwrap();
+    let bad = env.store.prepare("px", "px").and_then(|_| {
+        env.store.attach(
+            "pub",
+            AttachReq {
+                container_id: "px".into(),
+                container_name: "px".into(),
+                hostname: "px".into(),
+                ports: vec![cubby_network::PortMap {
+                    proto: "sctp; flush ruleset".into(),
+                    host_ip: None,
+                    host_port: port_of(2),
+                    port: 1,
+                }],
+                ..Default::default()
+            },
+        )
+    });
+    assert!(bad.is_err(), "a protocol other than tcp/udp is refused");
+    env.store.release("px").unwrap();
+    // Someone deletes the table: the delta cannot apply, the rewrite does.
+    let out = Command::new("nft")
+        .args(["delete", "table", "inet", &env.table])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let b = attach("pb", port_of(1));
+    assert_eq!(firewall::port_count(&env.table).unwrap(), 2);
+    for (id, ip, port) in [("pa", a.ip, port_of(0)), ("pb", b.ip, port_of(1))] {
+        let srv = serve_once(&env.store.netns_path(id), ip, 7100);
+        tcp_roundtrip(Ipv4Addr::LOCALHOST, port).expect("published port after the rewrite");
+        srv.join().unwrap();
+    }
+    env.store.release("pa").unwrap();
+    env.store.release("pb").unwrap();
+    assert_eq!(firewall::port_count(&env.table).unwrap(), 0);
 }

@@ -145,10 +145,51 @@ macro_rules! route {
     (@r PUT, $h:expr) => { put($h) };
 }
 
+/// Operations endpoints (text, not the API's JSON error shape).
+mod ops {
+    use axum::extract::State;
+    use axum::http::{header, StatusCode};
+    use axum::response::{IntoResponse, Response};
+
+    use super::AppState;
+
+    pub async fn metrics(State(st): State<AppState>) -> Response {
+        match crate::metrics::render(&st.manager).await {
+            Ok(body) => (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                body,
+            )
+                .into_response(),
+            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("metrics: {e}\n")).into_response(),
+        }
+    }
+
+    pub async fn healthz() -> &'static str {
+        "ok\n"
+    }
+
+    pub async fn readyz(State(st): State<AppState>) -> Response {
+        match crate::metrics::ready(&st.manager).await {
+            Ok(()) => "ready\n".into_response(),
+            Err(p) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{}\n", p.join("\n")),
+            )
+                .into_response(),
+        }
+    }
+}
+
 pub fn routes() -> Vec<Route> {
     use handlers as h;
     vec![
         route!(GET, "/api/health", "meta", "public", "Liveness: the service and its database answer", None, h::health),
+        route!(GET, "/metrics", "meta", "public", "Prometheus metrics: sessions by state, admission queue and wait, provisioning and archive latency, failures, engine errors, proxied requests and bytes (no per-user data)", None, ops::metrics),
+        route!(GET, "/healthz", "meta", "public", "Liveness: the process answers", None, ops::healthz),
+        route!(GET, "/readyz", "meta", "public", "Readiness: the database and the backend answer (503 with the reasons otherwise)", None, ops::readyz),
         route!(GET, "/api/openapi.json", "meta", "public", "This API as OpenAPI 3", None, openapi::serve),
         route!(POST, "/api/auth/login", "auth", "public", "Sign in: access token (also an httpOnly cookie) and refresh token; rate-limited per user and address", Some(r#"{"username":"ann","password":"..."}"#), h::login),
         route!(POST, "/api/auth/refresh", "auth", "public", "Trade a refresh token (body or cookie) for new tokens; the old refresh token stops working", Some(r#"{"refresh_token":"..."}"#), h::refresh),

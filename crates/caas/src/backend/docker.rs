@@ -21,8 +21,8 @@ use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EventMessage,
-    HostConfig, Mount, MountTypeEnum, NetworkCreateRequest, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateOptions,
+    HostConfig, Mount, MountTypeEnum, MountVolumeOptions, NetworkCreateRequest, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateOptions,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, DownloadFromContainerOptions, EventsOptions, InspectContainerOptions,
@@ -281,15 +281,25 @@ impl DockerBackend {
     }
 
     async fn start_locked(&self, spec: &SandboxSpec) -> Result<SandboxInfo, BackendError> {
-        // A retry (after a crash, or a second click) finds the sandbox.
-        if let Some(existing) = self.inspect_raw(&spec.name).await? {
-            return self.resume(spec, existing).await;
+        // Three engine calls in the common case: create, start, inspect
+        // (for the address). A retry (after a crash, a second click, another
+        // process) meets "already in use" at create and resumes the sandbox;
+        // a class network removed behind the manager's back is made again
+        // and the create retried once; the workspace volume is created by
+        // the engine with the mount's labels — except a sized one, whose
+        // `size` option only a volume create can carry (one call more).
+        if spec.workspace_size_bytes.is_some() {
+            self.ensure_volume(spec).await?;
         }
-        self.ensure_network(&spec.network).await?;
-        self.ensure_volume(spec).await?;
-        match self.create(spec).await {
+        let mut created = self.create(spec).await;
+        if let Err(BackendError::NotFound { what }) = &created {
+            if what.contains("network") {
+                self.ensure_network(&spec.network).await?;
+                created = self.create(spec).await;
+            }
+        }
+        match created {
             Ok(()) => {}
-            // Another process made it between our inspect and our create.
             Err(BackendError::Invalid(m)) | Err(BackendError::Engine(m))
                 if m.contains("already in use") =>
             {
@@ -396,6 +406,12 @@ fn create_body(spec: &SandboxSpec) -> ContainerCreateBody {
             source: Some(spec.workspace_volume.clone()),
             target: Some(spec.workspace_path.clone()),
             read_only: Some(false),
+            // The engine creates a missing volume with these labels (as
+            // `volume create` would): no separate volume call per start.
+            volume_options: Some(MountVolumeOptions {
+                labels: Some(labels.clone()),
+                ..Default::default()
+            }),
             ..Default::default()
         }]),
         tmpfs: Some(HashMap::from([("/tmp".to_string(), TMP_TMPFS.to_string())])),

@@ -21,9 +21,24 @@ pub struct Counters {
     pub last_active: i64,
 }
 
+impl Counters {
+    fn add(&mut self, ev: &Event, now: i64) {
+        match *ev {
+            Event::Request => self.proxied_requests += 1,
+            Event::ToSandbox(n) => self.bytes_to_sandbox += n,
+            Event::FromSandbox(n) => self.bytes_from_sandbox += n,
+            Event::TerminalInput(n) => self.terminal_input_bytes += n,
+        }
+        self.last_active = now;
+    }
+}
+
 #[derive(Default)]
 pub struct Activity {
     map: Mutex<HashMap<String, Counters>>,
+    /// Since start, over all sessions (forgetting one keeps its share):
+    /// the service's metrics.
+    totals: Mutex<Counters>,
 }
 
 /// One kind of activity.
@@ -37,19 +52,27 @@ pub enum Event {
 
 impl Activity {
     pub fn record(&self, session: &str, ev: Event) {
+        let now = crate::store::now();
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         // Called per proxied body chunk: no key allocation once it exists.
         let c = match map.get_mut(session) {
             Some(c) => c,
             None => map.entry(session.to_string()).or_default(),
         };
-        match ev {
-            Event::Request => c.proxied_requests += 1,
-            Event::ToSandbox(n) => c.bytes_to_sandbox += n,
-            Event::FromSandbox(n) => c.bytes_from_sandbox += n,
-            Event::TerminalInput(n) => c.terminal_input_bytes += n,
-        }
-        c.last_active = crate::store::now();
+        c.add(&ev, now);
+        drop(map);
+        self.totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(&ev, now);
+    }
+
+    /// Totals since the process started.
+    pub fn totals(&self) -> Counters {
+        self.totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn get(&self, session: &str) -> Counters {

@@ -126,9 +126,11 @@ impl Manager {
         }
     }
 
-    /// Adds the idle timer to a session about to be shown (ready sessions
-    /// whose template has an idle timeout).
-    pub async fn annotate(&self, mut s: Session) -> Result<Session> {
+    /// Adds what is not stored to a session about to be shown: its queue
+    /// position while waiting, and the idle timer (ready sessions whose
+    /// template has an idle timeout).
+    pub async fn annotate(&self, s: Session) -> Result<Session> {
+        let mut s = self.with_position(s);
         if s.state == State::Ready {
             if let Some(timeout) = self.idle_timeout(&s.template_id).await? {
                 s.idle = Some(self.idle_info(&s, timeout));

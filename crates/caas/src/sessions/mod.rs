@@ -8,7 +8,9 @@
 //! instance drives a session at a time and a dead one's work is taken over.
 
 pub mod activity;
+pub mod admission;
 pub mod culling;
+mod shutdown;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -28,8 +30,11 @@ use crate::template::{sandbox_spec, SandboxFor};
 pub struct ManagerConfig {
     /// This process's id as a lease owner (stable per root: see serve).
     pub instance: String,
-    /// How many sandboxes start at once (up-class is bounded by this).
+    /// How many sandboxes are provisioned at once; the rest wait in the
+    /// admission queue (up-class goes through it too).
     pub start_concurrency: usize,
+    /// Caps on running sandboxes, per class and in total.
+    pub caps: admission::Caps,
     /// How long a claimed transition stays ours before others may take it.
     pub lease_secs: i64,
     pub ready_timeout: Duration,
@@ -46,7 +51,8 @@ impl Default for ManagerConfig {
     fn default() -> Self {
         ManagerConfig {
             instance: crate::store::new_id(),
-            start_concurrency: 8,
+            start_concurrency: admission::default_concurrency(),
+            caps: admission::Caps::default(),
             lease_secs: 60,
             ready_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(10),
@@ -72,7 +78,12 @@ pub struct Manager {
     pub backend: Arc<dyn Backend>,
     pub service_id: String,
     cfg: ManagerConfig,
-    permits: Semaphore,
+    /// Provisioning slots and the queue in front of them.
+    pub admission: Arc<admission::Admission>,
+    /// Latencies and failures for /metrics.
+    pub metrics: crate::metrics::Metrics,
+    /// Set by [`Manager::drain`]: no new session work starts.
+    draining: std::sync::atomic::AtomicBool,
     stop_permits: Semaphore,
     /// Sessions a task of this process is driving right now.
     inflight: Mutex<HashSet<String>>,
@@ -124,7 +135,9 @@ impl Manager {
             store,
             backend,
             service_id,
-            permits: Semaphore::new(cfg.start_concurrency.max(1)),
+            admission: admission::Admission::new(cfg.start_concurrency),
+            metrics: crate::metrics::Metrics::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             stop_permits: Semaphore::new(2 * cfg.start_concurrency.max(1)),
             cfg,
             inflight: Mutex::new(HashSet::new()),
@@ -172,11 +185,26 @@ impl Manager {
                 )));
             }
         }
+        // Pressing start again returns the session as is; only a new one
+        // counts against the caps.
+        if let Some(s) = self.store.active_session(class_id, student_id).await? {
+            return Ok(self.with_position(s));
+        }
+        self.cfg
+            .caps
+            .check(&self.store, class_id, &class.code)
+            .await?;
         let (s, _created) = self
             .store
             .request_session(class_id, student_id, &template_id, actor)
             .await?;
-        Ok(s)
+        Ok(self.with_position(s))
+    }
+
+    /// The session with its place in the admission queue (if waiting).
+    pub fn with_position(&self, mut s: Session) -> Session {
+        s.queue_position = self.admission.position(&s.id);
+        s
     }
 
     /// [`Self::start`], answering when the session is ready or failed: it is
@@ -250,6 +278,9 @@ impl Manager {
     }
 
     pub fn spawn_drive(self: &Arc<Self>, id: &str) {
+        if self.draining() {
+            return; // the next start of the service drives it
+        }
         let me = self.clone();
         let id = id.to_string();
         tokio::spawn(async move {
@@ -276,6 +307,16 @@ impl Manager {
             let me = &self.cfg.instance;
             match s.state {
                 State::Requested | State::Starting => {
+                    // Queue first, claim after: a waiting session stays
+                    // `requested` (its lease free) with its queue position.
+                    let permit = self.admission.enter(id).await;
+                    if self.draining() {
+                        return Ok(()); // stays requested for the next start
+                    }
+                    let s = self.store.session(id).await?;
+                    if !matches!(s.state, State::Requested | State::Starting) {
+                        continue; // stopped while it waited
+                    }
                     if !self
                         .store
                         .claim(id, s.state, State::Starting, me, self.cfg.lease_secs)
@@ -284,6 +325,7 @@ impl Manager {
                         return Ok(()); // someone else holds it, or it moved on
                     }
                     self.do_start(&s).await?;
+                    drop(permit);
                 }
                 State::Stopping => {
                     if !self
@@ -307,8 +349,14 @@ impl Manager {
                             .acquire()
                             .await
                             .map_err(|_| Error::Internal("stop permits closed".into()))?;
+                        let began = std::time::Instant::now();
                         let ended = self.end_session(&s).await;
+                        self.metrics.archive.observe(began.elapsed());
                         if let Err(e) = ended {
+                            self.metrics
+                                .archive_failures
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            self.metrics.engine_error(&e);
                             // Nothing was deleted: retried with back-off. The
                             // sandbox is stopped (the session did end); the
                             // retry starts it again to export the volume.
@@ -343,12 +391,16 @@ impl Manager {
     }
 
     async fn do_start(&self, s: &Session) -> Result<()> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| Error::Internal("start permits closed".into()))?;
-        match self.provision(s).await {
+        let began = std::time::Instant::now();
+        let provisioned = self.provision(s).await;
+        self.metrics.provision.observe(began.elapsed());
+        if let Err(e) = &provisioned {
+            self.metrics
+                .provision_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.engine_error(e);
+        }
+        match provisioned {
             Ok(address) => {
                 let done = self
                     .store

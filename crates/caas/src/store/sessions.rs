@@ -84,6 +84,10 @@ pub struct Session {
     /// when the session is shown; not stored).
     #[serde(flatten)]
     pub idle: Option<crate::sessions::culling::IdleInfo>,
+    /// 1-based place in the admission queue while waiting to be provisioned
+    /// (filled in by the session manager, not stored).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<usize>,
 }
 
 const COLS: &str = "id, class_id, student_id, template_id, state, reason, sandbox, address, owner, lease_until, created_by, created_at, updated_at, archive_attempts, retry_at, restore_from, restore_state";
@@ -111,6 +115,7 @@ fn from_row(r: &AnyRow) -> Result<Session> {
         restore_from: r.try_get("restore_from")?,
         restore_state: r.try_get("restore_state")?,
         idle: None,
+        queue_position: None,
     })
 }
 

@@ -18,6 +18,9 @@ pub struct Fake {
     /// How many times a sandbox was actually created.
     pub creates: AtomicUsize,
     pub start_delay: Duration,
+    /// Starts in progress now, and the most ever at once.
+    pub starting: AtomicUsize,
+    pub max_starting: AtomicUsize,
     pub events: broadcast::Sender<SandboxEvent>,
     pub images: Vec<String>,
 }
@@ -28,6 +31,8 @@ impl Fake {
             sandboxes: Mutex::new(BTreeMap::new()),
             creates: AtomicUsize::new(0),
             start_delay,
+            starting: AtomicUsize::new(0),
+            max_starting: AtomicUsize::new(0),
             events: broadcast::channel(1024).0,
             images: vec!["demo:1".into()],
         }
@@ -79,7 +84,10 @@ impl Backend for Fake {
         Ok(())
     }
     async fn start_sandbox(&self, spec: &SandboxSpec) -> Result<SandboxInfo, BackendError> {
+        let now = self.starting.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_starting.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.start_delay).await;
+        self.starting.fetch_sub(1, Ordering::SeqCst);
         let mut m = self.sandboxes.lock().unwrap();
         let info = m.entry(spec.name.clone()).or_insert_with(|| {
             self.creates.fetch_add(1, Ordering::SeqCst);

@@ -129,10 +129,7 @@ fn keep_builtin(
 pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Value>> {
     let filters = super::events::parse_filters(&q)?;
     let nets = d.network_list(filters.clone()).await?;
-    let mut out: Vec<DockerNetwork> = nets
-        .iter()
-        .map(|(n, eps)| docker_network(n, eps))
-        .collect();
+    let mut out: Vec<DockerNetwork> = nets.iter().map(|(n, eps)| docker_network(n, eps)).collect();
     for (name, driver, id) in BUILTIN {
         if keep_builtin(name, driver, id, &filters) {
             out.push(builtin(name, driver, id));

@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# A whole class presses "start" in the same second (issue 13).
+#
+#   bench/caas-burst.sh              # N=300 students, release build
+#   N=100 CUBBY=target/debug/cubby bench/caas-burst.sh
+#
+# In one run, with a private `cubby daemon` and `cubby serve`:
+#  (1) N student accounts (made here) press start within one second:
+#      POST /api/sessions (no wait), then each polls GET /r/{session}/ with
+#      its own token through the routing proxy until the sandbox's app
+#      (busybox httpd, the demo image) answers 200. Per student: time from
+#      its press to its first 200; p50, p99, max (all ready), errors, the
+#      highest queue_position seen; host CPU (from /proc/stat) and memory
+#      (MemTotal - MemAvailable) during the burst, serve and daemon RSS.
+#  (2) The reference, same run: the same burst straight at the engine, N
+#      client threads each doing create + start (same image, user, limits,
+#      on a bridge network of its own) and waiting for the port (TCP
+#      connect, inspect + 20 ms between attempts); then the removal of the N
+#      containers (the network's per-container cost shows there).
+# Warm pool: not implemented yet (issue 13 item 2), so only "no pool".
+#
+# Env: N (300), START_CONCURRENCY (serve's --start-concurrency; default
+#      serve's own), CUBBY (target/release/cubby, built if missing), KEEP=1.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+N=${N:-300}
+
+die() { echo "bench: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "must run as root"
+command -v python3 >/dev/null || die "python3 missing (apt-get install -y python3)"
+[ -x /bin/busybox ] || die "busybox-static missing (apt-get install -y busybox-static)"
+
+cubby=${CUBBY:-$repo/target/release/cubby}
+if [ ! -x "$cubby" ]; then
+    echo "== building cubby (cargo build --release)"
+    (cd "$repo" && cargo build --release -p cubby) || die "cargo build failed"
+fi
+cubby=$(cd "$(dirname "$cubby")" && pwd)/$(basename "$cubby")
+
+work=$(mktemp -d /tmp/cubby-bench-burst.XXXXXX)
+state=$(mktemp -d /run/cubby-bench-burst.XXXXXX)
+cg="cubby-bench-burst-$$"
+# Networking of our own (names, table, subnets) so nothing else is touched.
+prefix=cw
+table=cubby-bench-burst
+daemon_pid=
+serve_pid=
+cleanup() {
+    set +e
+    [ -n "$serve_pid" ] && kill -9 "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
+    [ -n "$daemon_pid" ] && kill -9 "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
+    mon=$(cat "$work/run/monitor.sock.lock" 2>/dev/null)
+    [ -n "$mon" ] && kill -9 "$mon" 2>/dev/null
+    for d in /sys/fs/cgroup/*/"$cg"/*; do
+        [ -f "$d/freezer.state" ] && echo THAWED > "$d/freezer.state"
+        for p in $(cat "$d/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+    done
+    sleep 0.5
+    grep -o -e "$work[^ ]*" -e "$state[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
+    for d in /sys/fs/cgroup/*/"$cg"; do
+        find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+    done
+    for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^$prefix"); do
+        ip link del "$l" 2>/dev/null
+    done
+    nft delete table inet "$table" 2>/dev/null
+    if [ "${KEEP:-0}" = 1 ]; then echo "bench: kept $work" >&2; else rm -rf "$work" "$state"; fi
+}
+trap cleanup EXIT
+
+echo "== preparing: daemon, demo image, $N students, cubby serve"
+"$cubby" --root "$work/data" --state-dir "$state/containers" daemon \
+    --listen "unix://$work/run/cubby.sock" --cgroup-parent "$cg" \
+    --net-prefix "$prefix" --nft-table "$table" --bridge-name "${prefix}def" \
+    --bridge-subnet 10.211.255.0/24 --network-pool 10.211.0.0/20 --resolv-conf /dev/null \
+    >"$work/daemon.log" 2>&1 &
+daemon_pid=$!
+for _ in $(seq 100); do [ -S "$work/run/cubby.sock" ] && break; sleep 0.1; done
+[ -S "$work/run/cubby.sock" ] || die "daemon did not start: $(cat "$work/daemon.log")"
+export CUBBY_DATABASE="sqlite://$work/caas.db"
+"$cubby" --root "$work/data" admin init --demo >"$work/demo.txt" || die "admin init --demo failed"
+admin_pw=$(awk '$1 == "admin" {print $3}' "$work/demo.txt")
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$cubby" --root "$work/data" serve --listen "127.0.0.1:$port" \
+    --engine "unix://$work/run/cubby.sock" --stop-grace 1 \
+    ${START_CONCURRENCY:+--start-concurrency "$START_CONCURRENCY"} \
+    >"$work/serve.log" 2>&1 &
+serve_pid=$!
+for _ in $(seq 100); do
+    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/healthz')" 2>/dev/null && break
+    sleep 0.1
+done
+
+python3 - "$work" "$port" "$admin_pw" "$serve_pid" "$daemon_pid" "$N" <<'PY'
+import http.client, json, socket, statistics, sys, threading, time
+
+work, port, admin_pw, serve_pid, daemon_pid, N = sys.argv[1:]
+port, serve_pid, daemon_pid, N = int(port), int(serve_pid), int(daemon_pid), int(N)
+SOCK = f"{work}/run/cubby.sock"
+IMAGE = "cubby-demo:latest"
+
+def req(method, path, body=None, token=None, ctype="application/json"):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    data = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
+    h = {"Content-Type": ctype}
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    c.request(method, path, body=data, headers=h)
+    r = c.getresponse()
+    out = r.read()
+    c.close()
+    return r.status, out
+
+def api(method, path, body=None, token=None, ctype="application/json"):
+    st, out = req(method, path, body, token, ctype)
+    if st >= 400:
+        raise RuntimeError(f"{method} {path}: {st} {out[:300]!r}")
+    return json.loads(out) if out.strip() else None
+
+class Uds(http.client.HTTPConnection):
+    def __init__(self):
+        super().__init__("docker", timeout=300)
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(SOCK)
+
+def docker(method, path, body=None):
+    c = Uds()
+    data = json.dumps(body).encode() if body is not None else None
+    c.request(method, "/v1.43" + path, body=data, headers={"Content-Type": "application/json"} if data else {})
+    r = c.getresponse()
+    out = r.read()
+    c.close()
+    if r.status >= 400:
+        raise RuntimeError(f"docker {method} {path}: {r.status} {out[:300]!r}")
+    return json.loads(out) if out.strip() else None
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+def rss(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+class Host:
+    """CPU busy share and peak memory in use while running."""
+    def __init__(self):
+        self.stop = False
+        self.peak = 0
+        self.t = threading.Thread(target=self.run, daemon=True)
+    @staticmethod
+    def cpu():
+        f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+        return sum(f) - f[3] - f[4], sum(f)
+    @staticmethod
+    def used():
+        m = {}
+        for line in open("/proc/meminfo"):
+            k, v = line.split(":")
+            m[k] = int(v.split()[0])
+        return m["MemTotal"] - m["MemAvailable"]
+    def run(self):
+        while not self.stop:
+            self.peak = max(self.peak, self.used())
+            time.sleep(0.1)
+    def __enter__(self):
+        self.base = self.used()
+        self.c0 = self.cpu()
+        self.t.start()
+        return self
+    def __exit__(self, *a):
+        self.stop = True
+        self.t.join()
+        b1, t1 = self.cpu()
+        self.busy = (b1 - self.c0[0]) / max(1, t1 - self.c0[1])
+    def __str__(self):
+        return (f"host CPU busy {self.busy*100:.0f}% (all cores), memory in use +{(self.peak-self.base)/1024:.0f} MiB "
+                f"at peak ({self.base/1024:.0f} MiB before)")
+
+admin = api("POST", "/api/auth/login", {"username": "admin", "password": admin_pw})["access_token"]
+tpl = api("POST", "/api/templates", {"name": "burst", "spec": {"image": IMAGE, "port": 8080,
+           "memory_bytes": 64 << 20, "cpus": 0.5, "pids": 64}}, admin)["id"]
+c = api("POST", "/api/classes", {"name": "burst", "code": "burst", "capacity": N, "template_id": tpl}, admin)
+csv = "".join(f"b-{i:03d},pw-burst-{i:03d}\n" for i in range(N))
+api("POST", f"/api/classes/{c['id']}/students/import", csv, admin, "text/csv")
+tokens = [api("POST", "/api/auth/login", {"username": f"b-{i:03d}", "password": f"pw-burst-{i:03d}"})["access_token"]
+          for i in range(N)]
+docker("POST", "/networks/create", {"Name": "burst-ref", "Driver": "bridge"})
+
+def burst(one):
+    """N threads released together; one(i) returns its time to ready."""
+    times, errors = [None] * N, []
+    gate = threading.Barrier(N + 1)
+    def run(i):
+        try:
+            gate.wait()
+            times[i] = one(i)
+        except BaseException as e:
+            errors.append(f"{i}: {e!r}")
+    ths = [threading.Thread(target=run, args=(i,)) for i in range(N)]
+    for t in ths: t.start()
+    t0 = time.perf_counter()
+    gate.wait()
+    for t in ths: t.join()
+    return time.perf_counter() - t0, [t for t in times if t is not None], errors
+
+max_pos = [0]
+def student(i):
+    t = time.perf_counter()
+    s = api("POST", "/api/sessions", {"class_id": c["id"]}, tokens[i])
+    polls = 0
+    while True:
+        st, _ = req("GET", f"/r/{s['id']}/", None, tokens[i])
+        if st == 200:
+            return time.perf_counter() - t
+        polls += 1
+        if polls % 10 == 0:
+            now = api("GET", f"/api/sessions/{s['id']}", None, tokens[i])
+            max_pos[0] = max(max_pos[0], now.get("queue_position") or 0)
+            if now["state"] in ("failed", "stopped"):
+                raise RuntimeError(f"session {now['state']}: {now.get('reason')}")
+        time.sleep(0.05)
+
+def reference(i):
+    t = time.perf_counter()
+    cid = docker("POST", f"/containers/create?name=ref{i}", {
+        "Image": IMAGE, "User": "1000:1000",
+        "HostConfig": {"NetworkMode": "burst-ref", "Memory": 64 << 20, "NanoCpus": 500_000_000, "PidsLimit": 64}})["Id"]
+    docker("POST", f"/containers/{cid}/start")
+    ip = None
+    while True:
+        if ip:
+            try:
+                socket.create_connection((ip, 8080), timeout=0.2).close()
+                return time.perf_counter() - t
+            except OSError:
+                pass
+        info = docker("GET", f"/containers/{cid}/json")
+        ip = (info["NetworkSettings"]["Networks"].get("burst-ref") or {}).get("IPAddress") or ip
+        time.sleep(0.02)
+
+time.sleep(1)
+rs0, rd0 = rss(serve_pid), rss(daemon_pid)
+with Host() as h:
+    took, times, errors = burst(student)
+rs1, rd1 = rss(serve_pid), rss(daemon_pid)
+print(f"(1) {N} students press start within 1 s (no warm pool), until 200 through the proxy: "
+      f"all ready after {took:.2f} s (target < 10 s); per student p50 {pct(times, 50):.2f} s, "
+      f"p99 {pct(times, 99):.2f} s; errors {len(errors)}{': ' + errors[0] if errors else ''}; "
+      f"highest queue_position seen {max_pos[0]}")
+print(f"    {h}; serve RSS {rs0}->{rs1} KiB, daemon RSS {rd0}->{rd1} KiB")
+st, m = req("GET", "/metrics")
+for line in m.decode().splitlines():
+    if line.startswith(("cubby_admission_wait_seconds_", "cubby_provision_seconds_sum", "cubby_provision_seconds_count",
+                        "cubby_engine_errors_total", "cubby_provision_failures_total")):
+        print(f"    {line}")
+t = time.perf_counter()
+api("POST", f"/api/classes/{c['id']}/down", None, admin)
+while any(s["state"] in ("stopping", "ready") for s in api("GET", "/api/sessions?active=true", None, admin)):
+    time.sleep(0.2)
+print(f"    down-class of {N} (archive, verify, remove each): {time.perf_counter()-t:.2f} s")
+
+time.sleep(1)
+with Host() as h:
+    took, times, errors = burst(reference)
+print(f"(2) reference, the engine directly: {N} concurrent create+start+port wait: all after {took:.2f} s; "
+      f"p50 {pct(times, 50):.2f} s, p99 {pct(times, 99):.2f} s; errors {len(errors)}{': ' + errors[0] if errors else ''}")
+print(f"    {h}")
+t = time.perf_counter()
+def rm(i):
+    docker("DELETE", f"/containers/ref{i}?force=1")
+ths = [threading.Thread(target=rm, args=(i,)) for i in range(N)]
+for th in ths: th.start()
+for th in ths: th.join()
+print(f"    removal of the {N} (rm -f, concurrent): {time.perf_counter()-t:.2f} s")
+PY
