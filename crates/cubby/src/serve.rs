@@ -56,7 +56,8 @@ pub struct ServeArgs {
     /// Also serve apps at /r/SESSION/ on the service's own origin. An app
     /// there can act on the service with its visitor's login (a teacher
     /// opening a student's app): trusted templates only. Without --domain
-    /// and without this, apps cannot be opened.
+    /// and without this, apps cannot be opened (except with --demo: there
+    /// they open at SESSION.localhost).
     #[arg(long)]
     pub path_routing: bool,
     /// Lifetime of access tokens.
@@ -393,9 +394,13 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
             app_domain: args
                 .domain
                 .as_ref()
-                .map(|d| d.trim_matches('.').to_ascii_lowercase()),
+                .map(|d| d.trim_matches('.').to_ascii_lowercase())
+                .or_else(|| demo_domain(&args)),
             ..AuthConfig::default()
         };
+        if args.domain.is_none() && auth.app_domain.is_some() {
+            println!("cubby serve: demo apps open at SESSION.localhost:{} (browsers resolve *.localhost to this machine; give --domain to serve other machines)", args.listen.port());
+        }
         if auth.app_domain.is_none() && !auth.path_routing {
             eprintln!("cubby serve: apps cannot be opened: give --domain DOMAIN (each app on its own origin) or, for trusted templates only, --path-routing");
         }
@@ -616,4 +621,11 @@ pub fn run_admin(args: AdminArgs, root: &Path) -> Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// `--demo` with neither --domain nor --path-routing: apps on their own
+/// origin at SESSION.localhost, which browsers resolve to the loopback
+/// address without any DNS set-up, so "Open app" works out of the box.
+fn demo_domain(args: &ServeArgs) -> Option<String> {
+    (args.demo && !args.path_routing).then(|| "localhost".to_string())
 }
