@@ -329,6 +329,7 @@ async fn commit(
         Ok(r) => r,
         Err(e) => return engine_error(e),
     };
+    opts.config = with_container_config(&rec.config["Config"], opts.config);
     let running = rec.status == cubby_engine::records::Status::Running;
     if pause && running {
         if let Err(e) = engine.pause(&rec.id).await {
@@ -394,4 +395,37 @@ async fn export(
         .header(header::CONTENT_TYPE, "application/x-tar")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "response"))
+}
+
+/// `docker commit` keeps what the container was made with (its Cmd, Env,
+/// User, labels, ...) in the new image, as dockerd does; the request's own
+/// config, where it sets a field, wins.
+fn with_container_config(
+    container: &Value,
+    request: serde_json::Map<String, Value>,
+) -> serde_json::Map<String, Value> {
+    const KEPT: &[&str] = &[
+        "Cmd",
+        "Entrypoint",
+        "Env",
+        "WorkingDir",
+        "User",
+        "ExposedPorts",
+        "Volumes",
+        "Labels",
+        "StopSignal",
+        "Healthcheck",
+    ];
+    let empty = |v: &Value| v.is_null() || *v == json!([]) || *v == json!({}) || *v == json!("");
+    let mut merged: serde_json::Map<String, Value> = KEPT
+        .iter()
+        .filter_map(|k| Some((k.to_string(), container.get(*k)?.clone())))
+        .filter(|(_, v)| !empty(v))
+        .collect();
+    for (k, v) in request {
+        if !empty(&v) {
+            merged.insert(k, v);
+        }
+    }
+    merged
 }

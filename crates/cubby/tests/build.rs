@@ -362,6 +362,8 @@ fn docker_cli_and_docker_py_build_against_the_daemon() {
         "-d",
         "--name",
         "c1",
+        "-e",
+        "FROMRUN=kept",
         "busybox",
         "sh",
         "-c",
@@ -391,6 +393,11 @@ fn docker_cli_and_docker_py_build_against_the_daemon() {
             "test ! -e /bin/vi && echo gone"
         ]),
         "gone\n"
+    );
+    // The container's own config (its -e) is kept, as dockerd keeps it.
+    assert_eq!(
+        d.ok(&["run", "--rm", "committed:1", "sh", "-c", "echo $FROMRUN"]),
+        "kept\n"
     );
     let hist = d.ok(&["history", "--no-trunc", "committed:1"]);
     assert!(hist.contains("snap"), "{hist}");
