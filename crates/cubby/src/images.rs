@@ -1,6 +1,7 @@
 //! The image commands of the CLI: pull, push, images, inspect, tag, rmi,
 //! prune, import, login, logout, and resolving `cubby run IMAGE`.
 
+use crate::table::{human_size, Table};
 use anyhow::{bail, Context, Result};
 use cubby_image::auth::{AuthFile, Credentials};
 use cubby_image::pull::{Platform, PullOptions};
@@ -156,12 +157,7 @@ impl Images {
     pub fn list(&self, quiet: bool) -> Result<()> {
         let mut images = self.store.images()?;
         images.sort_by(|a, b| a.name.cmp(&b.name));
-        if !quiet {
-            println!(
-                "{:<40} {:<16} {:<14} {:<22} SIZE",
-                "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
-            );
-        }
+        let mut table = Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
         for rec in images {
             if quiet {
                 println!("{}", rec.config_digest.short());
@@ -178,14 +174,16 @@ impl Images {
                 ),
                 None => (rec.name.clone(), "<none>".into()),
             };
-            println!(
-                "{:<40} {:<16} {:<14} {:<22} {}",
+            table.row(&[
                 repo,
                 tag,
-                rec.config_digest.short(),
-                rec.created.get(..19).unwrap_or(&rec.created),
-                human(rec.size)
-            );
+                rec.config_digest.short().to_string(),
+                crate::table::ago_rfc3339(&rec.created),
+                human_size(rec.size),
+            ]);
+        }
+        if !quiet {
+            table.print();
         }
         Ok(())
     }
@@ -266,7 +264,7 @@ impl Images {
             "Deleted {} blobs and {} layers; reclaimed {}",
             report.blobs_removed,
             report.layers_removed,
-            human(report.bytes_freed)
+            human_size(report.bytes_freed)
         );
         Ok(())
     }
@@ -419,19 +417,4 @@ pub fn logout(registry: &str) -> Result<()> {
         println!("Not logged in to {registry}");
     }
     Ok(())
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{v:.1}{}", UNITS[u])
-    }
 }

@@ -9,4 +9,5 @@ pub mod remote;
 pub mod run_args;
 pub mod serve;
 mod serve_backend;
+pub mod table;
 pub mod tls;

@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use cubby::images::Images;
 use cubby::run_args::{build_spec, RunArgs};
+use cubby::table::{self, Table};
 use cubby_image::snapshot::Snapshot;
 use cubby_runtime::cgroups::{Cgroup, Hierarchy};
 use cubby_runtime::container::{self, CreateOptions};
@@ -413,31 +414,45 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Ps { all, quiet, .. } => {
             let list = root.list()?;
-            if !quiet {
-                println!(
-                    "{:<24} {:<8} {:<10} {:<40} CREATED",
-                    "CONTAINER ID", "PID", "STATUS", "IMAGE"
-                );
-            }
+            let mut out = Table::new(&["CONTAINER ID", "PID", "STATUS", "IMAGE", "CREATED"]);
             for st in list.iter().filter(|s| all || s.status != Status::Stopped) {
                 if quiet {
                     println!("{}", st.id);
-                } else {
-                    let pid = if st.status == Status::Stopped {
-                        0
-                    } else {
-                        st.pid
-                    };
-                    // The image name for containers made from one, else the rootfs.
-                    let image = std::fs::read_to_string(
-                        cli.root.join("containers").join(&st.id).join("image-name"),
-                    )
-                    .unwrap_or_else(|_| st.rootfs.display().to_string());
-                    println!(
-                        "{:<24} {:<8} {:<10} {:<40} {}",
-                        st.id, pid, st.status, image, st.created
-                    );
+                    continue;
                 }
+                let pid = if st.status == Status::Stopped {
+                    0
+                } else {
+                    st.pid
+                };
+                // Standalone containers start as soon as they are created
+                // (`start` needs the daemon), so uptime is the age; the exit
+                // code and time are not recorded here.
+                let up = match table::parse_rfc3339(&st.created) {
+                    Some(t) => format!("Up {}", table::human_duration(table::now_secs() - t)),
+                    None => "Up".to_string(),
+                };
+                let status = match st.status {
+                    Status::Running => up,
+                    Status::Paused => format!("{up} (Paused)"),
+                    Status::Creating | Status::Created => "Created".to_string(),
+                    Status::Stopped => "Exited".to_string(),
+                };
+                // The image name for containers made from one, else the rootfs.
+                let image = std::fs::read_to_string(
+                    cli.root.join("containers").join(&st.id).join("image-name"),
+                )
+                .unwrap_or_else(|_| st.rootfs.display().to_string());
+                out.row(&[
+                    st.id.clone(),
+                    pid.to_string(),
+                    status,
+                    image.trim().to_string(),
+                    table::ago_rfc3339(&st.created),
+                ]);
+            }
+            if !quiet {
+                out.print();
             }
             Ok(0)
         }

@@ -291,8 +291,12 @@ fn print_demo(d: &cubby_caas::demo::DemoAccounts, base: &str) {
     println!(
         "demo accounts (passwords are shown once; `cubby admin user passwd NAME` resets one):"
     );
+    let mut accounts = crate::table::Table::new(&["USER", "ROLE", "PASSWORD"]);
     for (name, role, pw) in &d.users {
-        println!("  {:<10} {:<8} {pw}", name, role.as_str());
+        accounts.row(&[name.as_str(), role.as_str(), pw.as_str()]);
+    }
+    for line in accounts.render().lines() {
+        println!("  {line}");
     }
     let (_, _, spw) = &d.users[2];
     println!(
@@ -606,17 +610,17 @@ pub fn run_admin(args: AdminArgs, root: &Path) -> Result<()> {
                 );
             }
             AdminCmd::User(UserCmd::Ls) => {
-                println!("{:<24} {:<8} {:<8} ID", "USERNAME", "ROLE", "STATUS");
+                let mut table = crate::table::Table::new(&["USERNAME", "ROLE", "STATUS", "ID"]);
                 for u in store.users().await? {
                     let status = if u.disabled { "disabled" } else { "active" };
-                    println!(
-                        "{:<24} {:<8} {:<8} {}",
-                        u.username,
-                        u.role.as_str(),
-                        status,
-                        u.id
-                    );
+                    table.row(&[
+                        u.username.clone(),
+                        u.role.as_str().to_string(),
+                        status.to_string(),
+                        u.id.to_string(),
+                    ]);
                 }
+                table.print();
             }
         }
         anyhow::Ok(())

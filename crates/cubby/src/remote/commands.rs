@@ -4,6 +4,7 @@
 use super::http::{enc, Client, ClientError};
 use super::stream;
 use crate::run_args::{self, RunArgs};
+use crate::table::Table;
 use anyhow::{bail, Context, Result};
 use bollard_stubs::models::{
     ContainerCreateBody, ContainerCreateResponse, ContainerWaitResponse, DeviceMapping, ExecConfig,
@@ -431,21 +432,24 @@ pub async fn ps(c: &Client, all: bool, quiet: bool, filters: &[String]) -> Resul
         }
         return Ok(0);
     }
-    println!(
-        "{:<14}{:<22}{:<24}{:<20}{:<28}{:<12}NAMES",
-        "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS"
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let mut table = Table::new(&[
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ]);
     for ct in &list {
         let s = |k: &str| ct[k].as_str().unwrap_or("").to_string();
         let mut command = format!("\"{}\"", s("Command"));
         if command.chars().count() > 20 {
             command = format!("{}…\"", command.chars().take(19).collect::<String>());
         }
-        let created = ct["Created"].as_i64().unwrap_or(now);
+        let created = ct["Created"]
+            .as_i64()
+            .map_or_else(String::new, crate::table::ago);
         let names: Vec<&str> = ct["Names"]
             .as_array()
             .map(|a| {
@@ -455,17 +459,17 @@ pub async fn ps(c: &Client, all: bool, quiet: bool, filters: &[String]) -> Resul
                     .collect()
             })
             .unwrap_or_default();
-        println!(
-            "{:<14}{:<22}{:<24}{:<20}{:<28}{:<12}{}",
-            short(&s("Id")),
+        table.row(&[
+            short(&s("Id")).to_string(),
             s("Image"),
             command,
-            format!("{} ago", human(now - created)),
+            created,
             s("Status"),
-            "",
-            names.join(",")
-        );
+            crate::table::ports(&ct["Ports"]),
+            names.join(","),
+        ]);
     }
+    table.print();
     Ok(0)
 }
 
@@ -474,15 +478,6 @@ fn has_label(labels: &Value, filter: &str) -> bool {
     match filter.split_once('=') {
         Some((k, v)) => labels[k].as_str() == Some(v),
         None => labels.get(filter).is_some(),
-    }
-}
-
-fn human(secs: i64) -> String {
-    match secs.max(0) {
-        s if s < 60 => format!("{s} seconds"),
-        s if s < 3600 => format!("{} minutes", s / 60),
-        s if s < 48 * 3600 => format!("{} hours", s / 3600),
-        s => format!("{} days", s / 86400),
     }
 }
 

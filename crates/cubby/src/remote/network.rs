@@ -2,6 +2,7 @@
 //! of `cubby run`, through the daemon (networks exist only there).
 
 use super::http::{enc, Client};
+use crate::table::Table;
 use anyhow::{bail, Context, Result};
 use bollard_stubs::models::{
     EndpointSettings, Ipam, IpamConfig, NetworkConnectRequest, NetworkCreateRequest,
@@ -198,27 +199,30 @@ pub async fn network(c: &Client, cmd: &NetworkCmd) -> Result<i32> {
         }
         NetworkCmd::Ls { quiet } => {
             let nets: Vec<Value> = c.json(Method::GET, "/networks", None).await?;
-            if !quiet {
-                println!(
-                    "{:<14} {:<20} {:<18} {:<9} CONTAINERS",
-                    "NETWORK ID", "NAME", "SUBNET", "INTERNAL"
-                );
-            }
+            let mut table = Table::new(&["NETWORK ID", "NAME", "SUBNET", "INTERNAL", "CONTAINERS"]);
             for n in &nets {
                 let id = n["Id"].as_str().unwrap_or("");
-                let short = &id[..id.len().min(12)];
+                let short = id.get(..12).unwrap_or(id);
                 if *quiet {
                     println!("{short}");
                     continue;
                 }
-                println!(
-                    "{:<14} {:<20} {:<18} {:<9} {}",
-                    short,
-                    n["Name"].as_str().unwrap_or(""),
-                    n["IPAM"]["Config"][0]["Subnet"].as_str().unwrap_or(""),
-                    n["Internal"].as_bool().unwrap_or(false),
-                    n["Containers"].as_object().map_or(0, |m| m.len())
-                );
+                table.row(&[
+                    short.to_string(),
+                    n["Name"].as_str().unwrap_or("").to_string(),
+                    n["IPAM"]["Config"][0]["Subnet"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    n["Internal"].as_bool().unwrap_or(false).to_string(),
+                    n["Containers"]
+                        .as_object()
+                        .map_or(0, |m| m.len())
+                        .to_string(),
+                ]);
+            }
+            if !*quiet {
+                table.print();
             }
             Ok(0)
         }
