@@ -27,71 +27,16 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 N=${N:-300}
 
-die() { echo "bench: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || die "must run as root"
-command -v python3 >/dev/null || die "python3 missing (apt-get install -y python3)"
-[ -x /bin/busybox ] || die "busybox-static missing (apt-get install -y busybox-static)"
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+bench_require
 
-cubby=${CUBBY:-$repo/target/release/cubby}
-if [ ! -x "$cubby" ]; then
-    echo "== building cubby (cargo build --release)"
-    (cd "$repo" && cargo build --release -p cubby) || die "cargo build failed"
-fi
-cubby=$(cd "$(dirname "$cubby")" && pwd)/$(basename "$cubby")
-
-work=$(mktemp -d /tmp/cubby-bench-burst.XXXXXX)
-state=$(mktemp -d /run/cubby-bench-burst.XXXXXX)
-cg="cubby-bench-burst-$$"
-# Networking of our own (names, table, subnets) so nothing else is touched.
-prefix=cw
-table=cubby-bench-burst
-daemon_pid=
-serve_pid=
-cleanup() {
-    set +e
-    [ -n "$serve_pid" ] && kill -9 "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
-    [ -n "$daemon_pid" ] && kill -9 "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
-    mon=$(cat "$work/run/monitor.sock.lock" 2>/dev/null)
-    [ -n "$mon" ] && kill -9 "$mon" 2>/dev/null
-    for d in /sys/fs/cgroup/*/"$cg"/*; do
-        [ -f "$d/freezer.state" ] && echo THAWED > "$d/freezer.state"
-        for p in $(cat "$d/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-    done
-    sleep 0.5
-    grep -o -e "$work[^ ]*" -e "$state[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
-    for d in /sys/fs/cgroup/*/"$cg"; do
-        find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
-    done
-    for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^$prefix"); do
-        ip link del "$l" 2>/dev/null
-    done
-    nft delete table inet "$table" 2>/dev/null
-    if [ "${KEEP:-0}" = 1 ]; then echo "bench: kept $work" >&2; else rm -rf "$work" "$state"; fi
-}
-trap cleanup EXIT
+bench_cubby
+bench_init burst cw 211
 
 echo "== preparing: daemon, demo image, $N students, cubby serve"
-"$cubby" --root "$work/data" --state-dir "$state/containers" daemon \
-    --listen "unix://$work/run/cubby.sock" --cgroup-parent "$cg" \
-    --net-prefix "$prefix" --nft-table "$table" --bridge-name "${prefix}def" \
-    --bridge-subnet 10.211.255.0/24 --network-pool 10.211.0.0/20 --resolv-conf /dev/null \
-    >"$work/daemon.log" 2>&1 &
-daemon_pid=$!
-for _ in $(seq 100); do [ -S "$work/run/cubby.sock" ] && break; sleep 0.1; done
-[ -S "$work/run/cubby.sock" ] || die "daemon did not start: $(cat "$work/daemon.log")"
-export CUBBY_DATABASE="sqlite://$work/caas.db"
-"$cubby" --root "$work/data" admin init --demo >"$work/demo.txt" || die "admin init --demo failed"
-admin_pw=$(awk '$1 == "admin" {print $3}' "$work/demo.txt")
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$cubby" --root "$work/data" serve --listen "127.0.0.1:$port" \
-    --engine "unix://$work/run/cubby.sock" --stop-grace 1 \
-    ${START_CONCURRENCY:+--start-concurrency "$START_CONCURRENCY"} \
-    >"$work/serve.log" 2>&1 &
-serve_pid=$!
-for _ in $(seq 100); do
-    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/healthz')" 2>/dev/null && break
-    sleep 0.1
-done
+bench_daemon
+bench_serve ${START_CONCURRENCY:+--start-concurrency "$START_CONCURRENCY"}
 
 python3 - "$work" "$port" "$admin_pw" "$serve_pid" "$daemon_pid" "$N" <<'PY'
 import http.client, json, socket, statistics, sys, threading, time

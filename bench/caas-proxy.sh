@@ -31,72 +31,22 @@ CONNS=${CONNS:-16}
 THREADS=${THREADS:-2}
 ECHOES=${ECHOES:-1000}
 
-die() { echo "bench: $*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || die "must run as root"
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+bench_require
 for t in python3 wrk nginx docker; do
     command -v $t >/dev/null || die "$t missing (apt-get install -y python3 wrk nginx-light; the docker CLI)"
 done
-[ -x /bin/busybox ] || die "busybox-static missing (apt-get install -y busybox-static)"
-
-cubby=${CUBBY:-$repo/target/release/cubby}
-if [ ! -x "$cubby" ]; then
-    echo "== building cubby (cargo build --release)"
-    (cd "$repo" && cargo build --release -p cubby) || die "cargo build failed"
-fi
-
-work=$(mktemp -d /tmp/cubby-bench-proxy.XXXXXX)
-state=$(mktemp -d /run/cubby-bench-proxy.XXXXXX)
-cg="cubby-bench-proxy-$$"
-prefix=cx
-table=cubby-bench-proxy
-daemon_pid=
-serve_pid=
+bench_cubby
 nginx_pid=
-cleanup() {
-    set +e
+bench_extra_cleanup() {
     [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null && wait "$nginx_pid" 2>/dev/null
-    [ -n "$serve_pid" ] && kill -9 "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null
-    [ -n "$daemon_pid" ] && kill -9 "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
-    mon=$(cat "$work/run/monitor.sock.lock" 2>/dev/null)
-    [ -n "$mon" ] && kill -9 "$mon" 2>/dev/null
-    for d in /sys/fs/cgroup/*/"$cg"/*; do
-        [ -f "$d/freezer.state" ] && echo THAWED > "$d/freezer.state"
-        for p in $(cat "$d/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-    done
-    sleep 0.5
-    grep -o -e "$work[^ ]*" -e "$state[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
-    for d in /sys/fs/cgroup/*/"$cg"; do
-        find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
-    done
-    for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep "^$prefix"); do
-        ip link del "$l" 2>/dev/null
-    done
-    nft delete table inet "$table" 2>/dev/null
-    if [ "${KEEP:-0}" = 1 ]; then echo "bench: kept $work" >&2; else rm -rf "$work" "$state"; fi
 }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+bench_init proxy cx 214
 
 echo "== preparing: daemon, demo image, cubby serve, one sandbox, nginx"
-"$cubby" --root "$work/data" --state-dir "$state/containers" daemon \
-    --listen "unix://$work/run/cubby.sock" --cgroup-parent "$cg" \
-    --net-prefix "$prefix" --nft-table "$table" --bridge-name "${prefix}def" \
-    --bridge-subnet 10.213.255.0/24 --network-pool 10.213.0.0/20 --resolv-conf /dev/null \
-    >"$work/daemon.log" 2>&1 &
-daemon_pid=$!
-for _ in $(seq 100); do [ -S "$work/run/cubby.sock" ] && break; sleep 0.1; done
-[ -S "$work/run/cubby.sock" ] || die "daemon did not start: $(cat "$work/daemon.log")"
-export CUBBY_DATABASE="sqlite://$work/caas.db"
-"$cubby" --root "$work/data" admin init --demo >"$work/demo.txt" || die "admin init --demo failed"
-admin_pw=$(awk '$1 == "admin" {print $3}' "$work/demo.txt")
-port=$(free_port)
-"$cubby" --root "$work/data" serve --listen "127.0.0.1:$port" \
-    --engine "unix://$work/run/cubby.sock" --stop-grace 1 --path-routing >"$work/serve.log" 2>&1 &
-serve_pid=$!
-for _ in $(seq 100); do
-    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/api/health')" 2>/dev/null && break
-    sleep 0.1
-done
+bench_daemon
+bench_serve --path-routing
 
 # Admin token, a session for student1 in demo101, its address.
 read -r token session addr wsession waddr < <(python3 - "$port" "$admin_pw" <<'PY'
