@@ -842,7 +842,8 @@ fn orphan_is_archived_then_removed() {
 
 #[test]
 fn idle_session_is_warned_then_culled_and_archived() {
-    let s = Serve::start("caas-arch-idle", DbKind::Sqlite, &[]);
+    // The proxied requests below go to /r/SESSION/ (activity by path).
+    let s = Serve::start("caas-arch-idle", DbKind::Sqlite, &["--path-routing"]);
     s.user("t1", "teacher", "t1-pass-123");
     s.user("ann", "student", "ann-pass-123");
     let t1 = s.token("t1", "t1-pass-123");
