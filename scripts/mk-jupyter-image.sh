@@ -16,7 +16,7 @@ ver=${2:-$(python3 -c 'import jupyterhub; print(jupyterhub.__version__)')}
 mirror=${MIRROR:-http://deb.debian.org/debian}
 command -v debootstrap >/dev/null || { echo "$0: debootstrap not found (apt-get install debootstrap)" >&2; exit 1; }
 work=$(mktemp -d /var/tmp/cubby-jupyter-XXXXXX)
-trap 'umount "$work/root/proc" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'umount "$work/root/proc" 2>/dev/null || true; rm -rf "$work"' EXIT
 root=$work/root
 debootstrap --variant=minbase --include=python3,python3-pip,ca-certificates bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 \
     || { tail -20 "$work/debootstrap.log" >&2; exit 1; }

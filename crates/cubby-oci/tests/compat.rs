@@ -390,7 +390,9 @@ fn read_pty_until(master: &OwnedFd, want: &str) -> String {
 /// Creates `id` with a console socket, checks that create's stdout and
 /// stderr reach EOF (the init holds neither), starts it, types `input` and
 /// waits for `want` on the terminal.
-fn terminal_round_trip(b: &Bundle, id: &str, input: &str, want: &str) {
+/// Returns the pty master: dropping it hangs the terminal up (the shell
+/// exits on SIGHUP), so a caller that still signals the container keeps it.
+fn terminal_round_trip(b: &Bundle, id: &str, input: &str, want: &str) -> OwnedFd {
     let (sock, fd_rx) = console_socket(b.path());
     let mut child = b
         .oci(&["create", "--bundle"])
@@ -426,6 +428,7 @@ fn terminal_round_trip(b: &Bundle, id: &str, input: &str, want: &str) {
         seen.contains(want),
         "terminal showed {seen:?}, wanted {want:?}"
     );
+    master
 }
 
 /// Priority 2: with --console-socket, create returns holding no caller fd.
@@ -436,8 +439,9 @@ fn console_socket_create_returns_and_the_terminal_works() {
         c["process"]["terminal"] = json!(true);
     });
     let id = common::unique_name("tty");
-    terminal_round_trip(&b, &id, "tty; echo term-$((6*7))\n", "term-42");
+    let master = terminal_round_trip(&b, &id, "tty; echo term-$((6*7))\n", "term-42");
     b.ok(&["kill", &id, "KILL"]);
+    drop(master);
     b.ok(&["delete", "--force", &id]);
 }
 
@@ -462,7 +466,12 @@ fn specs_written_by_runc_and_crun() {
         // As written: terminal true and `sh`.
         let b = Bundle::new(tool, |_| {});
         let id = common::unique_name(tool);
-        terminal_round_trip(&b, &id, "echo tty-$((40+2)); exit 0\n", "tty-42");
+        drop(terminal_round_trip(
+            &b,
+            &id,
+            "echo tty-$((40+2)); exit 0\n",
+            "tty-42",
+        ));
         b.ok(&["delete", "--force", &id]);
     }
 }
