@@ -603,22 +603,30 @@ fn entry_sha256(archive: &[u8], name: &str) -> Option<String> {
     None
 }
 
-#[test]
-fn kill9_of_serve_mid_archive_finishes_after_restart() {
-    let mut s = Serve::start("caas-arch-kill", DbKind::Sqlite, &[]);
-    let cid = class_with_students(&s);
+/// ann's session holding 48 MB that does not compress (so the archive
+/// takes a while), stop pressed 150 ms ago; `at_kill` is what the session
+/// looked like then.
+struct Stopping {
+    sid: String,
+    sandbox: String,
+    volume: String,
+    sum: String,
+    at_kill: Value,
+}
+
+fn stop_48mb_of_work(s: &Serve) -> Stopping {
+    let cid = class_with_students(s);
     let ann = s.token("ann", "ann-pass-123");
     let ann_id = s.ok("GET", "/api/auth/me", Some(&ann), None)["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let sess = start(&s, &ann, &cid);
-    let sb = sess["sandbox"].as_str().unwrap().to_string();
-    let vol = volume_of(&s, &cid, &ann_id);
-    // 48 MB that does not compress: the archive takes a while.
+    let sess = start(s, &ann, &cid);
+    let sandbox = sess["sandbox"].as_str().unwrap().to_string();
+    let volume = volume_of(s, &cid, &ann_id);
     let sum = sh(
-        &s,
-        &sb,
+        s,
+        &sandbox,
         "dd if=/dev/urandom of=/workspace/big bs=1M count=48 2>/dev/null && sha256sum /workspace/big",
     );
     let sum = sum.split_whitespace().next().unwrap().to_string();
@@ -631,6 +639,36 @@ fn kill9_of_serve_mid_archive_finishes_after_restart() {
     );
     std::thread::sleep(Duration::from_millis(150));
     let at_kill = s.ok("GET", &format!("/api/sessions/{sid}"), Some(&ann), None);
+    Stopping {
+        sid,
+        sandbox,
+        volume,
+        sum,
+        at_kill,
+    }
+}
+
+/// Sandbox and volume gone, and ann's one archive holds the file as it was.
+fn assert_archived_and_removed(s: &Serve, ann: &str, sandbox: &str, volume: &str, sum: &str) {
+    assert!(!exists(s, "container", sandbox), "sandbox left behind");
+    assert!(!exists(s, "volume", volume), "volume left behind");
+    let list = s.ok("GET", "/api/archives", Some(ann), None);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let body = download(s, &list[0], ann);
+    assert_eq!(entry_sha256(&body, "workspace/big"), Some(sum.to_string()));
+}
+
+#[test]
+fn kill9_of_serve_mid_archive_finishes_after_restart() {
+    let mut s = Serve::start("caas-arch-kill", DbKind::Sqlite, &[]);
+    let Stopping {
+        sid,
+        sandbox: sb,
+        volume: vol,
+        sum,
+        at_kill,
+    } = stop_48mb_of_work(&s);
     s.kill9_and_restart();
     assert_eq!(
         at_kill["state"], "stopping",
@@ -643,13 +681,7 @@ fn kill9_of_serve_mid_archive_finishes_after_restart() {
         v["state"] == "stopped"
     });
     assert_eq!(done["reason"], Value::Null, "{done}");
-    assert!(!exists(&s, "container", &sb), "sandbox left behind");
-    assert!(!exists(&s, "volume", &vol), "volume left behind");
-    let list = s.ok("GET", "/api/archives", Some(&ann), None);
-    let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 1, "{list:?}");
-    let body = download(&s, &list[0], &ann);
-    assert_eq!(entry_sha256(&body, "workspace/big"), Some(sum));
+    assert_archived_and_removed(&s, &ann, &sb, &vol, &sum);
 }
 
 fn unix_now() -> i64 {
@@ -1202,31 +1234,15 @@ fn sized_workspace_fills_with_enospc_inside_and_still_archives() {
 #[test]
 fn kill9_of_engine_mid_archive_keeps_the_workspace_then_finishes() {
     let mut s = Serve::start("caas-arch-ekill", DbKind::Sqlite, &[]);
-    let cid = class_with_students(&s);
+    let Stopping {
+        sid,
+        sandbox: sb,
+        volume: vol,
+        sum,
+        at_kill,
+    } = stop_48mb_of_work(&s);
     let ann = s.token("ann", "ann-pass-123");
     let root = s.token("root", "admin-pass-1");
-    let ann_id = s.ok("GET", "/api/auth/me", Some(&ann), None)["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let sess = start(&s, &ann, &cid);
-    let sb = sess["sandbox"].as_str().unwrap().to_string();
-    let vol = volume_of(&s, &cid, &ann_id);
-    let sum = sh(
-        &s,
-        &sb,
-        "dd if=/dev/urandom of=/workspace/big bs=1M count=48 2>/dev/null && sha256sum /workspace/big",
-    );
-    let sum = sum.split_whitespace().next().unwrap().to_string();
-    let sid = sess["id"].as_str().unwrap().to_string();
-    s.ok(
-        "POST",
-        &format!("/api/sessions/{sid}/stop"),
-        Some(&ann),
-        None,
-    );
-    std::thread::sleep(Duration::from_millis(150));
-    let at_kill = s.ok("GET", &format!("/api/sessions/{sid}"), Some(&ann), None);
     // The engine daemon dies in the middle of the export.
     s.d.kill9_and_restart();
     assert_eq!(
@@ -1254,13 +1270,7 @@ fn kill9_of_engine_mid_archive_keeps_the_workspace_then_finishes() {
         std::thread::sleep(Duration::from_millis(300));
     };
     eprintln!("engine kill: archive_pending seen: {saw_pending}; end: {done}");
-    assert!(!exists(&s, "container", &sb), "sandbox left behind");
-    assert!(!exists(&s, "volume", &vol), "volume left behind");
-    let list = s.ok("GET", "/api/archives", Some(&ann), None);
-    let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 1, "{list:?}");
-    let body = download(&s, &list[0], &ann);
-    assert_eq!(entry_sha256(&body, "workspace/big"), Some(sum));
+    assert_archived_and_removed(&s, &ann, &sb, &vol, &sum);
 }
 
 /// A tmpfs mounted for the test, unmounted even if it fails.
@@ -1344,11 +1354,5 @@ fn full_object_store_disk_deletes_nothing_then_finishes() {
     let _ = s.try_req("POST", &format!("{path}/archive/retry"), Some(&root), None);
     let done = s.until(&path, &ann, 120, |v| v["state"] == "stopped");
     assert_eq!(done["state"], "stopped", "{done}");
-    assert!(!exists(&s, "container", &sb), "sandbox left behind");
-    assert!(!exists(&s, "volume", &vol), "volume left behind");
-    let list = s.ok("GET", "/api/archives", Some(&ann), None);
-    let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 1, "{list:?}");
-    let body = download(&s, &list[0], &ann);
-    assert_eq!(entry_sha256(&body, "workspace/big"), Some(sum));
+    assert_archived_and_removed(&s, &ann, &sb, &vol, &sum);
 }
