@@ -141,39 +141,10 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Docker's size wording (go-units HumanSize): decimal units, 3
+/// Docker's size wording in tables (go-units HumanSize): decimal units, 3
 /// significant digits, no trailing zeros: "1.2kB", "7.05MB", "512B".
 pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    format!("{}{}", three_significant(v), UNITS[u])
-}
-
-/// `v` (< 1000) to 3 significant digits without trailing zeros, as Go's %.3g.
-fn three_significant(v: f64) -> String {
-    let decimals = match v {
-        _ if v < 10.0 => 2,
-        _ if v < 100.0 => 1,
-        _ => 0,
-    };
-    let s = format!("{v:.decimals$}");
-    // Rounding can carry into one more digit (9.999 -> "10.00").
-    let digits = s.chars().filter(char::is_ascii_digit).count();
-    let s = if digits > 3 && s.contains('.') {
-        format!("{v:.prec$}", prec = decimals.saturating_sub(1))
-    } else {
-        s
-    };
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
+    cubby_image::progress::human_size_digits(bytes, 3)
 }
 
 /// A container's published ports as docker's `ps` shows them, e.g.

@@ -149,9 +149,15 @@ impl Progress for Bars {
     }
 }
 
-/// Docker's `units.HumanSize`: decimal units, 4 significant digits
-/// (`512B`, `1.234kB`, `12.5MB`).
+/// Docker's progress-bar sizes (`units.HumanSizeWithPrecision(n, 4)`):
+/// decimal units, 4 significant digits (`512B`, `1.234kB`, `12.5MB`).
 pub fn human_size(bytes: u64) -> String {
+    human_size_digits(bytes, 4)
+}
+
+/// Decimal units with `digits` significant digits and no trailing zeros
+/// (Go's `%.Ng`); the CLI's tables use 3, as `units.HumanSize` does.
+pub fn human_size_digits(bytes: u64, digits: usize) -> String {
     const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
     let mut v = bytes as f64;
     let mut u = 0;
@@ -159,17 +165,17 @@ pub fn human_size(bytes: u64) -> String {
         v /= 1000.0;
         u += 1;
     }
-    format!("{}{}", sig4(v), UNITS[u])
+    format!("{}{}", significant(v, digits), UNITS[u])
 }
 
-/// `%.4g` for 0 <= v < 1000: 4 significant digits, no trailing zeros.
-fn sig4(v: f64) -> String {
+/// `v` (0 <= v < 1000) to `digits` significant digits, trailing zeros cut.
+fn significant(v: f64, digits: usize) -> String {
     let int_digits = if v < 1.0 {
         1
     } else {
         v.log10().floor() as usize + 1
     };
-    let decimals = 4usize.saturating_sub(int_digits);
+    let decimals = digits.saturating_sub(int_digits);
     let s = format!("{v:.decimals$}");
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
