@@ -5,6 +5,7 @@
 //! (mounted again if needed); [`crate::container_fs`] keeps every path
 //! inside that root.
 
+use super::body_writer::ChannelWriter;
 use super::error::ApiError;
 use super::util::{flag, Query};
 use super::{ApiResult, Shared};
@@ -58,38 +59,6 @@ pub async fn head(
     Ok(([(STAT_HEADER, stat.header_value())], ()).into_response())
 }
 
-/// Feeds the HTTP body from a blocking writer through a bounded channel.
-struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
-}
-
 pub async fn get(
     State(d): State<Shared>,
     Path(id): Path<String>,
@@ -98,10 +67,7 @@ pub async fn get(
     let path = path_of(&q)?;
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
     let send_archive = move |root: ContainerRoot, path: String| {
-        let mut w = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-        };
+        let mut w = ChannelWriter::new(tx.clone(), CHUNK);
         let done = root
             .archive(&path, &mut w)
             .map_err(|e| io::Error::other(e.to_string()))

@@ -5,6 +5,7 @@
 //! a channel of a few chunks, so memory stays bounded whatever the image
 //! size (the archive is never held whole).
 
+use super::body_writer::ChannelWriter;
 use super::error::ApiError;
 use super::{blocking, ApiResult, Shared};
 use crate::service::EngineError;
@@ -24,38 +25,6 @@ const CHUNK: usize = 256 * 1024;
 
 fn image_err(e: cubby_image::ImageError) -> ApiError {
     EngineError::from(e).into()
-}
-
-/// A `Write` that hands full chunks to the response body.
-struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
 }
 
 /// A `Read` over the request body's chunks.
@@ -127,10 +96,7 @@ pub async fn save(d: Shared, names: Vec<String>) -> ApiResult<Response> {
     .await?;
     let (tx, rx) = mpsc::channel(CHUNKS);
     tokio::task::spawn_blocking(move || {
-        let mut w = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-        };
+        let mut w = ChannelWriter::new(tx.clone(), CHUNK);
         let r = archive::save(&d.images, &items, &mut w).and_then(|_| {
             w.flush()
                 .map_err(|e| cubby_image::ImageError::io(std::path::Path::new("response"), e))
