@@ -66,6 +66,8 @@ fn truthy(v: &str) -> bool {
 fn parse(q: &[(String, String)], context: PathBuf) -> Result<(BuildOptions, bool), String> {
     let mut o = BuildOptions {
         context,
+        // dockerd's default when networkmode is not sent (docker-py).
+        network: NetworkMode::Named("bridge".into()),
         ..Default::default()
     };
     let mut quiet = false;
@@ -94,14 +96,10 @@ fn parse(q: &[(String, String)], context: PathBuf) -> Result<(BuildOptions, bool
             "pull" => o.pull = truthy(v),
             "q" => quiet = truthy(v),
             "networkmode" => {
-                o.network = match v.as_str() {
-                    "" | "default" | "none" => NetworkMode::None,
-                    "host" => NetworkMode::Host,
-                    other => {
-                        return Err(format!(
-                            "cubby does not support networkmode={other} for builds (none or host)"
-                        ))
-                    }
+                // As dockerd: RUN steps join the default bridge unless told.
+                o.network = match NetworkMode::parse(v).map_err(|e| format!("networkmode: {e}"))? {
+                    NetworkMode::Default => NetworkMode::Named("bridge".into()),
+                    m => m,
                 }
             }
             "version" if v != "1" && !v.is_empty() => {
@@ -152,6 +150,7 @@ async fn build(
                 exe: PathBuf::from("/proc/self/exe"),
                 state_dir: engine.root.join("build").join("state"),
                 cgroup_parent: engine.cgroup_parent.clone(),
+                engine: Some(engine.clone()),
             };
             let insecure = engine.insecure_registries.clone();
             let store = &engine.images;
@@ -278,6 +277,7 @@ fn builder(engine: &Shared) -> Builder<'_> {
             exe: PathBuf::from("/proc/self/exe"),
             state_dir: engine.root.join("build").join("state"),
             cgroup_parent: engine.cgroup_parent.clone(),
+            engine: None,
         },
         None,
     )

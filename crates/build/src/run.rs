@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// How RUN containers are started.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Runner {
     /// The `cubby` binary (its `build-step` subcommand).
     pub exe: PathBuf,
@@ -21,6 +21,34 @@ pub struct Runner {
     pub state_dir: PathBuf,
     /// cgroup parent of build containers (e.g. `cubby`).
     pub cgroup_parent: String,
+    /// The engine whose networks RUN steps join (`--network bridge` or
+    /// another network name); None: only `none` and `host`.
+    pub engine: Option<cubby_engine::service::Shared>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("exe", &self.exe)
+            .field("state_dir", &self.state_dir)
+            .field("cgroup_parent", &self.cgroup_parent)
+            .field("networks", &self.engine.is_some())
+            .finish()
+    }
+}
+
+/// A RUN container's network endpoint, released on drop.
+struct NetHold<'a> {
+    engine: &'a cubby_engine::service::Engine,
+    id: &'a str,
+}
+
+impl Drop for NetHold<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = cubby_engine::service::networks::release_transient(self.engine, self.id) {
+            eprintln!("cubby build: release the network of {}: {e}", self.id);
+        }
+    }
 }
 
 /// One RUN.
@@ -56,7 +84,29 @@ impl Runner {
             ))),
             ..Default::default()
         };
-        let spec = config::build(&cfg, step.rootfs)?;
+        let mut spec = config::build(&cfg, step.rootfs)?;
+        let _net = match &cfg.network {
+            NetworkMode::None | NetworkMode::Host => None,
+            NetworkMode::Default | NetworkMode::Named(_) => {
+                let Some(engine) = self.engine.as_deref() else {
+                    return Err(BuildError::invalid(format!(
+                        "RUN on network {}: this builder has no container networks (use none or host)",
+                        network_name(&cfg.network)
+                    )));
+                };
+                cubby_engine::service::networks::setup_transient(engine, step.id, &cfg, &mut spec)
+                    .map_err(|e| {
+                        BuildError::invalid(format!(
+                            "RUN on network {}: {e}",
+                            network_name(&cfg.network)
+                        ))
+                    })?;
+                Some(NetHold {
+                    engine,
+                    id: step.id,
+                })
+            }
+        };
         let cfg_path = step.bundle.join("config.json");
         let json = serde_json::to_vec(&spec)
             .map_err(|e| BuildError::invalid(format!("RUN container spec: {e}")))?;
@@ -96,6 +146,15 @@ impl Runner {
             .wait()
             .map_err(|e| BuildError::io("waiting for the RUN helper", e))?;
         Ok(status.code().unwrap_or(128 + 9))
+    }
+}
+
+fn network_name(n: &NetworkMode) -> &str {
+    match n {
+        NetworkMode::Named(n) => n,
+        NetworkMode::Default => "bridge",
+        NetworkMode::None => "none",
+        NetworkMode::Host => "host",
     }
 }
 

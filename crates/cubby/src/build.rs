@@ -30,9 +30,13 @@ pub struct BuildArgs {
     /// Pull base images even when they are in the store.
     #[arg(long)]
     pub pull: bool,
-    /// The network of RUN steps: none (default) or host.
+    /// The network of RUN steps: none (default), host, bridge (the default
+    /// network of `cubby daemon`) or a network's name.
     #[arg(long, default_value = "none")]
     pub network: String,
+    /// Networking of this root (as `cubby daemon`'s), for RUN steps on a network.
+    #[command(flatten)]
+    pub net: crate::network_args::NetArgs,
     /// A label for the image (KEY=VALUE).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
@@ -65,13 +69,35 @@ pub fn build(images: &Images, state_dir: &Path, args: BuildArgs) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("cubby build needs root to run RUN steps in containers: run it with sudo");
     }
-    let network = match args.network.as_str() {
-        "none" | "default" => NetworkMode::None,
-        "host" => NetworkMode::Host,
-        "bridge" => {
-            bail!("--network bridge: standalone builds have no bridge; use --network host, or none")
+    let network = match NetworkMode::parse(&args.network)
+        .map_err(|e| anyhow::anyhow!("--network {}: {e}", args.network))?
+    {
+        NetworkMode::None | NetworkMode::Default => NetworkMode::None,
+        m => m,
+    };
+    // RUN steps on a network join this root's networks (the daemon's, if
+    // one runs: the network store locks across processes).
+    let engine = match &network {
+        NetworkMode::Named(name) => {
+            let store = cubby_image::store::Store::open(&images.root)
+                .with_context(|| format!("open the image store at {}", images.root.display()))?;
+            let mut e = cubby_engine::service::Engine::with_store(
+                cubby_engine::service::EngineOptions {
+                    // Never contacted: the builder only uses the networks.
+                    monitor_socket: state_dir.join("monitor.sock"),
+                    root: images.root.clone(),
+                    cgroup_parent: "cubby".into(),
+                },
+                store,
+            );
+            let nets = args.net.open(&images.root, state_dir)?;
+            if nets.find(name)?.is_none() {
+                bail!("--network {name}: no such network (see `docker network ls`)");
+            }
+            e.networks = Some(nets);
+            Some(std::sync::Arc::new(e))
         }
-        other => bail!("--network {other}: use none or host"),
+        _ => None,
     };
     let opts = BuildOptions {
         context: args.context.clone(),
@@ -95,6 +121,7 @@ pub fn build(images: &Images, state_dir: &Path, args: BuildArgs) -> Result<()> {
         exe: PathBuf::from("/proc/self/exe"),
         state_dir: state_dir.to_path_buf(),
         cgroup_parent: "cubby".into(),
+        engine,
     };
     let pull = |name: &str| -> std::result::Result<(), String> {
         images
@@ -165,6 +192,7 @@ pub fn commit(images: &Images, args: CommitArgs) -> Result<()> {
         exe: PathBuf::from("/proc/self/exe"),
         state_dir: PathBuf::new(),
         cgroup_parent: "cubby".into(),
+        engine: None,
     };
     let opts = cubby_build::builder::CommitOptions {
         tags: args.repository.into_iter().collect(),

@@ -427,3 +427,178 @@ fn docker_cli_and_docker_py_build_against_the_daemon() {
         stderr(&py)
     );
 }
+
+/// The network of RUN steps: the daemon's default bridge by default (as
+/// dockerd), none and host really applied (the interfaces a RUN sees),
+/// through `docker build` (networkmode) and standalone `cubby build`
+/// beside the daemon. The HTTP server is a container on the bridge (an
+/// address cubby assigned).
+#[test]
+fn run_steps_join_the_bridge_or_none_or_host() {
+    let d = Daemon::start("buildnet");
+    d.import_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir /www && echo served > /www/hello.txt && exec httpd -f -p 8080 -h /www",
+    ]);
+    let ip = d
+        .ok(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            "web",
+        ])
+        .trim()
+        .to_string();
+    assert!(
+        ip.parse::<std::net::Ipv4Addr>().is_ok(),
+        "web's address: {ip:?}"
+    );
+    daemon::eventually("httpd answers", || {
+        let o = d.docker(&[
+            "exec",
+            "web",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://127.0.0.1:8080/hello.txt",
+        ]);
+        o.status.success().then_some(())
+    });
+    let ctx = d.tmp.path().join("netctx");
+    write(
+        &ctx,
+        &[(
+            "Dockerfile",
+            "FROM busybox\nARG WEB\n\
+             RUN grep : /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' ' > /ifs \
+             && if [ -n \"$WEB\" ]; then wget -q -O /got.txt http://$WEB:8080/hello.txt; fi\n",
+        )],
+    );
+    let ctx_s = ctx.to_str().unwrap();
+    let web_arg = format!("WEB={ip}");
+    let build = |args: &[&str]| {
+        let out = d
+            .docker_cmd(args)
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!("{}\n{}", stdout(&out), stderr(&out)),
+        )
+    };
+    let ifs = |image: &str| d.ok(&["run", "--rm", "--network", "none", image, "cat", "/ifs"]);
+
+    // docker build's default (networkmode=default): the bridge.
+    let (ok, log) = build(&["build", "-t", "net-default", "--build-arg", &web_arg, ctx_s]);
+    assert!(ok, "{log}");
+    assert_eq!(ifs("net-default"), "eth0 lo ");
+    assert_eq!(
+        d.ok(&["run", "--rm", "net-default", "cat", "/got.txt"]),
+        "served\n"
+    );
+    let (ok, log) = build(&[
+        "build",
+        "--no-cache",
+        "--network",
+        "bridge",
+        "-t",
+        "net-bridge",
+        "--build-arg",
+        &web_arg,
+        ctx_s,
+    ]);
+    assert!(ok, "{log}");
+    assert_eq!(ifs("net-bridge"), "eth0 lo ");
+    // none: only loopback, and the server is out of reach.
+    let (ok, log) = build(&["build", "--network", "none", "-t", "net-none", ctx_s]);
+    assert!(ok, "{log}");
+    assert_eq!(ifs("net-none"), "lo ");
+    let (ok, log) = build(&[
+        "build",
+        "--network",
+        "none",
+        "-t",
+        "net-none2",
+        "--build-arg",
+        &web_arg,
+        ctx_s,
+    ]);
+    assert!(!ok, "a RUN without network reached {ip}: {log}");
+    // host: the host's interfaces, among them this daemon's bridge.
+    let (ok, log) = build(&["build", "--network", "host", "-t", "net-host", ctx_s]);
+    assert!(ok, "{log}");
+    let host = ifs("net-host");
+    assert!(
+        host.split(' ').any(|i| i == d.net.bridge()) && host.contains("lo "),
+        "host network RUN saw {host:?}"
+    );
+    let (ok, log) = build(&["build", "--network", "container:web", "-t", "x", ctx_s]);
+    assert!(!ok && log.contains("container:"), "{log}");
+
+    // Standalone `cubby build` beside the daemon, on the daemon's bridge.
+    let mut args: Vec<String> = [
+        "build",
+        "--network",
+        "bridge",
+        "-t",
+        "net-cli",
+        "--build-arg",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(web_arg.clone());
+    args.extend(d.net.daemon_args());
+    args.push(ctx_s.to_string());
+    let out = d.cubby().args(&args).output().unwrap();
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(ifs("net-cli"), "eth0 lo ");
+    assert_eq!(
+        d.ok(&["run", "--rm", "net-cli", "cat", "/got.txt"]),
+        "served\n"
+    );
+    let out = d
+        .cubby()
+        .args(["build", "--network", "nosuchnet", "-t", "y", ctx_s])
+        .args(d.net.daemon_args())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && stderr(&out).contains("nosuchnet"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Every RUN released its endpoint (the `run --rm`s above release
+    // theirs after they are destroyed, asynchronously).
+    let on_bridge = d.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .Containers}}{{.Name}} {{end}}",
+        "bridge",
+    ]);
+    assert!(
+        on_bridge.contains("web") && !on_bridge.contains("build-"),
+        "endpoints on the bridge: {on_bridge}"
+    );
+    let netns_left: Vec<String> = std::fs::read_dir(d.tmp.path().join("netns"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("build-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(netns_left.is_empty(), "build netns left: {netns_left:?}");
+    d.ok(&["rm", "-f", "web"]);
+}

@@ -16,6 +16,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{NetError, Result};
@@ -270,10 +271,23 @@ impl NetworkStore {
         &self.cfg
     }
 
-    fn guard(&self) -> MutexGuard<'_, ()> {
+    /// The store's lock: a mutex between threads and an exclusive flock on
+    /// `<state_dir>/.lock` between processes (a `cubby build` beside the
+    /// daemon allocates addresses in the same files).
+    fn guard(&self) -> Result<(MutexGuard<'_, ()>, Flock<fs::File>)> {
         // A panic while holding the lock leaves files consistent (every
         // write is atomic), so a poisoned lock is still usable.
-        self.lock.lock().unwrap_or_else(|p| p.into_inner())
+        let m = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let path = self.cfg.state_dir.join(".lock");
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| NetError::io(format!("open {}", path.display()), e))?;
+        let f = Flock::lock(f, FlockArg::LockExclusive)
+            .map_err(|(_, e)| NetError::io(format!("lock {}", path.display()), e.into()))?;
+        Ok((m, f))
     }
 
     fn net_dir(&self, name: &str) -> PathBuf {
@@ -354,7 +368,7 @@ impl NetworkStore {
     }
 
     pub fn create(&self, opts: CreateOpts) -> Result<Network> {
-        let _g = self.guard();
+        let _g = self.guard()?;
         if !valid_name(&opts.name) {
             return Err(NetError::Invalid(format!(
                 "network name {:?}: use letters, digits, '_', '.', '-' (up to 64)",
@@ -424,7 +438,7 @@ impl NetworkStore {
 
     /// Removes a network without endpoints (and its bridge).
     pub fn remove(&self, key: &str) -> Result<Network> {
-        let _g = self.guard();
+        let _g = self.guard()?;
         let net = self.get(key)?;
         if !net.user_defined() {
             return Err(NetError::Invalid(format!(
@@ -464,7 +478,7 @@ impl NetworkStore {
     pub fn prepare(&self, container_id: &str, hostname: &str) -> Result<PathBuf> {
         // Under the lock: a reconcile never sees a netns made after it
         // took its set of live containers (see `reconcile_with`).
-        let _g = self.guard();
+        let _g = self.guard()?;
         let ns = netns::create(&self.cfg.netns_dir, container_id)?;
         let dir = self.files_dir(container_id);
         fs::create_dir_all(&dir)
@@ -483,7 +497,7 @@ impl NetworkStore {
 
     /// Connects a prepared container to `net`.
     pub fn attach(&self, net_key: &str, req: AttachReq) -> Result<Endpoint> {
-        let _g = self.guard();
+        let _g = self.guard()?;
         let net = self.get(net_key)?;
         let mut ipam_file = self.read_ipam(&net)?;
         if ipam_file.endpoints.contains_key(&req.container_id) {
@@ -617,7 +631,7 @@ impl NetworkStore {
 
     /// Disconnects a container from `net`; Ok(None) if it was not connected.
     pub fn detach(&self, net_key: &str, container_id: &str) -> Result<Option<Endpoint>> {
-        let _g = self.guard();
+        let _g = self.guard()?;
         let net = self.get(net_key)?;
         self.detach_locked(&net, container_id)
     }
@@ -640,7 +654,7 @@ impl NetworkStore {
     /// Detaches the container from every network and removes its netns and
     /// files (container removal). Idempotent.
     pub fn release(&self, container_id: &str) -> Result<()> {
-        let _g = self.guard();
+        let _g = self.guard()?;
         self.release_locked(container_id)
     }
 
@@ -662,7 +676,7 @@ impl NetworkStore {
     /// names, removes stray netns files, recreates bridges of networks with
     /// endpoints and rewrites the firewall table.
     pub fn reconcile(&self, live: &HashSet<String>) -> Result<ReconcileReport> {
-        let _g = self.guard();
+        let _g = self.guard()?;
         self.reconcile_locked(live)
     }
 
@@ -674,7 +688,7 @@ impl NetworkStore {
         &self,
         live: impl FnOnce() -> std::result::Result<HashSet<String>, E>,
     ) -> std::result::Result<ReconcileReport, E> {
-        let _g = self.guard();
+        let _g = self.guard()?;
         let live = live()?;
         Ok(self.reconcile_locked(&live)?)
     }
@@ -771,7 +785,7 @@ impl NetworkStore {
 
     /// Rewrites this store's nftables table from the records.
     pub fn apply_firewall(&self) -> Result<()> {
-        let _g = self.guard();
+        let _g = self.guard()?;
         self.apply_firewall_locked()
     }
 

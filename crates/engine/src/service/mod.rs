@@ -67,6 +67,9 @@ pub struct Engine {
     pub insecure_registries: Vec<String>,
     /// Container networks (None: containers get an isolated netns only).
     pub networks: Option<cubby_network::NetworkStore>,
+    /// Containers the monitor does not know that hold a network endpoint
+    /// (a build's RUN steps): the network reconcile counts them as live.
+    pub transient: Mutex<std::collections::HashSet<String>>,
 }
 
 pub type Shared = Arc<Engine>;
@@ -96,6 +99,7 @@ impl Engine {
             execs: Default::default(),
             insecure_registries: Vec::new(),
             networks: None,
+            transient: Default::default(),
         }
     }
 

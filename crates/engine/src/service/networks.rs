@@ -293,6 +293,40 @@ fn check_ports(s: &NetworkStore, ports: &[PortMap]) -> EngineResult<()> {
     Ok(())
 }
 
+fn lock_transient(d: &Engine) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+    d.transient.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Networking for a container the monitor does not know (a build's RUN
+/// step, blocking): like [`setup`] for `cfg.network` (a named network, or
+/// the default one), and the id counts as live for the reconcile until
+/// [`release_transient`]. Undone on failure.
+pub fn setup_transient(
+    d: &Engine,
+    id: &str,
+    cfg: &crate::config::ContainerConfig,
+    spec: &mut oci_spec::runtime::Spec,
+) -> EngineResult<()> {
+    // Before the netns exists: the reconcile takes its live set under the
+    // store's lock, which prepare also takes.
+    lock_transient(d).insert(id.to_string());
+    let r = setup(d, id, id, cfg, spec);
+    if r.is_err() {
+        lock_transient(d).remove(id);
+    }
+    r
+}
+
+/// Undoes [`setup_transient`] (blocking): endpoints, netns and files.
+pub fn release_transient(d: &Engine, id: &str) -> EngineResult<()> {
+    let r = match d.networks.as_ref() {
+        Some(s) => s.release(id).map_err(EngineError::from),
+        None => Ok(()),
+    };
+    lock_transient(d).remove(id);
+    r
+}
+
 /// At create (blocking): gives the container its network per
 /// HostConfig.NetworkMode and points the spec at it. Undone by [`release`].
 pub(crate) fn setup(
@@ -531,7 +565,9 @@ pub async fn watch(d: Shared) {
             let socket = d2.monitor_socket.clone();
             store(&d2)?.reconcile_with(|| -> EngineResult<_> {
                 let mut c = crate::client::MonitorClient::connect(&socket)?;
-                Ok(super::containers::live_ids(&mut c)?)
+                let mut live = super::containers::live_ids(&mut c)?;
+                live.extend(lock_transient(&d2).iter().cloned());
+                Ok(live)
             })
         })
         .await;
