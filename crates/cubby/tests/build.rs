@@ -355,6 +355,23 @@ fn docker_cli_and_docker_py_build_against_the_daemon() {
         stderr(&out)
     );
     d.fails(&["image", "inspect", "dbad"]);
+    // No stray RUN container: no runtime state, cgroup or netns of a build.
+    let builds_in = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("build-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut left = builds_in(&d.root().join("build/state"));
+    left.extend(builds_in(&d.tmp.path().join("netns")));
+    for cg in d.cgroup_dirs() {
+        left.extend(builds_in(&cg));
+    }
+    assert!(left.is_empty(), "left by the failing build: {left:?}");
 
     // docker commit (paused while running, --change) and docker export.
     d.ok(&[
@@ -601,4 +618,89 @@ fn run_steps_join_the_bridge_or_none_or_host() {
         .unwrap_or_default();
     assert!(netns_left.is_empty(), "build netns left: {netns_left:?}");
     d.ok(&["rm", "-f", "web"]);
+}
+
+/// ADD of a local tar.gz (unpacked), COPY globs, -f, --label, the escape
+/// directive and line continuations, exec-form RUN, SHELL, and the
+/// metadata instructions stored in the image config (HEALTHCHECK too).
+#[test]
+fn cubby_build_add_tar_globs_and_metadata() {
+    let c = cubby_with_busybox();
+    let ctx = c.world.dir.path().join("meta");
+    write(
+        &ctx,
+        &[
+            ("tree/a/one.txt", "one\n"),
+            ("tree/two.txt", "two\n"),
+            ("g1.txt", "g1\n"),
+            ("g2.txt", "g2\n"),
+            ("other.md", "no\n"),
+            (
+                "Build.docker",
+                "# escape=`\n\
+                 FROM busybox\n\
+                 ADD tree.tar.gz /unpacked/\n\
+                 COPY g*.txt /globbed/\n\
+                 SHELL [\"/bin/sh\", \"-c\"]\n\
+                 RUN [\"/bin/sh\", \"-c\", \"cat /unpacked/a/one.txt /unpacked/two.txt > /both\"]\n\
+                 RUN echo one `\n    two > /joined\n\
+                 ENV GREETING=hi\n\
+                 EXPOSE 8080/tcp\n\
+                 VOLUME /data\n\
+                 STOPSIGNAL SIGTERM\n\
+                 HEALTHCHECK --interval=5s --timeout=2s --retries=4 CMD wget -q -O - http://127.0.0.1:8080/ || exit 1\n\
+                 ENTRYPOINT [\"/bin/sh\", \"-c\"]\n\
+                 CMD [\"cat /both\"]\n",
+            ),
+        ],
+    );
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(ctx.join("tree"))
+        .arg("-czf")
+        .arg(ctx.join("tree.tar.gz"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let df = ctx.join("Build.docker");
+    c.ok(&[
+        "build",
+        "-q",
+        "-f",
+        df.to_str().unwrap(),
+        "--label",
+        "team=lab",
+        "-t",
+        "meta:1",
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(c.ok(&["run", "--rm", "meta:1"]), "one\ntwo\n");
+    assert_eq!(
+        c.ok(&["run", "--rm", "meta:1", "ls /globbed; cat /joined"]),
+        "g1.txt\ng2.txt\none two\n"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&c.ok(&["image", "inspect", "meta:1"])).unwrap();
+    let cfg = &inspect[0]["Config"];
+    assert_eq!(
+        cfg["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "wget -q -O - http://127.0.0.1:8080/ || exit 1"]),
+        "{cfg}"
+    );
+    assert_eq!(cfg["Healthcheck"]["Interval"], 5_000_000_000u64, "{cfg}");
+    assert_eq!(cfg["Healthcheck"]["Timeout"], 2_000_000_000u64, "{cfg}");
+    assert_eq!(cfg["Healthcheck"]["Retries"], 4, "{cfg}");
+    assert_eq!(cfg["Labels"]["team"], "lab", "{cfg}");
+    assert_eq!(cfg["StopSignal"], "SIGTERM", "{cfg}");
+    assert!(cfg["ExposedPorts"]["8080/tcp"].is_object(), "{cfg}");
+    assert!(cfg["Volumes"]["/data"].is_object(), "{cfg}");
+    assert!(
+        cfg["Env"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|v| v == "GREETING=hi")),
+        "{cfg}"
+    );
+    c.no_mounts_left();
+    assert!(scratch_left(&c).is_empty(), "{:?}", scratch_left(&c));
 }
