@@ -280,6 +280,29 @@ fn built_image_pushes_and_skopeo_reads_it() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["Layers"].as_array().map(|l| l.len()), Some(3), "{v}");
     assert_eq!(v["Labels"]["org.example"], "yes", "{v}");
+
+    // --pull: the base comes from the registry even when the store holds
+    // an image of that name (here an impostor: plain busybox).
+    c.ok(&["tag", "busybox:latest", &name]);
+    let ctx2 = c.world.dir.path().join("pullctx");
+    write(
+        &ctx2,
+        &[("Dockerfile", &format!("FROM {name}\nLABEL pulled=yes\n"))],
+    );
+    let ctx2_s = ctx2.to_str().unwrap();
+    c.ok(&["build", "-q", "-t", "local-base", ctx2_s]);
+    let out = c.run(&[
+        "run",
+        "--rm",
+        "local-base",
+        "/bin/busybox",
+        "test",
+        "-e",
+        "/data/out.txt",
+    ]);
+    assert!(!out.status.success(), "the store's base was not used");
+    c.ok(&["build", "-q", "--pull", "-t", "pulled-base", ctx2_s]);
+    assert_eq!(c.ok(&["run", "--rm", "pulled-base"]), "hi from build\n");
 }
 
 const PY: &str = r#"
