@@ -10,6 +10,7 @@
 pub mod activity;
 pub mod admission;
 pub mod culling;
+pub mod pool;
 mod shutdown;
 
 use std::collections::HashSet;
@@ -96,6 +97,8 @@ pub struct Manager {
     checkpoint_permits: Arc<Semaphore>,
     /// Class networks ensured by this process.
     networks: Mutex<HashSet<String>>,
+    /// Ready sandboxes per template (pool.rs).
+    pub pool: pool::Pool,
 }
 
 /// Removes a session from `inflight` when its driver ends, even by panic.
@@ -146,6 +149,7 @@ impl Manager {
             checkpointing: Mutex::new(HashSet::new()),
             checkpoint_permits: Arc::new(Semaphore::new(2)),
             networks: Mutex::new(HashSet::new()),
+            pool: pool::Pool::default(),
         }))
     }
 
@@ -441,7 +445,7 @@ impl Manager {
 
     async fn spec_of(&self, s: &Session) -> Result<crate::backend::SandboxSpec> {
         let t = self.store.template(&s.template_id).await?;
-        Ok(sandbox_spec(
+        let mut spec = sandbox_spec(
             &t.spec,
             &SandboxFor {
                 service_id: &self.service_id,
@@ -449,7 +453,12 @@ impl Manager {
                 class_id: &s.class_id,
                 student_id: &s.student_id,
             },
-        ))
+        );
+        // A claimed warm-pool member's own volume (the row is authoritative).
+        if let Some(v) = &s.volume {
+            spec.workspace_volume = v.clone();
+        }
+        Ok(spec)
     }
 
     /// The end of a session: archive (export, compress, store, read back,
@@ -509,6 +518,19 @@ impl Manager {
         if s.restore_state != "undecided" {
             return Ok(s.clone());
         }
+        // The student's last session was a pooled one that failed: its
+        // volume holds their work, as a derived one left by a failure would.
+        if s.volume.is_none() {
+            if let Some(v) = self
+                .store
+                .failed_own_volume(&s.class_id, &s.student_id)
+                .await?
+            {
+                if self.backend.volume_exists(&v).await? {
+                    return self.store.inherit_volume(&s.id, &v).await;
+                }
+            }
+        }
         let from = match self
             .store
             .restore_choice(&s.class_id, &s.student_id)
@@ -527,24 +549,67 @@ impl Manager {
         self.store.decide_restore(s, from.as_deref()).await
     }
 
-    /// Network, sandbox, restore, readiness. Returns the sandbox's address.
-    async fn provision(&self, s: &Session) -> Result<Option<String>> {
-        let spec = self.spec_of(s).await?;
-        let s = &self.decide_restore(s, &spec.workspace_volume).await?;
-        // Once per class network and process: one engine call less per start.
-        let net = spec.network.name.clone();
+    /// Ensures a network once per process: one engine call less per start.
+    async fn ensure_network_once(&self, net: &crate::backend::ClassNetwork) -> Result<()> {
         let known = self
             .networks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&net);
+            .contains(&net.name);
         if !known {
-            self.backend.ensure_network(&spec.network).await?;
+            self.backend.ensure_network(net).await?;
             self.networks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(net.clone());
+                .insert(net.name.clone());
         }
+        Ok(())
+    }
+
+    /// Restores the decided archive into the running sandbox (where every
+    /// engine sees the volume); extracting again after a crash rewrites the
+    /// same files.
+    async fn restore_into(
+        &self,
+        s: &Session,
+        spec: &crate::backend::SandboxSpec,
+    ) -> Result<Session> {
+        if s.restore_state == "pending" {
+            if let Some(id) = &s.restore_from {
+                let a = self.store.archive(id).await?;
+                let tar = self.cfg.objects.get_tar(&a.object_key).await?;
+                self.backend
+                    .import_tar(
+                        &spec.name,
+                        crate::archive::parent_dir(&spec.workspace_path),
+                        tar,
+                    )
+                    .await?;
+                self.store.restore_done(&s.id).await?;
+                return self.store.session(&s.id).await;
+            }
+        }
+        Ok(s.clone())
+    }
+
+    /// Network, sandbox, restore, readiness (or a warm-pool member claimed
+    /// for it). Returns the sandbox's address.
+    async fn provision(&self, s: &Session) -> Result<Option<String>> {
+        let mut s = s.clone();
+        // A claim interrupted by a crash: given up, provisioned anew.
+        if s.volume.is_some() && s.restore_state != "kept" {
+            s = self.drop_claim(&s).await?;
+        }
+        let t = self.store.template(&s.template_id).await?;
+        let spec = self.spec_of(&s).await?;
+        let s = &self.decide_restore(&s, &spec.workspace_volume).await?;
+        if let Some(address) = self.try_claim(s, &t.spec).await? {
+            return Ok(address);
+        }
+        let s = &self.store.session(&s.id).await?;
+        let spec = self.spec_of(s).await?;
+        let net = spec.network.name.clone();
+        self.ensure_network_once(&spec.network).await?;
         let info = match self.backend.start_sandbox(&spec).await {
             Ok(i) => i,
             Err(e) => {
@@ -556,23 +621,7 @@ impl Manager {
                 return Err(e.into());
             }
         };
-        if s.restore_state == "pending" {
-            if let Some(id) = &s.restore_from {
-                // Into the running sandbox (where every engine sees the
-                // volume); extracting again after a crash rewrites the same
-                // files.
-                let a = self.store.archive(id).await?;
-                let tar = self.cfg.objects.get_tar(&a.object_key).await?;
-                self.backend
-                    .import_tar(
-                        &spec.name,
-                        crate::archive::parent_dir(&spec.workspace_path),
-                        tar,
-                    )
-                    .await?;
-                self.store.restore_done(&s.id).await?;
-            }
-        }
+        self.restore_into(s, &spec).await?;
         if let Some(port) = spec.app_port {
             match self
                 .backend
@@ -649,8 +698,14 @@ impl Manager {
                 continue;
             }
             let session = sb.labels.get(LABEL_SESSION).cloned();
+            let pooled = sb.labels.contains_key(crate::backend::LABEL_POOL);
+            if pooled && sb.name.starts_with("caas-pool-") {
+                continue; // an unclaimed warm-pool member: the pool's
+            }
             let known = match self.store.session_by_sandbox(&sb.name).await? {
-                Some(s) => session.as_deref() == Some(s.id.as_str()),
+                // A claimed member carries no session label: its row is
+                // authoritative.
+                Some(s) => pooled || session.as_deref() == Some(s.id.as_str()),
                 None => false,
             };
             if !known {
