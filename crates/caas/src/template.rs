@@ -216,7 +216,12 @@ pub fn spec_digest(t: &TemplateSpec) -> String {
 /// A warm-pool member of template `template_id`: the template's sandbox
 /// with generic labels (no session, class or student), its own volume, on
 /// the pool network.
-pub fn pool_spec(t: &TemplateSpec, service_id: &str, template_id: &str, member_id: &str) -> SandboxSpec {
+pub fn pool_spec(
+    t: &TemplateSpec,
+    service_id: &str,
+    template_id: &str,
+    member_id: &str,
+) -> SandboxSpec {
     let mut spec = sandbox_spec(
         t,
         &SandboxFor {
@@ -229,8 +234,10 @@ pub fn pool_spec(t: &TemplateSpec, service_id: &str, template_id: &str, member_i
     spec.labels.remove(LABEL_SESSION);
     spec.labels.remove(LABEL_CLASS);
     spec.labels.remove(LABEL_STUDENT);
-    spec.labels
-        .insert(crate::backend::LABEL_POOL.to_string(), template_id.to_string());
+    spec.labels.insert(
+        crate::backend::LABEL_POOL.to_string(),
+        template_id.to_string(),
+    );
     spec.labels
         .insert(crate::backend::LABEL_POOL_SPEC.to_string(), spec_digest(t));
     spec.name = pool_member_name(member_id);

@@ -1004,16 +1004,28 @@ fn metric(s: &Serve, line_start: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Unclaimed warm-pool members of the template, by name.
+/// Unclaimed warm-pool members of the template, by name (claimed ones are
+/// the sandboxes of active sessions).
 fn pool_members(s: &Serve, tpl: &str) -> Vec<String> {
-    let filter = format!("label=io.cubby.caas.pool={tpl}");
-    let mut v: Vec<String> = s
-        .d
-        .ok(&["ps", "--filter", &filter, "--format", "{{.Names}}"])
-        .lines()
-        .filter(|n| n.starts_with("caas-pool-"))
-        .map(str::to_string)
+    let claimed: Vec<String> = s
+        .ok(
+            "GET",
+            "/api/sessions?active=true",
+            Some(&s.token("root", "admin-pass-1")),
+            None,
+        )
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["sandbox"].as_str().unwrap().to_string())
         .collect();
+    let filter = format!("label=io.cubby.caas.pool={tpl}");
+    let mut v: Vec<String> =
+        s.d.ok(&["ps", "--filter", &filter, "--format", "{{.Names}}"])
+            .lines()
+            .filter(|n| n.starts_with("caas-pool-") && !claimed.iter().any(|c| c == n))
+            .map(str::to_string)
+            .collect();
     v.sort();
     v
 }
@@ -1032,8 +1044,8 @@ fn inspect(s: &Serve, name: &str) -> Value {
     serde_json::from_str::<Value>(&out).unwrap()[0].clone()
 }
 
-/// A warm pool of 2: a start claims a member (renamed to the session's
-/// sandbox, on the class network only, the template's env and limits,
+/// A warm pool of 2: a start claims a member (the session's sandbox, on
+/// the class network only, the template's env and limits,
 /// nothing left from pool life, the student's archive restored), the pool
 /// refills, members survive a kill -9 of serve, and a template change
 /// replaces them.
@@ -1080,7 +1092,7 @@ fn warm_pool_claim_refill_restart_and_template_change() {
     let s1 = start(&s);
     assert_eq!(metric(&s, "cubby_pool_claims_total"), Some(1.0));
     let sb = s1["sandbox"].as_str().unwrap().to_string();
-    assert_eq!(sb, format!("caas-{}", s1["id"].as_str().unwrap()));
+    assert!(members.contains(&sb), "{sb} not one of {members:?}");
     let c = inspect(&s, &sb);
     let env: Vec<String> = serde_json::from_value(c["Config"]["Env"].clone()).unwrap();
     assert!(env.contains(&"POOLTEST=one".to_string()), "{env:?}");
@@ -1101,15 +1113,26 @@ fn warm_pool_claim_refill_restart_and_template_change() {
     // Nothing from pool life; the app answers; the student works.
     let ls = s.d.ok(&["exec", &sb, "ls", "-A", "/workspace"]);
     assert!(!ls.contains("poollife"), "{ls}");
-    let page = s.d.ok(&["exec", &sb, "wget", "-qO-", "http://127.0.0.1:8080/"]);
+    let page =
+        s.d.ok(&["exec", &sb, "wget", "-qO-", "http://127.0.0.1:8080/"]);
     assert!(!page.is_empty());
     s.d.ok(&["exec", &sb, "sh", "-c", "echo mine > /workspace/mine.txt"]);
     // Not an orphan: the row owns it.
-    let orphans = s.ok("GET", "/api/orphans", Some(&s.token("root", "admin-pass-1")), None);
+    let orphans = s.ok(
+        "GET",
+        "/api/orphans",
+        Some(&s.token("root", "admin-pass-1")),
+        None,
+    );
     assert!(!orphans.to_string().contains(&sb), "{orphans}");
     // Stop: archived, sandbox and the member's volume removed.
     let id1 = s1["id"].as_str().unwrap();
-    s.ok("POST", &format!("/api/sessions/{id1}/stop"), Some(&ann), None);
+    s.ok(
+        "POST",
+        &format!("/api/sessions/{id1}/stop"),
+        Some(&ann),
+        None,
+    );
     s.until(&format!("/api/sessions/{id1}"), &ann, 60, |v| {
         v["state"] == "stopped"
     });
@@ -1132,7 +1155,12 @@ fn warm_pool_claim_refill_restart_and_template_change() {
     assert_eq!(wait_pool(&s, &tpl, 2), members);
     assert_eq!(metric(&s, "cubby_pool_made_total"), Some(0.0));
     // The session of before the kill is still its own, not an orphan.
-    let orphans = s.ok("GET", "/api/orphans", Some(&s.token("root", "admin-pass-1")), None);
+    let orphans = s.ok(
+        "GET",
+        "/api/orphans",
+        Some(&s.token("root", "admin-pass-1")),
+        None,
+    );
     assert!(!orphans.to_string().contains(&sb2), "{orphans}");
     // A template change: the old members go, new ones come.
     let t = s.token("teach", "teach-pass-1");
@@ -1151,6 +1179,9 @@ fn warm_pool_claim_refill_restart_and_template_change() {
     let env: Vec<String> = serde_json::from_value(c["Config"]["Env"].clone()).unwrap();
     assert!(env.contains(&"POOLTEST=two".to_string()), "{env:?}");
     for m in &members {
-        assert!(s.d.docker(&["inspect", m]).status.code() != Some(0), "{m} kept");
+        assert!(
+            s.d.docker(&["inspect", m]).status.code() != Some(0),
+            "{m} kept"
+        );
     }
 }

@@ -41,7 +41,7 @@ pub(super) async fn audit(
         .audit(Some(&who.id), action, Some(target), detail)
         .await
     {
-        eprintln!("cubby serve: audit {action} {target}: {e}");
+        crate::log!("warn", "audit {action} {target}: {e}");
     }
 }
 

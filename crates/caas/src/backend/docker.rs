@@ -21,14 +21,14 @@ use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EventMessage,
-    HostConfig, Mount, MountTypeEnum, MountVolumeOptions, NetworkConnectRequest, NetworkCreateRequest,
-    NetworkDisconnectRequest, RestartPolicy,
-    RestartPolicyNameEnum, VolumeCreateOptions,
+    HostConfig, Mount, MountTypeEnum, MountVolumeOptions, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkDisconnectRequest, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateOptions,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, DownloadFromContainerOptions, EventsOptions, InspectContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, RenameContainerOptions, RemoveVolumeOptions, StartContainerOptions,
-    StatsOptions, StopContainerOptions, UploadToContainerOptions,
+    ListContainersOptions, RemoveContainerOptions, RemoveVolumeOptions, RenameContainerOptions,
+    StartContainerOptions, StatsOptions, StopContainerOptions, UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
@@ -1101,9 +1101,7 @@ impl Backend for DockerBackend {
         match r {
             Ok(()) => Ok(()),
             Err(e) => match self.err(e) {
-                BackendError::Invalid(m) | BackendError::Engine(m)
-                    if m.contains("already") =>
-                {
+                BackendError::Invalid(m) | BackendError::Engine(m) if m.contains("already") => {
                     Ok(())
                 }
                 e => Err(e),

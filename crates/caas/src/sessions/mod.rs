@@ -222,7 +222,7 @@ impl Manager {
     ) -> Result<Session> {
         let s = self.request(class_id, student_id, actor).await?;
         if let Err(e) = self.drive(&s.id).await {
-            eprintln!("cubby serve: session {}: {e}", s.id);
+            crate::log!("warn", "session {}: {e}", s.id);
         }
         self.wait_settled(&s.id, timeout).await
     }
@@ -289,7 +289,7 @@ impl Manager {
         let id = id.to_string();
         tokio::spawn(async move {
             if let Err(e) = me.drive(&id).await {
-                eprintln!("cubby serve: session {id}: {e}");
+                crate::log!("warn", "session {id}: {e}");
             }
         });
     }
@@ -364,7 +364,7 @@ impl Manager {
                             // Nothing was deleted: retried with back-off. The
                             // sandbox is stopped (the session did end); the
                             // retry starts it again to export the volume.
-                            eprintln!("cubby serve: session {id}: archive pending: {e}");
+                            crate::log!("warn", "session {id}: archive pending: {e}");
                             let _ = self
                                 .backend
                                 .stop_sandbox(&s.sandbox, self.cfg.stop_grace)
@@ -454,9 +454,11 @@ impl Manager {
                 student_id: &s.student_id,
             },
         );
-        // A claimed warm-pool member's own volume (the row is authoritative).
-        if let Some(v) = &s.volume {
-            spec.workspace_volume = v.clone();
+        // A claimed warm-pool member: its own name and volume (the row is
+        // authoritative; its labels are the pool's).
+        if let Some(member) = s.sandbox.strip_prefix("caas-pool-") {
+            spec.name = s.sandbox.clone();
+            spec.workspace_volume = crate::template::pool_volume(member);
         }
         Ok(spec)
     }
@@ -504,7 +506,7 @@ impl Manager {
         // will not remove (still claimed by something else) is kept, said
         // in the session's reason, and not a reason to archive again.
         if let Err(e) = self.backend.remove_volume(&spec.workspace_volume).await {
-            eprintln!("cubby serve: session {}: archived; volume kept: {e}", s.id);
+            crate::log!("warn", "session {}: archived; volume kept: {e}", s.id);
             return Ok(Some(format!("archived; volume not removed: {e}")));
         }
         Ok(None)
@@ -517,19 +519,6 @@ impl Manager {
     async fn decide_restore(&self, s: &Session, volume: &str) -> Result<Session> {
         if s.restore_state != "undecided" {
             return Ok(s.clone());
-        }
-        // The student's last session was a pooled one that failed: its
-        // volume holds their work, as a derived one left by a failure would.
-        if s.volume.is_none() {
-            if let Some(v) = self
-                .store
-                .failed_own_volume(&s.class_id, &s.student_id)
-                .await?
-            {
-                if self.backend.volume_exists(&v).await? {
-                    return self.store.inherit_volume(&s.id, &v).await;
-                }
-            }
         }
         let from = match self
             .store
@@ -597,7 +586,7 @@ impl Manager {
     async fn provision(&self, s: &Session) -> Result<Option<String>> {
         let mut s = s.clone();
         // A claim interrupted by a crash: given up, provisioned anew.
-        if s.volume.is_some() && s.restore_state != "kept" {
+        if s.sandbox != crate::template::sandbox_name(&s.id) {
             s = self.drop_claim(&s).await?;
         }
         let t = self.store.template(&s.template_id).await?;
@@ -652,15 +641,17 @@ impl Manager {
         self.check_ready().await?;
         let orphans = self.orphans().await?;
         for o in &orphans {
-            eprintln!(
-                "cubby serve: orphan sandbox {} ({}): archiving, then removing",
-                o.name, o.reason
+            crate::log!(
+                "warn",
+                "orphan sandbox {} ({}): archiving, then removing",
+                o.name,
+                o.reason
             );
             let me = self.clone();
             let name = o.name.clone();
             tokio::spawn(async move {
                 if let Err(e) = me.archive_orphan(&name).await {
-                    eprintln!("cubby serve: orphan sandbox {name}: kept: {e}");
+                    crate::log!("warn", "orphan sandbox {name}: kept: {e}");
                 }
             });
         }
@@ -732,23 +723,23 @@ impl Manager {
                 Ok(mut stream) => {
                     // Events may have been missed while disconnected.
                     if let Err(e) = self.check_ready().await {
-                        eprintln!("cubby serve: check sessions: {e}");
+                        crate::log!("warn", "check sessions: {e}");
                     }
                     while let Some(ev) = stream.next().await {
                         match ev {
                             Ok(ev) => {
                                 if let Err(e) = self.on_event(ev).await {
-                                    eprintln!("cubby serve: sandbox event: {e}");
+                                    crate::log!("warn", "sandbox event: {e}");
                                 }
                             }
                             Err(e) => {
-                                eprintln!("cubby serve: sandbox events: {e}");
+                                crate::log!("warn", "sandbox events: {e}");
                                 break;
                             }
                         }
                     }
                 }
-                Err(e) => eprintln!("cubby serve: sandbox events: {e}"),
+                Err(e) => crate::log!("warn", "sandbox events: {e}"),
             }
             backoff = if began.elapsed() > Duration::from_secs(60) {
                 Duration::from_secs(1)
@@ -789,19 +780,19 @@ impl Manager {
                 self.spawn_drive(&s.id);
             }
             if let Err(e) = self.checkpoints_due().await {
-                eprintln!("cubby serve: checkpoints: {e}");
+                crate::log!("warn", "checkpoints: {e}");
             }
             if let Err(e) = self.collect_exams().await {
-                eprintln!("cubby serve: exam collection: {e}");
+                crate::log!("warn", "exam collection: {e}");
             }
             if let Err(e) = self.retry_archives(true).await {
-                eprintln!("cubby serve: archive retries: {e}");
+                crate::log!("warn", "archive retries: {e}");
             }
             if let Err(e) = self.enforce_max_length().await {
-                eprintln!("cubby serve: session time limits: {e}");
+                crate::log!("warn", "session time limits: {e}");
             }
             if let Err(e) = self.cull_idle().await {
-                eprintln!("cubby serve: idle culling: {e}");
+                crate::log!("warn", "idle culling: {e}");
             }
         }
     }
@@ -897,7 +888,7 @@ impl Manager {
                     Err(_) => Ok(()),
                 };
                 if let Err(e) = r {
-                    eprintln!("cubby serve: session {}: checkpoint: {e}", s.id);
+                    crate::log!("warn", "session {}: checkpoint: {e}", s.id);
                 }
                 me.checkpointing
                     .lock()

@@ -1,30 +1,32 @@
 //! Warm pool: per template, a configured number of sandboxes started and
 //! ready before any student asks (`warm_pool` in the template). A start
-//! claims one instead of provisioning: the member is renamed to the
-//! session's sandbox name, connected to the class network and taken off the
-//! pool network, its workspace put back to what it was when the member
-//! became ready, the student's archive restored into it, and its port
-//! checked. Then the pool is refilled in the background.
+//! claims one instead of provisioning: the session row takes the member's
+//! name as its sandbox (compare-and-set), the member is connected to the
+//! class network and taken off the pool network, its workspace put back to
+//! what it was when the member became ready (what pool life wrote there
+//! goes), the student's archive restored into it, and its port checked.
+//! The pool is refilled in the background (never while students wait in
+//! the admission queue).
 //!
 //! What a member can be before the student is known:
-//! - its workspace is its own volume (`caas-poolws-{id}`): a claimed
-//!   session records it in its row (`sessions.volume`) and keeps it for
-//!   life (archived and removed at its end like a derived one);
+//! - its workspace is its own volume (`caas-poolws-{id}` for sandbox
+//!   `caas-pool-{id}`): a claimed session derives it from its sandbox name
+//!   and keeps it for life (archived and removed at its end like any);
 //! - its labels are generic (managed + `io.cubby.caas.pool` = template,
 //!   `io.cubby.caas.pool.spec` = spec digest): labels are immutable in the
-//!   engine, so a claimed sandbox's session row is authoritative (orphan
-//!   handling looks the sandbox up by name, not by session label);
-//! - it waits on the pool network (`caas-pool`, no egress, no peers that
-//!   matter): the class network is connected at claim.
+//!   engine, so for a claimed sandbox the session row is authoritative
+//!   (orphan handling and the pool look the name up in the sessions);
+//! - it waits on the pool network (`caas-pool`, internal): the class
+//!   network is connected at claim.
 //!
-//! Members are found again after a restart by their labels (unclaimed ones
-//! keep the `caas-pool-` name) and adopted if their spec digest is the
-//! template's current one; any other member is removed (the template
-//! changed, its pool shrank, or the template is gone). A claim that fails
-//! at any step discards the member (sandbox and volume: it held nothing of
-//! the student's that is not in the archive) and the session is provisioned
-//! the ordinary way; a crash in the middle of a claim is handled the same
-//! way when the session is driven again.
+//! Members are found again after a restart by their labels and adopted if
+//! no session owns them and their spec digest is the template's current
+//! one; any other unowned member is removed (the template changed, its pool
+//! shrank, or the template is gone). A claim that fails at any step
+//! discards the member (sandbox and volume: it held nothing of the
+//! student's that is not in the archive) and the session is provisioned the
+//! ordinary way; a claim interrupted by a crash is given up the same way
+//! when the session is driven again.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,7 +124,7 @@ impl Manager {
         loop {
             if !self.draining() {
                 if let Err(e) = self.pool_round().await {
-                    eprintln!("cubby serve: warm pool: {e}");
+                    crate::log!("warn", "warm pool: {e}");
                 }
             }
             tokio::time::sleep(ROUND).await;
@@ -202,11 +204,12 @@ impl Manager {
                 .map(|m| m.name.clone())
                 .collect();
             for sb in members.iter().filter(|m| !known.contains(&m.name)) {
+                if self.store.session_by_sandbox(&sb.name).await?.is_some() {
+                    continue; // claimed: a session's sandbox now
+                }
                 let tid = sb.labels.get(LABEL_POOL).cloned().unwrap_or_default();
                 let digest = sb.labels.get(LABEL_POOL_SPEC).cloned().unwrap_or_default();
-                let volume = crate::template::pool_volume(
-                    sb.name.trim_start_matches("caas-pool-"),
-                );
+                let volume = crate::template::pool_volume(sb.name.trim_start_matches("caas-pool-"));
                 let current = wanted.get(&tid).map(|(d, _)| d == &digest) == Some(true);
                 let room = wanted
                     .get(&tid)
@@ -216,24 +219,22 @@ impl Manager {
                     })
                     .unwrap_or(false);
                 if current && room && sb.status == SandboxStatus::Running {
-                    match self.baseline(&sb.name, &wanted[&tid].1.workspace_path).await {
+                    match self
+                        .baseline(&sb.name, &wanted[&tid].1.workspace_path)
+                        .await
+                    {
                         Ok(baseline) => {
-                            self.pool
-                                .lock_ready()
-                                .entry(tid)
-                                .or_default()
-                                .push(Member {
-                                    name: sb.name.clone(),
-                                    volume,
-                                    digest,
-                                    baseline,
-                                });
+                            self.pool.lock_ready().entry(tid).or_default().push(Member {
+                                name: sb.name.clone(),
+                                volume,
+                                digest,
+                                baseline,
+                            });
                             continue;
                         }
-                        Err(e) => eprintln!(
-                            "cubby serve: warm pool: member {}: not adopted: {e}",
-                            sb.name
-                        ),
+                        Err(e) => {
+                            crate::log!("warn", "warm pool: member {}: not adopted: {e}", sb.name)
+                        }
                     }
                 }
                 self.remove_member(&sb.name, &volume).await;
@@ -249,7 +250,10 @@ impl Manager {
                 let (have, warming_total) = {
                     let have = self.pool.lock_ready().get(&tid).map_or(0, Vec::len);
                     let w = self.pool.lock_warming();
-                    (have + w.get(&tid).copied().unwrap_or(0), w.values().sum::<usize>())
+                    (
+                        have + w.get(&tid).copied().unwrap_or(0),
+                        w.values().sum::<usize>(),
+                    )
                 };
                 if have >= spec.warm_pool as usize || warming_total >= limit {
                     break;
@@ -260,7 +264,7 @@ impl Manager {
                 tokio::spawn(async move {
                     let _w = Warming(&me.pool, tid.clone());
                     if let Err(e) = me.make_member(&tid, &digest, &spec).await {
-                        eprintln!("cubby serve: warm pool: template {tid}: {e}");
+                        crate::log!("warn", "warm pool: template {tid}: {e}");
                         // Not in a tight loop against a failing engine.
                         tokio::time::sleep(Duration::from_secs(5)).await;
                     }
@@ -338,7 +342,7 @@ impl Manager {
             Ok(()) => {
                 self.pool.removed.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => eprintln!("cubby serve: warm pool: removing member {name}: {e}"),
+            Err(e) => crate::log!("warn", "warm pool: removing member {name}: {e}"),
         }
     }
 
@@ -350,7 +354,7 @@ impl Manager {
         s: &Session,
         t: &crate::template::TemplateSpec,
     ) -> Result<Option<Option<String>>> {
-        if t.warm_pool == 0 || s.volume.is_some() || s.restore_state == "kept" {
+        if t.warm_pool == 0 || s.restore_state == "kept" {
             return Ok(None);
         }
         let Some(m) = self.pool.take(&s.template_id, &spec_digest(t)) else {
@@ -364,9 +368,11 @@ impl Manager {
             }
             Err(e) => {
                 self.pool.failed_claims.fetch_add(1, Ordering::Relaxed);
-                eprintln!(
-                    "cubby serve: session {}: warm-pool member {} not usable, provisioning anew: {e}",
-                    s.id, m.name
+                crate::log!(
+                    "warn",
+                    "session {}: warm-pool member {} not usable, provisioning anew: {e}",
+                    s.id,
+                    m.name
                 );
                 self.drop_claim(s).await?;
                 Ok(None)
@@ -381,8 +387,12 @@ impl Manager {
         m: &Member,
     ) -> Result<Option<String>> {
         // The row first: a crash from here on finds the claim by it.
-        self.store.set_volume(&s.id, Some(&m.volume)).await?;
-        self.backend.rename_sandbox(&m.name, &s.sandbox).await?;
+        if !self.store.claim_sandbox(&s.id, &m.name).await? {
+            return Err(Error::Conflict(format!(
+                "session {} changed while claiming warm-pool member {}",
+                s.id, m.name
+            )));
+        }
         let s = self.store.session(&s.id).await?;
         let spec = self.spec_of(&s).await?;
         self.ensure_network_once(&spec.network).await?;
@@ -441,11 +451,11 @@ impl Manager {
     /// Gives a claim up: the member (under either name) and its volume go,
     /// the session goes back to the derived volume and to restoring again.
     pub(super) async fn drop_claim(&self, s: &Session) -> Result<Session> {
-        if let Some(v) = s.volume.as_deref() {
-            let member = crate::template::pool_member_name(v.trim_start_matches("caas-poolws-"));
-            self.backend.remove_sandbox(&member).await?;
+        if let Some(member) = s.sandbox.strip_prefix("caas-pool-") {
             self.backend.remove_sandbox(&s.sandbox).await?;
-            self.backend.remove_volume(v).await?;
+            self.backend
+                .remove_volume(&crate::template::pool_volume(member))
+                .await?;
         }
         self.store.drop_pool_claim(&s.id).await
     }

@@ -146,14 +146,4 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
                 WHERE state IN ('requested', 'starting', 'ready', 'stopping', 'archive_pending')",
         ],
     ),
-    (
-        2,
-        &[
-            // The workspace volume when it is not the derived
-            // caas-ws-{class}-{student}: a claimed warm-pool member's own
-            // volume (made before the student was known), or one inherited
-            // from the student's failed pooled session.
-            "ALTER TABLE sessions ADD COLUMN volume TEXT",
-        ],
-    ),
 ];

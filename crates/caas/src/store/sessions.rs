@@ -80,9 +80,6 @@ pub struct Session {
     /// The archive the workspace starts from (see `restore_state`).
     pub restore_from: Option<String>,
     pub restore_state: String,
-    /// The workspace volume if not the derived one (a warm-pool member's).
-    #[serde(skip)]
-    pub volume: Option<String>,
     /// The idle timer, when the template has one (filled in by the manager
     /// when the session is shown; not stored).
     #[serde(flatten)]
@@ -93,7 +90,7 @@ pub struct Session {
     pub queue_position: Option<usize>,
 }
 
-const COLS: &str = "id, class_id, student_id, template_id, state, reason, sandbox, address, owner, lease_until, created_by, created_at, updated_at, archive_attempts, retry_at, restore_from, restore_state, volume";
+const COLS: &str = "id, class_id, student_id, template_id, state, reason, sandbox, address, owner, lease_until, created_by, created_at, updated_at, archive_attempts, retry_at, restore_from, restore_state";
 
 /// The states holding the (class, student) slot, as SQL.
 const ACTIVE_SQL: &str = "('requested', 'starting', 'ready', 'stopping', 'archive_pending')";
@@ -117,7 +114,6 @@ fn from_row(r: &AnyRow) -> Result<Session> {
         retry_at: r.try_get("retry_at")?,
         restore_from: r.try_get("restore_from")?,
         restore_state: r.try_get("restore_state")?,
-        volume: r.try_get("volume")?,
         idle: None,
         queue_position: None,
     })
@@ -146,7 +142,7 @@ impl Store {
         let id = new_id();
         let t = now();
         let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO sessions ({COLS}) VALUES ($1, $2, $3, $4, 'requested', NULL, $5, NULL, NULL, 0, $6, $7, $7, 0, 0, NULL, 'undecided', NULL)"
+            "INSERT INTO sessions ({COLS}) VALUES ($1, $2, $3, $4, 'requested', NULL, $5, NULL, NULL, 0, $6, $7, $7, 0, 0, NULL, 'undecided')"
         )))
         .bind(&id)
         .bind(class_id)
@@ -173,60 +169,34 @@ impl Store {
         }
     }
 
-    /// Records the workspace volume of a session that is not the derived
-    /// one (`None`: back to the derived one).
-    pub async fn set_volume(&self, id: &str, volume: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE sessions SET volume = $1 WHERE id = $2")
-            .bind(volume)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// The session keeps the volume of the student's failed pooled session
-    /// (one statement: a crash never leaves it half inherited).
-    pub async fn inherit_volume(&self, id: &str, volume: &str) -> Result<Session> {
-        sqlx::query(
-            "UPDATE sessions SET volume = $1, restore_state = 'kept' WHERE id = $2 AND restore_state = 'undecided'",
+    /// A warm-pool member claimed for a starting session: the row names
+    /// it as the session's sandbox (compare-and-set on the derived name, so
+    /// a session claims at most one).
+    pub async fn claim_sandbox(&self, id: &str, member: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE sessions SET sandbox = $1 WHERE id = $2 AND sandbox = $3 AND state = 'starting'",
         )
-        .bind(volume)
+        .bind(member)
         .bind(id)
+        .bind(crate::template::sandbox_name(id))
         .execute(&self.pool)
         .await?;
-        self.session(id).await
+        Ok(r.rows_affected() == 1)
     }
 
-    /// A warm-pool claim given up: the session goes back to the derived
-    /// volume and, if its restore was done into the discarded member,
+    /// A warm-pool claim given up: the session goes back to its derived
+    /// sandbox name and, if its restore was done into the discarded member,
     /// restores again.
     pub async fn drop_pool_claim(&self, id: &str) -> Result<Session> {
         sqlx::query(
-            "UPDATE sessions SET volume = NULL, restore_state = CASE WHEN restore_state = 'done' \
-             AND restore_from IS NOT NULL THEN 'pending' ELSE restore_state END WHERE id = $1",
+            "UPDATE sessions SET sandbox = $1, restore_state = CASE WHEN restore_state = 'done' \
+             AND restore_from IS NOT NULL THEN 'pending' ELSE restore_state END WHERE id = $2",
         )
+        .bind(crate::template::sandbox_name(id))
         .bind(id)
         .execute(&self.pool)
         .await?;
         self.session(id).await
-    }
-
-    /// The volume of the student's latest session in the class if that
-    /// session was failed with a volume of its own (a pooled one): the next
-    /// session keeps it, as it keeps a derived volume left by a failure.
-    pub async fn failed_own_volume(&self, class_id: &str, student_id: &str) -> Result<Option<String>> {
-        let r = sqlx::query(
-            "SELECT state, volume FROM sessions WHERE class_id = $1 AND student_id = $2 \
-             AND state IN ('stopped', 'failed') ORDER BY updated_at DESC, id DESC LIMIT 1",
-        )
-        .bind(class_id)
-        .bind(student_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(match r {
-            Some(r) if r.try_get::<String, _>("state")? == "failed" => r.try_get("volume")?,
-            _ => None,
-        })
     }
 
     pub async fn session(&self, id: &str) -> Result<Session> {
