@@ -38,7 +38,7 @@ bench_init burst cw 211
 
 echo "== preparing: daemon, demo image, $N students, cubby serve"
 bench_daemon
-bench_serve ${START_CONCURRENCY:+--start-concurrency "$START_CONCURRENCY"}
+bench_serve --path-routing ${START_CONCURRENCY:+--start-concurrency "$START_CONCURRENCY"}
 
 python3 - "$work" "$port" "$admin_pw" "$serve_pid" "$daemon_pid" "$N" <<'PY'
 import http.client, json, socket, statistics, sys, threading, time
