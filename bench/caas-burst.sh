@@ -17,7 +17,9 @@
 #      on a bridge network of its own) and waiting for the port (TCP
 #      connect, inspect + 20 ms between attempts); then the removal of the N
 #      containers (the network's per-container cost shows there).
-# Warm pool: not implemented yet (issue 13 item 2), so only "no pool".
+#  (1b) Between them, the same student burst with a warm pool of N (the
+#      template's warm_pool set through PUT /api/templates/{id}): the time
+#      to make the pool, then the burst, and the pool's claims/misses.
 #
 # Env: N (300), START_CONCURRENCY (serve's --start-concurrency; default
 #      serve's own), CUBBY (target/release/cubby, built if missing), KEEP=1.
@@ -36,7 +38,7 @@ bench_init burst cw 211
 
 echo "== preparing: daemon, demo image, $N students, cubby serve"
 bench_daemon
-bench_serve ${START_CONCURRENCY:+--start-concurrency "$START_CONCURRENCY"}
+bench_serve --path-routing ${START_CONCURRENCY:+--start-concurrency "$START_CONCURRENCY"}
 
 python3 - "$work" "$port" "$admin_pw" "$serve_pid" "$daemon_pid" "$N" <<'PY'
 import http.client, json, socket, statistics, sys, threading, time
@@ -209,6 +211,43 @@ api("POST", f"/api/classes/{c['id']}/down", None, admin)
 while any(s["state"] in ("stopping", "ready") for s in api("GET", "/api/sessions?active=true", None, admin)):
     time.sleep(0.2)
 print(f"    down-class of {N} (archive, verify, remove each): {time.perf_counter()-t:.2f} s")
+
+# (1b) the same burst with a warm pool of N (the template's warm_pool):
+# made first (timed: that is the pool's own start-up), then claimed.
+spec = {"image": IMAGE, "port": 8080, "memory_bytes": 64 << 20, "cpus": 0.5, "pids": 64, "warm_pool": N}
+api("PUT", f"/api/templates/{tpl}", {"spec": spec}, admin)
+def pool_ready():
+    st, m = req("GET", "/metrics")
+    for line in m.decode().splitlines():
+        if line.startswith(f'cubby_pool_ready{{template="{tpl}"}}'):
+            return int(float(line.split()[-1]))
+    return 0
+t = time.perf_counter()
+while pool_ready() < N:
+    if time.perf_counter() - t > 600:
+        raise SystemExit(f"the warm pool reached {pool_ready()} of {N} in 600 s")
+    time.sleep(0.2)
+print(f"(1b) warm pool of {N} made in {time.perf_counter()-t:.2f} s")
+max_pos[0] = 0
+time.sleep(1)
+rs0, rd0 = rss(serve_pid), rss(daemon_pid)
+with Host() as h:
+    took, times, errors = burst(student)
+rs1, rd1 = rss(serve_pid), rss(daemon_pid)
+print(f"     {N} students press start within 1 s (warm pool of {N}), until 200 through the proxy: "
+      f"all ready after {took:.2f} s (target < 3 s); per student p50 {pct(times, 50):.2f} s, "
+      f"p99 {pct(times, 99):.2f} s; errors {len(errors)}{': ' + errors[0] if errors else ''}; "
+      f"highest queue_position seen {max_pos[0]}")
+print(f"    {h}; serve RSS {rs0}->{rs1} KiB, daemon RSS {rd0}->{rd1} KiB")
+st, m = req("GET", "/metrics")
+for line in m.decode().splitlines():
+    if line.startswith(("cubby_pool_claims_total", "cubby_pool_misses_total", "cubby_pool_failed_claims_total")):
+        print(f"    {line}")
+spec["warm_pool"] = 0
+api("PUT", f"/api/templates/{tpl}", {"spec": spec}, admin)
+api("POST", f"/api/classes/{c['id']}/down", None, admin)
+while any(s["state"] in ("stopping", "ready") for s in api("GET", "/api/sessions?active=true", None, admin)):
+    time.sleep(0.2)
 
 time.sleep(1)
 with Host() as h:

@@ -18,6 +18,7 @@ pub mod backend;
 pub mod csv;
 pub mod demo;
 pub mod error;
+pub mod log;
 pub mod metrics;
 pub mod proxy;
 pub mod serve;

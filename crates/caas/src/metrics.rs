@@ -181,6 +181,38 @@ pub async fn render(m: &Manager) -> Result<String> {
         "Errors from the engine (backend) while starting or ending sessions.",
         x.engine_errors.load(Ordering::Relaxed),
     );
+    let p = &m.pool;
+    let _ = writeln!(
+        out,
+        "# HELP cubby_pool_ready Ready warm-pool sandboxes, by template.\n# TYPE cubby_pool_ready gauge"
+    );
+    for (tid, n) in p.sizes() {
+        let _ = writeln!(out, "cubby_pool_ready{{template=\"{tid}\"}} {n}");
+    }
+    counter(
+        &mut out,
+        "cubby_pool_claims_total",
+        "Sessions started by claiming a warm-pool sandbox.",
+        p.claims.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "cubby_pool_misses_total",
+        "Starts of a pooled template that found no warm sandbox ready.",
+        p.misses.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "cubby_pool_failed_claims_total",
+        "Claims given up (the member discarded, the session provisioned anew).",
+        p.failed_claims.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "cubby_pool_made_total",
+        "Warm-pool sandboxes made.",
+        p.made.load(Ordering::Relaxed),
+    );
     let t = m.activity.totals();
     counter(
         &mut out,

@@ -33,6 +33,7 @@ pub async fn start(
     let orphans = manager.reconcile().await?;
     tokio::spawn(manager.clone().follow_events());
     tokio::spawn(manager.clone().reconcile_loop(Duration::from_secs(5)));
+    tokio::spawn(manager.clone().pool_loop());
     Ok(Service {
         router: api::router(state.clone())
             .merge(crate::web::router(state.clone()))

@@ -82,7 +82,14 @@ pub struct TemplateSpec {
     /// A ready session is stopped this long after it started.
     #[serde(default = "default_max")]
     pub max_session_secs: u64,
+    /// Sandboxes of this template kept started and ready before anyone
+    /// asks (sessions/pool.rs): a start claims one instead of provisioning.
+    #[serde(default)]
+    pub warm_pool: u32,
 }
+
+/// The most warm-pool members one template may ask for.
+pub const MAX_WARM_POOL: u32 = 1000;
 
 impl TemplateSpec {
     /// Checks everything that does not need the backend.
@@ -147,6 +154,12 @@ impl TemplateSpec {
         if self.max_session_secs == 0 {
             return bad("max_session_secs must be above 0".into());
         }
+        if self.warm_pool > MAX_WARM_POOL {
+            return bad(format!(
+                "warm_pool {}: at most {MAX_WARM_POOL} ready sandboxes per template",
+                self.warm_pool
+            ));
+        }
         if let Some(t) = self.idle_timeout_secs {
             if t < 10 {
                 return bad(format!(
@@ -175,6 +188,68 @@ pub fn network_name(class_id: &str) -> String {
 }
 pub fn workspace_volume(class_id: &str, student_id: &str) -> String {
     format!("caas-ws-{class_id}-{student_id}")
+}
+
+/// The network warm-pool members wait on before a claim connects them to
+/// their class's (no egress, isolated like an exam network).
+pub const POOL_NETWORK: &str = "caas-pool";
+
+/// A warm-pool member's sandbox and volume names.
+pub fn pool_member_name(member_id: &str) -> String {
+    format!("caas-pool-{member_id}")
+}
+pub fn pool_volume(member_id: &str) -> String {
+    format!("caas-poolws-{member_id}")
+}
+
+/// What a pool member must match to be claimed: every field that shapes the
+/// sandbox (the pool size itself does not).
+pub fn spec_digest(t: &TemplateSpec) -> String {
+    use sha2::Digest;
+    let mut t = t.clone();
+    t.warm_pool = 0;
+    let json = serde_json::to_vec(&t).unwrap_or_default();
+    let d = sha2::Sha256::digest(&json);
+    d.iter().take(12).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A warm-pool member of template `template_id`: the template's sandbox
+/// with generic labels (no session, class or student), its own volume, on
+/// the pool network.
+pub fn pool_spec(
+    t: &TemplateSpec,
+    service_id: &str,
+    template_id: &str,
+    member_id: &str,
+) -> SandboxSpec {
+    let mut spec = sandbox_spec(
+        t,
+        &SandboxFor {
+            service_id,
+            session_id: member_id,
+            class_id: "",
+            student_id: "",
+        },
+    );
+    spec.labels.remove(LABEL_SESSION);
+    spec.labels.remove(LABEL_CLASS);
+    spec.labels.remove(LABEL_STUDENT);
+    spec.labels.insert(
+        crate::backend::LABEL_POOL.to_string(),
+        template_id.to_string(),
+    );
+    spec.labels
+        .insert(crate::backend::LABEL_POOL_SPEC.to_string(), spec_digest(t));
+    spec.name = pool_member_name(member_id);
+    spec.workspace_volume = pool_volume(member_id);
+    let mut net_labels = BTreeMap::new();
+    net_labels.insert(LABEL_MANAGED.to_string(), service_id.to_string());
+    spec.network = ClassNetwork {
+        name: POOL_NETWORK.to_string(),
+        policy: NetworkPolicy::Exam,
+        labels: net_labels,
+    };
+    spec
 }
 
 /// Who a sandbox is for.

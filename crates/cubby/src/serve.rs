@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// (sandboxes are never stopped by a shutdown).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub shutdown_grace: u64,
+    /// Log lines as human text (`cubby serve: ...`) or one JSON object per
+    /// line (time, level, message, and session/sandbox/template ids).
+    #[arg(long, env = "CUBBY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// At most this many sandboxes running or starting in total; a start
     /// beyond it is refused (429) with a message naming the cap.
     #[arg(long, value_name = "N")]
@@ -324,7 +328,14 @@ fn big_allocations_on_mmap() {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
+    cubby_caas::log::set_json(args.log_format == LogFormat::Json);
     big_allocations_on_mmap();
     if args.tls_cert.is_some() != args.tls_key.is_some() {
         bail!("--tls-cert and --tls-key go together");
@@ -350,8 +361,7 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
             state_dir,
         )
         .await?;
-        eprintln!(
-            "cubby serve: engine {engine} ({}), database {}, archives in {}",
+        cubby_caas::log!("info", "engine {engine} ({}), database {}, archives in {}",
             backend.describe().await?,
             cubby_caas::store::redact(&url),
             objects.describe()
@@ -403,16 +413,16 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
             ..AuthConfig::default()
         };
         if args.domain.is_none() && auth.app_domain.is_some() {
-            println!("cubby serve: demo apps open at SESSION.localhost:{} (browsers resolve *.localhost to this machine; give --domain to serve other machines)", args.listen.port());
+            cubby_caas::log!("info", "demo apps open at SESSION.localhost:{} (browsers resolve *.localhost to this machine; give --domain to serve other machines)", args.listen.port());
         }
         if auth.app_domain.is_none() && !auth.path_routing {
-            eprintln!("cubby serve: apps cannot be opened: give --domain DOMAIN (each app on its own origin) or, for trusted templates only, --path-routing");
+            cubby_caas::log!("warn", "apps cannot be opened: give --domain DOMAIN (each app on its own origin) or, for trusted templates only, --path-routing");
         }
         let service = cubby_caas::serve::start(store, backend, mcfg, auth).await?;
         let tcp = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("--listen {}", args.listen))?;
-        println!("cubby serve: listening on {base}");
+        cubby_caas::log!("info", "listening on {base}");
         let app = service
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -422,7 +432,7 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
-            println!("cubby serve: shutting down (no new connections)");
+            cubby_caas::log!("info", "shutting down (no new connections)");
             let _ = stop_tx.send(true);
         });
         let grace = Duration::from_secs(args.shutdown_grace);
@@ -451,13 +461,13 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
             },
         }?;
         if !served {
-            println!("cubby serve: connections still open after {grace:?}: closed");
+            cubby_caas::log!("info", "connections still open after {grace:?}: closed");
         }
         let busy = service.manager.drain(grace).await;
         if busy > 0 {
-            println!("cubby serve: {busy} session(s) still provisioning or archiving after {grace:?}: the next start resumes them");
+            cubby_caas::log!("info", "{busy} session(s) still provisioning or archiving after {grace:?}: the next start resumes them");
         }
-        println!("cubby serve: stopped (sandboxes keep running)");
+        cubby_caas::log!("info", "stopped (sandboxes keep running)");
         anyhow::Ok(())
     })
 }
@@ -472,7 +482,10 @@ async fn shutdown_signal() {
             }
         }
         Err(e) => {
-            eprintln!("cubby serve: cannot watch SIGTERM ({e}); Ctrl-C still stops gracefully");
+            cubby_caas::log!(
+                "warn",
+                "cannot watch SIGTERM ({e}); Ctrl-C still stops gracefully"
+            );
             let _ = tokio::signal::ctrl_c().await;
         }
     }

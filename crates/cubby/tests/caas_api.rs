@@ -994,3 +994,194 @@ fn two_serves_one_database_postgres() {
     assert_eq!(s2("GET", "/api/sessions", &t, None), all);
     assert_eq!(sandboxes(&s, &cid, true).len(), 10, "double-provisioned");
 }
+
+fn metric(s: &Serve, line_start: &str) -> Option<f64> {
+    let (st, _, body) = s.raw("GET", "/metrics", "", "", None).unwrap();
+    assert_eq!(st, 200, "{body}");
+    body.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Unclaimed warm-pool members of the template, by name (claimed ones are
+/// the sandboxes of active sessions).
+fn pool_members(s: &Serve, tpl: &str) -> Vec<String> {
+    let claimed: Vec<String> = s
+        .ok(
+            "GET",
+            "/api/sessions?active=true",
+            Some(&s.token("root", "admin-pass-1")),
+            None,
+        )
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["sandbox"].as_str().unwrap().to_string())
+        .collect();
+    let filter = format!("label=io.cubby.caas.pool={tpl}");
+    let mut v: Vec<String> =
+        s.d.ok(&["ps", "--filter", &filter, "--format", "{{.Names}}"])
+            .lines()
+            .filter(|n| n.starts_with("caas-pool-") && !claimed.iter().any(|c| c == n))
+            .map(str::to_string)
+            .collect();
+    v.sort();
+    v
+}
+
+fn wait_pool(s: &Serve, tpl: &str, n: usize) -> Vec<String> {
+    let key = format!("cubby_pool_ready{{template=\"{tpl}\"}}");
+    daemon::eventually(&format!("a warm pool of {n}"), || {
+        let ready = metric(s, &key).unwrap_or(0.0) as usize;
+        let members = pool_members(s, tpl);
+        (ready == n && members.len() == n).then_some(members)
+    })
+}
+
+fn inspect(s: &Serve, name: &str) -> Value {
+    let out = s.d.ok(&["inspect", name]);
+    serde_json::from_str::<Value>(&out).unwrap()[0].clone()
+}
+
+/// A warm pool of 2: a start claims a member (the session's sandbox, on
+/// the class network only, the template's env and limits,
+/// nothing left from pool life, the student's archive restored), the pool
+/// refills, members survive a kill -9 of serve, and a template change
+/// replaces them.
+#[test]
+fn warm_pool_claim_refill_restart_and_template_change() {
+    let mut s = Serve::start("caas-pool", DbKind::Sqlite, &[]);
+    s.user("root", "admin", "admin-pass-1");
+    s.user("teach", "teacher", "teach-pass-1");
+    s.user("ann", "student", "ann-pass-1");
+    let t = s.token("teach", "teach-pass-1");
+    let mut spec = demo_spec();
+    spec["warm_pool"] = json!(2);
+    spec["env"] = json!(["POOLTEST=one"]);
+    let tpl = template(&s, &t, "pooled", spec.clone());
+    let class = s.ok(
+        "POST",
+        "/api/classes",
+        Some(&t),
+        Some(json!({"name": "Pool", "code": "pool1", "capacity": 5, "template_id": tpl})),
+    );
+    let cid = class["id"].as_str().unwrap().to_string();
+    s.ok(
+        "POST",
+        &format!("/api/classes/{cid}/students"),
+        Some(&t),
+        Some(json!({"username": "ann"})),
+    );
+    let members = wait_pool(&s, &tpl, 2);
+    // Pool life writes into every member's workspace.
+    for m in &members {
+        s.d.ok(&["exec", m, "sh", "-c", "echo pool > /workspace/poollife"]);
+    }
+    let ann = s.token("ann", "ann-pass-1");
+    let start = |s: &Serve| {
+        let v = s.ok(
+            "POST",
+            "/api/sessions?wait=true",
+            Some(&ann),
+            Some(json!({"class_id": cid})),
+        );
+        assert_eq!(v["state"], "ready", "{v}");
+        v
+    };
+    let s1 = start(&s);
+    assert_eq!(metric(&s, "cubby_pool_claims_total"), Some(1.0));
+    let sb = s1["sandbox"].as_str().unwrap().to_string();
+    assert!(members.contains(&sb), "{sb} not one of {members:?}");
+    let c = inspect(&s, &sb);
+    let env: Vec<String> = serde_json::from_value(c["Config"]["Env"].clone()).unwrap();
+    assert!(env.contains(&"POOLTEST=one".to_string()), "{env:?}");
+    assert!(env.contains(&"HOME=/workspace".to_string()), "{env:?}");
+    assert_eq!(c["HostConfig"]["Memory"], json!(64 << 20));
+    assert_eq!(c["HostConfig"]["NanoCpus"], json!(500_000_000));
+    assert_eq!(c["HostConfig"]["PidsLimit"], json!(64));
+    assert_eq!(c["Config"]["User"], "1000:1000");
+    let nets: Vec<&String> = c["NetworkSettings"]["Networks"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(nets, vec![&format!("caas-class-{cid}")], "{c}");
+    let ip = c["NetworkSettings"]["Networks"][format!("caas-class-{cid}")]["IPAddress"].clone();
+    assert_eq!(s1["address"], ip);
+    assert!(c["Config"]["Labels"]["io.cubby.caas"].is_string(), "{c}");
+    // Nothing from pool life; the app answers; the student works.
+    let ls = s.d.ok(&["exec", &sb, "ls", "-A", "/workspace"]);
+    assert!(!ls.contains("poollife"), "{ls}");
+    let page =
+        s.d.ok(&["exec", &sb, "wget", "-qO-", "http://127.0.0.1:8080/"]);
+    assert!(!page.is_empty());
+    s.d.ok(&["exec", &sb, "sh", "-c", "echo mine > /workspace/mine.txt"]);
+    // Not an orphan: the row owns it.
+    let orphans = s.ok(
+        "GET",
+        "/api/orphans",
+        Some(&s.token("root", "admin-pass-1")),
+        None,
+    );
+    assert!(!orphans.to_string().contains(&sb), "{orphans}");
+    // Stop: archived, sandbox and the member's volume removed.
+    let id1 = s1["id"].as_str().unwrap();
+    s.ok(
+        "POST",
+        &format!("/api/sessions/{id1}/stop"),
+        Some(&ann),
+        None,
+    );
+    s.until(&format!("/api/sessions/{id1}"), &ann, 60, |v| {
+        v["state"] == "stopped"
+    });
+    assert!(s.d.docker(&["inspect", &sb]).status.code() != Some(0));
+    // The pool refilled; a second start claims again and restores.
+    let members = wait_pool(&s, &tpl, 2);
+    for m in &members {
+        s.d.ok(&["exec", m, "sh", "-c", "echo pool > /workspace/poollife"]);
+    }
+    let s2 = start(&s);
+    assert_eq!(metric(&s, "cubby_pool_claims_total"), Some(2.0));
+    let sb2 = s2["sandbox"].as_str().unwrap().to_string();
+    let ls = s.d.ok(&["exec", &sb2, "ls", "-A", "/workspace"]);
+    assert!(ls.contains("mine.txt") && !ls.contains("poollife"), "{ls}");
+    let mine = s.d.ok(&["exec", &sb2, "cat", "/workspace/mine.txt"]);
+    assert_eq!(mine.trim(), "mine");
+    // kill -9 of serve: the members are adopted, not remade.
+    let members = wait_pool(&s, &tpl, 2);
+    s.kill9_and_restart();
+    assert_eq!(wait_pool(&s, &tpl, 2), members);
+    assert_eq!(metric(&s, "cubby_pool_made_total"), Some(0.0));
+    // The session of before the kill is still its own, not an orphan.
+    let orphans = s.ok(
+        "GET",
+        "/api/orphans",
+        Some(&s.token("root", "admin-pass-1")),
+        None,
+    );
+    assert!(!orphans.to_string().contains(&sb2), "{orphans}");
+    // A template change: the old members go, new ones come.
+    let t = s.token("teach", "teach-pass-1");
+    spec["env"] = json!(["POOLTEST=two"]);
+    s.ok(
+        "PUT",
+        &format!("/api/templates/{tpl}"),
+        Some(&t),
+        Some(json!({"spec": spec})),
+    );
+    let fresh = daemon::eventually("the pool replaced", || {
+        let now = wait_pool(&s, &tpl, 2);
+        now.iter().all(|m| !members.contains(m)).then_some(now)
+    });
+    let c = inspect(&s, &fresh[0]);
+    let env: Vec<String> = serde_json::from_value(c["Config"]["Env"].clone()).unwrap();
+    assert!(env.contains(&"POOLTEST=two".to_string()), "{env:?}");
+    for m in &members {
+        assert!(
+            s.d.docker(&["inspect", m]).status.code() != Some(0),
+            "{m} kept"
+        );
+    }
+}

@@ -39,7 +39,7 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         if status.is_server_error() {
-            eprintln!("cubby serve: {status}: {self}");
+            crate::log!("warn", "{status}: {self}");
         }
         let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
         let mut r = (status, axum::Json(body)).into_response();

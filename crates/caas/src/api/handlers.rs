@@ -41,7 +41,7 @@ pub(super) async fn audit(
         .audit(Some(&who.id), action, Some(target), detail)
         .await
     {
-        eprintln!("cubby serve: audit {action} {target}: {e}");
+        crate::log!("warn", "audit {action} {target}: {e}");
     }
 }
 
@@ -662,6 +662,34 @@ pub async fn create_template(
         .create_template(&req.name, &who.id, &req.spec)
         .await?;
     audit(&st, &who, "template.create", &t.id, Some(&t.name)).await;
+    ok(t)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateUpdate {
+    spec: TemplateSpec,
+}
+
+/// Replaces a template's spec (its owner or an admin). Warm-pool sandboxes
+/// of the old spec are removed, never claimed.
+pub async fn update_template(
+    State(st): State<AppState>,
+    who: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<TemplateUpdate>,
+) -> Result<J> {
+    who.require(&[Role::Admin, Role::Teacher])?;
+    let old = st.store().template(&id).await?;
+    if who.role != Role::Admin && old.owner_id != who.id {
+        return Err(crate::error::Error::Forbidden(format!(
+            "template {} is not yours: only its owner or an admin changes it",
+            old.name
+        )));
+    }
+    req.spec.validate_with(st.manager.backend.as_ref()).await?;
+    let t = st.store().update_template(&id, &req.spec).await?;
+    audit(&st, &who, "template.update", &t.id, Some(&t.name)).await;
     ok(t)
 }
 

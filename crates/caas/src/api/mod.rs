@@ -214,6 +214,7 @@ pub fn routes() -> Vec<Route> {
         route!(GET, "/api/templates", "templates", "teacher, admin", "List templates", None, h::list_templates),
         route!(POST, "/api/templates", "templates", "teacher, admin", "Create a template; validated (image present, memory, port, non-root user ...)", Some(r#"{"name":"demo","spec":{"image":"cubby-demo:latest","port":8080,"memory_bytes":67108864}}"#), h::create_template),
         route!(GET, "/api/templates/{id}", "templates", "teacher, admin", "A template", None, h::get_template),
+        route!(PUT, "/api/templates/{id}", "templates", "owner, admin", "Replace a template's spec (warm-pool sandboxes of the old spec are removed)", Some(r#"{"spec":{"image":"cubby-demo:latest","port":8080,"warm_pool":10}}"#), h::update_template),
         route!(GET, "/api/sessions", "sessions", "any", "Sessions: mine (student), my classes' (teacher), all (admin); ?active=true", None, h::list_sessions),
         route!(POST, "/api/sessions", "sessions", "student; teacher of the class, admin with student_id", "Start my sandbox in a class (idempotent: an active session is returned as is); ?wait=true waits until it is ready or failed", Some(r#"{"class_id":"...","student_id":null}"#), h::start_session),
         route!(GET, "/api/sessions/{id}", "sessions", "its student, teacher of its class, admin", "A session and its state", None, h::get_session),

@@ -43,7 +43,7 @@ pub async fn class_usage(
             })),
             Ok(None) => None,
             Err(e) => {
-                eprintln!("cubby serve: usage of {}: {e}", s.sandbox);
+                crate::log!("warn", "usage of {}: {e}", s.sandbox);
                 None
             }
         })

@@ -100,7 +100,7 @@ where
                 .map_err(|e| Error::Internal(format!("sending: {e}")))
         });
         if let Err(e) = r {
-            eprintln!("cubby serve: archive download: {e}");
+            crate::log!("warn", "archive download: {e}");
             let _ = err_tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
     });

@@ -21,13 +21,14 @@ use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EventMessage,
-    HostConfig, Mount, MountTypeEnum, MountVolumeOptions, NetworkCreateRequest, RestartPolicy,
-    RestartPolicyNameEnum, VolumeCreateOptions,
+    HostConfig, Mount, MountTypeEnum, MountVolumeOptions, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkDisconnectRequest, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateOptions,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, DownloadFromContainerOptions, EventsOptions, InspectContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions,
-    StatsOptions, StopContainerOptions, UploadToContainerOptions,
+    ListContainersOptions, RemoveContainerOptions, RemoveVolumeOptions, RenameContainerOptions,
+    StartContainerOptions, StatsOptions, StopContainerOptions, UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
@@ -1071,6 +1072,64 @@ impl Backend for DockerBackend {
             })) => Ok(None),
             Some(Err(e)) => Err(self.err(e)),
             None => Ok(None),
+        }
+    }
+
+    async fn rename_sandbox(&self, name: &str, new: &str) -> Result<(), BackendError> {
+        self.docker
+            .rename_container(
+                name,
+                RenameContainerOptions {
+                    name: new.to_string(),
+                },
+            )
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    async fn connect_network(&self, name: &str, network: &str) -> Result<(), BackendError> {
+        let r = self
+            .docker
+            .connect_network(
+                network,
+                NetworkConnectRequest {
+                    container: Some(name.to_string()),
+                    endpoint_config: Some(Default::default()),
+                },
+            )
+            .await;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) => match self.err(e) {
+                BackendError::Invalid(m) | BackendError::Engine(m) if m.contains("already") => {
+                    Ok(())
+                }
+                e => Err(e),
+            },
+        }
+    }
+
+    async fn disconnect_network(&self, name: &str, network: &str) -> Result<(), BackendError> {
+        let r = self
+            .docker
+            .disconnect_network(
+                network,
+                NetworkDisconnectRequest {
+                    container: Some(name.to_string()),
+                    force: Some(true),
+                },
+            )
+            .await;
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) => match self.err(e) {
+                BackendError::Invalid(m) | BackendError::Engine(m)
+                    if m.contains("not connected") =>
+                {
+                    Ok(())
+                }
+                e => Err(e),
+            },
         }
     }
 

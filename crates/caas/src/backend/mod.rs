@@ -23,6 +23,13 @@ pub const LABEL_STUDENT: &str = "io.cubby.caas.student";
 /// The workspace path inside the sandbox (so an orphan can be archived
 /// without its template).
 pub const LABEL_WORKSPACE: &str = "io.cubby.caas.workspace";
+/// On warm-pool members (value: the template's id): made before any
+/// student is known, so no session/class/student labels; once claimed, the
+/// session row is authoritative (labels are immutable in the engine).
+pub const LABEL_POOL: &str = "io.cubby.caas.pool";
+/// The digest of the template spec a pool member was made from: members of
+/// an older spec are removed, never claimed.
+pub const LABEL_POOL_SPEC: &str = "io.cubby.caas.pool.spec";
 
 /// What a sandbox may reach over the network. In both cases: its class
 /// peers only, never another class, the host's own addresses, the control
@@ -249,6 +256,25 @@ pub trait Backend: Send + Sync + 'static {
     /// keeping the archive's owners and modes. The stream ends early (and
     /// the call fails) if `tar` yields an error.
     async fn import_tar(&self, name: &str, dir: &str, tar: ByteStream) -> Result<(), BackendError>;
+    /// Renames a sandbox (a claimed warm-pool member takes its session's
+    /// sandbox name). Fails if `new` is taken or `name` is missing.
+    async fn rename_sandbox(&self, name: &str, new: &str) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "renaming sandbox {name} to {new}"
+        )))
+    }
+    /// Connects a running sandbox to a network (already connected is `Ok`).
+    async fn connect_network(&self, name: &str, network: &str) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "connecting sandbox {name} to network {network}"
+        )))
+    }
+    /// Disconnects a sandbox from a network (not connected is `Ok`).
+    async fn disconnect_network(&self, name: &str, network: &str) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "disconnecting sandbox {name} from network {network}"
+        )))
+    }
     /// Whether a volume of this name exists.
     async fn volume_exists(&self, name: &str) -> Result<bool, BackendError>;
     /// Removes a workspace volume; missing is `Ok`. Only ever called after

@@ -178,7 +178,7 @@ fn error_page(e: Error) -> Response {
             None,
         ),
         other => {
-            eprintln!("cubby serve: proxy: {other}");
+            crate::log!("warn", "proxy: {other}");
             page(
                 StatusCode::BAD_GATEWAY,
                 "The sandbox cannot be reached",
@@ -568,7 +568,7 @@ async fn forward(
             Response::from_parts(rp, body)
         }
         Err(e) => {
-            eprintln!("cubby serve: proxy to {addr}: {e}");
+            crate::log!("warn", "proxy to {addr}: {e}");
             page(
                 StatusCode::BAD_GATEWAY,
                 "The app in your sandbox does not answer",

@@ -159,8 +159,9 @@ impl Manager {
             let sample = match self.backend.cpu_usage_ns(&s.sandbox).await {
                 Ok(v) => v,
                 Err(e) => {
-                    eprintln!(
-                        "cubby serve: idle culling: CPU use of {} unreadable, counted as busy: {e}",
+                    crate::log!(
+                        "warn",
+                        "idle culling: CPU use of {} unreadable, counted as busy: {e}",
                         s.sandbox
                     );
                     None
@@ -194,10 +195,7 @@ impl Manager {
                     .transition(&s.id, &[State::Ready], State::Stopping, Some("idle"), None)
                     .await?
             {
-                eprintln!(
-                    "cubby serve: session {}: idle for {timeout} s, ending it",
-                    s.id
-                );
+                crate::log!("warn", "session {}: idle for {timeout} s, ending it", s.id);
                 self.spawn_drive(&s.id);
             }
         }

@@ -10,6 +10,7 @@
 pub mod activity;
 pub mod admission;
 pub mod culling;
+pub mod pool;
 mod shutdown;
 
 use std::collections::HashSet;
@@ -96,6 +97,8 @@ pub struct Manager {
     checkpoint_permits: Arc<Semaphore>,
     /// Class networks ensured by this process.
     networks: Mutex<HashSet<String>>,
+    /// Ready sandboxes per template (pool.rs).
+    pub pool: pool::Pool,
 }
 
 /// Removes a session from `inflight` when its driver ends, even by panic.
@@ -146,6 +149,7 @@ impl Manager {
             checkpointing: Mutex::new(HashSet::new()),
             checkpoint_permits: Arc::new(Semaphore::new(2)),
             networks: Mutex::new(HashSet::new()),
+            pool: pool::Pool::default(),
         }))
     }
 
@@ -218,7 +222,7 @@ impl Manager {
     ) -> Result<Session> {
         let s = self.request(class_id, student_id, actor).await?;
         if let Err(e) = self.drive(&s.id).await {
-            eprintln!("cubby serve: session {}: {e}", s.id);
+            crate::log!("warn", "session {}: {e}", s.id);
         }
         self.wait_settled(&s.id, timeout).await
     }
@@ -285,7 +289,7 @@ impl Manager {
         let id = id.to_string();
         tokio::spawn(async move {
             if let Err(e) = me.drive(&id).await {
-                eprintln!("cubby serve: session {id}: {e}");
+                crate::log!("warn", "session {id}: {e}");
             }
         });
     }
@@ -360,7 +364,7 @@ impl Manager {
                             // Nothing was deleted: retried with back-off. The
                             // sandbox is stopped (the session did end); the
                             // retry starts it again to export the volume.
-                            eprintln!("cubby serve: session {id}: archive pending: {e}");
+                            crate::log!("warn", "session {id}: archive pending: {e}");
                             let _ = self
                                 .backend
                                 .stop_sandbox(&s.sandbox, self.cfg.stop_grace)
@@ -441,7 +445,7 @@ impl Manager {
 
     async fn spec_of(&self, s: &Session) -> Result<crate::backend::SandboxSpec> {
         let t = self.store.template(&s.template_id).await?;
-        Ok(sandbox_spec(
+        let mut spec = sandbox_spec(
             &t.spec,
             &SandboxFor {
                 service_id: &self.service_id,
@@ -449,7 +453,14 @@ impl Manager {
                 class_id: &s.class_id,
                 student_id: &s.student_id,
             },
-        ))
+        );
+        // A claimed warm-pool member: its own name and volume (the row is
+        // authoritative; its labels are the pool's).
+        if let Some(member) = s.sandbox.strip_prefix("caas-pool-") {
+            spec.name = s.sandbox.clone();
+            spec.workspace_volume = crate::template::pool_volume(member);
+        }
+        Ok(spec)
     }
 
     /// The end of a session: archive (export, compress, store, read back,
@@ -495,7 +506,7 @@ impl Manager {
         // will not remove (still claimed by something else) is kept, said
         // in the session's reason, and not a reason to archive again.
         if let Err(e) = self.backend.remove_volume(&spec.workspace_volume).await {
-            eprintln!("cubby serve: session {}: archived; volume kept: {e}", s.id);
+            crate::log!("warn", "session {}: archived; volume kept: {e}", s.id);
             return Ok(Some(format!("archived; volume not removed: {e}")));
         }
         Ok(None)
@@ -527,24 +538,67 @@ impl Manager {
         self.store.decide_restore(s, from.as_deref()).await
     }
 
-    /// Network, sandbox, restore, readiness. Returns the sandbox's address.
-    async fn provision(&self, s: &Session) -> Result<Option<String>> {
-        let spec = self.spec_of(s).await?;
-        let s = &self.decide_restore(s, &spec.workspace_volume).await?;
-        // Once per class network and process: one engine call less per start.
-        let net = spec.network.name.clone();
+    /// Ensures a network once per process: one engine call less per start.
+    async fn ensure_network_once(&self, net: &crate::backend::ClassNetwork) -> Result<()> {
         let known = self
             .networks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&net);
+            .contains(&net.name);
         if !known {
-            self.backend.ensure_network(&spec.network).await?;
+            self.backend.ensure_network(net).await?;
             self.networks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(net.clone());
+                .insert(net.name.clone());
         }
+        Ok(())
+    }
+
+    /// Restores the decided archive into the running sandbox (where every
+    /// engine sees the volume); extracting again after a crash rewrites the
+    /// same files.
+    async fn restore_into(
+        &self,
+        s: &Session,
+        spec: &crate::backend::SandboxSpec,
+    ) -> Result<Session> {
+        if s.restore_state == "pending" {
+            if let Some(id) = &s.restore_from {
+                let a = self.store.archive(id).await?;
+                let tar = self.cfg.objects.get_tar(&a.object_key).await?;
+                self.backend
+                    .import_tar(
+                        &spec.name,
+                        crate::archive::parent_dir(&spec.workspace_path),
+                        tar,
+                    )
+                    .await?;
+                self.store.restore_done(&s.id).await?;
+                return self.store.session(&s.id).await;
+            }
+        }
+        Ok(s.clone())
+    }
+
+    /// Network, sandbox, restore, readiness (or a warm-pool member claimed
+    /// for it). Returns the sandbox's address.
+    async fn provision(&self, s: &Session) -> Result<Option<String>> {
+        let mut s = s.clone();
+        // A claim interrupted by a crash: given up, provisioned anew.
+        if s.sandbox != crate::template::sandbox_name(&s.id) {
+            s = self.drop_claim(&s).await?;
+        }
+        let t = self.store.template(&s.template_id).await?;
+        let spec = self.spec_of(&s).await?;
+        let s = &self.decide_restore(&s, &spec.workspace_volume).await?;
+        if let Some(address) = self.try_claim(s, &t.spec).await? {
+            return Ok(address);
+        }
+        let s = &self.store.session(&s.id).await?;
+        let spec = self.spec_of(s).await?;
+        let net = spec.network.name.clone();
+        self.ensure_network_once(&spec.network).await?;
         let info = match self.backend.start_sandbox(&spec).await {
             Ok(i) => i,
             Err(e) => {
@@ -556,23 +610,7 @@ impl Manager {
                 return Err(e.into());
             }
         };
-        if s.restore_state == "pending" {
-            if let Some(id) = &s.restore_from {
-                // Into the running sandbox (where every engine sees the
-                // volume); extracting again after a crash rewrites the same
-                // files.
-                let a = self.store.archive(id).await?;
-                let tar = self.cfg.objects.get_tar(&a.object_key).await?;
-                self.backend
-                    .import_tar(
-                        &spec.name,
-                        crate::archive::parent_dir(&spec.workspace_path),
-                        tar,
-                    )
-                    .await?;
-                self.store.restore_done(&s.id).await?;
-            }
-        }
+        self.restore_into(s, &spec).await?;
         if let Some(port) = spec.app_port {
             match self
                 .backend
@@ -603,15 +641,17 @@ impl Manager {
         self.check_ready().await?;
         let orphans = self.orphans().await?;
         for o in &orphans {
-            eprintln!(
-                "cubby serve: orphan sandbox {} ({}): archiving, then removing",
-                o.name, o.reason
+            crate::log!(
+                "warn",
+                "orphan sandbox {} ({}): archiving, then removing",
+                o.name,
+                o.reason
             );
             let me = self.clone();
             let name = o.name.clone();
             tokio::spawn(async move {
                 if let Err(e) = me.archive_orphan(&name).await {
-                    eprintln!("cubby serve: orphan sandbox {name}: kept: {e}");
+                    crate::log!("warn", "orphan sandbox {name}: kept: {e}");
                 }
             });
         }
@@ -649,8 +689,14 @@ impl Manager {
                 continue;
             }
             let session = sb.labels.get(LABEL_SESSION).cloned();
+            let pooled = sb.labels.contains_key(crate::backend::LABEL_POOL);
+            if pooled && sb.name.starts_with("caas-pool-") {
+                continue; // an unclaimed warm-pool member: the pool's
+            }
             let known = match self.store.session_by_sandbox(&sb.name).await? {
-                Some(s) => session.as_deref() == Some(s.id.as_str()),
+                // A claimed member carries no session label: its row is
+                // authoritative.
+                Some(s) => pooled || session.as_deref() == Some(s.id.as_str()),
                 None => false,
             };
             if !known {
@@ -677,23 +723,23 @@ impl Manager {
                 Ok(mut stream) => {
                     // Events may have been missed while disconnected.
                     if let Err(e) = self.check_ready().await {
-                        eprintln!("cubby serve: check sessions: {e}");
+                        crate::log!("warn", "check sessions: {e}");
                     }
                     while let Some(ev) = stream.next().await {
                         match ev {
                             Ok(ev) => {
                                 if let Err(e) = self.on_event(ev).await {
-                                    eprintln!("cubby serve: sandbox event: {e}");
+                                    crate::log!("warn", "sandbox event: {e}");
                                 }
                             }
                             Err(e) => {
-                                eprintln!("cubby serve: sandbox events: {e}");
+                                crate::log!("warn", "sandbox events: {e}");
                                 break;
                             }
                         }
                     }
                 }
-                Err(e) => eprintln!("cubby serve: sandbox events: {e}"),
+                Err(e) => crate::log!("warn", "sandbox events: {e}"),
             }
             backoff = if began.elapsed() > Duration::from_secs(60) {
                 Duration::from_secs(1)
@@ -734,19 +780,19 @@ impl Manager {
                 self.spawn_drive(&s.id);
             }
             if let Err(e) = self.checkpoints_due().await {
-                eprintln!("cubby serve: checkpoints: {e}");
+                crate::log!("warn", "checkpoints: {e}");
             }
             if let Err(e) = self.collect_exams().await {
-                eprintln!("cubby serve: exam collection: {e}");
+                crate::log!("warn", "exam collection: {e}");
             }
             if let Err(e) = self.retry_archives(true).await {
-                eprintln!("cubby serve: archive retries: {e}");
+                crate::log!("warn", "archive retries: {e}");
             }
             if let Err(e) = self.enforce_max_length().await {
-                eprintln!("cubby serve: session time limits: {e}");
+                crate::log!("warn", "session time limits: {e}");
             }
             if let Err(e) = self.cull_idle().await {
-                eprintln!("cubby serve: idle culling: {e}");
+                crate::log!("warn", "idle culling: {e}");
             }
         }
     }
@@ -842,7 +888,7 @@ impl Manager {
                     Err(_) => Ok(()),
                 };
                 if let Err(e) = r {
-                    eprintln!("cubby serve: session {}: checkpoint: {e}", s.id);
+                    crate::log!("warn", "session {}: checkpoint: {e}", s.id);
                 }
                 me.checkpointing
                     .lock()

@@ -169,6 +169,36 @@ impl Store {
         }
     }
 
+    /// A warm-pool member claimed for a starting session: the row names
+    /// it as the session's sandbox (compare-and-set on the derived name, so
+    /// a session claims at most one).
+    pub async fn claim_sandbox(&self, id: &str, member: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE sessions SET sandbox = $1 WHERE id = $2 AND sandbox = $3 AND state = 'starting'",
+        )
+        .bind(member)
+        .bind(id)
+        .bind(crate::template::sandbox_name(id))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// A warm-pool claim given up: the session goes back to its derived
+    /// sandbox name and, if its restore was done into the discarded member,
+    /// restores again.
+    pub async fn drop_pool_claim(&self, id: &str) -> Result<Session> {
+        sqlx::query(
+            "UPDATE sessions SET sandbox = $1, restore_state = CASE WHEN restore_state = 'done' \
+             AND restore_from IS NOT NULL THEN 'pending' ELSE restore_state END WHERE id = $2",
+        )
+        .bind(crate::template::sandbox_name(id))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        self.session(id).await
+    }
+
     pub async fn session(&self, id: &str) -> Result<Session> {
         let r = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLS} FROM sessions WHERE id = $1"

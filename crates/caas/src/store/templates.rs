@@ -78,6 +78,37 @@ impl Store {
         from_row(&r)
     }
 
+    /// Replaces a template's spec (already validated). Sessions read their
+    /// template when they start and end, so the workspace path may not
+    /// change while any session of the template is active (its end would
+    /// archive the wrong directory).
+    pub async fn update_template(&self, id: &str, spec: &TemplateSpec) -> Result<Template> {
+        let old = self.template(id).await?;
+        if old.spec.workspace_path != spec.workspace_path {
+            let r = sqlx::query(
+                "SELECT COUNT(*) AS n FROM sessions WHERE template_id = $1 AND state IN \
+                 ('requested', 'starting', 'ready', 'stopping', 'archive_pending')",
+            )
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+            let n: i64 = r.try_get("n")?;
+            if n > 0 {
+                return Err(Error::Conflict(format!(
+                    "template {}: workspace_path cannot change while {n} session(s) of it are active",
+                    old.name
+                )));
+            }
+        }
+        let json = serde_json::to_string(spec).map_err(|e| Error::Internal(e.to_string()))?;
+        sqlx::query("UPDATE templates SET spec = $1 WHERE id = $2")
+            .bind(json)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.template(id).await
+    }
+
     pub async fn templates(&self) -> Result<Vec<Template>> {
         sqlx::query("SELECT * FROM templates ORDER BY name")
             .fetch_all(&self.pool)

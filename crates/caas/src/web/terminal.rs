@@ -252,7 +252,7 @@ async fn carry(
                     }
                 }
                 Some(Err(e)) => {
-                    eprintln!("cubby serve: terminal of session {}: {e}", shell.session);
+                    crate::log!("warn", "terminal of session {}: {e}", shell.session);
                     let _ = socket.send(Message::Close(None)).await;
                     return End::ShellGone;
                 }

@@ -1,0 +1,462 @@
+//! Warm pool: per template, a configured number of sandboxes started and
+//! ready before any student asks (`warm_pool` in the template). A start
+//! claims one instead of provisioning: the session row takes the member's
+//! name as its sandbox (compare-and-set), the member is connected to the
+//! class network and taken off the pool network, its workspace put back to
+//! what it was when the member became ready (what pool life wrote there
+//! goes), the student's archive restored into it, and its port checked.
+//! The pool is refilled in the background (never while students wait in
+//! the admission queue).
+//!
+//! What a member can be before the student is known:
+//! - its workspace is its own volume (`caas-poolws-{id}` for sandbox
+//!   `caas-pool-{id}`): a claimed session derives it from its sandbox name
+//!   and keeps it for life (archived and removed at its end like any);
+//! - its labels are generic (managed + `io.cubby.caas.pool` = template,
+//!   `io.cubby.caas.pool.spec` = spec digest): labels are immutable in the
+//!   engine, so for a claimed sandbox the session row is authoritative
+//!   (orphan handling and the pool look the name up in the sessions);
+//! - it waits on the pool network (`caas-pool`, internal): the class
+//!   network is connected at claim.
+//!
+//! Members are found again after a restart by their labels and adopted if
+//! no session owns them and their spec digest is the template's current
+//! one; any other unowned member is removed (the template changed, its pool
+//! shrank, or the template is gone). A claim that fails at any step
+//! discards the member (sandbox and volume: it held nothing of the
+//! student's that is not in the archive) and the session is provisioned the
+//! ordinary way; a claim interrupted by a crash is given up the same way
+//! when the session is driven again.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+
+use super::Manager;
+use crate::backend::{SandboxStatus, LABEL_MANAGED, LABEL_POOL, LABEL_POOL_SPEC};
+use crate::error::{Error, Result};
+use crate::store::sessions::Session;
+use crate::template::{pool_spec, spec_digest, POOL_NETWORK};
+
+/// A member's workspace as it was when it became ready, kept to reset the
+/// workspace at claim; a bigger one means the member is not kept.
+const MAX_BASELINE: usize = 8 << 20;
+
+/// How often the pool is checked and refilled.
+pub const ROUND: Duration = Duration::from_secs(1);
+
+/// One ready, unclaimed member.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub name: String,
+    pub volume: String,
+    pub digest: String,
+    /// The tar of the workspace when it became ready.
+    pub baseline: Bytes,
+}
+
+#[derive(Default)]
+pub struct Pool {
+    /// Ready members per template id.
+    ready: Mutex<HashMap<String, Vec<Member>>>,
+    /// Members being made, per template id.
+    warming: Mutex<HashMap<String, usize>>,
+    pub claims: AtomicU64,
+    /// Starts of a pooled template that found no member ready.
+    pub misses: AtomicU64,
+    /// Claims given up (the session was provisioned the ordinary way).
+    pub failed_claims: AtomicU64,
+    pub made: AtomicU64,
+    pub removed: AtomicU64,
+}
+
+impl Pool {
+    fn lock_ready(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Member>>> {
+        self.ready.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn lock_warming(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.warming.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ready members now, all templates.
+    pub fn size(&self) -> usize {
+        self.lock_ready().values().map(Vec::len).sum()
+    }
+
+    /// Ready members per template id.
+    pub fn sizes(&self) -> Vec<(String, usize)> {
+        let mut v: Vec<_> = self
+            .lock_ready()
+            .iter()
+            .map(|(k, m)| (k.clone(), m.len()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Takes a ready member of this template and spec, oldest first.
+    fn take(&self, template_id: &str, digest: &str) -> Option<Member> {
+        let mut g = self.lock_ready();
+        let list = g.get_mut(template_id)?;
+        let i = list.iter().position(|m| m.digest == digest)?;
+        Some(list.remove(i))
+    }
+}
+
+/// Removes a warming count when the making ends, even by panic.
+struct Warming<'a>(&'a Pool, String);
+impl Drop for Warming<'_> {
+    fn drop(&mut self) {
+        let mut g = self.0.lock_warming();
+        if let Some(n) = g.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+impl Manager {
+    /// Checks and refills the pool for ever.
+    pub async fn pool_loop(self: Arc<Self>) {
+        loop {
+            if !self.draining() {
+                if let Err(e) = self.pool_round().await {
+                    crate::log!("warn", "warm pool: {e}");
+                }
+            }
+            tokio::time::sleep(ROUND).await;
+        }
+    }
+
+    /// One round: adopt members found in the engine, remove stale ones,
+    /// start making missing ones (not while students wait for a slot).
+    pub async fn pool_round(self: &Arc<Self>) -> Result<()> {
+        let mut wanted = HashMap::new();
+        for t in self.store.templates().await? {
+            if t.spec.warm_pool > 0 {
+                wanted.insert(t.id.clone(), (spec_digest(&t.spec), t.spec.clone()));
+            }
+        }
+        let listed = self.backend.list_sandboxes().await?;
+        let members: Vec<_> = listed
+            .into_iter()
+            .filter(|sb| {
+                sb.labels.get(LABEL_MANAGED) == Some(&self.service_id)
+                    && sb.labels.contains_key(LABEL_POOL)
+                    && sb.name.starts_with("caas-pool-")
+            })
+            .collect();
+        let warming_any = self.pool.lock_warming().values().any(|n| *n > 0);
+        // Drop from memory what the engine no longer runs.
+        {
+            let running: std::collections::HashSet<&str> = members
+                .iter()
+                .filter(|m| m.status == SandboxStatus::Running)
+                .map(|m| m.name.as_str())
+                .collect();
+            let mut g = self.pool.lock_ready();
+            for list in g.values_mut() {
+                list.retain(|m| running.contains(m.name.as_str()));
+            }
+        }
+        // Remove stale members (template changed or gone, pool shrank).
+        let mut stale = Vec::new();
+        {
+            let mut g = self.pool.lock_ready();
+            g.retain(|tid, list| {
+                let keep = match wanted.get(tid) {
+                    Some((digest, spec)) => {
+                        let (good, bad): (Vec<_>, Vec<_>) =
+                            list.drain(..).partition(|m| &m.digest == digest);
+                        stale.extend(bad);
+                        let mut good = good;
+                        while good.len() > spec.warm_pool as usize {
+                            if let Some(m) = good.pop() {
+                                stale.push(m);
+                            }
+                        }
+                        *list = good;
+                        true
+                    }
+                    None => {
+                        stale.append(list);
+                        false
+                    }
+                };
+                keep
+            });
+        }
+        for m in stale {
+            self.remove_member(&m.name, &m.volume).await;
+        }
+        // Members in the engine that this process does not hold: adopted
+        // (a restart) if current, removed if not. Skipped while some are
+        // being made (they are not in the list yet).
+        if !warming_any {
+            let known: std::collections::HashSet<String> = self
+                .pool
+                .lock_ready()
+                .values()
+                .flatten()
+                .map(|m| m.name.clone())
+                .collect();
+            for sb in members.iter().filter(|m| !known.contains(&m.name)) {
+                if self.store.session_by_sandbox(&sb.name).await?.is_some() {
+                    continue; // claimed: a session's sandbox now
+                }
+                let tid = sb.labels.get(LABEL_POOL).cloned().unwrap_or_default();
+                let digest = sb.labels.get(LABEL_POOL_SPEC).cloned().unwrap_or_default();
+                let volume = crate::template::pool_volume(sb.name.trim_start_matches("caas-pool-"));
+                let current = wanted.get(&tid).map(|(d, _)| d == &digest) == Some(true);
+                let room = wanted
+                    .get(&tid)
+                    .map(|(_, s)| {
+                        let have = self.pool.lock_ready().get(&tid).map_or(0, Vec::len);
+                        have < s.warm_pool as usize
+                    })
+                    .unwrap_or(false);
+                if current && room && sb.status == SandboxStatus::Running {
+                    match self
+                        .baseline(&sb.name, &wanted[&tid].1.workspace_path)
+                        .await
+                    {
+                        Ok(baseline) => {
+                            self.pool.lock_ready().entry(tid).or_default().push(Member {
+                                name: sb.name.clone(),
+                                volume,
+                                digest,
+                                baseline,
+                            });
+                            continue;
+                        }
+                        Err(e) => {
+                            crate::log!("warn", "warm pool: member {}: not adopted: {e}", sb.name)
+                        }
+                    }
+                }
+                self.remove_member(&sb.name, &volume).await;
+            }
+        }
+        // Refill, students first: nothing is made while any wait.
+        if self.admission.stats().queued > 0 {
+            return Ok(());
+        }
+        let limit = self.cfg.start_concurrency.max(1);
+        for (tid, (digest, spec)) in wanted {
+            loop {
+                let (have, warming_total) = {
+                    let have = self.pool.lock_ready().get(&tid).map_or(0, Vec::len);
+                    let w = self.pool.lock_warming();
+                    (
+                        have + w.get(&tid).copied().unwrap_or(0),
+                        w.values().sum::<usize>(),
+                    )
+                };
+                if have >= spec.warm_pool as usize || warming_total >= limit {
+                    break;
+                }
+                *self.pool.lock_warming().entry(tid.clone()).or_default() += 1;
+                let me = self.clone();
+                let (tid, digest, spec) = (tid.clone(), digest.clone(), spec.clone());
+                tokio::spawn(async move {
+                    let _w = Warming(&me.pool, tid.clone());
+                    if let Err(e) = me.make_member(&tid, &digest, &spec).await {
+                        crate::log!("warn", "warm pool: template {tid}: {e}");
+                        // Not in a tight loop against a failing engine.
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn make_member(
+        &self,
+        tid: &str,
+        digest: &str,
+        t: &crate::template::TemplateSpec,
+    ) -> Result<()> {
+        let id = crate::store::new_id();
+        let spec = pool_spec(t, &self.service_id, tid, &id);
+        self.ensure_network_once(&spec.network).await?;
+        let made = async {
+            let info = self.backend.start_sandbox(&spec).await?;
+            if let Some(port) = spec.app_port {
+                self.backend
+                    .wait_ready(&info, port, self.cfg.ready_timeout)
+                    .await?;
+            }
+            self.baseline(&spec.name, &spec.workspace_path).await
+        }
+        .await;
+        match made {
+            Ok(baseline) => {
+                self.pool.made.fetch_add(1, Ordering::Relaxed);
+                self.pool
+                    .lock_ready()
+                    .entry(tid.to_string())
+                    .or_default()
+                    .push(Member {
+                        name: spec.name,
+                        volume: spec.workspace_volume,
+                        digest: digest.to_string(),
+                        baseline,
+                    });
+                Ok(())
+            }
+            Err(e) => {
+                self.remove_member(&spec.name, &spec.workspace_volume).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The workspace of a running sandbox as a tar, in memory (bounded).
+    async fn baseline(&self, name: &str, path: &str) -> Result<Bytes> {
+        let mut tar = self.backend.export_path(name, path).await?;
+        let mut buf = Vec::new();
+        while let Some(chunk) = tar.try_next().await? {
+            buf.extend_from_slice(&chunk);
+            if buf.len() > MAX_BASELINE {
+                return Err(Error::Invalid(format!(
+                    "the workspace {path} of a fresh sandbox holds more than {} MiB: too much to \
+                     keep per warm-pool member; set warm_pool to 0 for this template",
+                    MAX_BASELINE >> 20
+                )));
+            }
+        }
+        Ok(Bytes::from(buf))
+    }
+
+    async fn remove_member(&self, name: &str, volume: &str) {
+        let r = async {
+            self.backend.remove_sandbox(name).await?;
+            self.backend.remove_volume(volume).await
+        }
+        .await;
+        match r {
+            Ok(()) => {
+                self.pool.removed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => crate::log!("warn", "warm pool: removing member {name}: {e}"),
+        }
+    }
+
+    /// A ready member of the session's template, claimed for it; `None`
+    /// when the template has no pool or none is ready (a miss), or the
+    /// claim failed (the member is discarded). Returns the address.
+    pub(super) async fn try_claim(
+        &self,
+        s: &Session,
+        t: &crate::template::TemplateSpec,
+    ) -> Result<Option<Option<String>>> {
+        if t.warm_pool == 0 || s.restore_state == "kept" {
+            return Ok(None);
+        }
+        let Some(m) = self.pool.take(&s.template_id, &spec_digest(t)) else {
+            self.pool.misses.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        };
+        match self.claim(s, t, &m).await {
+            Ok(addr) => {
+                self.pool.claims.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(addr))
+            }
+            Err(e) => {
+                self.pool.failed_claims.fetch_add(1, Ordering::Relaxed);
+                crate::log!(
+                    "warn",
+                    "session {}: warm-pool member {} not usable, provisioning anew: {e}",
+                    s.id,
+                    m.name
+                );
+                self.drop_claim(s).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn claim(
+        &self,
+        s: &Session,
+        t: &crate::template::TemplateSpec,
+        m: &Member,
+    ) -> Result<Option<String>> {
+        // The row first: a crash from here on finds the claim by it.
+        if !self.store.claim_sandbox(&s.id, &m.name).await? {
+            return Err(Error::Conflict(format!(
+                "session {} changed while claiming warm-pool member {}",
+                s.id, m.name
+            )));
+        }
+        let s = self.store.session(&s.id).await?;
+        let spec = self.spec_of(&s).await?;
+        self.ensure_network_once(&spec.network).await?;
+        self.backend
+            .connect_network(&spec.name, &spec.network.name)
+            .await?;
+        self.backend
+            .disconnect_network(&spec.name, POOL_NETWORK)
+            .await?;
+        // Back to the workspace the member had when it became ready: what
+        // pool life wrote there goes.
+        let now = self.baseline(&spec.name, &t.workspace_path).await?;
+        if now != m.baseline {
+            let dir = &t.workspace_path;
+            let wipe = format!(
+                "cd {dir} && rm -rf -- ./* ./.[!.]* ./..?* 2>/dev/null; [ -z \"$(ls -A .)\" ]"
+            );
+            let out = self
+                .backend
+                .exec(
+                    &spec.name,
+                    &["sh".into(), "-c".into(), wipe],
+                    Some(&spec.user),
+                )
+                .await?;
+            if out.exit_code != 0 {
+                return Err(Error::Invalid(format!(
+                    "could not empty the workspace of warm-pool member {}: {}",
+                    m.name,
+                    String::from_utf8_lossy(&out.stderr)
+                )));
+            }
+            let tar = m.baseline.clone();
+            self.backend
+                .import_tar(
+                    &spec.name,
+                    crate::archive::parent_dir(&spec.workspace_path),
+                    Box::pin(futures_util::stream::once(async move { Ok(tar) })),
+                )
+                .await?;
+        }
+        self.restore_into(&s, &spec).await?;
+        let info = self
+            .backend
+            .inspect_sandbox(&spec.name)
+            .await?
+            .ok_or_else(|| Error::Invalid(format!("sandbox {} vanished at claim", spec.name)))?;
+        if let Some(port) = spec.app_port {
+            self.backend
+                .wait_ready(&info, port, self.cfg.ready_timeout)
+                .await?;
+        }
+        Ok(info.address.map(|a| a.to_string()))
+    }
+
+    /// Gives a claim up: the member (under either name) and its volume go,
+    /// the session goes back to the derived volume and to restoring again.
+    pub(super) async fn drop_claim(&self, s: &Session) -> Result<Session> {
+        if let Some(member) = s.sandbox.strip_prefix("caas-pool-") {
+            self.backend.remove_sandbox(&s.sandbox).await?;
+            self.backend
+                .remove_volume(&crate::template::pool_volume(member))
+                .await?;
+        }
+        self.store.drop_pool_claim(&s.id).await
+    }
+}
