@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt};
@@ -63,6 +64,30 @@ impl std::fmt::Debug for Objects {
 pub struct Written {
     pub size: u64,
     pub sha256: String,
+}
+
+/// Where the time of one [`Objects::put_compressed`] went. The stages
+/// overlap, so the parts add up to more than `stream` when they run at once.
+#[derive(Debug, Clone, Default)]
+pub struct PutStats {
+    /// Uncompressed (tar) bytes read from the backend.
+    pub tar_bytes: u64,
+    /// From the first read to the last byte handed to the store.
+    pub stream: Duration,
+    /// Waiting for the backend's next chunk (the engine's tar building).
+    pub engine_wait: Duration,
+    /// Waiting for the compressor to take a chunk (it was behind).
+    pub compress_wait: Duration,
+    /// zstd's own time (blocking thread).
+    pub zstd: Duration,
+    /// sha256's own time (blocking thread).
+    pub sha256: Duration,
+    /// Handing compressed bytes to the store's writer (local: part writes
+    /// on blocking threads; S3: part uploads).
+    pub upload_wait: Duration,
+    /// Completing the object: flush of the last part, fsync + rename +
+    /// directory fsync (local) or the multipart completion (S3).
+    pub close: Duration,
 }
 
 fn storage(what: &str, e: impl std::fmt::Display) -> Error {
@@ -151,37 +176,72 @@ impl Objects {
     /// sha256 (a blocking thread: CPU work off the async workers), and the
     /// upload (this task). Channels of 8 chunks between them keep memory
     /// bounded.
-    pub async fn put_compressed(&self, key: &str, mut tar: ByteStream) -> Result<Written> {
+    pub async fn put_compressed(&self, key: &str, tar: ByteStream) -> Result<Written> {
+        Ok(self.put_compressed_timed(key, tar).await?.0)
+    }
+
+    /// [`Objects::put_compressed`], saying where the time went.
+    pub async fn put_compressed_timed(
+        &self,
+        key: &str,
+        mut tar: ByteStream,
+    ) -> Result<(Written, PutStats)> {
         let path = Self::path(key)?;
         let mut w =
             BufWriter::with_capacity(self.store.clone(), path, PART).with_max_concurrency(2);
         let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Bytes>(8);
         let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
         let compress = tokio::task::spawn_blocking(move || compress(in_rx, out_tx));
+        let began = Instant::now();
         let feed = async move {
-            while let Some(chunk) = tar.next().await {
-                if in_tx.send(chunk.map_err(Error::Backend)?).await.is_err() {
+            let (mut engine_wait, mut compress_wait, mut bytes) =
+                (Duration::ZERO, Duration::ZERO, 0u64);
+            loop {
+                let t = Instant::now();
+                let Some(chunk) = tar.next().await else { break };
+                engine_wait += t.elapsed();
+                let chunk = chunk.map_err(Error::Backend)?;
+                bytes += chunk.len() as u64;
+                let t = Instant::now();
+                if in_tx.send(chunk).await.is_err() {
                     // The compressor stopped: its error is the one to report.
                     break;
                 }
+                compress_wait += t.elapsed();
             }
-            Ok::<(), Error>(())
+            Ok::<_, Error>((engine_wait, compress_wait, bytes))
         };
         let mut shut = false;
-        let result: Result<Written> = async {
+        let result: Result<(Written, PutStats)> = async {
             let upload = async {
+                let mut wait = Duration::ZERO;
                 while let Some(out) = out_rx.recv().await {
+                    let t = Instant::now();
                     w.write_all(&out).await.map_err(|e| storage(key, e))?;
+                    wait += t.elapsed();
                 }
-                Ok::<(), Error>(())
+                Ok::<_, Error>(wait)
             };
-            tokio::try_join!(feed, upload)?;
-            let written = compress
+            let ((engine_wait, compress_wait, tar_bytes), upload_wait) =
+                tokio::try_join!(feed, upload)?;
+            let (written, zstd, sha256) = compress
                 .await
                 .map_err(|e| Error::Internal(format!("zstd: {e}")))??;
+            let stream = began.elapsed();
             shut = true;
+            let t = Instant::now();
             w.shutdown().await.map_err(|e| storage(key, e))?;
-            Ok(written)
+            let stats = PutStats {
+                tar_bytes,
+                stream,
+                engine_wait,
+                compress_wait,
+                zstd,
+                sha256,
+                upload_wait,
+                close: t.elapsed(),
+            };
+            Ok((written, stats))
         }
         .await;
         if result.is_err() && !shut {
@@ -287,33 +347,41 @@ impl Objects {
 fn compress(
     mut input: tokio::sync::mpsc::Receiver<Bytes>,
     output: tokio::sync::mpsc::Sender<Vec<u8>>,
-) -> Result<Written> {
+) -> Result<(Written, Duration, Duration)> {
     const PIECE: usize = 256 << 10;
     let zerr = |e: std::io::Error| Error::Internal(format!("zstd: {e}"));
     let mut enc = zstd::stream::write::Encoder::new(Vec::with_capacity(2 * PIECE), ZSTD_LEVEL)
         .map_err(zerr)?;
     let mut hash = Sha256::new();
     let mut size = 0u64;
+    let (mut zstd_time, mut sha_time) = (Duration::ZERO, Duration::ZERO);
     let mut send = |out: Vec<u8>, hash: &mut Sha256| -> Result<()> {
+        let t = Instant::now();
         hash.update(&out);
+        sha_time += t.elapsed();
         size += out.len() as u64;
         output
             .blocking_send(out)
             .map_err(|_| Error::Internal("archive upload ended early".into()))
     };
     while let Some(chunk) = input.blocking_recv() {
+        let t = Instant::now();
         std::io::Write::write_all(&mut enc, &chunk).map_err(zerr)?;
+        zstd_time += t.elapsed();
         if enc.get_ref().len() >= PIECE {
             let out = std::mem::replace(enc.get_mut(), Vec::with_capacity(2 * PIECE));
             send(out, &mut hash)?;
         }
     }
+    let t = Instant::now();
     let out = enc.finish().map_err(zerr)?;
+    zstd_time += t.elapsed();
     if !out.is_empty() {
         send(out, &mut hash)?;
     }
-    Ok(Written {
+    let written = Written {
         size,
         sha256: crate::store::hex(&hash.finalize()),
-    })
+    };
+    Ok((written, zstd_time, sha_time))
 }
