@@ -258,3 +258,33 @@ pub async fn ready(m: &Manager) -> std::result::Result<(), Vec<String>> {
         Err(problems)
     }
 }
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+
+    #[test]
+    fn phase_histograms_are_labelled_and_unlabelled_ones_unchanged() {
+        let m = Metrics::default();
+        let mut p = crate::archive::Phases::new();
+        p.lap("start");
+        p.lap("remove_volume");
+        m.archive_phases(&p);
+        let mut out = String::new();
+        m.archive_phase[0].samples(&mut out, "x", "phase=\"start\",");
+        assert!(
+            out.contains("x_bucket{phase=\"start\",le=\"0.05\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("x_sum{phase=\"start\"} "), "{out}");
+        assert!(out.contains("x_count{phase=\"start\"} 1\n"), "{out}");
+        let mut out = String::new();
+        m.archive.render(&mut out, "y", "help");
+        assert!(
+            out.contains("y_bucket{le=\"+Inf\"} 0\ny_sum 0\ny_count 0\n"),
+            "{out}"
+        );
+        let last = phase_names().position(|n| n == "remove_volume").unwrap();
+        assert_eq!(m.archive_phase[last].count.load(Ordering::Relaxed), 1);
+    }
+}
