@@ -50,14 +50,23 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        self.samples(out, name, "");
+    }
+
+    /// The series of one histogram; `labels` (`k="v",`) go before `le`.
+    fn samples(&self, out: &mut String, name: &str, labels: &str) {
         for (i, b) in BUCKETS.iter().enumerate() {
             let n = self.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {n}");
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{b}\"}} {n}");
         }
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+        let l = match labels.trim_end_matches(',') {
+            "" => String::new(),
+            l => format!("{{{l}}}"),
+        };
+        let _ = writeln!(out, "{name}_sum{l} {sum}\n{name}_count{l} {count}");
     }
 }
 
@@ -68,13 +77,33 @@ pub struct Metrics {
     pub provision: Histogram,
     /// A session's end: export, store, verify, record, remove.
     pub archive: Histogram,
+    /// The same, phase by phase (`crate::archive::phases`): the sequential
+    /// phases, then the overlapped parts of `stream`.
+    pub archive_phase: [Histogram; PHASE_COUNT],
     pub archive_failures: AtomicU64,
     pub provision_failures: AtomicU64,
     /// Engine (backend) errors seen while starting or ending sessions.
     pub engine_errors: AtomicU64,
 }
 
+const PHASE_COUNT: usize =
+    crate::archive::phases::PHASES.len() + crate::archive::phases::DETAIL.len();
+
+fn phase_names() -> impl Iterator<Item = &'static str> {
+    use crate::archive::phases::{DETAIL, PHASES};
+    PHASES.iter().chain(DETAIL.iter()).copied()
+}
+
 impl Metrics {
+    /// Records one session end's phases.
+    pub fn archive_phases(&self, p: &crate::archive::Phases) {
+        for (name, d) in p.all() {
+            if let Some(i) = phase_names().position(|n| n == name) {
+                self.archive_phase[i].observe(d);
+            }
+        }
+    }
+
     pub fn engine_error(&self, e: &crate::error::Error) {
         if matches!(e, crate::error::Error::Backend(_)) {
             self.engine_errors.fetch_add(1, Ordering::Relaxed);
@@ -163,6 +192,15 @@ pub async fn render(m: &Manager) -> Result<String> {
         "cubby_archive_seconds",
         "Ending a session: archive, verify, record, remove.",
     );
+    let name = "cubby_archive_phase_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Ending a session, by phase (stream's parts overlap).\n\
+         # TYPE {name} histogram"
+    );
+    for (h, phase) in x.archive_phase.iter().zip(phase_names()) {
+        h.samples(&mut out, name, &format!("phase=\"{phase}\","));
+    }
     counter(
         &mut out,
         "cubby_provision_failures_total",
@@ -250,5 +288,35 @@ pub async fn ready(m: &Manager) -> std::result::Result<(), Vec<String>> {
         Ok(())
     } else {
         Err(problems)
+    }
+}
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+
+    #[test]
+    fn phase_histograms_are_labelled_and_unlabelled_ones_unchanged() {
+        let m = Metrics::default();
+        let mut p = crate::archive::Phases::new();
+        p.lap("start");
+        p.lap("remove_volume");
+        m.archive_phases(&p);
+        let mut out = String::new();
+        m.archive_phase[0].samples(&mut out, "x", "phase=\"start\",");
+        assert!(
+            out.contains("x_bucket{phase=\"start\",le=\"0.05\"} 1\n"),
+            "{out}"
+        );
+        assert!(out.contains("x_sum{phase=\"start\"} "), "{out}");
+        assert!(out.contains("x_count{phase=\"start\"} 1\n"), "{out}");
+        let mut out = String::new();
+        m.archive.render(&mut out, "y", "help");
+        assert!(
+            out.contains("y_bucket{le=\"+Inf\"} 0\ny_sum 0\ny_count 0\n"),
+            "{out}"
+        );
+        let last = phase_names().position(|n| n == "remove_volume").unwrap();
+        assert_eq!(m.archive_phase[last].count.load(Ordering::Relaxed), 1);
     }
 }

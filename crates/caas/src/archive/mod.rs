@@ -11,8 +11,10 @@
 
 pub mod browse;
 pub mod objects;
+pub mod phases;
 
-pub use objects::{Objects, S3Config, Written};
+pub use objects::{Objects, PutStats, S3Config, Written};
+pub use phases::Phases;
 
 use crate::store::sessions::Session;
 

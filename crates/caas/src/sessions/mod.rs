@@ -469,6 +469,7 @@ impl Manager {
     /// not made again.
     async fn end_session(&self, s: &Session) -> Result<Option<String>> {
         let spec = self.spec_of(s).await?;
+        let mut t = crate::archive::Phases::new();
         if self.store.final_archive(&s.id).await?.is_none() {
             let exists = self.backend.inspect_sandbox(&spec.name).await?.is_some();
             if !exists && !self.backend.volume_exists(&spec.workspace_volume).await? {
@@ -479,14 +480,18 @@ impl Manager {
             // container's volumes are not visible to cubby's engine); a
             // sandbox that exited or is gone is started again on the volume.
             self.backend.start_sandbox(&spec).await?;
+            t.lap("start");
             let key = crate::archive::object_key(s, "final", crate::store::now_ms());
             let tar = self
                 .backend
                 .export_path(&spec.name, &spec.workspace_path)
                 .await?;
+            t.lap("export_open");
             let objects = &self.cfg.objects;
-            let w = objects.put_compressed(&key, tar).await?;
+            let (w, put) = objects.put_compressed_timed(&key, tar).await?;
+            t.put(&put);
             objects.verify(&key, &w).await?;
+            t.lap("verify");
             let row =
                 crate::store::archives::new_archive(s, "final", key.clone(), w.size, w.sha256);
             if let Err(e) = self.store.insert_archive(&row).await {
@@ -497,15 +502,22 @@ impl Manager {
                     return Err(e);
                 }
             }
+            t.lap("record");
+            t.sizes(put.tar_bytes, w.size);
         }
         // Removed at once (forced): a graceful stop after the export
         // could only lose what the app writes meanwhile, and costs the
         // stop grace per sandbox.
         self.backend.remove_sandbox(&spec.name).await?;
+        t.lap("remove_sandbox");
         // The work is archived and verified by now: a volume the engine
         // will not remove (still claimed by something else) is kept, said
         // in the session's reason, and not a reason to archive again.
-        if let Err(e) = self.backend.remove_volume(&spec.workspace_volume).await {
+        let removed = self.backend.remove_volume(&spec.workspace_volume).await;
+        t.lap("remove_volume");
+        self.metrics.archive_phases(&t);
+        crate::log!("info", "session {}: ended: {t}", s.id);
+        if let Err(e) = removed {
             crate::log!("warn", "session {}: archived; volume kept: {e}", s.id);
             return Ok(Some(format!("archived; volume not removed: {e}")));
         }
