@@ -19,7 +19,7 @@ pub mod networks;
 pub mod prune;
 pub mod volumes;
 
-pub use containers::{CreateBody, CreateOptions};
+pub use containers::{CreateBody, NewContainer};
 pub use error::{EngineError, EngineResult};
 
 use crate::client::MonitorClient;
