@@ -298,6 +298,17 @@ async fn typed_errors_for_what_the_caller_got_wrong() {
         Err(EngineError::Conflict(m)) => assert!(m.contains("already in use"), "{m}"),
         other => panic!("second create of one name: {other:?}"),
     }
+    // Stats of a running container: its cgroup, read through the engine.
+    let (rec, sample) = e.stats("engine-busy").await.unwrap();
+    assert_eq!(rec.id, id);
+    let sample = sample.expect("a running container has a stats sample");
+    assert!(sample.stats.pids >= 1, "{:?}", sample.stats);
+    assert!(sample.system_ns > 0 && sample.online_cpus >= 1);
+    assert!(e.stats_again(&id).await.unwrap().is_some());
+    assert!(matches!(
+        e.stats("engine-no-such").await,
+        Err(EngineError::NotFound(_))
+    ));
     let exec = |cmd: &[&str]| bollard_stubs::models::ExecConfig {
         cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
         ..Default::default()
@@ -316,6 +327,10 @@ async fn typed_errors_for_what_the_caller_got_wrong() {
         .await
         .unwrap();
     assert_eq!(e.wait(&id, WaitCondition::NotRunning).await.unwrap(), 137);
+    assert!(
+        e.stats(&id).await.unwrap().1.is_none(),
+        "stats of a stopped container"
+    );
     assert!(matches!(
         e.kill(&id, nix::sys::signal::Signal::SIGKILL).await,
         Err(EngineError::Conflict(_))

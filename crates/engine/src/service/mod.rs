@@ -17,6 +17,7 @@ pub mod filters;
 pub mod mounts;
 pub mod networks;
 pub mod prune;
+pub mod stats;
 pub mod volumes;
 
 pub use containers::{CreateBody, NewContainer};
