@@ -14,6 +14,7 @@ pub mod containers;
 pub mod error;
 pub mod exec;
 pub mod filters;
+pub mod images;
 pub mod mounts;
 pub mod networks;
 pub mod prune;
