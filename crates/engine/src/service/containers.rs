@@ -455,6 +455,19 @@ impl Engine {
         self.call(Request::Unpause { id: r.id }).await.map(drop)
     }
 
+    /// Resizes the container's tty (a container made with one).
+    pub async fn resize(&self, what: &str, height: u16, width: u16) -> EngineResult<()> {
+        let r = self.find(what).await?;
+        self.call(Request::Resize {
+            id: r.id,
+            exec_id: None,
+            height,
+            width,
+        })
+        .await
+        .map(drop)
+    }
+
     pub async fn rename(&self, what: &str, name: &str) -> EngineResult<()> {
         let name = name.trim_start_matches('/');
         check_name(name)?;
