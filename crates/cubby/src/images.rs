@@ -128,30 +128,12 @@ impl Images {
 
     /// Containers (by id) whose snapshot uses `image`.
     pub fn users_of(&self, image: &ImageRecord) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.containers_dir()) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter(|e| {
-                std::fs::read_to_string(e.path().join("image"))
-                    .map(|s| s.trim() == image.config_digest.to_string())
-                    .unwrap_or(false)
-            })
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect()
+        cubby_engine::snapshots::users_of(&self.containers_dir(), &image.config_digest)
     }
 
     /// Layers used by any container (kept by prune even if untagged).
     fn layers_in_use(&self) -> Vec<cubby_image::digest::Digest> {
-        let Ok(entries) = std::fs::read_dir(self.containers_dir()) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| std::fs::read_to_string(e.path().join("layers")).ok())
-            .flat_map(|s| s.lines().filter_map(|l| l.parse().ok()).collect::<Vec<_>>())
-            .collect()
+        cubby_engine::snapshots::layers_in_use(&self.containers_dir())
     }
 
     pub fn list(&self, quiet: bool) -> Result<()> {

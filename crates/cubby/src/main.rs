@@ -504,6 +504,13 @@ fn remote(cli: &Cli) -> Result<Option<i32>> {
     if !container_cmd {
         return Ok(None);
     }
+    // A run of a directory (--rootfs) can only be standalone: a daemon that
+    // merely answers on the default socket does not take it (with an
+    // explicit --host it is refused by name, see remote::commands).
+    let explicit_host = cli.host.as_deref().is_some_and(|h| !h.is_empty());
+    if matches!(&cli.cmd, Cmd::Run(a) if a.rootfs.is_some()) && !explicit_host {
+        return Ok(None);
+    }
     let tls = cubby::tls::TlsFiles::from_parts(
         cli.tls_cert.clone(),
         cli.tls_key.clone(),

@@ -57,3 +57,32 @@ pub fn find_image(store: &Store, name: &str) -> Result<Option<ImageRecord>, Imag
     }
     Ok(None)
 }
+
+/// Containers (ids, sorted) whose snapshot under `containers_dir` was made
+/// from the image with config digest `image_id`.
+pub fn users_of(containers_dir: &Path, image_id: &cubby_image::digest::Digest) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(containers_dir) else {
+        return Vec::new();
+    };
+    let want = image_id.to_string();
+    let mut out: Vec<String> = entries
+        .flatten()
+        .filter(|e| std::fs::read_to_string(e.path().join("image")).is_ok_and(|s| s.trim() == want))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The layers of every container snapshot under `containers_dir`: what an
+/// image store gc must keep even when no tag names them.
+pub fn layers_in_use(containers_dir: &Path) -> Vec<cubby_image::digest::Digest> {
+    let Ok(entries) = std::fs::read_dir(containers_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("layers")).ok())
+        .flat_map(|s| s.lines().filter_map(|l| l.parse().ok()).collect::<Vec<_>>())
+        .collect()
+}

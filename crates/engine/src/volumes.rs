@@ -161,7 +161,7 @@ pub fn parse_size(name: &str, value: &str) -> Result<u64> {
         value: value.into(),
         reason: reason.into(),
     };
-    let bytes = crate::config::docker::parse_size(value)
+    let bytes = crate::config::parse::parse_size(value)
         .filter(|b| *b >= 0)
         .ok_or_else(|| {
             bad("not a size (bytes, or a number with k, m, g or t, e.g. 512M, 1G, 1GiB)")

@@ -5,9 +5,10 @@
 
 mod common;
 
+use cubby_engine::config::{ContainerConfig, NetworkMode};
 use cubby_engine::protocol::WaitCondition;
 use cubby_engine::records::Status;
-use cubby_engine::service::{CreateBody, CreateOptions, Engine, EngineError, EngineOptions};
+use cubby_engine::service::{Engine, EngineError, EngineOptions, NewContainer};
 use cubby_image::digest::Digest;
 use cubby_image::store::{ImageRecord, Store};
 use std::path::{Path, PathBuf};
@@ -193,19 +194,22 @@ fn put_busybox_image(store: &Store, dir: &Path) {
         .unwrap();
 }
 
-fn body(cmd: &[&str]) -> CreateBody {
-    serde_json::from_value(serde_json::json!({
-        "Image": IMAGE,
-        "Cmd": cmd,
-        "HostConfig": { "NetworkMode": "none" },
-    }))
-    .unwrap()
+/// A container of the test image running `cmd`, typed (no Docker body).
+fn body(cmd: &[&str]) -> NewContainer {
+    NewContainer {
+        image: IMAGE.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        config: ContainerConfig {
+            network: NetworkMode::None,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
 }
 
-fn named(name: &str) -> CreateOptions {
-    CreateOptions {
-        name: Some(name.into()),
-    }
+fn named(mut new: NewContainer, name: &str) -> NewContainer {
+    new.name = Some(name.into());
+    new
 }
 
 fn log_text(path: &Path) -> String {
@@ -218,7 +222,7 @@ async fn create_start_wait_inspect_remove() {
     let e = w.engine();
     let script = "echo hello-from-engine; hostname; exit 7";
     let id = e
-        .create(body(&["sh", "-c", script]), named("engine-life"))
+        .create(named(body(&["sh", "-c", script]), "engine-life"))
         .await
         .unwrap();
     let r = e.find("engine-life").await.unwrap();
@@ -259,29 +263,26 @@ async fn typed_errors_for_what_the_caller_got_wrong() {
     let w = World::new("errors");
     let e = w.engine();
     let mut b = body(&["true"]);
-    b.image = Some("localhost/no-such-image:1".into());
-    match e.create(b, CreateOptions::default()).await {
+    b.image = "localhost/no-such-image:1".into();
+    match e.create(b).await {
         Err(EngineError::NotFound(m)) => assert!(m.contains("No such image"), "{m}"),
         other => panic!("create of a missing image: {other:?}"),
     }
     assert!(matches!(
-        e.create(body(&["true"]), named("-bad")).await,
+        e.create(named(body(&["true"]), "-bad")).await,
         Err(EngineError::InvalidArgument(_))
     ));
     let mut b = body(&["true"]);
-    b.host_config.as_mut().unwrap().log_config = Some(bollard_stubs::models::HostConfigLogConfig {
-        typ: Some("syslog".into()),
-        config: None,
-    });
+    b.config.workdir = Some("relative/dir".into());
     assert!(matches!(
-        e.create(b, CreateOptions::default()).await,
-        Err(EngineError::InvalidArgument(m)) if m.contains("syslog")
+        e.create(b).await,
+        Err(EngineError::InvalidArgument(m)) if m.contains("not absolute")
     ));
 
     // A running container: remove needs force, kill works, a second name
     // is refused while the first holds it.
     let id = e
-        .create(body(&["sleep", "300"]), named("engine-busy"))
+        .create(named(body(&["sleep", "300"]), "engine-busy"))
         .await
         .unwrap();
     e.start(&id).await.unwrap();
@@ -293,10 +294,21 @@ async fn typed_errors_for_what_the_caller_got_wrong() {
         e.remove(&id, false, false).await,
         Err(EngineError::Conflict(_))
     ));
-    match e.create(body(&["true"]), named("engine-busy")).await {
+    match e.create(named(body(&["true"]), "engine-busy")).await {
         Err(EngineError::Conflict(m)) => assert!(m.contains("already in use"), "{m}"),
         other => panic!("second create of one name: {other:?}"),
     }
+    // Stats of a running container: its cgroup, read through the engine.
+    let (rec, sample) = e.stats("engine-busy").await.unwrap();
+    assert_eq!(rec.id, id);
+    let sample = sample.expect("a running container has a stats sample");
+    assert!(sample.stats.pids >= 1, "{:?}", sample.stats);
+    assert!(sample.system_ns > 0 && sample.online_cpus >= 1);
+    assert!(e.stats_again(&id).await.unwrap().is_some());
+    assert!(matches!(
+        e.stats("engine-no-such").await,
+        Err(EngineError::NotFound(_))
+    ));
     let exec = |cmd: &[&str]| bollard_stubs::models::ExecConfig {
         cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
         ..Default::default()
@@ -315,6 +327,10 @@ async fn typed_errors_for_what_the_caller_got_wrong() {
         .await
         .unwrap();
     assert_eq!(e.wait(&id, WaitCondition::NotRunning).await.unwrap(), 137);
+    assert!(
+        e.stats(&id).await.unwrap().1.is_none(),
+        "stats of a stopped container"
+    );
     assert!(matches!(
         e.kill(&id, nix::sys::signal::Signal::SIGKILL).await,
         Err(EngineError::Conflict(_))
@@ -341,8 +357,8 @@ async fn two_clients_racing_one_name_one_wins() {
     for round in 0..4 {
         let name = format!("engine-race-{round}");
         let (ra, rb) = tokio::join!(
-            a.create(body(&["true"]), named(&name)),
-            b.create(body(&["true"]), named(&name)),
+            a.create(named(body(&["true"]), &name)),
+            b.create(named(body(&["true"]), &name)),
         );
         let (won, lost) = match (ra, rb) {
             (Ok(id), Err(e)) | (Err(e), Ok(id)) => (id, e),
@@ -385,7 +401,7 @@ async fn a_create_in_flight_is_seen_by_every_client() {
     other.claim(&id, &["engine-held".to_string()]).unwrap();
 
     assert!(e.live_ids().await.unwrap().contains(&id));
-    match e.create(body(&["true"]), named("engine-inflight")).await {
+    match e.create(named(body(&["true"]), "engine-inflight")).await {
         Err(EngineError::Conflict(m)) => assert!(m.contains(&id), "{m}"),
         r => panic!("create of a reserved name: {r:?}"),
     }
@@ -407,7 +423,7 @@ async fn a_create_in_flight_is_seen_by_every_client() {
     let in_use = e.volume_users().await.unwrap();
     assert!(volumes.remove("engine-held", &in_use, false).unwrap());
     let won = e
-        .create(body(&["true"]), named("engine-inflight"))
+        .create(named(body(&["true"]), "engine-inflight"))
         .await
         .unwrap();
     e.remove(&won, false, false).await.unwrap();

@@ -744,7 +744,8 @@ mod tests {
     /// same as standalone `cubby run` makes from them.
     #[test]
     fn security_flags_reach_the_config() {
-        use cubby_engine::config::{docker, Seccomp};
+        use cubby_engine::api::create_body as docker;
+        use cubby_engine::config::Seccomp;
         let dir = tempfile::tempdir().unwrap();
         let prof = dir.path().join("p.json");
         std::fs::write(&prof, r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#).unwrap();

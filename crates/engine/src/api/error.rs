@@ -43,6 +43,7 @@ impl From<EngineError> for ApiError {
             EngineError::NotModified(_) => StatusCode::NOT_MODIFIED,
             EngineError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             EngineError::Forbidden(_) => StatusCode::FORBIDDEN,
+            EngineError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match e {
@@ -52,6 +53,7 @@ impl From<EngineError> for ApiError {
             | EngineError::NotModified(m)
             | EngineError::Unsupported(m)
             | EngineError::Forbidden(m)
+            | EngineError::Unauthorized(m)
             | EngineError::Internal(m) => m,
         };
         ApiError::new(status, message)
@@ -72,7 +74,8 @@ via_engine!(
     crate::client::ClientError,
     crate::config::ConfigError,
     crate::volumes::VolumeError,
-    cubby_network::NetError
+    cubby_network::NetError,
+    cubby_image::ImageError
 );
 
 impl IntoResponse for ApiError {
@@ -115,6 +118,10 @@ mod tests {
             StatusCode::NOT_IMPLEMENTED
         );
         assert_eq!(s(EngineError::Forbidden("x".into())), StatusCode::FORBIDDEN);
+        assert_eq!(
+            s(EngineError::Unauthorized("x".into())),
+            StatusCode::UNAUTHORIZED
+        );
         let e: ApiError = ClientError::Broken.into();
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
     }

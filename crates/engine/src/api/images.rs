@@ -25,7 +25,6 @@ use bollard_stubs::models::{
     CreateImageInfo, ErrorDetail, HistoryResponseItem, ImageConfig, ImageDeleteResponseItem,
     ImageInspect, ImageInspectRootFs, ImageSummary, ProgressDetail,
 };
-use cubby_image::archive::is_dangling;
 use cubby_image::auth::{AuthFile, Credentials};
 use cubby_image::digest::Digest;
 use cubby_image::progress::{progress_bar, Event, LayerStatus, Progress};
@@ -35,115 +34,15 @@ use cubby_image::registry::{Client, ClientOptions};
 use cubby_image::store::ImageRecord;
 use cubby_image::ImageError;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc::UnboundedSender;
 
 fn store_err(e: ImageError) -> ApiError {
-    let status = match &e {
-        ImageError::NotFound { .. } => StatusCode::NOT_FOUND,
-        ImageError::InvalidReference { .. } | ImageError::Invalid { .. } => StatusCode::BAD_REQUEST,
-        ImageError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-        ImageError::InUse { .. } => StatusCode::CONFLICT,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    ApiError::new(status, e.to_string())
+    crate::service::EngineError::from(e).into()
 }
 
-fn no_such_image(name: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("No such image: {name}"))
-}
-
-/// All records of one image (same config digest), sorted by name.
-struct Image {
-    id: Digest,
-    records: Vec<ImageRecord>,
-}
-
-impl Image {
-    fn tags(&self) -> Vec<String> {
-        self.records
-            .iter()
-            .filter(|r| !is_dangling(&r.name))
-            .filter_map(|r| Reference::parse(&r.name).ok())
-            .filter(|r| r.digest.is_none())
-            .map(|r| r.familiar())
-            .collect()
-    }
-
-    fn digests(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .records
-            .iter()
-            .filter(|r| !is_dangling(&r.name))
-            .filter_map(|rec| {
-                let r = Reference::parse(&rec.name).ok()?;
-                let digest = r.digest.clone().unwrap_or(rec.manifest_digest.to_string());
-                Some(format!("{}@{digest}", r.familiar_name()))
-            })
-            .collect();
-        out.sort();
-        out.dedup();
-        out
-    }
-
-    fn size(&self) -> u64 {
-        self.records.iter().map(|r| r.size).max().unwrap_or(0)
-    }
-}
-
-fn group(records: Vec<ImageRecord>) -> Vec<Image> {
-    let mut by_id: BTreeMap<Digest, Vec<ImageRecord>> = BTreeMap::new();
-    for r in records {
-        by_id.entry(r.config_digest.clone()).or_default().push(r);
-    }
-    by_id
-        .into_iter()
-        .map(|(id, records)| Image { id, records })
-        .collect()
-}
-
-/// The image `name` names (a reference, `sha256:<id>`, or an id prefix of
-/// at least 4 digits), and the record the reference named, if it did.
-fn resolve(d: &Shared, name: &str) -> ApiResult<Option<(Image, Option<ImageRecord>)>> {
-    let records = d.images.images().map_err(store_err)?;
-    let by_ref = Reference::parse(name).ok().and_then(|r| {
-        records
-            .iter()
-            .find(|rec| rec.name == r.to_string())
-            .cloned()
-    });
-    let id = match &by_ref {
-        Some(rec) => Some(rec.config_digest.clone()),
-        None => {
-            let hex = name.strip_prefix("sha256:").unwrap_or(name);
-            let ok = hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit());
-            let mut ids: Vec<&Digest> = records
-                .iter()
-                .map(|r| &r.config_digest)
-                .filter(|d| ok && d.hex().starts_with(hex))
-                .collect();
-            ids.dedup();
-            match ids.as_slice() {
-                [] => None,
-                [one] => Some((*one).clone()),
-                _ => {
-                    return Err(ApiError::bad_request(format!(
-                        "{name} is ambiguous: it is the start of several image ids"
-                    )))
-                }
-            }
-        }
-    };
-    let Some(id) = id else { return Ok(None) };
-    let mut mine: Vec<ImageRecord> = records
-        .into_iter()
-        .filter(|r| r.config_digest == id)
-        .collect();
-    mine.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Some((Image { id, records: mine }, by_ref)))
-}
-
+use crate::service::images::{group, ImageRemoved};
 fn read_config(d: &Shared, id: &Digest) -> ApiResult<Value> {
     let bytes = d.images.read_blob(id).map_err(store_err)?;
     serde_json::from_slice(&bytes)
@@ -338,7 +237,7 @@ pub async fn post(
 
 async fn inspect(d: Shared, name: String) -> ApiResult<Json<ImageInspect>> {
     blocking(move || {
-        let (img, _) = resolve(&d, &name)?.ok_or_else(|| no_such_image(&name))?;
+        let (img, _) = d.image_resolve(&name)?;
         let config = read_config(&d, &img.id)?;
         let str_of = |k: &str| config[k].as_str().map(str::to_string);
         let image_config: Option<ImageConfig> =
@@ -375,7 +274,7 @@ async fn inspect(d: Shared, name: String) -> ApiResult<Json<ImageInspect>> {
 
 async fn history(d: Shared, name: String) -> ApiResult<Json<Vec<HistoryResponseItem>>> {
     blocking(move || {
-        let (img, _) = resolve(&d, &name)?.ok_or_else(|| no_such_image(&name))?;
+        let (img, _) = d.image_resolve(&name)?;
         let config = read_config(&d, &img.id)?;
         let entries = config["history"].as_array().cloned().unwrap_or_default();
         let chains = img
@@ -427,19 +326,8 @@ async fn tag(d: Shared, name: String, q: Query) -> ApiResult<StatusCode> {
         Some(t) => format!("{repo}:{t}"),
         None => repo,
     };
-    let t = Reference::parse(&target).map_err(store_err)?;
-    if t.digest.is_some() {
-        return Err(ApiError::bad_request(format!(
-            "refusing to create a tag with a digest reference: {target}"
-        )));
-    }
     blocking(move || {
-        let (img, by_ref) = resolve(&d, &name)?.ok_or_else(|| no_such_image(&name))?;
-        let Some(mut rec) = by_ref.or_else(|| img.records.first().cloned()) else {
-            return Err(no_such_image(&name));
-        };
-        rec.name = t.to_string();
-        d.images.put_image(rec).map_err(store_err)?;
+        d.image_tag(&name, &target)?;
         Ok(StatusCode::CREATED)
     })
     .await
@@ -447,40 +335,17 @@ async fn tag(d: Shared, name: String, q: Query) -> ApiResult<StatusCode> {
 
 // ---------------------------------------------------------------- remove
 
-/// Containers (ids) whose snapshot uses image `id`.
-fn users_of(d: &Shared, id: &Digest) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(d.root.join("containers")) else {
-        return Vec::new();
-    };
-    let want = id.to_string();
-    let mut out: Vec<String> = entries
-        .flatten()
-        .filter(|e| std::fs::read_to_string(e.path().join("image")).is_ok_and(|s| s.trim() == want))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    out.sort();
-    out
-}
-
-/// Layers of every container snapshot (kept by gc even when untagged).
-fn layers_in_use(d: &Shared) -> Vec<Digest> {
-    let Ok(entries) = std::fs::read_dir(d.root.join("containers")) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("layers")).ok())
-        .flat_map(|s| s.lines().filter_map(|l| l.parse().ok()).collect::<Vec<_>>())
-        .collect()
-}
-
-fn short(id: &str) -> &str {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    hex.get(..12).unwrap_or(hex)
-}
-
-fn familiar(name: &str) -> String {
-    Reference::parse(name).map_or(name.to_string(), |r| r.familiar())
+fn removed_doc(r: ImageRemoved) -> ImageDeleteResponseItem {
+    match r {
+        ImageRemoved::Untagged(n) => ImageDeleteResponseItem {
+            untagged: Some(n),
+            deleted: None,
+        },
+        ImageRemoved::Deleted(id) => ImageDeleteResponseItem {
+            untagged: None,
+            deleted: Some(id),
+        },
+    }
 }
 
 pub async fn delete(
@@ -488,84 +353,10 @@ pub async fn delete(
     Path(name): Path<String>,
     Q(q): Q<Query>,
 ) -> ApiResult<Json<Vec<ImageDeleteResponseItem>>> {
-    let force = flag(&q, "force");
-    let prune = !flag(&q, "noprune");
-    let running: Vec<String> = d
-        .monitor(|c| c.list())
-        .await?
-        .into_iter()
-        .filter(|r| r.status == crate::records::Status::Running)
-        .map(|r| r.id)
-        .collect();
-    blocking(move || {
-        let (img, by_ref) = resolve(&d, &name)?.ok_or_else(|| no_such_image(&name))?;
-        let users = users_of(&d, &img.id);
-        let untag: Vec<ImageRecord> = match by_ref {
-            // One name of several: only that name goes.
-            Some(rec) if img.records.len() > 1 => vec![rec],
-            Some(_) => {
-                if let (Some(c), false) = (users.first(), force) {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        format!(
-                            "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
-                            short(c),
-                            short(img.id.hex())
-                        ),
-                    ));
-                }
-                img.records.clone()
-            }
-            None => {
-                let id = short(img.id.hex());
-                if img.records.len() > 1 && !force {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        format!("conflict: unable to delete {id} (must be forced) - image is referenced in multiple repositories"),
-                    ));
-                }
-                if let Some(c) = users.iter().find(|c| running.contains(c)) {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        format!("conflict: unable to delete {id} (cannot be forced) - image is being used by running container {}", short(c)),
-                    ));
-                }
-                if let (Some(c), false) = (users.first(), force) {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        format!("conflict: unable to delete {id} (must be forced) - image is being used by stopped container {}", short(c)),
-                    ));
-                }
-                img.records.clone()
-            }
-        };
-        let mut out = Vec::new();
-        for rec in &untag {
-            d.images.remove_image(&rec.name).map_err(store_err)?;
-            if !is_dangling(&rec.name) {
-                out.push(ImageDeleteResponseItem {
-                    untagged: Some(familiar(&rec.name)),
-                    deleted: None,
-                });
-            }
-        }
-        let gone = untag.len() == img.records.len();
-        if gone && users.is_empty() {
-            out.push(ImageDeleteResponseItem {
-                untagged: None,
-                deleted: Some(img.id.to_string()),
-            });
-            if prune {
-                d.images.gc(&layers_in_use(&d)).map_err(|e| {
-                    ApiError::internal(format!(
-                        "{name} was removed but freeing its layers failed: {e}; run `cubby image prune`"
-                    ))
-                })?;
-            }
-        }
-        Ok(Json(out))
-    })
-    .await
+    let removed = d
+        .image_remove(&name, flag(&q, "force"), !flag(&q, "noprune"))
+        .await?;
+    Ok(Json(removed.into_iter().map(removed_doc).collect()))
 }
 
 /// `POST /images/prune`: removes unused dangling images, then unreferenced
@@ -577,33 +368,23 @@ pub async fn prune(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Va
         .and_then(|v| v.first())
         .is_some_and(|v| v == "false" || v == "0");
     if let Some(k) = filters.keys().find(|k| k.as_str() != "dangling") {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            format!("prune filter '{k}' is not supported by cubby yet"),
-        ));
+        return Err(crate::service::EngineError::Unsupported(format!(
+            "prune filter '{k}' is not supported by cubby yet"
+        ))
+        .into());
     }
-    blocking(move || {
-        let mut deleted = Vec::new();
-        for img in group(d.images.images().map_err(store_err)?) {
-            let dangling = img.tags().is_empty() && img.digests().is_empty();
-            if (!all && !dangling) || !users_of(&d, &img.id).is_empty() {
-                continue;
-            }
-            for rec in &img.records {
-                d.images.remove_image(&rec.name).map_err(store_err)?;
-                if !is_dangling(&rec.name) {
-                    deleted.push(serde_json::json!({ "Untagged": familiar(&rec.name) }));
-                }
-            }
-            deleted.push(serde_json::json!({ "Deleted": img.id.to_string() }));
-        }
-        let report = d.images.gc(&layers_in_use(&d)).map_err(store_err)?;
-        Ok(Json(serde_json::json!({
-            "ImagesDeleted": if deleted.is_empty() { Value::Null } else { Value::Array(deleted) },
-            "SpaceReclaimed": report.bytes_freed,
-        })))
-    })
-    .await
+    let (removed, freed) = blocking(move || Ok(d.image_prune(all)?)).await?;
+    let deleted: Vec<Value> = removed
+        .into_iter()
+        .map(|r| match r {
+            ImageRemoved::Untagged(n) => serde_json::json!({ "Untagged": n }),
+            ImageRemoved::Deleted(id) => serde_json::json!({ "Deleted": id }),
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "ImagesDeleted": if deleted.is_empty() { Value::Null } else { Value::Array(deleted) },
+        "SpaceReclaimed": freed,
+    })))
 }
 
 // ------------------------------------------------------------------ pull
@@ -864,12 +645,13 @@ fn pull_blocking(
         progress: false,
     };
     let rec = cubby_image::pull::pull_with(client, &d.images, r, &opts, sink).map_err(|e| {
-        let mut err = store_err(e);
-        if err.status == StatusCode::NOT_FOUND {
+        match crate::service::EngineError::from(e) {
             // Docker's wording starts with what was asked for.
-            err.message = format!("pull {name}: {}", err.message);
+            crate::service::EngineError::NotFound(m) => {
+                crate::service::EngineError::NotFound(format!("pull {name}: {m}"))
+            }
+            e => e,
         }
-        err
     })?;
     let digest = sink
         .resolved

@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::hijack::{hijack, Streams};
 use super::util::{flag, parse_signal, Query};
 use super::{ApiResult, Shared};
-use crate::protocol::{Request, WaitCondition};
+use crate::protocol::WaitCondition;
 use crate::service::{EngineError, EngineResult};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as Q, Request as HttpRequest, State};
@@ -120,14 +120,7 @@ pub async fn resize(
     Q(q): Q<Query>,
 ) -> ApiResult<StatusCode> {
     let (height, width) = (size(&q, "h")?, size(&q, "w")?);
-    let r = d.find(&id).await?;
-    d.call(Request::Resize {
-        id: r.id,
-        exec_id: None,
-        height,
-        width,
-    })
-    .await?;
+    d.resize(&id, height, width).await?;
     Ok(StatusCode::OK)
 }
 

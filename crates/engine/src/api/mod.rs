@@ -23,6 +23,7 @@ mod body_writer;
 mod changes;
 mod containers;
 mod create;
+pub mod create_body;
 pub mod error;
 mod events;
 mod exec;

@@ -180,7 +180,7 @@ pub async fn connect(
 ) -> ApiResult<StatusCode> {
     let req: NetworkConnectRequest = super::json::decode(&body, "connect body")?;
     let what = req.container.clone().unwrap_or_default();
-    let ep = crate::config::endpoints::endpoint(&req.endpoint_config.unwrap_or_default())
+    let ep = super::create_body::endpoints::endpoint(&req.endpoint_config.unwrap_or_default())
         .map_err(crate::service::EngineError::from)?;
     d.connect_network(&id, &what, ep).await?;
     Ok(StatusCode::OK)

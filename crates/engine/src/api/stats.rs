@@ -21,88 +21,14 @@ use bollard_stubs::models::{
     ContainerBlkioStatEntry, ContainerBlkioStats, ContainerCpuStats, ContainerCpuUsage,
     ContainerMemoryStats, ContainerPidsStats, ContainerStatsResponse, ContainerTopResponse,
 };
-use cubby_runtime::cgroups::{Cgroup, Hierarchy, Stats};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// Docker's zero time: `preread` of a first sample.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
-/// USER_HZ, fixed at 100 for user space on Linux.
-const TICKS_PER_SEC: u64 = 100;
 
-/// The cgroup `create` put the container in.
-pub fn container_cgroup(d: &Engine, id: &str) -> ApiResult<Cgroup> {
-    let hierarchy =
-        Hierarchy::detect().map_err(|e| ApiError::internal(format!("cgroup hierarchy: {e}")))?;
-    Cgroup::new(
-        hierarchy,
-        &format!("/{}/{id}", d.cgroup_parent.trim_matches('/')),
-    )
-    .map_err(|e| ApiError::internal(format!("cgroup of {id}: {e}")))
-}
-
-/// One reading of a cgroup and of the host's CPU time.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    pub read: String,
-    pub stats: Stats,
-    /// Host CPU time (all CPUs, idle included) in ns, from /proc/stat.
-    pub system_ns: u64,
-    pub online_cpus: u32,
-}
-
-/// The host's total CPU time in ns and its number of CPUs, from
-/// /proc/stat (the same source and units Docker uses).
-pub fn host_cpu() -> ApiResult<(u64, u32)> {
-    let text = std::fs::read_to_string("/proc/stat")
-        .map_err(|e| ApiError::internal(format!("read /proc/stat: {e}")))?;
-    parse_proc_stat(&text).ok_or_else(|| ApiError::internal("/proc/stat has no aggregate cpu line"))
-}
-
-fn parse_proc_stat(text: &str) -> Option<(u64, u32)> {
-    let mut total = None;
-    let mut cpus = 0;
-    for line in text.lines() {
-        let mut f = line.split_whitespace();
-        match f.next() {
-            Some("cpu") => {
-                // user nice system idle iowait irq softirq steal (guest is in user).
-                let ticks: u64 = f.take(8).filter_map(|v| v.parse::<u64>().ok()).sum();
-                total = Some(ticks.saturating_mul(1_000_000_000 / TICKS_PER_SEC));
-            }
-            Some(c) if c.starts_with("cpu") => cpus += 1,
-            _ => {}
-        }
-    }
-    Some((total?, cpus.max(1)))
-}
-
-/// MemTotal in bytes: Docker's memory "limit" of a container without one.
-fn host_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// Reads the container's cgroup (blocking).
-pub fn sample(cg: &Cgroup) -> ApiResult<Sample> {
-    let stats = cg
-        .stats()
-        .map_err(|e| ApiError::internal(format!("stats of {}: {e}", cg.path.display())))?;
-    let (system_ns, online_cpus) = host_cpu()?;
-    Ok(Sample {
-        read: cubby_runtime::state::rfc3339_now(),
-        stats,
-        system_ns,
-        online_cpus,
-    })
-}
+use crate::service::stats::{StatsSample as Sample, TICKS_PER_SEC};
 
 fn cpu_stats(s: &Sample) -> ContainerCpuStats {
     ContainerCpuStats {
@@ -123,7 +49,6 @@ pub fn stats_doc(
     r: &ContainerRecord,
     cur: &Sample,
     prev: Option<&Sample>,
-    host_mem: u64,
 ) -> ContainerStatsResponse {
     let st = &cur.stats;
     ContainerStatsResponse {
@@ -160,7 +85,7 @@ pub fn stats_doc(
                     .into_iter()
                     .collect::<HashMap<_, _>>(),
             ),
-            limit: Some(st.memory_limit_bytes.unwrap_or(host_mem)),
+            limit: Some(st.memory_limit_bytes.unwrap_or(cur.host_memory)),
             ..Default::default()
         }),
         ..Default::default()
@@ -200,41 +125,39 @@ pub async fn stats(
             "cannot have stream=true and one-shot=true",
         ));
     }
-    let r = d.find(&id).await?;
     let json = [(CONTENT_TYPE, "application/json")];
-    if !r.status.is_live() {
+    let (r, first) = d.stats(&id).await?;
+    let Some(first) = first else {
         return Ok((json, line(&empty_doc(&r))).into_response());
-    }
-    let cg = container_cgroup(&d, &r.id)?;
-    let host_mem = blocking(|| Ok(host_memory())).await?;
+    };
     if !stream {
-        let cg2 = cg.clone();
-        let mut prev = None;
-        if !one_shot {
-            prev = Some(blocking(move || sample(&cg2)).await?);
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        if one_shot {
+            return Ok((json, line(&stats_doc(&r, &first, None))).into_response());
         }
-        let cur = blocking(move || sample(&cg)).await?;
-        return Ok((json, line(&stats_doc(&r, &cur, prev.as_ref(), host_mem))).into_response());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let cur = d.stats_again(&r.id).await?;
+        let doc = match &cur {
+            Some(cur) => stats_doc(&r, cur, Some(&first)),
+            // Stopped within the second: its last reading.
+            None => stats_doc(&r, &first, None),
+        };
+        return Ok((json, line(&doc)).into_response());
     }
     // Streamed: ends when the container stops or its cgroup goes; hyper
     // drops the stream (and so this loop) when the client goes away.
-    let state = (d, r, cg, None::<Sample>);
-    let body = futures_util::stream::unfold(state, move |(d, r, cg, prev)| async move {
-        if prev.is_some() {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let id = r.id.clone();
-            match d.monitor(move |c| c.get(&id)).await {
-                Ok(now) if now.status.is_live() => {}
-                _ => return None,
+    let state = (d, r, Some(first), None::<Sample>);
+    let body = futures_util::stream::unfold(state, move |(d, r, next, prev)| async move {
+        let cur = match next {
+            Some(s) => s,
+            None => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                d.stats_again(&r.id).await.ok()??
             }
-        }
-        let cg2 = cg.clone();
-        let cur = blocking(move || sample(&cg2)).await.ok()?;
-        let bytes = line(&stats_doc(&r, &cur, prev.as_ref(), host_mem));
+        };
+        let bytes = line(&stats_doc(&r, &cur, prev.as_ref()));
         Some((
             Ok::<_, std::convert::Infallible>(bytes),
-            (d, r, cg, Some(cur)),
+            (d, r, None, Some(cur)),
         ))
     });
     Ok((json, Body::from_stream(body)).into_response())
@@ -445,7 +368,7 @@ pub async fn top(
         ))
         .into());
     }
-    let cg = container_cgroup(&d, &r.id)?;
+    let cg = d.container_cgroup(&r.id)?;
     let args = q.get("ps_args").map_or("", |s| s.trim()).to_string();
     let top = blocking(move || {
         let mut pids = cg
@@ -520,9 +443,6 @@ mod tests {
 
     #[test]
     fn proc_stat_and_ps_columns() {
-        let text = "cpu  100 5 50 1000 10 1 2 3 0 0\ncpu0 50 0 25 500 5 0 1 1 0 0\ncpu1 50 5 25 500 5 1 1 2 0 0\nintr 1\n";
-        assert_eq!(parse_proc_stat(text), Some((1171 * 10_000_000, 2)));
-        assert_eq!(parse_proc_stat("intr 1\n"), None);
         let stat = "42 (a (b) c) S 7 42 42 34816 42 4194560 1 2 3 4 150 50 0 0 20 0 1 0 12345 0 0";
         assert_eq!(
             parse_stat(stat),

@@ -70,7 +70,7 @@ pub async fn version() -> Json<Value> {
 }
 
 pub async fn info(State(d): State<Shared>) -> ApiResult<Json<Value>> {
-    let records = d.monitor(|c| c.list()).await?;
+    let records = d.list().await?;
     let count = |s: Status| records.iter().filter(|r| r.status == s).count();
     let store = d.clone();
     let images = blocking(move || {

@@ -8,8 +8,6 @@
 //! owning one concern (process, user, resources, security, devices, user
 //! namespace, mounts), in the manner of containerd's `SpecOpts`.
 
-pub mod docker;
-pub mod endpoints;
 pub mod parse;
 pub mod seccomp;
 pub mod steps;
@@ -110,6 +108,50 @@ pub struct ContainerConfig {
     pub labels: std::collections::BTreeMap<String, String>,
     /// json-file log rotation.
     pub log: crate::logs::LogOptions,
+}
+
+/// What the image contributes to a container: its command (already
+/// combined with the caller's entrypoint and arguments by Docker's rules),
+/// environment, working directory and user.
+#[derive(Debug, Clone, Default)]
+pub struct ImageDefaults {
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+}
+
+/// A working directory must be absolute.
+pub fn check_workdir(wd: &str) -> ConfigResult<()> {
+    if wd.starts_with('/') {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(format!(
+            "the working directory {wd:?} is not absolute"
+        )))
+    }
+}
+
+impl ContainerConfig {
+    /// Completes a config made before its image was known: the command and
+    /// the image's environment, and the working directory (else `/`) and
+    /// user where the caller set none.
+    pub fn complete_from_image(&mut self, image: ImageDefaults) -> ConfigResult<()> {
+        self.command = image.command;
+        self.image_env = image.env;
+        if self.workdir.is_none() {
+            let wd = image
+                .workdir
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "/".into());
+            check_workdir(&wd)?;
+            self.workdir = Some(PathBuf::from(wd));
+        }
+        if self.user.is_none() {
+            self.user = image.user.filter(|u| !u.is_empty());
+        }
+        Ok(())
+    }
 }
 
 /// `--network` / `HostConfig.NetworkMode`.

@@ -172,6 +172,31 @@ pub fn cpuset(s: &str, option: &str) -> ConfigResult<String> {
     Ok(t.to_string())
 }
 
+/// Docker's `RAMInBytes`: a number with an optional unit (b, k, m, g, t,
+/// p, with or without a trailing `b`/`ib`), powers of 1024; `-1` passes.
+pub fn parse_size(s: &str) -> Option<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    if s == "-1" {
+        return Some(-1);
+    }
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(end);
+    let num: f64 = num.parse().ok()?;
+    let shift = match unit.trim().trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        "p" => 50,
+        _ => return None,
+    };
+    let v = num * (1u64 << shift) as f64;
+    (v.is_finite() && v < i64::MAX as f64).then_some(v as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1034,6 +1034,14 @@ impl Monitor {
         Ok(())
     }
 
+    /// The runtime sees the container's init gone (exited, not yet reaped
+    /// by this loop).
+    fn init_gone(&self, id: &str) -> bool {
+        self.state
+            .load(id)
+            .is_ok_and(|st| st.status == state::Status::Stopped)
+    }
+
     fn need_live(&self, id: &str, what: &str) -> Result<()> {
         let rec = self.get(id)?;
         if !self.live.contains_key(id) || !rec.status.is_live() {
@@ -1159,7 +1167,15 @@ impl Monitor {
         let r = self.rec_mut(id)?;
         r.manually_stopped = true;
         self.save(id)?;
-        self.signal(id, signal)?;
+        match self.signal(id, signal) {
+            Ok(()) => {}
+            // Its init exited a moment ago and the exit is not handled
+            // yet (a `--restart always` container between two runs): the
+            // waiter below gets that exit, and manually_stopped keeps the
+            // restart policy off, as Docker's stop of such a container.
+            Err(_) if self.init_gone(id) => {}
+            Err(e) => return Err(e),
+        }
         let e = self
             .container_event("kill", id)
             .attr("signal", (signal as i32).to_string());

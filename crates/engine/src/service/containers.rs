@@ -5,6 +5,7 @@
 use super::error::{EngineError, EngineResult};
 use super::{blocking, Engine};
 use crate::client::MonitorClient;
+use crate::config::ContainerConfig;
 use crate::monitor::CreateRequest;
 use crate::protocol::{Request, Response, WaitCondition};
 use crate::records::ContainerRecord;
@@ -14,16 +15,70 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use std::path::PathBuf;
 
-/// Docker's create body (Config plus HostConfig), what [`Engine::create`]
-/// takes; [`crate::config::docker::from_body`] turns it into a
-/// [`crate::config::ContainerConfig`].
+/// Docker's create body (Config plus HostConfig): what inspect shows of a
+/// container made through the API ([`NewContainer::shown`]).
 pub type CreateBody = bollard_stubs::models::ContainerCreateBody;
 
-/// What a create needs besides its body.
+/// What [`Engine::create`] makes: typed, free of HTTP. The API makes one
+/// from Docker's create body (`api/create_body`); in-process callers fill
+/// it directly.
 #[derive(Debug, Clone, Default)]
-pub struct CreateOptions {
+pub struct NewContainer {
+    /// The image (name, `name:tag`, id or id prefix) in the store.
+    pub image: String,
     /// None or empty: `cubby-<short id>`.
     pub name: Option<String>,
+    /// The entrypoint asked for (None: the image's) and the arguments
+    /// (empty: the image's Cmd, when the entrypoint is the image's),
+    /// combined with the image's by Docker's rules.
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Vec<String>,
+    /// Everything else. The engine fills `command` and `image_env` from
+    /// the image, and `workdir` and `user` where they are None; it sets
+    /// `cgroup_path` and, when None, `hostname`.
+    pub config: ContainerConfig,
+    /// Keep stdin open for `attach` (Docker's OpenStdin), and close it
+    /// after the first attach ends (StdinOnce).
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    /// What inspect shows as `Config` and `HostConfig` (Docker's shape, as
+    /// the client sent it; completed from the image). The engine reads no
+    /// option from it. None: made from the fields above.
+    pub shown: Option<CreateBody>,
+}
+
+impl NewContainer {
+    /// The Docker-shaped view inspect shows when the caller gave none.
+    fn shown_from_config(&self) -> CreateBody {
+        let c = &self.config;
+        let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+        CreateBody {
+            image: Some(self.image.clone()),
+            entrypoint: self.entrypoint.clone(),
+            cmd: some(&self.cmd),
+            env: some(&c.env),
+            working_dir: c.workdir.as_ref().map(|w| w.display().to_string()),
+            user: c.user.clone(),
+            hostname: c.hostname.clone(),
+            tty: Some(c.tty),
+            open_stdin: Some(self.open_stdin),
+            stdin_once: Some(self.stdin_once),
+            labels: (!c.labels.is_empty()).then(|| {
+                c.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }),
+            host_config: Some(bollard_stubs::models::HostConfig {
+                init: Some(c.init),
+                readonly_rootfs: Some(c.read_only),
+                privileged: Some(c.security.privileged),
+                auto_remove: Some(c.auto_remove),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
 }
 
 /// Docker's container name rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
@@ -92,18 +147,14 @@ impl Engine {
     /// Makes a container (state Created) from `body`; returns its id.
     /// Every option in the body is checked before anything exists; a
     /// failure leaves nothing behind.
-    pub async fn create(
-        self: &super::Shared,
-        body: CreateBody,
-        opts: CreateOptions,
-    ) -> EngineResult<String> {
-        if body.image.as_deref().unwrap_or("").is_empty() {
+    pub async fn create(self: &super::Shared, new: NewContainer) -> EngineResult<String> {
+        if new.image.is_empty() {
             return Err(EngineError::invalid(
                 "config cannot be empty: Image is required",
             ));
         }
         let id = super::new_id()?;
-        let name = match opts
+        let name = match new
             .name
             .as_deref()
             .map(|n| n.strip_prefix('/').unwrap_or(n))
@@ -122,7 +173,7 @@ impl Engine {
         let made = blocking(move || {
             let mut c = MonitorClient::connect(&d2.monitor_socket)?;
             c.reserve(&id2, &name2)?;
-            let req = d2.prepare(&mut c, &id2, &name2, body)?;
+            let req = d2.prepare(&mut c, &id2, &name2, new)?;
             let snapshot = Snapshot::at(req.bundle.clone());
             Ok(c.create(req).map(drop).map_err(|e| {
                 let _ = snapshot.remove();
@@ -169,9 +220,9 @@ impl Engine {
         monitor: &mut MonitorClient,
         id: &str,
         name: &str,
-        body: CreateBody,
+        new: NewContainer,
     ) -> EngineResult<CreateRequest> {
-        let image_name = body.image.clone().unwrap_or_default();
+        let image_name = new.image.clone();
         let image = self.find_image(&image_name)?;
         let config: oci_spec::image::ImageConfiguration = self
             .images
@@ -185,22 +236,23 @@ impl Engine {
         let defaults = cubby_image::config::run_defaults(
             &image_name,
             &config,
-            body.entrypoint.as_deref().filter(|e| !e.is_empty()),
-            body.cmd.as_deref().unwrap_or(&[]),
+            new.entrypoint.as_deref().filter(|e| !e.is_empty()),
+            &new.cmd,
         )
         .map_err(|e| EngineError::invalid(e.to_string()))?;
         let command = defaults.command.clone();
         let exposed_ports = defaults.exposed_ports.clone();
-        // Everything the body asks for is checked before the snapshot exists.
-        let mut cfg = crate::config::docker::from_body(
-            &body,
-            crate::config::docker::ImageDefaults {
-                command: defaults.command,
-                env: defaults.env,
-                workdir: defaults.workdir,
-                user: defaults.user,
-            },
-        )?;
+        let mut body = new.shown.clone().unwrap_or_else(|| new.shown_from_config());
+        let mut cfg = new.config;
+        cfg.complete_from_image(crate::config::ImageDefaults {
+            command: defaults.command,
+            env: defaults.env,
+            workdir: defaults.workdir,
+            user: defaults.user,
+        })?;
+        if let Some(wd) = cfg.workdir.as_ref() {
+            crate::config::check_workdir(&wd.to_string_lossy())?;
+        }
         if cfg.hostname.is_none() && cfg.network == crate::config::NetworkMode::Host {
             // Docker: a container on the host's network has its hostname.
             cfg.hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -232,13 +284,9 @@ impl Engine {
         let mounts = super::mounts::apply(self, monitor, id, &mut spec, &rootfs, &cfg, &config)
             .map_err(undo)?;
         super::networks::setup(self, id, name, &cfg, &mut spec).map_err(undo)?;
-        let mut body = body;
         merge_image_config(&mut body, &config, &exposed_ports);
         let host_config = body.host_config.take().unwrap_or_default();
-        let (open_stdin, stdin_once) = (
-            body.open_stdin.unwrap_or(false),
-            body.stdin_once.unwrap_or(false),
-        );
+        let (open_stdin, stdin_once) = (new.open_stdin, new.stdin_once);
         let config = json!({
             "Config": body,
             "HostConfig": host_config,
@@ -405,6 +453,19 @@ impl Engine {
     pub async fn unpause(&self, what: &str) -> EngineResult<()> {
         let r = self.find(what).await?;
         self.call(Request::Unpause { id: r.id }).await.map(drop)
+    }
+
+    /// Resizes the container's tty (a container made with one).
+    pub async fn resize(&self, what: &str, height: u16, width: u16) -> EngineResult<()> {
+        let r = self.find(what).await?;
+        self.call(Request::Resize {
+            id: r.id,
+            exec_id: None,
+            height,
+            width,
+        })
+        .await
+        .map(drop)
     }
 
     pub async fn rename(&self, what: &str, name: &str) -> EngineResult<()> {

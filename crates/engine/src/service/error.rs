@@ -28,6 +28,9 @@ pub enum EngineError {
     /// Allowed by syntax, refused by policy (a network still in use).
     #[error("{0}")]
     Forbidden(String),
+    /// A registry refused the credentials (or their absence).
+    #[error("{0}")]
+    Unauthorized(String),
     /// cubby's own failure: I/O, the monitor, the runtime.
     #[error("{0}")]
     Internal(String),
@@ -59,6 +62,7 @@ impl EngineError {
             | EngineError::NotModified(m)
             | EngineError::Unsupported(m)
             | EngineError::Forbidden(m)
+            | EngineError::Unauthorized(m)
             | EngineError::Internal(m) => m,
         }
     }
@@ -164,7 +168,15 @@ impl From<crate::volumes::VolumeError> for EngineError {
 
 impl From<cubby_image::ImageError> for EngineError {
     fn from(e: cubby_image::ImageError) -> EngineError {
-        EngineError::Internal(e.to_string())
+        use cubby_image::ImageError as I;
+        let m = e.to_string();
+        match e {
+            I::NotFound { .. } => EngineError::NotFound(m),
+            I::InvalidReference { .. } | I::Invalid { .. } => EngineError::InvalidArgument(m),
+            I::Unauthorized { .. } => EngineError::Unauthorized(m),
+            I::InUse { .. } => EngineError::Conflict(m),
+            _ => EngineError::Internal(m),
+        }
     }
 }
 

@@ -14,12 +14,14 @@ pub mod containers;
 pub mod error;
 pub mod exec;
 pub mod filters;
+pub mod images;
 pub mod mounts;
 pub mod networks;
 pub mod prune;
+pub mod stats;
 pub mod volumes;
 
-pub use containers::{CreateBody, CreateOptions};
+pub use containers::{CreateBody, NewContainer};
 pub use error::{EngineError, EngineResult};
 
 use crate::client::MonitorClient;

@@ -6,11 +6,16 @@
 //! a client asks for is dropped. The check runs on the raw JSON, so fields
 //! newer than cubby's API model are caught too.
 
-use super::{
-    parse, ConfigError, ConfigResult, ContainerConfig, DeviceMapping, NetworkMode, Resources,
+pub mod endpoints;
+pub mod storage;
+
+use crate::config::parse::{self, parse_size};
+use crate::config::{
+    ConfigError, ConfigResult, ContainerConfig, DeviceMapping, NetworkMode, Resources,
 };
 use crate::logs::LogOptions;
 use crate::records::{RestartName, RestartPolicy};
+use crate::service::NewContainer;
 use bollard_stubs::models::{ContainerCreateBody, HostConfig};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -129,15 +134,7 @@ pub fn check_supported(raw: &Value) -> ConfigResult<()> {
     Ok(())
 }
 
-/// What the image contributes (command already combined with the body's
-/// Entrypoint and Cmd by Docker's rules).
-#[derive(Debug, Clone, Default)]
-pub struct ImageDefaults {
-    pub command: Vec<String>,
-    pub env: Vec<String>,
-    pub workdir: Option<String>,
-    pub user: Option<String>,
-}
+pub use crate::config::ImageDefaults;
 
 fn one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> ConfigResult<()> {
     let v = value.unwrap_or("");
@@ -218,12 +215,43 @@ pub fn resources(hc: &HostConfig) -> ConfigResult<Resources> {
     Ok(r)
 }
 
-/// The body as a [`ContainerConfig`] (mounts, networks, logs and restart
-/// are the API's: see [`HANDLED`]).
+/// The body as [`Engine::create`] takes it: the image, Entrypoint and
+/// Cmd (the engine combines them with the image's), the typed config and
+/// the body itself, kept only for inspect.
+///
+/// [`Engine::create`]: crate::service::Engine::create
+pub fn new_container(
+    body: ContainerCreateBody,
+    name: Option<String>,
+) -> ConfigResult<NewContainer> {
+    let config = body_config(&body)?;
+    Ok(NewContainer {
+        image: body.image.clone().unwrap_or_default(),
+        name,
+        entrypoint: body.entrypoint.clone().filter(|e| !e.is_empty()),
+        cmd: body.cmd.clone().unwrap_or_default(),
+        open_stdin: body.open_stdin.unwrap_or(false),
+        stdin_once: body.stdin_once.unwrap_or(false),
+        config,
+        shown: Some(body),
+    })
+}
+
+/// The body as a [`ContainerConfig`] completed with `image`'s defaults, as
+/// the engine completes it at create (tests and the CLI's round trip).
 pub fn from_body(
     body: &ContainerCreateBody,
     image: ImageDefaults,
 ) -> ConfigResult<ContainerConfig> {
+    let mut cfg = body_config(body)?;
+    cfg.complete_from_image(image)?;
+    Ok(cfg)
+}
+
+/// The body as a [`ContainerConfig`], before the image is known: no
+/// command or image environment yet, and no working directory or user
+/// unless the body sets them.
+pub fn body_config(body: &ContainerCreateBody) -> ConfigResult<ContainerConfig> {
     let hc = body.host_config.clone().unwrap_or_default();
     one_of("UsernsMode", hc.userns_mode.as_deref(), &["", "host"])?;
     one_of(
@@ -245,8 +273,6 @@ pub fn from_body(
         ));
     }
     let mut cfg = ContainerConfig {
-        command: image.command,
-        image_env: image.env,
         env: body.env.clone().unwrap_or_default(),
         tty: body.tty.unwrap_or(false),
         init: hc.init.unwrap_or(false),
@@ -255,24 +281,11 @@ pub fn from_body(
         shm_size: hc.shm_size.filter(|s| *s != 0),
         ..Default::default()
     };
-    let workdir = body
-        .working_dir
-        .clone()
-        .filter(|w| !w.is_empty())
-        .or(image.workdir)
-        .unwrap_or_else(|| "/".into());
-    if !workdir.starts_with('/') {
-        return Err(ConfigError::invalid(format!(
-            "the working directory {workdir:?} is not absolute"
-        )));
+    if let Some(wd) = body.working_dir.clone().filter(|w| !w.is_empty()) {
+        crate::config::check_workdir(&wd)?;
+        cfg.workdir = Some(PathBuf::from(wd));
     }
-    cfg.workdir = Some(PathBuf::from(workdir));
-    cfg.user = body
-        .user
-        .clone()
-        .filter(|u| !u.is_empty())
-        .or(image.user)
-        .filter(|u| !u.is_empty());
+    cfg.user = body.user.clone().filter(|u| !u.is_empty());
     cfg.hostname = body.hostname.clone().filter(|h| !h.is_empty());
     let sec = &mut cfg.security;
     sec.privileged = hc.privileged.unwrap_or(false);
@@ -345,9 +358,9 @@ pub fn from_body(
         .map(|(k, _)| k.clone())
         .collect();
     config_volumes.sort();
-    cfg.storage = super::storage::plan(&hc, &config_volumes)?;
-    cfg.endpoints = super::endpoints::endpoints(body)?;
-    cfg.ports = super::endpoints::ports(&hc)?;
+    cfg.storage = storage::plan(&hc, &config_volumes)?;
+    cfg.endpoints = endpoints::endpoints(body)?;
+    cfg.ports = endpoints::ports(&hc)?;
     Ok(cfg)
 }
 
@@ -428,31 +441,6 @@ pub fn log_options(hc: Option<&HostConfig>) -> ConfigResult<LogOptions> {
         ));
     }
     Ok(opts)
-}
-
-/// Docker's `RAMInBytes`: a number with an optional unit (b, k, m, g, t,
-/// p, with or without a trailing `b`/`ib`), powers of 1024; `-1` passes.
-pub fn parse_size(s: &str) -> Option<i64> {
-    let s = s.trim().to_ascii_lowercase();
-    if s == "-1" {
-        return Some(-1);
-    }
-    let end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(end);
-    let num: f64 = num.parse().ok()?;
-    let shift = match unit.trim().trim_end_matches("ib").trim_end_matches('b') {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        "p" => 50,
-        _ => return None,
-    };
-    let v = num * (1u64 << shift) as f64;
-    (v.is_finite() && v < i64::MAX as f64).then_some(v as i64)
 }
 
 #[cfg(test)]
@@ -816,7 +804,7 @@ mod tests {
             network: NetworkMode::Named("lab-net".into()),
             mounts: Vec::new(),
             storage: {
-                use crate::config::storage::{parse_bind, parse_mount, parse_tmpfs};
+                use super::storage::{parse_bind, parse_mount, parse_tmpfs};
                 let mut anon = crate::config::storage::MountRequest::new(
                     crate::config::storage::Kind::Volume,
                     "/cache".into(),

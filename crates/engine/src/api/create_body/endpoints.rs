@@ -3,7 +3,7 @@
 //! `HostConfig.PortBindings` (`-p`), into [`Endpoint`]s and
 //! [`PublishedPort`]s. The engine attaches them (`service/networks.rs`).
 
-use super::{ConfigError, ConfigResult, Endpoint, PublishedPort};
+use crate::config::{ConfigError, ConfigResult, Endpoint, PublishedPort};
 use bollard_stubs::models::{ContainerCreateBody, EndpointSettings, HostConfig};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

@@ -1,0 +1,274 @@
+//! Images in the store, as the engine's calls: find one by reference or id
+//! prefix, tag, remove (with Docker's conflict rules against the
+//! containers made from it) and prune. Typed [`EngineError`]s; the API
+//! (`api/images.rs`) only shapes Docker's documents.
+
+use super::error::{EngineError, EngineResult};
+use super::Engine;
+use cubby_image::archive::is_dangling;
+use cubby_image::digest::Digest;
+use cubby_image::reference::Reference;
+use cubby_image::store::ImageRecord;
+use std::collections::BTreeMap;
+
+/// All records (names) of one image (one config digest), sorted by name.
+#[derive(Debug, Clone)]
+pub struct ImageGroup {
+    pub id: Digest,
+    pub records: Vec<ImageRecord>,
+}
+
+impl ImageGroup {
+    /// Its tags, as Docker shows them (`busybox:latest`).
+    pub fn tags(&self) -> Vec<String> {
+        self.records
+            .iter()
+            .filter(|r| !is_dangling(&r.name))
+            .filter_map(|r| Reference::parse(&r.name).ok())
+            .filter(|r| r.digest.is_none())
+            .map(|r| r.familiar())
+            .collect()
+    }
+
+    /// Its `name@digest` references.
+    pub fn digests(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .records
+            .iter()
+            .filter(|r| !is_dangling(&r.name))
+            .filter_map(|rec| {
+                let r = Reference::parse(&rec.name).ok()?;
+                let digest = r.digest.clone().unwrap_or(rec.manifest_digest.to_string());
+                Some(format!("{}@{digest}", r.familiar_name()))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    pub fn size(&self) -> u64 {
+        self.records.iter().map(|r| r.size).max().unwrap_or(0)
+    }
+}
+
+/// Records grouped by image.
+pub fn group(records: Vec<ImageRecord>) -> Vec<ImageGroup> {
+    let mut by_id: BTreeMap<Digest, Vec<ImageRecord>> = BTreeMap::new();
+    for r in records {
+        by_id.entry(r.config_digest.clone()).or_default().push(r);
+    }
+    by_id
+        .into_iter()
+        .map(|(id, records)| ImageGroup { id, records })
+        .collect()
+}
+
+/// What a remove or prune did to one name or image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageRemoved {
+    /// A name was removed (familiar form).
+    Untagged(String),
+    /// The image itself is gone (its id).
+    Deleted(String),
+}
+
+fn short(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.get(..12).unwrap_or(hex)
+}
+
+fn familiar(name: &str) -> String {
+    Reference::parse(name).map_or(name.to_string(), |r| r.familiar())
+}
+
+/// Docker's wording, which clients match on.
+pub fn no_such_image(name: &str) -> EngineError {
+    EngineError::not_found(format!("No such image: {name}"))
+}
+
+impl Engine {
+    fn containers_dir(&self) -> std::path::PathBuf {
+        self.root.join("containers")
+    }
+
+    /// Every image in the store (blocking).
+    pub fn image_groups(&self) -> EngineResult<Vec<ImageGroup>> {
+        Ok(group(self.images.images()?))
+    }
+
+    /// The image `name` names (a reference, `sha256:<id>`, or an id prefix
+    /// of at least 4 digits), and the record the reference named, if it
+    /// did; NotFound (Docker's wording) if none (blocking).
+    pub fn image_resolve(&self, name: &str) -> EngineResult<(ImageGroup, Option<ImageRecord>)> {
+        let records = self.images.images()?;
+        let by_ref = Reference::parse(name).ok().and_then(|r| {
+            records
+                .iter()
+                .find(|rec| rec.name == r.to_string())
+                .cloned()
+        });
+        let id = match &by_ref {
+            Some(rec) => Some(rec.config_digest.clone()),
+            None => {
+                let hex = name.strip_prefix("sha256:").unwrap_or(name);
+                let ok = hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+                let mut ids: Vec<&Digest> = records
+                    .iter()
+                    .map(|r| &r.config_digest)
+                    .filter(|d| ok && d.hex().starts_with(hex))
+                    .collect();
+                ids.dedup();
+                match ids.as_slice() {
+                    [] => None,
+                    [one] => Some((*one).clone()),
+                    _ => {
+                        return Err(EngineError::invalid(format!(
+                            "{name} is ambiguous: it is the start of several image ids"
+                        )))
+                    }
+                }
+            }
+        };
+        let Some(id) = id else {
+            return Err(no_such_image(name));
+        };
+        let mut mine: Vec<ImageRecord> = records
+            .into_iter()
+            .filter(|r| r.config_digest == id)
+            .collect();
+        mine.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok((ImageGroup { id, records: mine }, by_ref))
+    }
+
+    /// Gives image `name` the name `target` (`repo[:tag]`) (blocking).
+    pub fn image_tag(&self, name: &str, target: &str) -> EngineResult<()> {
+        let t = Reference::parse(target)?;
+        if t.digest.is_some() {
+            return Err(EngineError::invalid(format!(
+                "refusing to create a tag with a digest reference: {target}"
+            )));
+        }
+        let (img, by_ref) = self.image_resolve(name)?;
+        let Some(mut rec) = by_ref.or_else(|| img.records.first().cloned()) else {
+            return Err(no_such_image(name));
+        };
+        rec.name = t.to_string();
+        self.images.put_image(rec)?;
+        Ok(())
+    }
+
+    /// Removes image `name` with Docker's rules: a name of several goes
+    /// alone; the image goes when its last name does and no container uses
+    /// it (`force` overrides stopped users, never running ones); with
+    /// `prune` its unused layers are freed.
+    pub async fn image_remove(
+        self: &super::Shared,
+        name: &str,
+        force: bool,
+        prune: bool,
+    ) -> EngineResult<Vec<ImageRemoved>> {
+        let running: Vec<String> = self
+            .list()
+            .await?
+            .into_iter()
+            .filter(|r| r.status == crate::records::Status::Running)
+            .map(|r| r.id)
+            .collect();
+        let d = self.clone();
+        let name = name.to_string();
+        super::blocking(move || d.image_remove_blocking(&name, force, prune, &running)).await
+    }
+
+    fn image_remove_blocking(
+        &self,
+        name: &str,
+        force: bool,
+        prune: bool,
+        running: &[String],
+    ) -> EngineResult<Vec<ImageRemoved>> {
+        let (img, by_ref) = self.image_resolve(name)?;
+        let users = crate::snapshots::users_of(&self.containers_dir(), &img.id);
+        let id = short(img.id.hex());
+        let untag: Vec<ImageRecord> = match by_ref {
+            // One name of several: only that name goes.
+            Some(rec) if img.records.len() > 1 => vec![rec],
+            Some(_) => {
+                if let (Some(c), false) = (users.first(), force) {
+                    return Err(EngineError::conflict(format!(
+                        "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {id}",
+                        short(c),
+                    )));
+                }
+                img.records.clone()
+            }
+            None => {
+                if img.records.len() > 1 && !force {
+                    return Err(EngineError::conflict(format!(
+                        "conflict: unable to delete {id} (must be forced) - image is referenced in multiple repositories"
+                    )));
+                }
+                if let Some(c) = users.iter().find(|c| running.contains(c)) {
+                    return Err(EngineError::conflict(format!(
+                        "conflict: unable to delete {id} (cannot be forced) - image is being used by running container {}",
+                        short(c)
+                    )));
+                }
+                if let (Some(c), false) = (users.first(), force) {
+                    return Err(EngineError::conflict(format!(
+                        "conflict: unable to delete {id} (must be forced) - image is being used by stopped container {}",
+                        short(c)
+                    )));
+                }
+                img.records.clone()
+            }
+        };
+        let mut out = Vec::new();
+        for rec in &untag {
+            self.images.remove_image(&rec.name)?;
+            if !is_dangling(&rec.name) {
+                out.push(ImageRemoved::Untagged(familiar(&rec.name)));
+            }
+        }
+        let gone = untag.len() == img.records.len();
+        if gone && users.is_empty() {
+            out.push(ImageRemoved::Deleted(img.id.to_string()));
+            if prune {
+                self.images
+                    .gc(&crate::snapshots::layers_in_use(&self.containers_dir()))
+                    .map_err(|e| {
+                        EngineError::internal(format!(
+                            "{name} was removed but freeing its layers failed: {e}; run `cubby image prune`"
+                        ))
+                    })?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes dangling images (`all`: every image) no container uses,
+    /// then unreferenced blobs and layers; returns what went and the bytes
+    /// freed (blocking).
+    pub fn image_prune(&self, all: bool) -> EngineResult<(Vec<ImageRemoved>, u64)> {
+        let mut removed = Vec::new();
+        for img in self.image_groups()? {
+            let dangling = img.tags().is_empty() && img.digests().is_empty();
+            if (!all && !dangling)
+                || !crate::snapshots::users_of(&self.containers_dir(), &img.id).is_empty()
+            {
+                continue;
+            }
+            for rec in &img.records {
+                self.images.remove_image(&rec.name)?;
+                if !is_dangling(&rec.name) {
+                    removed.push(ImageRemoved::Untagged(familiar(&rec.name)));
+                }
+            }
+            removed.push(ImageRemoved::Deleted(img.id.to_string()));
+        }
+        let report = self
+            .images
+            .gc(&crate::snapshots::layers_in_use(&self.containers_dir()))?;
+        Ok((removed, report.bytes_freed))
+    }
+}
