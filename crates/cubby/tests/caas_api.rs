@@ -797,6 +797,7 @@ fn demo_over_tls_with_single_login() {
         .unwrap()
         .port();
     let log = d.tmp.path().join("serve.log");
+    let log_file = std::fs::File::create(&log).unwrap();
     let child = d
         .cubby()
         .arg("serve")
@@ -812,8 +813,9 @@ fn demo_over_tls_with_single_login() {
         .arg(&cert)
         .arg("--tls-key")
         .arg(&key)
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::process::Stdio::null())
+        // Accounts go to stdout, log lines (incl. "listening on") to stderr.
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
         .spawn()
         .unwrap();
     struct Kill(std::process::Child);
@@ -938,8 +940,9 @@ fn two_serves_one_database_postgres() {
         .args(["serve", "--listen", &format!("127.0.0.1:{port2}")])
         .arg("--engine")
         .arg(format!("unix://{}", s.d.socket.display()))
-        .stdout(std::fs::File::create(&log2).unwrap())
-        .stderr(std::fs::File::create(s.d.tmp.path().join("serve2.err")).unwrap())
+        .stdout(std::fs::File::create(s.d.tmp.path().join("serve2.out")).unwrap())
+        // Log lines (incl. "listening on") go to stderr.
+        .stderr(std::fs::File::create(&log2).unwrap())
         .spawn()
         .unwrap();
     struct Kill(std::process::Child);
