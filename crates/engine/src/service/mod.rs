@@ -19,6 +19,7 @@ pub mod mounts;
 pub mod networks;
 pub mod prune;
 pub mod stats;
+pub mod top;
 pub mod volumes;
 
 pub use containers::{CreateBody, NewContainer};
