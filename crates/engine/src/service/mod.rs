@@ -18,6 +18,7 @@ pub mod images;
 pub mod mounts;
 pub mod networks;
 pub mod prune;
+pub mod pull;
 pub mod stats;
 pub mod top;
 pub mod volumes;
