@@ -305,6 +305,15 @@ async fn typed_errors_for_what_the_caller_got_wrong() {
     assert!(sample.stats.pids >= 1, "{:?}", sample.stats);
     assert!(sample.system_ns > 0 && sample.online_cpus >= 1);
     assert!(e.stats_again(&id).await.unwrap().is_some());
+    // Its processes, as ps -ef lists them.
+    let top = e.top("engine-busy", "").await.unwrap();
+    assert_eq!(top.titles.get(1).map(String::as_str), Some("PID"));
+    assert!(
+        top.processes
+            .iter()
+            .any(|row| row.last().is_some_and(|cmd| cmd.contains("sleep 300"))),
+        "{top:?}"
+    );
     assert!(matches!(
         e.stats("engine-no-such").await,
         Err(EngineError::NotFound(_))
@@ -331,6 +340,10 @@ async fn typed_errors_for_what_the_caller_got_wrong() {
         e.stats(&id).await.unwrap().1.is_none(),
         "stats of a stopped container"
     );
+    assert!(matches!(
+        e.top(&id, "").await,
+        Err(EngineError::Conflict(m)) if m.contains("is not running")
+    ));
     assert!(matches!(
         e.kill(&id, nix::sys::signal::Signal::SIGKILL).await,
         Err(EngineError::Conflict(_))

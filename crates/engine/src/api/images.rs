@@ -1,5 +1,6 @@
 //! Images: list, inspect, history, tag, remove, prune, and pull
-//! (`POST /images/create`) with Docker's JSON progress stream.
+//! (`POST /images/create`: [`Engine::pull`](crate::service::Engine::pull)'s
+//! events as Docker's JSON progress stream).
 //!
 //! Image names contain slashes (`127.0.0.1:5000/test/busybox:latest`), so
 //! `/images/{name}/json|history|tag` and `DELETE /images/{name}` are served
@@ -14,6 +15,7 @@
 use super::error::ApiError;
 use super::util::{flag, unix_secs, Query};
 use super::{blocking, ApiResult, Shared};
+use crate::service::pull::{PullEvent, PullRequest};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query as Q, State};
 use axum::http::header::CONTENT_TYPE;
@@ -25,13 +27,11 @@ use bollard_stubs::models::{
     CreateImageInfo, ErrorDetail, HistoryResponseItem, ImageConfig, ImageDeleteResponseItem,
     ImageInspect, ImageInspectRootFs, ImageSummary, ProgressDetail,
 };
-use cubby_image::auth::{AuthFile, Credentials};
+use cubby_image::auth::Credentials;
 use cubby_image::digest::Digest;
-use cubby_image::progress::{progress_bar, Event, LayerStatus, Progress};
-use cubby_image::pull::{Platform, PullOptions};
+use cubby_image::progress::{progress_bar, LayerStatus};
+use cubby_image::pull::Platform;
 use cubby_image::reference::Reference;
-use cubby_image::registry::{Client, ClientOptions};
-use cubby_image::store::ImageRecord;
 use cubby_image::ImageError;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -437,16 +437,11 @@ enum Msg {
     Fail(ApiError),
 }
 
-/// Sends pull events down the HTTP stream as Docker's lines.
+/// Turns [`PullEvent`]s into Docker's lines down the HTTP stream.
 struct Sink {
     tx: UnboundedSender<Msg>,
     /// Whether a line went out (errors after that go in the stream).
     started: AtomicBool,
-    /// `Pulling from <repo>` with the tag (or digest) as its id.
-    repo: String,
-    tag: String,
-    /// The digest the registry resolved the reference to.
-    resolved: std::sync::Mutex<Option<Digest>>,
 }
 
 impl Sink {
@@ -465,28 +460,26 @@ impl Sink {
         }
     }
 
-    fn pulling_from(&self) {
-        self.send(&status_line(
-            format!("Pulling from {}", self.repo),
-            Some(&self.tag),
-        ));
-    }
-}
-
-impl Progress for Sink {
-    fn event(&self, event: Event<'_>) {
+    fn event(&self, event: PullEvent) {
         match event {
-            Event::Resolved { digest, .. } => {
-                if let Ok(mut r) = self.resolved.lock() {
-                    *r = Some(digest.clone());
-                }
-                self.pulling_from();
+            PullEvent::PullingFrom { repository, tag } => self.send(&status_line(
+                format!("Pulling from {repository}"),
+                Some(&tag),
+            )),
+            PullEvent::Layer { digest, status } => self.send(&layer_line(&digest, status)),
+            PullEvent::Done {
+                name,
+                digest,
+                downloaded,
+            } => {
+                self.send(&status_line(format!("Digest: {digest}"), None));
+                let status = if downloaded {
+                    format!("Status: Downloaded newer image for {name}")
+                } else {
+                    format!("Status: Image is up to date for {name}")
+                };
+                self.send(&status_line(status, None));
             }
-            Event::Layer {
-                status: LayerStatus::Failed,
-                ..
-            } => {}
-            Event::Layer { digest, status } => self.send(&layer_line(digest, status)),
         }
     }
 }
@@ -553,27 +546,19 @@ pub async fn create(
         Some(p) => Platform::parse(p).map_err(store_err)?,
         None => Platform::host(),
     };
-    let creds = registry_auth(&headers)?;
-    let mut client = Client::new(ClientOptions {
-        auth: AuthFile::default_location(),
-        insecure_registries: d.insecure_registries.clone(),
-        user_agent: format!("cubby/{}", env!("CARGO_PKG_VERSION")),
-    });
-    if let Some(c) = creds {
-        client = client.with_credentials(&r.registry, c);
-    }
-
+    let req = PullRequest {
+        reference: r,
+        platform,
+        credentials: registry_auth(&headers)?,
+    };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let sink = Sink {
         tx,
         started: AtomicBool::new(false),
-        repo: r.repository.clone(),
-        tag: r.reference().to_string(),
-        resolved: std::sync::Mutex::new(None),
     };
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = pull_blocking(&d, &client, &r, platform, &sink) {
-            sink.fail(e);
+        if let Err(e) = d.pull(req, &|event| sink.event(event)) {
+            sink.fail(e.into());
         }
     });
     // Wait for the first line: an error before it is an HTTP error (the
@@ -597,74 +582,6 @@ pub async fn create(
         Body::from_stream(body),
     )
         .into_response())
-}
-
-/// (os, architecture) of a stored image.
-fn platform_of(d: &Shared, rec: &ImageRecord) -> Option<(String, String)> {
-    let config = read_config(d, &rec.config_digest).ok()?;
-    Some((
-        config["os"].as_str()?.to_string(),
-        config["architecture"].as_str()?.to_string(),
-    ))
-}
-
-fn pull_blocking(
-    d: &Shared,
-    client: &Client,
-    r: &Reference,
-    platform: Platform,
-    sink: &Sink,
-) -> ApiResult<()> {
-    let name = r.familiar();
-    // Already here for this platform and unchanged upstream: one request.
-    if let Some(rec) = d.images.get_image(&r.to_string()).map_err(store_err)? {
-        let same_platform =
-            platform_of(d, &rec) == Some((platform.os.clone(), platform.architecture.clone()));
-        if same_platform {
-            let current = match &r.digest {
-                Some(digest) => digest.parse().ok(),
-                None => client
-                    .head_manifest(r, r.reference())
-                    .ok()
-                    .flatten()
-                    .filter(|remote| rec.blobs.contains(remote)),
-            };
-            if let Some(digest) = current {
-                sink.pulling_from();
-                sink.send(&status_line(format!("Digest: {digest}"), None));
-                sink.send(&status_line(
-                    format!("Status: Image is up to date for {name}"),
-                    None,
-                ));
-                return Ok(());
-            }
-        }
-    }
-    let opts = PullOptions {
-        platform,
-        progress: false,
-    };
-    let rec = cubby_image::pull::pull_with(client, &d.images, r, &opts, sink).map_err(|e| {
-        match crate::service::EngineError::from(e) {
-            // Docker's wording starts with what was asked for.
-            crate::service::EngineError::NotFound(m) => {
-                crate::service::EngineError::NotFound(format!("pull {name}: {m}"))
-            }
-            e => e,
-        }
-    })?;
-    let digest = sink
-        .resolved
-        .lock()
-        .ok()
-        .and_then(|r| r.clone())
-        .unwrap_or(rec.manifest_digest);
-    sink.send(&status_line(format!("Digest: {digest}"), None));
-    sink.send(&status_line(
-        format!("Status: Downloaded newer image for {name}"),
-        None,
-    ));
-    Ok(())
 }
 
 #[cfg(test)]

@@ -202,15 +202,13 @@ impl Engine {
     }
 
     fn find_image(&self, name: &str) -> EngineResult<ImageRecord> {
-        crate::snapshots::find_image(&self.images, name)
-            .map_err(|e| EngineError::internal(e.to_string()))?
-            .ok_or_else(|| {
-                // Docker names the image as it looked for it (`x:latest`).
-                let shown = cubby_image::reference::Reference::parse(name)
-                    .map(|r| r.familiar())
-                    .unwrap_or_else(|_| name.to_string());
-                EngineError::not_found(format!("No such image: {shown}"))
-            })
+        crate::snapshots::find_image(&self.images, name)?.ok_or_else(|| {
+            // Docker names the image as it looked for it (`x:latest`).
+            let shown = cubby_image::reference::Reference::parse(name)
+                .map(|r| r.familiar())
+                .unwrap_or_else(|_| name.to_string());
+            EngineError::not_found(format!("No such image: {shown}"))
+        })
     }
 
     /// Mounts the snapshot and builds the monitor's request (blocking);

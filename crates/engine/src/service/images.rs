@@ -97,48 +97,17 @@ impl Engine {
         Ok(group(self.images.images()?))
     }
 
-    /// The image `name` names (a reference, `sha256:<id>`, or an id prefix
-    /// of at least 4 digits), and the record the reference named, if it
-    /// did; NotFound (Docker's wording) if none (blocking).
+    /// The image `name` names ([`crate::snapshots::resolve_image`], the one
+    /// lookup), and the record the reference named, if it did; NotFound
+    /// (Docker's wording) if none, InvalidArgument if ambiguous (blocking).
     pub fn image_resolve(&self, name: &str) -> EngineResult<(ImageGroup, Option<ImageRecord>)> {
-        let records = self.images.images()?;
-        let by_ref = Reference::parse(name).ok().and_then(|r| {
-            records
-                .iter()
-                .find(|rec| rec.name == r.to_string())
-                .cloned()
-        });
-        let id = match &by_ref {
-            Some(rec) => Some(rec.config_digest.clone()),
-            None => {
-                let hex = name.strip_prefix("sha256:").unwrap_or(name);
-                let ok = hex.len() >= 4 && hex.bytes().all(|b| b.is_ascii_hexdigit());
-                let mut ids: Vec<&Digest> = records
-                    .iter()
-                    .map(|r| &r.config_digest)
-                    .filter(|d| ok && d.hex().starts_with(hex))
-                    .collect();
-                ids.dedup();
-                match ids.as_slice() {
-                    [] => None,
-                    [one] => Some((*one).clone()),
-                    _ => {
-                        return Err(EngineError::invalid(format!(
-                            "{name} is ambiguous: it is the start of several image ids"
-                        )))
-                    }
-                }
-            }
+        let found = crate::snapshots::resolve_image(&self.images, name)?
+            .ok_or_else(|| no_such_image(name))?;
+        let group = ImageGroup {
+            id: found.id,
+            records: found.records,
         };
-        let Some(id) = id else {
-            return Err(no_such_image(name));
-        };
-        let mut mine: Vec<ImageRecord> = records
-            .into_iter()
-            .filter(|r| r.config_digest == id)
-            .collect();
-        mine.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok((ImageGroup { id, records: mine }, by_ref))
+        Ok((group, found.by_ref))
     }
 
     /// Gives image `name` the name `target` (`repo[:tag]`) (blocking).

@@ -18,7 +18,9 @@ pub mod images;
 pub mod mounts;
 pub mod networks;
 pub mod prune;
+pub mod pull;
 pub mod stats;
+pub mod top;
 pub mod volumes;
 
 pub use containers::{CreateBody, NewContainer};
