@@ -86,6 +86,9 @@ pub struct Manager {
     /// Set by [`Manager::drain`]: no new session work starts.
     draining: std::sync::atomic::AtomicBool,
     stop_permits: Semaphore,
+    /// Warm-pool claims at once: they skip the admission queue (no sandbox
+    /// is made), bounded apart from it (4 per provisioning slot).
+    claim_permits: Semaphore,
     /// Sessions a task of this process is driving right now.
     inflight: Mutex<HashSet<String>>,
     /// Proxied traffic and terminal input per session (idle culling).
@@ -142,6 +145,7 @@ impl Manager {
             metrics: crate::metrics::Metrics::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             stop_permits: Semaphore::new(2 * cfg.start_concurrency.max(1)),
+            claim_permits: Semaphore::new(4 * cfg.start_concurrency.max(1)),
             cfg,
             inflight: Mutex::new(HashSet::new()),
             activity: activity::Activity::default(),
@@ -311,14 +315,35 @@ impl Manager {
             let me = &self.cfg.instance;
             match s.state {
                 State::Requested | State::Starting => {
-                    // Queue first, claim after: a waiting session stays
+                    // A warm-pool member set aside for it: no sandbox to
+                    // make, so no provisioning slot (claims have their own
+                    // bound) and no place in the queue, which then holds
+                    // only the starts that provision. Otherwise queue
+                    // first, claim after: a waiting session stays
                     // `requested` (its lease free) with its queue position.
-                    let permit = self.admission.enter(id).await;
+                    let pooled = self.reserve_member(&s).await?;
+                    let _permit = if pooled {
+                        let p = self
+                            .claim_permits
+                            .acquire()
+                            .await
+                            .map_err(|_| Error::Internal("claim permits closed".into()))?;
+                        (Some(p), None)
+                    } else {
+                        (None, Some(self.admission.enter(id).await))
+                    };
+                    let unreserve = || {
+                        if pooled {
+                            self.pool.unreserve(id, &s.template_id);
+                        }
+                    };
                     if self.draining() {
+                        unreserve();
                         return Ok(()); // stays requested for the next start
                     }
                     let s = self.store.session(id).await?;
                     if !matches!(s.state, State::Requested | State::Starting) {
+                        unreserve();
                         continue; // stopped while it waited
                     }
                     if !self
@@ -326,10 +351,14 @@ impl Manager {
                         .claim(id, s.state, State::Starting, me, self.cfg.lease_secs)
                         .await?
                     {
+                        unreserve();
                         return Ok(()); // someone else holds it, or it moved on
                     }
-                    self.do_start(&s).await?;
-                    drop(permit);
+                    // A reserved member is claimed (or given back) inside;
+                    // on an early error it goes back to the pool here.
+                    let started = self.do_start(&s).await;
+                    unreserve();
+                    started?;
                 }
                 State::Stopping => {
                     if !self
