@@ -11,6 +11,7 @@ pub mod activity;
 pub mod admission;
 pub mod culling;
 pub mod pool;
+pub mod prepull;
 mod shutdown;
 
 use std::collections::HashSet;
@@ -46,6 +47,9 @@ pub struct ManagerConfig {
     /// the newest `checkpoint_keep` per session.
     pub checkpoint_every: Option<Duration>,
     pub checkpoint_keep: usize,
+    /// Pulls the template image of an exam this long before its start
+    /// (`None`: no pre-pull).
+    pub prepull_ahead: Option<Duration>,
 }
 
 impl Default for ManagerConfig {
@@ -61,6 +65,7 @@ impl Default for ManagerConfig {
             objects: crate::archive::Objects::memory(),
             checkpoint_every: None,
             checkpoint_keep: 3,
+            prepull_ahead: None,
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct Manager {
     networks: Mutex<HashSet<String>>,
     /// Ready sandboxes per template (pool.rs).
     pub pool: pool::Pool,
+    /// Images pulled ahead of scheduled starts (prepull.rs).
+    pub prepull: prepull::Prepull,
 }
 
 /// Removes a session from `inflight` when its driver ends, even by panic.
@@ -154,6 +161,7 @@ impl Manager {
             checkpoint_permits: Arc::new(Semaphore::new(2)),
             networks: Mutex::new(HashSet::new()),
             pool: pool::Pool::default(),
+            prepull: prepull::Prepull::default(),
         }))
     }
 
