@@ -247,6 +247,24 @@ pub async fn render(m: &Manager) -> Result<String> {
     );
     counter(
         &mut out,
+        "cubby_pool_skipped_kept_total",
+        "Starts of a pooled template provisioned on the student's kept volume instead.",
+        p.skipped_kept.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "cubby_prepull_total",
+        "Template images pulled ahead of a scheduled (exam) start.",
+        m.prepull.pulled.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
+        "cubby_prepull_failures_total",
+        "Pre-pulls that failed (logged; tried again next round).",
+        m.prepull.failures.load(Ordering::Relaxed),
+    );
+    counter(
+        &mut out,
         "cubby_pool_made_total",
         "Warm-pool sandboxes made.",
         p.made.load(Ordering::Relaxed),

@@ -34,6 +34,7 @@ pub async fn start(
     tokio::spawn(manager.clone().follow_events());
     tokio::spawn(manager.clone().reconcile_loop(Duration::from_secs(5)));
     tokio::spawn(manager.clone().pool_loop());
+    tokio::spawn(manager.clone().prepull_loop());
     Ok(Service {
         router: api::router(state.clone())
             .merge(crate::web::router(state.clone()))

@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// this much work); 0: no checkpoints.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub checkpoint_every: u64,
+    /// Pull the template image of a class's exam this many minutes before
+    /// the exam starts, when the engine does not have it; 0: no pre-pull.
+    #[arg(long, default_value_t = 15, value_name = "MINUTES")]
+    pub prepull_minutes: u64,
     /// Checkpoints kept per session (older ones are deleted).
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub checkpoint_keep: usize,
@@ -389,6 +393,8 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
             },
             stop_grace: Duration::from_secs(args.stop_grace),
             objects,
+            prepull_ahead: (args.prepull_minutes > 0)
+                .then(|| Duration::from_secs(args.prepull_minutes.saturating_mul(60))),
             checkpoint_every: (args.checkpoint_every > 0)
                 .then(|| Duration::from_secs(args.checkpoint_every)),
             checkpoint_keep: args.checkpoint_keep,

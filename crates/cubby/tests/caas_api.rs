@@ -1092,8 +1092,12 @@ fn warm_pool_claim_refill_restart_and_template_change() {
         assert_eq!(v["state"], "ready", "{v}");
         v
     };
+    let admitted = metric(&s, "cubby_admission_wait_seconds_count");
     let s1 = start(&s);
     assert_eq!(metric(&s, "cubby_pool_claims_total"), Some(1.0));
+    // A claim takes no provisioning slot (it never entered the queue).
+    assert_eq!(metric(&s, "cubby_admission_wait_seconds_count"), admitted);
+    assert_eq!(metric(&s, "cubby_pool_skipped_kept_total"), Some(0.0));
     let sb = s1["sandbox"].as_str().unwrap().to_string();
     assert!(members.contains(&sb), "{sb} not one of {members:?}");
     let c = inspect(&s, &sb);

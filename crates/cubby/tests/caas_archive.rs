@@ -12,6 +12,8 @@ mod caas;
 mod common;
 #[path = "common/daemon.rs"]
 mod daemon;
+#[path = "common/images.rs"]
+mod images_common;
 
 use caas::{DbKind, Serve, IMAGE};
 use serde_json::{json, Value};
@@ -1355,4 +1357,62 @@ fn full_object_store_disk_deletes_nothing_then_finishes() {
     let done = s.until(&path, &ann, 120, |v| v["state"] == "stopped");
     assert_eq!(done["state"], "stopped", "{done}");
     assert_archived_and_removed(&s, &ann, &sb, &vol, &sum);
+}
+
+/// The template image of a class's exam is pulled into the engine's store
+/// before the exam starts, with nobody pressing start: the image is made
+/// absent after the template is created (it must exist then), an exam is
+/// set an hour ahead, and `--prepull-minutes 90` brings it back from a
+/// local registry. A log line and the metric say so.
+#[test]
+fn exam_template_image_is_pulled_ahead_of_the_start() {
+    let reg = images_common::Registry::start(None);
+    reg.push_test_images("busybox", None);
+    let s = Serve::start("caas-prepull", DbKind::Sqlite, &["--prepull-minutes", "90"]);
+    let img = reg.image("test/busybox:latest");
+    s.d.ok(&["pull", &img]);
+    s.user("t1", "teacher", "t1-pass-123");
+    let t1 = s.token("t1", "t1-pass-123");
+    let tpl = s.ok(
+        "POST",
+        "/api/templates",
+        Some(&t1),
+        Some(json!({"name": "prepull", "spec": {"image": img, "command": ["sleep", "3600"]}})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cid = s.ok(
+        "POST",
+        "/api/classes",
+        Some(&t1),
+        Some(json!({"name": "Pre", "code": "pre", "capacity": 5, "template_id": tpl})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.d.ok(&["rmi", &img]);
+    assert!(!s.d.docker(&["image", "inspect", &img]).status.success());
+    let now = unix_now();
+    s.ok(
+        "PUT",
+        &format!("/api/classes/{cid}/exam"),
+        Some(&t1),
+        Some(json!({"starts_at": now + 3600, "ends_at": now + 7200})),
+    );
+    daemon::eventually("the exam's image is pulled ahead", || {
+        s.d.docker(&["image", "inspect", &img])
+            .status
+            .success()
+            .then_some(())
+    });
+    // Nobody started anything: no session exists.
+    let sessions = s.ok("GET", "/api/sessions", Some(&t1), None);
+    assert_eq!(sessions.as_array().map(Vec::len), Some(0), "{sessions}");
+    daemon::eventually("the pre-pull is logged", || {
+        s.log_text().contains("pre-pull: image").then_some(())
+    });
+    let (st, _, body) = s.raw("GET", "/metrics", "", "", None).unwrap();
+    assert_eq!(st, 200, "{body}");
+    assert!(body.lines().any(|l| l == "cubby_prepull_total 1"), "{body}");
 }

@@ -596,6 +596,21 @@ impl Backend for DockerBackend {
         }
     }
 
+    async fn pull_image(&self, image: &str) -> Result<(), BackendError> {
+        let opts = bollard::query_parameters::CreateImageOptions {
+            from_image: Some(image.to_string()),
+            ..Default::default()
+        };
+        let mut progress = self.docker.create_image(Some(opts), None, None);
+        while let Some(item) = progress.next().await {
+            let info = item.map_err(|e| self.err(e))?;
+            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                return Err(BackendError::Engine(format!("pulling {image}: {e}")));
+            }
+        }
+        Ok(())
+    }
+
     async fn ensure_network(&self, net: &ClassNetwork) -> Result<(), BackendError> {
         let lock = self.lock_for(format!("network/{}", net.name));
         let _held = lock.lock().await;

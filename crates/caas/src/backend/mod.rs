@@ -178,6 +178,13 @@ pub trait Backend: Send + Sync + 'static {
     /// `Ok` when the image is present, [`BackendError::ImageMissing`] (with
     /// how to pull or import it) when not.
     async fn check_image(&self, image: &str) -> Result<(), BackendError>;
+    /// Pulls `image` into the engine's store (pre-pull before a scheduled
+    /// start); a backend that cannot pull refuses it.
+    async fn pull_image(&self, image: &str) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "pulling {image}: this backend does not pull images"
+        )))
+    }
     /// Creates the class's network if missing (idempotent).
     async fn ensure_network(&self, net: &ClassNetwork) -> Result<(), BackendError>;
     async fn remove_network(&self, name: &str) -> Result<(), BackendError>;

@@ -395,7 +395,11 @@ async fn target_uncached(
         ));
     };
     let mut addr: Option<IpAddr> = s.address.as_deref().and_then(|a| a.parse().ok());
-    if addr.is_none() && s.state != SessionState::Requested {
+    // A claimed warm-pool member serves its app before the claim is done
+    // (workspace not yet reset, student's work not yet restored): routed
+    // only once ready (the row's address).
+    let claiming = s.sandbox.starts_with("caas-pool-");
+    if addr.is_none() && s.state != SessionState::Requested && !claiming {
         // Routes exist from "starting": ask the backend for the address.
         if let Ok(Some(info)) = st.manager.backend.inspect_sandbox(&s.sandbox).await {
             addr = info.address;

@@ -11,6 +11,7 @@ pub mod activity;
 pub mod admission;
 pub mod culling;
 pub mod pool;
+pub mod prepull;
 mod shutdown;
 
 use std::collections::HashSet;
@@ -46,6 +47,9 @@ pub struct ManagerConfig {
     /// the newest `checkpoint_keep` per session.
     pub checkpoint_every: Option<Duration>,
     pub checkpoint_keep: usize,
+    /// Pulls the template image of an exam this long before its start
+    /// (`None`: no pre-pull).
+    pub prepull_ahead: Option<Duration>,
 }
 
 impl Default for ManagerConfig {
@@ -61,6 +65,7 @@ impl Default for ManagerConfig {
             objects: crate::archive::Objects::memory(),
             checkpoint_every: None,
             checkpoint_keep: 3,
+            prepull_ahead: None,
         }
     }
 }
@@ -86,6 +91,9 @@ pub struct Manager {
     /// Set by [`Manager::drain`]: no new session work starts.
     draining: std::sync::atomic::AtomicBool,
     stop_permits: Semaphore,
+    /// Warm-pool claims at once: they skip the admission queue (no sandbox
+    /// is made), bounded apart from it (4 per provisioning slot).
+    claim_permits: Semaphore,
     /// Sessions a task of this process is driving right now.
     inflight: Mutex<HashSet<String>>,
     /// Proxied traffic and terminal input per session (idle culling).
@@ -99,6 +107,8 @@ pub struct Manager {
     networks: Mutex<HashSet<String>>,
     /// Ready sandboxes per template (pool.rs).
     pub pool: pool::Pool,
+    /// Images pulled ahead of scheduled starts (prepull.rs).
+    pub prepull: prepull::Prepull,
 }
 
 /// Removes a session from `inflight` when its driver ends, even by panic.
@@ -142,6 +152,7 @@ impl Manager {
             metrics: crate::metrics::Metrics::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             stop_permits: Semaphore::new(2 * cfg.start_concurrency.max(1)),
+            claim_permits: Semaphore::new(4 * cfg.start_concurrency.max(1)),
             cfg,
             inflight: Mutex::new(HashSet::new()),
             activity: activity::Activity::default(),
@@ -150,6 +161,7 @@ impl Manager {
             checkpoint_permits: Arc::new(Semaphore::new(2)),
             networks: Mutex::new(HashSet::new()),
             pool: pool::Pool::default(),
+            prepull: prepull::Prepull::default(),
         }))
     }
 
@@ -311,14 +323,35 @@ impl Manager {
             let me = &self.cfg.instance;
             match s.state {
                 State::Requested | State::Starting => {
-                    // Queue first, claim after: a waiting session stays
+                    // A warm-pool member set aside for it: no sandbox to
+                    // make, so no provisioning slot (claims have their own
+                    // bound) and no place in the queue, which then holds
+                    // only the starts that provision. Otherwise queue
+                    // first, claim after: a waiting session stays
                     // `requested` (its lease free) with its queue position.
-                    let permit = self.admission.enter(id).await;
+                    let pooled = self.reserve_member(&s).await?;
+                    let _permit = if pooled {
+                        let p = self
+                            .claim_permits
+                            .acquire()
+                            .await
+                            .map_err(|_| Error::Internal("claim permits closed".into()))?;
+                        (Some(p), None)
+                    } else {
+                        (None, Some(self.admission.enter(id).await))
+                    };
+                    let unreserve = || {
+                        if pooled {
+                            self.pool.unreserve(id, &s.template_id);
+                        }
+                    };
                     if self.draining() {
+                        unreserve();
                         return Ok(()); // stays requested for the next start
                     }
                     let s = self.store.session(id).await?;
                     if !matches!(s.state, State::Requested | State::Starting) {
+                        unreserve();
                         continue; // stopped while it waited
                     }
                     if !self
@@ -326,10 +359,14 @@ impl Manager {
                         .claim(id, s.state, State::Starting, me, self.cfg.lease_secs)
                         .await?
                     {
+                        unreserve();
                         return Ok(()); // someone else holds it, or it moved on
                     }
-                    self.do_start(&s).await?;
-                    drop(permit);
+                    // A reserved member is claimed (or given back) inside;
+                    // on an early error it goes back to the pool here.
+                    let started = self.do_start(&s).await;
+                    unreserve();
+                    started?;
                 }
                 State::Stopping => {
                     if !self

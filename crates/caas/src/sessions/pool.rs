@@ -70,6 +70,14 @@ pub struct Pool {
     pub misses: AtomicU64,
     /// Claims given up (the session was provisioned the ordinary way).
     pub failed_claims: AtomicU64,
+    /// Starts of a pooled template that could not use the pool: the
+    /// student's own workspace volume was still there (left by a session
+    /// that failed, or a volume the engine did not remove), and it is
+    /// kept rather than replaced by a member's.
+    pub skipped_kept: AtomicU64,
+    /// Members set aside for a session that will claim them (taken out of
+    /// `ready` when the session bypasses the admission queue).
+    reserved: Mutex<HashMap<String, Member>>,
     pub made: AtomicU64,
     pub removed: AtomicU64,
 }
@@ -96,6 +104,20 @@ impl Pool {
             .collect();
         v.sort();
         v
+    }
+
+    fn lock_reserved(&self) -> std::sync::MutexGuard<'_, HashMap<String, Member>> {
+        self.reserved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives a reserved member back (the session did not claim it).
+    pub(super) fn unreserve(&self, session_id: &str, template_id: &str) {
+        if let Some(m) = self.lock_reserved().remove(session_id) {
+            self.lock_ready()
+                .entry(template_id.to_string())
+                .or_default()
+                .insert(0, m);
+        }
     }
 
     /// Takes a ready member of this template and spec, oldest first.
@@ -196,13 +218,14 @@ impl Manager {
         // (a restart) if current, removed if not. Skipped while some are
         // being made (they are not in the list yet).
         if !warming_any {
-            let known: std::collections::HashSet<String> = self
+            let mut known: std::collections::HashSet<String> = self
                 .pool
                 .lock_ready()
                 .values()
                 .flatten()
                 .map(|m| m.name.clone())
                 .collect();
+            known.extend(self.pool.lock_reserved().values().map(|m| m.name.clone()));
             for sb in members.iter().filter(|m| !known.contains(&m.name)) {
                 if self.store.session_by_sandbox(&sb.name).await?.is_some() {
                     continue; // claimed: a session's sandbox now
@@ -346,6 +369,44 @@ impl Manager {
         }
     }
 
+    /// Sets a ready member aside for a session that is about to start, so
+    /// it can skip the admission queue (a claim is cheap: no sandbox is
+    /// made). False when the template has no pool, none is ready, or the
+    /// student's own volume exists (it would be kept, not replaced).
+    pub(super) async fn reserve_member(&self, s: &Session) -> Result<bool> {
+        if s.sandbox != crate::template::sandbox_name(&s.id) {
+            return Ok(false); // an interrupted claim: given up in provision
+        }
+        if self.pool.lock_reserved().contains_key(&s.id) {
+            return Ok(true);
+        }
+        let t = self.store.template(&s.template_id).await?;
+        if t.spec.warm_pool == 0 {
+            return Ok(false);
+        }
+        let digest = spec_digest(&t.spec);
+        if !self
+            .pool
+            .lock_ready()
+            .get(&s.template_id)
+            .is_some_and(|l| l.iter().any(|m| m.digest == digest))
+        {
+            return Ok(false);
+        }
+        if s.restore_state == "kept" {
+            return Ok(false);
+        }
+        let own = crate::template::workspace_volume(&s.class_id, &s.student_id);
+        if s.restore_state == "undecided" && self.backend.volume_exists(&own).await? {
+            return Ok(false);
+        }
+        let Some(m) = self.pool.take(&s.template_id, &digest) else {
+            return Ok(false); // taken meanwhile: through the queue
+        };
+        self.pool.lock_reserved().insert(s.id.clone(), m);
+        Ok(true)
+    }
+
     /// A ready member of the session's template, claimed for it; `None`
     /// when the template has no pool or none is ready (a miss), or the
     /// claim failed (the member is discarded). Returns the address.
@@ -354,10 +415,39 @@ impl Manager {
         s: &Session,
         t: &crate::template::TemplateSpec,
     ) -> Result<Option<Option<String>>> {
-        if t.warm_pool == 0 || s.restore_state == "kept" {
+        let reserved = self.pool.lock_reserved().remove(&s.id);
+        if t.warm_pool == 0 {
+            if let Some(m) = reserved {
+                self.remove_member(&m.name, &m.volume).await;
+            }
             return Ok(None);
         }
-        let Some(m) = self.pool.take(&s.template_id, &spec_digest(t)) else {
+        if s.restore_state == "kept" {
+            self.pool.skipped_kept.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = reserved {
+                self.pool
+                    .lock_ready()
+                    .entry(s.template_id.clone())
+                    .or_default()
+                    .insert(0, m);
+            }
+            crate::log!(
+                "info",
+                "session {}: the student's workspace volume was kept: provisioned on it, not from the warm pool",
+                s.id
+            );
+            return Ok(None);
+        }
+        let digest = spec_digest(t);
+        let reserved = match reserved {
+            Some(m) if m.digest != digest => {
+                // The template changed since: this member is stale.
+                self.remove_member(&m.name, &m.volume).await;
+                None
+            }
+            r => r,
+        };
+        let Some(m) = reserved.or_else(|| self.pool.take(&s.template_id, &digest)) else {
             self.pool.misses.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         };

@@ -63,6 +63,21 @@ impl Store {
             .transpose()
     }
 
+    /// Exams that start in `(from, until]` (pre-pull of their images).
+    pub async fn exams_starting(&self, from: i64, until: i64) -> Result<Vec<Exam>> {
+        sqlx::query(
+            "SELECT class_id, starts_at, ends_at, collected_at, set_by FROM exams \
+             WHERE starts_at > $1 AND starts_at <= $2",
+        )
+        .bind(from)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+    }
+
     /// Exams whose end has passed.
     pub async fn ended_exams(&self) -> Result<Vec<Exam>> {
         sqlx::query("SELECT class_id, starts_at, ends_at, collected_at, set_by FROM exams WHERE ends_at <= $1")
