@@ -5,6 +5,7 @@
 #
 #   bench/caas-archive.sh            # N=100 sandboxes x 10 MB, MB=200, ROUNDS=3
 #   S3=0 bench/caas-archive.sh       # without the S3 variant of (b) and (c)
+#   LOCAL=0 bench/caas-archive.sh    # only the S3 variant (no (a), no local (b)/(c))
 #
 #  (a) down-class of N sandboxes holding 10 MB each (random data): from the
 #      call to every session stopped, i.e. each workspace archived (zstd),
@@ -184,7 +185,9 @@ if rest:
 PY
 
 echo "== local store (ROOT/caas/objects, fsync on); load: $(uptime | sed 's/.*load/load/')"
-python3 "$work/bench.py" "$work" "$port" "$admin_pw" "$N" "$MB" "$ROUNDS" abc local
+if [ "${LOCAL:-1}" = 1 ]; then
+    python3 "$work/bench.py" "$work" "$port" "$admin_pw" "$N" "$MB" "$ROUNDS" abc local
+fi
 
 if [ "$S3" = 1 ]; then
     echo "== S3 store: SeaweedFS (weed mini) on 127.0.0.1, cubby serve restarted with --s3-bucket"
