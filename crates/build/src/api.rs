@@ -126,7 +126,13 @@ async fn build(
     let tar_path = work.join(format!("{id}.tar"));
     let (opts, quiet) = match parse(&q, ctx_dir.join("context")) {
         Ok(o) => o,
-        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+        Err(m) => {
+            // Take the context first: answering while the client still
+            // sends it breaks its pipe, and it shows "broken pipe", not `m`.
+            let mut s = body.into_data_stream();
+            while let Some(Ok(_)) = s.next().await {}
+            return error(StatusCode::BAD_REQUEST, m);
+        }
     };
     // The context tar to a file first: the body may be larger than memory.
     if let Err(e) = save_body(body, &tar_path).await {
