@@ -319,6 +319,26 @@ try:
     raise SystemExit("a failing RUN must raise BuildError")
 except docker.errors.BuildError as e:
     assert "non-zero code: 5" in str(e), e
+# A hand-made context tar whose entries climb out with `..` and through a
+# symlink: the daemon must write nothing outside the context.
+import io, os, tarfile
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w") as t:
+    def add(name, data=b"x", **kw):
+        i = tarfile.TarInfo(name); i.size = len(data)
+        for k, v in kw.items(): setattr(i, k, v)
+        t.addfile(i, io.BytesIO(data) if i.isreg() else None)
+    add("Dockerfile", b"FROM busybox\nCOPY . /ctx/\n")
+    add("../" * 12 + sys.argv[4].lstrip("/"), b"escaped")
+    add("out", type=tarfile.SYMTYPE, linkname=os.path.dirname(sys.argv[4]), size=0)
+    add("out/" + os.path.basename(sys.argv[4]) + "2", b"escaped")
+buf.seek(0)
+try:
+    list(c.api.build(fileobj=buf, custom_context=True, tag="escape:1", decode=True))
+except docker.errors.APIError:
+    pass
+for p in (sys.argv[4], sys.argv[4] + "2"):
+    assert not os.path.exists(p), "context escaped to " + p
 print("py-ok")
 "#;
 
@@ -458,6 +478,7 @@ fn docker_cli_and_docker_py_build_against_the_daemon() {
         .arg(&d.socket)
         .arg(&ctx)
         .arg(&bad)
+        .arg(d.tmp.path().join("escaped"))
         .output()
         .unwrap();
     assert!(
