@@ -48,8 +48,11 @@ port, serve_pid, daemon_pid, N = int(port), int(serve_pid), int(daemon_pid), int
 SOCK = f"{work}/run/cubby.sock"
 IMAGE = "cubby-demo:latest"
 
-def req(method, path, body=None, token=None, ctype="application/json"):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+def req(method, path, body=None, token=None, ctype="application/json", src=None):
+    # src: a loopback source address (a class logs in from many machines;
+    # from one address the login rate limit would refuse it, as it should).
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=300,
+                                   source_address=(src, 0) if src else None)
     data = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
     h = {"Content-Type": ctype}
     if token:
@@ -60,8 +63,8 @@ def req(method, path, body=None, token=None, ctype="application/json"):
     c.close()
     return r.status, out
 
-def api(method, path, body=None, token=None, ctype="application/json"):
-    st, out = req(method, path, body, token, ctype)
+def api(method, path, body=None, token=None, ctype="application/json", src=None):
+    st, out = req(method, path, body, token, ctype, src)
     if st >= 400:
         raise RuntimeError(f"{method} {path}: {st} {out[:300]!r}")
     return json.loads(out) if out.strip() else None
@@ -135,7 +138,8 @@ tpl = api("POST", "/api/templates", {"name": "burst", "spec": {"image": IMAGE, "
 c = api("POST", "/api/classes", {"name": "burst", "code": "burst", "capacity": N, "template_id": tpl}, admin)
 csv = "".join(f"b-{i:03d},pw-burst-{i:03d}\n" for i in range(N))
 api("POST", f"/api/classes/{c['id']}/students/import", csv, admin, "text/csv")
-tokens = [api("POST", "/api/auth/login", {"username": f"b-{i:03d}", "password": f"pw-burst-{i:03d}"})["access_token"]
+tokens = [api("POST", "/api/auth/login", {"username": f"b-{i:03d}", "password": f"pw-burst-{i:03d}"},
+              src=f"127.0.{1 + i // 200}.{1 + i % 200}")["access_token"]
           for i in range(N)]
 docker("POST", "/networks/create", {"Name": "burst-ref", "Driver": "bridge"})
 
