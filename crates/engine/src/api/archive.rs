@@ -5,6 +5,7 @@
 //! (mounted again if needed); [`crate::container_fs`] keeps every path
 //! inside that root.
 
+use super::body_reader::ChannelReader;
 use super::body_writer::ChannelWriter;
 use super::error::ApiError;
 use super::util::{flag, Query};
@@ -18,7 +19,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use tokio::sync::mpsc;
 
 pub const STAT_HEADER: &str = "X-Docker-Container-Path-Stat";
@@ -118,27 +119,6 @@ pub async fn get(
         .into_response())
 }
 
-/// The blocking side of copy-in: reads the request body as it arrives.
-struct ChannelReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.cur.len());
-        out[..n].copy_from_slice(&self.cur.split_to(n));
-        Ok(n)
-    }
-}
-
 /// `uid[:gid]` or names from the container's own passwd/group (`docker cp
 /// -a` chowns to the container's user); empty is root.
 fn container_user(root: &ContainerRoot, user: &str) -> Result<(u32, u32), String> {
@@ -177,10 +157,7 @@ pub async fn put(
         if copy_uid_gid {
             opts.chown = Some(container_user(&root, &user).map_err(ApiError::bad_request)?);
         }
-        let reader = ChannelReader {
-            rx,
-            cur: Bytes::new(),
-        };
+        let reader = ChannelReader::new(rx);
         root.extract(&p2, reader, &opts)
             .map_err(|e| api_error(e, &p2, &id2))
     });

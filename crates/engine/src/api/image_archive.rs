@@ -5,18 +5,19 @@
 //! a channel of a few chunks, so memory stays bounded whatever the image
 //! size (the archive is never held whole).
 
+use super::body_reader::ChannelReader;
 use super::body_writer::ChannelWriter;
 use super::error::ApiError;
 use super::{blocking, ApiResult, Shared};
 use crate::service::EngineError;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use cubby_image::archive::{self, SaveItem};
 use cubby_image::reference::Reference;
 use futures_util::StreamExt;
 use serde_json::json;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use tokio::sync::mpsc;
 
 /// Chunks in flight between the HTTP side and the archive's thread.
@@ -25,27 +26,6 @@ const CHUNK: usize = 256 * 1024;
 
 fn image_err(e: cubby_image::ImageError) -> ApiError {
     EngineError::from(e).into()
-}
-
-/// A `Read` over the request body's chunks.
-struct ChannelReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.cur.len());
-        out[..n].copy_from_slice(&self.cur.split_to(n));
-        Ok(n)
-    }
 }
 
 /// Forwards the request body to a [`ChannelReader`] (on a task of its own).
@@ -61,10 +41,7 @@ fn body_reader(body: Body) -> ChannelReader {
             }
         }
     });
-    ChannelReader {
-        rx,
-        cur: Bytes::new(),
-    }
+    ChannelReader::new(rx)
 }
 
 /// `GET /images/get?names=A&names=B` and `GET /images/{name}/get`.

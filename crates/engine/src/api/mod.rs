@@ -19,6 +19,7 @@
 //! Not yet: stop/restart, attach, exec, events, follow logs, pull.
 
 mod archive;
+mod body_reader;
 mod body_writer;
 mod changes;
 mod containers;
