@@ -221,20 +221,11 @@ async fn save_body(body: Body, path: &Path) -> std::io::Result<()> {
     f.flush()
 }
 
-/// The context tar (plain or gzip) into `dest`; the tar crate keeps every
+/// The context tar (plain, gzip or zstd) into `dest`; the tar crate keeps every
 /// path inside `dest`.
 fn unpack_context(tar: &Path, dest: &Path) -> Result<(), BuildError> {
     std::fs::create_dir_all(dest).map_err(|e| BuildError::io_path(dest, e))?;
-    let f = std::fs::File::open(tar).map_err(|e| BuildError::io_path(tar, e))?;
-    let mut r = std::io::BufReader::new(f);
-    let gz = std::io::BufRead::fill_buf(&mut r)
-        .map(|b| b.starts_with(&[0x1f, 0x8b]))
-        .unwrap_or(false);
-    let input: Box<dyn std::io::Read> = if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(r))
-    } else {
-        Box::new(r)
-    };
+    let input = cubby_image::archive::decompressed(tar)?;
     let mut a = tar::Archive::new(input);
     a.set_preserve_permissions(true);
     a.unpack(dest)

@@ -1302,16 +1302,7 @@ fn is_archive(p: &Path) -> bool {
 
 /// ADD of a local tar (plain or gzip): unpacked at `dest`, paths kept inside.
 fn unpack_archive(p: &Path, dest: &Path) -> Result<()> {
-    let f = std::fs::File::open(p).map_err(|e| BuildError::io_path(p, e))?;
-    let mut r = std::io::BufReader::new(f);
-    let gz = std::io::BufRead::fill_buf(&mut r)
-        .map(|b| b.starts_with(&[0x1f, 0x8b]))
-        .unwrap_or(false);
-    let input: Box<dyn std::io::Read> = if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(r))
-    } else {
-        Box::new(r)
-    };
+    let input = cubby_image::archive::decompressed(p)?;
     let mut a = tar::Archive::new(input);
     a.set_preserve_permissions(true);
     a.set_preserve_ownerships(true);

@@ -21,8 +21,9 @@ use std::path::{Path, PathBuf};
 
 const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
-/// Opens `path` and undoes gzip or zstd compression if its magic says so.
-fn decompressed(path: &Path) -> Result<Box<dyn Read>> {
+/// Opens `path` and undoes gzip or zstd compression if its magic says so
+/// (image imports, build contexts, ADD of a local archive).
+pub fn decompressed(path: &Path) -> Result<Box<dyn Read>> {
     let file = std::fs::File::open(path).map_err(|e| ImageError::io(path, e))?;
     let mut r = BufReader::with_capacity(1 << 16, file);
     let head = r.fill_buf().map_err(|e| ImageError::io(path, e))?.to_vec();
