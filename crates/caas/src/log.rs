@@ -50,28 +50,9 @@ pub fn json_line(at: std::time::SystemTime, level: &str, message: &str) -> Strin
     serde_json::Value::Object(obj).to_string()
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` from the civil calendar (no time crate).
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 fn rfc3339(at: std::time::SystemTime) -> String {
-    let d = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's days-from-civil, inverted.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60,
-        d.subsec_millis()
-    )
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 /// `log!("warn", "session {id}: {e}")`.
