@@ -137,6 +137,7 @@ fn import_change_save_load_diff_prune_df() {
     // update is refused naming it.
     let err = d.fails(&["update", "--memory", "64m", "running"]);
     assert!(err.contains("docker update"), "{err}");
+    refusal_waits_for_the_body(&d);
 
     // network ls lists host and none as dockerd does.
     let nets = d.ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
@@ -168,4 +169,38 @@ fn dockerspawner_body_with_nulls_is_accepted() {
     assert!(ports.contains(r#""8888/tcp":{}"#), "{ports}");
     assert!(ports.contains(r#""a":"""#), "{ports}");
     d.ok(&["rm", "-f", "spawned"]);
+}
+
+/// The docker CLI writes a request's head and body separately; a refusal
+/// sent (and the connection closed) before the body arrived made its body
+/// write fail with "broken pipe" instead of showing the refusal. The daemon
+/// reads a small body first, so the refusal comes after it and the
+/// connection stays usable for the next request.
+fn refusal_waits_for_the_body(d: &Daemon) {
+    use std::io::{Read, Write};
+    let body = r#"{"Memory":67108864}"#;
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        s,
+        "POST /v1.43/containers/running/update HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    write!(s, "{body}").unwrap();
+    write!(
+        s,
+        "GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.contains("docker update"), "{resp}");
+    let second = resp.split("HTTP/1.1 ").nth(2).unwrap_or_default();
+    assert!(
+        second.starts_with("200"),
+        "the connection served no second request: {resp}"
+    );
 }

@@ -177,11 +177,38 @@ pub fn strip_version(uri: &Uri) -> Option<Uri> {
     new.parse().ok()
 }
 
-async fn rewrite(mut req: Request) -> Request {
+/// Request bodies up to this size are read before routing (Go's net/http
+/// reads up to 256 KiB of what a handler left unread).
+const SMALL_BODY: u64 = 256 * 1024;
+
+/// Strips the version prefix and reads a small body with a declared length
+/// before any handler runs. A handler that refuses without reading the body
+/// (`docker update`, a bad option) would otherwise answer and close while
+/// the client is still writing: the docker CLI then reports "broken pipe"
+/// instead of the refusal. Large and chunked bodies (contexts, image
+/// archives) still stream; their handlers read before refusing.
+async fn prepare(mut req: Request) -> Result<Request, ApiError> {
     if let Some(uri) = strip_version(req.uri()) {
         *req.uri_mut() = uri;
     }
-    req
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len @ 1..=SMALL_BODY) = declared {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, len as usize)
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body ({len} bytes declared): {e}"),
+                )
+            })?;
+        req = Request::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    Ok(req)
 }
 
 /// Serves the API on `listener` (a Unix socket, or the daemon's TLS
@@ -210,7 +237,7 @@ where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    let app = axum::middleware::map_request(rewrite).layer(extra.merge(router(daemon)));
+    let app = axum::middleware::map_request(prepare).layer(extra.merge(router(daemon)));
     axum::serve(
         listener,
         axum::ServiceExt::<Request>::into_make_service(app),
