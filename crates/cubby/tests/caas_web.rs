@@ -572,21 +572,7 @@ fn terminal_shell_in_the_sandbox() {
 /// $CAAS_WEB_SHOTS when set (docs/ keeps them).
 #[test]
 fn browser_student_teacher_and_intruder() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../caas/web-tests");
-    let node = Command::new("node").arg("--version").output();
-    assert!(
-        node.is_ok_and(|o| o.status.success()),
-        "this test needs node (apt-get install nodejs npm)"
-    );
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "this test needs Debian's chromium (apt-get install chromium)"
-    );
-    assert!(
-        dir.join("node_modules/playwright-core").exists(),
-        "this test needs playwright-core: run `npm ci` in {}",
-        dir.display()
-    );
+    let dir = web_tests_dir();
     // Chromium resolves *.localhost to the loopback: apps get their own
     // origin, SESSION.localhost:PORT.
     let s = Serve::start("caas-web-ui", DbKind::Sqlite, &["--domain", "localhost"]);
@@ -619,13 +605,67 @@ fn browser_student_teacher_and_intruder() {
             Some(json!({"username": u})),
         );
     }
-    let profile = s.d.tmp.path().join("chromium-profile");
+    run_script(&dir, "ui.mjs", &s, class);
+}
+
+/// The account, admin and teacher flows in the browser: CSV import and
+/// templates made in the UI, a class's template and roster changed there,
+/// the whole class started and stopped from the roster, the terminal's
+/// paste, Ctrl-C and resize, a password change and a sign-out whose
+/// cookies the server refuses afterwards.
+#[test]
+fn browser_accounts_templates_and_whole_class() {
+    let dir = web_tests_dir();
+    let s = Serve::start("caas-web-accounts", DbKind::Sqlite, &[]);
+    s.user("teach", "teacher", "teach-pass-123");
+    s.user("ann", "student", "ann-pass-123");
+    s.user("root", "admin", "root-pass-123");
+    let teach = s.token("teach", "teach-pass-123");
+    let class: Value = s.ok(
+        "POST",
+        "/api/classes",
+        Some(&teach),
+        Some(json!({"name": "Accounts 101", "code": "acc101", "capacity": 5})),
+    );
+    let class = class["id"].as_str().unwrap();
+    s.ok(
+        "POST",
+        &format!("/api/classes/{class}/students"),
+        Some(&teach),
+        Some(json!({"username": "ann"})),
+    );
+    run_script(&dir, "accounts.mjs", &s, class);
+}
+
+/// crates/caas/web-tests, after checking what its scripts need.
+fn web_tests_dir() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../caas/web-tests");
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|o| o.status.success()),
+        "this test needs node (apt-get install nodejs npm)"
+    );
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "this test needs Debian's chromium (apt-get install chromium)"
+    );
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "this test needs playwright-core: run `npm ci` in {}",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs a playwright script against `s`; it must end with "... passed".
+fn run_script(dir: &Path, script: &str, s: &Serve, class: &str) {
     let out = Command::new("node")
-        .arg(dir.join("ui.mjs"))
+        .arg(dir.join(script))
         .env("CUBBY_URL", format!("http://127.0.0.1:{}", s.port))
-        .env("CUBBY_PROFILE", &profile)
+        .env("CUBBY_PROFILE", s.d.tmp.path().join("chromium-profile"))
         .env("CUBBY_CLASS", class)
-        .current_dir(&dir)
+        .env("CUBBY_IMAGE", IMAGE)
+        .current_dir(dir)
         .output()
         .unwrap();
     let text = format!(
@@ -633,6 +673,9 @@ fn browser_student_teacher_and_intruder() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "browser test failed:\n{text}");
+    assert!(
+        out.status.success(),
+        "browser test {script} failed:\n{text}"
+    );
     assert!(text.contains("browser test passed"), "{text}");
 }

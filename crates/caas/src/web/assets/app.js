@@ -143,6 +143,9 @@ function sessionActions(s, start) {
 // Runs an action, shows its error in words, refreshes the page's data.
 function guard(fn) {
   return async (ev) => {
+    // A form handled here must not also be submitted by the browser (that
+    // reloaded the page and cut the request short).
+    if (ev && ev.type === 'submit') ev.preventDefault();
     const b = ev && ev.currentTarget;
     if (b) b.disabled = true;
     try { say(''); await fn(); } catch (e) { say(e.message); }
