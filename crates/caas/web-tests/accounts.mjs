@@ -7,11 +7,16 @@
 // teach (teacher), ann (student, in the class) and root (admin).
 // Env: CUBBY_URL, CUBBY_CLASS, CUBBY_IMAGE.
 import { chromium } from 'playwright-core';
+import path from 'node:path';
 
 const base = process.env.CUBBY_URL;
 const classId = process.env.CUBBY_CLASS;
 const image = process.env.CUBBY_IMAGE;
 const T = 60_000;
+const shots = process.env.CAAS_WEB_SHOTS;
+async function shot(page, name) {
+  if (shots) await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+}
 
 function fail(msg) { throw new Error(msg); }
 
@@ -72,12 +77,24 @@ try {
   await admin.fill('#u-csv', 'username,role,password\ncarl,student,carl-pass-123\nnobody,wizard,nobody-pass-123\n');
   await admin.getByRole('button', { name: 'Import' }).click();
   await flashSays(admin, 'line 3');
-  await admin.fill('#u-csv', 'username,role,password\ncarl,student,carl-pass-123\ndora,teacher,dora-pass-123\n');
+  await admin.fill('#u-csv', 'username,role,password\ncarl,student,carl-pass-123\ndora,teacher,dora-pass-123\nfinn,student,finn-pass-123\n');
   await admin.getByRole('button', { name: 'Import' }).click();
-  await flashSays(admin, '2 users created');
+  await flashSays(admin, '3 users created');
   await admin.locator('td:text-is("carl")').waitFor();
   await admin.locator('td:text-is("dora")').waitFor();
   if (await admin.locator('td:text-is("nobody")').count()) fail('a refused import created a user');
+  await shot(admin, 'ui-admin-users');
+  // The admin sets ann's password; her old one stops working.
+  await admin.locator('#p-user option:text-is("ann")').waitFor({ state: 'attached' });
+  await admin.selectOption('#p-user', { label: 'ann' });
+  await admin.fill('#p-pw', 'ann-reset-789');
+  await admin.getByRole('button', { name: 'Set password' }).click();
+  await flashSays(admin, 'Password of ann set');
+  const probe = await browser.newContext();  // its own cookie jar
+  const annOld = await probe.request.post(base + '/api/auth/login', { data: { username: 'ann', password: 'ann-pass-123' } });
+  const annNew = await probe.request.post(base + '/api/auth/login', { data: { username: 'ann', password: 'ann-reset-789' } });
+  await probe.close();
+  if (annOld.status() !== 401 || annNew.status() !== 200) fail(`ann's password reset: old ${annOld.status()}, new ${annNew.status()}`);
 
   // The admin makes a template in the UI: bad JSON is explained, good JSON
   // is saved and listed.
@@ -156,6 +173,65 @@ try {
   await teacher.getByRole('button', { name: 'Stop whole class' }).click();
   await annRow.locator('[data-state="stopped"]').waitFor();
   await carlRow.locator('[data-state="stopped"]').waitFor();
+
+  // The teacher enrols from CSV (an existing student and a new account),
+  // and sets an exam window; the class page shows it and each student's
+  // collection status.
+  await teacher.fill('#roster-csv', 'username,password\nerin,erin-pass-123\nann\n');
+  await teacher.getByRole('button', { name: 'Enrol' }).click();
+  await flashSays(teacher, '1 enrolled, 1 new accounts');
+  await teacher.locator('tr[data-student="erin"]').waitFor();
+  await teacher.locator('[data-exam="none"]').waitFor();
+  const local = (t) => {
+    const d = new Date(t);
+    const p = (n) => String(n).padStart(2, '0');
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+  };
+  await teacher.fill('#exam-from', local(Date.now() + 3_600_000));
+  await teacher.fill('#exam-to', local(Date.now() + 2 * 3_600_000));
+  await teacher.getByRole('button', { name: 'Set exam window' }).click();
+  await flashSays(teacher, 'Exam window set');
+  await teacher.locator('[data-exam="set"]').waitFor();
+  await teacher.locator('li[data-collected="erin"]').waitFor();
+  const early = await (await teacher.request.get(base + `/api/classes/${classId}/exam`)).json();
+  // Work saved before the exam is not its collection.
+  if (early.students.length !== 3 || early.students.some((c) => c.status !== 'no_session')) fail(`exam status: ${JSON.stringify(early)}`);
+  await shot(teacher, 'ui-class-settings');
+
+  // A template belongs to its maker: the teacher cannot change the admin's
+  // (said in words); the admin can, and the change is what the API serves.
+  await teacher.goto(base + '/#/templates');
+  const uiMade = teacher.locator('textarea[data-template="ui-made"]');
+  await uiMade.waitFor();
+  await uiMade.fill(JSON.stringify({ image, port: 8080, memory_bytes: 40 << 20, cpus: 0.5, pids: 64 }));
+  await teacher.getByRole('button', { name: 'Save ui-made' }).click();
+  await flashSays(teacher, 'not yours');
+  await admin.goto(base + '/#/templates');
+  const adminEdit = admin.locator('textarea[data-template="ui-made"]');
+  await adminEdit.waitFor();
+  await adminEdit.fill(JSON.stringify({ image, port: 8080, memory_bytes: 40 << 20, cpus: 0.5, pids: 64 }));
+  await admin.getByRole('button', { name: 'Save ui-made' }).click();
+  await flashSays(admin, 'Template ui-made changed');
+  const after = await (await admin.request.get(base + `/api/templates/${made.id}`)).json();
+  if (after.spec.memory_bytes !== 40 << 20) fail(`template edit not saved: ${JSON.stringify(after)}`);
+
+  // finn is in no class; he joins by the code his teacher gives him.
+  const finnCtx = await browser.newContext({ viewport: { width: 390, height: 844 } });
+  const finn = await signIn(finnCtx, 'finn', 'finn-pass-123');
+  await finn.waitForSelector('text=You are not in any class yet');
+  await finn.fill('#join-code', 'not-a-code');
+  await finn.getByRole('button', { name: 'Join' }).click();
+  await flashSays(finn, 'not');
+  const joinCode = (await (await teacher.request.get(base + `/api/classes/${classId}`)).json()).join_code;
+  await finn.fill('#join-code', joinCode);
+  await finn.getByRole('button', { name: 'Join' }).click();
+  await flashSays(finn, `You joined ${cls.name}`);
+  const finnCard = finn.locator(`section[data-class="${cls.code}"]`);
+  await finnCard.waitFor();
+  // The exam has not begun: his start is refused, saying when it begins.
+  await finnCard.getByRole('button', { name: 'Start' }).click();
+  await flashSays(finn, 'it starts in');
+  await shot(finn, 'ui-student-exam-not-yet');
 
   // carl changes his password: a wrong current one is refused in words;
   // afterwards the old password no longer signs in and the new one does.

@@ -366,8 +366,9 @@ pub async fn get_exam(
         .exam(&id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("exam of class {id}")))?;
+    let students = st.manager.collection(&id, exam.starts_at).await?;
     ok(serde_json::json!({
         "exam": exam,
-        "students": st.manager.collection(&id).await?,
+        "students": students,
     }))
 }

@@ -195,9 +195,20 @@ impl Manager {
         if let Some(e) = self.store.exam(class_id).await? {
             let now = crate::store::now();
             if now < e.starts_at || now >= e.ends_at {
+                let at = |t: i64| {
+                    let t = std::time::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
+                    humantime::format_rfc3339_seconds(t).to_string()
+                };
+                let when = if now < e.starts_at {
+                    format!("it starts in {} min", (e.starts_at - now + 59) / 60)
+                } else {
+                    "it has ended".to_string()
+                };
                 return Err(Error::Conflict(format!(
-                    "class {} has an exam from {} to {} (unix seconds; now {now}): sessions start only inside it",
-                    class.code, e.starts_at, e.ends_at
+                    "class {} has an exam from {} to {} ({when}): sandboxes start only during the exam",
+                    class.code,
+                    at(e.starts_at),
+                    at(e.ends_at)
                 )));
             }
         }
@@ -1069,9 +1080,11 @@ impl Manager {
         Ok(())
     }
 
-    /// Per enrolled student: their latest session in the class and whether
-    /// its workspace was collected (a final archive), pending, or failed.
-    pub async fn collection(&self, class_id: &str) -> Result<Vec<Collected>> {
+    /// Per enrolled student: their latest session in the class started at
+    /// or after `since` (the exam's start: work from before the exam is not
+    /// its collection) and whether its workspace was collected (a final
+    /// archive), pending, or failed.
+    pub async fn collection(&self, class_id: &str, since: i64) -> Result<Vec<Collected>> {
         let sessions = self
             .store
             .sessions(
@@ -1083,7 +1096,7 @@ impl Manager {
         for (student_id, username) in self.store.students(class_id).await? {
             let latest = sessions
                 .iter()
-                .filter(|s| s.student_id == student_id)
+                .filter(|s| s.student_id == student_id && s.created_at >= since)
                 .max_by_key(|s| (s.created_at, s.updated_at));
             let (status, session_id, archive_id, reason) = match latest {
                 None => ("no_session", None, None, None),

@@ -211,14 +211,21 @@ function passwordPage() {
 
 function studentHome() {
   const list = h('div');
-  main.replaceChildren(h('h1', { text: 'My classes' }), list);
+  const code = h('input', { id: 'join-code', autocomplete: 'off', required: true });
+  const join = h('form', { class: 'card', onsubmit: guard(async () => {
+    const r = await api.post('/api/classes/join', { join_code: code.value.trim() });
+    say(r.added ? `You joined ${r.class.name}.` : `You are already in ${r.class.name}.`, true);
+    code.value = '';
+  }) }, h('h2', { text: 'Join a class' }), h('label', { for: 'join-code', text: 'Join code from your teacher' }), code,
+  h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Join' })));
+  main.replaceChildren(h('h1', { text: 'My classes' }), list, join);
   live(async () => {
     const [classes, sessions, archives] = await Promise.all([api.get('/api/classes'), api.get('/api/sessions'),
       api.get('/api/archives').catch(() => [])]);
     const by = latest(sessions, (s) => s.class_id);
     const saved = newestArchive(archives, (a) => a.class_id);
     if (!classes.length) {
-      list.replaceChildren(h('p', { class: 'muted', text: 'You are not in any class yet. Ask your teacher for a join code.' }));
+      list.replaceChildren(h('p', { class: 'muted', text: 'You are not in any class yet. Ask your teacher for a join code and enter it below.' }));
       return;
     }
     list.replaceChildren(...classes.map((c) => {
@@ -270,6 +277,15 @@ function classPage(id) {
   const cpuPrev = new Map();  // session -> last sample, for a CPU rate
   const add = h('input', { id: 'add-student', placeholder: 'user name' });
   const tpl = h('select', { id: 'tpl' });
+  const csv = h('textarea', { id: 'roster-csv', placeholder: 'username[,password]' });
+  const examFrom = h('input', { id: 'exam-from', type: 'datetime-local', required: true });
+  const examTo = h('input', { id: 'exam-to', type: 'datetime-local', required: true });
+  const examBox = h('div', { id: 'exam' });
+  const secs = (input) => {
+    const t = Date.parse(input.value);
+    if (Number.isNaN(t)) throw new Error('Give the exam\'s start and end as a date and a time.');
+    return Math.floor(t / 1000);
+  };
   main.replaceChildren(head,
     h('div', { class: 'row card' },
       h('button', { type: 'button', onclick: guard(() => api.post(`/api/classes/${id}/up`)), text: 'Start whole class' }),
@@ -281,9 +297,21 @@ function classPage(id) {
         add.value = '';
       }) }, h('label', { for: 'add-student', text: 'Add a student' }), add,
         h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Add' }))),
+      h('form', { onsubmit: guard(async () => {
+        const r = await api.post(`/api/classes/${id}/students/import`, csv.value);
+        say(`${r.enrolled} enrolled, ${r.created} new accounts.`, true);
+        csv.value = '';
+      }) }, h('label', { for: 'roster-csv', text: 'Enrol from CSV: one student per line, username[,password] (a password creates the account)' }), csv,
+        h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Enrol' }))),
       h('form', { onsubmit: guard(() => api.put(`/api/classes/${id}/template`, { template_id: tpl.value })) },
         h('label', { for: 'tpl', text: 'Template' }), tpl,
-        h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Use this template' })))));
+        h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Use this template' })))),
+    h('section', { class: 'card' }, h('h2', { text: 'Exam' }), examBox,
+      h('form', { onsubmit: guard(async () => {
+        await api.put(`/api/classes/${id}/exam`, { starts_at: secs(examFrom), ends_at: secs(examTo) });
+        say('Exam window set: sessions start only inside it, and at its end every workspace is collected.', true);
+      }) }, h('label', { for: 'exam-from', text: 'Starts' }), examFrom, h('label', { for: 'exam-to', text: 'Ends (work is collected)' }), examTo,
+        h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Set exam window' })))));
   // The whole class's saved work as one file, where the service offers it
   // (the API says what it serves: /api/openapi.json).
   const whole = h('a', { class: 'button secondary', href: `/api/classes/${id}/archives.zip`, download: '', text: 'Download whole class', hidden: true });
@@ -300,6 +328,12 @@ function classPage(id) {
       api.get(`/api/classes/${id}/usage`).catch(() => []), api.get(`/api/archives?class_id=${id}`).catch(() => [])]);
     const use = new Map(usage.map((u) => [u.session_id, u]));
     const saved = newestArchive(archives, (a) => a.student_id);
+    const exam = await api.get(`/api/classes/${id}/exam`).catch(() => null);
+    examBox.replaceChildren(...(exam ? [
+      h('p', { 'data-exam': 'set', text: `From ${when(exam.exam.starts_at)} to ${when(exam.exam.ends_at)}${exam.exam.collected_at ? ' · collected' : ''}` }),
+      h('ul', {}, ...exam.students.map((c) => h('li', { 'data-collected': c.username, 'data-status': c.status,
+        text: `${c.username}: ${c.status.replace(/_/g, ' ')}${c.reason ? ` (${c.reason})` : ''}` })))]
+      : [h('p', { class: 'muted', 'data-exam': 'none', text: 'No exam window: students start whenever they like.' })]));
     if (c.template_id) tpl.value = c.template_id;
     head.replaceChildren(h('h1', { text: `${c.name} (${c.code})` }),
       h('p', { class: 'muted', text: `${c.enrolled} of ${c.capacity} students · join code ${c.join_code}` }));
@@ -329,6 +363,15 @@ function usersPage() {
   const role = h('select', { id: 'u-role' }, ...['student', 'teacher', 'admin'].map((r) => h('option', { value: r, text: r })));
   const pw = h('input', { id: 'u-pw', type: 'password', autocomplete: 'new-password', required: true });
   const csv = h('textarea', { id: 'u-csv', placeholder: 'username,role,password' });
+  const who = h('select', { id: 'p-user' });
+  const newPw = h('input', { id: 'p-pw', type: 'password', autocomplete: 'new-password', required: true, minlength: 8 });
+  const setPw = h('form', { class: 'card', onsubmit: guard(async () => {
+    await api.post(`/api/users/${who.value}/password`, { password: newPw.value });
+    say(`Password of ${who.selectedOptions[0].textContent} set; their logins were signed out.`, true);
+    newPw.value = '';
+  }) }, h('h2', { text: 'Set a user\'s password' }), h('label', { for: 'p-user', text: 'User' }), who,
+  h('label', { for: 'p-pw', text: 'New password' }), newPw,
+  h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Set password' })));
   main.replaceChildren(h('h1', { text: 'Users' }),
     h('section', { class: 'card' }, h('table', {}, h('thead', {}, h('tr', {}, h('th', { text: 'User' }), h('th', { text: 'Role' }), h('th', { text: 'Status' }), h('th', { text: '' }))), tbody)),
     h('form', { class: 'card', onsubmit: guard(async () => {
@@ -342,9 +385,14 @@ function usersPage() {
       say(`${r.length} users created.`, true);
       csv.value = '';
     }) }, h('h2', { text: 'Import from CSV' }), h('label', { for: 'u-csv', text: 'One user per line: username,role,password' }), csv,
-      h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Import' }))));
+      h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Import' }))), setPw);
   live(async () => {
     const users = await api.get('/api/users');
+    if (document.activeElement !== who) {
+      const keep = who.value;
+      who.replaceChildren(...users.map((u) => h('option', { value: u.id, text: u.username })));
+      if (keep) who.value = keep;
+    }
     tbody.replaceChildren(...users.map((u) => h('tr', {},
       h('td', { text: u.username }), h('td', { text: u.role }), h('td', { text: u.disabled ? 'disabled' : 'active' }),
       h('td', {}, h('button', { type: 'button', class: 'secondary', onclick: guard(() => api.post(`/api/users/${u.id}/disabled`, { disabled: !u.disabled })), text: u.disabled ? 'Enable' : 'Disable' })))));
@@ -367,8 +415,19 @@ function templatesPage() {
       h('div', { class: 'row' }, h('button', { type: 'submit', text: 'Save template' }))));
   live(async () => {
     const ts = await api.get('/api/templates');
-    list.replaceChildren(...ts.map((t) => h('section', { class: 'card' }, h('h2', { text: t.name }),
-      h('pre', { text: JSON.stringify(t.spec, null, 2) }))));
+    // A template being edited is not redrawn under the editor's hands.
+    if (list.querySelector('textarea:focus')) return;
+    list.replaceChildren(...ts.map((t) => {
+      const edit = h('textarea', { 'aria-label': `Spec of ${t.name}`, 'data-template': t.name });
+      edit.value = JSON.stringify(t.spec, null, 2);
+      return h('section', { class: 'card' }, h('h2', { text: t.name }),
+        h('form', { onsubmit: guard(async () => {
+          let parsed;
+          try { parsed = JSON.parse(edit.value); } catch (e) { throw new Error(`The template is not valid JSON: ${e.message}`); }
+          await api.put(`/api/templates/${t.id}`, { spec: parsed });
+          say(`Template ${t.name} changed: new sandboxes use it.`, true);
+        }) }, edit, h('div', { class: 'row' }, h('button', { type: 'submit', text: `Save ${t.name}` }))));
+    }));
   }, 10000);
 }
 
