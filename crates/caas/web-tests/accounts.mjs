@@ -168,11 +168,37 @@ try {
   if (!(sr < br && sc < bc)) fail(`the shell's size did not follow the window: ${big} then ${small}`);
   const rows = await carl.locator('.xterm-rows').textContent();
   if (rows.includes('not-77-interrupted')) fail('Ctrl-C did not interrupt the command');
+  await carl.keyboard.type('echo carl-notes-$((6*7)) > notes.txt; echo saved-$((2*4))\n');
+  await termSees(carl, 'saved-8');
 
   // The teacher stops the whole class; every row follows.
   await teacher.getByRole('button', { name: 'Stop whole class' }).click();
   await annRow.locator('[data-state="stopped"]').waitFor();
   await carlRow.locator('[data-state="stopped"]').waitFor();
+
+  // The teacher browses carl's saved work: the file he wrote, its content,
+  // and picks that archive for his next session.
+  await carlRow.getByRole('link', { name: 'All saved work' }).click();
+  const saved = teacher.locator('section[data-archive]').first();
+  await saved.getByRole('button', { name: 'Files' }).click();
+  const note = teacher.locator('li[data-path="workspace/notes.txt"] a');
+  await note.waitFor();
+  const noteBody = await (await teacher.request.get(base + await note.getAttribute('href'))).text();
+  if (noteBody.trim() !== 'carl-notes-42') fail(`carl's saved notes.txt: ${JSON.stringify(noteBody)}`);
+  await saved.getByRole('button', { name: 'Restore this next time' }).click();
+  await flashSays(teacher, 'The next session starts from');
+  await shot(teacher, 'ui-saved-work');
+  // carl sees his own saved work; ann, at the same address, sees none of it.
+  await carl.goto(base + '/#/');
+  await card.getByRole('link', { name: 'All my saved work' }).click();
+  await carl.locator('section[data-archive]').first().waitFor();
+  const annCtx = await browser.newContext();
+  const ann = await signIn(annCtx, 'ann', 'ann-reset-789');
+  await ann.goto(teacher.url());
+  await ann.waitForSelector('text=Nothing saved yet');
+  if (await ann.locator('section[data-archive]').count()) fail('ann sees carl\'s saved work');
+  await annCtx.close();
+  await teacher.goto(base + '/#/class/' + classId);
 
   // The teacher enrols from CSV (an existing student and a new account),
   // and sets an exam window; the class page shows it and each student's

@@ -236,7 +236,8 @@ function studentHome() {
           ...sessionActions(s, () => api.post('/api/sessions', { class_id: c.id }))),
         idleBanner(s),
         saved.get(c.id) ? h('div', { class: 'row' }, h('span', { class: 'muted', text: `Saved work from ${when(saved.get(c.id).created_at)}:` }),
-          downloadLink(saved.get(c.id), 'Download my work')) : null);
+          downloadLink(saved.get(c.id), 'Download my work'),
+          h('a', { class: 'button secondary', href: `#/work/${c.id}/${me.id}`, text: 'All my saved work' })) : null);
     }));
   });
 }
@@ -350,7 +351,8 @@ function classPage(id) {
       return h('tr', { 'data-student': st.username },
         h('td', { text: st.username }), h('td', {}, stateBadge(s)),
         h('td', { 'data-cpu': cpu, text: cpu }), h('td', { 'data-memory': u ? u.memory_bytes : '', text: u ? bytes(u.memory_bytes) : '' }),
-        h('td', {}, downloadLink(saved.get(st.id), 'Download')),
+        h('td', {}, h('div', { class: 'row' }, downloadLink(saved.get(st.id), 'Download'),
+          saved.get(st.id) ? h('a', { class: 'button secondary', href: `#/work/${id}/${st.id}`, text: 'All saved work' }) : null)),
         h('td', {}, h('div', { class: 'row' }, ...sessionActions(s,
           () => api.post('/api/sessions', { class_id: id, student_id: st.id })))));
     }));
@@ -429,6 +431,54 @@ function templatesPage() {
         }) }, edit, h('div', { class: 'row' }, h('button', { type: 'submit', text: `Save ${t.name}` }))));
     }));
   }, 10000);
+}
+
+// One student's saved work in a class: every archive (final and
+// checkpoints), its files, and for teachers which one the next session
+// starts from.
+function workPage(classId, studentId) {
+  const list = h('div');
+  const teacher = me.role !== 'student';
+  main.replaceChildren(h('h1', { text: 'Saved work' }), list);
+  const load = async () => {
+    const q = `class_id=${encodeURIComponent(classId)}` + (teacher ? `&student_id=${encodeURIComponent(studentId)}` : '');
+    const all = (await api.get(`/api/archives?${q}`)).filter((a) => a.student_id === studentId)
+      .sort((a, b) => b.created_at - a.created_at);
+    if (!all.length) {
+      list.replaceChildren(h('p', { class: 'muted', text: 'Nothing saved yet: work is saved when a sandbox stops (and at checkpoints while it runs).' }));
+      return;
+    }
+    list.replaceChildren(...all.map((a) => {
+      const files = h('ul', { class: 'files', hidden: true, 'aria-label': `Files of ${a.kind} ${when(a.created_at)}` });
+      const show = h('button', { type: 'button', class: 'secondary', text: 'Files', onclick: guard(async () => {
+        if (!files.hidden) { files.hidden = true; return; }
+        const tree = await api.get(`/api/archives/${a.id}/files`);
+        files.replaceChildren(...tree.map((e) => h('li', { 'data-path': e.path },
+          e.kind === 'file'
+            ? h('a', { href: `/api/archives/${a.id}/file?path=${encodeURIComponent(e.path)}`, download: '', text: `${e.path} (${bytes(e.size)})` })
+            : h('span', { text: `${e.path}${e.kind === 'dir' ? '/' : e.link ? ` → ${e.link}` : ''}` }))));
+        files.hidden = false;
+      }) });
+      const actions = [downloadLink(a, 'Download'), show];
+      if (teacher) {
+        actions.push(h('button', { type: 'button', class: 'secondary', text: 'Restore this next time', onclick: guard(async () => {
+          await api.put(`/api/classes/${classId}/students/${studentId}/restore`, { archive_id: a.id });
+          say(`The next session starts from the ${a.kind} of ${when(a.created_at)}.`, true);
+        }) }));
+      }
+      return h('section', { class: 'card', 'data-archive': a.id },
+        h('h2', { text: `${a.kind === 'final' ? 'Saved at stop' : a.kind} · ${when(a.created_at)}` }),
+        h('p', { class: 'muted', text: `${bytes(a.size)} compressed · sha256 ${a.sha256.slice(0, 16)}…` }),
+        h('div', { class: 'row' }, ...actions), files);
+    }));
+    if (teacher) {
+      list.append(h('div', { class: 'row card' }, h('button', { type: 'button', class: 'danger', text: 'Start empty next time', onclick: guard(async () => {
+        await api.put(`/api/classes/${classId}/students/${studentId}/restore`, { archive_id: null });
+        say('The next session starts with an empty workspace (the saved work stays here).', true);
+      }) })));
+    }
+  };
+  load().catch((e) => say(e.message));
 }
 
 function sandboxesPage() {
@@ -558,6 +608,7 @@ async function route() {
   switch (page) {
     case 'class': return classPage(arg);
     case 'terminal': return terminalPage(arg);
+    case 'work': return workPage(arg, (location.hash.split('/')[3] || me.id));
     case 'password': return passwordPage();
     case 'users': return usersPage();
     case 'templates': return templatesPage();
