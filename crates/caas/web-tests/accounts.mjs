@@ -187,6 +187,7 @@ try {
   if (noteBody.trim() !== 'carl-notes-42') fail(`carl's saved notes.txt: ${JSON.stringify(noteBody)}`);
   await saved.getByRole('button', { name: 'Restore this next time' }).click();
   await flashSays(teacher, 'The next session starts from');
+  await teacher.waitForSelector('h1:text-is("Saved work of carl")');
   await shot(teacher, 'ui-saved-work');
   // carl sees his own saved work; ann, at the same address, sees none of it.
   await carl.goto(base + '/#/');

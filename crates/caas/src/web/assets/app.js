@@ -80,7 +80,8 @@ function stateBadge(s) {
 function bytes(n) {
   if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(1)} GiB`;
   if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(0)} MiB`;
-  return `${(n / 1024).toFixed(0)} KiB`;
+  if (n >= 1024) return `${(n / 1024).toFixed(0)} KiB`;
+  return `${n} bytes`;
 }
 
 function when(secs) {
@@ -439,8 +440,13 @@ function templatesPage() {
 function workPage(classId, studentId) {
   const list = h('div');
   const teacher = me.role !== 'student';
-  main.replaceChildren(h('h1', { text: 'Saved work' }), list);
+  const title = h('h1', { text: 'Saved work' });
+  main.replaceChildren(title, list);
   const load = async () => {
+    if (teacher) {
+      const st = (await api.get(`/api/classes/${classId}/students`)).find((x) => x.id === studentId);
+      if (st) title.textContent = `Saved work of ${st.username}`;
+    }
     const q = `class_id=${encodeURIComponent(classId)}` + (teacher ? `&student_id=${encodeURIComponent(studentId)}` : '');
     const all = (await api.get(`/api/archives?${q}`)).filter((a) => a.student_id === studentId)
       .sort((a, b) => b.created_at - a.created_at);
@@ -463,7 +469,7 @@ function workPage(classId, studentId) {
       if (teacher) {
         actions.push(h('button', { type: 'button', class: 'secondary', text: 'Restore this next time', onclick: guard(async () => {
           await api.put(`/api/classes/${classId}/students/${studentId}/restore`, { archive_id: a.id });
-          say(`The next session starts from the ${a.kind} of ${when(a.created_at)}.`, true);
+          say(`The next session starts from the work ${a.kind === 'final' ? 'saved at stop' : `of the ${a.kind}`} on ${when(a.created_at)}.`, true);
         }) }));
       }
       return h('section', { class: 'card', 'data-archive': a.id },
