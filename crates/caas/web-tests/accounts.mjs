@@ -6,53 +6,12 @@
 // crates/cubby/tests/caas_web.rs against a live `cubby serve` with users
 // teach (teacher), ann (student, in the class) and root (admin).
 // Env: CUBBY_URL, CUBBY_CLASS, CUBBY_IMAGE.
-import { chromium } from 'playwright-core';
-import path from 'node:path';
+import { base, fail, flashSays, launch, shot as shotOf, signIn, T, termSees } from './lib.mjs';
 
-const base = process.env.CUBBY_URL;
 const classId = process.env.CUBBY_CLASS;
 const image = process.env.CUBBY_IMAGE;
-const T = 60_000;
-const shots = process.env.CAAS_WEB_SHOTS;
-async function shot(page, name) {
-  if (shots) await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
-}
-
-function fail(msg) { throw new Error(msg); }
-
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-
-async function signIn(ctx, user, password) {
-  const page = await ctx.newPage();
-  page.setDefaultTimeout(T);
-  await page.goto(base + '/');
-  await page.fill('#username', user);
-  await page.fill('#password', password);
-  await page.click('button[type=submit]');
-  await page.waitForSelector('#whoami:has-text("' + user + '")');
-  return page;
-}
-
-async function flashSays(page, text) {
-  try {
-    await page.waitForSelector(`#flash:has-text(${JSON.stringify(text)})`, { timeout: 15_000 });
-  } catch (e) {
-    const now = await page.locator('#flash').textContent().catch(() => '?');
-    fail(`the page did not say "${text}"; it says "${now}" at ${page.url()}`);
-  }
-}
-
-async function termSees(page, text) {
-  await page.waitForFunction((t) => {
-    const rows = document.querySelector('.xterm-rows');
-    return rows && rows.textContent.includes(t);
-  }, text, { timeout: T });
-}
+const shot = (page, name) => shotOf(page, name, true);
+const browser = await launch();
 
 // What a `stty size` printed last, as "ROWS COLS", read off the screen
 // after a marker the command echoes.

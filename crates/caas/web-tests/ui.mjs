@@ -2,53 +2,9 @@
 // download). Run by crates/cubby/tests/caas_web.rs against a live
 // `cubby serve` with users teach, ann, bob and class web101.
 // Env: CUBBY_URL, CUBBY_CLASS; CAAS_WEB_SHOTS (a directory) for screenshots.
-import { chromium } from 'playwright-core';
-import path from 'node:path';
+import { base, fail, launch, shot, signIn, T, termSees } from './lib.mjs';
 
-const base = process.env.CUBBY_URL;
-const shots = process.env.CAAS_WEB_SHOTS;
-const T = 60_000;
-
-function fail(msg) { throw new Error(msg); }
-async function shot(page, name) {
-  if (shots) await page.screenshot({ path: path.join(shots, `${name}.png`) });
-}
-
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  // The flags this machine needs (MACHINE-NOTES "Browser"); playwright
-  // gives every launch a fresh profile directory.
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-
-async function signIn(ctx, user, password, viaKeyboard = false) {
-  const page = await ctx.newPage();
-  page.setDefaultTimeout(T);
-  await page.goto(base + '/');
-  await page.waitForSelector('#username');
-  if (viaKeyboard) {
-    // Keyboard only: the user name field has focus on arrival.
-    await page.keyboard.type(user);
-    await page.keyboard.press('Tab');
-    await page.keyboard.type(password);
-    await page.keyboard.press('Enter');
-  } else {
-    await page.fill('#username', user);
-    await page.fill('#password', password);
-    await page.click('button[type=submit]');
-  }
-  await page.waitForSelector('#whoami:has-text("' + user + '")');
-  return page;
-}
-
-async function termSees(page, text) {
-  await page.waitForFunction((t) => {
-    const rows = document.querySelector('.xterm-rows');
-    return rows && rows.textContent.includes(t);
-  }, text, { timeout: T });
-}
+const browser = await launch();
 
 try {
   // A wrong password is explained in words.

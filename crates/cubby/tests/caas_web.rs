@@ -662,7 +662,6 @@ fn run_script(dir: &Path, script: &str, s: &Serve, class: &str) {
     let out = Command::new("node")
         .arg(dir.join(script))
         .env("CUBBY_URL", format!("http://127.0.0.1:{}", s.port))
-        .env("CUBBY_PROFILE", s.d.tmp.path().join("chromium-profile"))
         .env("CUBBY_CLASS", class)
         .env("CUBBY_IMAGE", IMAGE)
         .current_dir(dir)
