@@ -10,11 +10,27 @@ use nix::sched::{unshare, CloneFlags};
 
 use crate::error::{NetError, Result};
 
+/// Directories [`prepare_dir`] made shared bind mounts in this process
+/// ([`unmount_dir`] forgets them).
+static PREPARED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
 /// Makes `dir` a shared bind mount of itself (once), so unmounting a netns
 /// file here also unmounts it in mount namespaces copied from this one
 /// (containers started while the file existed); otherwise those copies
 /// would keep the namespace, and its veth, alive.
 fn prepare_dir(dir: &Path) -> Result<()> {
+    // Once per process and directory: checking reads all of mountinfo,
+    // which grows with every netns (and container) on the host.
+    let mut done = PREPARED.lock().unwrap_or_else(|p| p.into_inner());
+    if done.iter().any(|d| d == dir) {
+        return Ok(());
+    }
+    prepare_dir_now(dir)?;
+    done.push(dir.to_path_buf());
+    Ok(())
+}
+
+fn prepare_dir_now(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).map_err(|e| NetError::io(format!("create {}", dir.display()), e))?;
     let shared = || {
         mount(
@@ -86,13 +102,10 @@ pub fn create(dir: &Path, name: &str) -> Result<PathBuf> {
 
 /// Whether `path` is a mounted netns (not just a leftover empty file).
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = path.to_string_lossy();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|m| m == want)
+    // A netns bind-mounted on the file shows as nsfs there: one statfs,
+    // where scanning mountinfo cost O(mounts) per container.
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
 /// Unmounts and removes `<dir>/<name>`; the kernel frees the namespace (and
@@ -133,6 +146,10 @@ pub fn list(dir: &Path) -> Result<Vec<String>> {
 /// was removed), so the directory itself can be deleted; for tests and
 /// tools that use a throwaway netns dir. Not mounted is fine.
 pub fn unmount_dir(dir: &Path) -> Result<()> {
+    PREPARED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|d| d != dir);
     while is_mountpoint(dir) {
         umount2(dir, MntFlags::MNT_DETACH)
             .map_err(|e| NetError::io(format!("unmount {}", dir.display()), e.into()))?;

@@ -9,7 +9,7 @@
 //! `<p>b<hex>`, host veths `<p>v<hex>`) so reconcile removes only its own
 //! strays, even with several cubby roots on one host (tests).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::Read;
 use std::net::Ipv4Addr;
@@ -490,7 +490,7 @@ impl NetworkStore {
         )?;
         files::write_in_place(&dir.join("hostname"), &format!("{hostname}\n"))?;
         if !dir.join("hosts").exists() {
-            files::write_in_place(&dir.join("hosts"), &files::render_hosts(&[], &[]))?;
+            files::write_in_place(&dir.join("hosts"), &files::render_hosts(&[]))?;
         }
         Ok(ns)
     }
@@ -832,11 +832,15 @@ impl NetworkStore {
                 Ok((n, eps))
             })
             .collect::<Result<Vec<_>>>()?;
-        self.write_hosts_from(&all, changed)?;
+        // Each network's peer entries once: a join or leave rewrites every
+        // peer's file, and building the entries per file made a refresh
+        // quadratic in allocations on a network of hundreds.
+        let peers = peer_entries(&all);
+        self.write_hosts_from(&all, &peers, changed)?;
         if net.user_defined() {
             if let Some((_, eps)) = all.iter().find(|(n, _)| n.id == net.id) {
                 for cid in eps.keys().filter(|c| *c != changed) {
-                    self.write_hosts_from(&all, cid)?;
+                    self.write_hosts_from(&all, &peers, cid)?;
                 }
             }
         }
@@ -846,6 +850,7 @@ impl NetworkStore {
     fn write_hosts_from(
         &self,
         all: &[(Network, BTreeMap<String, Endpoint>)],
+        peers: &HashMap<&str, Vec<(&str, HostEntry)>>,
         container_id: &str,
     ) -> Result<()> {
         let path = self.files_dir(container_id).join("hosts");
@@ -856,40 +861,59 @@ impl NetworkStore {
             .iter()
             .filter_map(|(n, eps)| eps.get(container_id).map(|ep| (n, ep)))
             .collect();
-        let mut own = Vec::new();
-        let mut peers = Vec::new();
-        for (net, ep) in mine {
-            let mut names = vec![ep.hostname.clone()];
-            if ep.container_name != ep.hostname {
-                names.push(ep.container_name.clone());
-            }
-            own.push(HostEntry { ip: ep.ip, names });
-            if !net.user_defined() {
-                continue;
-            }
-            let others = all.iter().find(|(n, _)| n.id == net.id).map(|(_, eps)| eps);
-            for other in others.into_iter().flat_map(|eps| eps.values()) {
-                if other.container_id == container_id {
-                    continue;
+        let own: Vec<HostEntry> = mine
+            .iter()
+            .map(|(_, ep)| {
+                let mut names = vec![ep.hostname.clone()];
+                if ep.container_name != ep.hostname {
+                    names.push(ep.container_name.clone());
                 }
-                let mut names = vec![other.container_name.clone()];
-                names.extend(
-                    other
-                        .aliases
-                        .iter()
-                        .filter(|a| **a != other.container_name)
-                        .cloned(),
-                );
-                let short = &other.container_id[..other.container_id.len().min(12)];
-                if !names.iter().any(|n| n == short) {
-                    names.push(short.to_string());
-                }
-                peers.push(HostEntry {
-                    ip: other.ip,
-                    names,
-                });
-            }
-        }
-        files::write_in_place(&path, &files::render_hosts(&own, &peers))
+                HostEntry { ip: ep.ip, names }
+            })
+            .collect();
+        let others = mine
+            .iter()
+            .filter_map(|(net, _)| peers.get(net.id.as_str()))
+            .flatten()
+            .filter(|(cid, _)| *cid != container_id)
+            .map(|(_, e)| e);
+        files::write_in_place(&path, &files::render_hosts(own.iter().chain(others)))
     }
+}
+
+/// The entry every container of a user-defined network gets for each peer
+/// on it (name, aliases, short id), per network id.
+fn peer_entries(
+    all: &[(Network, BTreeMap<String, Endpoint>)],
+) -> HashMap<&str, Vec<(&str, HostEntry)>> {
+    all.iter()
+        .filter(|(n, _)| n.user_defined())
+        .map(|(n, eps)| {
+            let entries = eps
+                .values()
+                .map(|other| {
+                    let mut names = vec![other.container_name.clone()];
+                    names.extend(
+                        other
+                            .aliases
+                            .iter()
+                            .filter(|a| **a != other.container_name)
+                            .cloned(),
+                    );
+                    let short = &other.container_id[..other.container_id.len().min(12)];
+                    if !names.iter().any(|n| n == short) {
+                        names.push(short.to_string());
+                    }
+                    (
+                        other.container_id.as_str(),
+                        HostEntry {
+                            ip: other.ip,
+                            names,
+                        },
+                    )
+                })
+                .collect();
+            (n.id.as_str(), entries)
+        })
+        .collect()
 }
