@@ -107,6 +107,7 @@ pub fn run_daemon(
     if !nix::unistd::geteuid().is_root() {
         bail!("cubby daemon needs root to create containers: run it with sudo");
     }
+    raise_open_files_limit("cubby daemon");
     let tls = TlsFiles::from_parts(
         args.tls_cert.clone(),
         args.tls_key.clone(),
@@ -322,6 +323,7 @@ pub fn run_monitor(args: MonitorArgs, root: &Path, state_dir: &Path) -> Result<(
         .context("re-execute the monitor from a sealed copy of cubby")?;
     // The runtime clones containers from this process: no threads, ever.
     cubby_runtime::container::ensure_single_threaded()?;
+    raise_open_files_limit("cubby monitor");
     let mut monitor = Monitor::new(root, state_dir)
         .with_context(|| format!("start the monitor on {}", root.display()))?;
     for e in monitor.recovery_errors() {
@@ -331,6 +333,32 @@ pub fn run_monitor(args: MonitorArgs, root: &Path, state_dir: &Path) -> Result<(
         .serve(&args.socket)
         .with_context(|| format!("serve {}", args.socket.display()))?;
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one, as dockerd and
+/// containerd run: the monitor holds a few descriptors per container (log,
+/// stdio, process handles), so a 1024 soft limit failed new containers
+/// ("init died before start") past about 300 on one host. Containers do not
+/// inherit it: their spec carries its own RLIMIT_NOFILE (1024 by default,
+/// `--ulimit nofile=...` to change).
+fn raise_open_files_limit(who: &str) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // Root may go past the hard limit, up to the kernel's fs.nr_open.
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < ceiling => {
+            let raised = setrlimit(Resource::RLIMIT_NOFILE, ceiling, ceiling)
+                .or_else(|_| setrlimit(Resource::RLIMIT_NOFILE, hard, hard));
+            if let Err(e) = raised {
+                eprintln!("{who}: could not raise the open files limit from {soft}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("{who}: could not read the open files limit: {e}"),
+    }
 }
 
 #[cfg(test)]
