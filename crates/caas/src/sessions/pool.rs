@@ -37,7 +37,7 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 
 use super::Manager;
-use crate::backend::{SandboxStatus, LABEL_MANAGED, LABEL_POOL, LABEL_POOL_SPEC};
+use crate::backend::{BackendError, SandboxStatus, LABEL_MANAGED, LABEL_POOL, LABEL_POOL_SPEC};
 use crate::error::{Error, Result};
 use crate::store::sessions::Session;
 use crate::template::{pool_spec, spec_digest, POOL_NETWORK};
@@ -80,6 +80,10 @@ pub struct Pool {
     reserved: Mutex<HashMap<String, Member>>,
     pub made: AtomicU64,
     pub removed: AtomicU64,
+    /// The pool network was found too small for the pools' sizes with
+    /// members on it: the ready ones are removed next round so it can be
+    /// made anew with room.
+    regrow: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
@@ -211,6 +215,18 @@ impl Manager {
                 keep
             });
         }
+        if self.pool.regrow.swap(false, Ordering::Relaxed) {
+            let mut g = self.pool.lock_ready();
+            let n: usize = g.values().map(Vec::len).sum();
+            crate::log!(
+                "info",
+                "warm pool: network {POOL_NETWORK} is too small for the pools' sizes: its {n} \
+                 ready members are removed so that it is made anew with room"
+            );
+            for list in g.values_mut() {
+                stale.append(list);
+            }
+        }
         for m in stale {
             self.remove_member(&m.name, &m.volume).await;
         }
@@ -304,8 +320,13 @@ impl Manager {
         t: &crate::template::TemplateSpec,
     ) -> Result<()> {
         let id = crate::store::new_id();
-        let spec = pool_spec(t, &self.service_id, tid, &id);
-        self.ensure_network_once(&spec.network).await?;
+        let mut spec = pool_spec(t, &self.service_id, tid, &id);
+        if let Err(e) = self.ensure_network_once(&mut spec.network).await {
+            if matches!(e, Error::Backend(BackendError::NetworkTooSmall(_))) {
+                self.pool.regrow.store(true, Ordering::Relaxed);
+            }
+            return Err(e);
+        }
         let made = async {
             let info = self.backend.start_sandbox(&spec).await?;
             if let Some(port) = spec.app_port {
@@ -484,8 +505,8 @@ impl Manager {
             )));
         }
         let s = self.store.session(&s.id).await?;
-        let spec = self.spec_of(&s).await?;
-        self.ensure_network_once(&spec.network).await?;
+        let mut spec = self.spec_of(&s).await?;
+        self.ensure_network_once(&mut spec.network).await?;
         self.backend
             .connect_network(&spec.name, &spec.network.name)
             .await?;
