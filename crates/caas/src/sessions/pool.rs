@@ -46,6 +46,21 @@ use crate::template::{pool_spec, spec_digest, POOL_NETWORK};
 /// workspace at claim; a bigger one means the member is not kept.
 const MAX_BASELINE: usize = 8 << 20;
 
+/// The phases of a claim, as `cubby_pool_claim_phase_seconds{phase}`:
+/// session row, spec and class network ensured; connecting the class
+/// network; disconnecting the pool network; checking the workspace
+/// against the baseline; putting the baseline back (only when it changed);
+/// restoring the student's archive; inspect and port check.
+pub const CLAIM_PHASES: [&str; 7] = [
+    "row",
+    "connect",
+    "disconnect",
+    "check",
+    "reset",
+    "restore",
+    "ready",
+];
+
 /// How often the pool is checked and refilled.
 pub const ROUND: Duration = Duration::from_secs(1);
 
@@ -84,6 +99,12 @@ pub struct Pool {
     /// members on it: the ready ones are removed next round so it can be
     /// made anew with room.
     regrow: std::sync::atomic::AtomicBool,
+    /// Claims running now: the pool is not refilled meanwhile (making
+    /// members competes with them for the engine's network lock and the
+    /// CPU; measured: it made the claims of a burst slower).
+    claiming: std::sync::atomic::AtomicUsize,
+    /// Claims by phase ([`CLAIM_PHASES`]).
+    pub claim_phase: [crate::metrics::Histogram; CLAIM_PHASES.len()],
 }
 
 impl Pool {
@@ -130,6 +151,27 @@ impl Pool {
         let list = g.get_mut(template_id)?;
         let i = list.iter().position(|m| m.digest == digest)?;
         Some(list.remove(i))
+    }
+}
+
+/// Times a claim's phases into the pool's histograms.
+struct Lap<'a> {
+    pool: &'a Pool,
+    at: std::time::Instant,
+}
+
+impl<'a> Lap<'a> {
+    fn new(pool: &'a Pool) -> Self {
+        Lap {
+            pool,
+            at: std::time::Instant::now(),
+        }
+    }
+    /// Phase `i` ([`CLAIM_PHASES`]) ended now.
+    fn done(&mut self, i: usize) {
+        let now = std::time::Instant::now();
+        self.pool.claim_phase[i].observe(now - self.at);
+        self.at = now;
     }
 }
 
@@ -279,8 +321,12 @@ impl Manager {
                 self.remove_member(&sb.name, &volume).await;
             }
         }
-        // Refill, students first: nothing is made while any wait.
-        if self.admission.stats().queued > 0 {
+        // Refill, students first: nothing is made while any wait, nor
+        // while claims run or members are reserved for starts.
+        if self.admission.stats().queued > 0
+            || self.pool.claiming.load(Ordering::Relaxed) > 0
+            || !self.pool.lock_reserved().is_empty()
+        {
             return Ok(());
         }
         let limit = self.cfg.start_concurrency.max(1);
@@ -472,7 +518,10 @@ impl Manager {
             self.pool.misses.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         };
-        match self.claim(s, t, &m).await {
+        self.pool.claiming.fetch_add(1, Ordering::Relaxed);
+        let claimed = self.claim(s, t, &m).await;
+        self.pool.claiming.fetch_sub(1, Ordering::Relaxed);
+        match claimed {
             Ok(addr) => {
                 self.pool.claims.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(addr))
@@ -497,6 +546,7 @@ impl Manager {
         t: &crate::template::TemplateSpec,
         m: &Member,
     ) -> Result<Option<String>> {
+        let mut lap = Lap::new(&self.pool);
         // The row first: a crash from here on finds the claim by it.
         if !self.store.claim_sandbox(&s.id, &m.name).await? {
             return Err(Error::Conflict(format!(
@@ -507,15 +557,19 @@ impl Manager {
         let s = self.store.session(&s.id).await?;
         let mut spec = self.spec_of(&s).await?;
         self.ensure_network_once(&mut spec.network).await?;
+        lap.done(0);
         self.backend
             .connect_network(&spec.name, &spec.network.name)
             .await?;
+        lap.done(1);
         self.backend
             .disconnect_network(&spec.name, POOL_NETWORK)
             .await?;
+        lap.done(2);
         // Back to the workspace the member had when it became ready: what
         // pool life wrote there goes.
         let now = self.baseline(&spec.name, &t.workspace_path).await?;
+        lap.done(3);
         if now != m.baseline {
             let dir = &t.workspace_path;
             let wipe = format!(
@@ -544,8 +598,10 @@ impl Manager {
                     Box::pin(futures_util::stream::once(async move { Ok(tar) })),
                 )
                 .await?;
+            lap.done(4);
         }
         self.restore_into(&s, &spec).await?;
+        lap.done(5);
         let info = self
             .backend
             .inspect_sandbox(&spec.name)
@@ -556,6 +612,7 @@ impl Manager {
                 .wait_ready(&info, port, self.cfg.ready_timeout)
                 .await?;
         }
+        lap.done(6);
         Ok(info.address.map(|a| a.to_string()))
     }
 
