@@ -48,9 +48,10 @@ const MAX_BASELINE: usize = 8 << 20;
 
 /// The phases of a claim, as `cubby_pool_claim_phase_seconds{phase}`:
 /// session row, spec and class network ensured; connecting the class
-/// network; disconnecting the pool network; checking the workspace
-/// against the baseline; putting the baseline back (only when it changed);
-/// restoring the student's archive; inspect and port check.
+/// network, disconnecting the pool network and exporting the workspace to
+/// check it against the baseline (these three run at once); putting the
+/// baseline back (only when it changed); restoring the student's archive;
+/// inspect and port check.
 pub const CLAIM_PHASES: [&str; 7] = [
     "row",
     "connect",
@@ -135,6 +136,14 @@ impl Pool {
         self.reserved.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `f`, timed as claim phase `i` ([`CLAIM_PHASES`]).
+    async fn timed<T>(&self, i: usize, f: impl std::future::Future<Output = T>) -> T {
+        let at = std::time::Instant::now();
+        let r = f.await;
+        self.claim_phase[i].observe(at.elapsed());
+        r
+    }
+
     /// Gives a reserved member back (the session did not claim it).
     pub(super) fn unreserve(&self, session_id: &str, template_id: &str) {
         if let Some(m) = self.lock_reserved().remove(session_id) {
@@ -166,6 +175,10 @@ impl<'a> Lap<'a> {
             pool,
             at: std::time::Instant::now(),
         }
+    }
+    /// The next phase starts now (the ones before were timed apart).
+    fn restart(&mut self) {
+        self.at = std::time::Instant::now();
     }
     /// Phase `i` ([`CLAIM_PHASES`]) ended now.
     fn done(&mut self, i: usize) {
@@ -558,18 +571,25 @@ impl Manager {
         let mut spec = self.spec_of(&s).await?;
         self.ensure_network_once(&mut spec.network).await?;
         lap.done(0);
-        self.backend
-            .connect_network(&spec.name, &spec.network.name)
-            .await?;
-        lap.done(1);
-        self.backend
-            .disconnect_network(&spec.name, POOL_NETWORK)
-            .await?;
-        lap.done(2);
-        // Back to the workspace the member had when it became ready: what
-        // pool life wrote there goes.
-        let now = self.baseline(&spec.name, &t.workspace_path).await?;
-        lap.done(3);
+        // Class network on, pool network off and the workspace checked, at
+        // once: the two network changes queue for the engine's network lock
+        // together instead of one after the other (docs/caas.md, Warm pool).
+        let (connected, disconnected, now) = tokio::join!(
+            self.pool.timed(
+                1,
+                self.backend.connect_network(&spec.name, &spec.network.name)
+            ),
+            self.pool
+                .timed(2, self.backend.disconnect_network(&spec.name, POOL_NETWORK)),
+            // Back to the workspace the member had when it became ready:
+            // what pool life wrote there goes.
+            self.pool
+                .timed(3, self.baseline(&spec.name, &t.workspace_path)),
+        );
+        connected?;
+        disconnected?;
+        let now = now?;
+        lap.restart();
         if now != m.baseline {
             let dir = &t.workspace_path;
             let wipe = format!(
