@@ -221,6 +221,15 @@ impl Manager {
                 wanted.insert(t.id.clone(), (spec_digest(&t.spec), t.spec.clone()));
             }
         }
+        // Members made while the list is taken are not in it: only those
+        // ready before it can be found gone by it.
+        let ready_before: std::collections::HashSet<String> = self
+            .pool
+            .lock_ready()
+            .values()
+            .flatten()
+            .map(|m| m.name.clone())
+            .collect();
         let listed = self.backend.list_sandboxes().await?;
         let members: Vec<_> = listed
             .into_iter()
@@ -240,7 +249,9 @@ impl Manager {
                 .collect();
             let mut g = self.pool.lock_ready();
             for list in g.values_mut() {
-                list.retain(|m| running.contains(m.name.as_str()));
+                list.retain(|m| {
+                    !ready_before.contains(&m.name) || running.contains(m.name.as_str())
+                });
             }
         }
         // Remove stale members (template changed or gone, pool shrank).
