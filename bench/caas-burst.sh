@@ -38,12 +38,16 @@ bench_init burst cw 211
 
 echo "== preparing: daemon, demo image, $N students, cubby serve"
 bench_daemon
-bench_serve --path-routing ${START_CONCURRENCY:+--start-concurrency "$START_CONCURRENCY"}
+# Classes (and the warm pool's network) over a /24 take their subnets from
+# a range of this bench's own: 10.NET.16.0/20 (the daemon's pool is
+# 10.NET.0.0/20); the reference network is an explicit /22 (10.NET.32.0/22).
+bench_serve --path-routing --class-subnets "10.$bench_net.16.0/20" \
+    ${START_CONCURRENCY:+--start-concurrency "$START_CONCURRENCY"}
 
-python3 - "$work" "$port" "$admin_pw" "$serve_pid" "$daemon_pid" "$N" <<'PY'
-import http.client, json, socket, statistics, sys, threading, time
+python3 - "$work" "$port" "$admin_pw" "$serve_pid" "$daemon_pid" "$N" "$bench_net" <<'PY'
+import http.client, json, os, socket, statistics, sys, threading, time
 
-work, port, admin_pw, serve_pid, daemon_pid, N = sys.argv[1:]
+work, port, admin_pw, serve_pid, daemon_pid, N, NET = sys.argv[1:]
 port, serve_pid, daemon_pid, N = int(port), int(serve_pid), int(daemon_pid), int(N)
 SOCK = f"{work}/run/cubby.sock"
 IMAGE = "cubby-demo:latest"
@@ -119,6 +123,7 @@ class Host:
             self.peak = max(self.peak, self.used())
             time.sleep(0.1)
     def __enter__(self):
+        self.load = os.getloadavg()
         self.base = self.used()
         self.c0 = self.cpu()
         self.t.start()
@@ -130,7 +135,8 @@ class Host:
         self.busy = (b1 - self.c0[0]) / max(1, t1 - self.c0[1])
     def __str__(self):
         return (f"host CPU busy {self.busy*100:.0f}% (all cores), memory in use +{(self.peak-self.base)/1024:.0f} MiB "
-                f"at peak ({self.base/1024:.0f} MiB before)")
+                f"at peak ({self.base/1024:.0f} MiB before); load average before {self.load[0]:.2f}, "
+                f"after {os.getloadavg()[0]:.2f}")
 
 admin = api("POST", "/api/auth/login", {"username": "admin", "password": admin_pw})["access_token"]
 tpl = api("POST", "/api/templates", {"name": "burst", "spec": {"image": IMAGE, "port": 8080,
@@ -141,7 +147,9 @@ api("POST", f"/api/classes/{c['id']}/students/import", csv, admin, "text/csv")
 tokens = [api("POST", "/api/auth/login", {"username": f"b-{i:03d}", "password": f"pw-burst-{i:03d}"},
               src=f"127.0.{1 + i // 200}.{1 + i % 200}")["access_token"]
           for i in range(N)]
-docker("POST", "/networks/create", {"Name": "burst-ref", "Driver": "bridge"})
+# A /22: the engine's own pool hands out /24s (253 containers).
+docker("POST", "/networks/create", {"Name": "burst-ref", "Driver": "bridge",
+                                    "IPAM": {"Config": [{"Subnet": f"10.{NET}.32.0/22"}]}})
 
 def burst(one):
     """N threads released together; one(i) returns its time to ready."""
@@ -245,7 +253,8 @@ print(f"     {N} students press start within 1 s (warm pool of {N}), until 200 t
 print(f"    {h}; serve RSS {rs0}->{rs1} KiB, daemon RSS {rd0}->{rd1} KiB")
 st, m = req("GET", "/metrics")
 for line in m.decode().splitlines():
-    if line.startswith(("cubby_pool_claims_total", "cubby_pool_misses_total", "cubby_pool_failed_claims_total")):
+    if line.startswith(("cubby_pool_claims_total", "cubby_pool_misses_total", "cubby_pool_failed_claims_total",
+                        "cubby_pool_claim_phase_seconds_sum", "cubby_pool_claim_phase_seconds_count")):
         print(f"    {line}")
 spec["warm_pool"] = 0
 api("PUT", f"/api/templates/{tpl}", {"spec": spec}, admin)

@@ -245,6 +245,19 @@ pub async fn render(m: &Manager) -> Result<String> {
         "Claims given up (the member discarded, the session provisioned anew).",
         p.failed_claims.load(Ordering::Relaxed),
     );
+    let name = "cubby_pool_claim_phase_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Warm-pool claims, by phase (reset only when the workspace changed).\n\
+         # TYPE {name} histogram"
+    );
+    for (h, phase) in p
+        .claim_phase
+        .iter()
+        .zip(crate::sessions::pool::CLAIM_PHASES)
+    {
+        h.samples(&mut out, name, &format!("phase=\"{phase}\","));
+    }
     counter(
         &mut out,
         "cubby_pool_skipped_kept_total",

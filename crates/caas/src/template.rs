@@ -248,6 +248,7 @@ pub fn pool_spec(
         name: POOL_NETWORK.to_string(),
         policy: NetworkPolicy::Exam,
         labels: net_labels,
+        hosts: 0,
     };
     spec
 }
@@ -293,6 +294,7 @@ pub fn sandbox_spec(t: &TemplateSpec, who: &SandboxFor) -> SandboxSpec {
             name: network_name(who.class_id),
             policy: t.network,
             labels: net_labels,
+            hosts: 0,
         },
         app_port: t.port,
         labels,

@@ -35,6 +35,11 @@ pub struct ServeArgs {
     /// operator keep sandboxes from the host's addresses (docs/caas-backend.md).
     #[arg(long)]
     pub operator_firewall: bool,
+    /// The IPv4 range class networks bigger than a /24 (classes of more
+    /// than about 200, big warm pools) take an explicit subnet from; it
+    /// must not overlap the engine's own address pool or the host's.
+    #[arg(long, value_name = "CIDR", default_value = cubby_caas::backend::docker::SubnetRange::DEFAULT)]
+    pub class_subnets: cubby_caas::backend::docker::SubnetRange,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long = "tls-cert", value_name = "PEM")]
     pub tls_cert: Option<PathBuf>,
@@ -361,6 +366,7 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
         let (engine, backend) = crate::serve_backend::connect(
             args.engine.as_deref(),
             args.operator_firewall,
+            args.class_subnets,
             root,
             state_dir,
         )

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cubby_caas::backend::docker::{DockerBackend, HostIsolation, DEFAULT_ENDPOINT};
+use cubby_caas::backend::docker::{DockerBackend, HostIsolation, SubnetRange, DEFAULT_ENDPOINT};
 use cubby_caas::backend::local_engine::{ensure_local_engine_with, LocalEngine};
 use cubby_caas::backend::Backend;
 
@@ -14,6 +14,7 @@ use cubby_caas::backend::Backend;
 pub async fn connect(
     engine: Option<&str>,
     operator_firewall: bool,
+    class_subnets: SubnetRange,
     root: &Path,
     state_dir: &Path,
 ) -> Result<(String, Arc<dyn Backend>)> {
@@ -40,7 +41,9 @@ pub async fn connect(
         }
     };
     let isolation = operator_firewall.then_some(HostIsolation::Operator);
-    let backend = DockerBackend::connect(&endpoint, isolation).await?;
+    let backend = DockerBackend::connect(&endpoint, isolation)
+        .await?
+        .with_class_subnets(class_subnets);
     Ok((endpoint, Arc::new(backend)))
 }
 

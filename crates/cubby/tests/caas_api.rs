@@ -1047,6 +1047,71 @@ fn inspect(s: &Serve, name: &str) -> Value {
     serde_json::from_str::<Value>(&out).unwrap()[0].clone()
 }
 
+/// A class of more than 253 (issue 13: a /24 cannot hold it): its network
+/// is sized from the capacity (300 and headroom: a /23 from serve's
+/// --class-subnets), and a student's sandbox is on it.
+#[test]
+fn class_over_253_gets_a_network_that_holds_it() {
+    let s = Serve::start("caas-big", DbKind::Sqlite, &[]);
+    s.user("teach", "teacher", "teach-pass-1");
+    s.user("ann", "student", "ann-pass-1");
+    let t = s.token("teach", "teach-pass-1");
+    let tpl = template(&s, &t, "big", demo_spec());
+    let class = s.ok(
+        "POST",
+        "/api/classes",
+        Some(&t),
+        Some(json!({"name": "Big", "code": "big1", "capacity": 300, "template_id": tpl})),
+    );
+    let cid = class["id"].as_str().unwrap().to_string();
+    s.ok(
+        "POST",
+        &format!("/api/classes/{cid}/students"),
+        Some(&t),
+        Some(json!({"username": "ann"})),
+    );
+    let ann = s.token("ann", "ann-pass-1");
+    let v = s.ok(
+        "POST",
+        "/api/sessions?wait=true",
+        Some(&ann),
+        Some(json!({"class_id": cid})),
+    );
+    assert_eq!(v["state"], "ready", "{v}");
+    let net = format!("caas-class-{cid}");
+    let subnet =
+        s.d.ok(&[
+            "network",
+            "inspect",
+            &net,
+            "--format",
+            "{{(index .IPAM.Config 0).Subnet}}",
+        ])
+        .trim()
+        .to_string();
+    let range = s.d.net.class_range();
+    let (base, _) = range.split_once('/').unwrap();
+    let base: std::net::Ipv4Addr = base.parse().unwrap();
+    let (addr, prefix) = subnet.split_once('/').unwrap();
+    let addr: std::net::Ipv4Addr = addr.parse().unwrap();
+    assert_eq!(prefix, "23", "{subnet}: 300 and headroom need a /23");
+    assert!(
+        (u32::from(base)..u32::from(base) + 1024).contains(&u32::from(addr)),
+        "{subnet} not in {range}"
+    );
+    let c = inspect(&s, v["sandbox"].as_str().unwrap());
+    let ip: std::net::Ipv4Addr = c["NetworkSettings"]["Networks"][&net]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (u32::from(addr)..u32::from(addr) + 512).contains(&u32::from(ip)),
+        "{ip} not in {subnet}"
+    );
+    s.ok("POST", &format!("/api/classes/{cid}/down"), Some(&t), None);
+}
+
 /// A warm pool of 2: a start claims a member (the session's sandbox, on
 /// the class network only, the template's env and limits,
 /// nothing left from pool life, the student's archive restored), the pool

@@ -53,6 +53,7 @@ impl Fixture {
                 (LABEL_MANAGED.to_string(), "test".to_string()),
                 (LABEL_CLASS.to_string(), class.to_string()),
             ]),
+            hosts: 0,
         }
     }
 }
@@ -227,6 +228,107 @@ async fn sandbox_lifecycle_through_the_engine() {
     b.remove_sandbox("life-1").await.unwrap();
     b.remove_network(&net.name).await.unwrap();
     b.remove_network(&net.name).await.unwrap();
+}
+
+/// A class network is sized from what it must hold (issue 13): over a /24
+/// it gets an explicit subnet of the needed size from the backend's range,
+/// skipping what other networks hold; an existing network too small for a
+/// raised need is refused while sandboxes are on it (naming the class and
+/// what to do) and made anew with room once it is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn class_networks_sized_from_their_capacity() {
+    let f = Fixture::new("caas-size").await;
+    let range = f.d.net.class_range();
+    let b = DockerBackend::connect(&format!("unix://{}", f.d.socket.display()), None)
+        .await
+        .expect("connect to cubby daemon")
+        .with_class_subnets(range.parse().expect("the tag's range"));
+    let subnet = |net: &str| -> String {
+        f.d.ok(&[
+            "network",
+            "inspect",
+            net,
+            "--format",
+            "{{(index .IPAM.Config 0).Subnet}}",
+        ])
+        .trim()
+        .to_string()
+    };
+    let (base, _) = range.split_once('/').unwrap();
+    let octets: Vec<u8> = base.split('.').map(|o| o.parse().unwrap()).collect();
+    let first = format!("{}.{}.{}.0/23", octets[0], octets[1], octets[2]);
+    let second = format!("{}.{}.{}.0/23", octets[0], octets[1], octets[2] + 2);
+
+    // Someone else holds the first /23 of the range: the class gets the next.
+    let other = format!("{}-other", f.d.net.prefix);
+    f.d.ok(&["network", "create", "--subnet", &first, &other]);
+    let mut big = f.net("big", NetworkPolicy::Class);
+    big.hosts = 400;
+    b.ensure_network(&big).await.unwrap();
+    assert_eq!(subnet(&big.name), second);
+    b.ensure_network(&big).await.unwrap(); // idempotent
+    let mut addrs = Vec::new();
+    for i in 0..3 {
+        let info = b
+            .start_sandbox(&spec(&format!("size-{i}"), &big))
+            .await
+            .unwrap();
+        b.wait_ready(&info, 8080, Duration::from_secs(20))
+            .await
+            .unwrap();
+        addrs.push(info.address.expect("an address on the class network"));
+    }
+    let lo = u32::from(std::net::Ipv4Addr::new(
+        octets[0],
+        octets[1],
+        octets[2] + 2,
+        0,
+    ));
+    for a in &addrs {
+        let IpAddr::V4(v4) = a else { panic!("{a}") };
+        assert!(
+            (lo..lo + 512).contains(&u32::from(*v4)),
+            "{a} outside {second}"
+        );
+    }
+    // No more /23 free in the range: said, naming the flag.
+    let mut more = f.net("more", NetworkPolicy::Class);
+    more.hosts = 300;
+    match b.ensure_network(&more).await {
+        Err(BackendError::Invalid(m)) => assert!(m.contains("--class-subnets"), "{m}"),
+        other => panic!("range full: {other:?}"),
+    }
+    f.d.ok(&["network", "rm", &other]);
+
+    // A class network made for a small class, then the need grows.
+    let mut small = f.net("small", NetworkPolicy::Class);
+    small.hosts = 40;
+    b.ensure_network(&small).await.unwrap();
+    let was = subnet(&small.name);
+    assert!(was.ends_with("/24"), "{was}");
+    b.start_sandbox(&spec("small-0", &small)).await.unwrap();
+    small.hosts = 300;
+    match b.ensure_network(&small).await {
+        Err(BackendError::NetworkTooSmall(m)) => {
+            assert!(m.contains("class small"), "{m}");
+            assert!(m.contains(&was), "{m}");
+            assert!(m.contains("300"), "{m}");
+            assert!(m.contains("end the class's sessions"), "{m}");
+        }
+        other => panic!("too small with a sandbox on it: {other:?}"),
+    }
+    assert_eq!(subnet(&small.name), was, "not changed while in use");
+    b.remove_sandbox("small-0").await.unwrap();
+    b.ensure_network(&small).await.unwrap();
+    assert_eq!(subnet(&small.name), first, "made anew with room once empty");
+    let info = b.start_sandbox(&spec("small-0", &small)).await.unwrap();
+    assert!(info.address.is_some(), "{info:?}");
+
+    for n in ["small-0", "size-0", "size-1", "size-2"] {
+        b.remove_sandbox(n).await.unwrap();
+    }
+    b.remove_network(&small.name).await.unwrap();
+    b.remove_network(&big.name).await.unwrap();
 }
 
 /// Started, Exited (code, no OOM) and Removed, for our sandboxes only.
@@ -801,6 +903,7 @@ async fn other_engine() {
         name: format!("{tag}-{class}"),
         policy,
         labels: BTreeMap::from([(LABEL_MANAGED.to_string(), "test".to_string())]),
+        hosts: 0,
     };
     let (class, exam) = (
         net("a", NetworkPolicy::Class),

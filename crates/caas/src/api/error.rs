@@ -27,6 +27,7 @@ impl Error {
             Error::Backend(BackendError::Invalid(_))
             | Error::Backend(BackendError::Unsupported(_)) => (StatusCode::BAD_REQUEST, "invalid"),
             Error::Backend(BackendError::NotFound { .. }) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::Backend(BackendError::NetworkTooSmall(_)) => (StatusCode::CONFLICT, "conflict"),
             Error::Backend(_) => (StatusCode::BAD_GATEWAY, "backend"),
             Error::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database"),
             Error::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage"),

@@ -21,7 +21,7 @@ use bollard::errors::Error as DockerError;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EventMessage,
-    HostConfig, Mount, MountTypeEnum, MountVolumeOptions, NetworkConnectRequest,
+    HostConfig, Ipam, IpamConfig, Mount, MountTypeEnum, MountVolumeOptions, NetworkConnectRequest,
     NetworkCreateRequest, NetworkDisconnectRequest, RestartPolicy, RestartPolicyNameEnum,
     VolumeCreateOptions,
 };
@@ -63,11 +63,107 @@ pub enum HostIsolation {
     Operator,
 }
 
+/// The IPv4 range that class networks bigger than a /24 are carved from
+/// (`cubby serve --class-subnets`): each gets an explicit subnet (Docker's
+/// IPAM config, which every engine honours) of the prefix length it needs,
+/// the first one of the range that no existing network overlaps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubnetRange {
+    base: u32,
+    prefix: u8,
+}
+
+impl SubnetRange {
+    /// 10.176.0.0-10.191.255.255: beside cubby's engine's own pool
+    /// (10.231.0.0/16) and dockerd's defaults (172.17-31.0.0/16,
+    /// 192.168.0.0/16); room for 16 /16s.
+    pub const DEFAULT: &'static str = "10.176.0.0/12";
+
+    /// The aligned blocks of this prefix length inside the range.
+    fn blocks(&self, prefix: u8) -> impl Iterator<Item = (u32, u8)> + '_ {
+        let count = if prefix >= self.prefix {
+            1u64 << (prefix - self.prefix)
+        } else {
+            0
+        };
+        (0..count).map(move |i| (self.base + ((i as u32) << (32 - prefix)), prefix))
+    }
+}
+
+impl std::str::FromStr for SubnetRange {
+    type Err = BackendError;
+    fn from_str(s: &str) -> Result<Self, BackendError> {
+        let (base, prefix) = parse_cidr(s).ok_or_else(|| {
+            BackendError::Invalid(format!(
+                "class subnet range {s:?}: expected an IPv4 CIDR such as {}",
+                Self::DEFAULT
+            ))
+        })?;
+        if !(8..=24).contains(&prefix) {
+            return Err(BackendError::Invalid(format!(
+                "class subnet range {s}: use a prefix between /8 and /24"
+            )));
+        }
+        Ok(SubnetRange {
+            base: base & mask(prefix),
+            prefix,
+        })
+    }
+}
+
+impl std::fmt::Display for SubnetRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", cidr((self.base, self.prefix)))
+    }
+}
+
+fn mask(prefix: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+}
+
+fn parse_cidr(s: &str) -> Option<(u32, u8)> {
+    let (a, p) = s.trim().split_once('/')?;
+    let a: std::net::Ipv4Addr = a.parse().ok()?;
+    let p: u8 = p.parse().ok().filter(|p| *p <= 32)?;
+    Some((u32::from(a) & mask(p), p))
+}
+
+fn cidr((base, prefix): (u32, u8)) -> String {
+    format!("{}/{prefix}", std::net::Ipv4Addr::from(base))
+}
+
+fn overlaps(a: (u32, u8), b: (u32, u8)) -> bool {
+    let m = mask(a.1.min(b.1));
+    a.0 & m == b.0 & m
+}
+
+/// Sandboxes a subnet of this prefix length holds (network, broadcast and
+/// gateway addresses aside).
+fn room(prefix: u8) -> u64 {
+    (1u64 << (32 - u32::from(prefix.min(30)))) - 3
+}
+
+/// The longest prefix (from /24 to /16) whose subnet holds `hosts`.
+fn prefix_for(hosts: u32) -> Option<u8> {
+    (16..=24u8).rev().find(|p| room(*p) >= u64::from(hosts))
+}
+
+/// An engine network's (first) IPv4 subnet.
+fn subnet_of(n: &bollard::models::Network) -> Option<(u32, u8)> {
+    n.ipam
+        .as_ref()?
+        .config
+        .as_ref()?
+        .iter()
+        .find_map(|c| c.subnet.as_deref().and_then(parse_cidr))
+}
+
 /// Sandboxes through a Docker Engine API endpoint.
 pub struct DockerBackend {
     docker: Docker,
     endpoint: String,
     host_isolation: HostIsolation,
+    class_subnets: SubnetRange,
     /// One in-flight start per sandbox name (and one network create per
     /// network name) in this process; across processes the engine's name
     /// uniqueness (409) decides.
@@ -155,8 +251,95 @@ impl DockerBackend {
             docker,
             endpoint: endpoint.to_string(),
             host_isolation,
+            class_subnets: SubnetRange::DEFAULT.parse()?,
             locks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Where class networks bigger than a /24 take their subnets from.
+    pub fn with_class_subnets(mut self, range: SubnetRange) -> Self {
+        self.class_subnets = range;
+        self
+    }
+
+    /// Creates `want`, big enough for `net.hosts` sandboxes: up to a /24
+    /// the engine picks the subnet (its own pool); bigger, the first free
+    /// block of the needed size in `class_subnets`, tried again with the
+    /// next one when the engine refuses it as overlapping (another network
+    /// took it meanwhile). 409: made by another process (`check`ed).
+    async fn create_network_sized(
+        &self,
+        net: &ClassNetwork,
+        mut want: NetworkCreateRequest,
+        check: &(dyn Fn(&bollard::models::Network) -> Result<(), BackendError> + Sync),
+    ) -> Result<(), BackendError> {
+        let prefix = match net.hosts {
+            0 => 24,
+            h => prefix_for(h).ok_or_else(|| {
+                BackendError::Invalid(format!(
+                    "network {} would have to hold {h} sandboxes: more than a /16 (65533); \
+                     lower the class capacity or the warm pools",
+                    net.name
+                ))
+            })?,
+        };
+        let mut refused: Vec<(u32, u8)> = Vec::new();
+        for _ in 0..16 {
+            if prefix < 24 {
+                let taken: Vec<(u32, u8)> = self
+                    .docker
+                    .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+                    .await
+                    .map_err(|e| self.err(e))?
+                    .iter()
+                    .filter_map(subnet_of)
+                    .chain(refused.iter().copied())
+                    .collect();
+                let block = self
+                    .class_subnets
+                    .blocks(prefix)
+                    .find(|b| taken.iter().all(|t| !overlaps(*b, *t)))
+                    .ok_or_else(|| {
+                        BackendError::Invalid(format!(
+                            "no free /{prefix} left in {} for network {} ({} sandboxes): give \
+                             cubby serve a bigger --class-subnets range",
+                            self.class_subnets, net.name, net.hosts
+                        ))
+                    })?;
+                refused.push(block);
+                want.ipam = Some(Ipam {
+                    config: Some(vec![IpamConfig {
+                        subnet: Some(cidr(block)),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                });
+            }
+            match self.docker.create_network(want.clone()).await {
+                Ok(_) => return Ok(()),
+                // Made by another process in the meantime.
+                Err(DockerError::DockerResponseServerError {
+                    status_code: 409, ..
+                }) => {
+                    let n = self
+                        .docker
+                        .inspect_network(
+                            &net.name,
+                            None::<bollard::query_parameters::InspectNetworkOptions>,
+                        )
+                        .await
+                        .map_err(|e| self.err(e))?;
+                    return check(&n);
+                }
+                Err(DockerError::DockerResponseServerError { message, .. })
+                    if prefix < 24 && message.to_ascii_lowercase().contains("overlap") => {}
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        Err(BackendError::Engine(format!(
+            "network {}: the engine refused 16 subnets of {} as overlapping",
+            net.name, self.class_subnets
+        )))
     }
 
     pub fn endpoint(&self) -> &str {
@@ -535,6 +718,23 @@ pub fn map_error(endpoint: &str, e: DockerError) -> BackendError {
     }
 }
 
+/// Why an existing network cannot hold `net.hosts` and is not grown.
+fn too_small(net: &ClassNetwork, have: (u32, u8), on: usize) -> String {
+    let whose = match net.labels.get(super::LABEL_CLASS) {
+        Some(class) => format!("the network of class {class}"),
+        None => "the network".to_string(),
+    };
+    format!(
+        "{whose}, {}, is {} (room for {} sandboxes) but must hold {} (capacity and headroom): \
+         it is only made anew while no sandbox is on it, and {on} are; end the class's sessions \
+         (or, for the warm pool's network, set warm_pool to 0) and start again",
+        net.name,
+        cidr(have),
+        room(have.1),
+        net.hosts
+    )
+}
+
 fn network_request(net: &ClassNetwork, isolation: HostIsolation) -> NetworkCreateRequest {
     let mut options = HashMap::new();
     if isolation == HostIsolation::Engine {
@@ -615,6 +815,7 @@ impl Backend for DockerBackend {
         let lock = self.lock_for(format!("network/{}", net.name));
         let _held = lock.lock().await;
         let want = network_request(net, self.host_isolation);
+        let want_internal = want.internal.unwrap_or(false);
         let check = |n: &bollard::models::Network| -> Result<(), BackendError> {
             let internal = n.internal.unwrap_or(false);
             let isolated = n
@@ -627,7 +828,7 @@ impl Backend for DockerBackend {
                 .as_ref()
                 .is_some_and(|l| l.contains_key(LABEL_MANAGED));
             if !managed
-                || internal != want.internal.unwrap_or(false)
+                || internal != want_internal
                 || (self.host_isolation == HostIsolation::Engine && !isolated)
             {
                 return Err(BackendError::Invalid(format!(
@@ -647,30 +848,24 @@ impl Backend for DockerBackend {
             )
             .await
         {
-            Ok(n) => return check(&n),
+            Ok(n) => {
+                check(&n)?;
+                let Some(have) = subnet_of(&n).filter(|s| room(s.1) < u64::from(net.hosts)) else {
+                    return Ok(());
+                };
+                let on = n.containers.as_ref().map_or(0, HashMap::len);
+                if on > 0 {
+                    return Err(BackendError::NetworkTooSmall(too_small(net, have, on)));
+                }
+                // Empty: made anew with room.
+                self.remove_network(&net.name).await?;
+            }
             Err(DockerError::DockerResponseServerError {
                 status_code: 404, ..
             }) => {}
             Err(e) => return Err(self.err(e)),
         }
-        match self.docker.create_network(want.clone()).await {
-            Ok(_) => Ok(()),
-            // Made by another process in the meantime.
-            Err(DockerError::DockerResponseServerError {
-                status_code: 409, ..
-            }) => {
-                let n = self
-                    .docker
-                    .inspect_network(
-                        &net.name,
-                        None::<bollard::query_parameters::InspectNetworkOptions>,
-                    )
-                    .await
-                    .map_err(|e| self.err(e))?;
-                check(&n)
-            }
-            Err(e) => Err(self.err(e)),
-        }
+        self.create_network_sized(net, want, &check).await
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), BackendError> {
@@ -1277,6 +1472,7 @@ mod tests {
                 name: "class-1".into(),
                 policy: NetworkPolicy::Class,
                 labels: BTreeMap::new(),
+                hosts: 0,
             },
             app_port: Some(8080),
             labels: BTreeMap::from([
@@ -1323,6 +1519,28 @@ mod tests {
         s.labels.remove(LABEL_MANAGED);
         assert!(validate(&s).is_err());
         assert!(validate(&spec()).is_ok());
+    }
+
+    #[test]
+    fn class_network_sizes() {
+        assert_eq!(prefix_for(1), Some(24));
+        assert_eq!(prefix_for(253), Some(24));
+        assert_eq!(prefix_for(254), Some(23));
+        assert_eq!(prefix_for(383), Some(23));
+        assert_eq!(prefix_for(510), Some(22));
+        assert_eq!(prefix_for(65533), Some(16));
+        assert_eq!(prefix_for(65534), None);
+        assert_eq!(super::super::with_headroom(300), 383);
+        let r: SubnetRange = "10.176.3.7/22".parse().unwrap();
+        assert_eq!(r.to_string(), "10.176.0.0/22");
+        let b: Vec<String> = r.blocks(23).map(cidr).collect();
+        assert_eq!(b, ["10.176.0.0/23", "10.176.2.0/23"]);
+        assert_eq!(r.blocks(21).count(), 0);
+        assert!(overlaps((0x0AB0_0000, 22), (0x0AB0_0200, 24)));
+        assert!(!overlaps((0x0AB0_0000, 23), (0x0AB0_0200, 24)));
+        for bad in ["10.0.0.0", "10.0.0.0/30", "x/16", "10.0.0.0/7"] {
+            assert!(bad.parse::<SubnetRange>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -49,6 +49,18 @@ pub struct ClassNetwork {
     pub name: String,
     pub policy: NetworkPolicy,
     pub labels: BTreeMap<String, String>,
+    /// How many sandboxes it must hold at once (the class's capacity, or
+    /// the warm pools' sizes, plus headroom: [`with_headroom`]). A backend
+    /// makes the network big enough or refuses; 0: not known (a spec that
+    /// only names the network, e.g. for a sandbox start).
+    pub hosts: u32,
+}
+
+/// The sandboxes a network is sized for when `n` are expected at once: a
+/// quarter more and 8 (teacher, sandboxes being replaced, pool members
+/// between networks at claim).
+pub fn with_headroom(n: u64) -> u32 {
+    u32::try_from(n.saturating_add(n / 4).saturating_add(8)).unwrap_or(u32::MAX)
 }
 
 /// Hard limits the backend must enforce (never best effort).
@@ -159,6 +171,10 @@ pub enum BackendError {
     Engine(String),
     #[error("sandbox {name} did not become ready: {reason}")]
     NotReady { name: String, reason: String },
+    /// An existing network too small for what it must hold, not grown
+    /// because sandboxes are on it (the message says what to do).
+    #[error("{0}")]
+    NetworkTooSmall(String),
 }
 
 /// What a running sandbox uses now (the roster shows it).

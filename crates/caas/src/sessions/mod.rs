@@ -14,7 +14,7 @@ pub mod pool;
 pub mod prepull;
 mod shutdown;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -103,8 +103,9 @@ pub struct Manager {
     /// Sessions being checkpointed right now (one at a time each).
     checkpointing: Mutex<HashSet<String>>,
     checkpoint_permits: Arc<Semaphore>,
-    /// Class networks ensured by this process.
-    networks: Mutex<HashSet<String>>,
+    /// Networks ensured by this process, with the sandboxes they were
+    /// ensured to hold (a bigger need ensures again).
+    networks: Mutex<HashMap<String, u32>>,
     /// Ready sandboxes per template (pool.rs).
     pub pool: pool::Pool,
     /// Images pulled ahead of scheduled starts (prepull.rs).
@@ -159,7 +160,7 @@ impl Manager {
             culler: culling::Culler::default(),
             checkpointing: Mutex::new(HashSet::new()),
             checkpoint_permits: Arc::new(Semaphore::new(2)),
-            networks: Mutex::new(HashSet::new()),
+            networks: Mutex::new(HashMap::new()),
             pool: pool::Pool::default(),
             prepull: prepull::Prepull::default(),
         }))
@@ -598,19 +599,42 @@ impl Manager {
         self.store.decide_restore(s, from.as_deref()).await
     }
 
-    /// Ensures a network once per process: one engine call less per start.
-    async fn ensure_network_once(&self, net: &crate::backend::ClassNetwork) -> Result<()> {
+    /// How many sandboxes a network must hold: a class network its class's
+    /// capacity, the warm pool's network the sum of the templates' pools
+    /// (each with headroom).
+    async fn network_hosts(&self, net: &crate::backend::ClassNetwork) -> Result<u32> {
+        let n = if net.name == crate::template::POOL_NETWORK {
+            self.store
+                .templates()
+                .await?
+                .iter()
+                .map(|t| u64::from(t.spec.warm_pool))
+                .sum()
+        } else if let Some(class) = net.labels.get(crate::backend::LABEL_CLASS) {
+            u64::try_from(self.store.class(class).await?.capacity).unwrap_or(0)
+        } else {
+            return Ok(0);
+        };
+        Ok(crate::backend::with_headroom(n))
+    }
+
+    /// Ensures a network once per process (one engine call less per start),
+    /// sized for what it must hold (`net.hosts` is set here), again when
+    /// that grew.
+    async fn ensure_network_once(&self, net: &mut crate::backend::ClassNetwork) -> Result<()> {
+        net.hosts = self.network_hosts(net).await?;
         let known = self
             .networks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&net.name);
+            .get(&net.name)
+            .is_some_and(|h| *h >= net.hosts);
         if !known {
             self.backend.ensure_network(net).await?;
             self.networks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(net.name.clone());
+                .insert(net.name.clone(), net.hosts);
         }
         Ok(())
     }
@@ -656,9 +680,9 @@ impl Manager {
             return Ok(address);
         }
         let s = &self.store.session(&s.id).await?;
-        let spec = self.spec_of(s).await?;
+        let mut spec = self.spec_of(s).await?;
         let net = spec.network.name.clone();
-        self.ensure_network_once(&spec.network).await?;
+        self.ensure_network_once(&mut spec.network).await?;
         let info = match self.backend.start_sandbox(&spec).await {
             Ok(i) => i,
             Err(e) => {

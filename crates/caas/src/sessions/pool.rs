@@ -37,7 +37,7 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 
 use super::Manager;
-use crate::backend::{SandboxStatus, LABEL_MANAGED, LABEL_POOL, LABEL_POOL_SPEC};
+use crate::backend::{BackendError, SandboxStatus, LABEL_MANAGED, LABEL_POOL, LABEL_POOL_SPEC};
 use crate::error::{Error, Result};
 use crate::store::sessions::Session;
 use crate::template::{pool_spec, spec_digest, POOL_NETWORK};
@@ -45,6 +45,22 @@ use crate::template::{pool_spec, spec_digest, POOL_NETWORK};
 /// A member's workspace as it was when it became ready, kept to reset the
 /// workspace at claim; a bigger one means the member is not kept.
 const MAX_BASELINE: usize = 8 << 20;
+
+/// The phases of a claim, as `cubby_pool_claim_phase_seconds{phase}`:
+/// session row, spec and class network ensured; connecting the class
+/// network, disconnecting the pool network and exporting the workspace to
+/// check it against the baseline (these three run at once); putting the
+/// baseline back (only when it changed); restoring the student's archive;
+/// inspect and port check.
+pub const CLAIM_PHASES: [&str; 7] = [
+    "row",
+    "connect",
+    "disconnect",
+    "check",
+    "reset",
+    "restore",
+    "ready",
+];
 
 /// How often the pool is checked and refilled.
 pub const ROUND: Duration = Duration::from_secs(1);
@@ -80,6 +96,16 @@ pub struct Pool {
     reserved: Mutex<HashMap<String, Member>>,
     pub made: AtomicU64,
     pub removed: AtomicU64,
+    /// The pool network was found too small for the pools' sizes with
+    /// members on it: the ready ones are removed next round so it can be
+    /// made anew with room.
+    regrow: std::sync::atomic::AtomicBool,
+    /// Claims running now: the pool is not refilled meanwhile (making
+    /// members competes with them for the engine's network lock and the
+    /// CPU; measured: it made the claims of a burst slower).
+    claiming: std::sync::atomic::AtomicUsize,
+    /// Claims by phase ([`CLAIM_PHASES`]).
+    pub claim_phase: [crate::metrics::Histogram; CLAIM_PHASES.len()],
 }
 
 impl Pool {
@@ -110,6 +136,14 @@ impl Pool {
         self.reserved.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `f`, timed as claim phase `i` ([`CLAIM_PHASES`]).
+    async fn timed<T>(&self, i: usize, f: impl std::future::Future<Output = T>) -> T {
+        let at = std::time::Instant::now();
+        let r = f.await;
+        self.claim_phase[i].observe(at.elapsed());
+        r
+    }
+
     /// Gives a reserved member back (the session did not claim it).
     pub(super) fn unreserve(&self, session_id: &str, template_id: &str) {
         if let Some(m) = self.lock_reserved().remove(session_id) {
@@ -126,6 +160,31 @@ impl Pool {
         let list = g.get_mut(template_id)?;
         let i = list.iter().position(|m| m.digest == digest)?;
         Some(list.remove(i))
+    }
+}
+
+/// Times a claim's phases into the pool's histograms.
+struct Lap<'a> {
+    pool: &'a Pool,
+    at: std::time::Instant,
+}
+
+impl<'a> Lap<'a> {
+    fn new(pool: &'a Pool) -> Self {
+        Lap {
+            pool,
+            at: std::time::Instant::now(),
+        }
+    }
+    /// The next phase starts now (the ones before were timed apart).
+    fn restart(&mut self) {
+        self.at = std::time::Instant::now();
+    }
+    /// Phase `i` ([`CLAIM_PHASES`]) ended now.
+    fn done(&mut self, i: usize) {
+        let now = std::time::Instant::now();
+        self.pool.claim_phase[i].observe(now - self.at);
+        self.at = now;
     }
 }
 
@@ -162,6 +221,15 @@ impl Manager {
                 wanted.insert(t.id.clone(), (spec_digest(&t.spec), t.spec.clone()));
             }
         }
+        // Members made while the list is taken are not in it: only those
+        // ready before it can be found gone by it.
+        let ready_before: std::collections::HashSet<String> = self
+            .pool
+            .lock_ready()
+            .values()
+            .flatten()
+            .map(|m| m.name.clone())
+            .collect();
         let listed = self.backend.list_sandboxes().await?;
         let members: Vec<_> = listed
             .into_iter()
@@ -181,7 +249,9 @@ impl Manager {
                 .collect();
             let mut g = self.pool.lock_ready();
             for list in g.values_mut() {
-                list.retain(|m| running.contains(m.name.as_str()));
+                list.retain(|m| {
+                    !ready_before.contains(&m.name) || running.contains(m.name.as_str())
+                });
             }
         }
         // Remove stale members (template changed or gone, pool shrank).
@@ -210,6 +280,18 @@ impl Manager {
                 };
                 keep
             });
+        }
+        if self.pool.regrow.swap(false, Ordering::Relaxed) {
+            let mut g = self.pool.lock_ready();
+            let n: usize = g.values().map(Vec::len).sum();
+            crate::log!(
+                "info",
+                "warm pool: network {POOL_NETWORK} is too small for the pools' sizes: its {n} \
+                 ready members are removed so that it is made anew with room"
+            );
+            for list in g.values_mut() {
+                stale.append(list);
+            }
         }
         for m in stale {
             self.remove_member(&m.name, &m.volume).await;
@@ -263,8 +345,12 @@ impl Manager {
                 self.remove_member(&sb.name, &volume).await;
             }
         }
-        // Refill, students first: nothing is made while any wait.
-        if self.admission.stats().queued > 0 {
+        // Refill, students first: nothing is made while any wait, nor
+        // while claims run or members are reserved for starts.
+        if self.admission.stats().queued > 0
+            || self.pool.claiming.load(Ordering::Relaxed) > 0
+            || !self.pool.lock_reserved().is_empty()
+        {
             return Ok(());
         }
         let limit = self.cfg.start_concurrency.max(1);
@@ -304,8 +390,13 @@ impl Manager {
         t: &crate::template::TemplateSpec,
     ) -> Result<()> {
         let id = crate::store::new_id();
-        let spec = pool_spec(t, &self.service_id, tid, &id);
-        self.ensure_network_once(&spec.network).await?;
+        let mut spec = pool_spec(t, &self.service_id, tid, &id);
+        if let Err(e) = self.ensure_network_once(&mut spec.network).await {
+            if matches!(e, Error::Backend(BackendError::NetworkTooSmall(_))) {
+                self.pool.regrow.store(true, Ordering::Relaxed);
+            }
+            return Err(e);
+        }
         let made = async {
             let info = self.backend.start_sandbox(&spec).await?;
             if let Some(port) = spec.app_port {
@@ -451,7 +542,10 @@ impl Manager {
             self.pool.misses.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         };
-        match self.claim(s, t, &m).await {
+        self.pool.claiming.fetch_add(1, Ordering::Relaxed);
+        let claimed = self.claim(s, t, &m).await;
+        self.pool.claiming.fetch_sub(1, Ordering::Relaxed);
+        match claimed {
             Ok(addr) => {
                 self.pool.claims.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(addr))
@@ -476,6 +570,7 @@ impl Manager {
         t: &crate::template::TemplateSpec,
         m: &Member,
     ) -> Result<Option<String>> {
+        let mut lap = Lap::new(&self.pool);
         // The row first: a crash from here on finds the claim by it.
         if !self.store.claim_sandbox(&s.id, &m.name).await? {
             return Err(Error::Conflict(format!(
@@ -484,17 +579,28 @@ impl Manager {
             )));
         }
         let s = self.store.session(&s.id).await?;
-        let spec = self.spec_of(&s).await?;
-        self.ensure_network_once(&spec.network).await?;
-        self.backend
-            .connect_network(&spec.name, &spec.network.name)
-            .await?;
-        self.backend
-            .disconnect_network(&spec.name, POOL_NETWORK)
-            .await?;
-        // Back to the workspace the member had when it became ready: what
-        // pool life wrote there goes.
-        let now = self.baseline(&spec.name, &t.workspace_path).await?;
+        let mut spec = self.spec_of(&s).await?;
+        self.ensure_network_once(&mut spec.network).await?;
+        lap.done(0);
+        // Class network on, pool network off and the workspace checked, at
+        // once: the two network changes queue for the engine's network lock
+        // together instead of one after the other (docs/caas.md, Warm pool).
+        let (connected, disconnected, now) = tokio::join!(
+            self.pool.timed(
+                1,
+                self.backend.connect_network(&spec.name, &spec.network.name)
+            ),
+            self.pool
+                .timed(2, self.backend.disconnect_network(&spec.name, POOL_NETWORK)),
+            // Back to the workspace the member had when it became ready:
+            // what pool life wrote there goes.
+            self.pool
+                .timed(3, self.baseline(&spec.name, &t.workspace_path)),
+        );
+        connected?;
+        disconnected?;
+        let now = now?;
+        lap.restart();
         if now != m.baseline {
             let dir = &t.workspace_path;
             let wipe = format!(
@@ -523,8 +629,10 @@ impl Manager {
                     Box::pin(futures_util::stream::once(async move { Ok(tar) })),
                 )
                 .await?;
+            lap.done(4);
         }
         self.restore_into(&s, &spec).await?;
+        lap.done(5);
         let info = self
             .backend
             .inspect_sandbox(&spec.name)
@@ -535,6 +643,7 @@ impl Manager {
                 .wait_ready(&info, port, self.cfg.ready_timeout)
                 .await?;
         }
+        lap.done(6);
         Ok(info.address.map(|a| a.to_string()))
     }
 

@@ -103,6 +103,9 @@ impl Serve {
             .arg("--engine")
             .arg(format!("unix://{}", self.d.socket.display()))
             .args(["--stop-grace", "1"])
+            // Big class networks from this daemon's own range (parallel
+            // tests never share a subnet on the host).
+            .args(["--class-subnets", &self.d.net.class_range()])
             .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -79,6 +79,17 @@ impl NetTag {
         format!("10.{}.{}.0/24", 216 + n / 256, n % 256)
     }
 
+    /// A /22 of its own for explicit subnets a test's client picks (the
+    /// classroom service's `--class-subnets`), outside every pool:
+    /// 10.160.0.0/22 ... 10.167.204.0/22.
+    pub fn class_range(&self) -> String {
+        format!(
+            "10.{}.{}.0/22",
+            160 + self.index / 64,
+            (self.index % 64) * 4
+        )
+    }
+
     /// Networks without --subnet come from this /20.
     pub fn pool(&self) -> String {
         format!(
