@@ -33,28 +33,39 @@ use crate::error::Error;
 use crate::sessions::activity::{Activity, Event};
 use crate::store::sessions::State as SessionState;
 
+pub mod workers;
+
+/// The upstream pool's type (one per worker thread, one shared on the main
+/// runtime).
+pub(crate) type UpstreamClient = Client<HttpConnector, Body>;
+
+/// A pooled client for plain requests to apps.
+pub(crate) fn upstream_client() -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        // Below the shortest keep-alive servers commonly use (Node's
+        // 5 s), so an idle connection is dropped by us first, not
+        // closed under a request by the app.
+        .pool_idle_timeout(Duration::from_secs(4))
+        .pool_max_idle_per_host(64)
+        .build(http)
+}
+
 /// The pooled client for plain requests, what the proxy needs of each
 /// template (templates never change once saved: one lookup per process),
 /// and recent routing decisions.
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    client: UpstreamClient,
     templates: std::sync::Mutex<std::collections::HashMap<String, (Option<u16>, bool)>>,
     routes: Routes,
 }
 
 impl Default for Upstream {
     fn default() -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
         Upstream {
-            client: Client::builder(TokioExecutor::new())
-                // Below the shortest keep-alive servers commonly use (Node's
-                // 5 s), so an idle connection is dropped by us first, not
-                // closed under a request by the app.
-                .pool_idle_timeout(Duration::from_secs(4))
-                .pool_max_idle_per_host(64)
-                .build(http),
+            client: upstream_client(),
             templates: Default::default(),
             routes: Routes::default(),
         }
@@ -545,14 +556,16 @@ async fn forward(
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
     *out.headers_mut() = headers;
-    let mut sent = st.upstream.client.request(out).await;
+    // On a worker thread, that thread's own pool (see workers).
+    let client = workers::local_client().unwrap_or_else(|| st.upstream.client.clone());
+    let mut sent = client.request(out).await;
     if let (Err(e), Some((m, u, h))) = (&sent, again) {
         if !e.is_connect() {
             let mut out = axum::http::Request::new(Body::empty());
             *out.method_mut() = m;
             *out.uri_mut() = u;
             *out.headers_mut() = h;
-            sent = st.upstream.client.request(out).await;
+            sent = client.request(out).await;
         }
     }
     match sent {
@@ -659,7 +672,7 @@ pub async fn open(
 }
 
 /// The session a `Host` names under the configured domain, if any.
-fn session_host<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
+pub(crate) fn session_host<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
     let name = match host.rsplit_once(':') {
         Some((n, p)) if p.bytes().all(|b| b.is_ascii_digit()) => n,
         _ => host,
