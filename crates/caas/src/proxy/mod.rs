@@ -12,6 +12,7 @@
 //! streamed; upgrades (websockets) get their own connection whose two
 //! upgraded halves are spliced with `copy_bidirectional`.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -58,7 +59,7 @@ pub(crate) fn upstream_client() -> UpstreamClient {
 /// and recent routing decisions.
 pub struct Upstream {
     client: UpstreamClient,
-    templates: std::sync::Mutex<std::collections::HashMap<String, (Option<u16>, bool)>>,
+    templates: std::sync::Mutex<HashMap<String, (Option<u16>, bool)>>,
     routes: Routes,
 }
 
@@ -84,26 +85,31 @@ pub const ROUTE_TTL: Duration = Duration::from_secs(1);
 type Cached = (SocketAddr, bool, std::time::Instant, u64);
 
 /// Cached positive decisions of [`target`]; refusals are never cached.
+/// Two levels (caller, then session) so a lookup borrows both keys
+/// instead of allocating them (taken from branch proxy12c-wip).
 #[derive(Default)]
 struct Routes {
-    /// (caller id, session id) -> decision
-    seen: std::sync::Mutex<std::collections::HashMap<(String, String), Cached>>,
+    /// caller id -> session id -> decision
+    seen: std::sync::Mutex<HashMap<String, HashMap<String, Cached>>>,
 }
 
 impl Routes {
     fn get(&self, who: &str, session: &str, epoch: u64) -> Option<(SocketAddr, bool)> {
         let m = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (addr, keep, at, e) = m.get(&(who.to_string(), session.to_string()))?;
+        let (addr, keep, at, e) = m.get(who)?.get(session)?;
         (*e == epoch && at.elapsed() < ROUTE_TTL).then_some((*addr, *keep))
     }
 
     fn put(&self, who: &str, session: &str, epoch: u64, t: (SocketAddr, bool)) {
         let mut m = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() >= 10_000 {
-            m.retain(|_, (_, _, at, e)| *e == epoch && at.elapsed() < ROUTE_TTL);
+        if m.values().map(HashMap::len).sum::<usize>() >= 10_000 {
+            for v in m.values_mut() {
+                v.retain(|_, (_, _, at, e)| *e == epoch && at.elapsed() < ROUTE_TTL);
+            }
+            m.retain(|_, v| !v.is_empty());
         }
-        m.insert(
-            (who.to_string(), session.to_string()),
+        m.entry(who.to_string()).or_default().insert(
+            session.to_string(),
             (t.0, t.1, std::time::Instant::now(), epoch),
         );
     }
