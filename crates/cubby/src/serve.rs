@@ -465,7 +465,11 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
         } else {
             None
         };
-        cubby_caas::log!("info", "listening on {base} ({threads} proxy threads)");
+        let how = match threads {
+            0 => "all on the main runtime".to_string(),
+            n => format!("{n} proxy threads"),
+        };
+        cubby_caas::log!("info", "listening on {base} ({how})");
         tokio::spawn(async move {
             shutdown_signal().await;
             cubby_caas::log!("info", "shutting down (no new connections)");
