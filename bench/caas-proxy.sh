@@ -18,9 +18,18 @@
 #   /api/sessions/ID/terminal (one byte typed, its echo by the pty seen;
 #   target: p50 < 5 ms).
 #
+# CPU per request: the serving process's user+system time over each wrk
+# run (all its threads; for nginx master and workers) divided by the
+# requests wrk completed, median per case (µs/req).
+# A/B: CUBBY_B=/path/to/other/cubby starts a second `cubby serve` of that
+# binary on the same database and engine (so it routes the same session)
+# and adds it as "cubby_b" to every round, interleaved with the others;
+# A_ARGS / B_ARGS add serve flags to either (e.g. B_ARGS="--proxy-threads 0"
+# with CUBBY_B=$CUBBY compares two settings of one binary).
+#
 #   bench/caas-proxy.sh                 # ROUNDS=3 DURATION=5 CONNS=16
 # Env: ROUNDS, DURATION (s per wrk run), CONNS, THREADS (2), ECHOES (1000),
-# CUBBY, KEEP=1, ONLY=latency (skip wrk).
+# CUBBY, CUBBY_B, A_ARGS, B_ARGS, KEEP=1, ONLY=latency (skip wrk).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,14 +48,36 @@ for t in python3 wrk nginx docker; do
 done
 bench_cubby
 nginx_pid=
+serve_b_pid=
 bench_extra_cleanup() {
     [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null && wait "$nginx_pid" 2>/dev/null
+    [ -n "$serve_b_pid" ] && kill -9 "$serve_b_pid" 2>/dev/null && wait "$serve_b_pid" 2>/dev/null
+}
+# user+system clock ticks of a process and its children's threads (pids).
+cpu_ticks() {
+    local t=0 p
+    for p in "$@"; do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
 }
 bench_init proxy cx 214
 
 echo "== preparing: daemon, demo image, cubby serve, one sandbox, nginx"
 bench_daemon
-bench_serve --path-routing
+# shellcheck disable=SC2086 # A_ARGS/B_ARGS are word lists
+bench_serve --path-routing ${A_ARGS:-}
+if [ -n "${CUBBY_B:-}" ]; then
+    port_b=$(free_port)
+    "$CUBBY_B" --root "$work/data_b" serve --listen "127.0.0.1:$port_b" \
+        --engine "unix://$work/run/cubby.sock" --stop-grace 1 --path-routing ${B_ARGS:-} \
+        >"$work/serve_b.log" 2>&1 &
+    serve_b_pid=$!
+    for _ in $(seq 100); do
+        python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port_b/api/health')" 2>/dev/null && break
+        sleep 0.1
+    done
+fi
 
 # Admin token, a session for student1 in demo101, its address.
 read -r token session addr wsession waddr < <(python3 - "$port" "$admin_pw" <<'PY'
@@ -119,11 +150,20 @@ nginx -c "$work/nginx/nginx.conf" -g 'daemon off;' &
 nginx_pid=$!
 sleep 0.5
 
-declare -A url
+declare -A url pids
 url[direct]="http://$addr:8080"
 url[cubby]="http://127.0.0.1:$port/r/$session"
 url[nginx]="http://127.0.0.1:$nport/r/$session"
-for t in direct cubby nginx; do
+pids[cubby]=$serve_pid
+pids[nginx]="$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')"
+targets="direct cubby nginx"
+if [ -n "${CUBBY_B:-}" ]; then
+    url[cubby_b]="http://127.0.0.1:$port_b/r/$session"
+    pids[cubby_b]=$serve_b_pid
+    targets="direct cubby cubby_b nginx"
+fi
+hz=$(getconf CLK_TCK)
+for t in $targets; do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "${url[$t]}/1k")
     [ "$code" = 200 ] || die "$t: GET /1k answered $code"
 done
@@ -135,39 +175,59 @@ echo "== wrk: ${DURATION}s per run, $CONNS connections, $THREADS threads, $ROUND
 for round in $(seq "$ROUNDS"); do
     for file in 1k 1m; do
         for conn in keepalive close; do
-            for t in direct cubby nginx; do
+            for t in $targets; do
                 hdr=()
                 [ "$conn" = close ] && hdr=(-H "Connection: close")
-                [ "$t" = cubby ] && hdr+=(-H "Authorization: Bearer $token")
-                rps=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "${hdr[@]}" "${url[$t]}/$file" \
-                      | awk '/Requests\/sec/ {print $2}')
-                echo "$file $conn $t ${rps:-0}" >> "$results"
-                echo "round $round: $file $conn $t: ${rps:-0} req/s"
+                [ "${t#cubby}" != "$t" ] && hdr+=(-H "Authorization: Bearer $token")
+                # shellcheck disable=SC2086 # pid lists
+                c0=$(cpu_ticks ${pids[$t]:-})
+                out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "${hdr[@]}" "${url[$t]}/$file")
+                # shellcheck disable=SC2086
+                c1=$(cpu_ticks ${pids[$t]:-})
+                rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+                n=$(awk '/requests in/ {print $1}' <<<"$out")
+                us=0
+                [ -n "${pids[$t]:-}" ] && [ "${n:-0}" -gt 0 ] && us=$(( (c1 - c0) * 1000000 / hz / n ))
+                echo "$file $conn $t ${rps:-0} $us" >> "$results"
+                echo "round $round: $file $conn $t: ${rps:-0} req/s, ${us} µs CPU/req"
             done
         done
     done
 done
 
-python3 - "$results" <<'PY'
+python3 - "$results" "$targets" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-med = {}
-for f, c, t, r in rows:
+targets = sys.argv[2].split()
+med, cpu = {}, {}
+for f, c, t, r, us in rows:
     med.setdefault((f, c, t), []).append(float(r))
-print("\n== medians (requests/s)")
-print(f"{'case':22} {'direct':>10} {'cubby':>10} {'nginx':>10} {'cubby/direct':>13} {'cubby/nginx':>12}")
+    cpu.setdefault((f, c, t), []).append(int(us))
+m = lambda d, k: statistics.median(d[k])
+print("\n== medians (requests/s; CPU µs per request of the serving process)")
+head = f"{'case':16}" + "".join(f"{t:>10}" for t in targets)
+head += "".join(f"{t + '/direct':>16}" for t in targets if t.startswith("cubby"))
+head += "".join(f"{t + '/nginx':>15}" for t in targets if t.startswith("cubby"))
+if "cubby_b" in targets: head += f"{'b/a':>7}"
+head += "   µs/req: " + " ".join(t for t in targets if t != "direct")
+print(head)
 for f in ("1k", "1m"):
     for c in ("keepalive", "close"):
-        d, cu, n = (statistics.median(med[(f, c, t)]) for t in ("direct", "cubby", "nginx"))
-        print(f"{f + ' ' + c:22} {d:10.0f} {cu:10.0f} {n:10.0f} {cu / d if d else 0:13.2f} {cu / n if n else 0:12.2f}")
+        v = {t: m(med, (f, c, t)) for t in targets}
+        line = f"{f + ' ' + c:16}" + "".join(f"{v[t]:10.0f}" for t in targets)
+        line += "".join(f"{v[t] / v['direct'] if v['direct'] else 0:16.2f}" for t in targets if t.startswith("cubby"))
+        line += "".join(f"{v[t] / v['nginx'] if v['nginx'] else 0:15.2f}" for t in targets if t.startswith("cubby"))
+        if "cubby_b" in targets: line += f"{v['cubby_b'] / v['cubby'] if v['cubby'] else 0:7.2f}"
+        line += "   " + " ".join(f"{m(cpu, (f, c, t)):.0f}" for t in targets if t != "direct")
+        print(line)
 PY
 fi
 
 echo "== latency: $ROUNDS rounds of $ECHOES round trips each (interleaved)"
-python3 - "$port" "$token" "$session" "$wsession" "$waddr" "$ROUNDS" "$ECHOES" <<'PY'
+python3 - "$port" "$token" "$session" "$wsession" "$waddr" "$ROUNDS" "$ECHOES" "${port_b:-0}" <<'PY'
 import base64, os, socket, statistics, sys, time
 port, token, session, wsession, waddr = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-rounds, n = int(sys.argv[6]), int(sys.argv[7])
+rounds, n, port_b = int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 
 def ws_connect(host, p, path, auth):
     s = socket.create_connection((host, p))
@@ -222,7 +282,7 @@ def read_frame(s, pending):
     payload, pending = recv_exact(s, ln, pending)
     return hdr[0] & 0x0f, payload, pending
 
-def keystrokes():
+def keystrokes(port):
     s, pending = ws_connect("127.0.0.1", port, f"/api/sessions/{session}/terminal", token)
     seen = b""
     while b"$ " not in seen:
@@ -251,15 +311,23 @@ def keystrokes():
     return out
 
 p50 = lambda xs: statistics.median(xs)
-direct, proxied, keys = [], [], []
+ports = {"cubby": port}
+if port_b: ports["cubby_b"] = port_b
+direct, proxied, keys = [], {k: [] for k in ports}, {k: [] for k in ports}
 for r in range(rounds):
-    d = echo_rtts(waddr, 8080, "/", None)
-    c = echo_rtts("127.0.0.1", port, f"/r/{wsession}/", token)
-    k = keystrokes()
-    direct.append(p50(d)); proxied.append(p50(c)); keys.append(p50(k))
-    print(f"round {r + 1}: ws echo p50 direct {p50(d):.3f} ms, cubby {p50(c):.3f} ms; keystroke-to-echo p50 {p50(k):.3f} ms")
-dm, cm, km = p50(direct), p50(proxied), p50(keys)
+    d = p50(echo_rtts(waddr, 8080, "/", None))
+    direct.append(d)
+    line = f"round {r + 1}: ws echo p50 direct {d:.3f} ms"
+    for name, p in ports.items():
+        c = p50(echo_rtts("127.0.0.1", p, f"/r/{wsession}/", token))
+        k = p50(keystrokes(p))
+        proxied[name].append(c); keys[name].append(k)
+        line += f"; {name}: ws echo {c:.3f} ms, keystroke-to-echo {k:.3f} ms"
+    print(line)
+dm = p50(direct)
 print("\n== latency medians of the per-round p50s")
-print(f"websocket echo RTT: direct {dm:.3f} ms, through cubby {cm:.3f} ms, overhead {cm - dm:.3f} ms (target < 0.2), ratio {cm / dm:.2f}")
-print(f"terminal keystroke-to-echo: {km:.3f} ms (target < 5)")
+for name in ports:
+    cm, km = p50(proxied[name]), p50(keys[name])
+    print(f"{name}: websocket echo RTT: direct {dm:.3f} ms, through {name} {cm:.3f} ms, overhead {cm - dm:.3f} ms (target < 0.2), ratio {cm / dm:.2f}")
+    print(f"{name}: terminal keystroke-to-echo: {km:.3f} ms (target < 5)")
 PY

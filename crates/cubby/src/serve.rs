@@ -116,6 +116,12 @@ pub struct ServeArgs {
     /// Checkpoints kept per session (older ones are deleted).
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub checkpoint_keep: usize,
+    /// Threads that accept connections on --listen, each with its own
+    /// listener (SO_REUSEPORT) and upstream pool, serving proxied requests
+    /// start to end (API requests go on to the main runtime); default: one
+    /// per core. 0: everything on the main runtime.
+    #[arg(long, value_name = "N")]
+    pub proxy_threads: Option<usize>,
 }
 
 /// The archive store the flags name: S3 if a bucket is given, else a
@@ -430,48 +436,60 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
         if auth.app_domain.is_none() && !auth.path_routing {
             cubby_caas::log!("warn", "apps cannot be opened: give --domain DOMAIN (each app on its own origin) or, for trusted templates only, --path-routing");
         }
+        let app_domain = auth.app_domain.clone();
         let service = cubby_caas::serve::start(store, backend, mcfg, auth).await?;
-        let tcp = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("--listen {}", args.listen))?;
-        cubby_caas::log!("info", "listening on {base}");
-        let app = service
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
         // SIGTERM/SIGINT: stop accepting, let open requests finish (at
         // most the grace: a websocket may never end), finish provisioning
         // and archiving in progress, leave every sandbox running.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let grace = Duration::from_secs(args.shutdown_grace);
+        let threads = args
+            .proxy_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let tcp = if threads == 0 {
+            Some(
+                tokio::net::TcpListener::bind(args.listen)
+                    .await
+                    .with_context(|| format!("--listen {}", args.listen))?,
+            )
+        } else {
+            None
+        };
+        // Kept until the service has drained (see Workers).
+        let mut workers = if threads > 0 {
+            let (tls, stop_rx) = (tls.clone(), stop_rx.clone());
+            Some(
+                cubby_caas::proxy::workers::Workers::start(
+                    threads,
+                    args.listen,
+                    service.router.clone(),
+                    app_domain.as_deref(),
+                    move |tcp, app| listen(tcp, app, tls.clone(), stop_rx.clone(), grace),
+                )
+                .with_context(|| format!("--listen {}", args.listen))?,
+            )
+        } else {
+            None
+        };
+        let how = match threads {
+            0 => "all on the main runtime".to_string(),
+            n => format!("{n} proxy threads"),
+        };
+        cubby_caas::log!("info", "listening on {base} ({how})");
         tokio::spawn(async move {
             shutdown_signal().await;
             cubby_caas::log!("info", "shutting down (no new connections)");
             let _ = stop_tx.send(true);
         });
-        let grace = Duration::from_secs(args.shutdown_grace);
-        let mut rx = stop_rx.clone();
-        let graceful = async move {
-            let _ = rx.wait_for(|v| *v).await;
-        };
-        let mut rx = stop_rx.clone();
-        let give_up = async move {
-            let _ = rx.wait_for(|v| *v).await;
-            tokio::time::sleep(grace).await;
-        };
-        let served = match tls {
-            Some(cfg) => {
-                // tap_io: gives the TLS listener the peer address (ConnectInfo).
-                use axum::serve::ListenerExt;
-                let l = crate::tls::TlsListener::new(tcp, cfg)?.tap_io(|_| {});
-                tokio::select! {
-                    r = axum::serve(l, app).with_graceful_shutdown(graceful) => r.map(|_| true),
-                    _ = give_up => Ok(false),
-                }
+        let mut served = true;
+        if let Some(tcp) = tcp {
+            served = listen(tcp, service.router.clone(), tls, stop_rx, grace).await?;
+        }
+        if let Some(w) = workers.as_mut() {
+            for r in w.wait().await {
+                served &= r?;
             }
-            None => tokio::select! {
-                r = axum::serve(tcp, app).with_graceful_shutdown(graceful) => r.map(|_| true),
-                _ = give_up => Ok(false),
-            },
-        }?;
+        }
         if !served {
             cubby_caas::log!("info", "connections still open after {grace:?}: closed");
         }
@@ -479,9 +497,48 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
         if busy > 0 {
             cubby_caas::log!("info", "{busy} session(s) still provisioning or archiving after {grace:?}: the next start resumes them");
         }
+        drop(workers);
         cubby_caas::log!("info", "stopped (sandboxes keep running)");
         anyhow::Ok(())
     })
+}
+
+/// Serves `app` on `tcp` (TLS when configured) until `stop`, then lets
+/// open connections finish for at most `grace`: false if some were cut.
+async fn listen(
+    tcp: tokio::net::TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) -> std::io::Result<bool> {
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let mut rx = stop.clone();
+    let graceful = async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let mut rx = stop;
+    let give_up = async move {
+        let _ = rx.wait_for(|v| *v).await;
+        tokio::time::sleep(grace).await;
+    };
+    match tls {
+        Some(cfg) => {
+            // tap_io: gives the TLS listener the peer address (ConnectInfo).
+            use axum::serve::ListenerExt;
+            let l = crate::tls::TlsListener::new(tcp, cfg)
+                .map_err(std::io::Error::other)?
+                .tap_io(|_| {});
+            tokio::select! {
+                r = axum::serve(l, app).with_graceful_shutdown(graceful) => r.map(|_| true),
+                _ = give_up => Ok(false),
+            }
+        }
+        None => tokio::select! {
+            r = axum::serve(tcp, app).with_graceful_shutdown(graceful) => r.map(|_| true),
+            _ = give_up => Ok(false),
+        },
+    }
 }
 
 async fn shutdown_signal() {

@@ -417,11 +417,15 @@ fn proxy_access_control_and_forwarding() {
     assert_eq!(st, 410, "{body}");
     assert!(body.contains("ended"), "{body}");
 
-    // Expired tokens are refused by the proxy too.
+    // Expired tokens are refused by the proxy too; this serve runs without
+    // listener threads (--proxy-threads 0: all on the main runtime), so
+    // that mode proxies too.
     s.extra = vec![
         "--path-routing".into(),
         "--access-token-ttl".into(),
         "3".into(),
+        "--proxy-threads".into(),
+        "0".into(),
     ];
     s.kill9_and_restart();
     let short = s.token("bob", "bob-pass-123");

@@ -12,6 +12,7 @@
 //! streamed; upgrades (websockets) get their own connection whose two
 //! upgraded halves are spliced with `copy_bidirectional`.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,28 +34,39 @@ use crate::error::Error;
 use crate::sessions::activity::{Activity, Event};
 use crate::store::sessions::State as SessionState;
 
+pub mod workers;
+
+/// The upstream pool's type (one per worker thread, one shared on the main
+/// runtime).
+pub(crate) type UpstreamClient = Client<HttpConnector, Body>;
+
+/// A pooled client for plain requests to apps.
+pub(crate) fn upstream_client() -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        // Below the shortest keep-alive servers commonly use (Node's
+        // 5 s), so an idle connection is dropped by us first, not
+        // closed under a request by the app.
+        .pool_idle_timeout(Duration::from_secs(4))
+        .pool_max_idle_per_host(64)
+        .build(http)
+}
+
 /// The pooled client for plain requests, what the proxy needs of each
 /// template (templates never change once saved: one lookup per process),
 /// and recent routing decisions.
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
-    templates: std::sync::Mutex<std::collections::HashMap<String, (Option<u16>, bool)>>,
+    client: UpstreamClient,
+    templates: std::sync::Mutex<HashMap<String, (Option<u16>, bool)>>,
     routes: Routes,
 }
 
 impl Default for Upstream {
     fn default() -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
         Upstream {
-            client: Client::builder(TokioExecutor::new())
-                // Below the shortest keep-alive servers commonly use (Node's
-                // 5 s), so an idle connection is dropped by us first, not
-                // closed under a request by the app.
-                .pool_idle_timeout(Duration::from_secs(4))
-                .pool_max_idle_per_host(64)
-                .build(http),
+            client: upstream_client(),
             templates: Default::default(),
             routes: Routes::default(),
         }
@@ -73,26 +85,31 @@ pub const ROUTE_TTL: Duration = Duration::from_secs(1);
 type Cached = (SocketAddr, bool, std::time::Instant, u64);
 
 /// Cached positive decisions of [`target`]; refusals are never cached.
+/// Two levels (caller, then session) so a lookup borrows both keys
+/// instead of allocating them (taken from branch proxy12c-wip).
 #[derive(Default)]
 struct Routes {
-    /// (caller id, session id) -> decision
-    seen: std::sync::Mutex<std::collections::HashMap<(String, String), Cached>>,
+    /// caller id -> session id -> decision
+    seen: std::sync::Mutex<HashMap<String, HashMap<String, Cached>>>,
 }
 
 impl Routes {
     fn get(&self, who: &str, session: &str, epoch: u64) -> Option<(SocketAddr, bool)> {
         let m = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let (addr, keep, at, e) = m.get(&(who.to_string(), session.to_string()))?;
+        let (addr, keep, at, e) = m.get(who)?.get(session)?;
         (*e == epoch && at.elapsed() < ROUTE_TTL).then_some((*addr, *keep))
     }
 
     fn put(&self, who: &str, session: &str, epoch: u64, t: (SocketAddr, bool)) {
         let mut m = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() >= 10_000 {
-            m.retain(|_, (_, _, at, e)| *e == epoch && at.elapsed() < ROUTE_TTL);
+        if m.values().map(HashMap::len).sum::<usize>() >= 10_000 {
+            for v in m.values_mut() {
+                v.retain(|_, (_, _, at, e)| *e == epoch && at.elapsed() < ROUTE_TTL);
+            }
+            m.retain(|_, v| !v.is_empty());
         }
-        m.insert(
-            (who.to_string(), session.to_string()),
+        m.entry(who.to_string()).or_default().insert(
+            session.to_string(),
             (t.0, t.1, std::time::Instant::now(), epoch),
         );
     }
@@ -545,14 +562,16 @@ async fn forward(
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
     *out.headers_mut() = headers;
-    let mut sent = st.upstream.client.request(out).await;
+    // On a worker thread, that thread's own pool (see workers).
+    let client = workers::local_client().unwrap_or_else(|| st.upstream.client.clone());
+    let mut sent = client.request(out).await;
     if let (Err(e), Some((m, u, h))) = (&sent, again) {
         if !e.is_connect() {
             let mut out = axum::http::Request::new(Body::empty());
             *out.method_mut() = m;
             *out.uri_mut() = u;
             *out.headers_mut() = h;
-            sent = st.upstream.client.request(out).await;
+            sent = client.request(out).await;
         }
     }
     match sent {
@@ -659,7 +678,7 @@ pub async fn open(
 }
 
 /// The session a `Host` names under the configured domain, if any.
-fn session_host<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
+pub(crate) fn session_host<'a>(host: &'a str, domain: &str) -> Option<&'a str> {
     let name = match host.rsplit_once(':') {
         Some((n, p)) if p.bytes().all(|b| b.is_ascii_digit()) => n,
         _ => host,
