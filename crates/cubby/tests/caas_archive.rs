@@ -502,6 +502,13 @@ fn s3_outage_during_down_class_deletes_nothing_then_finishes_postgres() {
     let ops = s.ok("GET", "/api/archive-pending", Some(&admin), None);
     assert_eq!(ops.as_array().unwrap().len(), 2, "{ops}");
     assert_eq!(s.ok("GET", "/api/archives", Some(&t1), None), json!([]));
+    // Pending sandboxes are stopped; the retries export them stopped,
+    // never starting them again (their command would run once more).
+    for (u, sb, _) in &boxes {
+        let running = s.d.ok(&["inspect", "-f", "{{.State.Running}}", sb]);
+        assert_eq!(running.trim(), "false", "{u}'s pending sandbox runs");
+    }
+    let retries_from = unix_now();
 
     // Back: the retries (back-off, or the operator's) finish the job.
     weed.spawn();
@@ -521,6 +528,25 @@ fn s3_outage_during_down_class_deletes_nothing_then_finishes_postgres() {
     for (u, sb, vol) in &boxes {
         assert!(!exists(&s, "container", sb), "{u}'s sandbox left behind");
         assert!(!exists(&s, "volume", vol), "{u}'s volume left behind");
+    }
+    let started = s.d.ok(&[
+        "events",
+        "--since",
+        &retries_from.to_string(),
+        "--until",
+        &(unix_now() + 1).to_string(),
+        "--filter",
+        "type=container",
+        "--filter",
+        "event=start",
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    ]);
+    for (u, sb, _) in &boxes {
+        assert!(
+            !started.lines().any(|l| l.trim() == sb),
+            "{u}'s sandbox was started again to be archived: {started}"
+        );
     }
     let list = s.ok("GET", "/api/archives", Some(&t1), None);
     let list = list.as_array().unwrap();
@@ -844,6 +870,9 @@ fn orphan_is_archived_then_removed() {
         .output()
         .expect("sqlite3 (Debian sqlite3) is needed");
     assert!(out.status.success(), "{out:?}");
+    // Left stopped (a host reboot, say): archived as it is, not started.
+    s.d.ok(&["stop", "-t", "1", &sb]);
+    let restart_from = unix_now();
     s.kill9_and_restart();
     let admin = s.token("root", "admin-pass-1");
     let list = s.until("/api/archives", &admin, 120, |v| {
@@ -861,6 +890,23 @@ fn orphan_is_archived_then_removed() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let started = s.d.ok(&[
+        "events",
+        "--since",
+        &restart_from.to_string(),
+        "--until",
+        &(unix_now() + 1).to_string(),
+        "--filter",
+        "type=container",
+        "--filter",
+        "event=start",
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    ]);
+    assert!(
+        !started.lines().any(|l| l.trim() == sb),
+        "the stopped orphan was started again: {started}"
+    );
     // The student's next session starts from it.
     let ann = s.token("ann", "ann-pass-123");
     let next = start(&s, &ann, &cid);

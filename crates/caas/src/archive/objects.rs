@@ -91,8 +91,8 @@ pub struct PutStats {
     pub zstd: Duration,
     /// sha256's own time (blocking thread).
     pub sha256: Duration,
-    /// Handing compressed bytes to the store's writer (local: part writes
-    /// on blocking threads; S3: part uploads).
+    /// Handing compressed bytes to the store (local: the writer thread's
+    /// own time, overlapped with zstd; S3: waiting for part uploads).
     pub upload_wait: Duration,
     /// Completing the object: flush of the last part, fsync + rename +
     /// directory fsync (local) or the multipart completion (S3).
@@ -478,7 +478,8 @@ struct LocalTimes {
 const WRITEBACK: u64 = 8 << 20;
 
 /// Writes a local archive: zstd over the tar chunks from `input`, sha256 of
-/// the compressed bytes, into `DEST#NANOS` in the destination directory;
+/// the compressed bytes, into `DEST#NANOS` in the destination directory
+/// (written by a second thread, so that compression never waits on the disk);
 /// writeback started every [`WRITEBACK`] bytes while compressing (so the
 /// disk works while zstd does, rather than all at the end); then, only if
 /// `whole` says the export ended well, fsync,
@@ -504,26 +505,43 @@ fn write_local(
     let mut tmp = dest.as_os_str().to_owned();
     tmp.push(format!("#{nanos}"));
     let tmp = Temp(PathBuf::from(tmp));
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&tmp.0)
         .map_err(|e| io("create", e))?;
-    let (mut written_bytes, mut started, mut write) = (0u64, 0u64, Duration::ZERO);
-    let (w, zstd, sha256) = {
-        let file = &mut file;
-        compress(input, |out| {
-            let t = Instant::now();
-            file.write_all(&out).map_err(|e| io("write", e))?;
-            written_bytes += out.len() as u64;
-            if written_bytes - started >= WRITEBACK {
-                start_writeback(file, started, written_bytes - started);
-                started = written_bytes;
+    // zstd and sha256 here, the writes (and the writeback they start) on a
+    // thread of their own: the compressor does not wait for the disk.
+    let (w, zstd, sha256, write) = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let file = &file;
+        let writer = scope.spawn(move || -> Result<Duration> {
+            let (mut f, mut written, mut started, mut write) = (file, 0u64, 0u64, Duration::ZERO);
+            for out in rx {
+                let t = Instant::now();
+                f.write_all(&out).map_err(|e| io("write", e))?;
+                written += out.len() as u64;
+                if written - started >= WRITEBACK {
+                    start_writeback(file, started, written - started);
+                    started = written;
+                }
+                write += t.elapsed();
             }
-            write += t.elapsed();
-            Ok(())
-        })?
-    };
+            Ok(write)
+        });
+        let compressed = compress(input, |out| {
+            tx.send(out)
+                .map_err(|_| Error::Internal(format!("{key}: the archive writer stopped")))
+        });
+        drop(tx);
+        // The writer's error first: the compressor's would only say that
+        // the writer stopped.
+        let write = writer
+            .join()
+            .map_err(|_| Error::Internal(format!("{key}: the archive writer panicked")))??;
+        let (w, zstd, sha256) = compressed?;
+        Ok::<_, Error>((w, zstd, sha256, write))
+    })?;
     if !whole.load(std::sync::atomic::Ordering::Acquire) {
         return Err(Error::Internal(format!("{key}: the export ended early")));
     }

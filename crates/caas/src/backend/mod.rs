@@ -272,8 +272,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<BoxStream<'static, Result<SandboxEvent, BackendError>>, BackendError>;
 
     /// `path` inside the sandbox as a tar stream (entries named from the
-    /// path's last component, as `docker cp` does). The sandbox must be
-    /// running: only then does every engine see its volumes.
+    /// path's last component, as `docker cp` does), running or stopped
+    /// (a stopped sandbox's volumes are exported as it left them).
     async fn export_path(&self, name: &str, path: &str) -> Result<ByteStream, BackendError>;
     /// Extracts a tar stream into the directory `dir` of a running sandbox,
     /// keeping the archive's owners and modes. The stream ends early (and

@@ -412,7 +412,7 @@ impl Manager {
                             self.metrics.engine_error(&e);
                             // Nothing was deleted: retried with back-off. The
                             // sandbox is stopped (the session did end); the
-                            // retry starts it again to export the volume.
+                            // retry exports it stopped.
                             crate::log!("warn", "session {id}: archive pending: {e}");
                             let _ = self
                                 .backend
@@ -525,10 +525,12 @@ impl Manager {
                 // Stopped before anything was made: nothing to keep.
                 return Ok(None);
             }
-            // Running, so that every engine shows the volume (a stopped
-            // container's volumes are not visible to cubby's engine); a
-            // sandbox that exited or is gone is started again on the volume.
-            self.backend.start_sandbox(&spec).await?;
+            // Exported as it is, running or stopped (an exited sandbox is
+            // not started again: its command would run once more); only a
+            // sandbox that is gone is made again on its volume to export it.
+            if !exists {
+                self.backend.start_sandbox(&spec).await?;
+            }
             t.lap("start");
             let key = crate::archive::object_key(s, "final", crate::store::now_ms());
             let tar = self
@@ -1008,10 +1010,10 @@ impl Manager {
     }
 
     /// An orphan (our labels, no session) goes through the same path as
-    /// a session's end: export while running, store, verify, record (kind
-    /// "orphan", ids from its labels), then remove the sandbox, and its
-    /// volume unless a session in the database still uses it. A stopped
-    /// orphan is kept (only a running one shows its volume everywhere).
+    /// a session's end: export (running or stopped, as it is), store,
+    /// verify, record (kind "orphan", ids from its labels), then remove the
+    /// sandbox, and its volume unless a session in the database still uses
+    /// it.
     pub async fn archive_orphan(&self, name: &str) -> Result<()> {
         let Some(info) = self.backend.inspect_sandbox(name).await? else {
             return Ok(());
@@ -1033,12 +1035,6 @@ impl Manager {
             .get(LABEL_SESSION)
             .cloned()
             .unwrap_or_else(|| name.to_string());
-        if info.status != SandboxStatus::Running {
-            return Err(Error::Invalid(format!(
-                "sandbox {name} is {:?}: start it to have it archived",
-                info.status
-            )));
-        }
         let key = format!(
             "{class_id}/{student_id}/orphan-{name}-{}.tar.zst",
             crate::store::now_ms()

@@ -17,6 +17,9 @@ pub struct Fake {
     pub sandboxes: Mutex<BTreeMap<String, SandboxInfo>>,
     /// How many times a sandbox was actually created.
     pub creates: AtomicUsize,
+    /// How many times a sandbox that existed and was not running was
+    /// started again.
+    pub restarts: AtomicUsize,
     pub start_delay: Duration,
     /// Starts in progress now, and the most ever at once.
     pub starting: AtomicUsize,
@@ -30,6 +33,7 @@ impl Fake {
         Fake {
             sandboxes: Mutex::new(BTreeMap::new()),
             creates: AtomicUsize::new(0),
+            restarts: AtomicUsize::new(0),
             start_delay,
             starting: AtomicUsize::new(0),
             max_starting: AtomicUsize::new(0),
@@ -101,6 +105,9 @@ impl Backend for Fake {
                 oom_killed: false,
             }
         });
+        if info.status == SandboxStatus::Exited {
+            self.restarts.fetch_add(1, Ordering::SeqCst);
+        }
         info.status = SandboxStatus::Running;
         Ok(info.clone())
     }
@@ -149,9 +156,11 @@ impl Backend for Fake {
         Ok(tokio_stream_from(rx))
     }
     async fn export_path(&self, name: &str, path: &str) -> Result<ByteStream, BackendError> {
-        match self.sandboxes.lock().unwrap().get(name) {
-            Some(s) if s.status == SandboxStatus::Running => {}
-            _ => return Err(BackendError::Invalid(format!("{name} is not running"))),
+        // Running or stopped, as Docker and cubby's engine export.
+        if !self.sandboxes.lock().unwrap().contains_key(name) {
+            return Err(BackendError::NotFound {
+                what: format!("sandbox {name}"),
+            });
         }
         // Not a tar: the archive path treats the stream as opaque bytes.
         let data = bytes::Bytes::from(format!("workspace of {name} at {path}"));
