@@ -126,7 +126,13 @@ mod tests {
         let p = dir.path().join("hosts");
         write_in_place(&p, "a long first content\n").unwrap();
         let ino = fs::metadata(&p).unwrap().ino();
-        for text in ["short\n", "a much longer second content\nline two\n", "", "same\n", "same\n"] {
+        for text in [
+            "short\n",
+            "a much longer second content\nline two\n",
+            "",
+            "same\n",
+            "same\n",
+        ] {
             write_in_place(&p, text).unwrap();
             assert_eq!(fs::read_to_string(&p).unwrap(), text);
             assert_eq!(fs::metadata(&p).unwrap().ino(), ino);
