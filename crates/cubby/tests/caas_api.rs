@@ -71,13 +71,10 @@ fn class_of_30_up_with_kill9_then_down(db: DbKind, tag: &str) {
     let admin = s.token("root", "admin-pass-1");
     let t = s.token("teach", "teach-pass-1");
     let tpl = template(&s, &t, "demo", demo_spec());
-    let class = s.ok(
-        "POST",
-        "/api/classes",
-        Some(&t),
-        Some(json!({"name": "Systems", "code": "sys30", "capacity": 30, "template_id": tpl})),
+    let cid = s.class(
+        &t,
+        json!({"name": "Systems", "code": "sys30", "capacity": 30, "template_id": tpl}),
     );
-    let cid = class["id"].as_str().unwrap().to_string();
     // Thirty students from CSV, created and enrolled in one call.
     let csv: String = (0..30)
         .map(|i| format!("st{i:02},pass-{i:02}-xyz\n"))
@@ -332,12 +329,7 @@ fn authz_tokens_and_bad_input(db: DbKind, tag: &str) {
         Some(json!({"join_code": "WRONGCODE1"})),
     );
     for u in ["ann", "bob"] {
-        s.ok(
-            "POST",
-            &format!("/api/classes/{cid}/students"),
-            Some(&t1),
-            Some(json!({"username": u})),
-        );
+        s.enrol(&t1, &cid, u);
     }
 
     // Students: no teacher actions (403), no one else's session (404).
@@ -441,19 +433,11 @@ fn authz_tokens_and_bad_input(db: DbKind, tag: &str) {
         json!({"image": IMAGE, "memory_bytes": 16 << 20, "pids": 64,
         "command": ["sh", "-c", "sleep 1; head -c 200m /dev/zero | tail"]}),
     );
-    let oc = s.ok(
-        "POST",
-        "/api/classes",
-        Some(&t1),
-        Some(json!({"name": "Hog", "code": "hog", "capacity": 2, "template_id": hog})),
+    let ocid = s.class(
+        &t1,
+        json!({"name": "Hog", "code": "hog", "capacity": 2, "template_id": hog}),
     );
-    let ocid = oc["id"].as_str().unwrap();
-    s.ok(
-        "POST",
-        &format!("/api/classes/{ocid}/students"),
-        Some(&t1),
-        Some(json!({"username": "ann"})),
-    );
+    s.enrol(&t1, &ocid, "ann");
     let so = s.ok(
         "POST",
         "/api/sessions",
@@ -906,13 +890,10 @@ fn two_serves_one_database_postgres() {
     s.user("teach", "teacher", "teach-pass-1");
     let t = s.token("teach", "teach-pass-1");
     let tpl = template(&s, &t, "demo", demo_spec());
-    let c = s.ok(
-        "POST",
-        "/api/classes",
-        Some(&t),
-        Some(json!({"name": "Two", "code": "two", "capacity": 10, "template_id": tpl})),
+    let cid = s.class(
+        &t,
+        json!({"name": "Two", "code": "two", "capacity": 10, "template_id": tpl}),
     );
-    let cid = c["id"].as_str().unwrap().to_string();
     let csv: String = (0..10).map(|i| format!("tw{i},pass-tw-{i:02}\n")).collect();
     let (st, _, body) = s
         .raw(
@@ -1057,19 +1038,11 @@ fn class_over_253_gets_a_network_that_holds_it() {
     s.user("ann", "student", "ann-pass-1");
     let t = s.token("teach", "teach-pass-1");
     let tpl = template(&s, &t, "big", demo_spec());
-    let class = s.ok(
-        "POST",
-        "/api/classes",
-        Some(&t),
-        Some(json!({"name": "Big", "code": "big1", "capacity": 300, "template_id": tpl})),
+    let cid = s.class(
+        &t,
+        json!({"name": "Big", "code": "big1", "capacity": 300, "template_id": tpl}),
     );
-    let cid = class["id"].as_str().unwrap().to_string();
-    s.ok(
-        "POST",
-        &format!("/api/classes/{cid}/students"),
-        Some(&t),
-        Some(json!({"username": "ann"})),
-    );
+    s.enrol(&t, &cid, "ann");
     let ann = s.token("ann", "ann-pass-1");
     let v = s.ok(
         "POST",
@@ -1128,19 +1101,11 @@ fn warm_pool_claim_refill_restart_and_template_change() {
     spec["warm_pool"] = json!(2);
     spec["env"] = json!(["POOLTEST=one"]);
     let tpl = template(&s, &t, "pooled", spec.clone());
-    let class = s.ok(
-        "POST",
-        "/api/classes",
-        Some(&t),
-        Some(json!({"name": "Pool", "code": "pool1", "capacity": 5, "template_id": tpl})),
+    let cid = s.class(
+        &t,
+        json!({"name": "Pool", "code": "pool1", "capacity": 5, "template_id": tpl}),
     );
-    let cid = class["id"].as_str().unwrap().to_string();
-    s.ok(
-        "POST",
-        &format!("/api/classes/{cid}/students"),
-        Some(&t),
-        Some(json!({"username": "ann"})),
-    );
+    s.enrol(&t, &cid, "ann");
     let members = wait_pool(&s, &tpl, 2);
     // Pool life writes into every member's workspace.
     for m in &members {

@@ -172,13 +172,10 @@ fn class_with_students(s: &Serve) -> String {
     s.user("bob", "student", "bob-pass-123");
     let t1 = s.token("t1", "t1-pass-123");
     let tpl = demo_template(s, &t1);
-    let c = s.ok(
-        "POST",
-        "/api/classes",
-        Some(&t1),
-        Some(json!({"name": "Sys", "code": "sys", "capacity": 5, "template_id": tpl})),
+    let cid = s.class(
+        &t1,
+        json!({"name": "Sys", "code": "sys", "capacity": 5, "template_id": tpl}),
     );
-    let cid = c["id"].as_str().unwrap().to_string();
     for u in ["ann", "bob"] {
         s.ok(
             "POST",
@@ -529,19 +526,7 @@ fn s3_outage_during_down_class_deletes_nothing_then_finishes_postgres() {
         assert!(!exists(&s, "container", sb), "{u}'s sandbox left behind");
         assert!(!exists(&s, "volume", vol), "{u}'s volume left behind");
     }
-    let started = s.d.ok(&[
-        "events",
-        "--since",
-        &retries_from.to_string(),
-        "--until",
-        &(unix_now() + 1).to_string(),
-        "--filter",
-        "type=container",
-        "--filter",
-        "event=start",
-        "--format",
-        "{{.Actor.Attributes.name}}",
-    ]);
+    let started = started_since(&s, retries_from);
     for (u, sb, _) in &boxes {
         assert!(
             !started.lines().any(|l| l.trim() == sb),
@@ -710,6 +695,23 @@ fn kill9_of_serve_mid_archive_finishes_after_restart() {
     });
     assert_eq!(done["reason"], Value::Null, "{done}");
     assert_archived_and_removed(&s, &ann, &sb, &vol, &sum);
+}
+
+/// Names of the containers the engine started since `since` (unix s).
+fn started_since(s: &Serve, since: i64) -> String {
+    s.d.ok(&[
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &(unix_now() + 1).to_string(),
+        "--filter",
+        "type=container",
+        "--filter",
+        "event=start",
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    ])
 }
 
 fn unix_now() -> i64 {
@@ -890,19 +892,7 @@ fn orphan_is_archived_then_removed() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let started = s.d.ok(&[
-        "events",
-        "--since",
-        &restart_from.to_string(),
-        "--until",
-        &(unix_now() + 1).to_string(),
-        "--filter",
-        "type=container",
-        "--filter",
-        "event=start",
-        "--format",
-        "{{.Actor.Attributes.name}}",
-    ]);
+    let started = started_since(&s, restart_from);
     assert!(
         !started.lines().any(|l| l.trim() == sb),
         "the stopped orphan was started again: {started}"
@@ -948,21 +938,11 @@ fn idle_session_is_warned_then_culled_and_archived() {
         .as_str()
         .unwrap()
         .to_string();
-    let cid = s.ok(
-        "POST",
-        "/api/classes",
-        Some(&t1),
-        Some(json!({"name": "Idle", "code": "idle", "capacity": 2, "template_id": tpl})),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    s.ok(
-        "POST",
-        &format!("/api/classes/{cid}/students"),
-        Some(&t1),
-        Some(json!({"username": "ann"})),
+    let cid = s.class(
+        &t1,
+        json!({"name": "Idle", "code": "idle", "capacity": 2, "template_id": tpl}),
     );
+    s.enrol(&t1, &cid, "ann");
     let sess = start(&s, &ann, &cid);
     let sid = sess["id"].as_str().unwrap().to_string();
     let sandbox = sess["sandbox"].as_str().unwrap().to_string();
@@ -1195,15 +1175,10 @@ fn sized_workspace_fills_with_enospc_inside_and_still_archives() {
         .as_str()
         .unwrap()
         .to_string();
-    let cid = s.ok(
-        "POST",
-        "/api/classes",
-        Some(&t1),
-        Some(json!({"name": "Sized", "code": "sized", "capacity": 2, "template_id": tpl})),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let cid = s.class(
+        &t1,
+        json!({"name": "Sized", "code": "sized", "capacity": 2, "template_id": tpl}),
+    );
     for u in ["ann", "bob"] {
         s.ok(
             "POST",
@@ -1428,15 +1403,10 @@ fn exam_template_image_is_pulled_ahead_of_the_start() {
         .as_str()
         .unwrap()
         .to_string();
-    let cid = s.ok(
-        "POST",
-        "/api/classes",
-        Some(&t1),
-        Some(json!({"name": "Pre", "code": "pre", "capacity": 5, "template_id": tpl})),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let cid = s.class(
+        &t1,
+        json!({"name": "Pre", "code": "pre", "capacity": 5, "template_id": tpl}),
+    );
     s.d.ok(&["rmi", &img]);
     assert!(!s.d.docker(&["image", "inspect", &img]).status.success());
     let now = unix_now();

@@ -119,22 +119,12 @@ fn class_of_two(s: &Serve, tag: &str) -> (String, String, String, String, String
     let admin = s.token("admin", "admin-pass-123");
     let teach = s.token("teach", "teach-pass-123");
     let tpl = echo_template(s, &teach);
-    let class = s.ok(
-        "POST",
-        "/api/classes",
-        Some(&teach),
-        Some(json!({"name": "Web", "code": tag, "capacity": 5, "template_id": tpl})),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let class = s.class(
+        &teach,
+        json!({"name": "Web", "code": tag, "capacity": 5, "template_id": tpl}),
+    );
     for u in ["ann", "bob"] {
-        s.ok(
-            "POST",
-            &format!("/api/classes/{class}/students"),
-            Some(&teach),
-            Some(json!({"username": u})),
-        );
+        s.enrol(&teach, &class, u);
     }
     let ann = s.token("ann", "ann-pass-123");
     let bob = s.token("bob", "bob-pass-123");
@@ -594,22 +584,14 @@ fn browser_student_teacher_and_intruder() {
         .as_str()
         .unwrap()
         .to_string();
-    let class: Value = s.ok(
-        "POST",
-        "/api/classes",
-        Some(&teach),
-        Some(json!({"name": "Browser 101", "code": "web101", "capacity": 5, "template_id": tpl})),
+    let class = s.class(
+        &teach,
+        json!({"name": "Browser 101", "code": "web101", "capacity": 5, "template_id": tpl}),
     );
-    let class = class["id"].as_str().unwrap();
     for u in ["ann", "bob"] {
-        s.ok(
-            "POST",
-            &format!("/api/classes/{class}/students"),
-            Some(&teach),
-            Some(json!({"username": u})),
-        );
+        s.enrol(&teach, &class, u);
     }
-    run_script(&dir, "ui.mjs", &s, class);
+    run_script(&dir, "ui.mjs", &s, &class);
 }
 
 /// The account, admin and teacher flows in the browser: CSV import and
@@ -625,20 +607,12 @@ fn browser_accounts_templates_and_whole_class() {
     s.user("ann", "student", "ann-pass-123");
     s.user("root", "admin", "root-pass-123");
     let teach = s.token("teach", "teach-pass-123");
-    let class: Value = s.ok(
-        "POST",
-        "/api/classes",
-        Some(&teach),
-        Some(json!({"name": "Accounts 101", "code": "acc101", "capacity": 5})),
+    let class = s.class(
+        &teach,
+        json!({"name": "Accounts 101", "code": "acc101", "capacity": 5}),
     );
-    let class = class["id"].as_str().unwrap();
-    s.ok(
-        "POST",
-        &format!("/api/classes/{class}/students"),
-        Some(&teach),
-        Some(json!({"username": "ann"})),
-    );
-    run_script(&dir, "accounts.mjs", &s, class);
+    s.enrol(&teach, &class, "ann");
+    run_script(&dir, "accounts.mjs", &s, &class);
 }
 
 /// crates/caas/web-tests, after checking what its scripts need.

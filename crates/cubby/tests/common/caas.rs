@@ -239,6 +239,27 @@ impl Serve {
             .to_string()
     }
 
+    /// Creates a class (`body` as `POST /api/classes` takes it) as the
+    /// teacher or admin with `token`; returns its id.
+    #[allow(dead_code)]
+    pub fn class(&self, token: &str, body: Value) -> String {
+        self.ok("POST", "/api/classes", Some(token), Some(body))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Enrols the user `username` in class `class_id`.
+    #[allow(dead_code)]
+    pub fn enrol(&self, token: &str, class_id: &str, username: &str) {
+        self.ok(
+            "POST",
+            &format!("/api/classes/{class_id}/students"),
+            Some(token),
+            Some(json!({"username": username})),
+        );
+    }
+
     /// `cubby admin ARGS...` against this store; asserts success, returns stdout.
     pub fn admin(&self, args: &[&str]) -> String {
         let out = self.cmd().arg("admin").args(args).output().unwrap();
