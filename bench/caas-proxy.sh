@@ -73,10 +73,7 @@ if [ -n "${CUBBY_B:-}" ]; then
         --engine "unix://$work/run/cubby.sock" --stop-grace 1 --path-routing ${B_ARGS:-} \
         >"$work/serve_b.log" 2>&1 &
     serve_b_pid=$!
-    for _ in $(seq 100); do
-        python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port_b/api/health')" 2>/dev/null && break
-        sleep 0.1
-    done
+    bench_wait_health "$port_b"
 fi
 
 # Admin token, a session for student1 in demo101, its address.

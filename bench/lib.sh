@@ -90,8 +90,13 @@ bench_serve() {
         --engine "unix://$work/run/cubby.sock" --stop-grace 1 "$@" \
         >"$work/serve.log" 2>&1 &
     serve_pid=$!
+    bench_wait_health "$port"
+}
+
+# Waits (up to 10 s) until the cubby serve on 127.0.0.1:PORT answers /api/health.
+bench_wait_health() {
     for _ in $(seq 100); do
-        python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/api/health')" 2>/dev/null && break
+        python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$1/api/health')" 2>/dev/null && return
         sleep 0.1
     done
 }

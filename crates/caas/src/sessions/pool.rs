@@ -112,6 +112,15 @@ impl Pool {
     fn lock_ready(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Member>>> {
         self.ready.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Names of the members ready now (every template).
+    fn ready_names(&self) -> std::collections::HashSet<String> {
+        self.lock_ready()
+            .values()
+            .flatten()
+            .map(|m| m.name.clone())
+            .collect()
+    }
     fn lock_warming(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         self.warming.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -223,13 +232,7 @@ impl Manager {
         }
         // Members made while the list is taken are not in it: only those
         // ready before it can be found gone by it.
-        let ready_before: std::collections::HashSet<String> = self
-            .pool
-            .lock_ready()
-            .values()
-            .flatten()
-            .map(|m| m.name.clone())
-            .collect();
+        let ready_before = self.pool.ready_names();
         let listed = self.backend.list_sandboxes().await?;
         let members: Vec<_> = listed
             .into_iter()
@@ -300,13 +303,7 @@ impl Manager {
         // (a restart) if current, removed if not. Skipped while some are
         // being made (they are not in the list yet).
         if !warming_any {
-            let mut known: std::collections::HashSet<String> = self
-                .pool
-                .lock_ready()
-                .values()
-                .flatten()
-                .map(|m| m.name.clone())
-                .collect();
+            let mut known = self.pool.ready_names();
             known.extend(self.pool.lock_reserved().values().map(|m| m.name.clone()));
             for sb in members.iter().filter(|m| !known.contains(&m.name)) {
                 if self.store.session_by_sandbox(&sb.name).await?.is_some() {
