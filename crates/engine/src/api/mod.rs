@@ -1,22 +1,14 @@
-//! A first slice of the Docker Engine API (served by `cubby daemon` over a
-//! Unix socket): `_ping`, `version`, `info`, containers (list, inspect,
-//! logs, kill, remove) and images (list).
+//! The Docker Engine API (served by `cubby daemon` over a Unix socket or
+//! TLS): containers, images, networks, volumes, exec, attach, events,
+//! archive copy, prune and system endpoints (docs/engine-api.md).
 //!
 //! Handlers only translate HTTP to [`crate::service::Engine`] calls and
 //! back; every [`crate::service::EngineError`] becomes a status and
 //! Docker's `{"message"}` in one place ([`error`]).
 //!
 //! Paths are routed with and without a version prefix (`/v1.43/...`); any
-//! `/vX.Y` prefix is accepted and stripped before routing. Containers live
-//! in the monitor: every container request is one blocking
-//! [`MonitorClient`] call on tokio's blocking pool, over a fresh connection
-//! (the monitor serves many). Logs are read from the json-file log the
-//! monitor writes. Errors are `{"message": ...}` with Docker's statuses.
-//!
-//! `create` (images already in the store), `start` (a no-op: the monitor
-//! starts at create) and `wait` are in [`create`]'s limits.
-//!
-//! Not yet: stop/restart, attach, exec, events, follow logs, pull.
+//! `/vX.Y` prefix is accepted and stripped before routing, and a small
+//! body is read before any handler runs (`prepare`).
 
 mod archive;
 mod body_reader;
