@@ -310,6 +310,12 @@ fn hundred_cycles_leak_nothing() {
     }
     let links_before = links_before.unwrap();
     assert_eq!(links_before.len(), 1, "only the bridge: {links_before:?}");
+    // A released container's veth pair goes with its netns, in the
+    // kernel's asynchronous namespace cleanup: give it a few seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while env.our_links() != links_before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert_eq!(env.our_links(), links_before, "interfaces leaked");
     assert_eq!(
         Some(firewall::rule_count(&env.table).unwrap()),
