@@ -203,21 +203,26 @@ def reference(i):
         ip = (info["NetworkSettings"]["Networks"].get("burst-ref") or {}).get("IPAddress") or ip
         time.sleep(0.02)
 
-time.sleep(1)
-rs0, rd0 = rss(serve_pid), rss(daemon_pid)
-with Host() as h:
-    took, times, errors = burst(student)
-rs1, rd1 = rss(serve_pid), rss(daemon_pid)
-print(f"(1) {N} students press start within 1 s (no warm pool), until 200 through the proxy: "
-      f"all ready after {took:.2f} s (target < 10 s); per student p50 {pct(times, 50):.2f} s, "
-      f"p99 {pct(times, 99):.2f} s; errors {len(errors)}{': ' + errors[0] if errors else ''}; "
-      f"highest queue_position seen {max_pos[0]}")
-print(f"    {h}; serve RSS {rs0}->{rs1} KiB, daemon RSS {rd0}->{rd1} KiB")
-st, m = req("GET", "/metrics")
-for line in m.decode().splitlines():
-    if line.startswith(("cubby_admission_wait_seconds_", "cubby_provision_seconds_sum", "cubby_provision_seconds_count",
-                        "cubby_engine_errors_total", "cubby_provision_failures_total")):
-        print(f"    {line}")
+def student_burst(label, target, metrics):
+    """The students' burst, its report line, host and RSS figures, and the
+    /metrics lines starting with `metrics`."""
+    time.sleep(1)
+    rs0, rd0 = rss(serve_pid), rss(daemon_pid)
+    with Host() as h:
+        took, times, errors = burst(student)
+    rs1, rd1 = rss(serve_pid), rss(daemon_pid)
+    print(f"{label}: all ready after {took:.2f} s (target < {target} s); per student p50 {pct(times, 50):.2f} s, "
+          f"p99 {pct(times, 99):.2f} s; errors {len(errors)}{': ' + errors[0] if errors else ''}; "
+          f"highest queue_position seen {max_pos[0]}")
+    print(f"    {h}; serve RSS {rs0}->{rs1} KiB, daemon RSS {rd0}->{rd1} KiB")
+    st, m = req("GET", "/metrics")
+    for line in m.decode().splitlines():
+        if line.startswith(metrics):
+            print(f"    {line}")
+
+student_burst(f"(1) {N} students press start within 1 s (no warm pool), until 200 through the proxy", 10,
+              ("cubby_admission_wait_seconds_", "cubby_provision_seconds_sum", "cubby_provision_seconds_count",
+               "cubby_engine_errors_total", "cubby_provision_failures_total"))
 t = time.perf_counter()
 api("POST", f"/api/classes/{c['id']}/down", None, admin)
 while any(s["state"] in ("stopping", "ready") for s in api("GET", "/api/sessions?active=true", None, admin)):
@@ -241,21 +246,9 @@ while pool_ready() < N:
     time.sleep(0.2)
 print(f"(1b) warm pool of {N} made in {time.perf_counter()-t:.2f} s")
 max_pos[0] = 0
-time.sleep(1)
-rs0, rd0 = rss(serve_pid), rss(daemon_pid)
-with Host() as h:
-    took, times, errors = burst(student)
-rs1, rd1 = rss(serve_pid), rss(daemon_pid)
-print(f"     {N} students press start within 1 s (warm pool of {N}), until 200 through the proxy: "
-      f"all ready after {took:.2f} s (target < 3 s); per student p50 {pct(times, 50):.2f} s, "
-      f"p99 {pct(times, 99):.2f} s; errors {len(errors)}{': ' + errors[0] if errors else ''}; "
-      f"highest queue_position seen {max_pos[0]}")
-print(f"    {h}; serve RSS {rs0}->{rs1} KiB, daemon RSS {rd0}->{rd1} KiB")
-st, m = req("GET", "/metrics")
-for line in m.decode().splitlines():
-    if line.startswith(("cubby_pool_claims_total", "cubby_pool_misses_total", "cubby_pool_failed_claims_total",
-                        "cubby_pool_claim_phase_seconds_sum", "cubby_pool_claim_phase_seconds_count")):
-        print(f"    {line}")
+student_burst(f"     {N} students press start within 1 s (warm pool of {N}), until 200 through the proxy", 3,
+              ("cubby_pool_claims_total", "cubby_pool_misses_total", "cubby_pool_failed_claims_total",
+               "cubby_pool_claim_phase_seconds_sum", "cubby_pool_claim_phase_seconds_count"))
 spec["warm_pool"] = 0
 api("PUT", f"/api/templates/{tpl}", {"spec": spec}, admin)
 api("POST", f"/api/classes/{c['id']}/down", None, admin)
