@@ -18,15 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 fn template(s: &Serve, tok: &str, name: &str, spec: Value) -> String {
-    s.ok(
-        "POST",
-        "/api/templates",
-        Some(tok),
-        Some(json!({"name": name, "spec": spec})),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    s.template(tok, json!({"name": name, "spec": spec}))
 }
 
 fn demo_spec() -> Value {

@@ -151,15 +151,10 @@ impl Drop for Weed {
 }
 
 fn demo_template(s: &Serve, tok: &str) -> String {
-    s.ok(
-        "POST",
-        "/api/templates",
-        Some(tok),
-        Some(json!({"name": "demo", "spec": {"image": IMAGE, "port": 8080, "memory_bytes": 64 << 20}})),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    s.template(
+        tok,
+        json!({"name": "demo", "spec": {"image": IMAGE, "port": 8080, "memory_bytes": 64 << 20}}),
+    )
 }
 
 /// Users t1 (teacher of the class), t2 (another teacher), ann and bob
@@ -1394,15 +1389,10 @@ fn exam_template_image_is_pulled_ahead_of_the_start() {
     s.d.ok(&["pull", &img]);
     s.user("t1", "teacher", "t1-pass-123");
     let t1 = s.token("t1", "t1-pass-123");
-    let tpl = s.ok(
-        "POST",
-        "/api/templates",
-        Some(&t1),
-        Some(json!({"name": "prepull", "spec": {"image": img, "command": ["sleep", "3600"]}})),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let tpl = s.template(
+        &t1,
+        json!({"name": "prepull", "spec": {"image": img, "command": ["sleep", "3600"]}}),
+    );
     let cid = s.class(
         &t1,
         json!({"name": "Pre", "code": "pre", "capacity": 5, "template_id": tpl}),

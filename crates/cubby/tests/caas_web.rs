@@ -58,15 +58,7 @@ fn echo_template(s: &Serve, tok: &str) -> String {
         "env": [format!("APP={}", base64::engine::general_purpose::STANDARD.encode(ECHO_APP))],
         "command": ["sh", "-c", "echo \"$APP\" | base64 -d > /tmp/app.sh && exec nc -ll -p 8080 -e /bin/sh /tmp/app.sh"],
     });
-    s.ok(
-        "POST",
-        "/api/templates",
-        Some(tok),
-        Some(json!({"name": "echo", "spec": spec})),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    s.template(tok, json!({"name": "echo", "spec": spec}))
 }
 
 /// A request with the login cookie (or none) and extra header lines.
@@ -575,15 +567,7 @@ fn browser_student_teacher_and_intruder() {
     s.user("bob", "student", "bob-pass-123");
     s.user("root", "admin", "root-pass-123");
     let teach = s.token("teach", "teach-pass-123");
-    let tpl = s.ok(
-        "POST",
-        "/api/templates",
-        Some(&teach),
-        Some(json!({"name": "demo", "spec": {"image": IMAGE, "port": 8080, "memory_bytes": 64 << 20, "cpus": 0.5, "pids": 64}})),
-    )["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let tpl = s.template(&teach, json!({"name": "demo", "spec": {"image": IMAGE, "port": 8080, "memory_bytes": 64 << 20, "cpus": 0.5, "pids": 64}}));
     let class = s.class(
         &teach,
         json!({"name": "Browser 101", "code": "web101", "capacity": 5, "template_id": tpl}),

@@ -249,6 +249,16 @@ impl Serve {
             .to_string()
     }
 
+    /// Creates a template (`body` as `POST /api/templates` takes it: name
+    /// and spec); returns its id.
+    #[allow(dead_code)]
+    pub fn template(&self, token: &str, body: Value) -> String {
+        self.ok("POST", "/api/templates", Some(token), Some(body))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Enrols the user `username` in class `class_id`.
     #[allow(dead_code)]
     pub fn enrol(&self, token: &str, class_id: &str, username: &str) {
