@@ -152,6 +152,44 @@ fn create_start_exec_kill_delete() {
     assert!(!Path::new("/sys/fs/cgroup/memory/cubby").join(&id).exists());
 }
 
+/// A caller holding more descriptors than the container's RLIMIT_NOFILE
+/// (a daemon's monitor with hundreds of containers): the init, a clone of
+/// the caller, used to carry them all past its 1024 limit and die on
+/// EMFILE opening its exec fifo. Now it keeps only its own, and the
+/// command sees only 0-2.
+#[test]
+fn caller_with_more_fds_than_the_containers_limit() {
+    let b = Bundle::new(&["ls", "/proc/self/fd"]);
+    let id = common::unique_name("fds");
+    // bash: `exec N<` with N over 9 (dash takes one digit only).
+    let script = format!(
+        "ulimit -n 4096 && for i in $(seq 3 1500); do eval \"exec $i</dev/null\"; done && \
+         exec {} --root {} run --bundle {} {id}",
+        env!("CARGO_BIN_EXE_cubby-oci"),
+        b.state_root().display(),
+        b.path().display()
+    );
+    let out = common::run_timeout(
+        Command::new("bash")
+            .args(["-c", &script])
+            .stdin(Stdio::null()),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "run with 1500 inherited fds: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ls itself holds one more (its directory), numbered 3.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0", "1", "2", "3"]
+    );
+}
+
 #[test]
 fn run_returns_exit_code_and_cleans_up() {
     let b = Bundle::new(&["sh", "-c", "echo out; echo err >&2; exit 4"]);

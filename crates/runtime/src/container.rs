@@ -24,7 +24,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 use oci_spec::runtime::{Process, Spec};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -371,6 +371,14 @@ struct ChildContext<'a> {
 fn container_init(ctx: &ChildContext) -> isize {
     // Our copy of the parent's end would hide the parent's death from us.
     let _ = nix::unistd::close(ctx.parent_end);
+    // The init is a clone of its caller and got a copy of all its
+    // descriptors: a daemon's monitor holds thousands, which would fill the
+    // container's RLIMIT_NOFILE (1024 by default) before the init opens its
+    // exec fifo (EMFILE: "init died before start"). Keep only what it uses.
+    let mut keep: Vec<RawFd> = (3..3 + ctx.preserve_fds as RawFd).collect();
+    keep.extend([ctx.channel.raw(), ctx.fifo.as_raw_fd()]);
+    keep.extend(ctx.plan.join.iter().map(|(_, fd)| fd.as_raw_fd()));
+    process::close_fds_except(&mut keep);
     let err = match setup_and_exec(ctx) {
         Ok(never) => match never {},
         Err(e) => e,
@@ -762,6 +770,11 @@ pub fn exec(root: &StateRoot, id: &str, process: &Process, opts: ExecOptions) ->
     match unsafe { nix::unistd::fork() }.ctx(|| "fork exec helper")? {
         nix::unistd::ForkResult::Child => {
             drop(parent_ch);
+            // As the create's init: none of the caller's descriptors but ours.
+            let mut keep: Vec<RawFd> = (3..3 + opts.preserve_fds as RawFd).collect();
+            keep.push(child_ch.raw());
+            keep.extend(ns.iter().map(|(_, fd)| fd.as_raw_fd()));
+            process::close_fds_except(&mut keep);
             let keyring = (!st.no_new_keyring).then(|| keyring::name_for(id));
             let r = exec_intermediate(
                 &child_ch,

@@ -8,6 +8,7 @@ use crate::seccomp;
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{PosixRlimitType, Process};
 use std::ffi::CString;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -189,6 +190,29 @@ pub fn set_oom_score_adj(process: &Process) -> Result<()> {
             .ctx(|| format!("set oom_score_adj {adj}"))?;
     }
     Ok(())
+}
+
+/// Closes every fd from 3 up except those in `keep` (sorted here). Where
+/// the kernel lacks close_range (before 5.9) nothing is closed: the fds
+/// still end at exec (see [`close_fds_on_exec`]).
+pub fn close_fds_except(keep: &mut Vec<RawFd>) {
+    keep.retain(|&fd| fd >= 3);
+    keep.sort_unstable();
+    keep.dedup();
+    let close = |first: u32, last: u32| {
+        // SAFETY: close_range on this process's own descriptors; the caller
+        // keeps every one it still uses.
+        unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    };
+    let mut first = 3u32;
+    for &fd in keep.iter() {
+        let fd = fd as u32;
+        if fd > first {
+            close(first, fd - 1);
+        }
+        first = fd + 1;
+    }
+    close(first, u32::MAX);
 }
 
 /// Marks every fd above 2 (and above the preserved ones) close-on-exec so the
