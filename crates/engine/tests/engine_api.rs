@@ -441,3 +441,78 @@ async fn a_create_in_flight_is_seen_by_every_client() {
         .unwrap();
     e.remove(&won, false, false).await.unwrap();
 }
+
+/// Images as engine calls (what `api/images.rs` and `api/image_archive.rs`
+/// only shape into Docker's documents): typed errors, an import of a
+/// rootfs tar named and dangling, its config, and a save's name lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_calls_return_typed_errors() {
+    let w = World::new("images");
+    let e = w.engine();
+    let (img, _) = e.image_resolve(IMAGE).unwrap();
+    let config = e.image_config(&img.id).unwrap();
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]));
+    let chain = &img.records[0].layers[0];
+    assert!(e.layer_size(chain) > 0);
+    let missing = Digest::of(b"no such blob");
+    assert!(
+        matches!(e.image_config(&missing), Err(EngineError::NotFound(_))),
+        "{:?}",
+        e.image_config(&missing)
+    );
+    match e.image_save_items(&[IMAGE.to_string(), "localhost/nope:1".to_string()]) {
+        Err(EngineError::NotFound(m)) => assert_eq!(m, "No such image: localhost/nope:1"),
+        other => panic!("save of a missing image: {other:?}"),
+    }
+    let items = e.image_save_items(&[IMAGE.to_string()]).unwrap();
+    assert_eq!(
+        items[0].name.as_ref().map(|r| r.to_string()).as_deref(),
+        Some(IMAGE)
+    );
+
+    // Import: a plain tar, named with a change, then the same unnamed.
+    let dir = w.tmp.path().join("imp");
+    std::fs::create_dir_all(dir.join("etc")).unwrap();
+    std::fs::write(dir.join("etc/hello"), "hi\n").unwrap();
+    let tar = w.tmp.path().join("imp.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let open = || std::fs::File::open(&tar).unwrap();
+    let rec = e
+        .image_import(open(), Some("localhost/imported:1"), &["ENV A=1".into()])
+        .unwrap();
+    let config = e.image_config(&rec.config_digest).unwrap();
+    assert!(
+        config["config"]["Env"].to_string().contains("A=1"),
+        "{config}"
+    );
+    let dangling = e.image_import(open(), None, &[]).unwrap();
+    assert!(e
+        .image_groups()
+        .unwrap()
+        .iter()
+        .any(|g| g.id == dangling.config_digest && g.tags().is_empty()));
+    let bad = e.image_import(open(), Some("localhost/x:1"), &["NOPE x".into()]);
+    assert!(
+        matches!(bad, Err(EngineError::InvalidArgument(_))),
+        "{bad:?}"
+    );
+    let bad = e.image_load(std::io::Cursor::new(b"not a tar".to_vec()));
+    assert!(
+        matches!(bad, Err(EngineError::InvalidArgument(_))),
+        "{bad:?}"
+    );
+    // Nothing of the import's temp files is left in the store.
+    let tmp = Store::open(w.root()).unwrap().tmp_dir().to_path_buf();
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", tmp.display());
+}
