@@ -516,3 +516,78 @@ async fn image_calls_return_typed_errors() {
         .unwrap_or_default();
     assert!(left.is_empty(), "left in {}: {left:?}", tmp.display());
 }
+
+/// `docker cp` as engine calls: into a created container, its stat, and
+/// out again (a stopped view with a bind mount: the bind's files too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_stat_and_out() {
+    let w = World::new("copy");
+    let e = w.engine();
+    let src = w.tmp.path().join("cp-src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/f"), "copied in\n").unwrap();
+    let tar = w.tmp.path().join("in.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("d")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bind = w.tmp.path().join("bind");
+    std::fs::create_dir_all(&bind).unwrap();
+    std::fs::write(bind.join("b"), "in the bind\n").unwrap();
+    let mut b = body(&["true"]);
+    b.config.storage.push(
+        cubby_engine::api::create_body::storage::parse_bind(&format!(
+            "{}:/mnt/bind",
+            bind.display()
+        ))
+        .unwrap(),
+    );
+    let id = e.create(named(b, "engine-cp")).await.unwrap();
+
+    let target = e.copy_in(&id, "/tmp").await.unwrap();
+    let input = std::fs::File::open(&tar).unwrap();
+    tokio::task::spawn_blocking(move || target.extract(input, Default::default(), false))
+        .await
+        .unwrap()
+        .unwrap();
+    let stat = e.copy_stat(&id, "/tmp/d/f").await.unwrap();
+    assert_eq!(stat.size, 10);
+    match e.copy_stat(&id, "/tmp/none").await {
+        Err(EngineError::NotFound(m)) => assert!(m.contains("Could not find the file"), "{m}"),
+        other => panic!("stat of a missing path: {other:?}"),
+    }
+    assert!(matches!(
+        e.copy_in("engine-no-such", "/tmp").await,
+        Err(EngineError::NotFound(_))
+    ));
+    // Out: the copied file, and the bind's (a created container's view).
+    for (path, member, want) in [
+        ("/tmp/d/f", "f", "copied in\n"),
+        ("/mnt/bind/b", "b", "in the bind\n"),
+    ] {
+        let out = e.copy_out(&id, path).await.unwrap();
+        let file = w.tmp.path().join("out.tar");
+        let sink = std::fs::File::create(&file).unwrap();
+        tokio::task::spawn_blocking(move || out.write_to(Box::new(sink)))
+            .await
+            .unwrap()
+            .unwrap();
+        let got = Command::new("tar")
+            .arg("-xOf")
+            .arg(&file)
+            .arg(member)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&got.stdout), want, "{path}");
+    }
+    assert!(matches!(
+        e.copy_out(&id, "/mnt/bind/none").await,
+        Err(EngineError::NotFound(_))
+    ));
+    e.remove(&id, false, false).await.unwrap();
+}
