@@ -129,6 +129,18 @@ fn cases(profile: &str) -> Vec<Case> {
             &["NoNewPrivs:\t1"],
         ),
         case(
+            "no-new-privileges (bare, as docker's docs write it)",
+            &["--security-opt", "no-new-privileges"],
+            "grep NoNewPrivs /proc/self/status",
+            &["NoNewPrivs:\t1"],
+        ),
+        case(
+            "no-new-privileges=true",
+            &["--security-opt", "no-new-privileges=true"],
+            "grep NoNewPrivs /proc/self/status",
+            &["NoNewPrivs:\t1"],
+        ),
+        case(
             "no-new-privileges=false",
             &["--security-opt", "no-new-privileges=false"],
             "grep NoNewPrivs /proc/self/status",
