@@ -203,17 +203,20 @@ impl Images {
         Ok(())
     }
 
+    /// `cubby tag`: the engine's one tag rule (the daemon's too).
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
-        let rec = self
-            .find(source)?
-            .with_context(|| format!("no such image: {source}"))?;
-        let t = Reference::parse(target)?;
-        if t.digest.is_some() {
-            bail!("cannot tag with a digest: {target}");
-        }
-        let mut new = rec;
-        new.name = t.to_string();
-        self.store.put_image(new)?;
+        let store = Store::open(&self.root)
+            .with_context(|| format!("open image store {}", self.root.display()))?;
+        // Image calls only: the monitor is never contacted.
+        let engine = cubby_engine::Engine::with_store(
+            cubby_engine::service::EngineOptions {
+                monitor_socket: PathBuf::new(),
+                root: self.root.clone(),
+                cgroup_parent: String::new(),
+            },
+            store,
+        );
+        engine.image_tag(source, target)?;
         Ok(())
     }
 

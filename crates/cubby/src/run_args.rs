@@ -367,15 +367,13 @@ pub fn to_config(
 // ---------------------------------------------------------------------------
 // Names and ids.
 
-/// Checks a container name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 characters.
+/// Checks a container name by the engine's one rule (Docker's:
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, 2 to 128 characters), so standalone
+/// `cubby run` and the daemon accept the same names.
 pub fn validate_name(name: &str) -> Result<()> {
-    let mut chars = name.chars();
-    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        && name.len() <= 128;
-    if !ok {
+    if !cubby_engine::service::containers::valid_name(name) {
         bail!(
-            "invalid container name {name:?}: use up to 128 letters, digits, '_', '.' and '-', starting with a letter or digit, e.g. web-1"
+            "invalid container name {name:?}: use 2 to 128 letters, digits, '_', '.' and '-', starting with a letter or digit, e.g. web-1"
         );
     }
     Ok(())
@@ -1060,11 +1058,12 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["a", "web-1", "A.b_c-9", "0abc"] {
+        for ok in ["ab", "web-1", "A.b_c-9", "0abc"] {
             validate_name(ok).unwrap();
         }
         for bad in [
             "",
+            "a",
             "-a",
             ".a",
             "_a",

@@ -91,6 +91,26 @@ fn import_change_save_load_diff_prune_df() {
     assert!(d.ok(&["run", "--rm", "imported:1"]).contains("hello"));
     let err = d.fails(&["save", "no-such-image:1"]);
     assert!(err.contains("No such image"), "{err}");
+    // Image routes answer through the engine's one error mapping: a
+    // refused --change is the caller's 400, push is refused by name.
+    let (status, body) = d.http(
+        "POST",
+        "/images/create?fromSrc=-&repo=bad&changes=RUN%20make",
+    );
+    assert!(
+        status.contains(" 400 ") && body.contains("RUN"),
+        "{status} {body}"
+    );
+    let (status, body) = d.http("POST", "/images/imported:1/push");
+    assert!(
+        status.contains(" 501 ") && body.contains("cubby push"),
+        "{status} {body}"
+    );
+    let (status, body) = d.http("GET", "/images/imported:1/nope");
+    assert!(
+        status.contains(" 404 ") && body.contains("page not found"),
+        "{status} {body}"
+    );
 
     // diff: added, changed, deleted; cubby's own mount targets not listed.
     d.ok(&[

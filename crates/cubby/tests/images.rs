@@ -216,6 +216,20 @@ fn import_push_tag_rmi_prune() {
     c.ok(&["push", &mine]);
     let alias = reg.image("class/python:latest");
     c.ok(&["tag", &mine, &alias]);
+    // The engine's tag rule, as the daemon applies it.
+    let digest = format!("{alias}@sha256:{}", "0".repeat(64));
+    let out = c.run(&["tag", &mine, &digest]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("digest"),
+        "{}",
+        stderr(&out)
+    );
+    let out = c.run(&["tag", "no-such-image:1", &alias]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("No such image: no-such-image:1"),
+        "{}",
+        stderr(&out)
+    );
     c.ok(&["push", &alias]);
     // rmi refuses while a container uses the image, unless -f.
     c.ok(&["run", "--name", "keeper", &mine, "true"]);

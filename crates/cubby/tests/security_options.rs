@@ -129,6 +129,18 @@ fn cases(profile: &str) -> Vec<Case> {
             &["NoNewPrivs:\t1"],
         ),
         case(
+            "no-new-privileges (bare, as docker's docs write it)",
+            &["--security-opt", "no-new-privileges"],
+            "grep NoNewPrivs /proc/self/status",
+            &["NoNewPrivs:\t1"],
+        ),
+        case(
+            "no-new-privileges=true",
+            &["--security-opt", "no-new-privileges=true"],
+            "grep NoNewPrivs /proc/self/status",
+            &["NoNewPrivs:\t1"],
+        ),
+        case(
             "no-new-privileges=false",
             &["--security-opt", "no-new-privileges=false"],
             "grep NoNewPrivs /proc/self/status",
@@ -273,7 +285,7 @@ fn unsupported_options_are_refused_by_name() {
 }
 
 /// CVE-2019-5736 through the daemon: the monitor, which clones every
-/// container, exec and restart, runs from a sealed memfd copy of cubby, so
+/// container, exec and restart (a client's or the restart policy's), runs from a sealed memfd copy of cubby, so
 /// neither a container's init nor an exec can reach the host's binary.
 #[test]
 fn daemon_containers_never_see_the_host_binary() {
@@ -328,6 +340,48 @@ fn daemon_containers_never_see_the_host_binary() {
         "{out}"
     );
     d.ok(&["rm", "-f", "sealed-exec"]);
+    // A container its restart policy brings back (it fails once, then
+    // stays up): the monitor's own restart, not a client's.
+    d.ok(&[
+        "run",
+        "-d",
+        "--init",
+        "--name",
+        "sealed-policy",
+        "--restart",
+        "on-failure:3",
+        "--cap-add",
+        "SYS_PTRACE",
+        "busybox",
+        "sh",
+        "-c",
+        "test -e /failed-once || { touch /failed-once; exit 3; }; sleep 300",
+    ]);
+    let state = || {
+        d.ok(&[
+            "inspect",
+            "--format",
+            "{{.RestartCount}} {{.State.Running}}",
+            "sealed-policy",
+        ])
+        .trim()
+        .to_string()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while state() != "1 true" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the policy never restarted the container: {}",
+            state()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = d.ok(&["exec", "sealed-policy", "sh", "-c", probe]);
+    assert!(
+        out.starts_with("/memfd:") && !out.contains("wrote"),
+        "{out}"
+    );
+    d.ok(&["rm", "-f", "sealed-policy"]);
     assert_eq!(
         std::fs::read(bin).unwrap(),
         before,

@@ -249,9 +249,11 @@ impl Response {
     }
 }
 
-impl From<&Error> for Response {
-    fn from(e: &Error) -> Response {
-        let kind = match e {
+impl ErrorKind {
+    /// The class of an engine error: the one mapping, for the monitor's
+    /// answers and for the engine's own calls alike.
+    pub fn of(e: &Error) -> ErrorKind {
+        match e {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Error::NameInUse { .. } => ErrorKind::Conflict,
@@ -265,8 +267,13 @@ impl From<&Error> for Response {
                 cubby_runtime::Error::InvalidId(_) | cubby_runtime::Error::InvalidSpec(_),
             ) => ErrorKind::Invalid,
             _ => ErrorKind::Internal,
-        };
-        Response::error(kind, e.to_string())
+        }
+    }
+}
+
+impl From<&Error> for Response {
+    fn from(e: &Error) -> Response {
+        Response::error(ErrorKind::of(e), e.to_string())
     }
 }
 

@@ -441,3 +441,153 @@ async fn a_create_in_flight_is_seen_by_every_client() {
         .unwrap();
     e.remove(&won, false, false).await.unwrap();
 }
+
+/// Images as engine calls (what `api/images.rs` and `api/image_archive.rs`
+/// only shape into Docker's documents): typed errors, an import of a
+/// rootfs tar named and dangling, its config, and a save's name lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_calls_return_typed_errors() {
+    let w = World::new("images");
+    let e = w.engine();
+    let (img, _) = e.image_resolve(IMAGE).unwrap();
+    let config = e.image_config(&img.id).unwrap();
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]));
+    let chain = &img.records[0].layers[0];
+    assert!(e.layer_size(chain) > 0);
+    let missing = Digest::of(b"no such blob");
+    assert!(
+        matches!(e.image_config(&missing), Err(EngineError::NotFound(_))),
+        "{:?}",
+        e.image_config(&missing)
+    );
+    match e.image_save_items(&[IMAGE.to_string(), "localhost/nope:1".to_string()]) {
+        Err(EngineError::NotFound(m)) => assert_eq!(m, "No such image: localhost/nope:1"),
+        other => panic!("save of a missing image: {other:?}"),
+    }
+    let items = e.image_save_items(&[IMAGE.to_string()]).unwrap();
+    assert_eq!(
+        items[0].name.as_ref().map(|r| r.to_string()).as_deref(),
+        Some(IMAGE)
+    );
+
+    // Import: a plain tar, named with a change, then the same unnamed.
+    let dir = w.tmp.path().join("imp");
+    std::fs::create_dir_all(dir.join("etc")).unwrap();
+    std::fs::write(dir.join("etc/hello"), "hi\n").unwrap();
+    let tar = w.tmp.path().join("imp.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let open = || std::fs::File::open(&tar).unwrap();
+    let rec = e
+        .image_import(open(), Some("localhost/imported:1"), &["ENV A=1".into()])
+        .unwrap();
+    let config = e.image_config(&rec.config_digest).unwrap();
+    assert!(
+        config["config"]["Env"].to_string().contains("A=1"),
+        "{config}"
+    );
+    let dangling = e.image_import(open(), None, &[]).unwrap();
+    assert!(e
+        .image_groups()
+        .unwrap()
+        .iter()
+        .any(|g| g.id == dangling.config_digest && g.tags().is_empty()));
+    let bad = e.image_import(open(), Some("localhost/x:1"), &["NOPE x".into()]);
+    assert!(
+        matches!(bad, Err(EngineError::InvalidArgument(_))),
+        "{bad:?}"
+    );
+    let bad = e.image_load(std::io::Cursor::new(b"not a tar".to_vec()));
+    assert!(
+        matches!(bad, Err(EngineError::InvalidArgument(_))),
+        "{bad:?}"
+    );
+    // Nothing of the import's temp files is left in the store.
+    let tmp = Store::open(w.root()).unwrap().tmp_dir().to_path_buf();
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", tmp.display());
+}
+
+/// `docker cp` as engine calls: into a created container, its stat, and
+/// out again (a stopped view with a bind mount: the bind's files too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_stat_and_out() {
+    let w = World::new("copy");
+    let e = w.engine();
+    let src = w.tmp.path().join("cp-src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/f"), "copied in\n").unwrap();
+    let tar = w.tmp.path().join("in.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("d")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bind = w.tmp.path().join("bind");
+    std::fs::create_dir_all(&bind).unwrap();
+    std::fs::write(bind.join("b"), "in the bind\n").unwrap();
+    let mut b = body(&["true"]);
+    b.config.storage.push(
+        cubby_engine::api::create_body::storage::parse_bind(&format!(
+            "{}:/mnt/bind",
+            bind.display()
+        ))
+        .unwrap(),
+    );
+    let id = e.create(named(b, "engine-cp")).await.unwrap();
+
+    let target = e.copy_in(&id, "/tmp").await.unwrap();
+    let input = std::fs::File::open(&tar).unwrap();
+    tokio::task::spawn_blocking(move || target.extract(input, Default::default(), false))
+        .await
+        .unwrap()
+        .unwrap();
+    let stat = e.copy_stat(&id, "/tmp/d/f").await.unwrap();
+    assert_eq!(stat.size, 10);
+    match e.copy_stat(&id, "/tmp/none").await {
+        Err(EngineError::NotFound(m)) => assert!(m.contains("Could not find the file"), "{m}"),
+        other => panic!("stat of a missing path: {other:?}"),
+    }
+    assert!(matches!(
+        e.copy_in("engine-no-such", "/tmp").await,
+        Err(EngineError::NotFound(_))
+    ));
+    // Out: the copied file, and the bind's (a created container's view).
+    for (path, member, want) in [
+        ("/tmp/d/f", "f", "copied in\n"),
+        ("/mnt/bind/b", "b", "in the bind\n"),
+    ] {
+        let out = e.copy_out(&id, path).await.unwrap();
+        let file = w.tmp.path().join("out.tar");
+        let sink = std::fs::File::create(&file).unwrap();
+        tokio::task::spawn_blocking(move || out.write_to(Box::new(sink)))
+            .await
+            .unwrap()
+            .unwrap();
+        let got = Command::new("tar")
+            .arg("-xOf")
+            .arg(&file)
+            .arg(member)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&got.stdout), want, "{path}");
+    }
+    assert!(matches!(
+        e.copy_out(&id, "/mnt/bind/none").await,
+        Err(EngineError::NotFound(_))
+    ));
+    e.remove(&id, false, false).await.unwrap();
+}

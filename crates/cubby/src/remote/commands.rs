@@ -802,6 +802,130 @@ mod tests {
         assert!(!cfg.init && cfg.security.seccomp == Seccomp::Unconfined);
     }
 
+    /// Every flag of `cubby run` reaches the create body (the whole body is
+    /// compared), or is one the client itself uses (--pull) or refuses
+    /// through the daemon (--rootfs, --platform, --userns: tested below).
+    /// A flag added to RunArgs fails here until it is covered.
+    #[test]
+    fn every_run_flag_reaches_the_body() {
+        use clap::CommandFactory;
+        let dir = tempfile::tempdir().unwrap();
+        let env_file = dir.path().join("env");
+        std::fs::write(&env_file, "FROM_FILE=f\n").unwrap();
+        let env_file = env_file.display().to_string();
+        let argv = [
+            "--rm",
+            "-d",
+            "-i",
+            "-t",
+            "--name",
+            "web",
+            "--hostname",
+            "box",
+            "-l",
+            "course=os",
+            "--mount",
+            "type=volume,source=v1,target=/v",
+            "--restart",
+            "no",
+            "-e",
+            "A=1",
+            "--env-file",
+            &env_file,
+            "-w",
+            "/srv",
+            "-u",
+            "app",
+            "-v",
+            "/tmp:/data:ro",
+            "--tmpfs",
+            "/run:size=1m",
+            "--read-only",
+            "-m",
+            "64m",
+            "--memory-swap",
+            "128m",
+            "--cpus",
+            "1.5",
+            "--cpu-shares",
+            "512",
+            "--cpuset-cpus",
+            "0",
+            "--cpuset-mems",
+            "0",
+            "--pids-limit",
+            "50",
+            "--network",
+            "lab",
+            "-p",
+            "127.0.0.1:8080:80",
+            "--network-alias",
+            "www",
+            "--cap-add",
+            "NET_ADMIN",
+            "--cap-drop",
+            "ALL",
+            "--privileged",
+            "--device",
+            "/dev/null:/dev/n2:rw",
+            "--security-opt",
+            "no-new-privileges=false",
+            "--no-init",
+            "--init",
+            "--ulimit",
+            "nofile=100:200",
+            "--pull",
+            "never",
+            "--entrypoint",
+            "/bin/sh",
+            "busybox",
+            "-c",
+            "echo hi",
+        ];
+        // Every long flag of the command is in argv, or handled elsewhere.
+        let elsewhere = ["rootfs", "platform", "userns", "help"];
+        for arg in Cli::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            assert!(
+                elsewhere.contains(&long)
+                    || argv.contains(&format!("--{long}").as_str())
+                    || arg
+                        .get_short()
+                        .is_some_and(|c| argv.contains(&format!("-{c}").as_str())),
+                "--{long} is not covered by this test"
+            );
+        }
+        // --name goes in the create's query (`?name=`), --pull is the
+        // client's own pull policy: neither is part of the body.
+        let got = serde_json::to_value(body(&argv).unwrap()).unwrap();
+        let mut want = json!({
+            "Image": "busybox", "Entrypoint": ["/bin/sh"], "Cmd": ["-c", "echo hi"],
+            "Hostname": "box", "User": "app", "WorkingDir": "/srv",
+            "Env": ["FROM_FILE=f", "A=1"], "Labels": {"course": "os"},
+            "Tty": true, "OpenStdin": true, "StdinOnce": true,
+            "AttachStdin": false, "AttachStdout": false, "AttachStderr": false,
+            "ExposedPorts": {"80/tcp": {}},
+            "NetworkingConfig": {"EndpointsConfig": {"lab": {"Aliases": ["www"]}}}
+        });
+        let host_config = json!({
+            "AutoRemove": true, "RestartPolicy": {"Name": "no"},
+            "Binds": ["/tmp:/data:ro"],
+            "Mounts": [{"Type": "volume", "Source": "v1", "Target": "/v"}],
+            "Tmpfs": {"/run": "size=1m"}, "ReadonlyRootfs": true,
+            "Memory": 67108864, "MemorySwap": 134217728, "NanoCpus": 1500000000,
+            "CpuShares": 512, "CpusetCpus": "0", "CpusetMems": "0", "PidsLimit": 50,
+            "NetworkMode": "lab",
+            "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]},
+            "CapAdd": ["NET_ADMIN"], "CapDrop": ["ALL"], "Privileged": true,
+            "Devices": [{"PathOnHost": "/dev/null", "PathInContainer": "/dev/n2",
+                         "CgroupPermissions": "rw"}],
+            "SecurityOpt": ["no-new-privileges=false"], "Init": true,
+            "Ulimits": [{"Name": "nofile", "Soft": 100, "Hard": 200}]
+        });
+        want["HostConfig"] = host_config;
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn standalone_only_flags_are_errors() {
         let e = body(&["--rootfs", "/x", "sh"]).unwrap_err();

@@ -27,9 +27,9 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
-    /// Docker's wording, which clients match on.
-    pub fn no_such_container(id: &str) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, format!("No such container: {id}"))
+    /// A path no route serves (Docker's wording).
+    pub fn page_not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "page not found")
     }
 }
 
@@ -75,7 +75,8 @@ via_engine!(
     crate::config::ConfigError,
     crate::volumes::VolumeError,
     cubby_network::NetError,
-    cubby_image::ImageError
+    cubby_image::ImageError,
+    crate::error::Error
 );
 
 impl IntoResponse for ApiError {

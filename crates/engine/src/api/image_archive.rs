@@ -13,7 +13,7 @@ use crate::service::EngineError;
 use axum::body::Body;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use cubby_image::archive::{self, SaveItem};
+use cubby_image::archive;
 use cubby_image::reference::Reference;
 use futures_util::StreamExt;
 use serde_json::json;
@@ -23,10 +23,6 @@ use tokio::sync::mpsc;
 /// Chunks in flight between the HTTP side and the archive's thread.
 const CHUNKS: usize = 8;
 const CHUNK: usize = 256 * 1024;
-
-fn image_err(e: cubby_image::ImageError) -> ApiError {
-    EngineError::from(e).into()
-}
 
 /// Forwards the request body to a [`ChannelReader`] (on a task of its own).
 fn body_reader(body: Body) -> ChannelReader {
@@ -52,25 +48,7 @@ pub async fn save(d: Shared, names: Vec<String>) -> ApiResult<Response> {
     let d2 = d.clone();
     // Every name is resolved before the first byte: a missing image is a
     // 404, not a truncated archive.
-    let items = blocking(move || {
-        let mut items = Vec::new();
-        for name in &names {
-            let rec = crate::snapshots::find_image(&d2.images, name)
-                .map_err(image_err)?
-                .ok_or_else(|| {
-                    ApiError::from(EngineError::not_found(format!("No such image: {name}")))
-                })?;
-            let named = Reference::parse(name)
-                .ok()
-                .filter(|r| r.to_string() == rec.name);
-            items.push(SaveItem {
-                name: named,
-                record: rec,
-            });
-        }
-        Ok(items)
-    })
-    .await?;
+    let items = blocking(move || Ok(d2.image_save_items(&names)?)).await?;
     let (tx, rx) = mpsc::channel(CHUNKS);
     tokio::task::spawn_blocking(move || {
         let mut w = ChannelWriter::new(tx.clone(), CHUNK);
@@ -105,7 +83,7 @@ fn json_lines(lines: Vec<serde_json::Value>) -> Response {
 /// `POST /images/load`: Docker's `{"stream": "Loaded image: ..."}` lines.
 pub async fn load(d: Shared, body: Body) -> ApiResult<Response> {
     let reader = body_reader(body);
-    let loaded = blocking(move || archive::load(&d.images, reader).map_err(image_err)).await?;
+    let loaded = blocking(move || Ok(d.image_load(reader)?)).await?;
     let lines = loaded
         .iter()
         .map(|l| {
@@ -168,38 +146,8 @@ pub async fn import(d: Shared, pairs: Vec<(String, String)>, body: Body) -> ApiR
         )
         .into());
     }
-    let mut reader = body_reader(body);
-    let rec = blocking(move || {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|t| t.as_nanos())
-            .unwrap_or(0);
-        let tmp = d
-            .images
-            .tmp_dir()
-            .join(format!("import-{}-{nanos}.tar", std::process::id()));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)
-                .map_err(|e| ApiError::internal(format!("{}: {e}", tmp.display())))?;
-            io::copy(&mut reader, &mut f)
-                .map_err(|e| ApiError::bad_request(format!("import: reading the tar: {e}")))?;
-            let Some(name) = name else {
-                // Without a name Docker keeps the image dangling (id only):
-                // imported under a private name, then recorded as dangling.
-                let tmp_name = format!("cubby-import.invalid/tmp-{nanos}:latest");
-                let mut rec =
-                    archive::import(&d.images, &tmp, &tmp_name, &changes).map_err(image_err)?;
-                rec.name = archive::dangling_name(&rec.config_digest);
-                d.images.put_image(rec.clone()).map_err(image_err)?;
-                d.images.remove_image(&tmp_name).map_err(image_err)?;
-                return Ok(rec);
-            };
-            archive::import(&d.images, &tmp, &name, &changes).map_err(image_err)
-        })();
-        let _ = std::fs::remove_file(&tmp);
-        result
-    })
-    .await?;
+    let reader = body_reader(body);
+    let rec = blocking(move || Ok(d.image_import(reader, name.as_deref(), &changes)?)).await?;
     Ok(json_lines(vec![
         json!({ "status": rec.config_digest.to_string() }),
     ]))

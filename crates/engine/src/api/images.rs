@@ -32,22 +32,13 @@ use cubby_image::digest::Digest;
 use cubby_image::progress::{progress_bar, LayerStatus};
 use cubby_image::pull::Platform;
 use cubby_image::reference::Reference;
-use cubby_image::ImageError;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc::UnboundedSender;
 
-fn store_err(e: ImageError) -> ApiError {
-    crate::service::EngineError::from(e).into()
-}
-
-use crate::service::images::{group, ImageRemoved};
-fn read_config(d: &Shared, id: &Digest) -> ApiResult<Value> {
-    let bytes = d.images.read_blob(id).map_err(store_err)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::internal(format!("image config {id} is not valid JSON: {e}")))
-}
+use crate::service::images::ImageRemoved;
+use crate::service::EngineError;
 
 fn labels(config: &Value) -> HashMap<String, String> {
     config["config"]["Labels"]
@@ -126,7 +117,7 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Vec
         }
     }
     blocking(move || {
-        let images = group(d.images.images().map_err(store_err)?);
+        let images = d.image_groups()?;
         let mut out = Vec::new();
         for img in images {
             let tags = img.tags();
@@ -162,7 +153,7 @@ pub async fn list(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Vec
                 });
             }
             // A broken config must not hide the whole list.
-            let config = read_config(&d, &img.id).unwrap_or(Value::Null);
+            let config = d.image_config(&img.id).unwrap_or(Value::Null);
             let labels = labels(&config);
             if let Some(want) = filters.get("label") {
                 let ok = want.iter().all(|l| match l.split_once('=') {
@@ -214,7 +205,7 @@ pub async fn get(State(d): State<Shared>, Path(path): Path<String>) -> ApiResult
             .await
             .map(IntoResponse::into_response),
         (name, "get") => super::image_archive::save(d, vec![name.to_string()]).await,
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "page not found")),
+        _ => Err(ApiError::page_not_found()),
     }
 }
 
@@ -227,18 +218,18 @@ pub async fn post(
         (name, "tag") => tag(d, name.to_string(), q)
             .await
             .map(IntoResponse::into_response),
-        (_, "push") => Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "push through the API is not supported by cubby yet: use `cubby push`",
-        )),
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "page not found")),
+        (_, "push") => Err(EngineError::Unsupported(
+            "push through the API is not supported by cubby yet: use `cubby push`".into(),
+        )
+        .into()),
+        _ => Err(ApiError::page_not_found()),
     }
 }
 
 async fn inspect(d: Shared, name: String) -> ApiResult<Json<ImageInspect>> {
     blocking(move || {
         let (img, _) = d.image_resolve(&name)?;
-        let config = read_config(&d, &img.id)?;
+        let config = d.image_config(&img.id)?;
         let str_of = |k: &str| config[k].as_str().map(str::to_string);
         let image_config: Option<ImageConfig> =
             serde_json::from_value(config["config"].clone()).ok();
@@ -275,7 +266,7 @@ async fn inspect(d: Shared, name: String) -> ApiResult<Json<ImageInspect>> {
 async fn history(d: Shared, name: String) -> ApiResult<Json<Vec<HistoryResponseItem>>> {
     blocking(move || {
         let (img, _) = d.image_resolve(&name)?;
-        let config = read_config(&d, &img.id)?;
+        let config = d.image_config(&img.id)?;
         let entries = config["history"].as_array().cloned().unwrap_or_default();
         let chains = img
             .records
@@ -291,10 +282,7 @@ async fn history(d: Shared, name: String) -> ApiResult<Json<Vec<HistoryResponseI
                     0
                 } else {
                     layer += 1;
-                    chains
-                        .get(layer - 1)
-                        .and_then(|c| d.images.layer_size(c).ok())
-                        .unwrap_or(0)
+                    chains.get(layer - 1).map_or(0, |c| d.layer_size(c))
                 };
                 HistoryResponseItem {
                     id: "<missing>".into(),
@@ -368,7 +356,7 @@ pub async fn prune(State(d): State<Shared>, Q(q): Q<Query>) -> ApiResult<Json<Va
         .and_then(|v| v.first())
         .is_some_and(|v| v == "false" || v == "0");
     if let Some(k) = filters.keys().find(|k| k.as_str() != "dangling") {
-        return Err(crate::service::EngineError::Unsupported(format!(
+        return Err(EngineError::Unsupported(format!(
             "prune filter '{k}' is not supported by cubby yet"
         ))
         .into());
@@ -543,7 +531,7 @@ pub async fn create(
     }
     let r = pull_reference(&from, q.get("tag").map(String::as_str))?;
     let platform = match q.get("platform").filter(|p| !p.is_empty()) {
-        Some(p) => Platform::parse(p).map_err(store_err)?,
+        Some(p) => Platform::parse(p).map_err(EngineError::from)?,
         None => Platform::host(),
     };
     let req = PullRequest {

@@ -95,10 +95,6 @@ fn may_log(status: Status) -> bool {
     status.is_live() || status == Status::Restarting
 }
 
-fn internal(e: crate::error::Error) -> ApiError {
-    ApiError::internal(e.to_string())
-}
-
 pub async fn logs(
     State(d): State<Shared>,
     Path(id): Path<String>,
@@ -116,7 +112,7 @@ pub async fn logs(
     if !flag(&q, "follow") {
         let path = r.log_path.clone();
         let body = blocking(move || {
-            let lines = read_logs(&path, &filter).map_err(internal)?;
+            let lines = read_logs(&path, &filter)?;
             Ok(frames(&lines, tty))
         })
         .await?;
@@ -125,8 +121,7 @@ pub async fn logs(
     // Errors found before the first byte are still HTTP errors.
     let path = r.log_path.clone();
     let f2 = filter.clone();
-    let (first, follower) =
-        blocking(move || LogFollower::start(&path, &f2).map_err(internal)).await?;
+    let (first, follower) = blocking(move || Ok(LogFollower::start(&path, &f2)?)).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let until = filter
         .until
@@ -174,7 +169,7 @@ async fn follow(
         // After the exit is seen, one last read drains the file: the
         // monitor writes the last output before it records the exit.
         let polled = blocking(move || {
-            let lines = follower.poll().map_err(internal)?;
+            let lines = follower.poll()?;
             Ok((follower, lines))
         })
         .await;

@@ -37,7 +37,7 @@ mod volumes;
 pub use error::{ApiError, ApiResult};
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::Uri;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tower::Layer;
@@ -124,7 +124,7 @@ pub fn router(daemon: Shared) -> Router {
             "/volumes/{name}",
             get(volumes::inspect).delete(volumes::remove),
         )
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "page not found") })
+        .fallback(|| async { ApiError::page_not_found() })
         .with_state(daemon)
 }
 
@@ -193,10 +193,9 @@ async fn prepare(mut req: Request) -> Result<Request, ApiError> {
         let bytes = axum::body::to_bytes(body, len as usize)
             .await
             .map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("reading the request body ({len} bytes declared): {e}"),
-                )
+                ApiError::bad_request(format!(
+                    "reading the request body ({len} bytes declared): {e}"
+                ))
             })?;
         req = Request::from_parts(parts, axum::body::Body::from(bytes));
     }

@@ -205,10 +205,7 @@ pub async fn add_sizes(d: &Shared, docs: &mut [Value]) -> ApiResult<()> {
         .collect();
     let d = d.clone();
     let sizes = blocking(move || {
-        let images = d
-            .images
-            .images()
-            .map_err(|e| ApiError::internal(format!("image list: {e}")))?;
+        let images = d.image_records()?;
         Ok(ids
             .iter()
             .map(|id| {

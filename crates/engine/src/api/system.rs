@@ -1,6 +1,5 @@
 //! `_ping`, `version` and `info`.
 
-use super::error::ApiError;
 use super::{blocking, ApiResult, Shared, API_VERSION, MIN_API_VERSION};
 use crate::records::Status;
 use axum::extract::State;
@@ -73,13 +72,7 @@ pub async fn info(State(d): State<Shared>) -> ApiResult<Json<Value>> {
     let records = d.list().await?;
     let count = |s: Status| records.iter().filter(|r| r.status == s).count();
     let store = d.clone();
-    let images = blocking(move || {
-        store
-            .images
-            .images()
-            .map_err(|e| ApiError::internal(e.to_string()))
-    })
-    .await?;
+    let images = blocking(move || Ok(store.image_records()?)).await?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut doc = json!({
         "ID": "",

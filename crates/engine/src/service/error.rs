@@ -123,6 +123,14 @@ impl EngineError {
     }
 }
 
+/// The monitor's and records' own errors, classed as the monitor classes
+/// them on the wire.
+impl From<crate::error::Error> for EngineError {
+    fn from(e: crate::error::Error) -> EngineError {
+        EngineError::from_kind(ErrorKind::of(&e), e.to_string())
+    }
+}
+
 impl From<crate::config::ConfigError> for EngineError {
     fn from(e: crate::config::ConfigError) -> EngineError {
         use crate::config::ConfigError as C;
@@ -172,7 +180,11 @@ impl From<cubby_image::ImageError> for EngineError {
         let m = e.to_string();
         match e {
             I::NotFound { .. } => EngineError::NotFound(m),
-            I::InvalidReference { .. } | I::Invalid { .. } => EngineError::InvalidArgument(m),
+            // Something the request names (a --change instruction, an
+            // archive's layer type) that cubby cannot take: Docker's 400.
+            I::InvalidReference { .. } | I::Invalid { .. } | I::Unsupported { .. } => {
+                EngineError::InvalidArgument(m)
+            }
             I::Unauthorized { .. } => EngineError::Unauthorized(m),
             I::InUse { .. } => EngineError::Conflict(m),
             _ => EngineError::Internal(m),

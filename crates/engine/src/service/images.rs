@@ -5,7 +5,7 @@
 
 use super::error::{EngineError, EngineResult};
 use super::Engine;
-use cubby_image::archive::is_dangling;
+use cubby_image::archive::{dangling_name, import, is_dangling, Loaded, SaveItem};
 use cubby_image::digest::Digest;
 use cubby_image::reference::Reference;
 use cubby_image::store::ImageRecord;
@@ -92,9 +92,87 @@ impl Engine {
         self.root.join("containers")
     }
 
+    /// Every image record (name) in the store (blocking).
+    pub fn image_records(&self) -> EngineResult<Vec<ImageRecord>> {
+        Ok(self.images.images()?)
+    }
+
     /// Every image in the store (blocking).
     pub fn image_groups(&self) -> EngineResult<Vec<ImageGroup>> {
-        Ok(group(self.images.images()?))
+        Ok(group(self.image_records()?))
+    }
+
+    /// Image `id`'s config document (OCI image config JSON) (blocking).
+    pub fn image_config(&self, id: &Digest) -> EngineResult<serde_json::Value> {
+        let bytes = self.images.read_blob(id)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| EngineError::internal(format!("image config {id} is not valid JSON: {e}")))
+    }
+
+    /// The unpacked size of layer `chain` (0 if it is not in the store).
+    pub fn layer_size(&self, chain: &Digest) -> u64 {
+        self.images.layer_size(chain).unwrap_or(0)
+    }
+
+    /// What `docker save NAME...` writes: every name resolved first (a
+    /// missing one is NotFound before the first byte), a name that is a
+    /// reference kept as the archive's tag (blocking).
+    pub fn image_save_items(&self, names: &[String]) -> EngineResult<Vec<SaveItem>> {
+        let mut items = Vec::new();
+        for name in names {
+            let rec = crate::snapshots::find_image(&self.images, name)?
+                .ok_or_else(|| no_such_image(name))?;
+            let named = Reference::parse(name)
+                .ok()
+                .filter(|r| r.to_string() == rec.name);
+            items.push(SaveItem {
+                name: named,
+                record: rec,
+            });
+        }
+        Ok(items)
+    }
+
+    /// Loads a `docker save` archive from `reader` (blocking).
+    pub fn image_load(&self, reader: impl std::io::Read + 'static) -> EngineResult<Vec<Loaded>> {
+        Ok(cubby_image::archive::load(&self.images, reader)?)
+    }
+
+    /// Imports a root filesystem tar from `reader` (plain, gzip or zstd) as
+    /// image `name` (None: dangling, id only, as Docker keeps it), with
+    /// Dockerfile-style `changes` applied to its config (blocking).
+    pub fn image_import(
+        &self,
+        mut reader: impl std::io::Read,
+        name: Option<&str>,
+        changes: &[String],
+    ) -> EngineResult<ImageRecord> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| t.as_nanos())
+            .unwrap_or(0);
+        let tmp = self
+            .images
+            .tmp_dir()
+            .join(format!("import-{}-{nanos}.tar", std::process::id()));
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)
+                .map_err(|e| EngineError::internal(format!("{}: {e}", tmp.display())))?;
+            std::io::copy(&mut reader, &mut f)
+                .map_err(|e| EngineError::invalid(format!("import: reading the tar: {e}")))?;
+            let Some(name) = name else {
+                // Imported under a private name, then recorded as dangling.
+                let tmp_name = format!("cubby-import.invalid/tmp-{nanos}:latest");
+                let mut rec = import(&self.images, &tmp, &tmp_name, changes)?;
+                rec.name = dangling_name(&rec.config_digest);
+                self.images.put_image(rec.clone())?;
+                self.images.remove_image(&tmp_name)?;
+                return Ok(rec);
+            };
+            Ok(import(&self.images, &tmp, name, changes)?)
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        result
     }
 
     /// The image `name` names ([`crate::snapshots::resolve_image`], the one
