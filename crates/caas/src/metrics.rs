@@ -227,6 +227,13 @@ pub async fn render(m: &Manager) -> Result<String> {
     for (tid, n) in p.sizes() {
         let _ = writeln!(out, "cubby_pool_ready{{template=\"{tid}\"}} {n}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP cubby_pool_class_ready Ready sandboxes of classes' own pools (warmed on the class network ahead of a scheduled start), by class.\n# TYPE cubby_pool_class_ready gauge"
+    );
+    for (cid, n) in p.class_sizes() {
+        let _ = writeln!(out, "cubby_pool_class_ready{{class=\"{cid}\"}} {n}");
+    }
     counter(
         &mut out,
         "cubby_pool_claims_total",

@@ -354,7 +354,7 @@ impl Manager {
                     };
                     let unreserve = || {
                         if pooled {
-                            self.pool.unreserve(id, &s.template_id);
+                            self.pool.unreserve(id);
                         }
                     };
                     if self.draining() {
