@@ -225,7 +225,8 @@ def student_burst(label, target, metrics):
 
 student_burst(f"(1) {N} students press start within 1 s (no warm pool), until 200 through the proxy", 10,
               ("cubby_admission_wait_seconds_", "cubby_provision_seconds_sum", "cubby_provision_seconds_count",
-               "cubby_engine_errors_total", "cubby_provision_failures_total"))
+               "cubby_engine_errors_total", "cubby_provision_failures_total",
+               "cubby_provision_phase_seconds_sum"))
 t = time.perf_counter()
 api("POST", f"/api/classes/{c['id']}/down", None, admin)
 while any(s["state"] in ("stopping", "ready") for s in api("GET", "/api/sessions?active=true", None, admin)):

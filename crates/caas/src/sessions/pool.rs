@@ -717,8 +717,11 @@ impl Manager {
             )));
         }
         let s = self.store.session(&s.id).await?;
-        let mut spec = self.spec_of(&s).await?;
-        self.ensure_network_once(&mut spec.network).await?;
+        let mut spec = self.spec_with(&s, t);
+        if m.class.is_none() {
+            // A class pool's member is on the class network already.
+            self.ensure_network_once(&mut spec.network).await?;
+        }
         lap.done(0);
         // Back to the workspace the member had when it became ready: what
         // pool life wrote there goes.
