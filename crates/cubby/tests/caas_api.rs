@@ -1423,3 +1423,85 @@ fn class_pool_warmed_on_the_class_network_for_a_scheduled_start() {
         None
     );
 }
+
+/// The pool network too small for a grown pool (issue 13): its ready
+/// members are removed so that it is made anew with room, and the pool
+/// refills on the new one. The small network is made here (a /28, as the
+/// service would make it: managed, internal, host-isolated) so that a
+/// pool of a few outgrows it.
+#[test]
+fn warm_pool_regrows_its_network() {
+    let s = Serve::start("caas-regrow", DbKind::Sqlite, &[]);
+    s.user("root", "admin", "admin-pass-1");
+    s.user("teach", "teacher", "teach-pass-1");
+    let small = s.d.net.subnet(0).replace(".0/24", ".0/28");
+    s.d.ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        &small,
+        "--label",
+        "io.cubby.caas=1",
+        "-o",
+        "cubby.isolate_host=true",
+        "caas-pool",
+    ]);
+    let t = s.token("teach", "teach-pass-1");
+    let mut spec = demo_spec();
+    spec["warm_pool"] = json!(1);
+    let tpl = template(&s, &t, "regrow", spec.clone());
+    // 1 and headroom fit a /28 (13 addresses): made on it.
+    let first = wait_pool(&s, &tpl, 1);
+    let subnet = || {
+        s.d.ok(&[
+            "network",
+            "inspect",
+            "caas-pool",
+            "--format",
+            "{{(index .IPAM.Config 0).Subnet}}",
+        ])
+        .trim()
+        .to_string()
+    };
+    assert_eq!(subnet(), small);
+    // 5 and headroom do not: the member goes, the network is made anew.
+    spec["warm_pool"] = json!(5);
+    s.ok(
+        "PUT",
+        &format!("/api/templates/{tpl}"),
+        Some(&t),
+        Some(json!({"spec": spec})),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let grown = loop {
+        let members = pool_members(&s, &tpl);
+        let ready = metric(&s, &format!("cubby_pool_ready{{template=\"{tpl}\"}}"));
+        if members.len() == 5 && ready == Some(5.0) {
+            break members;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool never reached 5 on a new network: {members:?}\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!grown.contains(&first[0]), "{grown:?}");
+    assert!(s.d.docker(&["inspect", &first[0]]).status.code() != Some(0));
+    let now = subnet();
+    assert!(now != small && now.ends_with("/24"), "{now}");
+    assert!(
+        s.log_text().contains("is too small for the pools' sizes"),
+        "{}",
+        s.log_text()
+    );
+    for m in &grown {
+        let c = inspect(&s, m);
+        let ip = c["NetworkSettings"]["Networks"]["caas-pool"]["IPAddress"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(!ip.is_empty(), "{m}: {c}");
+    }
+}
