@@ -17,9 +17,12 @@
 #      on a bridge network of its own) and waiting for the port (TCP
 #      connect, inspect + 20 ms between attempts); then the removal of the N
 #      containers (the network's per-container cost shows there).
-#  (1b) Between them, the same student burst with a warm pool of N (the
-#      template's warm_pool set through PUT /api/templates/{id}): the time
-#      to make the pool, then the burst, and the pool's claims/misses.
+#  (1b) Between them, the same student burst with a warm pool of N: the
+#      class gets a scheduled start (an exam window, PUT
+#      /api/classes/{id}/exam) on a pooled template (warm_pool 1), so the
+#      service warms a pool of the class's own, sized from its roster (N),
+#      on the class network; the time to make it, then the burst, and the
+#      pool's claims/misses/claim phases.
 #
 # Env: N (300), START_CONCURRENCY (serve's --start-concurrency; default
 #      serve's own), CUBBY (target/release/cubby, built if missing), KEEP=1.
@@ -222,21 +225,26 @@ def student_burst(label, target, metrics):
 
 student_burst(f"(1) {N} students press start within 1 s (no warm pool), until 200 through the proxy", 10,
               ("cubby_admission_wait_seconds_", "cubby_provision_seconds_sum", "cubby_provision_seconds_count",
-               "cubby_engine_errors_total", "cubby_provision_failures_total"))
+               "cubby_engine_errors_total", "cubby_provision_failures_total",
+               "cubby_provision_phase_seconds_sum"))
 t = time.perf_counter()
 api("POST", f"/api/classes/{c['id']}/down", None, admin)
 while any(s["state"] in ("stopping", "ready") for s in api("GET", "/api/sessions?active=true", None, admin)):
     time.sleep(0.2)
 print(f"    down-class of {N} (archive, verify, remove each): {time.perf_counter()-t:.2f} s")
 
-# (1b) the same burst with a warm pool of N (the template's warm_pool):
-# made first (timed: that is the pool's own start-up), then claimed.
-spec = {"image": IMAGE, "port": 8080, "memory_bytes": 64 << 20, "cpus": 0.5, "pids": 64, "warm_pool": N}
+# (1b) the same burst with a warm pool of N: a scheduled start of the
+# class (its exam window, open now) on a pooled template makes a pool of
+# the class's own sized from its N enrolled students, on its network; made
+# first (timed: that is the pool's own start-up), then claimed.
+spec = {"image": IMAGE, "port": 8080, "memory_bytes": 64 << 20, "cpus": 0.5, "pids": 64, "warm_pool": 1}
 api("PUT", f"/api/templates/{tpl}", {"spec": spec}, admin)
+now = int(time.time())
+api("PUT", f"/api/classes/{c['id']}/exam", {"starts_at": now - 5, "ends_at": now + 7200}, admin)
 def pool_ready():
     st, m = req("GET", "/metrics")
     for line in m.decode().splitlines():
-        if line.startswith(f'cubby_pool_ready{{template="{tpl}"}}'):
+        if line.startswith(f'cubby_pool_class_ready{{class="{c["id"]}"}}'):
             return int(float(line.split()[-1]))
     return 0
 t = time.perf_counter()
@@ -244,7 +252,7 @@ while pool_ready() < N:
     if time.perf_counter() - t > 600:
         raise SystemExit(f"the warm pool reached {pool_ready()} of {N} in 600 s")
     time.sleep(0.2)
-print(f"(1b) warm pool of {N} made in {time.perf_counter()-t:.2f} s")
+print(f"(1b) warm pool of {N} (the class's, for its scheduled start) made in {time.perf_counter()-t:.2f} s")
 max_pos[0] = 0
 student_burst(f"     {N} students press start within 1 s (warm pool of {N}), until 200 through the proxy", 3,
               ("cubby_pool_claims_total", "cubby_pool_misses_total", "cubby_pool_failed_claims_total",

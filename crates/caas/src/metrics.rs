@@ -75,6 +75,9 @@ impl Histogram {
 pub struct Metrics {
     /// From leaving the queue to ready (or failed).
     pub provision: Histogram,
+    /// The same, phase by phase (`crate::sessions::PROVISION_PHASES`), for
+    /// sandboxes made anew (not pool claims).
+    pub provision_phase: [Histogram; crate::sessions::PROVISION_PHASES.len()],
     /// A session's end: export, store, verify, record, remove.
     pub archive: Histogram,
     /// The same, phase by phase (`crate::archive::phases`): the sequential
@@ -187,6 +190,18 @@ pub async fn render(m: &Manager) -> Result<String> {
         "cubby_provision_seconds",
         "From leaving the queue to ready or failed.",
     );
+    let name = "cubby_provision_phase_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Provisioning a sandbox anew, by phase.\n# TYPE {name} histogram"
+    );
+    for (h, phase) in x
+        .provision_phase
+        .iter()
+        .zip(crate::sessions::PROVISION_PHASES)
+    {
+        h.samples(&mut out, name, &format!("phase=\"{phase}\","));
+    }
     x.archive.render(
         &mut out,
         "cubby_archive_seconds",
@@ -226,6 +241,13 @@ pub async fn render(m: &Manager) -> Result<String> {
     );
     for (tid, n) in p.sizes() {
         let _ = writeln!(out, "cubby_pool_ready{{template=\"{tid}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP cubby_pool_class_ready Ready sandboxes of classes' own pools (warmed on the class network ahead of a scheduled start), by class.\n# TYPE cubby_pool_class_ready gauge"
+    );
+    for (cid, n) in p.class_sizes() {
+        let _ = writeln!(out, "cubby_pool_class_ready{{class=\"{cid}\"}} {n}");
     }
     counter(
         &mut out,

@@ -1214,3 +1214,294 @@ fn warm_pool_claim_refill_restart_and_template_change() {
         );
     }
 }
+
+/// Ready members of class `cid`'s own pool (metric and engine agree).
+fn wait_class_pool(s: &Serve, cid: &str, n: usize) -> Vec<String> {
+    let key = format!("cubby_pool_class_ready{{class=\"{cid}\"}}");
+    daemon::eventually(&format!("a class pool of {n}"), || {
+        let ready = metric(s, &key).unwrap_or(0.0) as usize;
+        let members = class_pool_members(s, cid);
+        (ready == n && members.len() == n).then_some(members)
+    })
+}
+
+/// Unclaimed members of class `cid`'s pool in the engine.
+fn class_pool_members(s: &Serve, cid: &str) -> Vec<String> {
+    let claimed = s
+        .ok(
+            "GET",
+            "/api/sessions?active=true",
+            Some(&s.token("root", "admin-pass-1")),
+            None,
+        )
+        .to_string();
+    let filter = format!("label=io.cubby.caas.pool.class={cid}");
+    let mut v: Vec<String> =
+        s.d.ok(&["ps", "--filter", &filter, "--format", "{{.Names}}"])
+            .lines()
+            .filter(|n| !claimed.contains(&format!("\"{n}\"")))
+            .map(str::to_string)
+            .collect();
+    v.sort();
+    v
+}
+
+/// What a sandbox looks like from inside, minus what differs per sandbox
+/// (addresses, hostname): interfaces, credentials, capabilities, mounts,
+/// limits as the kernel applies them, HOME, the workspace's contents.
+fn seen_from_inside(s: &Serve, name: &str) -> String {
+    let script = "cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' ' | sort; \
+                  grep -E '^(Uid|Gid|Groups|CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; \
+                  awk '$2 == \"/\" || $2 == \"/tmp\" || $2 == \"/workspace\" {print $2, $3, substr($4, 1, 2)}' /proc/mounts | sort; \
+                  ulimit -n; echo HOME=$HOME; pwd; ls -A /workspace";
+    s.d.ok(&["exec", name, "sh", "-c", script])
+}
+
+/// Issue 13: a class with a scheduled start (an exam window) on a pooled
+/// template gets a pool of its own sized from its roster, made on the
+/// class network; a start of that class claims one with no network change
+/// and gets a sandbox that looks, from inside and in the engine, like a
+/// fresh one; another class never gets one; at the window's end the
+/// leftovers go.
+#[test]
+fn class_pool_warmed_on_the_class_network_for_a_scheduled_start() {
+    let s = Serve::start("caas-cpool", DbKind::Sqlite, &[]);
+    s.user("root", "admin", "admin-pass-1");
+    s.user("teach", "teacher", "teach-pass-1");
+    for u in ["ann", "bob", "cat", "dan"] {
+        s.user(u, "student", &format!("{u}-pass-1"));
+    }
+    let t = s.token("teach", "teach-pass-1");
+    let mut spec = demo_spec();
+    spec["warm_pool"] = json!(1);
+    spec["env"] = json!(["POOLTEST=one"]);
+    let tpl = template(&s, &t, "cpooled", spec.clone());
+    // The same sandbox without a pool: dan's fresh one is the reference.
+    spec["warm_pool"] = json!(0);
+    let plain = template(&s, &t, "cplain", spec);
+    let cid = s.class(
+        &t,
+        json!({"name": "Exam", "code": "cpool1", "capacity": 5, "template_id": tpl}),
+    );
+    let other = s.class(
+        &t,
+        json!({"name": "Other", "code": "cpool2", "capacity": 5, "template_id": tpl}),
+    );
+    let fresh_class = s.class(
+        &t,
+        json!({"name": "Fresh", "code": "cpool3", "capacity": 5, "template_id": plain}),
+    );
+    s.enrol(&t, &cid, "ann");
+    s.enrol(&t, &cid, "bob");
+    s.enrol(&t, &other, "cat");
+    s.enrol(&t, &fresh_class, "dan");
+    // No schedule yet: only the template's pool.
+    wait_pool(&s, &tpl, 1);
+    assert_eq!(
+        metric(&s, &format!("cubby_pool_class_ready{{class=\"{cid}\"}}")),
+        None
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    s.ok(
+        "PUT",
+        &format!("/api/classes/{cid}/exam"),
+        Some(&t),
+        Some(json!({"starts_at": now - 5, "ends_at": now + 3600})),
+    );
+    // Two enrolled: two members, on the class network only.
+    let members = wait_class_pool(&s, &cid, 2);
+    let net = format!("caas-class-{cid}");
+    for m in &members {
+        let c = inspect(&s, m);
+        let nets: Vec<&String> = c["NetworkSettings"]["Networks"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(nets, vec![&net], "{m}: {c}");
+        s.d.ok(&["exec", m, "sh", "-c", "echo pool > /workspace/poollife"]);
+    }
+    let start = |who: &str, class: &str| {
+        let tok = s.token(who, &format!("{who}-pass-1"));
+        let v = s.ok(
+            "POST",
+            "/api/sessions?wait=true",
+            Some(&tok),
+            Some(json!({"class_id": class})),
+        );
+        assert_eq!(v["state"], "ready", "{v}");
+        v["sandbox"].as_str().unwrap().to_string()
+    };
+    // Another class: never a member of this class's pool.
+    let cat = start("cat", &other);
+    assert!(!members.contains(&cat), "{cat} is class {cid}'s");
+    assert_eq!(class_pool_members(&s, &cid), members);
+    let connects = r#"cubby_pool_claim_phase_seconds_count{phase="connect"}"#;
+    let connected = metric(&s, connects);
+    // This class: a member, claimed without a network change.
+    let ann = start("ann", &cid);
+    assert!(members.contains(&ann), "{ann} not one of {members:?}");
+    assert_eq!(metric(&s, connects), connected);
+    let dan = start("dan", &fresh_class);
+    assert!(!dan.starts_with("caas-pool-"), "{dan}");
+    // In the engine: what a fresh sandbox has (labels aside: they are
+    // immutable; the session row names the claimed one).
+    let (a, d) = (inspect(&s, &ann), inspect(&s, &dan));
+    for path in [
+        "/Config/User",
+        "/Config/Env",
+        "/Config/Cmd",
+        "/Config/Entrypoint",
+        "/Config/WorkingDir",
+        "/Config/ExposedPorts",
+        "/HostConfig/Memory",
+        "/HostConfig/MemorySwap",
+        "/HostConfig/NanoCpus",
+        "/HostConfig/PidsLimit",
+        "/HostConfig/ReadonlyRootfs",
+        "/HostConfig/CapDrop",
+        "/HostConfig/SecurityOpt",
+        "/HostConfig/Tmpfs",
+        "/HostConfig/Privileged",
+    ] {
+        assert_eq!(a.pointer(path), d.pointer(path), "{path}");
+    }
+    let nets: Vec<&String> = a["NetworkSettings"]["Networks"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(nets, vec![&net]);
+    assert_eq!(a["HostConfig"]["NetworkMode"], json!(net));
+    assert_eq!(a["Config"]["Labels"]["io.cubby.caas.class"], json!(cid));
+    // From inside: the same, and the hostname is its own by the same rule
+    // (the engine's: the container id's first 12 characters).
+    let inside = seen_from_inside(&s, &ann);
+    for want in [
+        "eth0\nlo\n",
+        "CapEff:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "HOME=/workspace",
+    ] {
+        assert!(inside.contains(want), "{want:?} not in {inside}");
+    }
+    assert!(!inside.contains("poollife"), "{inside}");
+    assert_eq!(inside, seen_from_inside(&s, &dan));
+    for (name, c) in [(&ann, &a), (&dan, &d)] {
+        let host = s.d.ok(&["exec", name, "hostname"]);
+        assert_eq!(host.trim(), &c["Id"].as_str().unwrap()[..12], "{name}");
+    }
+    let page =
+        s.d.ok(&["exec", &ann, "wget", "-qO-", "http://127.0.0.1:8080/"]);
+    assert!(!page.is_empty());
+    // The window ends: ann's session is collected, bob's unclaimed member
+    // goes.
+    s.ok(
+        "PUT",
+        &format!("/api/classes/{cid}/exam"),
+        Some(&t),
+        Some(json!({"starts_at": now - 5, "ends_at": now + 1})),
+    );
+    let root = s.token("root", "admin-pass-1");
+    s.until("/api/sessions?active=true", &root, 60, |v| {
+        !v.to_string().contains(&ann)
+    });
+    daemon::eventually("the class's pool removed", || {
+        class_pool_members(&s, &cid).is_empty().then_some(())
+    });
+    for m in &members {
+        assert!(
+            s.d.docker(&["inspect", m]).status.code() != Some(0),
+            "{m} kept"
+        );
+    }
+    assert_eq!(
+        metric(&s, &format!("cubby_pool_class_ready{{class=\"{cid}\"}}")),
+        None
+    );
+}
+
+/// The pool network too small for a grown pool (issue 13): its ready
+/// members are removed so that it is made anew with room, and the pool
+/// refills on the new one. The small network is made here (a /28, as the
+/// service would make it: managed, internal, host-isolated) so that a
+/// pool of a few outgrows it.
+#[test]
+fn warm_pool_regrows_its_network() {
+    let s = Serve::start("caas-regrow", DbKind::Sqlite, &[]);
+    s.user("root", "admin", "admin-pass-1");
+    s.user("teach", "teacher", "teach-pass-1");
+    let small = s.d.net.subnet(0).replace(".0/24", ".0/28");
+    s.d.ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        &small,
+        "--label",
+        "io.cubby.caas=1",
+        "-o",
+        "cubby.isolate_host=true",
+        "caas-pool",
+    ]);
+    let t = s.token("teach", "teach-pass-1");
+    let mut spec = demo_spec();
+    spec["warm_pool"] = json!(1);
+    let tpl = template(&s, &t, "regrow", spec.clone());
+    // 1 and headroom fit a /28 (13 addresses): made on it.
+    let first = wait_pool(&s, &tpl, 1);
+    let subnet = || {
+        s.d.ok(&[
+            "network",
+            "inspect",
+            "caas-pool",
+            "--format",
+            "{{(index .IPAM.Config 0).Subnet}}",
+        ])
+        .trim()
+        .to_string()
+    };
+    assert_eq!(subnet(), small);
+    // 5 and headroom do not: the member goes, the network is made anew.
+    spec["warm_pool"] = json!(5);
+    s.ok(
+        "PUT",
+        &format!("/api/templates/{tpl}"),
+        Some(&t),
+        Some(json!({"spec": spec})),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let grown = loop {
+        let members = pool_members(&s, &tpl);
+        let ready = metric(&s, &format!("cubby_pool_ready{{template=\"{tpl}\"}}"));
+        if members.len() == 5 && ready == Some(5.0) {
+            break members;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool never reached 5 on a new network: {members:?}\n{}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!grown.contains(&first[0]), "{grown:?}");
+    assert!(s.d.docker(&["inspect", &first[0]]).status.code() != Some(0));
+    let now = subnet();
+    assert!(now != small && now.ends_with("/24"), "{now}");
+    assert!(
+        s.log_text().contains("is too small for the pools' sizes"),
+        "{}",
+        s.log_text()
+    );
+    for m in &grown {
+        let c = inspect(&s, m);
+        let ip = c["NetworkSettings"]["Networks"]["caas-pool"]["IPAddress"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(!ip.is_empty(), "{m}: {c}");
+    }
+}

@@ -14,7 +14,7 @@ use std::fs;
 use std::io::Read;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -166,6 +166,21 @@ pub struct ReconcileReport {
 pub struct NetworkStore {
     cfg: NetConfig,
     lock: Mutex<()>,
+    /// Peers' hosts files to rewrite (group commit: see [`Self::sync_peers`]).
+    peers: Mutex<PeerSync>,
+    peers_done: Condvar,
+}
+
+/// User-defined networks whose members' hosts files are behind a join or
+/// leave, and the rounds that brought them up to date: changes marked by
+/// the callers of one round's wait are written by one rewrite.
+#[derive(Default)]
+struct PeerSync {
+    pending: BTreeSet<String>,
+    /// Marks so far, and the marks the last finished rewrite covered.
+    marked: u64,
+    done: u64,
+    writing: bool,
 }
 
 fn random_hex(n: usize) -> Result<String> {
@@ -249,6 +264,8 @@ impl NetworkStore {
         let store = NetworkStore {
             cfg,
             lock: Mutex::new(()),
+            peers: Mutex::default(),
+            peers_done: Condvar::new(),
         };
         if store.find(DEFAULT_NETWORK)?.is_none() {
             let net = Network {
@@ -497,6 +514,12 @@ impl NetworkStore {
 
     /// Connects a prepared container to `net`.
     pub fn attach(&self, net_key: &str, req: AttachReq) -> Result<Endpoint> {
+        let ep = self.attach_locked(net_key, req)?;
+        self.sync_peers()?;
+        Ok(ep)
+    }
+
+    fn attach_locked(&self, net_key: &str, req: AttachReq) -> Result<Endpoint> {
         let _g = self.guard()?;
         let net = self.get(net_key)?;
         let mut ipam_file = self.read_ipam(&net)?;
@@ -631,9 +654,13 @@ impl NetworkStore {
 
     /// Disconnects a container from `net`; Ok(None) if it was not connected.
     pub fn detach(&self, net_key: &str, container_id: &str) -> Result<Option<Endpoint>> {
-        let _g = self.guard()?;
-        let net = self.get(net_key)?;
-        self.detach_locked(&net, container_id, true)
+        let ep = {
+            let _g = self.guard()?;
+            let net = self.get(net_key)?;
+            self.detach_locked(&net, container_id, true)?
+        };
+        self.sync_peers()?;
+        Ok(ep)
     }
 
     /// `delete_link: false` when the container's netns is removed next
@@ -668,8 +695,11 @@ impl NetworkStore {
     /// Detaches the container from every network and removes its netns and
     /// files (container removal). Idempotent.
     pub fn release(&self, container_id: &str) -> Result<()> {
-        let _g = self.guard()?;
-        self.release_locked(container_id)
+        {
+            let _g = self.guard()?;
+            self.release_locked(container_id)?;
+        }
+        self.sync_peers()
     }
 
     fn release_locked(&self, container_id: &str) -> Result<()> {
@@ -690,8 +720,12 @@ impl NetworkStore {
     /// names, removes stray netns files, recreates bridges of networks with
     /// endpoints and rewrites the firewall table.
     pub fn reconcile(&self, live: &HashSet<String>) -> Result<ReconcileReport> {
-        let _g = self.guard()?;
-        self.reconcile_locked(live)
+        let report = {
+            let _g = self.guard()?;
+            self.reconcile_locked(live)?
+        };
+        self.sync_peers()?;
+        Ok(report)
     }
 
     /// [`Self::reconcile`] with the live set asked for under the store's
@@ -702,9 +736,13 @@ impl NetworkStore {
         &self,
         live: impl FnOnce() -> std::result::Result<HashSet<String>, E>,
     ) -> std::result::Result<ReconcileReport, E> {
-        let _g = self.guard()?;
-        let live = live()?;
-        Ok(self.reconcile_locked(&live)?)
+        let report = {
+            let _g = self.guard()?;
+            let live = live()?;
+            self.reconcile_locked(&live)?
+        };
+        self.sync_peers()?;
+        Ok(report)
     }
 
     fn reconcile_locked(&self, live: &HashSet<String>) -> Result<ReconcileReport> {
@@ -852,11 +890,78 @@ impl NetworkStore {
         let peers = peer_entries(&all);
         self.write_hosts_from(&all, &peers, changed)?;
         if net.user_defined() {
-            if let Some((_, eps)) = all.iter().find(|(n, _)| n.id == net.id) {
-                for cid in eps.keys().filter(|c| *c != changed) {
-                    self.write_hosts_from(&all, &peers, cid)?;
-                }
+            let mut st = self.lock_peers();
+            st.pending.insert(net.id.clone());
+            st.marked += 1;
+        }
+        Ok(())
+    }
+
+    fn lock_peers(&self) -> MutexGuard<'_, PeerSync> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings the peers' hosts files of the networks marked so far up to
+    /// date, then returns (so a container that joined is known to its
+    /// peers when its attach returns, as before). Called without the
+    /// store's lock: the first caller rewrites every marked network's
+    /// members' files once under the lock while later callers wait for
+    /// the next round, which then covers all of their changes at once (a
+    /// class of hundreds starting together rewrote every peer's file once
+    /// per join: quadratic in the class size, all under the one lock).
+    /// The files are built from the records on disk, so what another
+    /// process changed meanwhile is in them too.
+    fn sync_peers(&self) -> Result<()> {
+        let mut st = self.lock_peers();
+        let want = st.marked;
+        loop {
+            if st.done >= want {
+                return Ok(());
             }
+            if st.writing {
+                st = self.peers_done.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            st.writing = true;
+            let covers = st.marked;
+            let nets = std::mem::take(&mut st.pending);
+            drop(st);
+            let r = self.write_peers(&nets);
+            st = self.lock_peers();
+            st.writing = false;
+            if r.is_ok() {
+                st.done = st.done.max(covers);
+            } else {
+                // Tried again by the next caller.
+                st.pending.extend(nets);
+            }
+            self.peers_done.notify_all();
+            r?;
+        }
+    }
+
+    /// Rewrites the hosts file of every member of the networks `ids`.
+    fn write_peers(&self, ids: &BTreeSet<String>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _g = self.guard()?;
+        let all = self
+            .list()?
+            .into_iter()
+            .map(|n| {
+                let eps = self.read_ipam(&n)?.endpoints;
+                Ok((n, eps))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let peers = peer_entries(&all);
+        let members: BTreeSet<&str> = all
+            .iter()
+            .filter(|(n, _)| ids.contains(&n.id))
+            .flat_map(|(_, eps)| eps.keys().map(String::as_str))
+            .collect();
+        for cid in members {
+            self.write_hosts_from(&all, &peers, cid)?;
         }
         Ok(())
     }

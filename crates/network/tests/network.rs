@@ -524,3 +524,61 @@ fn published_ports_as_deltas_with_full_rewrite_fallback() {
     env.store.release("pb").unwrap();
     assert_eq!(firewall::port_count(&env.table).unwrap(), 0);
 }
+
+/// Joins and leaves at once from many threads (a class starting together):
+/// the peers' hosts files are rewritten in rounds that cover several
+/// changes, and when each call returns its change is in every peer's file.
+#[test]
+fn concurrent_joins_and_leaves_keep_every_hosts_file_whole() {
+    let env = Env::new();
+    env.net("crowd", 5, false);
+    let ids: Vec<String> = (0..16).map(|i| format!("k{i}")).collect();
+    let ips: Vec<Ipv4Addr> = std::thread::scope(|sc| {
+        let hs: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let env = &env;
+                sc.spawn(move || {
+                    let ip = env.container(id, "crowd").1;
+                    // Returned: every peer attached before knows it.
+                    (ip, id.clone())
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap().0).collect()
+    });
+    let hosts = |id: &str| std::fs::read_to_string(env.store.files_dir(id).join("hosts")).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let h = hosts(id);
+        for (j, other) in ids.iter().enumerate() {
+            if i != j {
+                assert!(
+                    h.contains(&format!("{}\tc-{other} ", ips[j])),
+                    "{id} lacks {other}:\n{h}"
+                );
+            }
+        }
+    }
+    let (gone, kept) = ids.split_at(8);
+    std::thread::scope(|sc| {
+        for id in gone {
+            let env = &env;
+            sc.spawn(move || env.store.release(id).expect("release"));
+        }
+    });
+    for id in kept {
+        let h = hosts(id);
+        for other in gone {
+            assert!(
+                !h.contains(&format!("\tc-{other} ")),
+                "{id} still lists {other}:\n{h}"
+            );
+        }
+        for other in kept.iter().filter(|o| *o != id) {
+            assert!(
+                h.contains(&format!("\tc-{other} ")),
+                "{id} lacks {other}:\n{h}"
+            );
+        }
+    }
+}

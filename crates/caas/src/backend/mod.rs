@@ -27,6 +27,9 @@ pub const LABEL_WORKSPACE: &str = "io.cubby.caas.workspace";
 /// student is known, so no session/class/student labels; once claimed, the
 /// session row is authoritative (labels are immutable in the engine).
 pub const LABEL_POOL: &str = "io.cubby.caas.pool";
+/// On members of a class's pool (value: the class id), warmed on the class
+/// network ahead of its scheduled start; only that class claims them.
+pub const LABEL_POOL_CLASS: &str = "io.cubby.caas.pool.class";
 /// The digest of the template spec a pool member was made from: members of
 /// an older spec are removed, never claimed.
 pub const LABEL_POOL_SPEC: &str = "io.cubby.caas.pool.spec";

@@ -28,6 +28,12 @@ use crate::store::sessions::{Session, State};
 use crate::store::Store;
 use crate::template::{sandbox_spec, SandboxFor};
 
+/// The phases of provisioning a sandbox anew, as
+/// `cubby_provision_phase_seconds{phase}`: the claim of a warm-pool member
+/// tried (and the restore decided), the network ensured, the sandbox
+/// created and started, the archive restored, the port answering.
+pub const PROVISION_PHASES: [&str; 5] = ["prepare", "network", "sandbox", "restore", "ready"];
+
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
     /// This process's id as a lease owner (stable per root: see serve).
@@ -354,7 +360,7 @@ impl Manager {
                     };
                     let unreserve = || {
                         if pooled {
-                            self.pool.unreserve(id, &s.template_id);
+                            self.pool.unreserve(id);
                         }
                     };
                     if self.draining() {
@@ -494,8 +500,17 @@ impl Manager {
 
     async fn spec_of(&self, s: &Session) -> Result<crate::backend::SandboxSpec> {
         let t = self.store.template(&s.template_id).await?;
+        Ok(self.spec_with(s, &t.spec))
+    }
+
+    /// [`Self::spec_of`] with the session's template at hand.
+    fn spec_with(
+        &self,
+        s: &Session,
+        t: &crate::template::TemplateSpec,
+    ) -> crate::backend::SandboxSpec {
         let mut spec = sandbox_spec(
-            &t.spec,
+            t,
             &SandboxFor {
                 service_id: &self.service_id,
                 session_id: &s.id,
@@ -509,7 +524,7 @@ impl Manager {
             spec.name = s.sandbox.clone();
             spec.workspace_volume = crate::template::pool_volume(member);
         }
-        Ok(spec)
+        spec
     }
 
     /// The end of a session: archive (export, compress, store, read back,
@@ -670,6 +685,12 @@ impl Manager {
     /// Network, sandbox, restore, readiness (or a warm-pool member claimed
     /// for it). Returns the sandbox's address.
     async fn provision(&self, s: &Session) -> Result<Option<String>> {
+        let mut at = std::time::Instant::now();
+        let mut lap = |i: usize| {
+            let now = std::time::Instant::now();
+            self.metrics.provision_phase[i].observe(now - at);
+            at = now;
+        };
         let mut s = s.clone();
         // A claim interrupted by a crash: given up, provisioned anew.
         if s.sandbox != crate::template::sandbox_name(&s.id) {
@@ -684,7 +705,9 @@ impl Manager {
         let s = &self.store.session(&s.id).await?;
         let mut spec = self.spec_of(s).await?;
         let net = spec.network.name.clone();
+        lap(0);
         self.ensure_network_once(&mut spec.network).await?;
+        lap(1);
         let info = match self.backend.start_sandbox(&spec).await {
             Ok(i) => i,
             Err(e) => {
@@ -696,7 +719,9 @@ impl Manager {
                 return Err(e.into());
             }
         };
+        lap(2);
         self.restore_into(s, &spec).await?;
+        lap(3);
         if let Some(port) = spec.app_port {
             match self
                 .backend
@@ -715,6 +740,7 @@ impl Manager {
                 }
             }
         }
+        lap(4);
         Ok(info.address.map(|a| a.to_string()))
     }
 

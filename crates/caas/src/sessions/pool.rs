@@ -19,6 +19,16 @@
 //! - it waits on the pool network (`caas-pool`, internal): the class
 //!   network is connected at claim.
 //!
+//! A class with a scheduled start (an exam window open or opening within
+//! `prepull_ahead`) whose template is pooled (`warm_pool` > 0) also gets a
+//! pool of its own, sized from its roster (enrolled students, at most its
+//! capacity, less its active sessions): members made directly on the class
+//! network with the class label, so that a claim makes no network change
+//! (check, restore, port). Only that class's starts claim them (they are on
+//! no other network); when the window ends (or the class or its template
+//! goes) they are removed. Starts without a schedule use the template-wide
+//! pool above.
+//!
 //! Members are found again after a restart by their labels and adopted if
 //! no session owns them and their spec digest is the template's current
 //! one; any other unowned member is removed (the template changed, its pool
@@ -37,10 +47,15 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 
 use super::Manager;
-use crate::backend::{BackendError, SandboxStatus, LABEL_MANAGED, LABEL_POOL, LABEL_POOL_SPEC};
+use crate::backend::{
+    BackendError, SandboxSpec, SandboxStatus, LABEL_CLASS, LABEL_MANAGED, LABEL_POOL,
+    LABEL_POOL_CLASS, LABEL_POOL_SPEC,
+};
 use crate::error::{Error, Result};
 use crate::store::sessions::Session;
-use crate::template::{pool_spec, spec_digest, POOL_NETWORK};
+use crate::template::{
+    pool_spec, sandbox_spec, spec_digest, SandboxFor, TemplateSpec, POOL_NETWORK,
+};
 
 /// A member's workspace as it was when it became ready, kept to reset the
 /// workspace at claim; a bigger one means the member is not kept.
@@ -65,10 +80,33 @@ pub const CLAIM_PHASES: [&str; 7] = [
 /// How often the pool is checked and refilled.
 pub const ROUND: Duration = Duration::from_secs(1);
 
+/// The ready list of a template's pool (its id) or of a class's pool.
+fn pool_key(template_id: &str, class: Option<&str>) -> String {
+    match class {
+        Some(c) => format!("{CLASS_KEY}{c}"),
+        None => template_id.to_string(),
+    }
+}
+const CLASS_KEY: &str = "class:";
+
+/// A pool as this round wants it.
+struct Want {
+    template_id: String,
+    digest: String,
+    spec: TemplateSpec,
+    size: usize,
+    /// A class's pool (on its network), or the template's (`None`).
+    class: Option<String>,
+}
+
 /// One ready, unclaimed member.
 #[derive(Debug, Clone)]
 pub struct Member {
     pub name: String,
+    /// Its pool ([`pool_key`]).
+    key: String,
+    /// The class whose network it is on (a class pool's member).
+    class: Option<String>,
     pub volume: String,
     pub digest: String,
     /// The tar of the workspace when it became ready.
@@ -77,9 +115,9 @@ pub struct Member {
 
 #[derive(Default)]
 pub struct Pool {
-    /// Ready members per template id.
+    /// Ready members per pool ([`pool_key`]).
     ready: Mutex<HashMap<String, Vec<Member>>>,
-    /// Members being made, per template id.
+    /// Members being made, per pool ([`pool_key`]).
     warming: Mutex<HashMap<String, usize>>,
     pub claims: AtomicU64,
     /// Starts of a pooled template that found no member ready.
@@ -130,12 +168,21 @@ impl Pool {
         self.lock_ready().values().map(Vec::len).sum()
     }
 
-    /// Ready members per template id.
+    /// Ready members per template id (template-wide pools).
     pub fn sizes(&self) -> Vec<(String, usize)> {
+        self.sizes_where(|k| (!k.starts_with(CLASS_KEY)).then_some(k))
+    }
+
+    /// Ready members per class id (class pools).
+    pub fn class_sizes(&self) -> Vec<(String, usize)> {
+        self.sizes_where(|k| k.strip_prefix(CLASS_KEY))
+    }
+
+    fn sizes_where(&self, f: impl Fn(&str) -> Option<&str>) -> Vec<(String, usize)> {
         let mut v: Vec<_> = self
             .lock_ready()
             .iter()
-            .map(|(k, m)| (k.clone(), m.len()))
+            .filter_map(|(k, m)| f(k).map(|k| (k.to_string(), m.len())))
             .collect();
         v.sort();
         v
@@ -154,21 +201,41 @@ impl Pool {
     }
 
     /// Gives a reserved member back (the session did not claim it).
-    pub(super) fn unreserve(&self, session_id: &str, template_id: &str) {
+    pub(super) fn unreserve(&self, session_id: &str) {
         if let Some(m) = self.lock_reserved().remove(session_id) {
-            self.lock_ready()
-                .entry(template_id.to_string())
-                .or_default()
-                .insert(0, m);
+            self.give_back(m);
         }
     }
 
-    /// Takes a ready member of this template and spec, oldest first.
-    fn take(&self, template_id: &str, digest: &str) -> Option<Member> {
+    /// Puts an unused member back first in its ready list.
+    fn give_back(&self, m: Member) {
+        self.lock_ready()
+            .entry(m.key.clone())
+            .or_default()
+            .insert(0, m);
+    }
+
+    /// Takes a ready member for a session of this class and template, of
+    /// this spec, oldest first: its class's pool first, else the
+    /// template's (`peek`: only says whether there is one).
+    fn take(&self, s: &Session, digest: &str, peek: bool) -> Option<Member> {
         let mut g = self.lock_ready();
-        let list = g.get_mut(template_id)?;
-        let i = list.iter().position(|m| m.digest == digest)?;
-        Some(list.remove(i))
+        for key in [
+            pool_key(&s.template_id, Some(&s.class_id)),
+            pool_key(&s.template_id, None),
+        ] {
+            let Some(list) = g.get_mut(&key) else {
+                continue;
+            };
+            if let Some(i) = list.iter().position(|m| m.digest == digest) {
+                return Some(if peek {
+                    list[i].clone()
+                } else {
+                    list.remove(i)
+                });
+            }
+        }
+        None
     }
 }
 
@@ -221,15 +288,66 @@ impl Manager {
         }
     }
 
+    /// The pools wanted now, by [`pool_key`]: every pooled template's, and
+    /// for each class with a scheduled start on a pooled template, the
+    /// class's, sized from its roster less its active sessions.
+    async fn wanted_pools(&self) -> Result<HashMap<String, Want>> {
+        let mut wanted = HashMap::new();
+        let mut pooled = HashMap::new();
+        for t in self.store.templates().await? {
+            if t.spec.warm_pool > 0 {
+                let digest = spec_digest(&t.spec);
+                wanted.insert(
+                    pool_key(&t.id, None),
+                    Want {
+                        template_id: t.id.clone(),
+                        digest,
+                        spec: t.spec.clone(),
+                        size: t.spec.warm_pool as usize,
+                        class: None,
+                    },
+                );
+                pooled.insert(t.id, t.spec);
+            }
+        }
+        let ahead = self.cfg.prepull_ahead.unwrap_or(Duration::ZERO);
+        for e in self.scheduled_exams(ahead).await? {
+            let class = match self.store.class(&e.class_id).await {
+                Ok(c) => c,
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let Some(spec) = class.template_id.as_ref().and_then(|t| pooled.get(t)) else {
+                continue;
+            };
+            let active = self
+                .store
+                .sessions(
+                    crate::store::sessions::SessionFilter::Class(&class.id),
+                    true,
+                )
+                .await?
+                .len();
+            let roster = usize::try_from(class.enrolled.min(class.capacity)).unwrap_or(0);
+            let tid = class.template_id.clone().unwrap_or_default();
+            wanted.insert(
+                pool_key(&tid, Some(&class.id)),
+                Want {
+                    template_id: tid,
+                    digest: spec_digest(spec),
+                    spec: spec.clone(),
+                    size: roster.saturating_sub(active),
+                    class: Some(class.id),
+                },
+            );
+        }
+        Ok(wanted)
+    }
+
     /// One round: adopt members found in the engine, remove stale ones,
     /// start making missing ones (not while students wait for a slot).
     pub async fn pool_round(self: &Arc<Self>) -> Result<()> {
-        let mut wanted = HashMap::new();
-        for t in self.store.templates().await? {
-            if t.spec.warm_pool > 0 {
-                wanted.insert(t.id.clone(), (spec_digest(&t.spec), t.spec.clone()));
-            }
-        }
+        let wanted = self.wanted_pools().await?;
         // Members made while the list is taken are not in it: only those
         // ready before it can be found gone by it.
         let ready_before = self.pool.ready_names();
@@ -257,18 +375,22 @@ impl Manager {
                 });
             }
         }
-        // Remove stale members (template changed or gone, pool shrank).
+        // Remove stale members (template changed or gone, pool shrank,
+        // the class's window ended).
         let mut stale = Vec::new();
         {
             let mut g = self.pool.lock_ready();
-            g.retain(|tid, list| {
-                let keep = match wanted.get(tid) {
-                    Some((digest, spec)) => {
+            g.retain(|key, list| {
+                let keep = match wanted.get(key) {
+                    Some(w) => {
                         let (good, bad): (Vec<_>, Vec<_>) =
-                            list.drain(..).partition(|m| &m.digest == digest);
+                            list.drain(..).partition(|m| m.digest == w.digest);
                         stale.extend(bad);
                         let mut good = good;
-                        while good.len() > spec.warm_pool as usize {
+                        // A class pool shrinks as its students start (each
+                        // start takes a member): not trimmed, or a member
+                        // could go between a start's row and its claim.
+                        while w.class.is_none() && good.len() > w.size {
                             if let Some(m) = good.pop() {
                                 stale.push(m);
                             }
@@ -286,14 +408,17 @@ impl Manager {
         }
         if self.pool.regrow.swap(false, Ordering::Relaxed) {
             let mut g = self.pool.lock_ready();
-            let n: usize = g.values().map(Vec::len).sum();
+            let n: usize = g.values().flatten().filter(|m| m.class.is_none()).count();
             crate::log!(
                 "info",
                 "warm pool: network {POOL_NETWORK} is too small for the pools' sizes: its {n} \
                  ready members are removed so that it is made anew with room"
             );
             for list in g.values_mut() {
-                stale.append(list);
+                let (on_pool_net, class): (Vec<_>, Vec<_>) =
+                    list.drain(..).partition(|m| m.class.is_none());
+                stale.extend(on_pool_net);
+                *list = class;
             }
         }
         for m in stale {
@@ -310,28 +435,28 @@ impl Manager {
                     continue; // claimed: a session's sandbox now
                 }
                 let tid = sb.labels.get(LABEL_POOL).cloned().unwrap_or_default();
+                let class = sb.labels.get(LABEL_POOL_CLASS).cloned();
+                let key = pool_key(&tid, class.as_deref());
                 let digest = sb.labels.get(LABEL_POOL_SPEC).cloned().unwrap_or_default();
                 let volume = crate::template::pool_volume(sb.name.trim_start_matches("caas-pool-"));
-                let current = wanted.get(&tid).map(|(d, _)| d == &digest) == Some(true);
-                let room = wanted
-                    .get(&tid)
-                    .map(|(_, s)| {
-                        let have = self.pool.lock_ready().get(&tid).map_or(0, Vec::len);
-                        have < s.warm_pool as usize
-                    })
-                    .unwrap_or(false);
-                if current && room && sb.status == SandboxStatus::Running {
-                    match self
-                        .baseline(&sb.name, &wanted[&tid].1.workspace_path)
-                        .await
-                    {
+                let want = wanted.get(&key).filter(|w| w.digest == digest);
+                let room = want
+                    .is_some_and(|w| self.pool.lock_ready().get(&key).map_or(0, Vec::len) < w.size);
+                if let (Some(w), true, SandboxStatus::Running) = (want, room, sb.status) {
+                    match self.baseline(&sb.name, &w.spec.workspace_path).await {
                         Ok(baseline) => {
-                            self.pool.lock_ready().entry(tid).or_default().push(Member {
-                                name: sb.name.clone(),
-                                volume,
-                                digest,
-                                baseline,
-                            });
+                            self.pool
+                                .lock_ready()
+                                .entry(key.clone())
+                                .or_default()
+                                .push(Member {
+                                    name: sb.name.clone(),
+                                    key,
+                                    class,
+                                    volume,
+                                    digest,
+                                    baseline,
+                                });
                             continue;
                         }
                         Err(e) => {
@@ -351,26 +476,30 @@ impl Manager {
             return Ok(());
         }
         let limit = self.cfg.start_concurrency.max(1);
-        for (tid, (digest, spec)) in wanted {
+        // Class pools first: their start is scheduled.
+        let mut wanted: Vec<(String, Want)> = wanted.into_iter().collect();
+        wanted.sort_by_key(|(k, w)| (w.class.is_none(), k.clone()));
+        for (key, want) in wanted {
+            let want = Arc::new(want);
             loop {
                 let (have, warming_total) = {
-                    let have = self.pool.lock_ready().get(&tid).map_or(0, Vec::len);
+                    let have = self.pool.lock_ready().get(&key).map_or(0, Vec::len);
                     let w = self.pool.lock_warming();
                     (
-                        have + w.get(&tid).copied().unwrap_or(0),
+                        have + w.get(&key).copied().unwrap_or(0),
                         w.values().sum::<usize>(),
                     )
                 };
-                if have >= spec.warm_pool as usize || warming_total >= limit {
+                if have >= want.size || warming_total >= limit {
                     break;
                 }
-                *self.pool.lock_warming().entry(tid.clone()).or_default() += 1;
+                *self.pool.lock_warming().entry(key.clone()).or_default() += 1;
                 let me = self.clone();
-                let (tid, digest, spec) = (tid.clone(), digest.clone(), spec.clone());
+                let (key, want) = (key.clone(), want.clone());
                 tokio::spawn(async move {
-                    let _w = Warming(&me.pool, tid.clone());
-                    if let Err(e) = me.make_member(&tid, &digest, &spec).await {
-                        crate::log!("warn", "warm pool: template {tid}: {e}");
+                    let _w = Warming(&me.pool, key.clone());
+                    if let Err(e) = me.make_member(&key, &want).await {
+                        crate::log!("warn", "warm pool: {key}: {e}");
                         // Not in a tight loop against a failing engine.
                         tokio::time::sleep(Duration::from_secs(5)).await;
                     }
@@ -380,16 +509,35 @@ impl Manager {
         Ok(())
     }
 
-    async fn make_member(
-        &self,
-        tid: &str,
-        digest: &str,
-        t: &crate::template::TemplateSpec,
-    ) -> Result<()> {
+    /// A member of the pool `w`: the template's sandbox with the pool's
+    /// labels and its own volume; on the pool network, or for a class's
+    /// pool on the class network (as a fresh sandbox of the class is),
+    /// with the class label.
+    fn member_spec(&self, w: &Want, member_id: &str) -> SandboxSpec {
+        let mut spec = pool_spec(&w.spec, &self.service_id, &w.template_id, member_id);
+        if let Some(class) = &w.class {
+            let fresh = sandbox_spec(
+                &w.spec,
+                &SandboxFor {
+                    service_id: &self.service_id,
+                    session_id: member_id,
+                    class_id: class,
+                    student_id: "",
+                },
+            );
+            spec.network = fresh.network;
+            spec.labels.insert(LABEL_CLASS.to_string(), class.clone());
+            spec.labels
+                .insert(LABEL_POOL_CLASS.to_string(), class.clone());
+        }
+        spec
+    }
+
+    async fn make_member(&self, key: &str, w: &Want) -> Result<()> {
         let id = crate::store::new_id();
-        let mut spec = pool_spec(t, &self.service_id, tid, &id);
+        let mut spec = self.member_spec(w, &id);
         if let Err(e) = self.ensure_network_once(&mut spec.network).await {
-            if matches!(e, Error::Backend(BackendError::NetworkTooSmall(_))) {
+            if w.class.is_none() && matches!(e, Error::Backend(BackendError::NetworkTooSmall(_))) {
                 self.pool.regrow.store(true, Ordering::Relaxed);
             }
             return Err(e);
@@ -409,12 +557,14 @@ impl Manager {
                 self.pool.made.fetch_add(1, Ordering::Relaxed);
                 self.pool
                     .lock_ready()
-                    .entry(tid.to_string())
+                    .entry(key.to_string())
                     .or_default()
                     .push(Member {
                         name: spec.name,
+                        key: key.to_string(),
+                        class: w.class.clone(),
                         volume: spec.workspace_volume,
-                        digest: digest.to_string(),
+                        digest: w.digest.clone(),
                         baseline,
                     });
                 Ok(())
@@ -473,12 +623,7 @@ impl Manager {
             return Ok(false);
         }
         let digest = spec_digest(&t.spec);
-        if !self
-            .pool
-            .lock_ready()
-            .get(&s.template_id)
-            .is_some_and(|l| l.iter().any(|m| m.digest == digest))
-        {
+        if self.pool.take(s, &digest, true).is_none() {
             return Ok(false);
         }
         if s.restore_state == "kept" {
@@ -488,7 +633,7 @@ impl Manager {
         if s.restore_state == "undecided" && self.backend.volume_exists(&own).await? {
             return Ok(false);
         }
-        let Some(m) = self.pool.take(&s.template_id, &digest) else {
+        let Some(m) = self.pool.take(s, &digest, false) else {
             return Ok(false); // taken meanwhile: through the queue
         };
         self.pool.lock_reserved().insert(s.id.clone(), m);
@@ -513,11 +658,7 @@ impl Manager {
         if s.restore_state == "kept" {
             self.pool.skipped_kept.fetch_add(1, Ordering::Relaxed);
             if let Some(m) = reserved {
-                self.pool
-                    .lock_ready()
-                    .entry(s.template_id.clone())
-                    .or_default()
-                    .insert(0, m);
+                self.pool.give_back(m);
             }
             crate::log!(
                 "info",
@@ -535,7 +676,7 @@ impl Manager {
             }
             r => r,
         };
-        let Some(m) = reserved.or_else(|| self.pool.take(&s.template_id, &digest)) else {
+        let Some(m) = reserved.or_else(|| self.pool.take(s, &digest, false)) else {
             self.pool.misses.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         };
@@ -576,27 +717,44 @@ impl Manager {
             )));
         }
         let s = self.store.session(&s.id).await?;
-        let mut spec = self.spec_of(&s).await?;
-        self.ensure_network_once(&mut spec.network).await?;
+        let mut spec = self.spec_with(&s, t);
+        if m.class.is_none() {
+            // A class pool's member is on the class network already.
+            self.ensure_network_once(&mut spec.network).await?;
+        }
         lap.done(0);
-        // Class network on, pool network off and the workspace checked, at
-        // once: the two network changes queue for the engine's network lock
-        // together instead of one after the other (docs/caas.md, Warm pool).
-        let (connected, disconnected, now) = tokio::join!(
-            self.pool.timed(
-                1,
-                self.backend.connect_network(&spec.name, &spec.network.name)
-            ),
-            self.pool
-                .timed(2, self.backend.disconnect_network(&spec.name, POOL_NETWORK)),
-            // Back to the workspace the member had when it became ready:
-            // what pool life wrote there goes.
-            self.pool
-                .timed(3, self.baseline(&spec.name, &t.workspace_path)),
-        );
-        connected?;
-        disconnected?;
-        let now = now?;
+        // Back to the workspace the member had when it became ready: what
+        // pool life wrote there goes.
+        let check = self
+            .pool
+            .timed(3, self.baseline(&spec.name, &t.workspace_path));
+        let now = if let Some(class) = &m.class {
+            if *class != s.class_id {
+                return Err(Error::Invalid(format!(
+                    "warm-pool member {} is class {class}'s, not class {}'s",
+                    m.name, s.class_id
+                )));
+            }
+            // Made on this class's network: nothing to change.
+            check.await?
+        } else {
+            // Class network on, pool network off and the workspace checked,
+            // at once: the two network changes queue for the engine's
+            // network lock together instead of one after the other
+            // (docs/caas.md, Warm pool).
+            let (connected, disconnected, now) = tokio::join!(
+                self.pool.timed(
+                    1,
+                    self.backend.connect_network(&spec.name, &spec.network.name)
+                ),
+                self.pool
+                    .timed(2, self.backend.disconnect_network(&spec.name, POOL_NETWORK)),
+                check,
+            );
+            connected?;
+            disconnected?;
+            now?
+        };
         lap.restart();
         if now != m.baseline {
             let dir = &t.workspace_path;

@@ -25,6 +25,23 @@ pub struct Prepull {
 }
 
 impl Manager {
+    /// Exams whose window is open or opens within `ahead`, not collected:
+    /// the scheduled starts the pool warms classes for (pool.rs).
+    pub(super) async fn scheduled_exams(
+        &self,
+        ahead: Duration,
+    ) -> Result<Vec<crate::store::exams::Exam>> {
+        let now = crate::store::now();
+        let until = now.saturating_add(i64::try_from(ahead.as_secs()).unwrap_or(i64::MAX));
+        Ok(self
+            .store
+            .exams_starting(i64::MIN, until)
+            .await?
+            .into_iter()
+            .filter(|e| e.ends_at > now && e.collected_at.is_none())
+            .collect())
+    }
+
     /// Pre-pulls for ever (when `prepull_ahead` is set).
     pub async fn prepull_loop(self: Arc<Self>) {
         let Some(ahead) = self.cfg.prepull_ahead else {
