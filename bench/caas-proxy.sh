@@ -21,6 +21,12 @@
 # CPU per request: the serving process's user+system time over each wrk
 # run (all its threads; for nginx master and workers) divided by the
 # requests wrk completed, median per case (µs/req).
+# TIME_WAIT: before each wrk run, the host's TIME_WAIT sockets toward the
+# sandbox's app (median per case). busybox httpd closes every connection,
+# so every request of every case opens one to it, and the TIME_WAITs its
+# closes leave (wrk's direct ones, nginx's, ours; 60 s each) make each
+# later connect() to it search longer for a free source port
+# (__inet_hash_connect: up to 80% of the proxy's CPU with ~14k of them).
 # A/B: CUBBY_B=/path/to/other/cubby starts a second `cubby serve` of that
 # binary on the same database and engine (so it routes the same session)
 # and adds it as "cubby_b" to every round, interleaved with the others;
@@ -176,6 +182,7 @@ for round in $(seq "$ROUNDS"); do
                 hdr=()
                 [ "$conn" = close ] && hdr=(-H "Connection: close")
                 [ "${t#cubby}" != "$t" ] && hdr+=(-H "Authorization: Bearer $token")
+                tw=$(ss -Htan state time-wait dst "$addr:8080" | wc -l)
                 # shellcheck disable=SC2086 # pid lists
                 c0=$(cpu_ticks ${pids[$t]:-})
                 out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "${hdr[@]}" "${url[$t]}/$file")
@@ -185,8 +192,8 @@ for round in $(seq "$ROUNDS"); do
                 n=$(awk '/requests in/ {print $1}' <<<"$out")
                 us=0
                 [ -n "${pids[$t]:-}" ] && [ "${n:-0}" -gt 0 ] && us=$(( (c1 - c0) * 1000000 / hz / n ))
-                echo "$file $conn $t ${rps:-0} $us" >> "$results"
-                echo "round $round: $file $conn $t: ${rps:-0} req/s, ${us} µs CPU/req"
+                echo "$file $conn $t ${rps:-0} $us $tw" >> "$results"
+                echo "round $round: $file $conn $t: ${rps:-0} req/s, ${us} µs CPU/req, $tw TIME_WAIT to the app before"
             done
         done
     done
@@ -196,10 +203,11 @@ python3 - "$results" "$targets" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 targets = sys.argv[2].split()
-med, cpu = {}, {}
-for f, c, t, r, us in rows:
+med, cpu, tw = {}, {}, {}
+for f, c, t, r, us, w in rows:
     med.setdefault((f, c, t), []).append(float(r))
     cpu.setdefault((f, c, t), []).append(int(us))
+    tw.setdefault((f, c, t), []).append(int(w))
 m = lambda d, k: statistics.median(d[k])
 print("\n== medians (requests/s; CPU µs per request of the serving process)")
 head = f"{'case':16}" + "".join(f"{t:>10}" for t in targets)
@@ -207,6 +215,7 @@ head += "".join(f"{t + '/direct':>16}" for t in targets if t.startswith("cubby")
 head += "".join(f"{t + '/nginx':>15}" for t in targets if t.startswith("cubby"))
 if "cubby_b" in targets: head += f"{'b/a':>7}"
 head += "   µs/req: " + " ".join(t for t in targets if t != "direct")
+head += "   TIME_WAIT: " + " ".join(targets)
 print(head)
 for f in ("1k", "1m"):
     for c in ("keepalive", "close"):
@@ -216,6 +225,7 @@ for f in ("1k", "1m"):
         line += "".join(f"{v[t] / v['nginx'] if v['nginx'] else 0:15.2f}" for t in targets if t.startswith("cubby"))
         if "cubby_b" in targets: line += f"{v['cubby_b'] / v['cubby'] if v['cubby'] else 0:7.2f}"
         line += "   " + " ".join(f"{m(cpu, (f, c, t)):.0f}" for t in targets if t != "direct")
+        line += "   " + " ".join(f"{m(tw, (f, c, t)):.0f}" for t in targets)
         print(line)
 PY
 fi

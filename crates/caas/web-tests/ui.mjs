@@ -149,6 +149,22 @@ try {
   if (got2.status() !== 200 || (await got2.body()).length < 64) fail(`download of my work: ${got2.status()}`);
   // The teacher downloads it from the roster too.
   await annRow.getByRole('link', { name: 'Download' }).waitFor();
+  // Her saved work: the page says what her next session starts from, and
+  // follows the teacher's choice (read back from the API).
+  await annRow.getByRole('link', { name: 'All saved work' }).click();
+  const next = teacher.locator('#restore-choice');
+  await teacher.locator('#restore-choice[data-restore="latest"]').waitFor();
+  if (!(await next.textContent()).includes('the latest saved work')) fail(`restore choice: ${await next.textContent()}`);
+  await teacher.locator('section[data-next="yes"]').waitFor();
+  await teacher.getByRole('button', { name: 'Start empty next time' }).click();
+  await teacher.locator('#restore-choice[data-restore="empty"]').waitFor();
+  if (await teacher.locator('section[data-next="yes"]').count() !== 0) fail('an archive marked next after "start empty"');
+  const saved = teacher.locator('section[data-archive]').first();
+  await saved.getByRole('button', { name: 'Restore this next time' }).click();
+  await teacher.locator('#restore-choice[data-restore="archive"]').waitFor();
+  await teacher.locator(`section[data-next="yes"][data-archive="${await saved.getAttribute('data-archive')}"]`).waitFor();
+  await shot(teacher, 'ui-teacher-saved-work');
+  await teacher.goto(base + '/#/class/' + process.env.CUBBY_CLASS);
   // "Download whole class" shows exactly when the API serves it.
   const doc = await (await teacher.request.get(base + '/api/openapi.json')).json();
   const whole = teacher.getByRole('link', { name: 'Download whole class' });

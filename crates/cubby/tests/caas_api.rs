@@ -365,6 +365,59 @@ fn authz_tokens_and_bad_input(db: DbKind, tag: &str) {
         None,
     );
 
+    // The restore choice for ann's next session: read back by her class's
+    // teachers and admins only, with the same checks as setting it.
+    let ann_id = s.ok("GET", "/api/auth/me", Some(&ann), None)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t2_id = s.ok("GET", "/api/auth/me", Some(&t2), None)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let restore = format!("/api/classes/{cid}/students/{ann_id}/restore");
+    let latest =
+        json!({"class_id": cid, "student_id": ann_id, "restore": "latest", "archive_id": null});
+    assert_eq!(s.ok("GET", &restore, Some(&t1), None), latest);
+    for (status, tok) in [(403, &ann), (403, &bob), (404, &t2)] {
+        s.expect(status, "GET", &restore, Some(tok), None);
+        s.expect(
+            status,
+            "PUT",
+            &restore,
+            Some(tok),
+            Some(json!({"archive_id": null})),
+        );
+    }
+    s.expect(401, "GET", &restore, None, None);
+    s.expect(
+        400,
+        "GET",
+        &format!("/api/classes/{cid}/students/{t2_id}/restore"),
+        Some(&t1),
+        None,
+    );
+    s.expect(
+        404,
+        "PUT",
+        &restore,
+        Some(&t1),
+        Some(json!({"archive_id": "no-such-archive"})),
+    );
+    let empty =
+        json!({"class_id": cid, "student_id": ann_id, "restore": "empty", "archive_id": null});
+    assert_eq!(
+        s.ok(
+            "PUT",
+            &restore,
+            Some(&t1),
+            Some(json!({"archive_id": null}))
+        ),
+        empty
+    );
+    assert_eq!(s.ok("GET", &restore, Some(&t1), None), empty);
+    assert_eq!(s.ok("GET", &restore, Some(&admin), None), empty);
+
     let sa = s.ok(
         "POST",
         "/api/sessions?wait=true",
@@ -372,6 +425,9 @@ fn authz_tokens_and_bad_input(db: DbKind, tag: &str) {
         Some(json!({"class_id": cid})),
     );
     assert_eq!(sa["state"], "ready", "{sa}");
+    // Her session took the choice: the next one starts from her latest again.
+    assert_eq!(sa["restore_state"], "none", "{sa}");
+    assert_eq!(s.ok("GET", &restore, Some(&t1), None), latest);
     // Pressing start again: the same session.
     let sa2 = s.ok(
         "POST",

@@ -383,6 +383,13 @@ fn stop_archives_then_removes_and_restores_local_sqlite() {
         Some(&t2),
         Some(json!({"archive_id": null})),
     );
+    // The teacher picks this archive for the next session and reads it back.
+    let restore = format!("/api/classes/{cid}/students/{ann_id}/restore");
+    s.ok("PUT", &restore, Some(&t1), Some(json!({"archive_id": aid})));
+    let choice = s.ok("GET", &restore, Some(&t1), None);
+    assert_eq!(choice["restore"], "archive", "{choice}");
+    assert_eq!(choice["archive_id"], aid, "{choice}");
+    s.expect(404, "GET", &restore, Some(&t2), None);
     s.expect(403, "GET", "/api/archive-pending", Some(&t1), None);
     let t1_list = s.ok(
         "GET",
@@ -407,6 +414,8 @@ fn stop_archives_then_removes_and_restores_local_sqlite() {
     );
     assert_eq!(sess2["restore_state"], "done", "{sess2}");
     assert_eq!(sess2["restore_from"], a["id"]);
+    // Taken by that session: no choice left.
+    assert_eq!(s.ok("GET", &restore, Some(&t1), None)["restore"], "latest");
     sh(&s, &sb2, "echo more > /workspace/second.txt");
 
     // The teacher chooses an empty workspace for the next one.

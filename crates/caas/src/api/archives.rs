@@ -264,18 +264,61 @@ pub struct RestoreReq {
     archive_id: Option<String>,
 }
 
+/// The class if the caller manages it (404 otherwise) and the student is
+/// enrolled in it: who may read or set a student's restore choice.
+async fn managed_student(
+    st: &AppState,
+    who: &Caller,
+    class_id: &str,
+    student_id: &str,
+) -> Result<()> {
+    managed_class(st, who, class_id).await?;
+    if !st.store().is_enrolled(class_id, student_id).await? {
+        return Err(Error::Invalid(format!(
+            "student {student_id} is not enrolled in this class"
+        )));
+    }
+    Ok(())
+}
+
+/// What the student's next session starts from, as the API shows it:
+/// `restore` is `latest` (no choice: their newest archive, if any),
+/// `archive` (`archive_id`) or `empty`.
+fn restore_view(class_id: &str, student_id: &str, choice: Option<Option<&str>>) -> Value {
+    let restore = match choice {
+        None => "latest",
+        Some(Some(_)) => "archive",
+        Some(None) => "empty",
+    };
+    serde_json::json!({
+        "class_id": class_id,
+        "student_id": student_id,
+        "restore": restore,
+        "archive_id": choice.flatten(),
+    })
+}
+
+pub async fn get_restore(
+    State(st): State<AppState>,
+    who: Caller,
+    Path((class_id, student_id)): Path<(String, String)>,
+) -> Result<J> {
+    managed_student(&st, &who, &class_id, &student_id).await?;
+    let choice = st.store().restore_choice(&class_id, &student_id).await?;
+    ok(restore_view(
+        &class_id,
+        &student_id,
+        choice.as_ref().map(Option::as_deref),
+    ))
+}
+
 pub async fn set_restore(
     State(st): State<AppState>,
     who: Caller,
     Path((class_id, student_id)): Path<(String, String)>,
     Json(req): Json<RestoreReq>,
 ) -> Result<J> {
-    managed_class(&st, &who, &class_id).await?;
-    if !st.store().is_enrolled(&class_id, &student_id).await? {
-        return Err(Error::Invalid(format!(
-            "student {student_id} is not enrolled in this class"
-        )));
-    }
+    managed_student(&st, &who, &class_id, &student_id).await?;
     if let Some(aid) = &req.archive_id {
         let a = st.store().archive(aid).await?;
         if a.class_id != class_id {
@@ -293,11 +336,11 @@ pub async fn set_restore(
         Some(req.archive_id.as_deref().unwrap_or("empty")),
     )
     .await;
-    ok(serde_json::json!({
-        "class_id": class_id,
-        "student_id": student_id,
-        "archive_id": req.archive_id,
-    }))
+    ok(restore_view(
+        &class_id,
+        &student_id,
+        Some(req.archive_id.as_deref()),
+    ))
 }
 
 pub async fn archive_pending(State(st): State<AppState>, who: Caller) -> Result<J> {

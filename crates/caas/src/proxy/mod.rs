@@ -133,17 +133,35 @@ pub fn parse_path(path: &str) -> Result<Route<'_>, &'static str> {
     if session.len() != 32 || !session.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("this is not a session address: /r/ is followed by a session id");
     }
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2f") || lower.contains("%5c") || lower.contains('\\') {
+    // Checked on the raw bytes, without copies: this runs on every request.
+    let encoded_slash = path
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && matches!((w[1], w[2] | 0x20), (b'2', b'f') | (b'5', b'c')));
+    if encoded_slash || path.contains('\\') {
         return Err("encoded slashes and backslashes are not allowed in sandbox addresses");
     }
-    for seg in rest.split('/') {
-        let s = seg.to_ascii_lowercase().replace("%2e", ".");
-        if s == "." || s == ".." {
-            return Err("'.' and '..' path segments are not allowed in sandbox addresses");
-        }
+    if rest.split('/').any(dot_segment) {
+        return Err("'.' and '..' path segments are not allowed in sandbox addresses");
     }
     Ok(Route { session, rest })
+}
+
+/// `.` or `..`, each dot possibly written `%2e` / `%2E`.
+fn dot_segment(seg: &str) -> bool {
+    let mut s = seg.as_bytes();
+    let mut dots = 0;
+    while let Some(&c) = s.first() {
+        if c == b'.' {
+            s = &s[1..];
+        } else if s.len() >= 3 && c == b'%' && s[1] == b'2' && (s[2] | 0x20) == b'e' {
+            s = &s[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 /// A plain page for people (the proxy answers browsers, not API clients).
@@ -953,6 +971,15 @@ mod tests {
             })
         );
         assert_eq!(parse_path(&format!("/r/{S}")).unwrap().rest, "");
+        // Dots and percent signs inside names are fine.
+        for good in [
+            format!("/r/{S}/.well-known/x"),
+            format!("/r/{S}/a.b/..c/...%2e"),
+            format!("/r/{S}/a%20b/%2"),
+            format!("/r/{S}/x%2"),
+        ] {
+            assert!(parse_path(&good).is_ok(), "{good}");
+        }
         for bad in [
             format!("/r/{S}/../{S}"),
             format!("/r/{S}/a/%2e%2E/b"),
@@ -960,6 +987,11 @@ mod tests {
             format!("/r/{S}/a%5cb"),
             format!("/r/{S}/a\\b"),
             format!("/r/{S}/./x"),
+            format!("/r/{S}/a/%2E."),
+            format!("/r/{S}/a/.%2e/"),
+            format!("/r/{S}/%2e"),
+            format!("/r/{S}/a%2fb"),
+            format!("/r/{S}/a%5Cb"),
             "/r/nothex/x".to_string(),
             "/r/../x".to_string(),
         ] {

@@ -436,12 +436,15 @@ function templatesPage() {
 
 // One student's saved work in a class: every archive (final and
 // checkpoints), its files, and for teachers which one the next session
-// starts from.
+// starts from (shown, and changed here).
 function workPage(classId, studentId) {
   const list = h('div');
   const teacher = me.role !== 'student';
   const title = h('h1', { text: 'Saved work' });
-  main.replaceChildren(title, list);
+  const next = h('p', { id: 'restore-choice', class: 'card', role: 'status', hidden: true });
+  main.replaceChildren(title, next, list);
+  const restorePath = `/api/classes/${classId}/students/${studentId}/restore`;
+  const label = (a) => `${a.kind === 'final' ? 'Saved at stop' : a.kind} · ${when(a.created_at)}`;
   const load = async () => {
     if (teacher) {
       const st = (await api.get(`/api/classes/${classId}/students`)).find((x) => x.id === studentId);
@@ -450,6 +453,16 @@ function workPage(classId, studentId) {
     const q = `class_id=${encodeURIComponent(classId)}` + (teacher ? `&student_id=${encodeURIComponent(studentId)}` : '');
     const all = (await api.get(`/api/archives?${q}`)).filter((a) => a.student_id === studentId)
       .sort((a, b) => b.created_at - a.created_at);
+    const choice = teacher ? await api.get(restorePath) : null;
+    if (choice) {
+      const chosen = all.find((a) => a.id === choice.archive_id);
+      next.dataset.restore = choice.restore;
+      next.textContent = 'Next session starts from: ' + (
+        choice.restore === 'empty' ? 'an empty workspace (chosen by a teacher)'
+          : choice.restore === 'archive' ? `${chosen ? label(chosen) : 'an archive'} (chosen by a teacher)`
+            : all.length ? `the latest saved work (${label(all[0])})` : 'an empty workspace (nothing saved yet)');
+      next.hidden = false;
+    }
     if (!all.length) {
       list.replaceChildren(h('p', { class: 'muted', text: 'Nothing saved yet: work is saved when a sandbox stops (and at checkpoints while it runs).' }));
       return;
@@ -468,19 +481,22 @@ function workPage(classId, studentId) {
       const actions = [downloadLink(a, 'Download'), show];
       if (teacher) {
         actions.push(h('button', { type: 'button', class: 'secondary', text: 'Restore this next time', onclick: guard(async () => {
-          await api.put(`/api/classes/${classId}/students/${studentId}/restore`, { archive_id: a.id });
+          await api.put(restorePath, { archive_id: a.id });
           say(`The next session starts from the work ${a.kind === 'final' ? 'saved at stop' : `of the ${a.kind}`} on ${when(a.created_at)}.`, true);
+          await load();
         }) }));
       }
-      return h('section', { class: 'card', 'data-archive': a.id },
-        h('h2', { text: `${a.kind === 'final' ? 'Saved at stop' : a.kind} · ${when(a.created_at)}` }),
+      const isNext = choice && (choice.restore === 'archive' ? choice.archive_id === a.id : choice.restore === 'latest' && a === all[0]);
+      return h('section', { class: 'card', 'data-archive': a.id, 'data-next': isNext ? 'yes' : null },
+        h('h2', { text: label(a) + (isNext ? ' · next session starts from this' : '') }),
         h('p', { class: 'muted', text: `${bytes(a.size)} compressed · sha256 ${a.sha256.slice(0, 16)}…` }),
         h('div', { class: 'row' }, ...actions), files);
     }));
     if (teacher) {
       list.append(h('div', { class: 'row card' }, h('button', { type: 'button', class: 'danger', text: 'Start empty next time', onclick: guard(async () => {
-        await api.put(`/api/classes/${classId}/students/${studentId}/restore`, { archive_id: null });
+        await api.put(restorePath, { archive_id: null });
         say('The next session starts with an empty workspace (the saved work stays here).', true);
+        await load();
       }) })));
     }
   };
