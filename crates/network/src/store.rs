@@ -876,14 +876,7 @@ impl NetworkStore {
     /// once, not once per file: a class of hundreds on one network would
     /// otherwise parse every record once per peer.
     fn refresh_hosts(&self, net: &Network, changed: &str) -> Result<()> {
-        let all = self
-            .list()?
-            .into_iter()
-            .map(|n| {
-                let eps = self.read_ipam(&n)?.endpoints;
-                Ok((n, eps))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let all = self.networks_with_endpoints()?;
         // Each network's peer entries once: a join or leave rewrites every
         // peer's file, and building the entries per file made a refresh
         // quadratic in allocations on a network of hundreds.
@@ -895,6 +888,17 @@ impl NetworkStore {
             st.marked += 1;
         }
         Ok(())
+    }
+
+    /// Every network with its endpoints, read once for a whole rewrite.
+    fn networks_with_endpoints(&self) -> Result<Vec<(Network, BTreeMap<String, Endpoint>)>> {
+        self.list()?
+            .into_iter()
+            .map(|n| {
+                let eps = self.read_ipam(&n)?.endpoints;
+                Ok((n, eps))
+            })
+            .collect()
     }
 
     fn lock_peers(&self) -> MutexGuard<'_, PeerSync> {
@@ -946,14 +950,7 @@ impl NetworkStore {
             return Ok(());
         }
         let _g = self.guard()?;
-        let all = self
-            .list()?
-            .into_iter()
-            .map(|n| {
-                let eps = self.read_ipam(&n)?.endpoints;
-                Ok((n, eps))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let all = self.networks_with_endpoints()?;
         let peers = peer_entries(&all);
         let members: BTreeSet<&str> = all
             .iter()
