@@ -68,7 +68,7 @@ pub struct ServeArgs {
     /// Lifetime of access tokens.
     #[arg(long, default_value_t = 900, value_name = "SECONDS")]
     pub access_token_ttl: u64,
-    /// Sandboxes provisioned at once (default: 4 per core); further
+    /// Sandboxes provisioned at once (default: 16 per core); further
     /// starts, up-class included, wait in one first-come queue and see
     /// their position (queue_position).
     #[arg(long, value_name = "N")]
