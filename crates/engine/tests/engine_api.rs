@@ -142,18 +142,23 @@ impl Drop for World {
 
 /// Stores [`IMAGE`]: one uncompressed layer (a busybox rootfs) and a
 /// config whose command is `sh`.
+/// `tar -C dir -cf tar what`, failing the test if tar does.
+fn tar_into(dir: &Path, what: &str, tar: &Path) {
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .arg("-cf")
+        .arg(tar)
+        .arg(what)
+        .status()
+        .expect("run tar");
+    assert!(st.success(), "tar of {} failed", dir.display());
+}
+
 fn put_busybox_image(store: &Store, dir: &Path) {
     let rootfs = common::busybox_rootfs(dir);
     let tar = dir.join("layer.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .expect("run tar");
-    assert!(st.success(), "tar of the busybox rootfs failed");
+    tar_into(&rootfs, ".", &tar);
     let bytes = std::fs::read(&tar).unwrap();
     let diff_id = Digest::of(&bytes);
     let chain = Store::chain_ids(std::slice::from_ref(&diff_id))[0].clone();
@@ -475,15 +480,7 @@ async fn image_calls_return_typed_errors() {
     std::fs::create_dir_all(dir.join("etc")).unwrap();
     std::fs::write(dir.join("etc/hello"), "hi\n").unwrap();
     let tar = w.tmp.path().join("imp.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&dir)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    tar_into(&dir, ".", &tar);
     let open = || std::fs::File::open(&tar).unwrap();
     let rec = e
         .image_import(open(), Some("localhost/imported:1"), &["ENV A=1".into()])
@@ -527,15 +524,7 @@ async fn copy_in_stat_and_out() {
     std::fs::create_dir_all(src.join("d")).unwrap();
     std::fs::write(src.join("d/f"), "copied in\n").unwrap();
     let tar = w.tmp.path().join("in.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&src)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("d")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    tar_into(&src, "d", &tar);
     let bind = w.tmp.path().join("bind");
     std::fs::create_dir_all(&bind).unwrap();
     std::fs::write(bind.join("b"), "in the bind\n").unwrap();
