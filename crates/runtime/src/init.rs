@@ -43,9 +43,8 @@ pub fn become_init(child_only: Option<std::os::fd::RawFd>) -> crate::Result<()> 
 /// monitor's sockets, lock file and the other ends of its pipes) would
 /// otherwise stay open for the container's lifetime.
 fn detach_stdio() {
-    // SAFETY: close_range on descriptors this process owns; init uses none
-    // of them after the fork (the command keeps its own copies).
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    // init uses none of them after the fork (the command keeps its own copies).
+    crate::process::close_fds_except(&mut Vec::new());
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
