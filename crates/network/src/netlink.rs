@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute,
+    LinkMessage,
+};
 use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
@@ -76,6 +79,33 @@ where
     })
 }
 
+/// Brings link `idx` up with no IPv6 address of its own (addrgenmode
+/// none, set while it is still down: the kernel cannot take it at creation
+/// and generates the link-local address the moment a link comes up). Our
+/// networks are IPv4 only, as Docker's without `--ipv6`, which disables
+/// IPv6 on a container's interface: a link-local address would run
+/// duplicate address detection, router solicitation and multicast listener
+/// reports on every link, each flooded by the bridge to all of its ports —
+/// per container O(ports) packets, so a burst of N starts cost O(N²) kernel
+/// time (half of the host's CPU in a 300-container burst).
+async fn up_without_ipv6(h: &Handle, idx: u32, what: &str) -> Result<()> {
+    let quiet = LinkUnspec::new_with_index(idx)
+        .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]))
+        .build();
+    h.link()
+        .set(quiet)
+        .execute()
+        .await
+        .map_err(nl(format!("turn off IPv6 addresses on {what}")))?;
+    h.link()
+        .set(LinkUnspec::new_with_index(idx).up().build())
+        .execute()
+        .await
+        .map_err(nl(format!("bring up {what}")))
+}
+
 async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>> {
     match h
         .link()
@@ -103,20 +133,23 @@ fn link_name(m: &LinkMessage) -> Option<String> {
 pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
     let name = name.to_string();
     run(None, move |h| async move {
-        let idx = match index_of(&h, &name).await? {
-            Some(i) => i,
+        let (idx, created) = match index_of(&h, &name).await? {
+            Some(i) => (i, false),
             None => {
-                match h.link().add(LinkBridge::new(&name).build()).execute().await {
+                // Born down: up_without_ipv6 brings it up once IPv6 is off.
+                let bridge = LinkMessageBuilder::<LinkBridge>::new(&name).build();
+                match h.link().add(bridge).execute().await {
                     Ok(()) => {}
                     Err(e) if is_exists(&e) => {}
                     Err(e) => return Err(nl(format!("create bridge {name}"))(e)),
                 }
-                index_of(&h, &name)
+                let idx = index_of(&h, &name)
                     .await?
                     .ok_or_else(|| NetError::Netlink {
                         what: format!("create bridge {name}"),
                         message: "bridge vanished after creation".into(),
-                    })?
+                    })?;
+                (idx, true)
             }
         };
         match h
@@ -128,6 +161,9 @@ pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<()> {
             Ok(()) => {}
             Err(e) if is_exists(&e) => {}
             Err(e) => return Err(nl(format!("add {gateway}/{prefix} to {name}"))(e)),
+        }
+        if created {
+            return up_without_ipv6(&h, idx, &name).await;
         }
         h.link()
             .set(LinkUnspec::new_with_index(idx).up().build())
@@ -223,14 +259,21 @@ pub fn add_endpoint(spec: &VethSpec) -> Result<()> {
             let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
                 .name(s.host_if.clone())
                 .controller(bridge)
-                .up()
                 .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
                 .build();
             h.link()
                 .add(veth)
                 .execute()
                 .await
-                .map_err(nl(format!("create veth {}", s.host_if)))
+                .map_err(nl(format!("create veth {}", s.host_if)))?;
+            let idx = index_of(&h, &s.host_if)
+                .await?
+                .ok_or_else(|| NetError::NotFound(format!("link {} after creation", s.host_if)))?;
+            let up = up_without_ipv6(&h, idx, &s.host_if).await;
+            if up.is_err() {
+                let _ = h.link().del(idx).execute().await;
+            }
+            up
         })
     };
     host?;
@@ -255,11 +298,7 @@ pub fn add_endpoint(spec: &VethSpec) -> Result<()> {
                     "add {}/{} to {}",
                     s.address, s.prefix, s.ifname
                 )))?;
-            h.link()
-                .set(LinkUnspec::new_with_index(idx).up().build())
-                .execute()
-                .await
-                .map_err(nl(format!("bring up {}", s.ifname)))?;
+            up_without_ipv6(&h, idx, &s.ifname).await?;
             if let Some(gw) = s.gateway {
                 let route = RouteMessageBuilder::<Ipv4Addr>::new()
                     .gateway(gw)

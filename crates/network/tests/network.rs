@@ -199,6 +199,58 @@ fn same_bridge_ping_and_tcp() {
     assert!(netlink::has_default_route(&a).unwrap());
 }
 
+/// The links with IPv6 addresses in the calling thread's netns.
+fn ipv6_interfaces() -> Vec<String> {
+    std::fs::read_to_string("/proc/thread-self/net/if_inet6")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .collect()
+}
+
+/// Our networks are IPv4 only: no link (container end, host end, bridge)
+/// gets an IPv6 address, so none sends duplicate address detection, router
+/// solicitations or listener reports that the bridge would flood to every
+/// port (a burst of N starts was O(N²) packets).
+#[test]
+fn links_carry_no_ipv6_and_stay_quiet() {
+    let env = Env::new();
+    let net = env.net("quiet", 0, false);
+    let (a, _) = env.container("q1", "quiet");
+    let eps = env.store.endpoints(&net).unwrap();
+    let ep = eps
+        .iter()
+        .find(|e| e.container_id == "q1")
+        .expect("endpoint q1");
+    let toward_q1 = || {
+        std::fs::read_to_string(format!(
+            "/sys/class/net/{}/statistics/tx_packets",
+            ep.host_if
+        ))
+        .unwrap()
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+    };
+    // DAD would finish and router solicitation start within ~1 s.
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = toward_q1();
+    for id in ["q2", "q3", "q4"] {
+        env.container(id, "quiet");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        toward_q1() - before,
+        0,
+        "packets the bridge flooded to an idle container while others joined"
+    );
+    let inside = in_netns(&a, ipv6_interfaces);
+    assert!(inside.iter().all(|i| i == "lo"), "IPv6 inside: {inside:?}");
+    let host = ipv6_interfaces();
+    let ours: Vec<&String> = host.iter().filter(|i| i.starts_with(&env.prefix)).collect();
+    assert!(ours.is_empty(), "IPv6 on our host links: {ours:?}");
+}
+
 #[test]
 fn different_bridges_are_isolated() {
     let env = Env::new();

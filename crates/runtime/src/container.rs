@@ -179,6 +179,8 @@ pub fn create_with(opts: CreateOptions, extras: &CreateExtras) -> Result<Created
         rootfs::check_without_mount_ns(spec)?;
     }
     let filter = seccomp_of(spec)?;
+    // Read once here rather than in every init (see v1_hierarchies).
+    rootfs::warm_v1_hierarchies(spec)?;
 
     let dir = opts.root.create_dir(opts.id)?;
     let mut undo = Undo {

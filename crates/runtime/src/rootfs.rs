@@ -379,6 +379,79 @@ pub fn remount(path: &Path, flags: MsFlags) -> Result<()> {
     .ctx(|| format!("remount {} {flags:?}", path.display()))
 }
 
+/// A cgroup v1 hierarchy the host has mounted: the mount point's name
+/// (`cpu,cpuacct`) and the options that mount it again (`cpu,cpuacct`,
+/// `name=systemd`).
+#[derive(Debug, Clone)]
+pub struct V1Hierarchy {
+    pub name: String,
+    pub options: String,
+}
+
+/// The host's cgroup v1 hierarchies, read from mountinfo once per process.
+/// A container's init is a clone of its caller, so [`warm_v1_hierarchies`]
+/// called there before the clone spares every init the read: mountinfo
+/// lists every container's rootfs and network namespace, so reading it per
+/// container made a burst of N starts O(N²) (a fifth of the monitor's CPU
+/// at 300 containers). A hierarchy mounted after the first read is seen by
+/// the next process (a monitor restart), which is when hosts change them.
+pub fn v1_hierarchies() -> Result<&'static [V1Hierarchy]> {
+    static CACHE: std::sync::OnceLock<Vec<V1Hierarchy>> = std::sync::OnceLock::new();
+    if let Some(v) = CACHE.get() {
+        return Ok(v);
+    }
+    let info = fs::read_to_string("/proc/self/mountinfo").ctx(|| "read /proc/self/mountinfo")?;
+    Ok(CACHE.get_or_init(|| parse_v1_hierarchies(&info)))
+}
+
+/// Reads the host's cgroup v1 hierarchies now (in the caller, before it
+/// clones a container init) if the spec mounts cgroups on a v1 host.
+pub fn warm_v1_hierarchies(spec: &Spec) -> Result<()> {
+    let mounts_cgroup = spec
+        .mounts()
+        .as_ref()
+        .is_some_and(|ms| ms.iter().any(|m| m.typ().as_deref() == Some("cgroup")));
+    if mounts_cgroup
+        && !matches!(
+            crate::cgroups::Hierarchy::detect(),
+            Ok(crate::cgroups::Hierarchy::V2 { .. })
+        )
+    {
+        v1_hierarchies()?;
+    }
+    Ok(())
+}
+
+fn parse_v1_hierarchies(info: &str) -> Vec<V1Hierarchy> {
+    let mut out = Vec::new();
+    for line in info.lines() {
+        // "... mountpoint opts - fstype source superopts"
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut r = right.split(' ');
+        if r.next() != Some("cgroup") {
+            continue;
+        }
+        let superopts = r.nth(1).unwrap_or("");
+        let Some(mountpoint) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let Some(name) = Path::new(mountpoint).file_name() else {
+            continue;
+        };
+        let options: Vec<&str> = superopts
+            .split(',')
+            .filter(|o| *o != "rw" && *o != "ro")
+            .collect();
+        out.push(V1Hierarchy {
+            name: name.to_string_lossy().into_owned(),
+            options: options.join(","),
+        });
+    }
+    out
+}
+
 /// cgroup mounts: cgroup2 directly; on v1 a tmpfs with one mount per
 /// hierarchy the host has (the cgroup namespace makes our cgroup their root).
 fn mount_cgroup(dest: &Path, flags: MsFlags) -> Result<()> {
@@ -401,37 +474,17 @@ fn mount_cgroup(dest: &Path, flags: MsFlags) -> Result<()> {
     }
     mount(Some("tmpfs"), dest, Some("tmpfs"), base, Some("mode=755"))
         .ctx(|| format!("mount tmpfs on {}", dest.display()))?;
-    let info = fs::read_to_string("/proc/self/mountinfo").ctx(|| "read /proc/self/mountinfo")?;
-    for line in info.lines() {
-        // "... mountpoint opts - fstype source superopts"
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mut r = right.split(' ');
-        if r.next() != Some("cgroup") {
-            continue;
-        }
-        let superopts = r.nth(1).unwrap_or("");
-        let Some(mountpoint) = left.split(' ').nth(4) else {
-            continue;
-        };
-        let Some(name) = Path::new(mountpoint).file_name() else {
-            continue;
-        };
-        let data: Vec<&str> = superopts
-            .split(',')
-            .filter(|o| *o != "rw" && *o != "ro")
-            .collect();
-        let target = dest.join(name);
+    for h in v1_hierarchies()? {
+        let target = dest.join(&h.name);
         make_target(&target, true)?;
         mount(
             Some("cgroup"),
             &target,
             Some("cgroup"),
             base | ro,
-            Some(data.join(",").as_str()),
+            Some(h.options.as_str()),
         )
-        .ctx(|| format!("mount cgroup {} on {}", data.join(","), target.display()))?;
+        .ctx(|| format!("mount cgroup {} on {}", h.options, target.display()))?;
     }
     if !ro.is_empty() {
         remount(dest, ro)?;
@@ -655,6 +708,27 @@ fn readonly_path(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v1_hierarchies_from_mountinfo() {
+        let info = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+            32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct\n\
+            40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup ro,xattr,name=systemd\n\
+            41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
+            90 22 0:50 / /var/lib/x/merged rw - overlay overlay rw,lowerdir=/a,upperdir=/b\n";
+        let h = parse_v1_hierarchies(info);
+        let got: Vec<(&str, &str)> = h
+            .iter()
+            .map(|h| (h.name.as_str(), h.options.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("cpu,cpuacct", "cpu,cpuacct"),
+                ("systemd", "xattr,name=systemd")
+            ]
+        );
+    }
 
     #[test]
     fn options_to_flags() {
