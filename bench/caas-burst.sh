@@ -6,12 +6,15 @@
 #
 # In one run, with a private `cubby daemon` and `cubby serve`:
 #  (1) N student accounts (made here) press start within one second:
-#      POST /api/sessions (no wait), then each polls GET /r/{session}/ with
-#      its own token through the routing proxy until the sandbox's app
-#      (busybox httpd, the demo image) answers 200. Per student: time from
-#      its press to its first 200; p50, p99, max (all ready), errors, the
-#      highest queue_position seen; host CPU (from /proc/stat) and memory
-#      (MemTotal - MemAvailable) during the burst, serve and daemon RSS.
+#      POST /api/sessions, then, as the student's page does, one long poll
+#      (GET /api/sessions/{id}?wait=true) answered when the session is
+#      ready, then GET /r/{session}/ with its own token through the routing
+#      proxy until the sandbox's app (busybox httpd, the demo image) answers
+#      200. Per student: time from its press to its first 200; p50, p99,
+#      max (all ready), errors, the highest queue_position at the press;
+#      host CPU (from /proc/stat; by process: serve, daemon, monitor, the
+#      containers, this client) and memory (MemTotal - MemAvailable) during
+#      the burst, serve and daemon RSS.
 #  (2) The reference, same run: the same burst straight at the engine, N
 #      client threads each doing create + start (same image, user, limits,
 #      on a bridge network of its own) and waiting for the port (TCP
@@ -25,7 +28,8 @@
 #      pool's claims/misses/claim phases.
 #
 # Env: N (300), START_CONCURRENCY (serve's --start-concurrency; default
-#      serve's own), CUBBY (target/release/cubby, built if missing), KEEP=1.
+#      serve's own), CUBBY (target/release/cubby, built if missing), KEEP=1,
+#      PERF_DIR (a system-wide `perf record -g` of each burst, burstK.data).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -47,10 +51,10 @@ bench_daemon
 bench_serve --path-routing --class-subnets "10.$bench_net.16.0/20" \
     ${START_CONCURRENCY:+--start-concurrency "$START_CONCURRENCY"}
 
-python3 - "$work" "$port" "$admin_pw" "$serve_pid" "$daemon_pid" "$N" "$bench_net" <<'PY'
-import http.client, json, os, socket, statistics, sys, threading, time
+python3 - "$work" "$port" "$admin_pw" "$serve_pid" "$daemon_pid" "$N" "$bench_net" "$cg" <<'PY'
+import http.client, json, os, signal, socket, statistics, subprocess, sys, threading, time
 
-work, port, admin_pw, serve_pid, daemon_pid, N, NET = sys.argv[1:]
+work, port, admin_pw, serve_pid, daemon_pid, N, NET, CGROUP = sys.argv[1:]
 port, serve_pid, daemon_pid, N = int(port), int(serve_pid), int(daemon_pid), int(N)
 SOCK = f"{work}/run/cubby.sock"
 IMAGE = "cubby-demo:latest"
@@ -104,8 +108,30 @@ def rss(pid):
             return int(line.split()[1])
     return 0
 
+def proc_cpu(pid):
+    """User + system CPU seconds of one process (its threads included)."""
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return 0.0
+
+def containers_cpu():
+    """CPU seconds of every process in the daemon's cgroup parent (the containers)."""
+    try:
+        return int(open(f"/sys/fs/cgroup/cpuacct/{CGROUP}/cpuacct.usage").read()) / 1e9
+    except OSError:
+        return 0.0
+
+def who_cpu():
+    """Where the host's CPU goes, in seconds: our processes, containers, this client."""
+    mon = open(f"{work}/run/monitor.sock.lock").read().strip()
+    t = os.times()
+    return {"serve": proc_cpu(serve_pid), "daemon": proc_cpu(daemon_pid), "monitor": proc_cpu(mon),
+            "containers": containers_cpu(), "bench client": t.user + t.system}
+
 class Host:
-    """CPU busy share and peak memory in use while running."""
+    """CPU busy share (and by whom) and peak memory in use while running."""
     def __init__(self):
         self.stop = False
         self.peak = 0
@@ -126,20 +152,38 @@ class Host:
             self.peak = max(self.peak, self.used())
             time.sleep(0.1)
     def __enter__(self):
+        # PERF_DIR=DIR: a system-wide profile of each burst (perf record -a -g).
+        self.perf = None
+        if os.environ.get("PERF_DIR"):
+            Host.n = getattr(Host, "n", 0) + 1
+            out = f"{os.environ['PERF_DIR']}/burst{Host.n}.data"
+            self.perf = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "199", "-o", out],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1)
         self.load = os.getloadavg()
         self.base = self.used()
         self.c0 = self.cpu()
+        self.who0 = who_cpu()
         self.t.start()
         return self
     def __exit__(self, *a):
         self.stop = True
         self.t.join()
+        if self.perf:
+            self.perf.send_signal(signal.SIGINT)
+            self.perf.wait()
         b1, t1 = self.cpu()
         self.busy = (b1 - self.c0[0]) / max(1, t1 - self.c0[1])
+        self.busy_s = (b1 - self.c0[0]) / os.sysconf("SC_CLK_TCK")
+        who1 = who_cpu()
+        self.who = {k: who1[k] - self.who0[k] for k in who1}
     def __str__(self):
+        who = ", ".join(f"{k} {v:.1f}" for k, v in self.who.items())
+        rest = self.busy_s - sum(self.who.values())
         return (f"host CPU busy {self.busy*100:.0f}% (all cores), memory in use +{(self.peak-self.base)/1024:.0f} MiB "
                 f"at peak ({self.base/1024:.0f} MiB before); load average before {self.load[0]:.2f}, "
-                f"after {os.getloadavg()[0]:.2f}")
+                f"after {os.getloadavg()[0]:.2f}\n    CPU seconds {self.busy_s:.1f}: {who}, "
+                f"kernel threads and the rest {rest:.1f}")
 
 admin = api("POST", "/api/auth/login", {"username": "admin", "password": admin_pw})["access_token"]
 tpl = api("POST", "/api/templates", {"name": "burst", "spec": {"image": IMAGE, "port": 8080,
@@ -173,20 +217,22 @@ def burst(one):
 
 max_pos = [0]
 def student(i):
+    # As the student's page does (app.js startSession): start, one long
+    # poll answered when the session settles, then the app through the
+    # proxy (a 503 while a route is still being set is retried).
     t = time.perf_counter()
     s = api("POST", "/api/sessions", {"class_id": c["id"]}, tokens[i])
-    polls = 0
-    while True:
+    max_pos[0] = max(max_pos[0], s.get("queue_position") or 0)
+    while s["state"] in ("requested", "starting"):
+        s = api("GET", f"/api/sessions/{s['id']}?wait=true", None, tokens[i])
+    if s["state"] != "ready":
+        raise RuntimeError(f"session {s['state']}: {s.get('reason')}")
+    for _ in range(200):
         st, _ = req("GET", f"/r/{s['id']}/", None, tokens[i])
         if st == 200:
             return time.perf_counter() - t
-        polls += 1
-        if polls % 10 == 0:
-            now = api("GET", f"/api/sessions/{s['id']}", None, tokens[i])
-            max_pos[0] = max(max_pos[0], now.get("queue_position") or 0)
-            if now["state"] in ("failed", "stopped"):
-                raise RuntimeError(f"session {now['state']}: {now.get('reason')}")
         time.sleep(0.05)
+    raise RuntimeError(f"session {s['id']} ready but its app answered {st} for 10 s")
 
 def reference(i):
     t = time.perf_counter()
@@ -211,12 +257,25 @@ def student_burst(label, target, metrics):
     /metrics lines starting with `metrics`."""
     time.sleep(1)
     rs0, rd0 = rss(serve_pid), rss(daemon_pid)
+    # The admission queue's length, sampled from /metrics 4 times a second.
+    queue, sampling = [0], [True]
+    def sample_queue():
+        while sampling[0]:
+            st, m = req("GET", "/metrics")
+            for line in m.decode().splitlines():
+                if line.startswith("cubby_admission_queue_length "):
+                    queue[0] = max(queue[0], int(float(line.split()[-1])))
+            time.sleep(0.25)
+    sampler = threading.Thread(target=sample_queue)
+    sampler.start()
     with Host() as h:
         took, times, errors = burst(student)
+    sampling[0] = False
+    sampler.join()
     rs1, rd1 = rss(serve_pid), rss(daemon_pid)
     print(f"{label}: all ready after {took:.2f} s (target < {target} s); per student p50 {pct(times, 50):.2f} s, "
           f"p99 {pct(times, 99):.2f} s; errors {len(errors)}{': ' + errors[0] if errors else ''}; "
-          f"highest queue_position seen {max_pos[0]}")
+          f"highest queue_position at the press {max_pos[0]}, admission queue at most {queue[0]}")
     print(f"    {h}; serve RSS {rs0}->{rs1} KiB, daemon RSS {rd0}->{rd1} KiB")
     st, m = req("GET", "/metrics")
     for line in m.decode().splitlines():

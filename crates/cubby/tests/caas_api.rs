@@ -436,19 +436,34 @@ fn authz_tokens_and_bad_input(db: DbKind, tag: &str) {
         Some(json!({"class_id": cid})),
     );
     assert_eq!(sa2["id"], sa["id"]);
+    // Bob's page: start, then one long poll answered when it is ready.
     let sb = s.ok(
         "POST",
-        "/api/sessions?wait=true",
+        "/api/sessions",
         Some(&bob),
         Some(json!({"class_id": cid})),
     );
-    assert_eq!(sb["state"], "ready", "{sb}");
     let sbid = sb["id"].as_str().unwrap();
-    s.expect(
-        404,
+    let sb = s.ok(
         "GET",
-        &format!("/api/sessions/{sbid}"),
-        Some(&ann),
+        &format!("/api/sessions/{sbid}?wait=true"),
+        Some(&bob),
+        None,
+    );
+    assert_eq!(sb["state"], "ready", "{sb}");
+    for path in [
+        format!("/api/sessions/{sbid}"),
+        format!("/api/sessions/{sbid}?wait=true"),
+    ] {
+        s.expect(404, "GET", &path, Some(&ann), None);
+    }
+    // Options that do not apply are refused, not ignored.
+    s.expect(400, "GET", "/api/sessions?wait=true", Some(&bob), None);
+    s.expect(
+        400,
+        "GET",
+        &format!("/api/sessions/{sbid}?active=true"),
+        Some(&bob),
         None,
     );
     s.expect(

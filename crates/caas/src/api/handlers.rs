@@ -735,6 +735,12 @@ pub async fn list_sessions(
     who: Caller,
     Query(q): Query<SessionQuery>,
 ) -> Result<J> {
+    if q.wait {
+        return Err(Error::Invalid(
+            "wait applies to one session (GET /api/sessions/{id}?wait=true), not to the list"
+                .into(),
+        ));
+    }
     let filter = match who.role {
         Role::Admin => SessionFilter::All,
         Role::Teacher => SessionFilter::Teacher(&who.id),
@@ -792,6 +798,11 @@ pub async fn start_session(
             ))
         }
     };
+    if q.active {
+        return Err(Error::Invalid(
+            "active applies to the session list, not to starting one".into(),
+        ));
+    }
     let s = if q.wait {
         st.manager
             .start_and_wait(&req.class_id, &student, &who.id, WAIT)
@@ -803,15 +814,25 @@ pub async fn start_session(
     ok(s)
 }
 
+/// `?wait=true`: answers once the session is no longer requested or
+/// starting (at most 60 s), so a page learns "ready" the moment it is
+/// without polling.
 pub async fn get_session(
     State(st): State<AppState>,
     who: Caller,
     Path(id): Path<String>,
+    Query(q): Query<SessionQuery>,
 ) -> Result<J> {
-    ok(st
-        .manager
-        .annotate(visible_session(&st, &who, &id).await?)
-        .await?)
+    if q.active {
+        return Err(Error::Invalid(
+            "active applies to the session list, not to one session".into(),
+        ));
+    }
+    let mut s = visible_session(&st, &who, &id).await?;
+    if q.wait {
+        s = st.manager.wait_settled(&id, WAIT).await?;
+    }
+    ok(st.manager.annotate(s).await?)
 }
 
 pub async fn stop_session(

@@ -102,6 +102,9 @@ pub struct Manager {
     claim_permits: Semaphore,
     /// Sessions a task of this process is driving right now.
     inflight: Mutex<HashSet<String>>,
+    /// Waiters of sessions ([`Manager::wait_settled`]), woken when a drive
+    /// of the session ends (it settled, or moved on).
+    drive_ended: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     /// Proxied traffic and terminal input per session (idle culling).
     pub activity: activity::Activity,
     /// Idle timers and CPU samples (culling.rs).
@@ -127,6 +130,15 @@ impl Drop for Inflight<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.1);
+        let waiters = self
+            .0
+            .drive_ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
+        if let Some(w) = waiters {
+            w.notify_waiters();
+        }
     }
 }
 
@@ -162,6 +174,7 @@ impl Manager {
             claim_permits: Semaphore::new(4 * cfg.start_concurrency.max(1)),
             cfg,
             inflight: Mutex::new(HashSet::new()),
+            drive_ended: Mutex::new(HashMap::new()),
             activity: activity::Activity::default(),
             culler: culling::Culler::default(),
             checkpointing: Mutex::new(HashSet::new()),
@@ -258,16 +271,43 @@ impl Manager {
     }
 
     /// Waits until the session is no longer requested/starting (or timeout).
+    ///
+    /// Woken when a drive of the session in this process ends, and looks
+    /// again each second for what another instance did: no polling of the
+    /// database while a class's worth of students wait (it was every 10 ms
+    /// each, tens of thousands of reads a second in a burst).
     pub async fn wait_settled(&self, id: &str, timeout: Duration) -> Result<Session> {
+        const LOOK_AGAIN: Duration = Duration::from_secs(1);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            let wake = self
+                .drive_ended
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(id.to_string())
+                .or_default()
+                .clone();
+            // Registered before the read: a drive that ends after the read
+            // still wakes us.
+            let woken = wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             let s = self.store.session(id).await?;
-            if !matches!(s.state, State::Requested | State::Starting)
-                || tokio::time::Instant::now() >= deadline
-            {
+            let now = tokio::time::Instant::now();
+            if !matches!(s.state, State::Requested | State::Starting) || now >= deadline {
+                self.forget_waiter(id, &wake);
                 return Ok(s);
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            let _ = tokio::time::timeout((deadline - now).min(LOOK_AGAIN), woken).await;
+        }
+    }
+
+    /// Drops a waiter's entry when no other waiter holds it.
+    fn forget_waiter(&self, id: &str, wake: &Arc<tokio::sync::Notify>) {
+        let mut map = self.drive_ended.lock().unwrap_or_else(|e| e.into_inner());
+        // Ours and the map's: nobody else waits on it.
+        if map.get(id).is_some_and(|w| Arc::ptr_eq(w, wake)) && Arc::strong_count(wake) == 2 {
+            map.remove(id);
         }
     }
 

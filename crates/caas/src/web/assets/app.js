@@ -125,6 +125,14 @@ function idleBanner(s) {
     text: `No activity for a while: this sandbox will be stopped (your work is saved) in about ${left} s unless you use it.` });
 }
 
+// Starts a session, then waits for it to settle in one long poll, so the
+// page shows "ready" the moment it is (the 1 s refresh shows the queue
+// position meanwhile).
+async function startSession(body) {
+  const s = await api.post('/api/sessions', body);
+  if (s && ['requested', 'starting'].includes(s.state)) await api.get(`/api/sessions/${s.id}?wait=true`);
+}
+
 function sessionActions(s, start) {
   const out = [];
   if (!isActive(s)) {
@@ -234,7 +242,7 @@ function studentHome() {
       return h('section', { class: 'card', 'data-class': c.code, 'aria-label': c.name },
         h('h2', { text: `${c.name} (${c.code})` }),
         h('div', { class: 'row' }, h('span', { text: 'My sandbox:' }), stateBadge(s),
-          ...sessionActions(s, () => api.post('/api/sessions', { class_id: c.id }))),
+          ...sessionActions(s, () => startSession({ class_id: c.id }))),
         idleBanner(s),
         saved.get(c.id) ? h('div', { class: 'row' }, h('span', { class: 'muted', text: `Saved work from ${when(saved.get(c.id).created_at)}:` }),
           downloadLink(saved.get(c.id), 'Download my work'),
@@ -355,7 +363,7 @@ function classPage(id) {
         h('td', {}, h('div', { class: 'row' }, downloadLink(saved.get(st.id), 'Download'),
           saved.get(st.id) ? h('a', { class: 'button secondary', href: `#/work/${id}/${st.id}`, text: 'All saved work' }) : null)),
         h('td', {}, h('div', { class: 'row' }, ...sessionActions(s,
-          () => api.post('/api/sessions', { class_id: id, student_id: st.id })))));
+          () => startSession({ class_id: id, student_id: st.id })))));
     }));
   });
 }
