@@ -452,10 +452,12 @@ fn terminal_shell_in_the_sandbox() {
     }
     assert!(out.contains("\n/workspace"), "{out}");
     // Ctrl-C interrupts a running command; the shell lives on.
-    // Once "sleeping-9" is out, the line runs with the tty back in cooked
-    // mode, so ^C is a signal, not a byte queued for the shell.
+    // "sleeping-9" is printed by the foreground job itself, which then
+    // becomes the sleep: once it is out, ^C meets the sleep (printed by the
+    // shell before it forked the sleep, a ^C could reach the shell first
+    // and the sleep would run its 30 s).
     ws.send(tungstenite::Message::Binary(
-        "echo sleeping-$((3*3)); sleep 30\n".into(),
+        "sh -c 'echo sleeping-$((3*3)); exec sleep 30'\n".into(),
     ))
     .unwrap();
     read_until(&mut ws, "sleeping-9").unwrap();
