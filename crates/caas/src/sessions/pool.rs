@@ -756,49 +756,63 @@ impl Manager {
             now?
         };
         lap.restart();
-        if now != m.baseline {
-            let dir = &t.workspace_path;
-            let wipe = format!(
-                "cd {dir} && rm -rf -- ./* ./.[!.]* ./..?* 2>/dev/null; [ -z \"$(ls -A .)\" ]"
-            );
-            let out = self
-                .backend
-                .exec(
-                    &spec.name,
-                    &["sh".into(), "-c".into(), wipe],
-                    Some(&spec.user),
-                )
-                .await?;
-            if out.exit_code != 0 {
-                return Err(Error::Invalid(format!(
-                    "could not empty the workspace of warm-pool member {}: {}",
-                    m.name,
-                    String::from_utf8_lossy(&out.stderr)
-                )));
+        // The workspace (reset if pool life touched it, then the student's
+        // archive) and the app's readiness at once: the member's app was
+        // answering when it joined the pool, so this is a check, and it
+        // need not wait behind the restore.
+        let workspace = async {
+            if now != m.baseline {
+                let dir = &t.workspace_path;
+                let wipe = format!(
+                    "cd {dir} && rm -rf -- ./* ./.[!.]* ./..?* 2>/dev/null; [ -z \"$(ls -A .)\" ]"
+                );
+                let out = self
+                    .backend
+                    .exec(
+                        &spec.name,
+                        &["sh".into(), "-c".into(), wipe],
+                        Some(&spec.user),
+                    )
+                    .await?;
+                if out.exit_code != 0 {
+                    return Err(Error::Invalid(format!(
+                        "could not empty the workspace of warm-pool member {}: {}",
+                        m.name,
+                        String::from_utf8_lossy(&out.stderr)
+                    )));
+                }
+                let tar = m.baseline.clone();
+                self.backend
+                    .import_tar(
+                        &spec.name,
+                        crate::archive::parent_dir(&spec.workspace_path),
+                        Box::pin(futures_util::stream::once(async move { Ok(tar) })),
+                    )
+                    .await?;
+                lap.done(4);
             }
-            let tar = m.baseline.clone();
-            self.backend
-                .import_tar(
-                    &spec.name,
-                    crate::archive::parent_dir(&spec.workspace_path),
-                    Box::pin(futures_util::stream::once(async move { Ok(tar) })),
-                )
-                .await?;
-            lap.done(4);
-        }
-        self.restore_into(&s, &spec).await?;
-        lap.done(5);
-        let info = self
-            .backend
-            .inspect_sandbox(&spec.name)
-            .await?
-            .ok_or_else(|| Error::Invalid(format!("sandbox {} vanished at claim", spec.name)))?;
-        if let Some(port) = spec.app_port {
-            self.backend
-                .wait_ready(&info, port, self.cfg.ready_timeout)
-                .await?;
-        }
-        lap.done(6);
+            self.restore_into(&s, &spec).await?;
+            lap.done(5);
+            Ok(())
+        };
+        let ready = self.pool.timed(6, async {
+            let info = self
+                .backend
+                .inspect_sandbox(&spec.name)
+                .await?
+                .ok_or_else(|| {
+                    Error::Invalid(format!("sandbox {} vanished at claim", spec.name))
+                })?;
+            if let Some(port) = spec.app_port {
+                self.backend
+                    .wait_ready(&info, port, self.cfg.ready_timeout)
+                    .await?;
+            }
+            Ok::<_, Error>(info)
+        });
+        let (restored, info) = tokio::join!(workspace, ready);
+        restored?;
+        let info = info?;
         Ok(info.address.map(|a| a.to_string()))
     }
 
