@@ -239,6 +239,15 @@ fn options_through_docker_and_cubby_clients_of_the_daemon() {
     // Without --init the command is PID 1 (Docker's default).
     let out = d.ok(&["run", "--rm", "busybox", "sh", "-c", "echo $$"]);
     assert_eq!(out.trim(), "1");
+    // The monitor keeps SIGCHLD blocked (its signalfd); a container's
+    // process and an exec start with no signal blocked.
+    let id = d.ok(&["run", "-d", "busybox", "sleep", "60"]);
+    let id = id.trim();
+    for status in ["/proc/1/status", "/proc/self/status"] {
+        let out = d.ok(&["exec", id, "grep", "SigBlk", status]);
+        assert!(out.contains("SigBlk:\t0000000000000000"), "{status}: {out}");
+    }
+    d.ok(&["rm", "-f", id]);
 }
 
 #[test]

@@ -371,6 +371,7 @@ struct ChildContext<'a> {
 
 /// Runs in the cloned child, PID 1 of the new PID namespace. Never returns.
 fn container_init(ctx: &ChildContext) -> isize {
+    process::unblock_all_signals();
     // Our copy of the parent's end would hide the parent's death from us.
     let _ = nix::unistd::close(ctx.parent_end);
     // The init is a clone of its caller and got a copy of all its
@@ -771,6 +772,7 @@ pub fn exec(root: &StateRoot, id: &str, process: &Process, opts: ExecOptions) ->
     // SAFETY: single-threaded (checked above).
     match unsafe { nix::unistd::fork() }.ctx(|| "fork exec helper")? {
         nix::unistd::ForkResult::Child => {
+            process::unblock_all_signals();
             drop(parent_ch);
             // As the create's init: none of the caller's descriptors but ours.
             let mut keep: Vec<RawFd> = (3..3 + opts.preserve_fds as RawFd).collect();

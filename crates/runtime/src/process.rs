@@ -192,6 +192,20 @@ pub fn set_oom_score_adj(process: &Process) -> Result<()> {
     Ok(())
 }
 
+/// Unblocks every signal in this process (a container's init or an exec's
+/// helper, first thing after the clone): a container starts with no signal
+/// blocked whatever its caller blocks — the engine's monitor keeps SIGCHLD
+/// blocked for its signalfd, and must not have to unblock it around each
+/// clone (a child that exits in that window would go unnoticed until the
+/// monitor's next turn).
+pub fn unblock_all_signals() {
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+}
+
 /// Closes every fd from 3 up except those in `keep` (sorted here). Where
 /// the kernel lacks close_range (before 5.9) nothing is closed: the fds
 /// still end at exec (see [`close_fds_on_exec`]).

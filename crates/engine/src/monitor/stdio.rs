@@ -4,7 +4,6 @@
 
 use crate::error::{Error, Result};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -118,9 +117,9 @@ impl Stdio {
 /// Runs `clone`, which starts a process from this one (the runtime's create
 /// or exec), with fds 0-2 pointing at fresh pipes (stdin a pipe only with
 /// `stdin`, else /dev/null), or all at /dev/null when the process gets a
-/// terminal from the runtime instead; SIGCHLD is unblocked meanwhile so the
-/// process does not inherit it blocked. Returns what `clone` returned and
-/// the monitor's ends of the pipes.
+/// terminal from the runtime instead (the process unblocks the SIGCHLD we
+/// keep blocked itself: `process::unblock_all_signals`). Returns what
+/// `clone` returned and the monitor's ends of the pipes.
 pub fn with_process_stdio<T>(
     tty: bool,
     stdin: bool,
@@ -135,7 +134,6 @@ pub fn with_process_stdio<T>(
     let mut io = Stdio::none();
     if tty {
         let _swap = StdioSwap::install(null, null, null, null)?;
-        let _sigchld = SigchldUnblocked::new()?;
         return Ok((clone()?, io));
     }
     let (out_r, out_w) = pipe()?;
@@ -151,7 +149,6 @@ pub fn with_process_stdio<T>(
         // The runtime's child inherits the caller's fds 0-2.
         let stdin_fd = in_r.as_ref().map_or(null, |r| r.as_fd());
         let _swap = StdioSwap::install(stdin_fd, out_w.as_fd(), err_w.as_fd(), null)?;
-        let _sigchld = SigchldUnblocked::new()?;
         clone()?
     };
     io.stdout = Some(out_r);
@@ -242,26 +239,6 @@ impl Drop for StdioSwap {
         let _ = nix::unistd::dup2_stdin(fd(0));
         let _ = nix::unistd::dup2_stdout(fd(1));
         let _ = nix::unistd::dup2_stderr(fd(2));
-    }
-}
-
-/// SIGCHLD unblocked while alive, so a process cloned meanwhile does not
-/// inherit it blocked.
-pub struct SigchldUnblocked(SigSet);
-
-impl SigchldUnblocked {
-    pub fn new() -> Result<SigchldUnblocked> {
-        let mut mask = SigSet::empty();
-        mask.add(Signal::SIGCHLD);
-        sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&mask), None)
-            .map_err(|e| Error::sys("unblock SIGCHLD", e))?;
-        Ok(SigchldUnblocked(mask))
-    }
-}
-
-impl Drop for SigchldUnblocked {
-    fn drop(&mut self) {
-        let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&self.0), None);
     }
 }
 
