@@ -131,10 +131,14 @@ pub(crate) async fn send(
     req: Request<Body>,
 ) -> Result<Response<Body>, UpstreamError> {
     let keep = !closes(req.version(), req.headers());
-    let retry = (matches!(
-        *req.method(),
-        axum::http::Method::GET | axum::http::Method::HEAD
-    ) && axum::body::HttpBody::is_end_stream(req.body()))
+    let reused = IDLE_CONNS.with(|i| i.borrow_mut().take(addr));
+    // What a retry needs, copied only when there may be one.
+    let retry = (reused.is_some()
+        && matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        )
+        && axum::body::HttpBody::is_end_stream(req.body()))
     .then(|| {
         (
             req.method().clone(),
@@ -142,7 +146,6 @@ pub(crate) async fn send(
             req.headers().clone(),
         )
     });
-    let reused = IDLE_CONNS.with(|i| i.borrow_mut().take(addr));
     let (sender, resp) = match reused {
         Some(mut s) => match s.ready().await {
             Ok(()) => match s.send_request(req).await {
