@@ -27,6 +27,14 @@
 # closes leave (wrk's direct ones, nginx's, ours; 60 s each) make each
 # later connect() to it search longer for a free source port
 # (__inet_hash_connect: up to 80% of the proxy's CPU with ~14k of them).
+# So the order of the targets rotates from round to round (no target
+# always runs right after the same one), and the bench sets
+# net.ipv4.tcp_tw_reuse=1 while it runs (restored on exit; TW_REUSE=0
+# keeps the host's value): a connect() may then take a port whose
+# TIME_WAIT is older than 1 s. Without it ~14k TIME_WAITs (the whole even
+# half of the ephemeral range) fill up within one 5 s run and every later
+# run of every target measures the port search: direct and nginx fell to
+# ~500 req/s at ~1.9 ms CPU per request.
 # A/B: CUBBY_B=/path/to/other/cubby starts a second `cubby serve` of that
 # binary on the same database and engine (so it routes the same session)
 # and adds it as "cubby_b" to every round, interleaved with the others;
@@ -35,7 +43,8 @@
 #
 #   bench/caas-proxy.sh                 # ROUNDS=3 DURATION=5 CONNS=16
 # Env: ROUNDS, DURATION (s per wrk run), CONNS, THREADS (2), ECHOES (1000),
-# CUBBY, CUBBY_B, A_ARGS, B_ARGS, KEEP=1, ONLY=latency (skip wrk).
+# CUBBY, CUBBY_B, A_ARGS, B_ARGS, KEEP=1, ONLY=latency (skip wrk),
+# PERF=1 (profiles first, see below), TW_REUSE=0 (see TIME_WAIT).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -55,7 +64,9 @@ done
 bench_cubby
 nginx_pid=
 serve_b_pid=
+tw_reuse_was=
 bench_extra_cleanup() {
+    [ -n "$tw_reuse_was" ] && sysctl -qw net.ipv4.tcp_tw_reuse="$tw_reuse_was"
     [ -n "$nginx_pid" ] && kill "$nginx_pid" 2>/dev/null && wait "$nginx_pid" 2>/dev/null
     [ -n "$serve_b_pid" ] && kill -9 "$serve_b_pid" 2>/dev/null && wait "$serve_b_pid" 2>/dev/null
 }
@@ -171,14 +182,46 @@ for t in $targets; do
     [ "$code" = 200 ] || die "$t: GET /1k answered $code"
 done
 
+if [ "${TW_REUSE:-1}" = 1 ]; then
+    tw_reuse_was=$(sysctl -n net.ipv4.tcp_tw_reuse)
+    sysctl -qw net.ipv4.tcp_tw_reuse=1
+fi
+echo "== net.ipv4.tcp_tw_reuse = $(sysctl -n net.ipv4.tcp_tw_reuse) (was ${tw_reuse_was:-unchanged})"
+
+# PERF=1: first a profile of the 1 KiB new-connection case through cubby
+# and through nginx (perf record -g of the serving processes during one wrk
+# run each); reports in $work/perf-TARGET.txt (KEEP=1 keeps them).
+if [ "${PERF:-0}" = 1 ]; then
+    command -v perf >/dev/null || die "perf missing (apt-get install -y linux-perf)"
+    for t in cubby nginx; do
+        hdr=(-H "Connection: close")
+        [ "$t" = cubby ] && hdr+=(-H "Authorization: Bearer $token")
+        # shellcheck disable=SC2086 # pid lists
+        perf record -q -g -o "$work/perf-$t.data" -p "$(tr ' ' ',' <<<"${pids[$t]}" | sed 's/,*$//')" \
+            -- sleep "$DURATION" 2>/dev/null &
+        perf_pid=$!
+        wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "${hdr[@]}" "${url[$t]}/1k" | awk '/Requests\/sec/ {print "perf run '"$t"': " $2 " req/s"}'
+        wait "$perf_pid" || true
+        perf report -i "$work/perf-$t.data" --no-children -g none --sort dso,symbol --stdio 2>/dev/null \
+            | awk '/%/ && !/^#/ && n++ < 60' > "$work/perf-$t.txt"
+        echo "== perf $t (top of $work/perf-$t.txt)"
+        awk 'NR <= 25' "$work/perf-$t.txt"
+    done
+fi
+
 results="$work/results.txt"
 : > "$results"
 if [ "${ONLY:-}" != latency ]; then
 echo "== wrk: ${DURATION}s per run, $CONNS connections, $THREADS threads, $ROUNDS rounds (interleaved)"
+read -ra order <<<"$targets"
 for round in $(seq "$ROUNDS"); do
     for file in 1k 1m; do
         for conn in keepalive close; do
-            for t in $targets; do
+            # Each round starts with another target: the TIME_WAITs a run
+            # leaves toward the app (60 s) weigh on the next run, so no
+            # target always follows the same one.
+            for i in "${!order[@]}"; do
+                t=${order[$(( (i + round - 1) % ${#order[@]} ))]}
                 hdr=()
                 [ "$conn" = close ] && hdr=(-H "Connection: close")
                 [ "${t#cubby}" != "$t" ] && hdr+=(-H "Authorization: Bearer $token")

@@ -16,6 +16,9 @@ use crate::store::Store;
 pub struct Service {
     pub manager: Arc<Manager>,
     pub router: Router,
+    /// The router's state (the proxy's worker threads serve proxied
+    /// requests with it directly, see proxy::workers).
+    pub state: AppState,
     /// Orphans found at start (also logged).
     pub orphans: Vec<Orphan>,
 }
@@ -39,9 +42,10 @@ pub async fn start(
         router: api::router(state.clone())
             .merge(crate::web::router(state.clone()))
             .layer(axum::middleware::from_fn_with_state(
-                state,
+                state.clone(),
                 crate::proxy::host_dispatch,
             )),
+        state,
         manager,
         orphans,
     })

@@ -436,7 +436,6 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
         if auth.app_domain.is_none() && !auth.path_routing {
             cubby_caas::log!("warn", "apps cannot be opened: give --domain DOMAIN (each app on its own origin) or, for trusted templates only, --path-routing");
         }
-        let app_domain = auth.app_domain.clone();
         let service = cubby_caas::serve::start(store, backend, mcfg, auth).await?;
         // SIGTERM/SIGINT: stop accepting, let open requests finish (at
         // most the grace: a websocket may never end), finish provisioning
@@ -463,8 +462,21 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
                     threads,
                     args.listen,
                     service.router.clone(),
-                    app_domain.as_deref(),
-                    move |tcp, app| listen(tcp, app, tls.clone(), stop_rx.clone(), grace),
+                    service.state.clone(),
+                    move |tcp, dispatch| {
+                        let (tls, stop_rx) = (tls.clone(), stop_rx.clone());
+                        async move {
+                            match tls {
+                                Some(_) => listen(tcp, dispatch.router(), tls, stop_rx, grace).await,
+                                None => {
+                                    cubby_caas::proxy::workers::serve_http1(
+                                        tcp, dispatch, stop_rx, grace,
+                                    )
+                                    .await
+                                }
+                            }
+                        }
+                    },
                 )
                 .with_context(|| format!("--listen {}", args.listen))?,
             )

@@ -8,9 +8,10 @@
 //! decoding: dot segments, encoded slashes, backslashes and encoded dots are
 //! refused rather than normalised, so `/r/A/../B` can never reach B.
 //!
-//! Plain requests go through a pooled hyper client with both bodies
-//! streamed; upgrades (websockets) get their own connection whose two
-//! upgraded halves are spliced with `copy_bidirectional`.
+//! Plain requests go to the app on an HTTP/1.1 connection of the serving
+//! thread's ([`upstream`]) with both bodies streamed; upgrades (websockets)
+//! get their own connection whose two upgraded halves are spliced with
+//! `copy_bidirectional`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -24,9 +25,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use crate::api::authn::{Caller, ACCESS_COOKIE, REFRESH_COOKIE};
 use crate::api::AppState;
@@ -34,43 +33,15 @@ use crate::error::Error;
 use crate::sessions::activity::{Activity, Event};
 use crate::store::sessions::State as SessionState;
 
+pub mod upstream;
 pub mod workers;
 
-/// The upstream pool's type (one per worker thread, one shared on the main
-/// runtime).
-pub(crate) type UpstreamClient = Client<HttpConnector, Body>;
-
-/// A pooled client for plain requests to apps.
-pub(crate) fn upstream_client() -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    Client::builder(TokioExecutor::new())
-        // Below the shortest keep-alive servers commonly use (Node's
-        // 5 s), so an idle connection is dropped by us first, not
-        // closed under a request by the app.
-        .pool_idle_timeout(Duration::from_secs(4))
-        .pool_max_idle_per_host(64)
-        .build(http)
-}
-
-/// The pooled client for plain requests, what the proxy needs of each
-/// template (templates never change once saved: one lookup per process),
-/// and recent routing decisions.
+/// What the proxy needs of each template (templates never change once
+/// saved: one lookup per process), and recent routing decisions.
+#[derive(Default)]
 pub struct Upstream {
-    client: UpstreamClient,
     templates: std::sync::Mutex<HashMap<String, (Option<u16>, bool)>>,
     routes: Routes,
-}
-
-impl Default for Upstream {
-    fn default() -> Self {
-        Upstream {
-            client: upstream_client(),
-            templates: Default::default(),
-            routes: Routes::default(),
-        }
-    }
 }
 
 /// How long a routing decision (caller may open session S, whose app is at
@@ -545,7 +516,7 @@ async fn forward(
     if upgrade {
         return forward_upgrade(st.manager.clone(), session, addr, parts, pq, headers).await;
     }
-    let uri: Uri = match format!("http://{addr}{pq}").parse() {
+    let uri: Uri = match pq.parse() {
         Ok(u) => u,
         Err(_) => {
             return page(
@@ -556,8 +527,15 @@ async fn forward(
             )
         }
     };
-    if let Some(h) = parts.headers.get(header::HOST) {
-        headers.insert(header::HOST, h.clone());
+    match parts.headers.get(header::HOST) {
+        Some(h) => {
+            headers.insert(header::HOST, h.clone());
+        }
+        None => {
+            if let Ok(h) = HeaderValue::from_str(&addr.to_string()) {
+                headers.insert(header::HOST, h);
+            }
+        }
     }
     let activity = st.manager.clone();
     let s2 = session.clone();
@@ -569,29 +547,11 @@ async fn forward(
         }
         f
     }));
-    // A bodiless GET/HEAD may be sent again: a pooled connection the app
-    // closed just as we reused it fails the first try.
-    let again = (matches!(
-        parts.method,
-        axum::http::Method::GET | axum::http::Method::HEAD
-    ) && axum::body::HttpBody::is_end_stream(&body))
-    .then(|| (parts.method.clone(), uri.clone(), headers.clone()));
     let mut out = axum::http::Request::new(body);
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
     *out.headers_mut() = headers;
-    // On a worker thread, that thread's own pool (see workers).
-    let client = workers::local_client().unwrap_or_else(|| st.upstream.client.clone());
-    let mut sent = client.request(out).await;
-    if let (Err(e), Some((m, u, h))) = (&sent, again) {
-        if !e.is_connect() {
-            let mut out = axum::http::Request::new(Body::empty());
-            *out.method_mut() = m;
-            *out.uri_mut() = u;
-            *out.headers_mut() = h;
-            sent = client.request(out).await;
-        }
-    }
+    let sent = upstream::send(addr, out).await;
     match sent {
         Ok(resp) => {
             let (mut rp, rb) = resp.into_parts();
@@ -712,6 +672,23 @@ pub async fn host_dispatch(
     mut req: Request,
     next: axum::middleware::Next,
 ) -> Response {
+    match session_of_host(&st, &mut req) {
+        Some(s) => handle_host(st, s, req).await,
+        None => next.run(req).await,
+    }
+}
+
+/// A request the proxy serves ([`workers`] decides), answered without the
+/// router: what [`host_dispatch`] and the `/r/` route would do with it.
+pub(crate) async fn serve_proxied(st: AppState, mut req: Request) -> Response {
+    match session_of_host(&st, &mut req) {
+        Some(s) => handle_host(st, s, req).await,
+        None => handle(State(st), req).await,
+    }
+}
+
+/// The session whose own host a request is for, if any.
+fn session_of_host(st: &AppState, req: &mut Request) -> Option<String> {
     // HTTP/2 names the host in `:authority`, not `Host`: give every layer
     // below (session hosts, Origin checks, what apps receive) one place to
     // read it.
@@ -724,17 +701,13 @@ pub async fn host_dispatch(
             req.headers_mut().insert(header::HOST, a);
         }
     }
-    let session = st.auth.app_domain.as_deref().and_then(|d| {
+    st.auth.app_domain.as_deref().and_then(|d| {
         req.headers()
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .and_then(|h| session_host(h, d))
             .map(str::to_ascii_lowercase)
-    });
-    match session {
-        Some(s) => handle_host(st, s, req).await,
-        None => next.run(req).await,
-    }
+    })
 }
 
 async fn handle_host(st: AppState, session: String, req: Request) -> Response {
@@ -846,15 +819,10 @@ async fn forward_upgrade(
             None,
         );
     };
-    let tcp =
-        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-            .await
-        {
-            Ok(Ok(t)) => t,
-            _ => return unreachable(),
-        };
-    let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
+    let Ok(io) = upstream::connect(addr).await else {
+        return unreachable();
+    };
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(io).await {
         Ok(x) => x,
         Err(_) => return unreachable(),
     };

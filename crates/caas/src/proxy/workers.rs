@@ -1,8 +1,8 @@
 //! Thread-per-core serving of the listener, like nginx's workers: N OS
 //! threads, each with a current-thread tokio runtime, its own
 //! `SO_REUSEPORT` listener on the service's address (the kernel spreads
-//! new connections over them) and its own upstream connection pool. A
-//! proxied request (`/r/...`, or a `{session}.{domain}` host) is served
+//! new connections over them) and its own idle upstream connections
+//! (upstream.rs). A proxied request (`/r/...`, or a `{session}.{domain}` host) is served
 //! start to end on the thread that accepted its connection: the client
 //! connection, the upstream connection and their bodies never wake a task
 //! on another thread. Every other request (API, web UI, terminal) is
@@ -13,31 +13,21 @@
 //! the service has drained, so anything it opened on the way (a database
 //! or engine connection made on a cache miss) stays usable meanwhile.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioIo;
 use tower::ServiceExt;
 
-use crate::proxy::{session_host, upstream_client, UpstreamClient};
-
-thread_local! {
-    /// This worker thread's upstream pool (none on the main runtime, which
-    /// uses the service's shared one).
-    static LOCAL: std::cell::OnceCell<Client<HttpConnector, axum::body::Body>> =
-        const { std::cell::OnceCell::new() };
-}
-
-/// The pool a proxied request on this thread goes through.
-pub(crate) fn local_client() -> Option<UpstreamClient> {
-    LOCAL.with(|c| c.get().cloned())
-}
+use crate::api::AppState;
+use crate::proxy::session_host;
 
 /// Whether a request is the proxy's, served on the worker that accepted it.
 fn proxied(req: &Request, app_domain: Option<&str>) -> bool {
@@ -55,31 +45,120 @@ fn proxied(req: &Request, app_domain: Option<&str>) -> bool {
     host.and_then(|h| session_host(h, domain)).is_some()
 }
 
-/// What a worker serves: `service` itself for proxied requests, and for
-/// the rest `service` run on `main`.
-fn worker_router(
+/// What a worker thread does with a request: a proxied one is served on
+/// this thread, straight by the proxy (no router: it would only route it
+/// there); every other one is sent to the service's router on the main
+/// runtime.
+#[derive(Clone)]
+pub struct Dispatch(Arc<DispatchInner>);
+
+struct DispatchInner {
     service: Router,
-    app_domain: Option<Arc<str>>,
+    state: AppState,
     main: tokio::runtime::Handle,
-) -> Router {
-    Router::new().fallback_service(tower::service_fn(move |req: Request| {
-        let service = service.clone();
-        let local = proxied(&req, app_domain.as_deref());
-        let main = main.clone();
+}
+
+impl Dispatch {
+    /// Answers one request (see [`Dispatch`]).
+    pub fn call(&self, req: Request) -> impl Future<Output = Response> + Send + 'static {
+        let local = proxied(&req, self.0.state.auth.app_domain.as_deref());
+        let this = self.0.clone();
         async move {
             if local {
-                return service.oneshot(req).await;
+                return crate::proxy::serve_proxied(this.state.clone(), req).await;
             }
-            Ok(match main.spawn(service.oneshot(req)).await {
+            match this.main.spawn(this.service.clone().oneshot(req)).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(never)) => match never {},
                 Err(e) => {
                     crate::log!("warn", "request handler ended abnormally: {e}");
                     StatusCode::INTERNAL_SERVER_ERROR.into_response()
                 }
-            })
+            }
         }
-    }))
+    }
+
+    /// The same as a router, for `axum::serve` (the TLS listener: HTTP/2
+    /// through ALPN).
+    pub fn router(&self) -> Router {
+        let d = self.clone();
+        Router::new().fallback_service(tower::service_fn(move |req: Request| {
+            let answer = d.call(req);
+            async move { Ok::<_, Infallible>(answer.await) }
+        }))
+    }
+}
+
+/// Serves plain HTTP/1.1 on `tcp` until `stop` turns true, then lets open
+/// connections finish for at most `grace`: false if some were cut.
+///
+/// Plain HTTP is HTTP/1.1 only: browsers speak HTTP/2 only over TLS
+/// (ALPN), which stays on `axum::serve`. So no protocol sniffing (one read
+/// less per connection) and one HTTP/1 connection task per client, whose
+/// requests go to [`Dispatch`] with their peer address (`ConnectInfo`).
+pub async fn serve_http1(
+    tcp: tokio::net::TcpListener,
+    dispatch: Dispatch,
+    stop: tokio::sync::watch::Receiver<bool>,
+    grace: Duration,
+) -> std::io::Result<bool> {
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    let http = hyper::server::conn::http1::Builder::new();
+    let mut stopped = std::pin::pin!({
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|v| *v).await;
+        }
+    });
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            r = tcp.accept() => match r {
+                Ok(c) => c,
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                ) => continue,
+                Err(e) => {
+                    // Out of descriptors and the like: wait for some to close.
+                    crate::log!("warn", "accept: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        let d = dispatch.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ConnectInfo(peer));
+                let answer = d.call(req);
+                async move { Ok::<_, Infallible>(answer.await) }
+            });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let mut stop = stop.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn.with_upgrades());
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = async { drop(stop.wait_for(|v| *v).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(tcp);
+    drop(open_rx);
+    tokio::select! {
+        _ = open_tx.closed() => Ok(true),
+        _ = tokio::time::sleep(grace) => Ok(false),
+    }
 }
 
 /// Failures of [`Workers::start`].
@@ -103,22 +182,25 @@ pub struct Workers<T> {
 impl<T: Send + 'static> Workers<T> {
     /// Binds `n` (at least 1) listeners on `addr` with `SO_REUSEPORT`
     /// (bind errors are returned here), then starts one thread each, which
-    /// calls `serve(listener, router)`; `serve` owns accepting (plain or
-    /// TLS) and shutdown, and says how it ended. Must be called on the
+    /// calls `serve(listener, dispatch)`; `serve` owns accepting (plain:
+    /// [`serve_http1`], or TLS) and shutdown, and says how it ended. Must be called on the
     /// main runtime (API requests are sent there).
     pub fn start<F, Fut>(
         n: usize,
         addr: SocketAddr,
         service: Router,
-        app_domain: Option<&str>,
+        state: AppState,
         serve: F,
     ) -> Result<Workers<T>, WorkersError>
     where
-        F: Fn(tokio::net::TcpListener, Router) -> Fut + Send + Sync + 'static,
+        F: Fn(tokio::net::TcpListener, Dispatch) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::io::Result<T>> + 'static,
     {
-        let main = tokio::runtime::Handle::current();
-        let app_domain: Option<Arc<str>> = app_domain.map(Arc::from);
+        let dispatch = Dispatch(Arc::new(DispatchInner {
+            service,
+            state,
+            main: tokio::runtime::Handle::current(),
+        }));
         let mut addr = addr;
         let mut sockets = Vec::new();
         for _ in 0..n.max(1) {
@@ -143,7 +225,7 @@ impl<T: Send + 'static> Workers<T> {
             let (tx, rx) = tokio::sync::oneshot::channel();
             done.push(rx);
             let serve = serve.clone();
-            let router = worker_router(service.clone(), app_domain.clone(), main.clone());
+            let dispatch = dispatch.clone();
             let mut released = release.subscribe();
             std::thread::Builder::new()
                 .name(format!("cubby-http-{i}"))
@@ -158,12 +240,9 @@ impl<T: Send + 'static> Workers<T> {
                             return;
                         }
                     };
-                    LOCAL.with(|c| {
-                        c.get_or_init(upstream_client);
-                    });
                     rt.block_on(async move {
                         let r = match socket.listen(1024) {
-                            Ok(l) => serve(l, router).await,
+                            Ok(l) => serve(l, dispatch).await,
                             Err(e) => Err(e),
                         };
                         let _ = tx.send(r);

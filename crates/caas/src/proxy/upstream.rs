@@ -1,0 +1,336 @@
+//! HTTP/1.1 connections to apps: a connection per request on
+//! `hyper::client::conn::http1`, and the idle ones of apps that keep them
+//! alive reused, per thread (each worker thread has its own, like its
+//! accepted connections; on the main runtime each tokio thread has one).
+//!
+//! An app that closes every connection (busybox httpd, the bench's app)
+//! costs a connect and a handshake per request and nothing more: no pool
+//! checkout racing a connect, no background pool task. A connection goes
+//! back to its thread's idle list only once its response body has ended
+//! and only if neither side said `Connection: close`; it is dropped there
+//! after [`IDLE`] unused (checked whenever the thread uses the list) or
+//! as soon as the app closes it.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, Request, Response, Version};
+use hyper::body::{Body as _, Frame, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+/// How long an idle connection is kept: below the shortest keep-alive
+/// servers commonly use (Node's 5 s), so we drop it first rather than the
+/// app closing it under a request.
+pub const IDLE: Duration = Duration::from_secs(4);
+/// Idle connections kept per app and thread.
+const MAX_IDLE: usize = 64;
+/// How long a connect may take (the app's address is on cubby's bridge).
+const CONNECT: Duration = Duration::from_secs(5);
+/// How long a finished connection waits for the app to close first.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Why a request did not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("connect: timed out after {CONNECT:?}")]
+    ConnectTimeout,
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+}
+
+thread_local! {
+    static IDLE_CONNS: RefCell<Idle> = RefCell::new(Idle::default());
+}
+
+#[derive(Default)]
+struct Idle {
+    by_app: HashMap<SocketAddr, Vec<(SendRequest<Body>, Instant)>>,
+    swept: Option<Instant>,
+}
+
+impl Idle {
+    /// The most recently idled live connection to `addr`.
+    fn take(&mut self, addr: SocketAddr) -> Option<SendRequest<Body>> {
+        self.sweep();
+        let list = self.by_app.get_mut(&addr)?;
+        while let Some((s, _)) = list.pop() {
+            if !s.is_closed() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put(&mut self, addr: SocketAddr, s: SendRequest<Body>) {
+        self.sweep();
+        let list = self.by_app.entry(addr).or_default();
+        if list.len() < MAX_IDLE {
+            list.push((s, Instant::now()));
+        }
+    }
+
+    /// Drops closed and expired connections (at most once a second).
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        if self
+            .swept
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.swept = Some(now);
+        for list in self.by_app.values_mut() {
+            list.retain(|(s, at)| !s.is_closed() && now.duration_since(*at) < IDLE);
+        }
+        self.by_app.retain(|_, l| !l.is_empty());
+    }
+}
+
+/// A new TCP connection to an app (no delay on small writes).
+pub(crate) async fn connect(
+    addr: SocketAddr,
+) -> Result<TokioIo<tokio::net::TcpStream>, UpstreamError> {
+    let tcp = tokio::time::timeout(CONNECT, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout)?
+        .map_err(UpstreamError::Connect)?;
+    let _ = tcp.set_nodelay(true);
+    Ok(TokioIo::new(tcp))
+}
+
+/// Whether a message's connection ends with it (HTTP/1.0 without
+/// keep-alive, or `Connection: close`).
+fn closes(version: Version, h: &HeaderMap) -> bool {
+    let token = |t: &str| {
+        h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| v.trim().eq_ignore_ascii_case(t))
+    };
+    match version {
+        Version::HTTP_10 => !token("keep-alive"),
+        _ => token("close"),
+    }
+}
+
+/// Sends `req` (origin-form URI, `Host` set) to the app at `addr`, on an
+/// idle connection of this thread's if there is one, else a new one. A
+/// bodiless GET/HEAD that fails on a reused connection (the app closed it
+/// just as we sent) is sent once more on a new one.
+pub(crate) async fn send(
+    addr: SocketAddr,
+    req: Request<Body>,
+) -> Result<Response<Body>, UpstreamError> {
+    let keep = !closes(req.version(), req.headers());
+    let reused = IDLE_CONNS.with(|i| i.borrow_mut().take(addr));
+    // What a retry needs, copied only when there may be one.
+    let retry = (reused.is_some()
+        && matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        )
+        && axum::body::HttpBody::is_end_stream(req.body()))
+    .then(|| {
+        (
+            req.method().clone(),
+            req.uri().clone(),
+            req.headers().clone(),
+        )
+    });
+    let (sender, resp) = match reused {
+        Some(mut s) => match s.ready().await {
+            Ok(()) => match s.send_request(req).await {
+                Ok(r) => (s, r),
+                Err(e) => match retry {
+                    Some((m, u, h)) => {
+                        let mut again = Request::new(Body::empty());
+                        *again.method_mut() = m;
+                        *again.uri_mut() = u;
+                        *again.headers_mut() = h;
+                        fresh(addr, again).await?
+                    }
+                    None => return Err(e.into()),
+                },
+            },
+            // Closed meanwhile: nothing was sent.
+            Err(_) => fresh(addr, req).await?,
+        },
+        None => fresh(addr, req).await?,
+    };
+    let keep = keep && !closes(resp.version(), resp.headers());
+    let (parts, body) = resp.into_parts();
+    let back = keep.then_some((addr, sender));
+    Ok(Response::from_parts(
+        parts,
+        Body::new(GiveBack { body, back }),
+    ))
+}
+
+/// A new connection, its task spawned, and `req` sent on it.
+async fn fresh(
+    addr: SocketAddr,
+    req: Request<Body>,
+) -> Result<(SendRequest<Body>, Response<Incoming>), UpstreamError> {
+    let io = connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        // Body chunks of at most 64 KiB (hyper's default grows to ~400
+        // KiB): they stay in cache between the read from the app and the
+        // write to the browser (1 MiB responses: 13-16 % less CPU, see
+        // docs/caas-web.md). Also the limit of the app's response head.
+        .max_buf_size(64 * 1024)
+        .handshake(io)
+        .await?;
+    tokio::spawn(async move {
+        // Once the connection is done (the app said close, or we dropped
+        // it), let the app close first: the TIME_WAIT then stays on its
+        // side, not among our source ports toward it (tens of thousands of
+        // those made every connect() search longer; see docs/caas-web.md).
+        let Ok(parts) = conn.without_shutdown().await else {
+            return;
+        };
+        let mut tcp = parts.io.into_inner();
+        let eof = async {
+            let mut buf = [0u8; 256];
+            while let Ok(1..) = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await {}
+        };
+        let _ = tokio::time::timeout(LINGER, eof).await;
+    });
+    let resp = sender.send_request(req).await?;
+    Ok((sender, resp))
+}
+
+/// A response body that puts its connection back on this thread's idle
+/// list once it has been read to the end (a body dropped before its end
+/// takes its connection with it).
+struct GiveBack {
+    body: Incoming,
+    back: Option<(SocketAddr, SendRequest<Body>)>,
+}
+
+impl GiveBack {
+    fn give_back(&mut self) {
+        if let Some((addr, s)) = self.back.take() {
+            // Not at all while the thread ends (its list is gone).
+            let _ = IDLE_CONNS.try_with(|i| i.borrow_mut().put(addr, s));
+        }
+    }
+}
+
+impl Drop for GiveBack {
+    fn drop(&mut self) {
+        // An empty body (HEAD, 204, 304) is never polled.
+        if self.body.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
+
+impl hyper::body::Body for GiveBack {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let r = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = r {
+            self.give_back();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// An app on 127.0.0.1 that answers "hi", keeping connections alive
+    /// or closing each; counts the connections it accepted.
+    async fn app(close: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let n = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                n.fetch_add(1, Ordering::SeqCst);
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::from("hi")));
+                    if close {
+                        r.headers_mut()
+                            .insert(header::CONNECTION, "close".parse().unwrap());
+                    }
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc),
+                );
+            }
+        });
+        (addr, conns)
+    }
+
+    async fn get(addr: SocketAddr) -> String {
+        let mut req = Request::new(Body::empty());
+        *req.uri_mut() = "/x".parse().unwrap();
+        req.headers_mut()
+            .insert(header::HOST, addr.to_string().parse().unwrap());
+        let resp = send(addr, req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn reuses_kept_connections_only() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (kept, kept_conns) = app(false).await;
+            let (closed, closed_conns) = app(true).await;
+            for _ in 0..3 {
+                assert_eq!(get(kept).await, "hi");
+                assert_eq!(get(closed).await, "hi");
+            }
+            assert_eq!(kept_conns.load(Ordering::SeqCst), 1);
+            assert_eq!(closed_conns.load(Ordering::SeqCst), 3);
+        });
+    }
+
+    #[test]
+    fn which_messages_end_their_connection() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::CONNECTION, v.parse().unwrap());
+            m
+        };
+        assert!(!closes(Version::HTTP_11, &HeaderMap::new()));
+        assert!(closes(Version::HTTP_11, &h("Close")));
+        assert!(closes(Version::HTTP_11, &h("x, close")));
+        assert!(closes(Version::HTTP_10, &HeaderMap::new()));
+        assert!(!closes(Version::HTTP_10, &h("keep-alive")));
+    }
+}
