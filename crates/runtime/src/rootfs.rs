@@ -383,9 +383,9 @@ pub fn remount(path: &Path, flags: MsFlags) -> Result<()> {
 /// (`cpu,cpuacct`) and the options that mount it again (`cpu,cpuacct`,
 /// `name=systemd`).
 #[derive(Debug, Clone)]
-pub struct V1Hierarchy {
-    pub name: String,
-    pub options: String,
+struct V1Hierarchy {
+    name: String,
+    options: String,
 }
 
 /// The host's cgroup v1 hierarchies, read from mountinfo once per process.
@@ -395,7 +395,7 @@ pub struct V1Hierarchy {
 /// container made a burst of N starts O(N²) (a fifth of the monitor's CPU
 /// at 300 containers). A hierarchy mounted after the first read is seen by
 /// the next process (a monitor restart), which is when hosts change them.
-pub fn v1_hierarchies() -> Result<&'static [V1Hierarchy]> {
+fn v1_hierarchies() -> Result<&'static [V1Hierarchy]> {
     static CACHE: std::sync::OnceLock<Vec<V1Hierarchy>> = std::sync::OnceLock::new();
     if let Some(v) = CACHE.get() {
         return Ok(v);
@@ -405,18 +405,15 @@ pub fn v1_hierarchies() -> Result<&'static [V1Hierarchy]> {
 }
 
 /// Reads the host's cgroup v1 hierarchies now (in the caller, before it
-/// clones a container init) if the spec mounts cgroups on a v1 host.
-pub fn warm_v1_hierarchies(spec: &Spec) -> Result<()> {
+/// clones a container init) if the spec mounts cgroups: once per process,
+/// on a v2 host too (one read, then nothing), rather than a layout check
+/// per container.
+pub(crate) fn warm_v1_hierarchies(spec: &Spec) -> Result<()> {
     let mounts_cgroup = spec
         .mounts()
         .as_ref()
         .is_some_and(|ms| ms.iter().any(|m| m.typ().as_deref() == Some("cgroup")));
-    if mounts_cgroup
-        && !matches!(
-            crate::cgroups::Hierarchy::detect(),
-            Ok(crate::cgroups::Hierarchy::V2 { .. })
-        )
-    {
+    if mounts_cgroup {
         v1_hierarchies()?;
     }
     Ok(())
