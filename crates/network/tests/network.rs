@@ -239,10 +239,13 @@ fn links_carry_no_ipv6_and_stay_quiet() {
         env.container(id, "quiet");
     }
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(
-        toward_q1() - before,
-        0,
-        "packets the bridge flooded to an idle container while others joined"
+    // With IPv6 on the links each join floods ~4 packets to every port (12
+    // here); a late one of the new bridge's own start-up announcements may
+    // still arrive, so fewer than one per join is what is asserted.
+    let flooded = toward_q1() - before;
+    assert!(
+        flooded < 3,
+        "{flooded} packets the bridge flooded to an idle container while 3 others joined"
     );
     let inside = in_netns(&a, ipv6_interfaces);
     assert!(inside.iter().all(|i| i == "lo"), "IPv6 inside: {inside:?}");
