@@ -226,6 +226,7 @@ fn proxy_access_control_and_forwarding() {
         lower.contains(&format!("x-forwarded-prefix: /r/{a}")),
         "{body}"
     );
+    assert!(lower.contains("x-forwarded-for: 127.0.0.1\n"), "{body}");
     // The sandbox cannot plant cubby's cookie; its own passes.
     let hl = head.to_ascii_lowercase();
     assert!(!hl.contains("cubby_access=planted"), "{head}");

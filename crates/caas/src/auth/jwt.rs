@@ -3,6 +3,9 @@
 //! accepted: `none`, RS256 and any other header are refused before the
 //! signature is even looked at (no algorithm confusion).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use ring::hmac;
@@ -29,12 +32,24 @@ struct Header {
 
 pub struct Signer {
     key: hmac::Key,
+    /// Tokens whose header and signature checked out, with their claims:
+    /// the proxy sees the same token on every request of a browser (a
+    /// verification is two base64 decodes, two JSON parses and an HMAC; a
+    /// hit is one hash of the token). Only the exact bytes of a verified
+    /// token hit; expiry is checked on every use; revocation is the
+    /// caller's (the login check), as without the cache.
+    verified: Mutex<HashMap<Box<str>, Claims>>,
 }
+
+/// Verified tokens remembered per signer; when full, the expired ones are
+/// dropped, and if none had expired, all of them.
+const VERIFIED_MAX: usize = 10_000;
 
 impl Signer {
     pub fn new(secret: &[u8]) -> Signer {
         Signer {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            verified: Mutex::default(),
         }
     }
 
@@ -48,6 +63,38 @@ impl Signer {
 
     /// Verifies header, signature and expiry (`now` in seconds).
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims> {
+        let known = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .cloned();
+        let claims = match known {
+            Some(c) => c,
+            None => {
+                let c = self.verify_signed(token)?;
+                let mut m = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+                if m.len() >= VERIFIED_MAX {
+                    m.retain(|_, c| c.exp > now);
+                    if m.len() >= VERIFIED_MAX {
+                        m.clear();
+                    }
+                }
+                m.insert(token.into(), c.clone());
+                c
+            }
+        };
+        if claims.exp <= now {
+            return Err(Error::Unauthenticated(
+                "access token expired: refresh it or sign in again".into(),
+            ));
+        }
+        Ok(claims)
+    }
+
+    /// The claims of a token whose header and signature are right (expiry
+    /// not checked).
+    fn verify_signed(&self, token: &str) -> Result<Claims> {
         let bad = |why: &str| {
             Error::Unauthenticated(format!("invalid access token ({why}): sign in again"))
         };
@@ -73,11 +120,6 @@ impl Signer {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| bad("claims"))?;
-        if claims.exp <= now {
-            return Err(Error::Unauthenticated(
-                "access token expired: refresh it or sign in again".into(),
-            ));
-        }
         Ok(claims)
     }
 }
@@ -108,6 +150,32 @@ mod tests {
             .contains("expired"));
         // Another key: refused.
         assert!(Signer::new(b"k2").verify(&t, 150).is_err());
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire_and_forgeries_never_hit() {
+        let s = Signer::new(b"k1");
+        let t = s.sign(&claims(200));
+        assert_eq!(s.verify(&t, 150).unwrap(), claims(200));
+        assert_eq!(s.verify(&t, 150).unwrap(), claims(200));
+        assert!(s
+            .verify(&t, 200)
+            .unwrap_err()
+            .to_string()
+            .contains("expired"));
+        // The same claims signed with another key, after the real token
+        // was remembered: still refused.
+        let other = Signer::new(b"k2").sign(&claims(200));
+        assert!(s.verify(&other, 150).is_err());
+        assert!(s.verify(&format!("{t}x"), 150).is_err());
+        // A full cache starts over without losing correctness.
+        for i in 0..VERIFIED_MAX + 1 {
+            let mut c = claims(200);
+            c.sub = format!("u{i}");
+            assert!(s.verify(&s.sign(&c), 150).is_ok());
+        }
+        assert!(s.verified.lock().unwrap().len() <= VERIFIED_MAX);
+        assert_eq!(s.verify(&t, 150).unwrap(), claims(200));
     }
 
     #[test]

@@ -212,59 +212,77 @@ const HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// The request's headers as the sandbox may see them.
-fn upstream_headers(h: &HeaderMap, client: Option<SocketAddr>, prefix: &str) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(h.len() + 4);
+/// Turns the request's headers into what the sandbox may see, in place
+/// (no second map: the proxy does this for every request): hop-by-hop
+/// lines, cubby's credentials and any `X-Forwarded-*` the client sent go;
+/// ours are set (`client_ip`, the Host the client named, `prefix`).
+fn upstream_headers(
+    h: &mut HeaderMap,
+    client_ip: Option<HeaderValue>,
+    prefix: Option<HeaderValue>,
+) {
     // Names listed in Connection are hop-by-hop too.
-    let listed: Vec<String> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .collect();
-    for (name, value) in h {
-        if HOP.contains(name)
-            || listed.iter().any(|l| l == name.as_str())
-            || name == header::AUTHORIZATION
-            || name == header::COOKIE
-            || name.as_str().starts_with("x-forwarded-")
-        {
-            continue;
+    let listed: Vec<HeaderValue> = h.get_all(header::CONNECTION).iter().cloned().collect();
+    for v in &listed {
+        for name in v.to_str().unwrap_or("").split(',') {
+            let name = name.trim();
+            if !name.is_empty() {
+                h.remove(name);
+            }
         }
-        out.append(name.clone(), value.clone());
+    }
+    for name in HOP.iter() {
+        h.remove(name);
+    }
+    h.remove(header::AUTHORIZATION);
+    let forwarded: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-forwarded-"))
+        .cloned()
+        .collect();
+    for name in forwarded {
+        h.remove(name);
     }
     // The app's own cookies pass; cubby's never do.
-    let kept: Vec<&str> = h
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|kv| {
-            let name = kv.split('=').next().unwrap_or("");
-            !kv.is_empty() && !OURS.contains(&name)
-        })
-        .collect();
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            out.insert(header::COOKIE, v);
+    if h.contains_key(header::COOKIE) {
+        let kept: Vec<&str> = h
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|kv| {
+                let name = kv.split('=').next().unwrap_or("");
+                !kv.is_empty() && !OURS.contains(&name)
+            })
+            .collect();
+        let joined = (!kept.is_empty()).then(|| kept.join("; "));
+        h.remove(header::COOKIE);
+        if let Some(v) = joined.and_then(|j| HeaderValue::from_str(&j).ok()) {
+            h.insert(header::COOKIE, v);
         }
     }
-    if let Some(a) = client {
-        if let Ok(v) = HeaderValue::from_str(&a.ip().to_string()) {
-            out.insert(HeaderName::from_static("x-forwarded-for"), v);
-        }
+    if let Some(v) = client_ip {
+        h.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
-    if let Some(host) = h.get(header::HOST) {
-        out.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    if let Some(host) = h.get(header::HOST).cloned() {
+        h.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
-    if !prefix.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(prefix) {
-            out.insert(HeaderName::from_static("x-forwarded-prefix"), v);
-        }
+    if let Some(v) = prefix {
+        h.insert(HeaderName::from_static("x-forwarded-prefix"), v);
     }
-    out
+}
+
+/// A client's address as an `X-Forwarded-For` value (made once per
+/// connection by the worker that accepted it).
+pub(crate) fn forwarded_for(peer: SocketAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    // Formatted on the stack: the value's own copy is the only allocation.
+    let mut buf = [0u8; 64];
+    let mut w = std::io::Cursor::new(&mut buf[..]);
+    write!(w, "{}", peer.ip()).ok()?;
+    let n = usize::try_from(w.position()).ok()?;
+    HeaderValue::from_bytes(&buf[..n]).ok()
 }
 
 /// The sandbox's answer as the browser may see it: no hop-by-hop headers,
@@ -424,6 +442,19 @@ async fn target_uncached(
 
 /// `/r/{session}/...`: checks, then forwards.
 pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
+    let client_ip = peer_of(&req).and_then(forwarded_for);
+    handle_path(st, req, client_ip).await
+}
+
+/// The client's address a listener recorded (`ConnectInfo`), if any.
+fn peer_of(req: &Request) -> Option<SocketAddr> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+}
+
+/// [`handle`], with the client's `X-Forwarded-For` value known.
+async fn handle_path(st: AppState, req: Request, client_ip: Option<HeaderValue>) -> Response {
     if !st.auth.path_routing {
         // Refused before any lookup: the same answer for every session.
         return page(
@@ -433,19 +464,17 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
             None,
         );
     }
-    let raw_path = req.uri().path().to_string();
-    let route = match parse_path(&raw_path) {
+    // A clone shares the request's bytes: the route borrows from it while
+    // the parts are handed on.
+    let uri = req.uri().clone();
+    let route = match parse_path(uri.path()) {
         Ok(r) => r,
         Err(why) => return page(StatusCode::BAD_REQUEST, "Bad sandbox address", why, None),
     };
     if route.rest.is_empty() {
         // Relative links in the app resolve against a directory.
-        let q = req
-            .uri()
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
-        let to = format!("{raw_path}/{q}");
+        let q = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        let to = format!("{}/{q}", uri.path());
         return match HeaderValue::from_str(&to) {
             Ok(v) => (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, v)]).into_response(),
             Err(_) => page(
@@ -467,56 +496,79 @@ pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
         Ok(c) => c,
         Err(e) => return error_page(e),
     };
-    forward(st, who, route.session, Some(route.rest), parts, body).await
+    let to = Forward {
+        session: route.session,
+        rest: Some(route.rest),
+        client_ip,
+    };
+    forward(st, who, to, parts, body).await
+}
+
+/// Where [`forward`] sends a request.
+struct Forward<'a> {
+    session: &'a str,
+    /// The path after `/r/{session}` (path routing), or `None` on the
+    /// session's own host (the whole path goes to the app).
+    rest: Option<&'a str>,
+    /// The client's address as `X-Forwarded-For` says it.
+    client_ip: Option<HeaderValue>,
 }
 
 /// Forwards a request whose caller is known to the session's app.
-/// `rest` is the path after `/r/{session}` (path routing) or `None` on the
-/// session's own host (the whole path goes to the app).
 async fn forward(
     st: AppState,
     who: Caller,
-    session: &str,
-    rest: Option<&str>,
-    parts: axum::http::request::Parts,
+    to: Forward<'_>,
+    mut parts: axum::http::request::Parts,
     body: Body,
 ) -> Response {
-    let raw_path = parts.uri.path().to_string();
     let upgrade = is_upgrade(&parts.headers);
     if upgrade {
         if let Err(e) = check_same_origin(&parts.headers) {
             return error_page(e);
         }
     }
-    let (addr, keep_prefix) = match target(&st, &who, session).await {
+    let (addr, keep_prefix) = match target(&st, &who, to.session).await {
         Ok(t) => t,
         Err(r) => return r,
     };
-    let session = session.to_string();
+    let session = to.session.to_string();
     st.manager.activity.record(&session, Event::Request);
-    let prefix = match rest {
-        Some(_) => format!("/r/{session}"),
-        None => String::new(),
+    let raw_path = parts.uri.path();
+    let path = match to.rest {
+        Some(_) if keep_prefix => raw_path,
+        Some("") => "/",
+        Some(r) => r,
+        None => raw_path,
     };
-    let path = match rest {
-        Some(_) if keep_prefix => raw_path.clone(),
-        Some("") => "/".to_string(),
-        Some(r) => r.to_string(),
-        None => raw_path.clone(),
-    };
-    let pq = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
-    };
-    let client_addr = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let mut headers = upstream_headers(&parts.headers, client_addr, &prefix);
-    if upgrade {
-        return forward_upgrade(st.manager.clone(), session, addr, parts, pq, headers).await;
+    let query = parts.uri.query();
+    let mut pq = String::with_capacity(path.len() + 1 + query.map_or(0, str::len));
+    pq.push_str(path);
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
     }
-    let uri: Uri = match pq.parse() {
+    let prefix = to.rest.and_then(|_| {
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("/r/{session}"))).ok()
+    });
+    let upgrade_to = upgrade
+        .then(|| parts.headers.get(header::UPGRADE).cloned())
+        .flatten();
+    let mut headers = std::mem::take(&mut parts.headers);
+    upstream_headers(&mut headers, to.client_ip, prefix);
+    if upgrade {
+        return forward_upgrade(
+            st.manager.clone(),
+            session,
+            addr,
+            parts,
+            pq,
+            headers,
+            upgrade_to,
+        )
+        .await;
+    }
+    let uri = match Uri::from_maybe_shared(bytes::Bytes::from(pq)) {
         Ok(u) => u,
         Err(_) => {
             return page(
@@ -527,26 +579,26 @@ async fn forward(
             )
         }
     };
-    match parts.headers.get(header::HOST) {
-        Some(h) => {
-            headers.insert(header::HOST, h.clone());
-        }
-        None => {
-            if let Ok(h) = HeaderValue::from_str(&addr.to_string()) {
-                headers.insert(header::HOST, h);
-            }
+    if !headers.contains_key(header::HOST) {
+        if let Ok(h) = HeaderValue::from_str(&addr.to_string()) {
+            headers.insert(header::HOST, h);
         }
     }
-    let activity = st.manager.clone();
-    let s2 = session.clone();
-    let body = Body::new(body.map_frame(move |f| {
-        if let Some(d) = f.data_ref() {
-            activity
-                .activity
-                .record(&s2, Event::ToSandbox(d.len() as u64));
-        }
-        f
-    }));
+    // A bodiless request (most of them) needs no counting wrapper.
+    let body = if axum::body::HttpBody::is_end_stream(&body) {
+        Body::empty()
+    } else {
+        let activity = st.manager.clone();
+        let s2 = session.clone();
+        Body::new(body.map_frame(move |f| {
+            if let Some(d) = f.data_ref() {
+                activity
+                    .activity
+                    .record(&s2, Event::ToSandbox(d.len() as u64));
+            }
+            f
+        }))
+    };
     let mut out = axum::http::Request::new(body);
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
@@ -673,17 +725,25 @@ pub async fn host_dispatch(
     next: axum::middleware::Next,
 ) -> Response {
     match session_of_host(&st, &mut req) {
-        Some(s) => handle_host(st, s, req).await,
+        Some(s) => {
+            let client_ip = peer_of(&req).and_then(forwarded_for);
+            handle_host(st, s, req, client_ip).await
+        }
         None => next.run(req).await,
     }
 }
 
 /// A request the proxy serves ([`workers`] decides), answered without the
 /// router: what [`host_dispatch`] and the `/r/` route would do with it.
-pub(crate) async fn serve_proxied(st: AppState, mut req: Request) -> Response {
+/// `client_ip`: the client's address as `X-Forwarded-For` says it.
+pub(crate) async fn serve_proxied(
+    st: AppState,
+    mut req: Request,
+    client_ip: Option<HeaderValue>,
+) -> Response {
     match session_of_host(&st, &mut req) {
-        Some(s) => handle_host(st, s, req).await,
-        None => handle(State(st), req).await,
+        Some(s) => handle_host(st, s, req, client_ip).await,
+        None => handle_path(st, req, client_ip).await,
     }
 }
 
@@ -710,7 +770,12 @@ fn session_of_host(st: &AppState, req: &mut Request) -> Option<String> {
     })
 }
 
-async fn handle_host(st: AppState, session: String, req: Request) -> Response {
+async fn handle_host(
+    st: AppState,
+    session: String,
+    req: Request,
+    client_ip: Option<HeaderValue>,
+) -> Response {
     if session.len() != 32 || !session.bytes().all(|b| b.is_ascii_hexdigit()) {
         return error_page(Error::NotFound("session".into()));
     }
@@ -775,7 +840,12 @@ async fn handle_host(st: AppState, session: String, req: Request) -> Response {
         }
     }
     parts.headers.remove(header::AUTHORIZATION);
-    forward(st, who, &session, None, parts, body).await
+    let to = Forward {
+        session: &session,
+        rest: None,
+        client_ip,
+    };
+    forward(st, who, to, parts, body).await
 }
 
 /// The caller on a session host: its own cookie, and the login still live.
@@ -802,6 +872,7 @@ async fn forward_upgrade(
     mut parts: axum::http::request::Parts,
     pq: String,
     mut headers: HeaderMap,
+    upgrade_to: Option<HeaderValue>,
 ) -> Response {
     let unreachable = || {
         page(
@@ -819,7 +890,7 @@ async fn forward_upgrade(
             None,
         );
     };
-    let Ok(io) = upstream::connect(addr).await else {
+    let Ok(io) = upstream::connect(addr, true).await else {
         return unreachable();
     };
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(io).await {
@@ -829,12 +900,9 @@ async fn forward_upgrade(
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
-    if let Some(h) = parts.headers.get(header::HOST) {
-        headers.insert(header::HOST, h.clone());
-    }
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    if let Some(u) = parts.headers.get(header::UPGRADE) {
-        headers.insert(header::UPGRADE, u.clone());
+    if let Some(u) = upgrade_to {
+        headers.insert(header::UPGRADE, u);
     }
     let mut req = axum::http::Request::new(http_body_util::Empty::<bytes::Bytes>::new());
     *req.method_mut() = parts.method.clone();
@@ -994,11 +1062,33 @@ mod tests {
         );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("x-forwarded-host", HeaderValue::from_static("evil"));
-        let out = upstream_headers(&h, None, "/r/x");
+        h.insert("x-forwarded-user", HeaderValue::from_static("admin"));
+        // HTTP/2 sends each cookie on a line of its own.
+        h.append(header::COOKIE, HeaderValue::from_static("b=2; cubby_app=s"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        let mut out = h.clone();
+        upstream_headers(&mut out, None, HeaderValue::from_str("/r/x").ok());
         assert!(out.get(header::AUTHORIZATION).is_none());
-        assert_eq!(out.get(header::COOKIE).unwrap(), "app=1");
+        assert_eq!(out.get(header::COOKIE).unwrap(), "app=1; b=2");
+        assert_eq!(out.get_all(header::COOKIE).iter().count(), 1);
         assert!(out.get("x-secret").is_none() && out.get(header::CONNECTION).is_none());
-        assert!(out.get("x-forwarded-host").is_none());
+        assert!(out.get(header::TE).is_none());
+        assert!(out.get("x-forwarded-host").is_none() && out.get("x-forwarded-user").is_none());
+        assert_eq!(out.get("x-forwarded-prefix").unwrap(), "/r/x");
+        // Only cubby's cookies: no Cookie line at all.
+        let mut only_ours = HeaderMap::new();
+        only_ours.insert(header::COOKIE, HeaderValue::from_static("cubby_access=t"));
+        only_ours.insert(header::HOST, HeaderValue::from_static("h:1"));
+        upstream_headers(
+            &mut only_ours,
+            forwarded_for("10.1.2.3:9".parse().unwrap()),
+            None,
+        );
+        assert!(only_ours.get(header::COOKIE).is_none());
+        assert_eq!(only_ours.get("x-forwarded-for").unwrap(), "10.1.2.3");
+        assert_eq!(only_ours.get("x-forwarded-host").unwrap(), "h:1");
+        let v6 = forwarded_for("[fd00::1:2]:9".parse().unwrap()).unwrap();
+        assert_eq!(v6, "fd00::1:2");
         let mut r = HeaderMap::new();
         r.append(
             header::SET_COOKIE,

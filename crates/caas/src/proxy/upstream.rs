@@ -50,30 +50,37 @@ thread_local! {
     static IDLE_CONNS: RefCell<Idle> = RefCell::new(Idle::default());
 }
 
+/// A connection to an app and whether it sends small writes at once
+/// (`TCP_NODELAY`, set only for requests that stream a body: a bodiless
+/// request is one write, and Nagle never holds a first write back).
+struct Conn {
+    sender: SendRequest<Body>,
+    nodelay: bool,
+}
+
 #[derive(Default)]
 struct Idle {
-    by_app: HashMap<SocketAddr, Vec<(SendRequest<Body>, Instant)>>,
+    by_app: HashMap<SocketAddr, Vec<(Conn, Instant)>>,
     swept: Option<Instant>,
 }
 
 impl Idle {
-    /// The most recently idled live connection to `addr`.
-    fn take(&mut self, addr: SocketAddr) -> Option<SendRequest<Body>> {
+    /// The most recently idled live connection to `addr` (one without
+    /// delay if `nodelay`).
+    fn take(&mut self, addr: SocketAddr, nodelay: bool) -> Option<Conn> {
         self.sweep();
         let list = self.by_app.get_mut(&addr)?;
-        while let Some((s, _)) = list.pop() {
-            if !s.is_closed() {
-                return Some(s);
-            }
-        }
-        None
+        let at = list
+            .iter()
+            .rposition(|(c, _)| !c.sender.is_closed() && (c.nodelay || !nodelay))?;
+        Some(list.remove(at).0)
     }
 
-    fn put(&mut self, addr: SocketAddr, s: SendRequest<Body>) {
+    fn put(&mut self, addr: SocketAddr, c: Conn) {
         self.sweep();
         let list = self.by_app.entry(addr).or_default();
         if list.len() < MAX_IDLE {
-            list.push((s, Instant::now()));
+            list.push((c, Instant::now()));
         }
     }
 
@@ -88,21 +95,24 @@ impl Idle {
         }
         self.swept = Some(now);
         for list in self.by_app.values_mut() {
-            list.retain(|(s, at)| !s.is_closed() && now.duration_since(*at) < IDLE);
+            list.retain(|(c, at)| !c.sender.is_closed() && now.duration_since(*at) < IDLE);
         }
         self.by_app.retain(|_, l| !l.is_empty());
     }
 }
 
-/// A new TCP connection to an app (no delay on small writes).
+/// A new TCP connection to an app, with `TCP_NODELAY` if `nodelay`.
 pub(crate) async fn connect(
     addr: SocketAddr,
+    nodelay: bool,
 ) -> Result<TokioIo<tokio::net::TcpStream>, UpstreamError> {
     let tcp = tokio::time::timeout(CONNECT, tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| UpstreamError::ConnectTimeout)?
         .map_err(UpstreamError::Connect)?;
-    let _ = tcp.set_nodelay(true);
+    if nodelay {
+        let _ = tcp.set_nodelay(true);
+    }
     Ok(TokioIo::new(tcp))
 }
 
@@ -131,25 +141,26 @@ pub(crate) async fn send(
     req: Request<Body>,
 ) -> Result<Response<Body>, UpstreamError> {
     let keep = !closes(req.version(), req.headers());
-    let reused = IDLE_CONNS.with(|i| i.borrow_mut().take(addr));
+    let bodiless = axum::body::HttpBody::is_end_stream(req.body());
+    let reused = IDLE_CONNS.with(|i| i.borrow_mut().take(addr, !bodiless));
     // What a retry needs, copied only when there may be one.
     let retry = (reused.is_some()
         && matches!(
             *req.method(),
             axum::http::Method::GET | axum::http::Method::HEAD
         )
-        && axum::body::HttpBody::is_end_stream(req.body()))
-    .then(|| {
-        (
-            req.method().clone(),
-            req.uri().clone(),
-            req.headers().clone(),
-        )
-    });
-    let (sender, resp) = match reused {
-        Some(mut s) => match s.ready().await {
-            Ok(()) => match s.send_request(req).await {
-                Ok(r) => (s, r),
+        && bodiless)
+        .then(|| {
+            (
+                req.method().clone(),
+                req.uri().clone(),
+                req.headers().clone(),
+            )
+        });
+    let (conn, resp) = match reused {
+        Some(mut c) => match c.sender.ready().await {
+            Ok(()) => match c.sender.send_request(req).await {
+                Ok(r) => (c, r),
                 Err(e) => match retry {
                     Some((m, u, h)) => {
                         let mut again = Request::new(Body::empty());
@@ -168,7 +179,7 @@ pub(crate) async fn send(
     };
     let keep = keep && !closes(resp.version(), resp.headers());
     let (parts, body) = resp.into_parts();
-    let back = keep.then_some((addr, sender));
+    let back = keep.then_some((addr, conn));
     Ok(Response::from_parts(
         parts,
         Body::new(GiveBack { body, back }),
@@ -179,8 +190,9 @@ pub(crate) async fn send(
 async fn fresh(
     addr: SocketAddr,
     req: Request<Body>,
-) -> Result<(SendRequest<Body>, Response<Incoming>), UpstreamError> {
-    let io = connect(addr).await?;
+) -> Result<(Conn, Response<Incoming>), UpstreamError> {
+    let nodelay = !axum::body::HttpBody::is_end_stream(req.body());
+    let io = connect(addr, nodelay).await?;
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         // Body chunks of at most 64 KiB (hyper's default grows to ~400
         // KiB): they stay in cache between the read from the app and the
@@ -199,13 +211,20 @@ async fn fresh(
         };
         let mut tcp = parts.io.into_inner();
         let eof = async {
+            // Usually the app's FIN came with its last bytes: the
+            // readiness already says so (no read needed to see it).
+            if let Ok(r) = tcp.ready(tokio::io::Interest::READABLE).await {
+                if r.is_read_closed() {
+                    return;
+                }
+            }
             let mut buf = [0u8; 256];
             while let Ok(1..) = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await {}
         };
         let _ = tokio::time::timeout(LINGER, eof).await;
     });
     let resp = sender.send_request(req).await?;
-    Ok((sender, resp))
+    Ok((Conn { sender, nodelay }, resp))
 }
 
 /// A response body that puts its connection back on this thread's idle
@@ -213,14 +232,14 @@ async fn fresh(
 /// takes its connection with it).
 struct GiveBack {
     body: Incoming,
-    back: Option<(SocketAddr, SendRequest<Body>)>,
+    back: Option<(SocketAddr, Conn)>,
 }
 
 impl GiveBack {
     fn give_back(&mut self) {
-        if let Some((addr, s)) = self.back.take() {
+        if let Some((addr, c)) = self.back.take() {
             // Not at all while the thread ends (its list is gone).
-            let _ = IDLE_CONNS.try_with(|i| i.borrow_mut().put(addr, s));
+            let _ = IDLE_CONNS.try_with(|i| i.borrow_mut().put(addr, c));
         }
     }
 }
@@ -317,6 +336,38 @@ mod tests {
             }
             assert_eq!(kept_conns.load(Ordering::SeqCst), 1);
             assert_eq!(closed_conns.load(Ordering::SeqCst), 3);
+        });
+    }
+
+    #[test]
+    fn requests_with_a_body_get_a_connection_without_delay() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (kept, conns) = app(false).await;
+            let post = || async move {
+                let mut req = Request::new(Body::from("payload"));
+                *req.method_mut() = axum::http::Method::POST;
+                *req.uri_mut() = "/x".parse().unwrap();
+                req.headers_mut()
+                    .insert(header::HOST, kept.to_string().parse().unwrap());
+                let resp = send(kept, req).await.unwrap();
+                resp.into_body().collect().await.unwrap();
+            };
+            assert_eq!(get(kept).await, "hi");
+            assert_eq!(conns.load(Ordering::SeqCst), 1);
+            // The idle connection was made for a bodiless request (Nagle
+            // on): a body needs a new one.
+            post().await;
+            assert_eq!(conns.load(Ordering::SeqCst), 2);
+            // Both idle now: a body takes the one without delay, a
+            // bodiless request either.
+            post().await;
+            assert_eq!(get(kept).await, "hi");
+            post().await;
+            assert_eq!(conns.load(Ordering::SeqCst), 2);
         });
     }
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use hyper_util::rt::TokioIo;
@@ -58,14 +58,50 @@ struct DispatchInner {
     main: tokio::runtime::Handle,
 }
 
+/// A client connection's address, and the same as an `X-Forwarded-For`
+/// value (made once per connection, not per request).
+#[derive(Clone)]
+pub struct Peer {
+    addr: SocketAddr,
+    forwarded_for: Option<HeaderValue>,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            forwarded_for: crate::proxy::forwarded_for(addr),
+        }
+    }
+}
+
 impl Dispatch {
-    /// Answers one request (see [`Dispatch`]).
-    pub fn call(&self, req: Request) -> impl Future<Output = Response> + Send + 'static {
+    /// Answers one request (see [`Dispatch`]) from `peer` (if not already
+    /// in the request as `ConnectInfo`).
+    pub fn call(
+        &self,
+        mut req: Request,
+        peer: Option<&Peer>,
+    ) -> impl Future<Output = Response> + Send + 'static {
         let local = proxied(&req, self.0.state.auth.app_domain.as_deref());
         let this = self.0.clone();
+        // The proxy takes the address as a value; the router's handlers
+        // read it from the request.
+        let client_ip = match peer {
+            Some(p) if local => p.forwarded_for.clone(),
+            Some(p) => {
+                req.extensions_mut().insert(ConnectInfo(p.addr));
+                None
+            }
+            None if local => req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .and_then(|c| crate::proxy::forwarded_for(c.0)),
+            None => None,
+        };
         async move {
             if local {
-                return crate::proxy::serve_proxied(this.state.clone(), req).await;
+                return crate::proxy::serve_proxied(this.state.clone(), req, client_ip).await;
             }
             match this.main.spawn(this.service.clone().oneshot(req)).await {
                 Ok(Ok(r)) => r,
@@ -83,7 +119,7 @@ impl Dispatch {
     pub fn router(&self) -> Router {
         let d = self.clone();
         Router::new().fallback_service(tower::service_fn(move |req: Request| {
-            let answer = d.call(req);
+            let answer = d.call(req, None);
             async move { Ok::<_, Infallible>(answer.await) }
         }))
     }
@@ -103,6 +139,10 @@ pub async fn serve_http1(
     grace: Duration,
 ) -> std::io::Result<bool> {
     let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    // The connections wait on a stop signal of this thread's own: waiting
+    // on `stop` itself would make every connection lock a list that every
+    // worker thread shares.
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let http = hyper::server::conn::http1::Builder::new();
     let mut stopped = std::pin::pin!({
         let mut stop = stop.clone();
@@ -131,15 +171,14 @@ pub async fn serve_http1(
             },
         };
         let d = dispatch.clone();
+        let peer = Peer::new(peer);
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut().insert(ConnectInfo(peer));
-                let answer = d.call(req);
+                let answer = d.call(req.map(axum::body::Body::new), Some(&peer));
                 async move { Ok::<_, Infallible>(answer.await) }
             });
         let conn = http.serve_connection(TokioIo::new(stream), service);
-        let mut stop = stop.clone();
+        let mut stop = drain_rx.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn.with_upgrades());
@@ -154,6 +193,7 @@ pub async fn serve_http1(
         });
     }
     drop(tcp);
+    let _ = drain_tx.send(true);
     drop(open_rx);
     tokio::select! {
         _ = open_tx.closed() => Ok(true),
