@@ -44,7 +44,10 @@
 #   bench/caas-proxy.sh                 # ROUNDS=3 DURATION=5 CONNS=16
 # Env: ROUNDS, DURATION (s per wrk run), CONNS, THREADS (2), ECHOES (1000),
 # CUBBY, CUBBY_B, A_ARGS, B_ARGS, KEEP=1, ONLY=latency (skip wrk),
-# PERF=1 (profiles first, see below), TW_REUSE=0 (see TIME_WAIT).
+# PERF=1 (profiles first, see below), TW_REUSE=0 (see TIME_WAIT),
+# SYSCALLS=1 and STRACE=1 (see below), NGINX_WORKERS (default: as many as
+# cubby's default proxy threads, half the cores; give A_ARGS/B_ARGS
+# "--proxy-threads N" to compare others).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -77,6 +80,15 @@ cpu_ticks() {
         t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
     done
     echo "$t"
+}
+# user and system clock ticks, as "USER SYS".
+cpu_split() {
+    local u=0 s=0 p
+    for p in "$@"; do
+        read -r pu ps < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo 0 0)
+        u=$((u + pu)); s=$((s + ps))
+    done
+    echo "$u $s"
 }
 bench_init proxy cx 214
 
@@ -136,10 +148,13 @@ PY
 DOCKER_HOST="unix://$work/run/cubby.sock" docker exec "caas-$session" sh -c \
     'head -c 1024 /dev/zero > /workspace/1k && head -c 1048576 /dev/zero > /workspace/1m'
 
+# nginx gets as many workers as `cubby serve` has proxy threads by default
+# (half the cores, at least one); NGINX_WORKERS overrides.
+nginx_workers=${NGINX_WORKERS:-$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))}
 nport=$(free_port)
 mkdir -p "$work/nginx"
 cat > "$work/nginx/nginx.conf" <<NG
-worker_processes 2;
+worker_processes $nginx_workers;
 error_log $work/nginx/error.log;
 pid $work/nginx/nginx.pid;
 events { worker_connections 1024; }
@@ -191,13 +206,18 @@ echo "== net.ipv4.tcp_tw_reuse = $(sysctl -n net.ipv4.tcp_tw_reuse) (was ${tw_re
 # PERF=1: first a profile of the 1 KiB new-connection case through cubby
 # and through nginx (perf record -g of the serving processes during one wrk
 # run each); reports in $work/perf-TARGET.txt (KEEP=1 keeps them).
+# PERF_ARGS replaces `-g` (e.g. "-e probe_libc:malloc --call-graph dwarf"
+# for where the heap is called from), PERF_KEEPALIVE=1 profiles the
+# keep-alive case instead.
 if [ "${PERF:-0}" = 1 ]; then
     command -v perf >/dev/null || die "perf missing (apt-get install -y linux-perf)"
+    read -ra perf_args <<<"${PERF_ARGS:--g}"
     for t in cubby nginx; do
         hdr=(-H "Connection: close")
+        [ "${PERF_KEEPALIVE:-0}" = 1 ] && hdr=()
         [ "$t" = cubby ] && hdr+=(-H "Authorization: Bearer $token")
         # shellcheck disable=SC2086 # pid lists
-        perf record -q -g -o "$work/perf-$t.data" -p "$(tr ' ' ',' <<<"${pids[$t]}" | sed 's/,*$//')" \
+        perf record -q "${perf_args[@]}" -o "$work/perf-$t.data" -p "$(tr ' ' ',' <<<"${pids[$t]}" | sed 's/,*$//')" \
             -- sleep "$DURATION" 2>/dev/null &
         perf_pid=$!
         wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "${hdr[@]}" "${url[$t]}/1k" | awk '/Requests\/sec/ {print "perf run '"$t"': " $2 " req/s"}'
@@ -206,6 +226,64 @@ if [ "${PERF:-0}" = 1 ]; then
             | awk '/%/ && !/^#/ && n++ < 60' > "$work/perf-$t.txt"
         echo "== perf $t (top of $work/perf-$t.txt)"
         awk 'NR <= 25' "$work/perf-$t.txt"
+    done
+fi
+
+# SYSCALLS=1: system calls per request of the serving processes (perf
+# stat on their syscall tracepoints) during one 1 KiB run each through
+# cubby and nginx, keep-alive and new connection per request.
+if [ "${SYSCALLS:-0}" = 1 ]; then
+    command -v perf >/dev/null || die "perf missing (apt-get install -y linux-perf)"
+    evs=
+    for c in read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epoll_ctl \
+        socket connect close accept4 getsockopt setsockopt futex shutdown getpeername \
+        getsockname ioctl sched_yield madvise mmap munmap brk; do
+        evs+="syscalls:sys_enter_$c,"
+    done
+    # Heap calls too where libc's are probed (perf probe -x LIBC --add malloc,
+    # likewise free and realloc).
+    for c in malloc free realloc; do
+        perf probe -l 2>/dev/null | grep -q "probe_libc:$c " && evs+="probe_libc:$c,"
+    done
+    for conn in keepalive close; do
+        for t in cubby nginx; do
+            hdr=()
+            [ "$conn" = close ] && hdr=(-H "Connection: close")
+            [ "$t" = cubby ] && hdr+=(-H "Authorization: Bearer $token")
+            # shellcheck disable=SC2086 # pid lists
+            perf stat -x, -o "$work/sys-$t-$conn.csv" -e "${evs%,}" \
+                -p "$(tr ' ' ',' <<<"${pids[$t]}" | sed 's/,*$//')" -- sleep "$DURATION" 2>/dev/null &
+            stat_pid=$!
+            # shellcheck disable=SC2086 # pid lists
+            read -r u0 s0 < <(cpu_split ${pids[$t]})
+            n=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "${hdr[@]}" "${url[$t]}/1k" | awk '/requests in/ {print $1}')
+            # shellcheck disable=SC2086
+            read -r u1 s1 < <(cpu_split ${pids[$t]})
+            wait "$stat_pid" || true
+            echo "== syscalls per request, 1k $conn, $t ($n requests; CPU µs/req user $(( (u1 - u0) * 1000000 / hz / n )), system $(( (s1 - s0) * 1000000 / hz / n )), counted while traced)"
+            awk -F, -v n="$n" '$1 ~ /^[0-9]+$/ && $1 > 0 { sub("syscalls:sys_enter_", "", $3); sub("probe_libc:", "libc ", $3); printf "  %-12s %6.2f\n", $3, $1 / n; tot += $1 } END { printf "  %-12s %6.2f\n", "total", tot / n }' "$work/sys-$t-$conn.csv"
+        done
+    done
+fi
+
+# STRACE=1: the system calls of the serving processes for one 1 KiB
+# request through cubby and through nginx (on a connection warmed by one
+# request before), printed.
+if [ "${STRACE:-0}" = 1 ]; then
+    for t in cubby nginx; do
+        args=()
+        for p in ${pids[$t]}; do args+=(-p "$p"); done
+        strace -f -qq -e trace=network,read,write,readv,writev,epoll_wait,epoll_ctl,close,futex,ioctl \
+            -o "$work/strace-$t.txt" "${args[@]}" &
+        st_pid=$!
+        sleep 1
+        hdr=(-H "X-Bench: 1")
+        [ "$t" = cubby ] && hdr=(-H "Authorization: Bearer $token")
+        curl -s -o /dev/null "${hdr[@]}" "${url[$t]}/1k" "${url[$t]}/1k"
+        sleep 0.5
+        kill "$st_pid"; wait "$st_pid" 2>/dev/null || true
+        echo "== strace $t (two requests on one connection)"
+        cat "$work/strace-$t.txt"
     done
 fi
 

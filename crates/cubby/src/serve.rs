@@ -118,10 +118,20 @@ pub struct ServeArgs {
     pub checkpoint_keep: usize,
     /// Threads that accept connections on --listen, each with its own
     /// listener (SO_REUSEPORT) and upstream pool, serving proxied requests
-    /// start to end (API requests go on to the main runtime); default: one
-    /// per core. 0: everything on the main runtime.
+    /// start to end (API requests go on to the main runtime); default:
+    /// half the cores, at least one (the sandboxes it serves run on the
+    /// same cores). 0: everything on the main runtime.
     #[arg(long, value_name = "N")]
     pub proxy_threads: Option<usize>,
+}
+
+/// Proxy threads when --proxy-threads is not given: half the cores, at
+/// least one. The proxy shares the host with the sandboxes behind it; a
+/// thread per core wakes up for fewer events each time and takes CPU from
+/// them (on 2 cores, one thread served the same requests with 15-20% less
+/// CPU than two, and more of them: docs/caas-web.md).
+fn default_proxy_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// The archive store the flags name: S3 if a bucket is given, else a
@@ -444,7 +454,7 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
         let grace = Duration::from_secs(args.shutdown_grace);
         let threads = args
             .proxy_threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            .unwrap_or_else(default_proxy_threads);
         let tcp = if threads == 0 {
             Some(
                 tokio::net::TcpListener::bind(args.listen)
