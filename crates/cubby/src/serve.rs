@@ -495,6 +495,7 @@ pub fn run_serve(args: ServeArgs, root: &Path, state_dir: &Path) -> Result<()> {
         };
         let how = match threads {
             0 => "all on the main runtime".to_string(),
+            1 => "1 proxy thread".to_string(),
             n => format!("{n} proxy threads"),
         };
         cubby_caas::log!("info", "listening on {base} ({how})");
