@@ -321,13 +321,17 @@ mod tests {
         String::from_utf8(body.to_vec()).unwrap()
     }
 
-    #[test]
-    fn reuses_kept_connections_only() {
-        let rt = tokio::runtime::Builder::new_current_thread()
+    /// A worker thread's kind of runtime.
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
-        rt.block_on(async {
+            .unwrap()
+    }
+
+    #[test]
+    fn reuses_kept_connections_only() {
+        runtime().block_on(async {
             let (kept, kept_conns) = app(false).await;
             let (closed, closed_conns) = app(true).await;
             for _ in 0..3 {
@@ -341,11 +345,7 @@ mod tests {
 
     #[test]
     fn requests_with_a_body_get_a_connection_without_delay() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
+        runtime().block_on(async {
             let (kept, conns) = app(false).await;
             let post = || async move {
                 let mut req = Request::new(Body::from("payload"));
