@@ -74,22 +74,29 @@ bench_extra_cleanup() {
     [ -n "$serve_b_pid" ] && kill -9 "$serve_b_pid" 2>/dev/null && wait "$serve_b_pid" 2>/dev/null
 }
 # user+system clock ticks of a process and its children's threads (pids).
-cpu_ticks() {
-    local t=0 p
-    for p in "$@"; do
-        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
-    done
-    echo "$t"
-}
 # user and system clock ticks, as "USER SYS".
 cpu_split() {
-    local u=0 s=0 p
+    local u=0 s=0 p pu ps
     for p in "$@"; do
         read -r pu ps < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo 0 0)
         u=$((u + pu)); s=$((s + ps))
     done
     echo "$u $s"
 }
+cpu_ticks() {
+    local u s
+    read -r u s < <(cpu_split "$@")
+    echo $((u + s))
+}
+# wrk's headers for TARGET and CONN (keepalive|close), into the array hdr.
+wrk_headers() {
+    hdr=()
+    [ "$2" = close ] && hdr=(-H "Connection: close")
+    [ "${1#cubby}" != "$1" ] && hdr+=(-H "Authorization: Bearer $token")
+    return 0
+}
+# TARGET's serving processes as perf's -p list.
+pid_csv() { tr ' ' ',' <<<"${pids[$1]}" | sed 's/,*$//'; }
 bench_init proxy cx 214
 
 echo "== preparing: daemon, demo image, cubby serve, one sandbox, nginx"
@@ -213,11 +220,8 @@ if [ "${PERF:-0}" = 1 ]; then
     command -v perf >/dev/null || die "perf missing (apt-get install -y linux-perf)"
     read -ra perf_args <<<"${PERF_ARGS:--g}"
     for t in cubby nginx; do
-        hdr=(-H "Connection: close")
-        [ "${PERF_KEEPALIVE:-0}" = 1 ] && hdr=()
-        [ "$t" = cubby ] && hdr+=(-H "Authorization: Bearer $token")
-        # shellcheck disable=SC2086 # pid lists
-        perf record -q "${perf_args[@]}" -o "$work/perf-$t.data" -p "$(tr ' ' ',' <<<"${pids[$t]}" | sed 's/,*$//')" \
+        if [ "${PERF_KEEPALIVE:-0}" = 1 ]; then wrk_headers "$t" keepalive; else wrk_headers "$t" close; fi
+        perf record -q "${perf_args[@]}" -o "$work/perf-$t.data" -p "$(pid_csv "$t")" \
             -- sleep "$DURATION" 2>/dev/null &
         perf_pid=$!
         wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" "${hdr[@]}" "${url[$t]}/1k" | awk '/Requests\/sec/ {print "perf run '"$t"': " $2 " req/s"}'
@@ -247,12 +251,9 @@ if [ "${SYSCALLS:-0}" = 1 ]; then
     done
     for conn in keepalive close; do
         for t in cubby nginx; do
-            hdr=()
-            [ "$conn" = close ] && hdr=(-H "Connection: close")
-            [ "$t" = cubby ] && hdr+=(-H "Authorization: Bearer $token")
-            # shellcheck disable=SC2086 # pid lists
+            wrk_headers "$t" "$conn"
             perf stat -x, -o "$work/sys-$t-$conn.csv" -e "${evs%,}" \
-                -p "$(tr ' ' ',' <<<"${pids[$t]}" | sed 's/,*$//')" -- sleep "$DURATION" 2>/dev/null &
+                -p "$(pid_csv "$t")" -- sleep "$DURATION" 2>/dev/null &
             stat_pid=$!
             # shellcheck disable=SC2086 # pid lists
             read -r u0 s0 < <(cpu_split ${pids[$t]})
@@ -300,9 +301,7 @@ for round in $(seq "$ROUNDS"); do
             # target always follows the same one.
             for i in "${!order[@]}"; do
                 t=${order[$(( (i + round - 1) % ${#order[@]} ))]}
-                hdr=()
-                [ "$conn" = close ] && hdr=(-H "Connection: close")
-                [ "${t#cubby}" != "$t" ] && hdr+=(-H "Authorization: Bearer $token")
+                wrk_headers "$t" "$conn"
                 tw=$(ss -Htan state time-wait dst "$addr:8080" | wc -l)
                 # shellcheck disable=SC2086 # pid lists
                 c0=$(cpu_ticks ${pids[$t]:-})

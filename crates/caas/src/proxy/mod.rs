@@ -442,15 +442,16 @@ async fn target_uncached(
 
 /// `/r/{session}/...`: checks, then forwards.
 pub async fn handle(State(st): State<AppState>, req: Request) -> Response {
-    let client_ip = peer_of(&req).and_then(forwarded_for);
+    let client_ip = recorded_forwarded_for(&req);
     handle_path(st, req, client_ip).await
 }
 
-/// The client's address a listener recorded (`ConnectInfo`), if any.
-fn peer_of(req: &Request) -> Option<SocketAddr> {
+/// The `X-Forwarded-For` value of the client address a listener recorded
+/// in the request (`ConnectInfo`), if any.
+pub(crate) fn recorded_forwarded_for(req: &Request) -> Option<HeaderValue> {
     req.extensions()
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
+        .and_then(|c| forwarded_for(c.0))
 }
 
 /// [`handle`], with the client's `X-Forwarded-For` value known.
@@ -726,7 +727,7 @@ pub async fn host_dispatch(
 ) -> Response {
     match session_of_host(&st, &mut req) {
         Some(s) => {
-            let client_ip = peer_of(&req).and_then(forwarded_for);
+            let client_ip = recorded_forwarded_for(&req);
             handle_host(st, s, req, client_ip).await
         }
         None => next.run(req).await,

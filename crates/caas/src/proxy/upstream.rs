@@ -51,7 +51,7 @@ thread_local! {
 }
 
 /// A connection to an app and whether it sends small writes at once
-/// (`TCP_NODELAY`, set only for requests that stream a body: a bodiless
+/// (`TCP_NODELAY`, set only for requests that carry a body: a bodiless
 /// request is one write, and Nagle never holds a first write back).
 struct Conn {
     sender: SendRequest<Body>,
@@ -167,15 +167,15 @@ pub(crate) async fn send(
                         *again.method_mut() = m;
                         *again.uri_mut() = u;
                         *again.headers_mut() = h;
-                        fresh(addr, again).await?
+                        fresh(addr, again, false).await?
                     }
                     None => return Err(e.into()),
                 },
             },
             // Closed meanwhile: nothing was sent.
-            Err(_) => fresh(addr, req).await?,
+            Err(_) => fresh(addr, req, !bodiless).await?,
         },
-        None => fresh(addr, req).await?,
+        None => fresh(addr, req, !bodiless).await?,
     };
     let keep = keep && !closes(resp.version(), resp.headers());
     let (parts, body) = resp.into_parts();
@@ -186,12 +186,13 @@ pub(crate) async fn send(
     ))
 }
 
-/// A new connection, its task spawned, and `req` sent on it.
+/// A new connection (`TCP_NODELAY` if `nodelay`: `req` has a body), its
+/// task spawned, and `req` sent on it.
 async fn fresh(
     addr: SocketAddr,
     req: Request<Body>,
+    nodelay: bool,
 ) -> Result<(Conn, Response<Incoming>), UpstreamError> {
-    let nodelay = !axum::body::HttpBody::is_end_stream(req.body());
     let io = connect(addr, nodelay).await?;
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         // Body chunks of at most 64 KiB (hyper's default grows to ~400

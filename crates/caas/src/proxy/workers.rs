@@ -1,5 +1,5 @@
-//! Thread-per-core serving of the listener, like nginx's workers: N OS
-//! threads, each with a current-thread tokio runtime, its own
+//! Serving the listener on worker threads, like nginx's workers: N OS
+//! threads (`--proxy-threads`), each with a current-thread tokio runtime, its own
 //! `SO_REUSEPORT` listener on the service's address (the kernel spreads
 //! new connections over them) and its own idle upstream connections
 //! (upstream.rs). A proxied request (`/r/...`, or a `{session}.{domain}` host) is served
@@ -93,10 +93,7 @@ impl Dispatch {
                 req.extensions_mut().insert(ConnectInfo(p.addr));
                 None
             }
-            None if local => req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .and_then(|c| crate::proxy::forwarded_for(c.0)),
+            None if local => crate::proxy::recorded_forwarded_for(&req),
             None => None,
         };
         async move {
@@ -131,7 +128,7 @@ impl Dispatch {
 /// Plain HTTP is HTTP/1.1 only: browsers speak HTTP/2 only over TLS
 /// (ALPN), which stays on `axum::serve`. So no protocol sniffing (one read
 /// less per connection) and one HTTP/1 connection task per client, whose
-/// requests go to [`Dispatch`] with their peer address (`ConnectInfo`).
+/// requests go to [`Dispatch`] with their [`Peer`].
 pub async fn serve_http1(
     tcp: tokio::net::TcpListener,
     dispatch: Dispatch,
