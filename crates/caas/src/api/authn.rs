@@ -40,7 +40,7 @@ impl Caller {
 }
 
 /// A cookie's value from the request's `Cookie` headers.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -48,7 +48,7 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
+        .map(|(_, v)| v)
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -59,8 +59,7 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_string);
+            .and_then(|v| v.strip_prefix("Bearer "));
         let token = match bearer {
             Some(t) => t,
             None => {
@@ -71,7 +70,7 @@ impl FromRequestParts<AppState> for Caller {
                 t
             }
         };
-        let claims = st.signer.verify(&token, crate::store::now())?;
+        let claims = st.signer.verify(token, crate::store::now())?;
         if !login_live(st, &claims.sid, &claims.sub).await? {
             return Err(Error::Unauthenticated("this login was revoked (logout, password change or account disabled): sign in again".into()));
         }
@@ -121,7 +120,9 @@ pub async fn login_live(st: &AppState, login: &str, user: &str) -> Result<bool> 
     if st.live_logins.hit(login, user, epoch) {
         return Ok(true);
     }
-    let live = st.store().login_active(login, user).await?;
+    // Boxed: the query's future is large, and every proxied request's
+    // future would otherwise carry its size (see proxy::target).
+    let live = Box::pin(st.store().login_active(login, user)).await?;
     if live {
         st.live_logins.put(login, user, epoch);
     }

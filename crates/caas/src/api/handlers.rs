@@ -198,7 +198,7 @@ pub async fn refresh(
         Some(r.refresh_token)
     };
     let token = from_body
-        .or_else(|| cookie(&headers, REFRESH_COOKIE))
+        .or_else(|| cookie(&headers, REFRESH_COOKIE).map(str::to_string))
         .ok_or_else(|| Error::Unauthenticated("no refresh token: sign in again".into()))?;
     let bad = || Error::Unauthenticated("invalid or used refresh token: sign in again".into());
     let (login_id, secret) = token.split_once('.').ok_or_else(bad)?;

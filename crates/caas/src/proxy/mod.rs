@@ -358,7 +358,9 @@ async fn target(st: &AppState, who: &Caller, id: &str) -> Result<(SocketAddr, bo
     if let Some(t) = st.upstream.routes.get(&who.id, id, epoch) {
         return Ok(t);
     }
-    let t = target_uncached(st, who, id).await?;
+    // Boxed: the lookups' futures are large, and every proxied request's
+    // future (moved into hyper's per-connection box) would carry their size.
+    let t = Box::pin(target_uncached(st, who, id)).await?;
     st.upstream.routes.put(&who.id, id, epoch, t);
     Ok(t)
 }
@@ -550,7 +552,10 @@ async fn forward(
         pq.push_str(q);
     }
     let prefix = to.rest.and_then(|_| {
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("/r/{session}"))).ok()
+        let mut p = String::with_capacity(3 + session.len());
+        p.push_str("/r/");
+        p.push_str(&session);
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(p)).ok()
     });
     let upgrade_to = upgrade
         .then(|| parts.headers.get(header::UPGRADE).cloned())
@@ -558,7 +563,8 @@ async fn forward(
     let mut headers = std::mem::take(&mut parts.headers);
     upstream_headers(&mut headers, to.client_ip, prefix);
     if upgrade {
-        return forward_upgrade(
+        // Boxed like the route lookup: rare, and its future is large.
+        return Box::pin(forward_upgrade(
             st.manager.clone(),
             session,
             addr,
@@ -566,7 +572,7 @@ async fn forward(
             pq,
             headers,
             upgrade_to,
-        )
+        ))
         .await;
     }
     let uri = match Uri::from_maybe_shared(bytes::Bytes::from(pq)) {
@@ -853,7 +859,7 @@ async fn handle_host(
 async fn app_caller(st: &AppState, h: &HeaderMap) -> Result<Caller, Error> {
     let token = crate::api::authn::cookie(h, APP_COOKIE)
         .ok_or_else(|| Error::Unauthenticated("open the sandbox from your classes page".into()))?;
-    let claims = st.app_signer.verify(&token, crate::store::now())?;
+    let claims = st.app_signer.verify(token, crate::store::now())?;
     if !crate::api::authn::login_live(st, &claims.sid, &claims.sub).await? {
         return Err(Error::Unauthenticated("this login was revoked".into()));
     }

@@ -23,6 +23,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use futures_util::FutureExt;
 use hyper_util::rt::TokioIo;
 use tower::ServiceExt;
 
@@ -116,8 +117,7 @@ impl Dispatch {
     pub fn router(&self) -> Router {
         let d = self.clone();
         Router::new().fallback_service(tower::service_fn(move |req: Request| {
-            let answer = d.call(req, None);
-            async move { Ok::<_, Infallible>(answer.await) }
+            d.call(req, None).map(Ok::<_, Infallible>)
         }))
     }
 }
@@ -169,10 +169,13 @@ pub async fn serve_http1(
         };
         let d = dispatch.clone();
         let peer = Peer::new(peer);
+        // `map`, not an async block around `call`'s future: that would hold
+        // it twice over (hyper boxes this future per connection and moves
+        // it in per request).
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let answer = d.call(req.map(axum::body::Body::new), Some(&peer));
-                async move { Ok::<_, Infallible>(answer.await) }
+                d.call(req.map(axum::body::Body::new), Some(&peer))
+                    .map(Ok::<_, Infallible>)
             });
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let mut stop = drain_rx.clone();
