@@ -5,7 +5,8 @@
 //!
 //! An app that closes every connection (busybox httpd, the bench's app)
 //! costs a connect and a handshake per request and nothing more: no pool
-//! checkout racing a connect, no background pool task. A connection goes
+//! checkout racing a connect, no background pool task, and for a short
+//! answer not even a task of the connection's own ([`Link`]). A connection goes
 //! back to its thread's idle list only once its response body has ended
 //! and only if neither side said `Connection: close`; it is dropped there
 //! after [`IDLE`] unused (checked whenever the thread uses the list) or
@@ -13,6 +14,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -32,6 +34,9 @@ pub const IDLE: Duration = Duration::from_secs(4);
 const MAX_IDLE: usize = 64;
 /// How long a connect may take (the app's address is on cubby's bridge).
 const CONNECT: Duration = Duration::from_secs(5);
+/// The longest response body a new connection's [`Link`] is driven from
+/// (one read buffer's worth, see [`fresh`]).
+const INLINE_BODY: u64 = 64 * 1024;
 /// How long a finished connection waits for the app to close first.
 const LINGER: Duration = Duration::from_secs(1);
 
@@ -139,7 +144,7 @@ fn closes(version: Version, h: &HeaderMap) -> bool {
 pub(crate) async fn send(
     addr: SocketAddr,
     req: Request<Body>,
-) -> Result<Response<Body>, UpstreamError> {
+) -> Result<Response<AppBody>, UpstreamError> {
     let keep = !closes(req.version(), req.headers());
     let bodiless = axum::body::HttpBody::is_end_stream(req.body());
     let reused = IDLE_CONNS.with(|i| i.borrow_mut().take(addr, !bodiless));
@@ -157,10 +162,10 @@ pub(crate) async fn send(
                 req.headers().clone(),
             )
         });
-    let (conn, resp) = match reused {
+    let (conn, link, resp) = match reused {
         Some(mut c) => match c.sender.ready().await {
             Ok(()) => match c.sender.send_request(req).await {
-                Ok(r) => (c, r),
+                Ok(r) => (c, None, r),
                 Err(e) => match retry {
                     Some((m, u, h)) => {
                         let mut again = Request::new(Body::empty());
@@ -179,65 +184,163 @@ pub(crate) async fn send(
     };
     let keep = keep && !closes(resp.version(), resp.headers());
     let (parts, body) = resp.into_parts();
-    let back = keep.then_some((addr, conn));
+    // A body longer than one read of the app's socket streams better with
+    // its connection on a task of its own, read while the browser's side
+    // writes (1 MiB responses: 15-25 % fewer per second when driven from
+    // the body; see docs/caas-web.md).
+    let link = match link {
+        Some(l) if body.size_hint().exact().is_none_or(|n| n > INLINE_BODY) => {
+            l.release();
+            None
+        }
+        l => l,
+    };
     Ok(Response::from_parts(
         parts,
-        Body::new(GiveBack { body, back }),
+        AppBody {
+            body,
+            link,
+            back: Some((addr, conn)).filter(|_| keep),
+        },
     ))
 }
 
-/// A new connection (`TCP_NODELAY` if `nodelay`: `req` has a body), its
-/// task spawned, and `req` sent on it.
+type Io = TokioIo<tokio::net::TcpStream>;
+
+/// A new connection (`TCP_NODELAY` if `nodelay`: `req` has a body) and
+/// `req` sent on it; its [`Link`] is driven here until the response head
+/// has come.
 async fn fresh(
     addr: SocketAddr,
     req: Request<Body>,
     nodelay: bool,
-) -> Result<(Conn, Response<Incoming>), UpstreamError> {
+) -> Result<(Conn, Option<Link>, Response<Incoming>), UpstreamError> {
     let io = connect(addr, nodelay).await?;
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         // Body chunks of at most 64 KiB (hyper's default grows to ~400
         // KiB): they stay in cache between the read from the app and the
         // write to the browser (1 MiB responses: 13-16 % less CPU, see
         // docs/caas-web.md). Also the limit of the app's response head.
-        .max_buf_size(64 * 1024)
+        .max_buf_size(INLINE_BODY as usize)
         .handshake(io)
         .await?;
-    tokio::spawn(async move {
-        // Once the connection is done (the app said close, or we dropped
-        // it), let the app close first: the TIME_WAIT then stays on its
-        // side, not among our source ports toward it (tens of thousands of
-        // those made every connect() search longer; see docs/caas-web.md).
-        let Ok(parts) = conn.without_shutdown().await else {
-            return;
-        };
-        let mut tcp = parts.io.into_inner();
-        let eof = async {
-            // Usually the app's FIN came with its last bytes: the
-            // readiness already says so (no read needed to see it).
-            if let Ok(r) = tcp.ready(tokio::io::Interest::READABLE).await {
-                if r.is_read_closed() {
-                    return;
-                }
-            }
-            let mut buf = [0u8; 256];
-            while let Ok(1..) = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await {}
-        };
-        let _ = tokio::time::timeout(LINGER, eof).await;
-    });
-    let resp = sender.send_request(req).await?;
-    Ok((Conn { sender, nodelay }, resp))
+    let mut link = Link {
+        conn,
+        state: LinkState::Open,
+    };
+    let mut resp = std::pin::pin!(sender.send_request(req));
+    let resp = std::future::poll_fn(|cx| {
+        link.poll(cx);
+        resp.as_mut().poll(cx)
+    })
+    .await?;
+    Ok((Conn { sender, nodelay }, Some(link), resp))
 }
 
-/// A response body that puts its connection back on this thread's idle
-/// list once it has been read to the end (a body dropped before its end
-/// takes its connection with it).
-struct GiveBack {
+/// A new connection's HTTP/1 state machine (what sends the request, reads
+/// the response and feeds its body). The request's own task drives it
+/// until the response has ended if its body is short, so an app that
+/// closes every connection (busybox httpd, the bench's app) costs no task
+/// of its own and no hand-over between tasks; a connection with a long
+/// body, or kept for reuse, gets a task then.
+struct Link {
+    conn: hyper::client::conn::http1::Connection<Io, Body>,
+    state: LinkState,
+}
+
+#[derive(PartialEq)]
+enum LinkState {
+    Open,
+    /// The exchange is over (the connection would be closed now).
+    Done,
+    /// Failed; the response (or its body) says how.
+    Failed,
+}
+
+impl Link {
+    fn poll(&mut self, cx: &mut Context<'_>) {
+        if self.state == LinkState::Open {
+            self.state = match self.conn.poll_without_shutdown(cx) {
+                Poll::Pending => return,
+                Poll::Ready(Ok(())) => LinkState::Done,
+                Poll::Ready(Err(_)) => LinkState::Failed,
+            };
+        }
+    }
+
+    /// Lets the connection go on without the request: idle for reuse (a
+    /// task drives it), or closing (see [`linger`]; no task when the app
+    /// has closed its side already, the usual case).
+    fn release(mut self) {
+        self.poll(&mut Context::from_waker(std::task::Waker::noop()));
+        match self.state {
+            LinkState::Failed => {}
+            LinkState::Done => {
+                let tcp = self.conn.into_parts().io.into_inner();
+                if !closed_by_app(&tcp) {
+                    tokio::spawn(linger(tcp));
+                }
+            }
+            LinkState::Open => {
+                tokio::spawn(async move {
+                    if let Ok(parts) = self.conn.without_shutdown().await {
+                        linger(parts.io.into_inner()).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Whether the app has closed its side already (its FIN usually comes
+/// right behind its last bytes): then the connection is closed now, with
+/// no task to wait for that.
+fn closed_by_app(tcp: &tokio::net::TcpStream) -> bool {
+    let ready = std::pin::pin!(tcp.ready(tokio::io::Interest::READABLE));
+    if let Poll::Ready(Ok(r)) = ready.poll(&mut Context::from_waker(std::task::Waker::noop())) {
+        if r.is_read_closed() {
+            return true;
+        }
+    }
+    // Not seen by the runtime yet: ask the socket. Bytes after the end of
+    // the response are dropped with the connection, like a failed read.
+    !matches!(tcp.try_read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Once a connection is done (the app said close, or we dropped it), lets
+/// the app close first: the TIME_WAIT then stays on its side, not among
+/// our source ports toward it (tens of thousands of those made every
+/// connect() search longer; see docs/caas-web.md).
+async fn linger(mut tcp: tokio::net::TcpStream) {
+    let eof = async {
+        if let Ok(r) = tcp.ready(tokio::io::Interest::READABLE).await {
+            if r.is_read_closed() {
+                return;
+            }
+        }
+        let mut buf = [0u8; 256];
+        while let Ok(1..) = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await {}
+    };
+    let _ = tokio::time::timeout(LINGER, eof).await;
+}
+
+/// An app's response body. A new connection's [`Link`] is driven from
+/// here while the body is read; once it has been read to the end, a kept
+/// connection goes back on this thread's idle list (a body dropped before
+/// its end takes its connection with it). Not boxed here: the caller wraps
+/// it once, with whatever it adds.
+pub(crate) struct AppBody {
     body: Incoming,
+    link: Option<Link>,
     back: Option<(SocketAddr, Conn)>,
 }
 
-impl GiveBack {
-    fn give_back(&mut self) {
+impl AppBody {
+    /// The response has ended: the connection goes on without it.
+    fn finish(&mut self) {
+        if let Some(link) = self.link.take() {
+            link.release();
+        }
         if let Some((addr, c)) = self.back.take() {
             // Not at all while the thread ends (its list is gone).
             let _ = IDLE_CONNS.try_with(|i| i.borrow_mut().put(addr, c));
@@ -245,16 +348,16 @@ impl GiveBack {
     }
 }
 
-impl Drop for GiveBack {
+impl Drop for AppBody {
     fn drop(&mut self) {
         // An empty body (HEAD, 204, 304) is never polled.
         if self.body.is_end_stream() {
-            self.give_back();
+            self.finish();
         }
     }
 }
 
-impl hyper::body::Body for GiveBack {
+impl hyper::body::Body for AppBody {
     type Data = bytes::Bytes;
     type Error = hyper::Error;
 
@@ -262,9 +365,12 @@ impl hyper::body::Body for GiveBack {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if let Some(link) = self.link.as_mut() {
+            link.poll(cx);
+        }
         let r = Pin::new(&mut self.body).poll_frame(cx);
         if let Poll::Ready(None) = r {
-            self.give_back();
+            self.finish();
         }
         r
     }
@@ -288,6 +394,11 @@ mod tests {
     /// An app on 127.0.0.1 that answers "hi", keeping connections alive
     /// or closing each; counts the connections it accepted.
     async fn app(close: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+        app_serving(close, bytes::Bytes::from("hi")).await
+    }
+
+    /// Like [`app`], answering `body`.
+    async fn app_serving(close: bool, body: bytes::Bytes) -> (SocketAddr, Arc<AtomicUsize>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let conns = Arc::new(AtomicUsize::new(0));
@@ -295,13 +406,17 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
                 n.fetch_add(1, Ordering::SeqCst);
-                let svc = hyper::service::service_fn(move |_req| async move {
-                    let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::from("hi")));
-                    if close {
-                        r.headers_mut()
-                            .insert(header::CONNECTION, "close".parse().unwrap());
+                let body = body.clone();
+                let svc = hyper::service::service_fn(move |_req| {
+                    let body = body.clone();
+                    async move {
+                        let mut r = Response::new(http_body_util::Full::new(body));
+                        if close {
+                            r.headers_mut()
+                                .insert(header::CONNECTION, "close".parse().unwrap());
+                        }
+                        Ok::<_, std::convert::Infallible>(r)
                     }
-                    Ok::<_, std::convert::Infallible>(r)
                 });
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new()
@@ -341,6 +456,42 @@ mod tests {
             }
             assert_eq!(kept_conns.load(Ordering::SeqCst), 1);
             assert_eq!(closed_conns.load(Ordering::SeqCst), 3);
+        });
+    }
+
+    #[test]
+    fn long_bodies_stream_through_new_and_reused_connections() {
+        runtime().block_on(async {
+            // Many reads of the app's socket: the new connection's link is
+            // driven from the body until the last byte.
+            let big = bytes::Bytes::from(
+                (0..3 * 1024 * 1024u32)
+                    .map(|i| (i % 251) as u8)
+                    .collect::<Vec<u8>>(),
+            );
+            let fetch = |addr: SocketAddr| async move {
+                let mut req = Request::new(Body::empty());
+                *req.uri_mut() = "/big".parse().unwrap();
+                req.headers_mut()
+                    .insert(header::HOST, addr.to_string().parse().unwrap());
+                send(addr, req).await.unwrap().into_body()
+            };
+            for close in [true, false] {
+                let (addr, conns) = app_serving(close, big.clone()).await;
+                for _ in 0..2 {
+                    let got = fetch(addr).await.collect().await.unwrap().to_bytes();
+                    assert!(got == big, "close={close}: {} bytes", got.len());
+                }
+                assert_eq!(conns.load(Ordering::SeqCst), if close { 2 } else { 1 });
+            }
+            // A body dropped half-read takes its connection with it.
+            let (addr, conns) = app_serving(false, big.clone()).await;
+            let mut body = fetch(addr).await;
+            body.frame().await.unwrap().unwrap();
+            drop(body);
+            let got = fetch(addr).await.collect().await.unwrap().to_bytes();
+            assert!(got == big, "after a dropped body: {} bytes", got.len());
+            assert_eq!(conns.load(Ordering::SeqCst), 2);
         });
     }
 
