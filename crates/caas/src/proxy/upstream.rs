@@ -225,8 +225,8 @@ async fn fresh(
         .handshake(io)
         .await?;
     let mut link = Link {
-        conn,
-        state: LinkState::Open,
+        conn: Some(conn),
+        done: false,
     };
     let mut resp = std::pin::pin!(sender.send_request(req));
     let resp = std::future::poll_fn(|cx| {
@@ -244,27 +244,24 @@ async fn fresh(
 /// of its own and no hand-over between tasks; a connection with a long
 /// body, or kept for reuse, gets a task then.
 struct Link {
-    conn: hyper::client::conn::http1::Connection<Io, Body>,
-    state: LinkState,
-}
-
-#[derive(PartialEq)]
-enum LinkState {
-    Open,
+    /// `None` once it failed: dropped at once, so whatever waits on it (the
+    /// response, its body) learns so.
+    conn: Option<hyper::client::conn::http1::Connection<Io, Body>>,
     /// The exchange is over (the connection would be closed now).
-    Done,
-    /// Failed; the response (or its body) says how.
-    Failed,
+    done: bool,
 }
 
 impl Link {
     fn poll(&mut self, cx: &mut Context<'_>) {
-        if self.state == LinkState::Open {
-            self.state = match self.conn.poll_without_shutdown(cx) {
-                Poll::Pending => return,
-                Poll::Ready(Ok(())) => LinkState::Done,
-                Poll::Ready(Err(_)) => LinkState::Failed,
-            };
+        if self.done {
+            return;
+        }
+        if let Some(c) = self.conn.as_mut() {
+            match c.poll_without_shutdown(cx) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(())) => self.done = true,
+                Poll::Ready(Err(_)) => self.conn = None,
+            }
         }
     }
 
@@ -273,21 +270,20 @@ impl Link {
     /// has closed its side already, the usual case).
     fn release(mut self) {
         self.poll(&mut Context::from_waker(std::task::Waker::noop()));
-        match self.state {
-            LinkState::Failed => {}
-            LinkState::Done => {
-                let tcp = self.conn.into_parts().io.into_inner();
-                if !closed_by_app(&tcp) {
-                    tokio::spawn(linger(tcp));
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if self.done {
+            let tcp = conn.into_parts().io.into_inner();
+            if !closed_by_app(&tcp) {
+                tokio::spawn(linger(tcp));
+            }
+        } else {
+            tokio::spawn(async move {
+                if let Ok(parts) = conn.without_shutdown().await {
+                    linger(parts.io.into_inner()).await;
                 }
-            }
-            LinkState::Open => {
-                tokio::spawn(async move {
-                    if let Ok(parts) = self.conn.without_shutdown().await {
-                        linger(parts.io.into_inner()).await;
-                    }
-                });
-            }
+            });
         }
     }
 }
@@ -492,6 +488,50 @@ mod tests {
             let got = fetch(addr).await.collect().await.unwrap().to_bytes();
             assert!(got == big, "after a dropped body: {} bytes", got.len());
             assert_eq!(conns.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    /// An app that reads the request, writes `answer` and closes.
+    async fn raw_app(answer: &'static [u8]) -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut s, answer).await;
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn an_app_that_fails_is_an_error_not_a_hang_or_a_short_answer() {
+        runtime().block_on(async {
+            let send_get = |addr: SocketAddr| async move {
+                let mut req = Request::new(Body::empty());
+                *req.uri_mut() = "/x".parse().unwrap();
+                req.headers_mut()
+                    .insert(header::HOST, addr.to_string().parse().unwrap());
+                tokio::time::timeout(Duration::from_secs(10), async move {
+                    let resp = send(addr, req).await?;
+                    Ok::<_, UpstreamError>(resp.into_body().collect().await?.to_bytes())
+                })
+                .await
+                .expect("the proxy hung on a failed app")
+            };
+            // Closed without an answer.
+            let silent = raw_app(b"").await;
+            assert!(send_get(silent).await.is_err());
+            // An answer cut short of its Content-Length.
+            let short = raw_app(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b").await;
+            assert!(send_get(short).await.is_err());
+            // Not HTTP.
+            let garbage = raw_app(b"SSH-2.0-OpenSSH\r\n\r\n").await;
+            assert!(send_get(garbage).await.is_err());
+            // A whole answer still works after those.
+            let fine = raw_app(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+            assert_eq!(&send_get(fine).await.unwrap()[..], b"ok");
         });
     }
 
