@@ -34,9 +34,9 @@ pub const IDLE: Duration = Duration::from_secs(4);
 const MAX_IDLE: usize = 64;
 /// How long a connect may take (the app's address is on cubby's bridge).
 const CONNECT: Duration = Duration::from_secs(5);
-/// The longest response body a new connection's [`Link`] is driven from
-/// (one read buffer's worth, see [`fresh`]).
-const INLINE_BODY: u64 = 64 * 1024;
+/// The most read from an app at once (see [`fresh`]); also the longest
+/// response body a new connection's [`Link`] is driven from.
+const MAX_READ: usize = 64 * 1024;
 /// How long a finished connection waits for the app to close first.
 const LINGER: Duration = Duration::from_secs(1);
 
@@ -189,7 +189,7 @@ pub(crate) async fn send(
     // writes (1 MiB responses: 15-25 % fewer per second when driven from
     // the body; see docs/caas-web.md).
     let link = match link {
-        Some(l) if body.size_hint().exact().is_none_or(|n| n > INLINE_BODY) => {
+        Some(l) if body.size_hint().exact().is_none_or(|n| n > MAX_READ as u64) => {
             l.release();
             None
         }
@@ -221,7 +221,7 @@ async fn fresh(
         // KiB): they stay in cache between the read from the app and the
         // write to the browser (1 MiB responses: 13-16 % less CPU, see
         // docs/caas-web.md). Also the limit of the app's response head.
-        .max_buf_size(INLINE_BODY as usize)
+        .max_buf_size(MAX_READ)
         .handshake(io)
         .await?;
     let mut link = Link {
@@ -423,12 +423,19 @@ mod tests {
         (addr, conns)
     }
 
-    async fn get(addr: SocketAddr) -> String {
-        let mut req = Request::new(Body::empty());
-        *req.uri_mut() = "/x".parse().unwrap();
+    /// A request for `path` on the app at `addr`, as the proxy makes it.
+    fn request(addr: SocketAddr, path: &str, body: Body) -> Request<Body> {
+        let mut req = Request::new(body);
+        *req.uri_mut() = path.parse().unwrap();
         req.headers_mut()
             .insert(header::HOST, addr.to_string().parse().unwrap());
-        let resp = send(addr, req).await.unwrap();
+        req
+    }
+
+    async fn get(addr: SocketAddr) -> String {
+        let resp = send(addr, request(addr, "/x", Body::empty()))
+            .await
+            .unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(body.to_vec()).unwrap()
     }
@@ -466,10 +473,7 @@ mod tests {
                     .collect::<Vec<u8>>(),
             );
             let fetch = |addr: SocketAddr| async move {
-                let mut req = Request::new(Body::empty());
-                *req.uri_mut() = "/big".parse().unwrap();
-                req.headers_mut()
-                    .insert(header::HOST, addr.to_string().parse().unwrap());
+                let req = request(addr, "/big", Body::empty());
                 send(addr, req).await.unwrap().into_body()
             };
             for close in [true, false] {
@@ -509,10 +513,7 @@ mod tests {
     fn an_app_that_fails_is_an_error_not_a_hang_or_a_short_answer() {
         runtime().block_on(async {
             let send_get = |addr: SocketAddr| async move {
-                let mut req = Request::new(Body::empty());
-                *req.uri_mut() = "/x".parse().unwrap();
-                req.headers_mut()
-                    .insert(header::HOST, addr.to_string().parse().unwrap());
+                let req = request(addr, "/x", Body::empty());
                 tokio::time::timeout(Duration::from_secs(10), async move {
                     let resp = send(addr, req).await?;
                     Ok::<_, UpstreamError>(resp.into_body().collect().await?.to_bytes())
@@ -540,11 +541,8 @@ mod tests {
         runtime().block_on(async {
             let (kept, conns) = app(false).await;
             let post = || async move {
-                let mut req = Request::new(Body::from("payload"));
+                let mut req = request(kept, "/x", Body::from("payload"));
                 *req.method_mut() = axum::http::Method::POST;
-                *req.uri_mut() = "/x".parse().unwrap();
-                req.headers_mut()
-                    .insert(header::HOST, kept.to_string().parse().unwrap());
                 let resp = send(kept, req).await.unwrap();
                 resp.into_body().collect().await.unwrap();
             };
